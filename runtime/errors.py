@@ -1,0 +1,87 @@
+"""Errors raised by stepkit and by user code into stepkit.
+
+This module sits at the bottom of the dependency chain and imports nothing from the project.
+Every user-facing error says whether it is retriable; control-flow interrupts are not here
+(they live in the engine and subclass ``BaseException`` so user ``except Exception`` blocks
+cannot swallow them).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+
+class StepkitError(Exception):
+    """Base class for stepkit's own errors."""
+
+    is_retriable: bool = True
+
+
+class ConfigurationError(StepkitError):
+    """A function, trigger or option is invalid; raised at registration time."""
+
+    is_retriable = False
+
+
+class InvalidEventError(StepkitError, ValueError):
+    """An event failed validation; the message names the field and what is wrong."""
+
+    is_retriable = False
+
+
+class NonRetriableError(StepkitError):
+    """Raise from a step or handler to fail it at once, without retries."""
+
+    is_retriable = False
+
+
+class RetryAfterError(StepkitError):
+    """Raise to retry no earlier than a given time (a delay or an absolute time).
+
+    Args:
+        message: What went wrong.
+        after: A delay (seconds or ``timedelta``) or an aware ``datetime`` to retry at.
+    """
+
+    def __init__(self, message: str, after: float | timedelta | datetime) -> None:
+        super().__init__(message)
+        self.after = after
+
+
+class StepError(StepkitError):
+    """A step failed for good (retries exhausted or non-retriable).
+
+    User code may catch it to run a fallback; left uncaught it fails the run without further
+    retries, because the step already used its own.
+
+    Attributes:
+        step_id: The id of the step that failed.
+        name: The class name of the original error.
+        message: The original error's message.
+    """
+
+    is_retriable = False
+
+    def __init__(self, step_id: str, name: str, message: str) -> None:
+        super().__init__(f"step '{step_id}' failed: {name}: {message}")
+        self.step_id = step_id
+        self.name = name
+        self.message = message
+
+
+class NondeterminismError(StepkitError):
+    """Replay found a different kind of step where the history recorded another."""
+
+    is_retriable = False
+
+
+class StepLimitError(StepkitError):
+    """A run exceeded a limit (steps per run, step output size, JSON serialisability)."""
+
+    is_retriable = False
+
+
+class FunctionNotFoundError(StepkitError, LookupError):
+    """No function with the given id is registered."""
+
+    is_retriable = False

@@ -1,0 +1,381 @@
+"""The durable state of runs: run and step records, waiters, queue messages and commits.
+
+These frozen dataclasses are what the engine reads and what backends persist. Times are
+seconds since the Unix epoch (floats); backends render them as ISO strings where people read them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+from uuid import uuid4
+
+
+class RunStatus(StrEnum):
+    """Lifecycle of a run."""
+
+    RUNNING = "Running"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run can no longer change."""
+        return self is not RunStatus.RUNNING
+
+
+class StepKind(StrEnum):
+    """What a step does."""
+
+    RUN = "run"
+    SLEEP = "sleep"
+    WAIT = "wait_for_event"
+    INVOKE = "invoke"
+    SEND = "send_event"
+
+
+class StepStatus(StrEnum):
+    """Where a step is; the first four are pending, the last two final."""
+
+    SCHEDULED = "scheduled"  # a parallel branch queued as its own piece of work
+    RETRYING = "retrying"  # an attempt failed; the next is scheduled
+    SLEEPING = "sleeping"
+    WAITING = "waiting"
+    INVOKING = "invoking"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def final(self) -> bool:
+        """Whether the step has its result."""
+        return self in (StepStatus.COMPLETED, StepStatus.FAILED)
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """A recorded error: class name, message, whether it may be retried, and the traceback."""
+
+    name: str
+    message: str
+    retriable: bool = True
+    stack: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> ErrorInfo:
+        """Inverse of :meth:`to_json`."""
+        return cls(**raw)
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One step of a run.
+
+    Attributes:
+        key: Unique within the run: the step id, plus ``:N`` for its N-th reuse.
+        id: The id the user gave.
+        kind: What the step does.
+        status: Where it is.
+        attempt: Failed attempts so far.
+        output: JSON result once completed.
+        error: The last error (retrying) or the final one (failed).
+        wake_at: When a sleep ends, a wait or invoke times out, or a retry is due.
+        branch: Whether the step runs as a parallel branch (its own piece of work).
+        started_at: First time the step was seen.
+        ended_at: When the step got its result.
+        detail: Kind-specific facts shown in timelines (event waited for, child run id...).
+    """
+
+    key: str
+    id: str
+    kind: StepKind
+    status: StepStatus
+    attempt: int = 0
+    output: Any = None
+    error: ErrorInfo | None = None
+    wake_at: float | None = None
+    branch: bool = False
+    started_at: float | None = None
+    ended_at: float | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        raw = asdict(self)
+        raw["kind"] = self.kind.value
+        raw["status"] = self.status.value
+        raw["error"] = self.error.to_json() if self.error else None
+        return raw
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> StepRecord:
+        """Inverse of :meth:`to_json`."""
+        data = dict(raw)
+        data["kind"] = StepKind(data["kind"])
+        data["status"] = StepStatus(data["status"])
+        data["error"] = ErrorInfo.from_json(data["error"]) if data.get("error") else None
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ParentRef:
+    """The step of another run that invoked this run."""
+
+    run_id: str
+    function_id: str
+    key: str
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run of a function.
+
+    Attributes:
+        run_id: Unique id (a ULID, sortable by time).
+        function_id: Which function.
+        events: The triggering event(s), JSON-ready.
+        status: Lifecycle state.
+        version: Bumped by every committed change; only a message carrying the current version
+            may advance the run, which makes stale and duplicate deliveries harmless.
+        attempt: Failed attempts of the handler itself (errors outside steps).
+        created_at: When the run was created.
+        ended_at: When it finished.
+        output: The handler's return value once completed.
+        error: Why it failed or was cancelled.
+        parent: The invoking step, for runs started by ``step.invoke``.
+        deadline: When the run times out (``timeouts.finish``).
+        last_msg: Id of the message whose commit was last applied, so a redelivery of it after a
+            crash re-sends the outbox instead of being dropped as stale.
+        outbox: What that commit still had to send.
+    """
+
+    run_id: str
+    function_id: str
+    events: tuple[dict[str, Any], ...]
+    status: RunStatus = RunStatus.RUNNING
+    version: int = 0
+    attempt: int = 0
+    created_at: float = 0.0
+    ended_at: float | None = None
+    output: Any = None
+    error: ErrorInfo | None = None
+    parent: ParentRef | None = None
+    deadline: float | None = None
+    last_msg: str | None = None
+    outbox: tuple[Outgoing, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "run_id": self.run_id,
+            "function_id": self.function_id,
+            "events": list(self.events),
+            "status": self.status.value,
+            "version": self.version,
+            "attempt": self.attempt,
+            "created_at": self.created_at,
+            "ended_at": self.ended_at,
+            "output": self.output,
+            "error": self.error.to_json() if self.error else None,
+            "parent": asdict(self.parent) if self.parent else None,
+            "deadline": self.deadline,
+            "last_msg": self.last_msg,
+            "outbox": [o.to_json() for o in self.outbox],
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> RunRecord:
+        """Inverse of :meth:`to_json`."""
+        return cls(
+            run_id=raw["run_id"],
+            function_id=raw["function_id"],
+            events=tuple(raw["events"]),
+            status=RunStatus(raw["status"]),
+            version=int(raw["version"]),
+            attempt=int(raw["attempt"]),
+            created_at=float(raw["created_at"]),
+            ended_at=raw.get("ended_at"),
+            output=raw.get("output"),
+            error=ErrorInfo.from_json(raw["error"]) if raw.get("error") else None,
+            parent=ParentRef(**raw["parent"]) if raw.get("parent") else None,
+            deadline=raw.get("deadline"),
+            last_msg=raw.get("last_msg"),
+            outbox=tuple(outgoing_from_json(o) for o in raw.get("outbox") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class RunState:
+    """A run with all its step records: the engine's input."""
+
+    run: RunRecord
+    steps: dict[str, StepRecord]
+
+
+class WaiterKind(StrEnum):
+    """What a matching event does."""
+
+    STEP = "step"  # resolves a wait_for_event step
+    CANCEL = "cancel"  # cancels the run (cancel_on)
+
+
+@dataclass(frozen=True)
+class Waiter:
+    """A run waiting for an event.
+
+    Attributes:
+        event_name: The event name that may resolve it.
+        run_id: The waiting run.
+        function_id: Its function.
+        key: The step key (STEP) or ``cancel:N`` (CANCEL).
+        kind: What a match does.
+        expression: CEL over ``async`` (the incoming event) with the run's own event values
+            already interpolated; empty matches any event of that name.
+        expires_at: When the waiter lapses.
+    """
+
+    event_name: str
+    run_id: str
+    function_id: str
+    key: str
+    kind: WaiterKind
+    expression: str = ""
+    expires_at: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        raw = asdict(self)
+        raw["kind"] = self.kind.value
+        return raw
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Waiter:
+        """Inverse of :meth:`to_json`."""
+        return cls(**{**raw, "kind": WaiterKind(raw["kind"])})
+
+
+class MessageKind(StrEnum):
+    """The pieces of work a function queue carries."""
+
+    START = "start"  # create the run (idempotent) then act as CONTINUE at version 0
+    CONTINUE = "continue"  # replay the main line; valid only at the run's current version
+    BRANCH = "branch"  # perform one scheduled parallel step
+    WAKE = "wake"  # a step's wake_at passed: end a sleep, time out a wait/invoke
+    RESOLVE = "resolve"  # an invoked child run finished: resolve the parent's invoke step
+    TIMEOUT = "timeout"  # the run's finish deadline passed
+
+
+@dataclass(frozen=True)
+class Message:
+    """A unit of work for a function's queue.
+
+    Attributes:
+        kind: What to do.
+        function_id: The function (and so the queue).
+        run_id: The run.
+        id: Unique per send; re-sending the same message keeps its id.
+        version: For CONTINUE, the run version it was issued for.
+        key: For BRANCH and WAKE, the step key.
+        attempt: For BRANCH, the attempt it performs.
+        due: Epoch seconds before which it must not run; queues that cannot delay that long
+            deliver early and the worker re-enqueues it for the rest (a timer hop).
+        payload: For START: ``events`` and optionally ``parent``.
+    """
+
+    kind: MessageKind
+    function_id: str
+    run_id: str
+    id: str = field(default_factory=lambda: uuid4().hex)
+    version: int | None = None
+    key: str | None = None
+    attempt: int = 0
+    due: float | None = None
+    payload: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form (the queue message body)."""
+        raw = {k: v for k, v in asdict(self).items() if v is not None}
+        raw["kind"] = self.kind.value
+        raw["type"] = "message"
+        return raw
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Message:
+        """Inverse of :meth:`to_json`."""
+        data = {k: v for k, v in raw.items() if k != "type"}
+        data["kind"] = MessageKind(data["kind"])
+        return cls(**data)
+
+    def with_due(self, due: float | None) -> Message:
+        """The same message, due at another time."""
+        return replace(self, due=due)
+
+
+@dataclass(frozen=True)
+class EventOut:
+    """An event to publish after a commit (``send_event`` and system events)."""
+
+    event: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"type": "event", "event": self.event}
+
+
+Outgoing = Message | EventOut
+
+
+def outgoing_from_json(raw: dict[str, Any]) -> Outgoing:
+    """Parse an outbox entry."""
+    if raw.get("type") == "event":
+        return EventOut(event=raw["event"])
+    return Message.from_json(raw)
+
+
+@dataclass(frozen=True)
+class StepWrite:
+    """A step record to write, on condition of the record's current state.
+
+    Attributes:
+        record: The new record.
+        expect_status: The status the stored record must have; ``None`` means it must not exist.
+        expect_attempt: The attempt count the stored record must have (when it exists).
+    """
+
+    record: StepRecord
+    expect_status: StepStatus | None = None
+    expect_attempt: int = 0
+
+
+@dataclass(frozen=True)
+class RunPatch:
+    """Changes to a run record; ``None`` leaves a field as it is."""
+
+    status: RunStatus | None = None
+    attempt: int | None = None
+    output: Any = None
+    error: ErrorInfo | None = None
+    ended_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One atomic change to a run: everything in it is applied, or nothing.
+
+    A commit applies only while the run is unfinished, its version equals ``expect_version``
+    and every step write's condition holds; it then bumps the version by one and records
+    ``msg_id`` and the ``outbox``.
+    """
+
+    msg_id: str
+    expect_version: int
+    steps: tuple[StepWrite, ...] = ()
+    run: RunPatch | None = None
+    add_waiters: tuple[Waiter, ...] = ()
+    remove_waiters: tuple[Waiter, ...] = ()
+    outbox: tuple[Outgoing, ...] = ()
