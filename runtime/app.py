@@ -1,0 +1,308 @@
+"""The public registration API: ``App``, ``@app.function`` and its triggers and options."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from runtime.cron import CronSchedule
+from runtime.durations import parse_duration
+from runtime.errors import ConfigurationError, FunctionNotFoundError
+from runtime.events import FUNCTION_FAILED
+from runtime.expressions import Expression, ExpressionError, match_expression
+
+if TYPE_CHECKING:
+    from runtime.engine.context import Context
+
+Handler = Callable[["Context"], Any]
+MAX_TRIGGERS = 10
+MAX_RETRIES = 20
+_ID = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class TriggerEvent:
+    """Start a run for each event with this name, if the optional CEL ``if_`` holds.
+
+    Args:
+        event: The event name, e.g. ``"user/signup"``.
+        if_: CEL over ``event``, e.g. ``"event.data.plan == 'pro'"``.
+    """
+
+    event: str
+    if_: str | None = None
+
+
+@dataclass(frozen=True)
+class TriggerCron:
+    """Start a run on a schedule: 5-field cron, optionally prefixed ``TZ=Area/City``.
+
+    Args:
+        cron: e.g. ``"0 9 * * *"`` or ``"TZ=Europe/Paris 0 9 * * 1-5"``.
+    """
+
+    cron: str
+
+
+Trigger = TriggerEvent | TriggerCron
+
+
+@dataclass(frozen=True)
+class CancelOn:
+    """Cancel a run when a matching event arrives.
+
+    Args:
+        event: The event name to listen for.
+        if_: CEL over ``event`` (the run's triggering event) and ``async`` (the incoming one).
+        match: Shorthand: a field path that must be equal in both, e.g. ``"data.order_id"``.
+        timeout: Stop listening after this long (duration string or ``timedelta``).
+    """
+
+    event: str
+    if_: str | None = None
+    match: str | None = None
+    timeout: str | timedelta | None = None
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Run time limits; a run past either is cancelled.
+
+    Args:
+        start: Longest wait between the triggering event and the run starting.
+        finish: Longest time between the run starting and finishing.
+    """
+
+    start: str | timedelta | None = None
+    finish: str | timedelta | None = None
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """A compiled event trigger."""
+
+    event: str
+    condition: Expression | None
+
+    def matches(self, event: dict[str, Any]) -> bool:
+        """Whether ``event`` triggers this filter."""
+        if event.get("name") != self.event:
+            return False
+        return self.condition is None or self.condition.matches_vars({"event": event})
+
+
+@dataclass(frozen=True)
+class CancelSpec:
+    """A compiled ``cancel_on``."""
+
+    event: str
+    expression: str
+    timeout: timedelta | None
+
+
+@dataclass(frozen=True)
+class FunctionDef:
+    """A registered durable function. Created by :meth:`App.function`."""
+
+    app_id: str
+    id: str
+    handler: Handler
+    events: tuple[EventFilter, ...]
+    crons: tuple[CronSchedule, ...]
+    retries: int
+    cancel_on: tuple[CancelSpec, ...]
+    start_timeout: timedelta | None
+    finish_timeout: timedelta | None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, ctx: Context) -> Any:
+        """Call the handler directly (for unit tests of pure logic)."""
+        return self.handler(ctx)
+
+    def triggered_by(self, event: dict[str, Any]) -> bool:
+        """Whether an event starts a run of this function."""
+        return any(f.matches(event) for f in self.events)
+
+
+def _check_id(value: str, where: str) -> str:
+    if not isinstance(value, str) or not _ID.match(value):
+        raise ConfigurationError(
+            f"{where}: invalid id {value!r}; use 1-64 lowercase letters, digits, '-' or '_', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def _duration(value: str | timedelta | None, where: str) -> timedelta | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value, where=where)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def _compile(source: str, where: str) -> Expression:
+    try:
+        return Expression.compile(source, where=where)
+    except ExpressionError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+class App:
+    """A set of durable functions deployed together.
+
+    Args:
+        app_id: Names the app; it prefixes AWS resource names and is the EventBridge source.
+    """
+
+    def __init__(self, app_id: str) -> None:
+        self.id = _check_id(app_id, "App")
+        self._functions: dict[str, FunctionDef] = {}
+
+    def function(
+        self,
+        *,
+        id: str,
+        trigger: Trigger | Sequence[Trigger],
+        retries: int = 4,
+        cancel_on: CancelOn | Sequence[CancelOn] = (),
+        timeouts: Timeouts | None = None,
+        on_failure: Handler | None = None,
+        **options: Any,
+    ) -> Callable[[Handler], FunctionDef]:
+        """Register a durable function.
+
+        Args:
+            id: Unique within the app.
+            trigger: One trigger or a list of up to 10.
+            retries: Retries per step and for the handler itself (0-20; 4 means 5 attempts).
+            cancel_on: Events that cancel a running run.
+            timeouts: Start and finish time limits.
+            on_failure: Called as its own function with the ``stepkit/function.failed`` event
+                when a run of this function fails.
+            **options: Deployment options (e.g. ``memory_mb``, ``timeout_s``) read by the infra.
+
+        Raises:
+            ConfigurationError: An option is invalid or the id is taken.
+        """
+
+        def register(handler: Handler) -> FunctionDef:
+            fn = self._build(id, handler, trigger, retries, cancel_on, timeouts, options)
+            self._add(fn)
+            if on_failure is not None:
+                failure = self._build(
+                    f"{id}-failure",
+                    on_failure,
+                    TriggerEvent(FUNCTION_FAILED, if_=f"event.data.function_id == '{id}'"),
+                    retries,
+                    (),
+                    None,
+                    {},
+                )
+                self._add(failure)
+            return fn
+
+        return register
+
+    def _add(self, fn: FunctionDef) -> None:
+        if fn.id in self._functions:
+            raise ConfigurationError(f"function id '{fn.id}' is already registered in app '{self.id}'")
+        self._functions[fn.id] = fn
+
+    def _build(
+        self,
+        fn_id: str,
+        handler: Handler,
+        trigger: Trigger | Sequence[Trigger],
+        retries: int,
+        cancel_on: CancelOn | Sequence[CancelOn],
+        timeouts: Timeouts | None,
+        options: dict[str, Any],
+    ) -> FunctionDef:
+        where = f"function '{fn_id}'"
+        _check_id(fn_id, "function")
+        if not callable(handler):
+            raise ConfigurationError(f"{where}: handler is not callable")
+        triggers = [trigger] if isinstance(trigger, TriggerEvent | TriggerCron) else list(trigger)
+        if not triggers:
+            raise ConfigurationError(f"{where}: needs at least one trigger")
+        if len(triggers) > MAX_TRIGGERS:
+            raise ConfigurationError(f"{where}: {len(triggers)} triggers; the maximum is {MAX_TRIGGERS}")
+        events: list[EventFilter] = []
+        crons: list[CronSchedule] = []
+        for i, t in enumerate(triggers):
+            if isinstance(t, TriggerEvent):
+                cond = _compile(t.if_, f"{where} trigger '{t.event}' if") if t.if_ else None
+                events.append(EventFilter(t.event, cond))
+            elif isinstance(t, TriggerCron):
+                try:
+                    crons.append(CronSchedule.parse(t.cron))
+                except ValueError as exc:
+                    raise ConfigurationError(f"{where}: {exc}") from None
+            else:
+                raise ConfigurationError(
+                    f"{where}: trigger {i} is {type(t).__name__}; use TriggerEvent or TriggerCron"
+                )
+        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
+            raise ConfigurationError(f"{where}: retries must be an integer 0-{MAX_RETRIES}, got {retries!r}")
+        cancels = [cancel_on] if isinstance(cancel_on, CancelOn) else list(cancel_on)
+        specs = []
+        for c in cancels:
+            cwhere = f"{where} cancel_on '{c.event}'"
+            if c.match and c.if_:
+                raise ConfigurationError(f"{cwhere}: give match or if_, not both")
+            source = ""
+            if c.match:
+                try:
+                    source = match_expression(c.match)
+                except ExpressionError as exc:
+                    raise ConfigurationError(f"{cwhere}: {exc}") from None
+            elif c.if_:
+                source = c.if_
+            if source:
+                _compile(source, cwhere)
+            specs.append(CancelSpec(c.event, source, _duration(c.timeout, f"{cwhere} timeout")))
+        t = timeouts or Timeouts()
+        return FunctionDef(
+            app_id=self.id,
+            id=fn_id,
+            handler=handler,
+            events=tuple(events),
+            crons=tuple(crons),
+            retries=retries,
+            cancel_on=tuple(specs),
+            start_timeout=_duration(t.start, f"{where} timeouts.start"),
+            finish_timeout=_duration(t.finish, f"{where} timeouts.finish"),
+            options=dict(options),
+        )
+
+    @property
+    def functions(self) -> dict[str, FunctionDef]:
+        """Registered functions by id."""
+        return dict(self._functions)
+
+    def get(self, function_id: str) -> FunctionDef:
+        """The function with this id.
+
+        Raises:
+            FunctionNotFoundError: None is registered.
+        """
+        try:
+            return self._functions[function_id]
+        except KeyError:
+            known = ", ".join(sorted(self._functions)) or "none"
+            raise FunctionNotFoundError(
+                f"no function '{function_id}' in app '{self.id}' (registered: {known})"
+            ) from None
+
+    def __iter__(self) -> Iterator[FunctionDef]:
+        return iter(self._functions.values())
+
+    def triggered_by(self, event: dict[str, Any]) -> list[FunctionDef]:
+        """Functions whose event triggers match ``event``."""
+        return [fn for fn in self._functions.values() if fn.triggered_by(event)]
+

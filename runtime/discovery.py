@@ -1,0 +1,70 @@
+"""Find the app defined in a project's ``functions/`` package.
+
+The CDK app, the dev server and the Lambda handlers all use this one registry, so what is
+deployed is exactly what runs locally.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from runtime.app import App
+from runtime.errors import ConfigurationError
+
+DEFAULT_PACKAGE = "functions"
+
+
+def load_app(package: str | None = None, *, root: str | Path | None = None) -> App:
+    """Import ``package`` and every module in it, and return the one ``App`` they define.
+
+    Args:
+        package: The functions package name (default ``$STEPKIT_FUNCTIONS`` or ``functions``).
+        root: Directory containing the package (default: the current directory).
+
+    Raises:
+        ConfigurationError: The package is missing, fails to import, or defines no app or
+            more than one.
+    """
+    package = package or os.environ.get("STEPKIT_FUNCTIONS", DEFAULT_PACKAGE)
+    base = str(Path(root or os.getcwd()).resolve())
+    if base not in sys.path:
+        sys.path.insert(0, base)
+    modules = [_import(package)]
+    pkg_path = getattr(modules[0], "__path__", None)
+    if pkg_path is not None:
+        for info in sorted(pkgutil.walk_packages(pkg_path, prefix=f"{package}."), key=_name):
+            modules.append(_import(info.name))
+    apps: dict[int, App] = {}
+    for module in modules:
+        for value in vars(module).values():
+            if isinstance(value, App):
+                apps[id(value)] = value
+    if not apps:
+        raise ConfigurationError(
+            f"no App found in package '{package}' (under {base}); define one, e.g. "
+            "`app = App('my-app')` in functions/__init__.py"
+        )
+    if len(apps) > 1:
+        names = ", ".join(sorted(a.id for a in apps.values()))
+        raise ConfigurationError(f"package '{package}' defines several apps ({names}); use one")
+    return next(iter(apps.values()))
+
+
+def _name(info: pkgutil.ModuleInfo) -> str:
+    return info.name
+
+
+def _import(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name:
+            raise ConfigurationError(
+                f"cannot import functions package '{name}' (sys.path[0]={sys.path[0]})"
+            ) from None
+        raise

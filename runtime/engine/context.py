@@ -1,0 +1,93 @@
+"""``ctx``: what a handler receives."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from runtime.engine.steps import ReplayState, Steps
+from runtime.events import Event
+
+_UUIDS = uuid.UUID("0f7d4a2e-5c1b-4e8a-9d3f-6b2a1c0e9f87")
+
+
+class ReplayLogger:
+    """A logger that stays quiet while the handler replays memoized steps.
+
+    Each invocation re-runs the handler from the top; without this, every line logged before
+    the current step would be printed again on every invocation.
+    """
+
+    def __init__(self, logger: logging.Logger | logging.LoggerAdapter[Any], state: ReplayState):
+        self._logger = logger
+        self._state = state
+
+    def _log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self._state.live:
+            kwargs.setdefault("stacklevel", 3)
+            self._logger.log(level, msg, *args, **kwargs)
+
+    def debug(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        """Log at DEBUG, unless replaying."""
+        self._log(logging.DEBUG, msg, *args, **kwargs)
+
+    def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        """Log at INFO, unless replaying."""
+        self._log(logging.INFO, msg, *args, **kwargs)
+
+    def warning(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        """Log at WARNING, unless replaying."""
+        self._log(logging.WARNING, msg, *args, **kwargs)
+
+    def error(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        """Log at ERROR, unless replaying."""
+        self._log(logging.ERROR, msg, *args, **kwargs)
+
+    def exception(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        """Log at ERROR with the current exception, unless replaying."""
+        kwargs.setdefault("exc_info", True)
+        self._log(logging.ERROR, msg, *args, **kwargs)
+
+
+class Context:
+    """The handler's view of its run.
+
+    Attributes:
+        event: The triggering event (the first, for batches).
+        events: All triggering events.
+        run_id: This run's id.
+        attempt: The current attempt (0-based) of the step being run, or of the handler.
+        step: The step tools.
+        logger: A logger that does not repeat lines on replay.
+    """
+
+    def __init__(
+        self,
+        state: ReplayState,
+        logger: logging.Logger | logging.LoggerAdapter[Any],
+    ) -> None:
+        self._state = state
+        self.events = [Event.model_validate(e) for e in state.run.events]
+        self.event = self.events[0]
+        self.run_id = state.run.run_id
+        self.attempt = state.run.attempt
+        self.step = Steps(state)
+        self.logger = ReplayLogger(logger, state)
+        self._uuids = 0
+
+    def now(self) -> datetime:
+        """The time of the run's latest checkpoint; the same value on every replay.
+
+        It is when the last step the handler has passed finished (or when the run was
+        created), like a workflow clock: use it instead of ``datetime.now()`` in handler code.
+        """
+        ts = max(self._state.checkpoint, self._state.run.created_at)
+        return datetime.fromtimestamp(ts, tz=UTC)
+
+    def uuid(self) -> uuid.UUID:
+        """A random-looking UUID that is the same on every replay."""
+        self._uuids += 1
+        seed = f"{self.run_id}/{len(self._state.visited)}/{self._uuids}"
+        return uuid.uuid5(_UUIDS, seed)

@@ -1,0 +1,219 @@
+"""One invocation: replay the handler over the history and decide what happens next.
+
+Pure: no clock is read (``now`` is an argument), nothing is stored or sent. The only code run
+is the user's handler and, for a new ``step.run``, that step's function.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from runtime.engine.context import Context
+from runtime.engine.decisions import (
+    Decision,
+    Invoke,
+    Noop,
+    RunCompleted,
+    RunFailed,
+    RunRetry,
+    ScheduleBranches,
+    SendEvents,
+    Sleep,
+    StepFailed,
+    StepRef,
+    StepRetry,
+    StepSucceeded,
+    WaitForEvent,
+)
+from runtime.engine.steps import Interrupt, PlannedOp, ReplayState
+from runtime.errors import NonRetriableError, RetryAfterError, StepError, StepLimitError
+from runtime.records import ErrorInfo, RunState, StepKind
+
+if TYPE_CHECKING:
+    from runtime.app import FunctionDef
+
+_log = logging.getLogger("stepkit.run")
+BACKOFF_INITIAL = 2.0
+BACKOFF_MAX = 3600.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-run limits."""
+
+    max_steps: int = 1000
+    max_output_bytes: int = 256 * 1024
+
+
+def execute(
+    fn: FunctionDef,
+    state: RunState,
+    *,
+    now: float,
+    target: str | None = None,
+    limits: Limits = Limits(),  # noqa: B008 - frozen, shared safely
+    logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+) -> Decision:
+    """Replay ``fn`` over ``state`` and decide the next piece of work.
+
+    Args:
+        fn: The function.
+        state: The run and its step records.
+        now: The invocation time (epoch seconds).
+        target: For a parallel branch, the key of the one step this invocation performs.
+        limits: Per-run limits.
+        logger: Where ``ctx.logger`` writes.
+    """
+    rs = ReplayState(
+        run=state.run, history=state.steps, now=now, target=target, max_steps=limits.max_steps
+    )
+    ctx = Context(rs, logger or _log)
+    try:
+        output = fn.handler(ctx)
+        raised: BaseException | None = None
+    except Interrupt:
+        output, raised = None, None
+    except Exception as exc:  # the handler's own error; decided below
+        output, raised = None, exc
+    if rs.fatal is not None:
+        return Noop("branch target not reached") if target else RunFailed(_info(rs.fatal))
+    if rs.interrupted is not None:  # also when user code swallowed the interrupt
+        return _plan(fn, ctx, rs, rs.interrupted, limits)
+    if target is not None:
+        return Noop(f"branch '{target}' was not reached by the handler")
+    if raised is not None:
+        return _handler_error(fn, rs, raised)
+    try:
+        return RunCompleted(_json_value(output, "the handler", limits))
+    except StepLimitError as exc:
+        return RunFailed(_info(exc))
+
+
+def _plan(
+    fn: FunctionDef, ctx: Context, rs: ReplayState, ops: list[PlannedOp], limits: Limits
+) -> Decision:
+    if rs.target is not None:
+        op = next((o for o in ops if o.ref.key == rs.target), None)
+        return _perform(fn, ctx, rs, op, limits) if op else Noop("branch target not reached")
+    new = [o for o in ops if not o.in_flight]
+    if not new:
+        return Noop("waiting on steps in flight")
+    if len(ops) == 1 and not ops[0].ref.branch:
+        return _perform(fn, ctx, rs, ops[0], limits)
+    return ScheduleBranches(tuple(o.ref for o in new))
+
+
+def _perform(
+    fn: FunctionDef, ctx: Context, rs: ReplayState, op: PlannedOp, limits: Limits
+) -> Decision:
+    ref = op.ref
+    if ref.kind is StepKind.SLEEP:
+        assert op.until is not None
+        return StepSucceeded(ref, None) if op.until <= rs.now else Sleep(ref, op.until)
+    if ref.kind is StepKind.WAIT:
+        assert op.until is not None
+        return WaitForEvent(ref, op.event, op.expression, op.until)
+    if ref.kind is StepKind.INVOKE:
+        return Invoke(ref, op.function_id, op.data, op.until)
+    if ref.kind is StepKind.SEND:
+        return SendEvents(ref, op.events)
+    assert op.fn is not None
+    rs.performing = True
+    ctx.attempt = ref.attempt
+    try:
+        result = op.fn(*op.args, **op.kwargs)
+    except Interrupt:
+        err = NonRetriableError(f"step '{ref.id}' called another step inside step.run; nest none")
+        return StepFailed(ref, _info(err))
+    except Exception as exc:
+        return _step_error(fn, rs, ref, exc)
+    finally:
+        rs.performing = False
+    try:
+        return StepSucceeded(ref, _json_value(result, f"step '{ref.id}'", limits))
+    except StepLimitError as exc:
+        return StepFailed(ref, _info(exc))
+
+
+def _step_error(fn: FunctionDef, rs: ReplayState, ref: StepRef, exc: Exception) -> Decision:
+    info = _info(exc)
+    if not info.retriable or ref.attempt >= fn.retries:
+        return StepFailed(ref, info)
+    return StepRetry(ref, info, _retry_at(exc, rs, f"{rs.run.run_id}/{ref.key}", ref.attempt))
+
+
+def _handler_error(fn: FunctionDef, rs: ReplayState, exc: Exception) -> Decision:
+    info = _info(exc)
+    if isinstance(exc, StepError) or not info.retriable or rs.run.attempt >= fn.retries:
+        return RunFailed(info)
+    return RunRetry(info, _retry_at(exc, rs, rs.run.run_id, rs.run.attempt))
+
+
+def backoff(attempt: int, seed: str) -> float:
+    """Exponential backoff with jitter, deterministic per seed: 50-100% of 2s * 2^attempt."""
+    ceiling = min(BACKOFF_MAX, BACKOFF_INITIAL * 2**attempt)
+    frac = int(hashlib.sha256(f"{seed}/{attempt}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return ceiling * (0.5 + 0.5 * frac)
+
+
+def _retry_at(exc: Exception, rs: ReplayState, seed: str, attempt: int) -> float:
+    if isinstance(exc, RetryAfterError):
+        after = exc.after
+        if isinstance(after, datetime):
+            return max(rs.now, after.timestamp())
+        seconds = after.total_seconds() if isinstance(after, timedelta) else float(after)
+        return rs.now + max(0.0, seconds)
+    return rs.now + backoff(attempt, seed)
+
+
+def _info(exc: BaseException) -> ErrorInfo:
+    stack = "".join(traceback.format_exception(exc))[-4000:]
+    retriable = bool(getattr(exc, "is_retriable", True))
+    return ErrorInfo(type(exc).__name__, str(exc), retriable, stack)
+
+
+def _json_value(value: Any, where: str, limits: Limits) -> Any:
+    """Round-trip ``value`` through JSON, so the first run returns what replays will."""
+    try:
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError):
+        path, bad = _find_non_json(value, "output")
+        raise StepLimitError(
+            f"{where} returned a value that is not JSON-serialisable: {path} is "
+            f"{type(bad).__name__}; return dicts, lists, strings, numbers, booleans or None"
+        ) from None
+    size = len(text.encode())
+    if size > limits.max_output_bytes:
+        raise StepLimitError(
+            f"{where} output is {size} bytes, over the {limits.max_output_bytes}-byte limit; "
+            "store large data elsewhere and return a reference"
+        )
+    return json.loads(text)
+
+
+def _find_non_json(value: Any, path: str) -> tuple[str, Any]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str | int | float | bool) and k is not None:
+                return f"{path} key {k!r}", k
+            found = _find_non_json(v, f"{path}[{k!r}]")
+            if found[0]:
+                return found
+        return "", None
+    if isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            found = _find_non_json(v, f"{path}[{i}]")
+            if found[0]:
+                return found
+        return "", None
+    if value is None or isinstance(value, str | int | bool):
+        return "", None
+    if isinstance(value, float):
+        return ("", None) if value == value and abs(value) != float("inf") else (path, value)
+    return path, value
