@@ -1,0 +1,98 @@
+"""The small interfaces a backend implements; everything else is shared.
+
+A backend provides a :class:`Store` (run state, with atomic conditional commits), a
+:class:`Queue` (delayed delivery of messages to function workers), a :class:`Bus` (event
+publication) and a :class:`Clock`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from runtime.records import Commit, Message, RunRecord, RunState, RunStatus, Waiter
+
+
+class Clock(Protocol):
+    """Wall-clock time in epoch seconds."""
+
+    def now(self) -> float:
+        """The current time."""
+        ...
+
+
+@dataclass(frozen=True)
+class RunQuery:
+    """Filters for listing runs, newest first."""
+
+    function_id: str | None = None
+    status: RunStatus | None = None
+    limit: int = 50
+
+
+class Store(Protocol):
+    """Durable run state. Each method is one atomic operation."""
+
+    def load(self, run_id: str) -> RunState | None:
+        """The run and all its step records, or ``None``."""
+        ...
+
+    def create_run(self, run: RunRecord, waiters: Sequence[Waiter]) -> bool:
+        """Create ``run`` (and its cancel waiters) unless a run with its id exists.
+
+        Returns:
+            Whether it was created.
+        """
+        ...
+
+    def commit(self, run_id: str, commit: Commit) -> bool:
+        """Apply ``commit`` atomically if its conditions hold.
+
+        Conditions: the run exists, is unfinished and has version ``commit.expect_version``,
+        and each step write's expected state holds. On success the run's version becomes
+        ``expect_version + 1`` and ``last_msg``/``outbox`` are recorded.
+
+        Returns:
+            Whether it was applied; ``False`` is a normal outcome (a duplicate or a race lost).
+        """
+        ...
+
+    def waiters_for(self, event_name: str) -> list[Waiter]:
+        """Waiters listening for an event name."""
+        ...
+
+    def remember_event(self, event: dict[str, Any], *, now: float, ttl: float) -> bool:
+        """Record an event id in the event log unless seen within ``ttl`` seconds.
+
+        Returns:
+            Whether the event is new.
+        """
+        ...
+
+    def list_runs(self, query: RunQuery) -> list[RunRecord]:
+        """Runs matching ``query``, newest first."""
+        ...
+
+    def list_events(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Recently received events, newest first."""
+        ...
+
+
+class Queue(Protocol):
+    """Delivers messages to function workers, at least once, not before their ``due`` time.
+
+    A queue that cannot delay that long may deliver early; workers re-enqueue early messages.
+    """
+
+    def send(self, messages: Sequence[Message]) -> None:
+        """Enqueue messages."""
+        ...
+
+
+class Bus(Protocol):
+    """Publishes events to the app's event bus."""
+
+    def publish(self, events: Sequence[dict[str, Any]]) -> None:
+        """Publish validated events (JSON-ready dicts)."""
+        ...

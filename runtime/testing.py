@@ -1,0 +1,219 @@
+"""A harness for testing durable functions in pytest: send events, skip time, inspect runs.
+
+Example::
+
+    from runtime.testing import Harness
+
+    def test_welcome(tmp_path):
+        h = Harness.local(app, path=tmp_path / "db.sqlite3")
+        h.send("user/signup", {"user_id": "u1"})
+        h.advance("3d")
+        run = h.only_run("send-welcome-email")
+        assert run.status == "Completed"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from runtime.app import App
+from runtime.core.clock import FakeClock
+from runtime.core.protocols import RunQuery
+from runtime.events import Event
+from runtime.records import Message, RunRecord, RunState, RunStatus, StepRecord
+
+
+class TestBackend(Protocol):
+    """What a backend offers the harness (the local and the AWS emulator backends do)."""
+
+    def send(self, events: Any) -> list[str]:
+        """Validate and publish events; return ids."""
+        ...
+
+    def run_until_idle(self) -> int:
+        """Process every due piece of work; return how many messages were handled."""
+        ...
+
+    def get_run(self, run_id: str) -> RunState | None:
+        """A run with its steps."""
+        ...
+
+    def list_runs(self, query: RunQuery = ...) -> list[RunRecord]:
+        """Runs, newest first."""
+        ...
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a run."""
+        ...
+
+    def rerun(self, run_id: str) -> str:
+        """Start a new run with the same events."""
+        ...
+
+    def dead_letters(self) -> list[Message]:
+        """Messages that exhausted their deliveries."""
+        ...
+
+    def close(self) -> None:
+        """Release resources."""
+        ...
+
+
+@dataclass(frozen=True)
+class RunView:
+    """A run as tests look at it."""
+
+    state: RunState
+
+    @property
+    def id(self) -> str:
+        """The run id."""
+        return self.state.run.run_id
+
+    @property
+    def status(self) -> RunStatus:
+        """Lifecycle state (compares equal to strings like ``"Completed"``)."""
+        return self.state.run.status
+
+    @property
+    def output(self) -> Any:
+        """The handler's return value."""
+        return self.state.run.output
+
+    @property
+    def error(self) -> str | None:
+        """``"Name: message"`` of the failure or cancellation, if any."""
+        err = self.state.run.error
+        return f"{err.name}: {err.message}" if err else None
+
+    @property
+    def steps(self) -> dict[str, StepRecord]:
+        """Step records by key."""
+        return self.state.steps
+
+    def step(self, key: str) -> StepRecord:
+        """One step record; ``KeyError`` names the keys that exist."""
+        try:
+            return self.state.steps[key]
+        except KeyError:
+            raise KeyError(f"run {self.id} has no step '{key}' (has: {sorted(self.steps)})") from None
+
+
+class Harness:
+    """Drives an app's runs on a backend with a clock that only moves when told to.
+
+    Args:
+        app: The app under test.
+        backend: Where runs execute.
+        clock: The backend's clock.
+    """
+
+    def __init__(self, app: App, backend: TestBackend, clock: FakeClock) -> None:
+        self.app = app
+        self.backend = backend
+        self.clock = clock
+
+    @classmethod
+    def local(
+        cls,
+        app: App,
+        *,
+        path: str | Path,
+        start: datetime | float | None = None,
+        **options: Any,
+    ) -> Harness:
+        """A harness on the embedded SQLite backend.
+
+        Args:
+            app: The app under test.
+            path: The SQLite file.
+            start: The fake clock's start time (default: now).
+            **options: Passed to ``LocalBackend``.
+        """
+        from runtime.backends.local import LocalBackend
+
+        clock = FakeClock(start)
+        return cls(app, LocalBackend(app, path, clock=clock, **options), clock)
+
+    def send(
+        self,
+        event: str | Mapping[str, Any] | Event | Sequence[Mapping[str, Any] | Event],
+        data: Mapping[str, Any] | None = None,
+        *,
+        settle: bool = True,
+        **fields: Any,
+    ) -> list[str]:
+        """Send an event (by name and data, or whole) and, by default, run until idle."""
+        payload: Any = {"name": event, "data": dict(data or {}), **fields} if isinstance(
+            event, str
+        ) else event
+        ids = self.backend.send(payload)
+        if settle:
+            self.settle()
+        return ids
+
+    def settle(self) -> int:
+        """Run every piece of work that is due now; return messages handled."""
+        return self.backend.run_until_idle()
+
+    def advance(self, by: str | float | timedelta) -> None:
+        """Skip the clock forward and run what became due, in time order.
+
+        The skip goes in steps (at most a tenth of the span) so timers fire close to their
+        time and work they schedule is also due within the span.
+        """
+        total = FakeClock(0)
+        total.advance(by)
+        remaining = total.now()
+        step = max(remaining / 10, 1.0)
+        self.settle()
+        while remaining > 0:
+            hop = min(step, remaining)
+            self.clock.advance(hop)
+            remaining -= hop
+            self.settle()
+
+    def runs(self, function_id: str | None = None, status: str | None = None) -> list[RunView]:
+        """Runs, newest first."""
+        query = RunQuery(function_id=function_id, status=RunStatus(status) if status else None,
+                         limit=1000)
+        views = []
+        for r in self.backend.list_runs(query):
+            state = self.backend.get_run(r.run_id)
+            assert state is not None
+            views.append(RunView(state))
+        return views
+
+    def run(self, run_id: str) -> RunView:
+        """One run."""
+        state = self.backend.get_run(run_id)
+        if state is None:
+            raise KeyError(f"no run '{run_id}'")
+        return RunView(state)
+
+    def only_run(self, function_id: str) -> RunView:
+        """The single run of a function; fails if there are none or several."""
+        found = self.runs(function_id)
+        if len(found) != 1:
+            raise AssertionError(f"expected one run of '{function_id}', found {len(found)}")
+        return found[0]
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a run and settle."""
+        done = self.backend.cancel(run_id)
+        self.settle()
+        return done
+
+    def rerun(self, run_id: str) -> str:
+        """Rerun and settle; return the new run id."""
+        new = self.backend.rerun(run_id)
+        self.settle()
+        return new
+
+    def close(self) -> None:
+        """Release the backend."""
+        self.backend.close()
