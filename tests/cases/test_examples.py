@@ -1,0 +1,88 @@
+"""The example functions in functions/ behave as their docstrings say."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from functions import fakes
+from runtime import App
+from runtime.discovery import load_app
+
+
+@pytest.fixture
+def examples() -> App:
+    fakes.SENT.clear()
+    return load_app("functions")
+
+
+def test_discovery_finds_every_example(examples: App) -> None:
+    assert set(examples.functions) == {
+        "send-welcome-email",
+        "process-order",
+        "notify-backorder",
+        "fulfil-order",
+        "daily-digest",
+        "send-user-digest",
+        "agent-loop",
+        "await-payment",
+    }
+
+
+def test_welcome_drip(make_harness: Any, examples: App) -> None:
+    h = make_harness(examples)
+    h.send("user/signup", {"user_id": "ada"})
+    assert [e["template"] for e in fakes.SENT] == ["welcome"]
+    h.advance("3d1h")
+    run = h.only_run("send-welcome-email")
+    assert run.status == "Completed"
+    assert [e["template"] for e in fakes.SENT] == ["welcome", run.output["follow_up"]]
+
+
+def test_order_shipped_and_backordered(make_harness: Any, examples: App) -> None:
+    h = make_harness(examples)
+    h.send("order/created", {"order_id": "o1", "sku": "A1", "cents": 500})
+    h.send("order/created", {"order_id": "o2", "sku": "BO-9", "cents": 500})
+    outputs = sorted(r.output["status"] for r in h.runs("process-order"))
+    assert outputs == ["backordered", "shipped"]
+    assert h.only_run("notify-backorder").status == "Completed"
+    actions = [e["action"] for e in fakes.SENT]
+    assert actions.count("charge") == 1 and actions.count("restock-request") == 1
+
+
+def test_fulfilment_cancelled(make_harness: Any, examples: App) -> None:
+    h = make_harness(examples)
+    h.send("order/paid", {"order_id": "o1"})
+    h.send("order/cancelled", {"order_id": "o1"})
+    h.advance("2h")
+    assert h.only_run("fulfil-order").status == "Cancelled"
+    assert [e["action"] for e in fakes.SENT] == ["reserve"]
+
+
+def test_daily_digest_fans_out(make_harness: Any, examples: App) -> None:
+    h = make_harness(examples)
+    h.clock.set(datetime(2026, 3, 3, 7, 55, tzinfo=UTC))
+    h.settle()
+    h.advance("10m")
+    assert h.only_run("daily-digest").output == 3
+    assert sorted(r.output["user"] for r in h.runs("send-user-digest")) == ["ada", "grace", "linus"]
+
+
+def test_agent_loop(make_harness: Any, examples: App) -> None:
+    h = make_harness(examples)
+    h.send("agent/task", {"goal": "find a cafe"})
+    run = h.only_run("agent-loop")
+    assert run.output == {"answer": "find a cafe: done in 3 rounds", "rounds": 3}
+    assert sorted(run.steps) == ["act-0", "act-1", "act-2", "think-0", "think-1", "think-2", "think-3"]
+
+
+def test_payment_wait(make_harness: Any, examples: App) -> None:
+    h = make_harness(examples)
+    h.send("invoice/created", {"invoice_id": "i1"})
+    h.send("invoice/created", {"invoice_id": "i2"})
+    h.send("payment/confirmed", {"invoice_id": "i1", "amount": 10})
+    h.advance("1d1h")
+    by_id = {r.output["invoice_id"]: r.output["paid"] for r in h.runs("await-payment")}
+    assert by_id == {"i1": True, "i2": False}

@@ -1,0 +1,139 @@
+"""invoke, send_event fan-out, and parallel branches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runtime import App, Context, NonRetriableError, StepError, TriggerEvent
+
+
+def _invoke_app() -> App:
+    app = App("shop")
+
+    @app.function(id="price", trigger=TriggerEvent("price/requested"))
+    def price(ctx: Context) -> Any:
+        if ctx.event.data.get("sku") == "bad":
+            raise NonRetriableError("unknown sku")
+        return ctx.step.run("lookup", lambda: {"sku": ctx.event.data["sku"], "cents": 1999})
+
+    @app.function(id="checkout", trigger=TriggerEvent("cart/checkout"))
+    def checkout(ctx: Context) -> Any:
+        try:
+            quote = ctx.step.invoke(
+                "get-price", function=price, data={"sku": ctx.event.data["sku"]}, timeout="1h"
+            )
+        except StepError as err:
+            return {"error": err.message}
+        return {"total": quote["cents"]}
+
+    @app.function(id="slow", trigger=TriggerEvent("slow/go"))
+    def slow(ctx: Context) -> None:
+        ctx.step.sleep("forever", "1d")
+
+    @app.function(id="impatient", trigger=TriggerEvent("impatient/go"))
+    def impatient(ctx: Context) -> Any:
+        return ctx.step.invoke("call-slow", function="slow", timeout="10m")
+
+    @app.function(id="missing", trigger=TriggerEvent("missing/go"), retries=0)
+    def missing(ctx: Context) -> Any:
+        return ctx.step.invoke("call", function="does-not-exist")
+
+    return app
+
+
+def test_invoke_returns_child_output(make_harness: Any) -> None:
+    h = make_harness(_invoke_app())
+    h.send("cart/checkout", {"sku": "A1"})
+    parent = h.only_run("checkout")
+    assert parent.status == "Completed" and parent.output == {"total": 1999}
+    child = h.only_run("price")
+    assert child.state.run.parent is not None
+    assert child.state.run.parent.run_id == parent.id
+    assert child.state.run.events[0]["name"] == "stepkit/function.invoked"
+    assert parent.step("get-price").detail["child_run_id"] == child.id
+
+
+def test_invoke_failure_raises_step_error(make_harness: Any) -> None:
+    h = make_harness(_invoke_app())
+    h.send("cart/checkout", {"sku": "bad"})
+    parent = h.only_run("checkout")
+    assert parent.status == "Completed"
+    assert "unknown sku" in parent.output["error"]
+    assert h.only_run("price").status == "Failed"
+
+
+def test_invoke_timeout_and_unknown_function(make_harness: Any) -> None:
+    h = make_harness(_invoke_app())
+    h.send("impatient/go")
+    h.send("missing/go")
+    h.advance("15m")
+    run = h.only_run("impatient")
+    assert run.status == "Failed"
+    assert run.error is not None and "did not finish in time" in run.error
+    missing = h.only_run("missing")
+    assert missing.status == "Failed"
+    assert missing.error is not None and "no function 'does-not-exist'" in missing.error
+
+
+def test_send_event_fans_out_to_two_functions(make_harness: Any) -> None:
+    app = App("shop")
+    got: list[tuple[str, str]] = []
+
+    @app.function(id="sender", trigger=TriggerEvent("order/placed"))
+    def sender(ctx: Context) -> Any:
+        ids = ctx.step.send_event(
+            "notify", [{"name": "order/backorder", "data": {"sku": "A1"}}]
+        )
+        ctx.step.sleep("then-nap", "1m")  # force a replay after the send
+        return ids
+
+    @app.function(id="email-customer", trigger=TriggerEvent("order/backorder"))
+    def email(ctx: Context) -> None:
+        got.append(("email", ctx.event.data["sku"]))
+
+    @app.function(id="restock", trigger=TriggerEvent("order/backorder"))
+    def restock(ctx: Context) -> None:
+        got.append(("restock", ctx.event.data["sku"]))
+
+    h = make_harness(app)
+    h.send("order/placed")
+    h.advance("5m")
+    run = h.only_run("sender")
+    assert run.status == "Completed"
+    assert len(run.output) == 1
+    assert sorted(got) == [("email", "A1"), ("restock", "A1")]
+    assert h.only_run("email-customer").state.run.events[0]["id"] == run.output[0]
+    assert h.only_run("restock").state.run.events[0]["id"] == run.output[0]
+
+
+def test_parallel_branches_run_as_separate_work_and_return_in_order(make_harness: Any) -> None:
+    app = App("shop")
+    calls: list[str] = []
+
+    def check(name: str, value: int) -> int:
+        calls.append(name)
+        if name == "payment" and calls.count("payment") == 1:
+            raise ConnectionError("flaky payment provider")
+        return value
+
+    @app.function(id="order", trigger=TriggerEvent("order/created"))
+    def order(ctx: Context) -> Any:
+        inv, pay = ctx.step.parallel(
+            [
+                lambda: ctx.step.run("inventory", check, "inventory", 1),
+                lambda: ctx.step.run("payment", check, "payment", 2),
+            ]
+        )
+        total = ctx.step.run("total", lambda: inv + pay)
+        return [inv, pay, total]
+
+    h = make_harness(app)
+    h.send("order/created")
+    h.advance("5m")
+    run = h.only_run("order")
+    assert run.status == "Completed"
+    assert run.output == [1, 2, 3]
+    assert run.step("inventory").branch and run.step("payment").branch
+    assert not run.step("total").branch
+    assert run.step("payment").attempt == 1
+    assert sorted(calls) == ["inventory", "payment", "payment"]

@@ -1,0 +1,177 @@
+"""Retries with backoff, StepError on exhaustion, NonRetriableError, RetryAfterError."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from runtime import App, Context, NonRetriableError, RetryAfterError, StepError, TriggerEvent
+
+
+def flaky(fail_times: int, calls: list[int], result: Any = "ok") -> Any:
+    def fn() -> Any:
+        calls.append(len(calls))
+        if len(calls) <= fail_times:
+            raise ConnectionError(f"boom {len(calls)}")
+        return result
+
+    return fn
+
+
+def test_step_retries_then_succeeds(make_harness: Any) -> None:
+    app = App("shop")
+    calls: list[int] = []
+    attempts: list[int] = []
+
+    @app.function(id="flaky", trigger=TriggerEvent("a/b"), retries=3)
+    def handler(ctx: Context) -> Any:
+        def step() -> Any:
+            attempts.append(ctx.attempt)
+            return flaky(2, calls)()
+
+        return ctx.step.run("call-api", step)
+
+    h = make_harness(app)
+    h.send("a/b")
+    assert len(calls) == 1  # the retry waits for its backoff
+    h.advance("10m")
+    run = h.only_run("flaky")
+    assert run.status == "Completed" and run.output == "ok"
+    assert attempts == [0, 1, 2]
+    step = run.step("call-api")
+    assert step.status == "completed" and step.attempt == 2
+
+
+def test_backoff_is_exponential_with_jitter() -> None:
+    from runtime.engine import backoff
+
+    delays = [backoff(n, "run/step") for n in range(6)]
+    for n, d in enumerate(delays):
+        assert 2.0 * 2**n * 0.5 <= d <= 2.0 * 2**n
+    assert backoff(3, "a") != backoff(3, "b")  # jitter spreads retries of different steps
+    assert backoff(3, "a") == backoff(3, "a")  # and is stable for one step
+    assert backoff(30, "a") <= 3600
+
+
+def test_exhausted_step_raises_catchable_step_error(make_harness: Any) -> None:
+    app = App("shop")
+    calls: list[int] = []
+
+    @app.function(id="fallback", trigger=TriggerEvent("a/b"), retries=2)
+    def handler(ctx: Context) -> Any:
+        try:
+            return ctx.step.run("primary", flaky(99, calls))
+        except StepError as err:
+            return ctx.step.run("secondary", lambda: f"fallback after {err.step_id}: {err.name}")
+
+    h = make_harness(app)
+    h.send("a/b")
+    h.advance("1h")
+    run = h.only_run("fallback")
+    assert len(calls) == 3  # 1 + 2 retries
+    assert run.status == "Completed"
+    assert run.output == "fallback after primary: ConnectionError"
+    primary = run.step("primary")
+    assert primary.status == "failed" and primary.error is not None
+    assert primary.error.message == "boom 3"
+
+
+def test_uncaught_step_error_fails_the_run_without_more_retries(make_harness: Any) -> None:
+    app = App("shop")
+    calls: list[int] = []
+
+    @app.function(id="doomed", trigger=TriggerEvent("a/b"), retries=1)
+    def handler(ctx: Context) -> Any:
+        return ctx.step.run("primary", flaky(99, calls))
+
+    h = make_harness(app)
+    h.send("a/b")
+    h.advance("1h")
+    run = h.only_run("doomed")
+    assert run.status == "Failed"
+    assert len(calls) == 2
+    assert run.state.run.attempt == 0  # the handler itself was not retried
+    assert run.error == "StepError: step 'primary' failed: ConnectionError: boom 2"
+
+
+def test_non_retriable_error_fails_step_and_run_at_once(make_harness: Any) -> None:
+    app = App("shop")
+    calls: list[int] = []
+
+    def refuse() -> None:
+        calls.append(1)
+        raise NonRetriableError("card declined")
+
+    @app.function(id="charge", trigger=TriggerEvent("a/b"), retries=4)
+    def handler(ctx: Context) -> Any:
+        return ctx.step.run("charge-card", refuse)
+
+    h = make_harness(app)
+    h.send("a/b")
+    h.advance("1h")
+    run = h.only_run("charge")
+    assert calls == [1]
+    assert run.status == "Failed"
+    step = run.step("charge-card")
+    assert step.status == "failed" and step.attempt == 0
+    assert step.error is not None and step.error.retriable is False
+
+
+def test_retry_after_error_schedules_the_retry_at_the_given_time(make_harness: Any) -> None:
+    app = App("shop")
+    at: list[float] = []
+
+    def limited() -> str:
+        at.append(h.clock.now())
+        if len(at) == 1:
+            raise RetryAfterError("rate limited", timedelta(minutes=30))
+        return "done"
+
+    @app.function(id="limited", trigger=TriggerEvent("a/b"))
+    def handler(ctx: Context) -> Any:
+        return ctx.step.run("call", limited)
+
+    h = make_harness(app)
+    h.send("a/b")
+    h.advance("29m")
+    assert len(at) == 1, "retried before the RetryAfterError time"
+    h.advance("2m")
+    assert len(at) == 2
+    assert at[1] - at[0] >= 30 * 60
+    assert h.only_run("limited").output == "done"
+
+
+def test_handler_errors_outside_steps_retry_the_handler(make_harness: Any) -> None:
+    app = App("shop")
+    tries: list[int] = []
+
+    @app.function(id="body-error", trigger=TriggerEvent("a/b"), retries=2)
+    def handler(ctx: Context) -> Any:
+        value = ctx.step.run("once", lambda: 41)
+        tries.append(ctx.attempt)
+        if len(tries) < 3:
+            raise ValueError("not yet")
+        return value + 1
+
+    h = make_harness(app)
+    h.send("a/b")
+    h.advance("1h")
+    run = h.only_run("body-error")
+    assert run.status == "Completed" and run.output == 42
+    assert tries == [0, 1, 2]
+    assert run.step("once").attempt == 0
+
+
+def test_retries_zero_means_one_attempt(make_harness: Any) -> None:
+    app = App("shop")
+    calls: list[int] = []
+
+    @app.function(id="no-retry", trigger=TriggerEvent("a/b"), retries=0)
+    def handler(ctx: Context) -> Any:
+        return ctx.step.run("x", flaky(5, calls))
+
+    h = make_harness(app)
+    h.send("a/b")
+    h.advance("1h")
+    assert calls == [0]
+    assert h.only_run("no-retry").status == "Failed"

@@ -1,0 +1,142 @@
+"""Sleeps with a skipping clock, and wait_for_event match, mismatch and timeout."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from runtime import App, Context, TriggerEvent
+from tests.conftest import START
+
+
+def test_sleep_three_days_with_the_skipping_clock(make_harness: Any) -> None:
+    app = App("shop")
+    sent: list[float] = []
+
+    @app.function(id="drip", trigger=TriggerEvent("user/signup"))
+    def drip(ctx: Context) -> str:
+        ctx.step.run("welcome", lambda: sent.append(h.clock.now()))
+        ctx.step.sleep("wait-3-days", "3d")
+        ctx.step.run("follow-up", lambda: sent.append(h.clock.now()))
+        return "done"
+
+    h = make_harness(app)
+    h.send("user/signup", {"user_id": "u1"})
+    assert len(sent) == 1
+    run = h.only_run("drip")
+    nap = run.step("wait-3-days")
+    assert nap.status == "sleeping"
+    assert nap.wake_at == START.timestamp() + 3 * 86400
+    h.advance("2d")
+    assert len(sent) == 1
+    h.advance("1d1h")
+    assert len(sent) == 2
+    assert sent[1] - sent[0] >= 3 * 86400
+    run = h.only_run("drip")
+    assert run.status == "Completed"
+    assert run.step("wait-3-days").status == "completed"
+
+
+def test_sleep_until_and_timedelta(make_harness: Any) -> None:
+    app = App("shop")
+    wake = START + timedelta(hours=5)
+
+    @app.function(id="until", trigger=TriggerEvent("a/b"))
+    def until(ctx: Context) -> str:
+        ctx.step.sleep_until("until", wake.isoformat())
+        ctx.step.sleep("td", timedelta(minutes=90))
+        return ctx.now().isoformat()
+
+    h = make_harness(app)
+    h.send("a/b")
+    h.advance("4h")
+    assert h.only_run("until").step("until").status == "sleeping"
+    h.advance("3h")
+    run = h.only_run("until")
+    assert run.status == "Completed"
+    assert run.output >= (wake + timedelta(minutes=90)).isoformat()
+
+
+def test_sleep_argument_errors_fail_clearly(make_harness: Any) -> None:
+    app = App("shop")
+
+    @app.function(id="bad-sleep", trigger=TriggerEvent("a/b"))
+    def bad(ctx: Context) -> None:
+        ctx.step.sleep("too-long", "400d")
+
+    @app.function(id="bad-unit", trigger=TriggerEvent("a/c"))
+    def bad_unit(ctx: Context) -> None:
+        ctx.step.sleep("typo", "3 days")
+
+    h = make_harness(app)
+    h.send("a/b")
+    h.send("a/c")
+    long_run = h.only_run("bad-sleep")
+    assert long_run.status == "Failed"
+    assert long_run.error is not None and "one-year limit" in long_run.error
+    typo = h.only_run("bad-unit")
+    assert typo.error is not None and "invalid duration '3 days'" in typo.error
+
+
+def _payment_app() -> App:
+    app = App("shop")
+
+    @app.function(id="await-payment", trigger=TriggerEvent("order/created"))
+    def await_payment(ctx: Context) -> Any:
+        paid = ctx.step.wait_for_event(
+            "wait-payment", event="payment/confirmed", match="data.order_id", timeout="1h"
+        )
+        if paid is None:
+            return {"paid": False}
+        return {"paid": True, "amount": paid.data["amount"]}
+
+    return app
+
+
+def test_wait_for_event_match(make_harness: Any) -> None:
+    h = make_harness(_payment_app())
+    h.send("order/created", {"order_id": "o1"})
+    run = h.only_run("await-payment")
+    assert run.step("wait-payment").status == "waiting"
+    h.send("payment/confirmed", {"order_id": "o1", "amount": 30})
+    run = h.only_run("await-payment")
+    assert run.status == "Completed"
+    assert run.output == {"paid": True, "amount": 30}
+
+
+def test_wait_for_event_mismatch_then_timeout(make_harness: Any) -> None:
+    h = make_harness(_payment_app())
+    h.send("order/created", {"order_id": "o1"})
+    h.send("payment/confirmed", {"order_id": "other", "amount": 30})
+    assert h.only_run("await-payment").status == "Running"
+    h.advance("59m")
+    assert h.only_run("await-payment").status == "Running"
+    h.advance("2m")
+    run = h.only_run("await-payment")
+    assert run.status == "Completed"
+    assert run.output == {"paid": False}
+    # An event after the timeout changes nothing.
+    h.send("payment/confirmed", {"order_id": "o1", "amount": 30})
+    assert h.only_run("await-payment").output == {"paid": False}
+
+
+def test_wait_for_event_with_if_expression(make_harness: Any) -> None:
+    app = App("shop")
+
+    @app.function(id="big-payment", trigger=TriggerEvent("order/created"))
+    def big(ctx: Context) -> Any:
+        got = ctx.step.wait_for_event(
+            "wait",
+            event="payment/confirmed",
+            if_="async.data.order_id == event.data.order_id && async.data.amount >= 100",
+            timeout="1d",
+        )
+        return got.id if got else None
+
+    h = make_harness(app)
+    h.send("order/created", {"order_id": "o'1"})
+    h.send("payment/confirmed", {"order_id": "o'1", "amount": 99})
+    assert h.only_run("big-payment").status == "Running"
+    ids = h.send("payment/confirmed", {"order_id": "o'1", "amount": 100})
+    run = h.only_run("big-payment")
+    assert run.status == "Completed" and run.output == ids[0]

@@ -1,0 +1,231 @@
+"""Steps run once, replay returns memoized results, ids disambiguate, limits hold."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from runtime import (
+    App,
+    ConfigurationError,
+    Context,
+    InvalidEventError,
+    TriggerEvent,
+)
+
+
+def test_memoized_steps_are_not_re_executed_on_replay(make_harness: Any) -> None:
+    app = App("shop")
+    calls: list[str] = []
+
+    @app.function(id="three-steps", trigger=TriggerEvent("order/created"))
+    def three_steps(ctx: Context) -> dict[str, Any]:
+        a = ctx.step.run("a", lambda: calls.append("a") or 1)
+        b = ctx.step.run("b", lambda x: calls.append("b") or x + 1, a)
+        c = ctx.step.run("c", lambda x, y=0: calls.append("c") or x + y, b, y=10)
+        return {"a": a, "b": b, "c": c}
+
+    h = make_harness(app)
+    h.send("order/created", {"order_id": "o1"})
+    run = h.only_run("three-steps")
+    assert run.status == "Completed"
+    assert run.output == {"a": 1, "b": 2, "c": 12}
+    assert calls == ["a", "b", "c"]
+    assert [run.step(k).status for k in "abc"] == ["completed"] * 3
+
+
+def test_reused_step_ids_get_occurrence_counters(make_harness: Any) -> None:
+    app = App("agent")
+
+    @app.function(id="loop", trigger=TriggerEvent("agent/start"))
+    def loop(ctx: Context) -> list[int]:
+        out = [ctx.step.run("fetch-data", lambda i=i: i * 10) for i in range(3)]
+        for i in range(2):
+            out.append(ctx.step.run(f"think-{i}", lambda i=i: i))
+        return out
+
+    h = make_harness(app)
+    h.send("agent/start")
+    run = h.only_run("loop")
+    assert run.output == [0, 10, 20, 0, 1]
+    assert sorted(run.steps) == ["fetch-data", "fetch-data:1", "fetch-data:2", "think-0", "think-1"]
+    assert run.step("fetch-data:2").id == "fetch-data"
+
+
+def test_trigger_if_expression_filters_events(make_harness: Any) -> None:
+    app = App("shop")
+
+    @app.function(
+        id="big-orders",
+        trigger=[
+            TriggerEvent("order/created", if_="event.data.amount > 100"),
+            TriggerEvent("order/imported"),
+        ],
+    )
+    def big(ctx: Context) -> str:
+        return ctx.event.name
+
+    h = make_harness(app)
+    h.send("order/created", {"amount": 50})
+    assert h.runs("big-orders") == []
+    h.send("order/created", {"amount": 150.5})
+    h.send("order/imported", {"amount": 1})
+    assert sorted(r.output for r in h.runs("big-orders")) == ["order/created", "order/imported"]
+
+
+def test_event_with_same_id_starts_nothing_the_second_time(make_harness: Any) -> None:
+    app = App("shop")
+
+    @app.function(id="f", trigger=TriggerEvent("user/signup"))
+    def f(ctx: Context) -> str:
+        return ctx.event.id
+
+    h = make_harness(app)
+    assert h.send("user/signup", {"n": 1}, id="evt-1") == ["evt-1"]
+    h.send("user/signup", {"n": 2}, id="evt-1")
+    h.advance("23h")
+    h.send("user/signup", {"n": 3}, id="evt-1")
+    runs = h.runs("f")
+    assert len(runs) == 1
+    assert runs[0].state.run.events[0]["data"] == {"n": 1}
+
+
+def test_event_validation_names_field_and_position(make_harness: Any) -> None:
+    app = App("shop")
+    h = make_harness(app)
+    with pytest.raises(InvalidEventError, match=r"event\.name"):
+        h.send({"name": "has spaces", "data": {}})
+    with pytest.raises(InvalidEventError, match=r"event\[1\]\.data"):
+        h.send([{"name": "ok/one"}, {"name": "ok/two", "data": [1, 2]}])
+    with pytest.raises(InvalidEventError, match="reserved"):
+        h.send("stepkit/function.failed", {})
+    with pytest.raises(InvalidEventError, match="over the 262144-byte"):
+        h.send("big/event", {"blob": "x" * 300_000})
+
+
+def test_registration_errors_are_clear() -> None:
+    app = App("shop")
+
+    @app.function(id="dup", trigger=TriggerEvent("a/b"))
+    def one(ctx: Context) -> None:
+        return None
+
+    with pytest.raises(ConfigurationError, match="'dup' is already registered"):
+        app.function(id="dup", trigger=TriggerEvent("a/b"))(one.handler)
+    with pytest.raises(ConfigurationError, match="11 triggers; the maximum is 10"):
+        app.function(id="many", trigger=[TriggerEvent(f"e/{i}") for i in range(11)])(one.handler)
+    with pytest.raises(ConfigurationError, match="retries must be an integer 0-20"):
+        app.function(id="r", trigger=TriggerEvent("a/b"), retries=21)(one.handler)
+    with pytest.raises(ConfigurationError, match="if"):
+        app.function(id="bad-if", trigger=TriggerEvent("a/b", if_="event.data.x >"))(one.handler)
+
+
+def test_step_output_must_be_json(make_harness: Any) -> None:
+    app = App("shop")
+
+    @app.function(id="bad-output", trigger=TriggerEvent("a/b"))
+    def bad(ctx: Context) -> Any:
+        return ctx.step.run("make-set", lambda: {"tags": {1, 2}})
+
+    h = make_harness(app)
+    h.send("a/b")
+    run = h.only_run("bad-output")
+    assert run.status == "Failed"
+    step = run.step("make-set")
+    assert step.status == "failed" and step.attempt == 0
+    assert step.error is not None
+    assert "step 'make-set'" in step.error.message
+    assert "output['tags'] is set" in step.error.message
+
+
+def test_step_output_size_limit(make_harness: Any) -> None:
+    app = App("shop")
+
+    @app.function(id="big-output", trigger=TriggerEvent("a/b"))
+    def big(ctx: Context) -> Any:
+        return ctx.step.run("big", lambda: "x" * (300 * 1024))
+
+    h = make_harness(app)
+    h.send("a/b")
+    run = h.only_run("big-output")
+    assert run.status == "Failed"
+    err = run.step("big").error
+    assert err is not None and err.name == "StepLimitError"
+    assert "step 'big' output is" in err.message and "262144-byte limit" in err.message
+
+
+def test_max_steps_per_run(make_harness: Any) -> None:
+    from runtime.engine import Limits
+
+    app = App("shop")
+
+    @app.function(id="many-steps", trigger=TriggerEvent("a/b"))
+    def many(ctx: Context) -> int:
+        for i in range(10):
+            ctx.step.run(f"s{i}", lambda: None)
+        return 10
+
+    h = make_harness(app, limits=Limits(max_steps=5))
+    h.send("a/b")
+    run = h.only_run("many-steps")
+    assert run.status == "Failed"
+    assert run.error is not None
+    assert "maximum of 5 steps at step 's5'" in run.error
+    assert len(run.steps) == 5
+
+
+def test_nondeterminism_is_a_clear_error(make_harness: Any) -> None:
+    app = App("shop")
+    version = {"v": 1}
+
+    @app.function(id="changing", trigger=TriggerEvent("a/b"), retries=0)
+    def changing(ctx: Context) -> None:
+        if version["v"] == 1:
+            ctx.step.run("first", lambda: 1)
+            ctx.step.sleep("nap", "1h")
+        else:
+            ctx.step.sleep("first", "1m")  # same id, different kind: a deploy changed the code
+
+    h = make_harness(app)
+    h.send("a/b")
+    version["v"] = 2
+    h.advance("2h")
+    run = h.only_run("changing")
+    assert run.status == "Failed"
+    assert run.error is not None
+    assert run.error.startswith("NondeterminismError")
+    assert "step 'first'" in run.error and "recorded a run step" in run.error
+
+
+def test_context_helpers_are_deterministic_and_logs_not_repeated(
+    make_harness: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App("shop")
+    seen: dict[str, list[Any]] = {"now": [], "uuid": []}
+
+    @app.function(id="helpers", trigger=TriggerEvent("a/b"))
+    def helpers(ctx: Context) -> dict[str, Any]:
+        ctx.logger.info("starting run")
+        seen["now"].append(ctx.now().isoformat())
+        seen["uuid"].append(str(ctx.uuid()))
+        ctx.step.run("one", lambda: 1)
+        ctx.logger.info("after one")
+        ctx.step.sleep("nap", "1h")
+        ctx.logger.info("after nap")
+        return {"attempt": ctx.attempt, "run_id": ctx.run_id, "events": len(ctx.events)}
+
+    h = make_harness(app)
+    with caplog.at_level(logging.INFO):
+        h.send("a/b")
+        h.advance("2h")
+    run = h.only_run("helpers")
+    assert run.status == "Completed"
+    assert run.output == {"attempt": 0, "run_id": run.id, "events": 1}
+    assert len(seen["now"]) >= 3  # replayed several times ...
+    assert len(set(seen["now"])) == 1  # ... always the same value
+    assert len(set(seen["uuid"])) == 1
+    messages = [r.getMessage() for r in caplog.records]
+    for line in ("starting run", "after one", "after nap"):
+        assert messages.count(line) == 1, (line, messages)

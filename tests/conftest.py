@@ -1,0 +1,55 @@
+"""Shared fixtures: the behaviour suite runs every case against every backend."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime import App
+from runtime.testing import Harness
+
+# A Monday morning, fixed so cron and time assertions are exact.
+START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+
+MakeHarness = Callable[..., Harness]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--backend",
+        action="append",
+        default=None,
+        help="run the behaviour suite on this backend (local, aws); repeatable; default: all",
+    )
+
+
+def _backends(config: pytest.Config) -> list[str]:
+    chosen: list[str] | None = config.getoption("--backend")
+    return chosen or ["local"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "make_harness" in metafunc.fixturenames:
+        metafunc.parametrize("backend_name", _backends(metafunc.config), scope="function")
+
+
+@pytest.fixture
+def make_harness(backend_name: str, tmp_path: Path) -> Iterator[MakeHarness]:
+    """Build a harness for an app on the backend under test."""
+    made: list[Harness] = []
+
+    def make(app: App, **options: Any) -> Harness:
+        if backend_name == "local":
+            h = Harness.local(app, path=tmp_path / f"db{len(made)}.sqlite3", start=START, **options)
+        else:
+            raise pytest.UsageError(f"unknown backend {backend_name!r}")
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()
