@@ -1,0 +1,3 @@
+from .fixtures import aws, aws_session
+
+__all__ = ["aws", "aws_session"]
