@@ -1,0 +1,253 @@
+"""The dev server's HTTP API and dashboard, as a Starlette app over a backend.
+
+Endpoints (all JSON; errors are ``{"error": "<message>"}`` with a 4xx status):
+
+- ``POST /api/events``: one event or a list; ``{"ids": [...]}``.
+- ``GET /api/events?limit=``: recently received events, newest first.
+- ``GET /api/functions``: registered functions and their triggers.
+- ``GET /api/runs?function_id=&status=&limit=``: runs, newest first.
+- ``GET /api/runs/{run_id}``: a run with its step timeline.
+- ``POST /api/runs/{run_id}/cancel`` and ``POST /api/runs/{run_id}/rerun``.
+- ``GET /``: the dashboard; ``GET /healthz``: liveness.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from runtime.core.protocols import Clock, RunQuery
+from runtime.devserver import views
+from runtime.errors import FunctionNotFoundError, InvalidEventError
+from runtime.records import RunRecord, RunState, RunStatus
+
+if TYPE_CHECKING:
+    from runtime.app import App
+
+STATIC_DIR = Path(__file__).parent / "static"
+MAX_LIMIT = 1000
+_log = logging.getLogger("stepkit.devserver")
+
+
+class DevBackend(Protocol):
+    """What the dev server needs from a backend (``LocalBackend`` provides it)."""
+
+    app: App
+    clock: Clock
+
+    def send(self, events: Any) -> list[str]:
+        """Validate and accept events; raise ``InvalidEventError``; return their ids."""
+        ...
+
+    def get_run(self, run_id: str) -> RunState | None:
+        """Return a run and its steps, or ``None``."""
+        ...
+
+    def list_runs(self, query: RunQuery = ...) -> list[RunRecord]:
+        """Return runs matching ``query``, newest first."""
+        ...
+
+    def list_events(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Return recently received events, newest first."""
+        ...
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a running run; whether this call cancelled it."""
+        ...
+
+    def rerun(self, run_id: str) -> str:
+        """Start a new run with the same events; its id."""
+        ...
+
+
+class ApiError(Exception):
+    """An error the API reports as ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def create_app(backend: DevBackend) -> Starlette:
+    """Build the dev server's ASGI app over ``backend``.
+
+    Args:
+        backend: Where events go and runs come from; calls to it run in a worker thread.
+
+    """
+    api = _Api(backend)
+    routes = [
+        Route("/", _index, methods=["GET"]),
+        Route("/healthz", _healthz, methods=["GET"]),
+        Route("/api/events", api.send_events, methods=["POST"]),
+        Route("/api/events", api.list_events, methods=["GET"]),
+        Route("/api/functions", api.list_functions, methods=["GET"]),
+        Route("/api/runs", api.list_runs, methods=["GET"]),
+        Route("/api/runs/{run_id}", api.get_run, methods=["GET"]),
+        Route("/api/runs/{run_id}/cancel", api.cancel, methods=["POST"]),
+        Route("/api/runs/{run_id}/rerun", api.rerun, methods=["POST"]),
+        Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+        ApiError: _api_error,
+        HTTPException: _http_error,
+        Exception: _server_error,
+    }
+    return Starlette(routes=routes, exception_handlers=handlers)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return _error(exc.status, exc.message)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"no such endpoint: {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    return _error(exc.status_code, message)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    _log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+async def _index(request: Request) -> Response:
+    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def _healthz(request: Request) -> Response:
+    return JSONResponse({"ok": True})
+
+
+def _limit(request: Request, default: int = 50) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_LIMIT:
+        raise ApiError(400, f"limit: expected an integer 1-{MAX_LIMIT}, got {raw!r}")
+    return value
+
+
+def _status(raw: str | None) -> RunStatus | None:
+    if not raw:
+        return None
+    for status in RunStatus:
+        if status.value.lower() == raw.lower():
+            return status
+    allowed = ", ".join(s.value for s in RunStatus)
+    raise ApiError(400, f"status: expected one of {allowed}, got {raw!r}")
+
+
+async def _json_body(request: Request) -> Any:
+    body = await request.body()
+    if not body.strip():
+        raise ApiError(400, "request body is empty; send an event object or a list of them")
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid JSON body: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, f"invalid JSON body: {exc}") from None
+
+
+class _Api:
+    """The ``/api`` endpoints, bound to one backend."""
+
+    def __init__(self, backend: DevBackend) -> None:
+        self.backend = backend
+
+    async def send_events(self, request: Request) -> Response:
+        payload = await _json_body(request)
+        try:
+            ids = await run_in_threadpool(self.backend.send, payload)
+        except InvalidEventError as exc:
+            raise ApiError(400, str(exc)) from None
+        return JSONResponse({"ids": ids})
+
+    async def list_events(self, request: Request) -> Response:
+        events = await run_in_threadpool(self.backend.list_events, _limit(request))
+        return JSONResponse({"events": events})
+
+    async def list_functions(self, request: Request) -> Response:
+        fns = [views.function_json(fn) for fn in sorted(self.backend.app, key=lambda f: f.id)]
+        return JSONResponse({"app_id": self.backend.app.id, "functions": fns})
+
+    async def list_runs(self, request: Request) -> Response:
+        params = request.query_params
+        query = RunQuery(
+            function_id=params.get("function_id") or None,
+            status=_status(params.get("status")),
+            limit=_limit(request),
+        )
+        runs = await run_in_threadpool(self.backend.list_runs, query)
+        return JSONResponse({"runs": [views.run_summary(r) for r in runs]})
+
+    async def _state(self, run_id: str) -> RunState:
+        state = await run_in_threadpool(self.backend.get_run, run_id)
+        if state is None:
+            raise ApiError(404, f"no run '{run_id}'")
+        return state
+
+    async def get_run(self, request: Request) -> Response:
+        state = await self._state(request.path_params["run_id"])
+        fn = self.backend.app.functions.get(state.run.function_id)
+        return JSONResponse(views.run_detail(state, fn))
+
+    def _registered(self, state: RunState, action: str) -> None:
+        if state.run.function_id not in self.backend.app.functions:
+            raise ApiError(
+                409,
+                f"cannot {action} run '{state.run.run_id}': its function "
+                f"'{state.run.function_id}' is no longer registered in app '{self.backend.app.id}'",
+            )
+
+    async def cancel(self, request: Request) -> Response:
+        state = await self._state(request.path_params["run_id"])
+        if state.run.status.finished:
+            return JSONResponse({"cancelled": False, "status": state.run.status.value})
+        self._registered(state, "cancel")
+        try:
+            cancelled = await run_in_threadpool(self.backend.cancel, state.run.run_id)
+        except FunctionNotFoundError as exc:
+            raise ApiError(409, str(exc)) from None
+        fresh = await run_in_threadpool(self.backend.get_run, state.run.run_id)
+        status = (fresh or state).run.status.value
+        return JSONResponse({"cancelled": cancelled, "status": status})
+
+    async def rerun(self, request: Request) -> Response:
+        state = await self._state(request.path_params["run_id"])
+        self._registered(state, "rerun")
+        try:
+            new_id = await run_in_threadpool(self.backend.rerun, state.run.run_id)
+        except LookupError as exc:
+            raise ApiError(404, str(exc)) from None
+        return JSONResponse({"run_id": new_id})

@@ -1,0 +1,381 @@
+// stepkit dev dashboard: vanilla JS over the dev server's /api (no build step, no CDN).
+"use strict";
+
+const REFRESH_MS = 2000;
+const state = { selected: null, openSteps: new Set(), functionsLoaded: false };
+
+// -- helpers ---------------------------------------------------------------------------------
+
+const $ = (id) => document.getElementById(id);
+
+/** Build an element: h("td", {class: "x", title: "y"}, "text", childNode, ...). */
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+async function api(method, path, body) {
+  const init = { method, headers: {} };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = typeof body === "string" ? body : JSON.stringify(body);
+  }
+  let resp;
+  try {
+    resp = await fetch(path, init);
+  } catch (err) {
+    setConnected(false);
+    throw new Error("cannot reach the dev server: " + err.message);
+  }
+  setConnected(true);
+  const data = await resp.json().catch(() => ({}));
+  if (!resp.ok) throw new Error(data.error || resp.status + " " + resp.statusText);
+  return data;
+}
+
+function setConnected(ok) {
+  const el = $("conn");
+  el.className = "conn " + (ok ? "ok" : "down");
+  el.textContent = ok ? "connected" : "disconnected";
+}
+
+function pill(status) {
+  return h("span", { class: "pill s-" + status }, status);
+}
+
+function fmtTime(iso) {
+  if (!iso) return "—";
+  const d = new Date(iso);
+  return d.toLocaleDateString(undefined, { month: "short", day: "numeric" }) + " " +
+    d.toLocaleTimeString(undefined, { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0");
+}
+
+function timeCell(iso) {
+  return h("td", { class: "mono", title: iso || "" }, fmtTime(iso));
+}
+
+function fmtDuration(ms) {
+  if (ms === null || ms === undefined) return "—";
+  if (ms < 1000) return ms + " ms";
+  const s = ms / 1000;
+  if (s < 60) return s.toFixed(s < 10 ? 2 : 1) + " s";
+  const units = [["d", 86400], ["h", 3600], ["m", 60], ["s", 1]];
+  const parts = [];
+  let rest = Math.round(s);
+  for (const [u, n] of units) {
+    if (rest >= n) { parts.push(Math.floor(rest / n) + u); rest %= n; }
+    if (parts.length === 2) break;
+  }
+  return parts.join(" ");
+}
+
+function json(value) {
+  return JSON.stringify(value, null, 2);
+}
+
+function errorText(err) {
+  if (!err) return "";
+  return err.name + ": " + err.message + (err.stack ? "\n\n" + err.stack : "");
+}
+
+function message(el, text, ok) {
+  el.textContent = text;
+  el.className = "result " + (ok ? "ok" : "error");
+}
+
+// -- functions -------------------------------------------------------------------------------
+
+function triggerText(t) {
+  if (t.type === "cron") return "cron " + t.cron;
+  return "event " + t.event + (t.if ? " if " + t.if : "");
+}
+
+async function loadFunctions() {
+  const data = await api("GET", "/api/functions");
+  $("app-id").textContent = "app " + data.app_id;
+  const list = $("functions");
+  list.replaceChildren();
+  if (!data.functions.length) list.append(h("li", { class: "muted" }, "no functions registered"));
+  const select = $("filter-function");
+  const chosen = select.value;
+  select.replaceChildren(h("option", { value: "" }, "all"));
+  for (const fn of data.functions) {
+    list.append(h("li", {},
+      h("span", { class: "fn-id", title: "show runs of " + fn.id, onclick: () => filterBy(fn.id) }, fn.id),
+      fn.triggers.map((t) => h("span", { class: "trigger" }, triggerText(t))),
+      h("span", { class: "trigger" }, "retries " + fn.retries)));
+    select.append(h("option", { value: fn.id }, fn.id));
+  }
+  select.value = chosen;
+  state.functionsLoaded = true;
+}
+
+function filterBy(fnId) {
+  $("filter-function").value = fnId;
+  refreshRuns();
+}
+
+// -- runs ------------------------------------------------------------------------------------
+
+async function refreshRuns() {
+  const params = new URLSearchParams({ limit: "100" });
+  const fn = $("filter-function").value;
+  const status = $("filter-status").value;
+  if (fn) params.set("function_id", fn);
+  if (status) params.set("status", status);
+  const body = $("runs");
+  let data;
+  try {
+    data = await api("GET", "/api/runs?" + params);
+  } catch (err) {
+    body.replaceChildren(h("tr", {}, h("td", { colspan: 6, class: "empty" }, err.message)));
+    return;
+  }
+  body.replaceChildren();
+  if (!data.runs.length) {
+    body.append(h("tr", {}, h("td", { colspan: 6, class: "empty" },
+      "no runs yet — send an event to start one")));
+  }
+  for (const run of data.runs) {
+    body.append(h("tr", {
+      class: run.run_id === state.selected ? "selected" : null,
+      "data-run-id": run.run_id,
+      onclick: () => select(run.run_id),
+    },
+      h("td", {}, pill(run.status)),
+      h("td", { class: "mono" }, run.run_id),
+      h("td", {}, run.function_id),
+      h("td", { class: "mono" }, run.event || "—"),
+      timeCell(run.created_at),
+      h("td", {}, fmtDuration(run.duration_ms))));
+  }
+}
+
+// -- one run ---------------------------------------------------------------------------------
+
+function select(runId) {
+  if (location.hash !== "#run=" + runId) location.hash = "run=" + runId;
+  else route();
+}
+
+function route() {
+  const m = /^#run=(.+)$/.exec(location.hash);
+  const runId = m ? decodeURIComponent(m[1]) : null;
+  if (runId !== state.selected) {
+    state.openSteps.clear();
+    $("run-event").open = false;
+    $("run-output").open = true;
+    $("run-error").open = true;
+  }
+  state.selected = runId;
+  $("run-message").textContent = "";
+  for (const tr of $("runs").querySelectorAll("tr[data-run-id]")) {
+    tr.classList.toggle("selected", tr.dataset.runId === runId);
+  }
+  if (!runId) { $("run-panel").hidden = true; return; }
+  refreshRun();
+}
+
+async function refreshRun() {
+  const runId = state.selected;
+  if (!runId) return;
+  let run;
+  try {
+    run = await api("GET", "/api/runs/" + encodeURIComponent(runId));
+  } catch (err) {
+    $("run-panel").hidden = false;
+    $("run-id").textContent = runId;
+    $("run-status").replaceChildren();
+    message($("run-message"), err.message, false);
+    $("steps").replaceChildren();
+    return;
+  }
+  if (runId !== state.selected) return;
+  renderRun(run);
+}
+
+function renderRun(run) {
+  $("run-panel").hidden = false;
+  $("run-id").textContent = run.run_id;
+  $("run-status").replaceChildren(pill(run.status));
+  $("cancel-run").disabled = run.status !== "Running";
+
+  const meta = [
+    ["Function", run.function_id],
+    ["Event", run.event || "—"],
+    ["Started", fmtTime(run.created_at)],
+    ["Ended", fmtTime(run.ended_at)],
+    ["Duration", fmtDuration(run.duration_ms)],
+  ];
+  if (run.failed_attempts) meta.push(["Handler failures", String(run.failed_attempts)]);
+  if (run.parent) meta.push(["Invoked by", run.parent.run_id + " (" + run.parent.key + ")"]);
+  if (run.error) meta.push(["Error", run.error.name + ": " + run.error.message]);
+  $("run-meta").replaceChildren(...meta.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+
+  renderSteps(run);
+  setIO("run-event", run.events.length === 1 ? run.events[0] : run.events, false);
+  setIO("run-output", run.status === "Completed" ? run.output : undefined, false);
+  setIO("run-error", run.error ? errorText(run.error) : undefined, true);
+}
+
+function setIO(id, value, isError) {
+  const el = $(id);
+  el.hidden = value === undefined;
+  const pre = el.querySelector("pre");
+  pre.className = isError ? "error" : "";
+  pre.textContent = typeof value === "string" ? value : json(value);
+}
+
+function span(run) {
+  const t = (iso) => (iso ? Date.parse(iso) : null);
+  const start = t(run.created_at);
+  let end = t(run.ended_at);
+  if (end === null) {
+    end = start;
+    for (const s of run.steps) end = Math.max(end, t(s.ended_at) || t(s.started_at) || start);
+  }
+  return { start, end: Math.max(end, start + 1), t };
+}
+
+function stepBar(step, sp) {
+  const from = sp.t(step.started_at);
+  if (from === null) return h("div", { class: "bar-track" });
+  const to = sp.t(step.ended_at) || sp.end;
+  const total = sp.end - sp.start;
+  const left = ((from - sp.start) / total) * 100;
+  const width = Math.max(((to - from) / total) * 100, 0);
+  const bar = h("div", { class: "bar s-" + step.status });
+  bar.style.left = Math.min(left, 99) + "%";
+  bar.style.width = Math.min(width, 100 - left) + "%";
+  return h("div", { class: "bar-track" }, bar);
+}
+
+function stepNote(step) {
+  const d = step.detail || {};
+  if (step.status === "sleeping" && step.wake_at) return "until " + fmtTime(step.wake_at);
+  if (step.status === "retrying" && step.wake_at) return "next attempt " + fmtTime(step.wake_at);
+  if (step.kind === "wait_for_event" && d.event) return "for " + d.event;
+  if (step.kind === "invoke" && d.function_id) return d.function_id + " → " + (d.child_run_id || "");
+  return null;
+}
+
+function renderSteps(run) {
+  const body = $("steps");
+  body.replaceChildren();
+  if (!run.steps.length) {
+    body.append(h("tr", {}, h("td", { colspan: 7, class: "empty" }, "no steps yet")));
+    return;
+  }
+  const sp = span(run);
+  for (const step of run.steps) {
+    const attempts = step.max_attempts ? step.attempts + " / " + step.max_attempts : String(step.attempts);
+    const note = stepNote(step);
+    const open = state.openSteps.has(step.key);
+    body.append(h("tr", {
+      class: "step", "data-step-key": step.key, title: "show output and error",
+      onclick: () => toggleStep(step.key, run),
+    },
+      h("td", {}, pill(step.status)),
+      h("td", {}, h("code", {}, step.key), note ? h("div", { class: "muted" }, note) : null),
+      h("td", {}, step.kind),
+      h("td", {}, attempts),
+      timeCell(step.started_at),
+      h("td", {}, fmtDuration(step.duration_ms)),
+      h("td", {}, stepBar(step, sp))));
+    if (open || step.error) {
+      const cells = [];
+      if (open && step.output !== null) cells.push(h("pre", {}, json(step.output)));
+      if (step.error) cells.push(h("pre", { class: "error" }, open ? errorText(step.error) : step.error.name + ": " + step.error.message));
+      if (open && Object.keys(step.detail || {}).length) cells.push(h("pre", {}, json(step.detail)));
+      if (open && !cells.length) cells.push(h("div", { class: "muted" }, "no output"));
+      body.append(h("tr", { class: "step-io" }, h("td", { colspan: 7 }, cells)));
+    }
+  }
+}
+
+function toggleStep(key, run) {
+  if (state.openSteps.has(key)) state.openSteps.delete(key);
+  else state.openSteps.add(key);
+  renderSteps(run);
+}
+
+async function cancelRun() {
+  const out = $("run-message");
+  try {
+    const res = await api("POST", "/api/runs/" + encodeURIComponent(state.selected) + "/cancel");
+    message(out, res.cancelled ? "cancelled" : "not cancelled: the run is " + res.status, res.cancelled);
+  } catch (err) {
+    message(out, err.message, false);
+  }
+  refreshAll();
+}
+
+async function rerunRun() {
+  try {
+    const res = await api("POST", "/api/runs/" + encodeURIComponent(state.selected) + "/rerun");
+    select(res.run_id);
+    message($("run-message"), "started rerun " + res.run_id, true);
+  } catch (err) {
+    message($("run-message"), err.message, false);
+  }
+  refreshRuns();
+}
+
+// -- send an event ---------------------------------------------------------------------------
+
+async function sendEvent(ev) {
+  ev.preventDefault();
+  const out = $("send-result");
+  const name = $("event-name").value.trim();
+  const raw = $("event-data").value.trim() || "{}";
+  let data;
+  try {
+    data = JSON.parse(raw);
+  } catch (err) {
+    message(out, "data is not valid JSON: " + err.message, false);
+    return;
+  }
+  if (data === null || typeof data !== "object" || Array.isArray(data)) {
+    message(out, "data must be a JSON object, like {\"id\": 1}", false);
+    return;
+  }
+  try {
+    const res = await api("POST", "/api/events", { name, data });
+    message(out, "sent " + res.ids.join(", "), true);
+  } catch (err) {
+    message(out, err.message, false);
+  }
+  setTimeout(refreshRuns, 300);
+}
+
+// -- wiring ----------------------------------------------------------------------------------
+
+async function refreshAll() {
+  if (!state.functionsLoaded) await loadFunctions().catch(() => {});
+  await refreshRuns();
+  await refreshRun();
+}
+
+function start() {
+  $("send-form").addEventListener("submit", sendEvent);
+  $("filter-function").addEventListener("change", refreshRuns);
+  $("filter-status").addEventListener("change", refreshRuns);
+  $("cancel-run").addEventListener("click", cancelRun);
+  $("rerun-run").addEventListener("click", rerunRun);
+  $("close-run").addEventListener("click", () => { location.hash = ""; });
+  window.addEventListener("hashchange", route);
+  setInterval(() => { if ($("auto-refresh").checked) refreshAll(); }, REFRESH_MS);
+  loadFunctions().catch((err) => { $("functions").replaceChildren(h("li", { class: "muted" }, err.message)); });
+  refreshRuns().then(route);
+}
+
+start();

@@ -1,0 +1,150 @@
+"""The API's JSON: the one place that turns records into what the dev server returns.
+
+Times are ISO-8601 UTC strings with millisecond precision (``2026-03-02T08:00:00.000Z``) and
+durations are whole milliseconds, so the dashboard, the CLI and scripts all read the same shape.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from runtime.records import ErrorInfo, RunRecord, RunState, StepKind, StepRecord, StepStatus
+
+if TYPE_CHECKING:
+    from runtime.app import FunctionDef
+
+_IN_PROGRESS = (StepStatus.SLEEPING, StepStatus.WAITING, StepStatus.INVOKING)
+
+
+def iso(ts: float | None) -> str | None:
+    """Render epoch seconds as an ISO-8601 UTC timestamp, or ``None`` for no time."""
+    if ts is None:
+        return None
+    moment = datetime.fromtimestamp(ts, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def duration_ms(start: float | None, end: float | None) -> int | None:
+    """Milliseconds from ``start`` to ``end``, or ``None`` unless both are known."""
+    if start is None or end is None:
+        return None
+    return max(0, round((end - start) * 1000))
+
+
+def error_json(error: ErrorInfo | None) -> dict[str, Any] | None:
+    """Render an error as ``{name, message, retriable, stack}``."""
+    return error.to_json() if error is not None else None
+
+
+def function_json(fn: FunctionDef) -> dict[str, Any]:
+    """Render a function: its id, triggers (events with their ``if``, crons) and retries."""
+    triggers: list[dict[str, Any]] = [
+        {
+            "type": "event",
+            "event": f.event,
+            "if": f.condition.source if f.condition is not None else None,
+        }
+        for f in fn.events
+    ]
+    triggers += [{"type": "cron", "cron": c.spec} for c in fn.crons]
+    return {
+        "id": fn.id,
+        "triggers": triggers,
+        "retries": fn.retries,
+        "cancel_on": [c.event for c in fn.cancel_on],
+    }
+
+
+def event_name(run: RunRecord) -> str | None:
+    """Return the name of the run's (first) triggering event."""
+    if not run.events:
+        return None
+    name = run.events[0].get("name")
+    return name if isinstance(name, str) else None
+
+
+def run_summary(run: RunRecord) -> dict[str, Any]:
+    """Render a run as one row of the runs list."""
+    return {
+        "run_id": run.run_id,
+        "function_id": run.function_id,
+        "status": run.status.value,
+        "event": event_name(run),
+        "created_at": iso(run.created_at),
+        "ended_at": iso(run.ended_at),
+        "duration_ms": duration_ms(run.created_at, run.ended_at),
+    }
+
+
+def step_attempts(rec: StepRecord) -> int:
+    """How many attempts of the step have started.
+
+    ``StepRecord.attempt`` counts failed attempts; a final step adds the attempt that ended it,
+    a pending sleep, wait or invoke is its one attempt in progress.
+    """
+    if rec.status.final:
+        return rec.attempt + 1
+    if rec.status in _IN_PROGRESS:
+        return max(rec.attempt, 1)
+    return rec.attempt  # retrying: the failed ones; scheduled: none yet
+
+
+def step_json(rec: StepRecord, fn: FunctionDef | None = None) -> dict[str, Any]:
+    """Render one step of a run's timeline.
+
+    Args:
+        rec: The step record.
+        fn: The step's function, when registered, to give ``max_attempts`` of ``run`` steps.
+
+    """
+    max_attempts = fn.retries + 1 if fn is not None and rec.kind is StepKind.RUN else None
+    return {
+        "key": rec.key,
+        "id": rec.id,
+        "kind": rec.kind.value,
+        "status": rec.status.value,
+        "attempts": step_attempts(rec),
+        "max_attempts": max_attempts,
+        "started_at": iso(rec.started_at),
+        "ended_at": iso(rec.ended_at),
+        "duration_ms": duration_ms(rec.started_at, rec.ended_at),
+        "output": rec.output,
+        "error": error_json(rec.error),
+        "wake_at": iso(rec.wake_at),
+        "branch": rec.branch,
+        "detail": rec.detail,
+    }
+
+
+def timeline(steps: dict[str, StepRecord]) -> list[StepRecord]:
+    """Order steps by start time; ties keep the store's order (the order they first ran)."""
+    return sorted(
+        steps.values(), key=lambda r: r.started_at if r.started_at is not None else float("inf")
+    )
+
+
+def run_detail(state: RunState, fn: FunctionDef | None = None) -> dict[str, Any]:
+    """Render a run with its events, output, error and step timeline.
+
+    Args:
+        state: The run and its step records.
+        fn: The run's function, or ``None`` if it is no longer registered.
+
+    """
+    run = state.run
+    parent = run.parent
+    return {
+        **run_summary(run),
+        "events": list(run.events),
+        "output": run.output,
+        "error": error_json(run.error),
+        "failed_attempts": run.attempt,
+        "deadline": iso(run.deadline),
+        "parent": (
+            {"run_id": parent.run_id, "function_id": parent.function_id, "key": parent.key}
+            if parent is not None
+            else None
+        ),
+        "steps": [step_json(rec, fn) for rec in timeline(state.steps)],
+    }

@@ -1,0 +1,161 @@
+"""The dashboard, rendered by headless Chromium against a live dev server.
+
+Needs the Debian ``chromium`` package, installed by ``scripts/install-test-deps.sh``. The test
+fails, rather than skips, when it is missing, so CI cannot pass without checking the page.
+Set ``STEPKIT_SCREENSHOT=/path/shot.png`` to also save a screenshot of the page.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from runtime import App, Context, TriggerEvent
+from runtime.backends.local import LocalBackend
+from runtime.core.clock import FakeClock
+from runtime.devserver import create_app
+
+START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+INSTALL_HINT = (
+    "the dashboard browser test needs headless Chromium, which is not on PATH: run "
+    "scripts/install-test-deps.sh (or `apt-get update && apt-get install -y chromium`)"
+)
+
+app = App("browsertest")
+
+
+def _flaky() -> None:
+    raise ConnectionError("payment gateway timed out")
+
+
+@app.function(id="checkout", trigger=TriggerEvent("shop/checkout"), retries=3)
+def checkout(ctx: Context) -> dict[str, int]:
+    total = ctx.step.run("compute-total", lambda: sum(ctx.event.data["items"]))
+    ctx.step.sleep("cool-off", "10m")
+    ctx.step.run("send-receipt", lambda: {"sent": True})
+    return {"total": total}
+
+
+@app.function(id="charge", trigger=TriggerEvent("shop/charge"), retries=3)
+def charge(ctx: Context) -> None:
+    ctx.step.run("charge-card", _flaky)
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.fail(INSTALL_HINT, pytrace=False)
+
+
+@contextmanager
+def serve(backend: LocalBackend) -> Iterator[str]:
+    """Serve the dev API for ``backend`` on a free loopback port in a thread; yield its URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(backend), log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "dev server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def browse(browser: str, url: str, tmp_path: Path, *mode: str) -> str:
+    """Load ``url`` in headless Chromium, let its scripts run, and return stdout."""
+    profile = tmp_path / f"profile-{time.monotonic_ns()}"
+    cmd = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--window-size=1280,900",
+        "--virtual-time-budget=5000",
+        *mode,
+        url,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=False)
+    assert proc.returncode == 0, f"chromium failed ({proc.returncode}): {proc.stderr[-2000:]}"
+    return proc.stdout
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Iterator[LocalBackend]:
+    clock = FakeClock(START)
+    with LocalBackend(app, tmp_path / "dev.sqlite3", clock=clock) as b:
+        b.send({"name": "shop/checkout", "data": {"items": [3, 4]}})
+        b.run_until_idle()
+        clock.advance("10m")
+        b.run_until_idle()
+        clock.advance("1m")
+        b.send({"name": "shop/charge", "data": {"card": "4242"}})
+        b.send({"name": "shop/checkout", "data": {"items": [1]}})
+        b.run_until_idle()
+        yield b
+
+
+def test_dashboard_renders_runs_and_a_step_timeline(backend: LocalBackend, tmp_path: Path) -> None:
+    browser = chromium()
+    runs = {r.function_id + ("-done" if r.status.finished else ""): r for r in backend.list_runs()}
+    done = runs["checkout-done"].run_id
+    with serve(backend) as url:
+        dom = browse(browser, f"{url}/#run={done}", tmp_path, "--dump-dom")
+        shot = os.environ.get("STEPKIT_SCREENSHOT")
+        if shot:
+            browse(browser, f"{url}/#run={done}", tmp_path, f"--screenshot={shot}")
+
+    # The functions list and the runs table, filled in by the page's script.
+    assert 'class="fn-id"' in dom and ">checkout<" in dom and ">charge<" in dom
+    for run in runs.values():
+        assert f'data-run-id="{run.run_id}"' in dom, f"run {run.run_id} not in the runs table"
+    assert 'class="pill s-Running"' in dom and 'class="pill s-Completed"' in dom
+    # The selected run's step timeline, in order, with statuses, attempts and output.
+    keys = [
+        k for k in ("compute-total", "cool-off", "send-receipt") if f'data-step-key="{k}"' in dom
+    ]
+    assert keys == ["compute-total", "cool-off", "send-receipt"], "step timeline not rendered"
+    order = [dom.index(f'data-step-key="{k}"') for k in keys]
+    assert order == sorted(order)
+    assert f'<code id="run-id">{done}</code>' in dom
+    assert "1 / 4" in dom  # attempts of a run step out of retries + 1
+    assert "&quot;total&quot;: 7" in dom or '"total": 7' in dom  # the run's output JSON
+
+
+def test_dashboard_shows_a_retrying_step_error(backend: LocalBackend, tmp_path: Path) -> None:
+    browser = chromium()
+    (failing,) = [r for r in backend.list_runs() if r.function_id == "charge"]
+    with serve(backend) as url:
+        dom = browse(browser, f"{url}/#run={failing.run_id}", tmp_path, "--dump-dom")
+    assert 'data-step-key="charge-card"' in dom
+    assert 'class="pill s-retrying"' in dom
+    assert "ConnectionError: payment gateway timed out" in dom
+    assert "next attempt" in dom
