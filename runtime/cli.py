@@ -1,0 +1,462 @@
+"""The ``stepkit`` command line: a local dev server, and commands that talk to it.
+
+- ``stepkit dev``: load the app, run it on the local SQLite backend, serve API and dashboard.
+- ``stepkit send NAME``: send an event.
+- ``stepkit runs``: list runs; ``stepkit run RUN_ID``: one run and its step timeline.
+
+Exit codes: 0 on success, 1 on errors (unreachable server, rejected request, bad app), and
+click's 2 for usage errors (unknown option, invalid ``--data`` JSON...).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
+
+import click
+import httpx
+
+from runtime.records import RunStatus
+
+if TYPE_CHECKING:
+    from runtime.devserver.api import DevBackend
+
+DEFAULT_URL = "http://127.0.0.1:8288"
+DEFAULT_DB = ".stepkit/dev.sqlite3"
+_STATUS_COLOURS = {
+    "Running": "blue",
+    "Completed": "green",
+    "Failed": "red",
+    "Cancelled": "yellow",
+    "completed": "green",
+    "failed": "red",
+    "retrying": "yellow",
+    "sleeping": "blue",
+    "waiting": "magenta",
+    "invoking": "magenta",
+}
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# -- talking to a dev server -------------------------------------------------------------------
+
+
+class DevClient:
+    """A small JSON client for a running dev server.
+
+    Commands get their data through this one class, so another source (a deployed app, with
+    ``--aws``) can stand in for it later with the same methods.
+
+    Args:
+        url: The dev server's base URL.
+        timeout: Seconds to wait for an answer.
+
+    """
+
+    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def _request(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None
+    ) -> Any:
+        not_there = f"no stepkit dev server at {self.url}; start one with `stepkit dev`"
+        try:
+            # Proxy variables are ignored: the dev server is local.
+            resp = httpx.request(
+                method,
+                self.url + path,
+                params={k: v for k, v in (params or {}).items() if v is not None},
+                json=body,
+                timeout=self.timeout,
+                trust_env=False,
+            )
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise click.ClickException(f"invalid --url {self.url!r}: {exc}") from None
+        except httpx.ConnectError:
+            raise click.ClickException(not_there) from None
+        except httpx.TimeoutException:
+            raise click.ClickException(
+                f"the dev server at {self.url} did not answer in time"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise click.ClickException(f"request to {self.url} failed: {exc}") from None
+        try:
+            data = resp.json()
+        except ValueError:
+            raise click.ClickException(
+                f"{self.url}{path} answered HTTP {resp.status_code} without JSON; is it a "
+                "stepkit dev server?"
+            ) from None
+        if resp.is_error:
+            error = data.get("error") if isinstance(data, dict) else None
+            raise click.ClickException(error or f"HTTP {resp.status_code} from {self.url}{path}")
+        return data
+
+    def send(self, events: dict[str, Any] | list[dict[str, Any]]) -> list[str]:
+        """Send events; return their ids."""
+        return list(self._request("POST", "/api/events", body=events)["ids"])
+
+    def runs(
+        self, *, function_id: str | None = None, status: str | None = None, limit: int = 20
+    ) -> list[dict[str, Any]]:
+        """Return runs, newest first, as the API renders them."""
+        params = {"function_id": function_id, "status": status, "limit": limit}
+        return list(self._request("GET", "/api/runs", params=params)["runs"])
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """Return one run with its step timeline."""
+        data: dict[str, Any] = self._request("GET", f"/api/runs/{quote(run_id, safe='')}")
+        return data
+
+
+def url_option(fn: F) -> F:
+    """Add the ``--url`` option shared by the commands that talk to a dev server."""
+    return click.option(
+        "--url",
+        default=DEFAULT_URL,
+        envvar="STEPKIT_URL",
+        show_default=True,
+        help="The dev server's URL (env STEPKIT_URL).",
+    )(fn)
+
+
+def _client(url: str) -> DevClient:
+    return DevClient(url)
+
+
+# -- output helpers ----------------------------------------------------------------------------
+
+
+def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """Parse an option's value as a JSON object (click callback)."""
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc}): {value!r}") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter(
+            f"expected a JSON object like '{{\"id\": 1}}', got {type(parsed).__name__}"
+        )
+    return parsed
+
+
+def fmt_duration(ms: int | float | None) -> str:
+    """Format a duration for people: ``350ms``, ``1.25s``, ``3m 2s``, ``2d 4h``."""
+    if ms is None:
+        return "-"
+    if ms < 1000:
+        return f"{int(ms)}ms"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.2f}s" if seconds < 10 else f"{seconds:.1f}s"
+    rest = round(seconds)
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+        if len(parts) == 2:
+            break
+    return " ".join(parts)
+
+
+def fmt_time(iso: str | None) -> str:
+    """Format an API timestamp as ``2026-03-02 08:00:00Z`` (UTC)."""
+    if not iso:
+        return "-"
+    return iso.replace("T", " ").split(".")[0].rstrip("Z") + "Z"
+
+
+def _offset(start: str | None, at: str | None) -> str:
+    if not start or not at:
+        return "-"
+    t0 = datetime.fromisoformat(start.replace("Z", "+00:00"))
+    t1 = datetime.fromisoformat(at.replace("Z", "+00:00"))
+    return "+" + fmt_duration((t1 - t0).total_seconds() * 1000)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], status_col: int = -1) -> str:
+    """Left-aligned columns; the ``status_col`` cells are coloured (on a terminal)."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row in rows:
+        cells = []
+        for i, (cell, width) in enumerate(zip(row, widths, strict=True)):
+            padded = cell.ljust(width)
+            if i == status_col:
+                padded = click.style(padded, fg=_STATUS_COLOURS.get(cell))
+            cells.append(padded)
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _short_error(error: dict[str, Any] | None) -> str:
+    if not error:
+        return ""
+    message = str(error.get("message", "")).splitlines()[0] if error.get("message") else ""
+    return f"{error.get('name', 'Error')}: {message}"
+
+
+def _step_note(step: dict[str, Any]) -> str:
+    if step.get("error"):
+        return _short_error(step["error"])
+    detail = step.get("detail") or {}
+    if step["status"] in ("sleeping", "retrying") and step.get("wake_at"):
+        return f"until {fmt_time(step['wake_at'])}"
+    if step["kind"] == "wait_for_event" and detail.get("event"):
+        return f"for {detail['event']}"
+    if step["kind"] == "invoke" and detail.get("child_run_id"):
+        return f"{detail.get('function_id')} run {detail['child_run_id']}"
+    return ""
+
+
+def render_runs(runs: Sequence[dict[str, Any]]) -> str:
+    """Render the ``stepkit runs`` table."""
+    if not runs:
+        return "no runs"
+    rows = [
+        [
+            r["run_id"],
+            r["function_id"],
+            r["status"],
+            r.get("event") or "-",
+            fmt_time(r.get("created_at")),
+            fmt_duration(r.get("duration_ms")),
+        ]
+        for r in runs
+    ]
+    return table(["RUN ID", "FUNCTION", "STATUS", "EVENT", "CREATED", "DURATION"], rows, 2)
+
+
+def render_run(run: dict[str, Any]) -> str:
+    """Render the ``stepkit run`` header and step timeline."""
+    status = click.style(run["status"], fg=_STATUS_COLOURS.get(run["status"]), bold=True)
+    lines = [
+        f"Run       {run['run_id']}",
+        f"Function  {run['function_id']}",
+        f"Status    {status}",
+        f"Event     {run.get('event') or '-'}",
+        f"Created   {fmt_time(run.get('created_at'))}",
+        f"Ended     {fmt_time(run.get('ended_at'))}",
+        f"Duration  {fmt_duration(run.get('duration_ms'))}",
+    ]
+    if run.get("error"):
+        lines.append(f"Error     {_short_error(run['error'])}")
+    if run["status"] == "Completed":
+        lines.append(f"Output    {json.dumps(run.get('output'))}")
+    lines.append("")
+    steps = run.get("steps") or []
+    if not steps:
+        lines.append("no steps")
+        return "\n".join(lines)
+    rows = []
+    for s in steps:
+        attempts = str(s["attempts"])
+        if s.get("max_attempts"):
+            attempts += f"/{s['max_attempts']}"
+        rows.append(
+            [
+                s["key"],
+                s["kind"],
+                s["status"],
+                attempts,
+                _offset(run.get("created_at"), s.get("started_at")),
+                fmt_duration(s.get("duration_ms")),
+                _step_note(s),
+            ]
+        )
+    headers = ["STEP", "KIND", "STATUS", "ATTEMPTS", "STARTED", "DURATION", "NOTE"]
+    lines.append(table(headers, rows, 2))
+    return "\n".join(lines)
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """stepkit: durable functions. Develop locally with `stepkit dev`."""
+
+
+@cli.command()
+@click.option(
+    "--port",
+    default=8288,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0 picks a free one).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option(
+    "--db",
+    default=DEFAULT_DB,
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite file holding runs; kept across restarts.",
+)
+@click.option(
+    "--functions",
+    "package",
+    default=None,
+    envvar="STEPKIT_FUNCTIONS",
+    help="The package defining the app (env STEPKIT_FUNCTIONS)  [default: functions]",
+)
+@click.option(
+    "--workers",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Worker threads running function steps.",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    help="Log level of run and step logs.",
+)
+def dev(port: int, host: str, db: Path, package: str | None, workers: int, log_level: str) -> None:
+    """Run the app locally: workers, crons, the API and the dashboard."""
+    from runtime.discovery import load_app
+    from runtime.errors import ConfigurationError
+
+    level = getattr(logging, log_level.upper())
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    try:
+        app = load_app(package, root=Path.cwd())
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+    sock = _listen(host, port)
+    from runtime.backends.local import LocalBackend
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    backend = LocalBackend(app, db, workers=workers)
+    try:
+        backend.start()
+        shown = f"[{host}]" if ":" in host else host
+        click.echo(
+            f"stepkit dev server for app '{app.id}' at http://{shown}:{sock.getsockname()[1]}"
+        )
+        click.echo(f"  runs stored in {db}")
+        click.echo(f"  functions: {', '.join(sorted(app.functions)) or '(none)'}")
+        _serve(backend, sock, log_level.lower())
+    finally:
+        click.echo("stopping: finishing the work in hand")
+        backend.close()
+        sock.close()
+
+
+def _serve(backend: DevBackend, sock: socket.socket, log_level: str) -> None:
+    """Serve the API on ``sock`` until Ctrl-C or SIGTERM, which both end it cleanly."""
+    import uvicorn
+
+    from runtime.devserver.api import create_app
+
+    config = uvicorn.Config(
+        create_app(backend),
+        log_level="debug" if log_level == "debug" else "warning",  # its startup lines are noise
+        access_log=False,
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    # uvicorn re-raises the signal that stopped it once it is done; make SIGTERM arrive as a
+    # KeyboardInterrupt like Ctrl-C, so both reach the caller's cleanup instead of killing us.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind the server socket up front, so a busy port is a clear error before anything starts."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise click.BadParameter(f"cannot resolve {host!r}: {exc}", param_hint="'--host'") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; is another "
+            "`stepkit dev` running? Pick another port with --port"
+        ) from None
+    return sock
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--data", callback=_json_object, help="Event data, a JSON object.")
+@click.option("--user", callback=_json_object, help="Event user, a JSON object.")
+@click.option("--id", "event_id", default=None, help="Event id (resending an id is a no-op).")
+@url_option
+def send(name: str, data: Any, user: Any, event_id: str | None, url: str) -> None:
+    """Send the event NAME to the dev server and print its id."""
+    event: dict[str, Any] = {"name": name, "data": data or {}}
+    if user is not None:
+        event["user"] = user
+    if event_id:
+        event["id"] = event_id
+    for sent in _client(url).send(event):
+        click.echo(sent)
+
+
+@cli.command()
+@click.option("--function", "function_id", default=None, help="Only runs of this function id.")
+@click.option(
+    "--status",
+    default=None,
+    type=click.Choice([s.value for s in RunStatus], case_sensitive=False),
+    help="Only runs with this status.",
+)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@url_option
+def runs(function_id: str | None, status: str | None, limit: int, as_json: bool, url: str) -> None:
+    """List recent runs, newest first."""
+    found = _client(url).runs(function_id=function_id, status=status, limit=limit)
+    click.echo(json.dumps(found, indent=2) if as_json else render_runs(found))
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@url_option
+def run(run_id: str, as_json: bool, url: str) -> None:
+    """Show run RUN_ID and its step timeline."""
+    found = _client(url).run(run_id)
+    click.echo(json.dumps(found, indent=2) if as_json else render_run(found))
+
+
+def main() -> None:
+    """Run the ``stepkit`` console script."""
+    cli(prog_name="stepkit")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,353 @@
+"""The `stepkit` CLI against a live dev server on a loopback port."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from click.testing import CliRunner, Result
+
+from runtime import App, Context, TriggerEvent
+from runtime.backends.local import LocalBackend
+from runtime.cli import cli, fmt_duration
+from runtime.core.clock import FakeClock
+from runtime.devserver import create_app
+
+REPO = Path(__file__).resolve().parents[2]
+START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+
+app = App("clitest")
+
+
+@app.function(id="greet", trigger=TriggerEvent("user/signup"), retries=2)
+def greet(ctx: Context) -> str:
+    name = ctx.step.run("fetch-name", lambda: ctx.event.data["name"])
+    ctx.step.sleep("nap", "1h")
+    return ctx.step.run("say-hello", lambda: f"hello {name}")
+
+
+@contextmanager
+def serve(backend: LocalBackend) -> Iterator[str]:
+    """Serve the dev API for ``backend`` on a free loopback port in a thread; yield its URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(create_app(backend), log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "dev server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Iterator[LocalBackend]:
+    with LocalBackend(app, tmp_path / "dev.sqlite3", clock=FakeClock(START)) as b:
+        yield b
+
+
+@pytest.fixture
+def url(backend: LocalBackend) -> Iterator[str]:
+    with serve(backend) as u:
+        yield u
+
+
+def stepkit(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), prog_name="stepkit")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# -- send, runs, run ---------------------------------------------------------------------------
+
+
+def test_send_then_runs_then_run(backend: LocalBackend, url: str) -> None:
+    sent = stepkit("send", "user/signup", "--data", '{"name": "ada"}', "--url", url)
+    assert sent.exit_code == 0, sent.output
+    (event_id,) = sent.output.split()
+    backend.run_until_idle()
+    assert [e["id"] for e in backend.list_events()] == [event_id]
+
+    listed = stepkit("runs", "--url", url)
+    assert listed.exit_code == 0, listed.output
+    header, row = listed.output.splitlines()
+    assert header.split() == ["RUN", "ID", "FUNCTION", "STATUS", "EVENT", "CREATED", "DURATION"]
+    run_id, fn, status, event, day, clock, duration = row.split()
+    assert (fn, status, event, duration) == ("greet", "Running", "user/signup", "-")
+    assert f"{day} {clock}" == "2026-03-02 08:00:00Z"
+
+    shown = stepkit("run", run_id, "--url", url)
+    assert shown.exit_code == 0, shown.output
+    out = shown.output
+    assert f"Run       {run_id}" in out
+    assert "Status    Running" in out
+    lines = out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("STEP"))
+    assert lines[head].split() == [
+        "STEP",
+        "KIND",
+        "STATUS",
+        "ATTEMPTS",
+        "STARTED",
+        "DURATION",
+        "NOTE",
+    ]
+    assert lines[head + 1].split() == ["fetch-name", "run", "completed", "1/3", "+0ms", "0ms"]
+    assert lines[head + 2].split() == [
+        "nap",
+        "sleep",
+        "sleeping",
+        "1",
+        "+0ms",
+        "-",
+        "until",
+        "2026-03-02",
+        "09:00:00Z",
+    ]
+
+    backend.clock.advance("1h")  # type: ignore[attr-defined]
+    backend.run_until_idle()
+    done = stepkit("run", run_id, "--url", url)
+    assert "Status    Completed" in done.output
+    assert 'Output    "hello ada"' in done.output
+    assert "Duration  1h" in done.output
+    assert re.search(r"^say-hello\s+run\s+completed\s+1/3\s+\+1h\s+0ms\s*$", done.output, re.M)
+
+    raw = stepkit("run", run_id, "--json", "--url", url)
+    body = json.loads(raw.output)
+    assert [s["id"] for s in body["steps"]] == ["fetch-name", "nap", "say-hello"]
+    listed = stepkit("runs", "--status", "completed", "--function", "greet", "--url", url)
+    assert run_id in listed.output
+    assert stepkit("runs", "--status", "Failed", "--url", url).output.strip() == "no runs"
+
+
+def test_send_with_user_and_id(backend: LocalBackend, url: str) -> None:
+    sent = stepkit(
+        "send",
+        "user/signup",
+        "--data",
+        '{"name": "bo"}',
+        "--user",
+        '{"id": "u1"}',
+        "--id",
+        "evt-42",
+        "--url",
+        url,
+    )
+    assert sent.exit_code == 0, sent.output
+    assert sent.output.strip() == "evt-42"
+    backend.run_until_idle()
+    (event,) = backend.list_events()
+    assert event["user"] == {"id": "u1"}
+
+
+def test_runs_limit(backend: LocalBackend, url: str) -> None:
+    for name in ("a", "b", "c"):
+        assert stepkit("send", "user/signup", "--data", json.dumps({"name": name}), "--url", url)
+    backend.run_until_idle()
+    out = stepkit("runs", "--limit", "2", "--json", "--url", url).output
+    assert len(json.loads(out)) == 2
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+def test_no_server_is_a_clear_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    for args in (["send", "x/y"], ["runs"], ["run", "r1"]):
+        result = stepkit(*args, "--url", url)
+        assert result.exit_code == 1
+        assert f"no stepkit dev server at {url}; start one with `stepkit dev`" in result.output
+
+
+def test_invalid_data_json_is_a_usage_error(url: str) -> None:
+    result = stepkit("send", "user/signup", "--data", "{name: ada}", "--url", url)
+    assert result.exit_code == 2
+    assert "Invalid value for '--data': not valid JSON" in result.output
+    result = stepkit("send", "user/signup", "--user", "[1]", "--url", url)
+    assert result.exit_code == 2
+    assert "Invalid value for '--user': expected a JSON object" in result.output
+
+
+def test_server_errors_are_reported(url: str) -> None:
+    result = stepkit("send", "bad name!", "--url", url)
+    assert result.exit_code == 1
+    assert "Error: event.name:" in result.output
+    result = stepkit("run", "nope", "--url", url)
+    assert result.exit_code == 1
+    assert "Error: no run 'nope'" in result.output
+
+
+def test_usage_errors_exit_2() -> None:
+    assert stepkit("runs", "--status", "Done").exit_code == 2
+    assert stepkit("runs", "--limit", "0").exit_code == 2
+    assert stepkit("bogus").exit_code == 2
+    assert stepkit("--help").exit_code == 0
+
+
+def test_fmt_duration() -> None:
+    assert fmt_duration(None) == "-"
+    assert fmt_duration(350) == "350ms"
+    assert fmt_duration(1250) == "1.25s"
+    assert fmt_duration(42_000) == "42.0s"
+    assert fmt_duration(182_000) == "3m 2s"
+    assert fmt_duration(3_600_000) == "1h"
+    assert fmt_duration(2 * 86_400_000 + 4 * 3_600_000 + 60_000) == "2d 4h"
+
+
+# -- stepkit dev -------------------------------------------------------------------------------
+
+PROJECT = """
+from runtime import App, TriggerEvent
+
+app = App("devproj")
+
+
+@app.function(id="hello", trigger=TriggerEvent("demo/hello"))
+def hello(ctx):
+    return ctx.step.run("greet", lambda: "hi " + ctx.event.data.get("who", "there"))
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    pkg = tmp_path / "devproj_functions"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(textwrap.dedent(PROJECT))
+    return tmp_path
+
+
+@contextmanager
+def dev_process(project: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Run `stepkit dev` on a free port in ``project``; yield the process and its URL."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "NO_COLOR": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "runtime.cli",
+            "dev",
+            "--port",
+            "0",
+            "--functions",
+            "devproj_functions",
+            "--db",
+            ".stepkit/dev.sqlite3",
+            "--workers",
+            "2",
+        ],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        match = re.search(r"at (http://127\.0\.0\.1:\d+)", first)
+        assert match, f"unexpected first line {first!r}; rest: {proc.stdout.read()}"
+        url = match.group(1)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                httpx.get(url + "/healthz", timeout=1, trust_env=False)
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline, "stepkit dev never answered /healthz"
+                time.sleep(0.05)
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def stop(proc: subprocess.Popen[str], sig: signal.Signals) -> str:
+    """Signal ``proc``, wait for it and return the rest of its output."""
+    proc.send_signal(sig)
+    proc.wait(timeout=20)
+    assert proc.stdout is not None
+    return proc.stdout.read()
+
+
+def _wait_completed(url: str) -> str:
+    deadline = time.monotonic() + 15
+    while True:
+        runs = json.loads(stepkit("runs", "--json", "--url", url).output)
+        if runs and runs[0]["status"] == "Completed":
+            return str(runs[0]["run_id"])
+        assert time.monotonic() < deadline, f"run did not complete: {runs}"
+        time.sleep(0.05)
+
+
+def test_dev_serves_runs_and_keeps_them_across_restarts(project: Path) -> None:
+    with dev_process(project) as (proc, url):
+        assert (
+            stepkit("send", "demo/hello", "--data", '{"who": "ada"}', "--url", url).exit_code == 0
+        )
+        run_id = _wait_completed(url)
+        assert httpx.get(f"{url}/api/runs/{run_id}", trust_env=False).json()["output"] == "hi ada"
+        assert "stepkit dev" in httpx.get(url + "/", trust_env=False).text
+        out = stop(proc, signal.SIGINT)
+        assert proc.returncode == 0, out
+        assert "functions: hello" in out
+        assert "stopping" in out
+    assert (project / ".stepkit" / "dev.sqlite3").exists()
+
+    with dev_process(project) as (proc, url):
+        assert run_id in stepkit("runs", "--url", url).output
+        out = stop(proc, signal.SIGTERM)
+        assert proc.returncode == 0, out
+
+
+def test_dev_reports_a_missing_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    result = stepkit("dev", "--functions", "no_such_pkg_here", "--port", "0")
+    assert result.exit_code == 1
+    assert "cannot import functions package 'no_such_pkg_here'" in result.output
+
+
+def test_dev_reports_a_busy_port(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = stepkit("dev", "--functions", "devproj_functions", "--port", str(port))
+    sys.modules.pop("devproj_functions", None)
+    assert result.exit_code == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output
+    assert "--port" in result.output
+    assert not (project / ".stepkit").exists()
