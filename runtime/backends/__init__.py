@@ -1,0 +1,1 @@
+"""Backends: the storage, queue and event bus a deployed app runs on."""

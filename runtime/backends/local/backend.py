@@ -1,0 +1,302 @@
+"""The embedded backend: an app's runs, queue and event log in one SQLite file.
+
+Used by the dev server (background worker threads on the system clock) and by tests
+(:meth:`LocalBackend.run_until_idle` on a fake clock, everything in the calling thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from runtime.app import App, FunctionDef
+from runtime.backends.local.queue import Delivery, SqliteQueue
+from runtime.backends.local.store import SqliteStore
+from runtime.core.clock import SystemClock
+from runtime.core.orchestrator import Orchestrator
+from runtime.core.protocols import Clock, RunQuery
+from runtime.cron import CronSchedule
+from runtime.engine import Limits
+from runtime.events import Event
+from runtime.records import Message, RunRecord, RunState
+
+_CRON_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS cron_state (
+        function_id TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        next_fire REAL NOT NULL,
+        PRIMARY KEY (function_id, spec))""",
+)
+_IDLE_POLL = 0.05  # seconds a worker sleeps when the queue is empty
+_CRON_POLL = 1.0  # cron schedules have minute resolution; a second is plenty
+_MAX_CRON_CATCHUP = 10_000  # fire times per schedule per tick, against a huge clock jump
+_MAX_RETRY_DELAY = 60.0
+
+
+class _InProcessBus:
+    """Publishes events by routing them straight to the orchestrator (no broker locally)."""
+
+    def __init__(self) -> None:
+        self.orchestrator: Orchestrator | None = None
+
+    def publish(self, events: Sequence[dict[str, Any]]) -> None:
+        """Route each event: dedup, start triggered runs, resolve waiters."""
+        if self.orchestrator is None:
+            raise RuntimeError("bus used before its orchestrator was attached")
+        for event in events:
+            self.orchestrator.route_event(event)
+
+
+class LocalBackend:
+    """Runs an app on SQLite: store, queue and an in-process event bus.
+
+    Args:
+        app: The registered functions.
+        path: The SQLite file (created if missing); several processes may share it.
+        clock: Time source; the system clock by default, a FakeClock in tests.
+        workers: Worker threads started by :meth:`start`.
+        visibility_timeout: Seconds before a message a worker took but never finished is
+            delivered again.
+        max_receives: Deliveries of a message before it is dead-lettered.
+        limits: Per-run limits.
+        logger: Where run, step and worker logs go.
+
+    """
+
+    def __init__(
+        self,
+        app: App,
+        path: str | Path,
+        *,
+        clock: Clock | None = None,
+        workers: int = 4,
+        visibility_timeout: float = 300.0,
+        max_receives: int = 10,
+        limits: Limits = Limits(),  # noqa: B008 - frozen
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.app = app
+        self.clock: Clock = clock or SystemClock()
+        self.workers = workers
+        self.log = logger or logging.getLogger("stepkit")
+        self.store = SqliteStore(path)
+        self.queue = SqliteQueue(
+            self.store.db,  # one connection per thread serves both
+            clock=self.clock,
+            visibility_timeout=visibility_timeout,
+            max_receives=max_receives,
+        )
+        self.store.db.ensure_schema(_CRON_SCHEMA)
+        bus = _InProcessBus()
+        self.orchestrator = Orchestrator(
+            app, self.store, self.queue, bus, self.clock, limits=limits, logger=logger
+        )
+        bus.orchestrator = self.orchestrator
+        # Cron fire times at or before this are "the past" and never fired by this backend.
+        self._created = self.clock.now()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- work --------------------------------------------------------------------------------
+
+    def send(
+        self, events: Mapping[str, Any] | Event | Sequence[Mapping[str, Any] | Event]
+    ) -> list[str]:
+        """Validate and publish events (all or none); return their ids."""
+        return self.orchestrator.send(events)
+
+    def run_until_idle(self, *, max_messages: int = 100_000) -> int:
+        """Fire due crons, then handle due messages in this thread until none is visible.
+
+        A failing message is released for an immediate retry, so a poison message ends in the
+        dead letters after ``max_receives`` attempts instead of stalling the loop.
+
+        Returns:
+            How many messages were handled.
+
+        Raises:
+            RuntimeError: More than ``max_messages`` were due (most likely a run-away loop).
+
+        """
+        self.tick_crons()
+        handled = 0
+        while True:
+            if handled >= max_messages:
+                if self.queue.visible_count():
+                    raise RuntimeError(
+                        f"run_until_idle handled {handled} messages and more are still due: "
+                        f"a run-away loop? (raise max_messages if this much work is expected)"
+                    )
+                return handled
+            batch = self.queue.receive(1)
+            if not batch:
+                return handled
+            self._process(batch[0], retry_delay=0.0)
+            handled += 1
+
+    def _process(self, delivery: Delivery, *, retry_delay: float) -> None:
+        msg = delivery.message
+        try:
+            self.orchestrator.handle(msg)
+        except Exception as exc:
+            # Errors in user code are recorded by the engine; reaching here means the
+            # platform failed (storage, a bug), which a later retry may get past.
+            self.log.exception(
+                "message %s (%s of run %s) failed on receive %d",
+                msg.id, msg.kind.value, msg.run_id, delivery.receipt,
+            )
+            if self.queue.release(delivery, retry_delay, error=f"{type(exc).__name__}: {exc}"):
+                self.log.error(
+                    "message %s (%s of run %s) dead-lettered after %d receives",
+                    msg.id, msg.kind.value, msg.run_id, delivery.receipt,
+                )
+            return
+        self.queue.delete(delivery)
+
+    # -- crons -------------------------------------------------------------------------------
+
+    def tick_crons(self) -> int:
+        """Fire every cron time due since the last tick; return how many fired.
+
+        The next fire time per (function, schedule) is kept in SQLite, so a restarted backend
+        neither fires a time twice nor fires the times it missed while it was down.
+        """
+        now = self.clock.now()
+        fired = 0
+        for fn in self.app:
+            for cron in fn.crons:
+                fired += self._tick(fn, cron, now)
+        return fired
+
+    def _tick(self, fn: FunctionDef, cron: CronSchedule, now: float) -> int:
+        conn = self.store.db.connection()
+        row = conn.execute(
+            "SELECT next_fire FROM cron_state WHERE function_id = ? AND spec = ?",
+            (fn.id, cron.spec),
+        ).fetchone()
+        stored = float(row[0]) if row is not None else None
+        if stored is not None and stored > self._created:
+            nxt = stored
+        else:  # never ticked, or the stored time passed while no backend ran: skip it
+            nxt = _next(cron, self._created)
+        due: list[float] = []
+        while nxt <= now and len(due) < _MAX_CRON_CATCHUP:
+            due.append(nxt)
+            nxt = _next(cron, nxt)
+        if nxt <= now:
+            self.log.warning("cron %r of %s: over %d fire times due at once; skipping the rest",
+                             cron.spec, fn.id, _MAX_CRON_CATCHUP)
+            nxt = _next(cron, now)
+        # Fire before recording: a crash in between re-fires on restart, which is harmless
+        # (fire_cron is idempotent per fire time), whereas the reverse would lose a fire.
+        for at in due:
+            self.orchestrator.fire_cron(fn, cron.spec, at)
+        if nxt != stored:
+            # max(): another process sharing the file may have moved further already.
+            conn.execute(
+                "INSERT INTO cron_state (function_id, spec, next_fire) VALUES (?, ?, ?)"
+                " ON CONFLICT (function_id, spec) DO UPDATE"
+                " SET next_fire = max(next_fire, excluded.next_fire)",
+                (fn.id, cron.spec, nxt),
+            )
+        return len(due)
+
+    # -- background workers ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start ``workers`` queue-polling threads and a cron thread (for the dev server)."""
+        if self._threads:
+            raise RuntimeError("LocalBackend already started")
+        self._stop.clear()
+        targets = [(f"stepkit-worker-{i}", self._work) for i in range(self.workers)]
+        targets.append(("stepkit-cron", self._cron_loop))
+        for name, target in targets:
+            # daemon: a forgotten stop() must not keep the interpreter alive.
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Stop the background threads and wait for the messages in hand to finish."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                batch = self.queue.receive(1)
+            except Exception:
+                self.log.exception("receiving from the queue failed")
+                self._stop.wait(1.0)
+                continue
+            if not batch:
+                self._stop.wait(_IDLE_POLL)
+                continue
+            # Back off between retries: a platform failure rarely clears within milliseconds.
+            delay = min(2.0 ** (batch[0].receipt - 1), _MAX_RETRY_DELAY)
+            try:
+                self._process(batch[0], retry_delay=delay)
+            except Exception:  # delete/release failed: the lease expiry redelivers it
+                self.log.exception("settling message %s failed", batch[0].message.id)
+
+    def _cron_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick_crons()
+            except Exception:
+                self.log.exception("cron tick failed")
+            self._stop.wait(_CRON_POLL)
+
+    # -- inspection and control --------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> RunState | None:
+        """Return a run with its steps, or ``None``."""
+        return self.store.load(run_id)
+
+    def list_runs(self, query: RunQuery = RunQuery()) -> list[RunRecord]:  # noqa: B008 - frozen
+        """List runs, newest first."""
+        return self.store.list_runs(query)
+
+    def list_events(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Recently received events, newest first."""
+        return self.store.list_events(limit)
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a running run; whether this call cancelled it."""
+        return self.orchestrator.cancel(run_id, "cancelled by user")
+
+    def rerun(self, run_id: str) -> str:
+        """Start a new run with the same events; return its id."""
+        return self.orchestrator.rerun(run_id)
+
+    def dead_letters(self) -> list[Message]:
+        """Messages that used up their deliveries."""
+        return self.queue.dead_letters()
+
+    def close(self) -> None:
+        """Stop the threads and close this process's database connections."""
+        self.stop()
+        self.store.close()  # the queue shares the store's connections
+
+    def __enter__(self) -> LocalBackend:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _next(cron: CronSchedule, after: float) -> float:
+    """Return the schedule's first fire time strictly after ``after`` (epoch seconds)."""
+    return float(cron.next_after(datetime.fromtimestamp(after, tz=UTC)).timestamp())

@@ -1,0 +1,209 @@
+"""A delay queue in the SQLite file, with SQS semantics.
+
+Receiving a message does not remove it: it becomes invisible for the visibility timeout, and
+only :meth:`SqliteQueue.delete` (after the handler succeeded) removes it. A worker that dies
+mid-message therefore loses nothing — the message reappears once the timeout passes and
+another worker takes it. A message received ``max_receives`` times without success is moved
+to the dead letters instead of looping for ever.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runtime.backends.local.store import Database, dumps
+from runtime.core.protocols import Clock
+from runtime.records import Message
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS queue (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        msg_id TEXT NOT NULL,
+        function_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        sent_at REAL NOT NULL,
+        visible_at REAL NOT NULL,
+        receive_count INTEGER NOT NULL DEFAULT 0,
+        lease_until REAL,
+        dead INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT)""",
+    "CREATE INDEX IF NOT EXISTS queue_visible ON queue (dead, visible_at, seq)",
+)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One receipt of a queued message.
+
+    Attributes:
+        seq: The queue row. Each send is its own row, so re-sending a message with the same
+            id (a timer hop) while this delivery is in flight never confuses the two.
+        receipt: Which receipt this is (the row's receive count when received); a release
+            with an outdated receipt — the lease expired and another worker took the message —
+            is ignored.
+        message: The message.
+
+    """
+
+    seq: int
+    receipt: int
+    message: Message
+
+    @property
+    def receive_count(self) -> int:
+        """How many times the message has been received, this time included."""
+        return self.receipt
+
+
+class SqliteQueue:
+    """The :class:`~runtime.core.protocols.Queue` over a SQLite table.
+
+    Args:
+        path: The database file, or a :class:`Database` shared with the store.
+        clock: Time source for due times and leases (a FakeClock in tests).
+        visibility_timeout: Seconds a received message stays invisible before redelivery.
+        max_receives: Receipts without success before a message is dead-lettered.
+
+    """
+
+    def __init__(
+        self,
+        path: str | Path | Database,
+        *,
+        clock: Clock,
+        visibility_timeout: float = 300.0,
+        max_receives: int = 10,
+    ) -> None:
+        if visibility_timeout <= 0:
+            raise ValueError(f"visibility_timeout must be positive, got {visibility_timeout}")
+        if max_receives < 1:
+            raise ValueError(f"max_receives must be at least 1, got {max_receives}")
+        self.db = path if isinstance(path, Database) else Database(path)
+        self.clock = clock
+        self.visibility_timeout = visibility_timeout
+        self.max_receives = max_receives
+        self.db.ensure_schema(_SCHEMA)
+
+    def send(self, messages: Sequence[Message]) -> None:
+        """Enqueue messages, each visible from its ``due`` time (or now)."""
+        if not messages:
+            return
+        now = self.clock.now()
+        with self.db.write() as conn:
+            conn.executemany(
+                "INSERT INTO queue (msg_id, function_id, body, sent_at, visible_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [
+                    (m.id, m.function_id, dumps(m.to_json()), now,
+                     m.due if m.due is not None else now)
+                    for m in messages
+                ],
+            )
+
+    def receive(self, max_n: int = 1) -> list[Delivery]:
+        """Claim up to ``max_n`` visible messages, earliest due first, for one lease each."""
+        now = self.clock.now()
+        with self.db.write() as conn:
+            # A visible message already received max_receives times is one whose worker died
+            # (or whose handler kept failing): dead-letter it rather than deliver it again.
+            conn.execute(
+                "UPDATE queue SET dead = 1, lease_until = NULL, last_error ="
+                " coalesce(last_error, 'visibility timeout expired') WHERE dead = 0"
+                " AND visible_at <= ? AND receive_count >= ?",
+                (now, self.max_receives),
+            )
+            rows = conn.execute(
+                "SELECT seq, receive_count, body FROM queue WHERE dead = 0 AND visible_at <= ?"
+                " ORDER BY visible_at, seq LIMIT ?",
+                (now, max_n),
+            ).fetchall()
+            lease = now + self.visibility_timeout
+            out: list[Delivery] = []
+            for seq, count, body in rows:
+                try:
+                    message = Message.from_json(_loads(body))
+                except (ValueError, TypeError, KeyError) as exc:
+                    # An unreadable body would otherwise block the head of the queue for ever.
+                    conn.execute(
+                        "UPDATE queue SET dead = 1, last_error = ? WHERE seq = ?",
+                        (f"unreadable body: {exc}", seq),
+                    )
+                    continue
+                conn.execute(
+                    "UPDATE queue SET visible_at = ?, lease_until = ?, receive_count = ?"
+                    " WHERE seq = ?",
+                    (lease, lease, count + 1, seq),
+                )
+                out.append(Delivery(seq, count + 1, message))
+            return out
+
+    def delete(self, delivery: Delivery) -> None:
+        """Remove a message whose handling succeeded.
+
+        Unconditional even if the lease expired meanwhile: the work is done, and a copy
+        another worker holds is harmless because handling is idempotent.
+        """
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM queue WHERE seq = ?", (delivery.seq,))
+
+    def release(self, delivery: Delivery, delay: float = 0.0, error: str | None = None) -> bool:
+        """Make a message whose handling failed visible again after ``delay`` seconds.
+
+        Args:
+            delivery: The failed receipt.
+            delay: Seconds before the retry.
+            error: Why it failed, kept with the message for the dead letters.
+
+        Returns:
+            Whether the message was dead-lettered (it used up ``max_receives``).
+
+        """
+        now = self.clock.now()
+        dead = delivery.receipt >= self.max_receives
+        with self.db.write() as conn:
+            cur = conn.execute(
+                "UPDATE queue SET visible_at = ?, lease_until = NULL, dead = ?, last_error = ?"
+                " WHERE seq = ? AND receive_count = ? AND dead = 0",
+                (now + max(delay, 0.0), int(dead), error, delivery.seq, delivery.receipt),
+            )
+            return dead and cur.rowcount == 1
+
+    def visible_count(self) -> int:
+        """How many messages could be received now."""
+        row = self.db.connection().execute(
+            "SELECT count(*) FROM queue WHERE dead = 0 AND visible_at <= ?", (self.clock.now(),)
+        ).fetchone()
+        return int(row[0])
+
+    def pending_count(self) -> int:
+        """How many messages are queued and not dead, whether visible, delayed or in flight."""
+        row = self.db.connection().execute("SELECT count(*) FROM queue WHERE dead = 0").fetchone()
+        return int(row[0])
+
+    def dead_letters(self) -> list[Message]:
+        """Dead-lettered messages, oldest first."""
+        rows = self.db.connection().execute(
+            "SELECT body FROM queue WHERE dead = 1 ORDER BY seq"
+        ).fetchall()
+        out: list[Message] = []
+        for (body,) in rows:
+            try:
+                out.append(Message.from_json(_loads(body)))
+            except (ValueError, TypeError, KeyError):
+                continue  # dead because unreadable; inspect the row itself
+        return out
+
+    def close(self) -> None:
+        """Close this process's connections."""
+        self.db.close()
+
+
+def _loads(body: str) -> dict[str, Any]:
+    raw = json.loads(body)
+    if not isinstance(raw, dict):
+        raise ValueError(f"queue body is not a JSON object: {body[:100]!r}")
+    return raw

@@ -1,0 +1,321 @@
+"""Run state in one SQLite file (WAL), shared by threads and processes.
+
+Every change is one ``BEGIN IMMEDIATE`` transaction: SQLite then takes the write lock up front,
+so two workers (threads or processes) racing to commit the same run serialize, and the loser
+sees the winner's version and is refused — the atomic conditional write the orchestrator's
+idempotency rests on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, cast
+
+from runtime.core.protocols import RunQuery
+from runtime.records import Commit, RunRecord, RunState, StepRecord, StepWrite, Waiter
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS runs (
+        run_id TEXT PRIMARY KEY,
+        function_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        version INTEGER NOT NULL,
+        json TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS runs_by_time ON runs (created_at, run_id)",
+    "CREATE INDEX IF NOT EXISTS runs_by_fn ON runs (function_id, created_at, run_id)",
+    "CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_at, run_id)",
+    """CREATE TABLE IF NOT EXISTS steps (
+        run_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        json TEXT NOT NULL,
+        PRIMARY KEY (run_id, key))""",
+    """CREATE TABLE IF NOT EXISTS waiters (
+        event_name TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        expires_at REAL,
+        json TEXT NOT NULL,
+        PRIMARY KEY (event_name, run_id, key))""",
+    """CREATE TABLE IF NOT EXISTS events (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        json TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS events_by_time ON events (received_at)",
+)
+
+
+def dumps(value: Any) -> str:
+    """JSON text as stored: UTF-8 kept as is so the columns stay readable in ``sqlite3``."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+class Database:
+    """One SQLite file, opened once per thread and per process, in WAL mode.
+
+    A connection per thread avoids sharing one connection's transaction state between
+    threads; remembering the opening process id avoids using a connection inherited through
+    ``fork``, which SQLite forbids.
+
+    Args:
+        path: The database file; created if missing.
+        busy_timeout: Seconds to wait for another writer's lock before failing.
+
+    """
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._opened: list[tuple[int, sqlite3.Connection]] = []
+        self._closed = False
+
+    def connection(self) -> sqlite3.Connection:
+        """Return the calling thread's connection, opening it on first use."""
+        conn = cast(sqlite3.Connection | None, getattr(self._local, "conn", None))
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            return conn
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"database {self.path} is closed")
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves (Python's implicit
+            # transactions would start a deferred one and upgrade it, risking SQLITE_BUSY).
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self._busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,  # only so close() may close it from another thread
+            )
+            self._opened.append((os.getpid(), conn))
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        self._enable_wal(conn)
+        conn.execute("PRAGMA synchronous = NORMAL")  # durable across app crashes in WAL mode
+        self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        # Switching to WAL needs a brief exclusive lock and may report "locked" without
+        # waiting while another process creates the file; the mode then persists in the file.
+        for attempt in range(50):
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError:
+                if attempt == 49:
+                    raise
+                time.sleep(0.05)
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """Open a write transaction (``BEGIN IMMEDIATE``), committed unless the block raises."""
+        conn = self.connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:  # never leave this thread's connection mid-transaction
+                conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """Open a read transaction: every query in the block sees the same snapshot."""
+        conn = self.connection()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+
+    def ensure_schema(self, statements: Sequence[str]) -> None:
+        """Run ``CREATE ... IF NOT EXISTS`` statements in one transaction."""
+        with self.write() as conn:
+            for statement in statements:
+                conn.execute(statement)
+
+    def close(self) -> None:
+        """Close the connections this process opened (those of a parent are not ours)."""
+        with self._lock:
+            self._closed = True
+            mine = [c for pid, c in self._opened if pid == os.getpid()]
+            self._opened = []
+        for conn in mine:
+            conn.close()
+
+
+class SqliteStore:
+    """The :class:`~runtime.core.protocols.Store` over SQLite.
+
+    Args:
+        path: The database file, or a :class:`Database` to share with the queue.
+
+    """
+
+    def __init__(self, path: str | Path | Database) -> None:
+        self.db = path if isinstance(path, Database) else Database(path)
+        self.db.ensure_schema(_SCHEMA)
+
+    def load(self, run_id: str) -> RunState | None:
+        """Load the run and all its step records, or ``None``."""
+        with self.db.read() as conn:
+            row = conn.execute("SELECT json FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                return None
+            # rowid order is insertion order: steps come back in the order they first ran.
+            rows = conn.execute(
+                "SELECT key, json FROM steps WHERE run_id = ? ORDER BY rowid", (run_id,)
+            ).fetchall()
+        run = RunRecord.from_json(json.loads(row[0]))
+        return RunState(run, {k: StepRecord.from_json(json.loads(j)) for k, j in rows})
+
+    def create_run(self, run: RunRecord, waiters: Sequence[Waiter]) -> bool:
+        """Create ``run`` and its waiters unless a run with its id exists."""
+        with self.db.write() as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO runs (run_id, function_id, status, created_at, version,"
+                " json) VALUES (?, ?, ?, ?, ?, ?)",
+                (run.run_id, run.function_id, run.status.value, run.created_at, run.version,
+                 dumps(run.to_json())),
+            )
+            if cur.rowcount != 1:
+                return False
+            _put_waiters(conn, waiters)
+            return True
+
+    def commit(self, run_id: str, commit: Commit) -> bool:
+        """Apply ``commit`` atomically if its conditions hold (see the Store protocol)."""
+        with self.db.write() as conn:
+            row = conn.execute("SELECT json FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                return False
+            run = RunRecord.from_json(json.loads(row[0]))
+            if run.status.finished or run.version != commit.expect_version:
+                return False
+            # Every condition is checked before anything is written, so a refusal leaves
+            # the transaction empty: committing it changes nothing, exactly like a rollback.
+            if not all(_step_matches(conn, run_id, w) for w in commit.steps):
+                return False
+            for w in commit.steps:
+                conn.execute(
+                    "INSERT INTO steps (run_id, key, json) VALUES (?, ?, ?)"
+                    " ON CONFLICT (run_id, key) DO UPDATE SET json = excluded.json",
+                    (run_id, w.record.key, dumps(w.record.to_json())),
+                )
+            run = _patched(run, commit)
+            conn.execute(
+                "UPDATE runs SET status = ?, version = ?, json = ? WHERE run_id = ?",
+                (run.status.value, run.version, dumps(run.to_json()), run_id),
+            )
+            conn.executemany(
+                "DELETE FROM waiters WHERE event_name = ? AND run_id = ? AND key = ?",
+                [(w.event_name, w.run_id, w.key) for w in commit.remove_waiters],
+            )
+            _put_waiters(conn, commit.add_waiters)
+            return True
+
+    def waiters_for(self, event_name: str) -> list[Waiter]:
+        """Waiters listening for an event name (expired ones included: the caller skips them)."""
+        rows = self.db.connection().execute(
+            "SELECT json FROM waiters WHERE event_name = ?", (event_name,)
+        ).fetchall()
+        return [Waiter.from_json(json.loads(j)) for (j,) in rows]
+
+    def remember_event(self, event: dict[str, Any], *, now: float, ttl: float) -> bool:
+        """Log ``event`` unless its id was received within ``ttl`` seconds; whether it is new."""
+        with self.db.write() as conn:
+            row = conn.execute(
+                "SELECT received_at FROM events WHERE id = ?", (event["id"],)
+            ).fetchone()
+            if row is not None and row[0] > now - ttl:
+                return False
+            # REPLACE gives a stale entry a new rowid, so it lists as newly received.
+            conn.execute(
+                "INSERT OR REPLACE INTO events (id, name, received_at, json) VALUES (?, ?, ?, ?)",
+                (event["id"], event["name"], now, dumps(event)),
+            )
+            return True
+
+    def list_runs(self, query: RunQuery) -> list[RunRecord]:
+        """List runs matching ``query``, newest first."""
+        where: list[str] = []
+        params: list[Any] = []
+        if query.function_id is not None:
+            where.append("function_id = ?")
+            params.append(query.function_id)
+        if query.status is not None:
+            where.append("status = ?")
+            params.append(query.status.value)
+        sql = "SELECT json FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, run_id DESC LIMIT ?"
+        rows = self.db.connection().execute(sql, (*params, query.limit)).fetchall()
+        return [RunRecord.from_json(json.loads(j)) for (j,) in rows]
+
+    def list_events(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Recently received events, newest first."""
+        rows = self.db.connection().execute(
+            "SELECT json FROM events ORDER BY received_at DESC, rowid DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [cast(dict[str, Any], json.loads(j)) for (j,) in rows]
+
+    def close(self) -> None:
+        """Close this process's connections."""
+        self.db.close()
+
+
+def _step_matches(conn: sqlite3.Connection, run_id: str, write: StepWrite) -> bool:
+    row = conn.execute(
+        "SELECT json FROM steps WHERE run_id = ? AND key = ?", (run_id, write.record.key)
+    ).fetchone()
+    if write.expect_status is None:
+        return row is None
+    if row is None:
+        return False
+    stored = json.loads(row[0])
+    return bool(
+        stored["status"] == write.expect_status.value
+        and stored["attempt"] == write.expect_attempt
+    )
+
+
+def _patched(run: RunRecord, commit: Commit) -> RunRecord:
+    """Apply ``commit`` to ``run``: the patch fields that are set, version bump, outbox."""
+    changes: dict[str, Any] = {}
+    if commit.run is not None:
+        for name in ("status", "attempt", "output", "error", "ended_at"):
+            value = getattr(commit.run, name)
+            if value is not None:
+                changes[name] = value
+    return replace(
+        run,
+        **changes,
+        version=commit.expect_version + 1,
+        last_msg=commit.msg_id,
+        outbox=commit.outbox,
+    )
+
+
+def _put_waiters(conn: sqlite3.Connection, waiters: Sequence[Waiter]) -> None:
+    conn.executemany(
+        "INSERT OR REPLACE INTO waiters (event_name, run_id, key, expires_at, json)"
+        " VALUES (?, ?, ?, ?, ?)",
+        [(w.event_name, w.run_id, w.key, w.expires_at, dumps(w.to_json())) for w in waiters],
+    )
