@@ -1,0 +1,379 @@
+"""Run state in one DynamoDB table: each Store operation is one transaction or one Query.
+
+A commit is one ``TransactWriteItems`` whose run-item update is conditioned on the run's
+version and status, so two workers racing on a run serialize exactly as the SQLite store's
+``BEGIN IMMEDIATE`` does: the loser's whole transaction is cancelled and it gets ``False``.
+The item layout is in ``table.py``; boto3/botocore types never leave this module (failures
+become :class:`StoreError`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import random
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from itertools import islice
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from runtime.backends.aws import table as t
+from runtime.core.clock import SystemClock
+from runtime.core.protocols import Clock, RunQuery
+from runtime.errors import StepkitError
+from runtime.records import Commit, RunRecord, RunState, RunStatus, Waiter
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
+
+MAX_TRANSACTION_ITEMS = 100  # DynamoDB's limit on actions in one TransactWriteItems
+_CONFLICT_TRIES = 4  # TransactionConflict: another transaction held one of our items
+_TORN_TRIES = 5  # load saw a commit half-applied (see _assemble)
+
+
+class StoreError(StepkitError):
+    """A DynamoDB call failed for a reason other than a refused condition.
+
+    Attributes:
+        code: The AWS error code (e.g. ``ValidationException``), the botocore error class for
+            failures without a response (connection errors), or a stepkit code.
+
+    """
+
+    def __init__(self, message: str, *, code: str, retriable: bool = True) -> None:
+        super().__init__(message)
+        self.code = code
+        self.is_retriable = retriable
+
+
+def _store_error(exc: ClientError | BotoCoreError, what: str) -> StoreError:
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code, message = err.get("Code", "Unknown"), err.get("Message", str(exc))
+    else:
+        code, message = type(exc).__name__, str(exc)
+    return StoreError(f"DynamoDB {what} failed: {code}: {message}", code=code)
+
+
+@contextmanager
+def _aws(what: str) -> Iterator[None]:
+    """Turn botocore failures inside the block into :class:`StoreError`."""
+    try:
+        yield
+    except (ClientError, BotoCoreError) as exc:
+        raise _store_error(exc, what) from exc
+
+
+def _cancellation_codes(exc: ClientError) -> list[str]:
+    """Per-action reason codes of a cancelled transaction (empty for any other error)."""
+    if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+        return []
+    reasons: list[dict[str, Any]] = exc.response.get("CancellationReasons", [])  # type: ignore[assignment]
+    return [str(r.get("Code", "None")) for r in reasons]  # one per action, in request order
+
+
+def _assemble(rows: Iterable[t.Item], now: float) -> tuple[RunState | None, bool]:
+    """Build a run's state from its partition's items; also say whether the read was torn.
+
+    A Query is only read-committed *per item*: it may see a concurrent commit applied to some
+    items of the run and not yet to others. Every commit writes the run item and the outbox
+    item (both carrying the new version) and stamps the steps it writes with that version, so
+    a view is whole exactly when the run and outbox versions agree, no step is newer, and
+    every step the outbox lists has that version.
+    """
+    run = events = outbox = None
+    steps: list[t.Item] = []
+    for row in rows:
+        sk = row["sk"]["S"]
+        if sk == t.RUN_SK:
+            run = row
+        elif sk == t.EVENTS_SK:
+            events = row
+        elif sk == t.OUTBOX_SK:
+            outbox = row
+        elif sk.startswith(t.STEP_PREFIX):
+            steps.append(row)
+    if run is None or float(run.get(t.TTL_ATTRIBUTE, {"N": "inf"})["N"]) < now:
+        return None, False  # absent, or expired and awaiting TTL deletion (lazy on AWS)
+    if events is None or outbox is None:
+        return None, True  # a create in flight
+    version = int(run["version"]["N"])
+    stamps = {row["key"]["S"]: int(row["run_version"]["N"]) for row in steps}
+    written: list[str] = json.loads(outbox["written_steps"]["S"])
+    torn = (
+        int(outbox["version"]["N"]) != version
+        or any(v > version for v in stamps.values())
+        or any(stamps.get(k) != version for k in written)
+    )
+    records = {rec.key: rec for rec in map(t.step_from, steps)}
+    return RunState(t.run_from(run, events, outbox), records), torn
+
+
+class DynamoStore:
+    """The :class:`~runtime.core.protocols.Store` over one DynamoDB table.
+
+    Args:
+        table_name: The app's state table (created from :func:`table.table_spec`).
+        retention_days: How long finished runs are kept before TTL deletes them.
+        client: A low-level DynamoDB client; defaults to ``boto3.client("dynamodb")``, whose
+            endpoint and region come from the environment.
+        clock: Time source for TTLs and expiry checks.
+
+    """
+
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        retention_days: int = 30,
+        client: DynamoDBClient | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.table = table_name
+        self.retention = retention_days * t.DAY
+        self.client: DynamoDBClient = client or boto3.client("dynamodb")
+        self.clock: Clock = clock or SystemClock()
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def load(self, run_id: str) -> RunState | None:
+        """Load the run and its steps: one strongly consistent, paginated Query."""
+        for attempt in range(_TORN_TRIES):
+            rows = self._query(
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": t.s(t.RUN_PREFIX + run_id)},
+                ConsistentRead=True,
+            )
+            state, torn = _assemble(rows, self.clock.now())
+            if not torn:
+                return state
+            time.sleep(0.005 * 2**attempt)  # the commit completes within milliseconds
+        raise StoreError(f"run {run_id}: read a half-applied commit {_TORN_TRIES} times in a row",
+                         code="TornRead")
+
+    def waiters_for(self, event_name: str) -> list[Waiter]:
+        """Waiters listening for an event name (expired ones included: the caller skips them)."""
+        rows = self._query(
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": t.s(t.WAIT_PREFIX + event_name)},
+            ConsistentRead=True,  # a waiter committed just before the event must be seen
+        )
+        return [t.waiter_from(row) for row in rows]
+
+    def list_runs(self, query: RunQuery) -> list[RunRecord]:
+        """List runs matching ``query``, newest first, from the indexes (never a Scan)."""
+        if query.limit <= 0:
+            return []
+        found: Iterable[tuple[str, str]]
+        if query.function_id is not None:
+            found = self._index(t.GSI_RUNS_BY_FUNCTION, t.FN_PREFIX + query.function_id,
+                                query.limit, query.status)
+        elif query.status is not None:
+            found = self._index(t.GSI_RUNS_BY_STATUS, t.STATUS_PREFIX + query.status.value,
+                                query.limit)
+        else:  # one newest-first stream per status, merged
+            found = heapq.merge(*(self._index(t.GSI_RUNS_BY_STATUS, t.STATUS_PREFIX + s.value,
+                                              query.limit) for s in RunStatus), reverse=True)
+        runs: list[RunRecord] = []
+        for chunk in _chunks((run_id for _, run_id in found), query.limit):
+            fetched = self._fetch_runs(chunk)
+            for run_id in chunk:
+                run = fetched.get(run_id)
+                # Indexes lag the table: re-check the filter on the item just read.
+                if run is None or (query.status is not None and run.status != query.status):
+                    continue
+                runs.append(run)
+                if len(runs) == query.limit:
+                    return runs
+        return runs
+
+    def list_events(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Recently received events, newest first: today's bucket, then yesterday's."""
+        now = self.clock.now()
+        events: list[dict[str, Any]] = []
+        for day in (now, now - t.DAY):
+            rows = self._query(
+                IndexName=t.GSI_EVENTS_BY_DAY,
+                KeyConditionExpression="gsi3pk = :p",
+                ExpressionAttributeValues={":p": t.s(t.DAY_PREFIX + t.iso(day)[:10])},
+                ScanIndexForward=False,
+                PaginationConfig={"PageSize": max(limit, 1)},
+            )
+            for row in rows:
+                if len(events) >= limit:
+                    return events
+                events.append(t.event_from(row))
+        return events
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def create_run(self, run: RunRecord, waiters: Sequence[Waiter]) -> bool:
+        """Create the run, its events, its outbox and its waiters unless the run exists."""
+        now = self.clock.now()
+        expires = (run.ended_at or now) + self.retention if run.status.finished else None
+        return self._transact(run.run_id, [
+            self._put(t.run_item(run, expires), "attribute_not_exists(pk)"),
+            self._put(t.events_item(run, expires)),
+            self._put(t.outbox_item(run.run_id, run.version, run.last_msg, run.outbox, (),
+                                    expires)),
+            *(self._put(t.waiter_item(w)) for w in waiters),
+        ])
+
+    def commit(self, run_id: str, commit: Commit) -> bool:
+        """Apply ``commit`` as one transaction if its conditions hold (see the Store protocol)."""
+        now, patch, version = self.clock.now(), commit.run, commit.expect_version + 1
+        expires = None
+        if patch is not None and patch.status is not None and patch.status.finished:
+            expires = (patch.ended_at or now) + self.retention
+        changes = {"version": t.n(version), "last_msg": t.s(commit.msg_id)}
+        if patch is not None:
+            changes.update(t.run_fields(status=patch.status, attempt=patch.attempt,
+                                        output=patch.output, error=patch.error,
+                                        ended_at=patch.ended_at, expires=expires))
+        names = {f"#a{i}": name for i, name in enumerate(changes)}
+        values = {f":a{i}": value for i, value in enumerate(changes.values())}
+        run_key = t.key(t.RUN_PREFIX + run_id, t.RUN_SK)
+        actions: list[TransactWriteItemTypeDef] = [{"Update": {
+            "TableName": self.table, "Key": run_key,
+            "UpdateExpression": "SET " + ", ".join(f"#a{i} = :a{i}" for i in range(len(names))),
+            # A missing run fails this too: its version attribute does not exist.
+            "ConditionExpression": "#version = :expect AND #status = :running",
+            "ExpressionAttributeNames": {**names, "#version": "version", "#status": "status"},
+            "ExpressionAttributeValues": {**values, ":expect": t.n(commit.expect_version),
+                                          ":running": t.s(RunStatus.RUNNING.value)},
+        }}, self._put(t.outbox_item(run_id, version, commit.msg_id, commit.outbox,
+                                    [w.record.key for w in commit.steps], expires))]
+        if expires is not None:  # the events item leaves with the run
+            actions.append({"Update": {
+                "TableName": self.table, "Key": t.key(t.RUN_PREFIX + run_id, t.EVENTS_SK),
+                "UpdateExpression": "SET #x = :x",
+                "ExpressionAttributeNames": {"#x": t.TTL_ATTRIBUTE},
+                "ExpressionAttributeValues": {":x": t.n(int(expires))}}})
+        # Steps must outlive their run, whose longest sleep is a year: see ARCHITECTURE.md.
+        step_ttl = now + self.retention + 366 * t.DAY
+        for w in commit.steps:
+            item = t.step_item(run_id, w.record, version, step_ttl)
+            if w.expect_status is None:
+                actions.append(self._put(item, "attribute_not_exists(pk)"))
+            else:
+                actions.append(self._put(
+                    item, "#status = :s AND #attempt = :a",
+                    {"#status": "status", "#attempt": "attempt"},
+                    {":s": t.s(w.expect_status.value), ":a": t.n(w.expect_attempt)}))
+        # One transaction may touch an item once: a waiter both added and removed is a Put.
+        added = {t.waiter_key(w): w for w in commit.add_waiters}
+        removed = {t.waiter_key(w) for w in commit.remove_waiters} - added.keys()
+        actions += [self._put(t.waiter_item(w)) for w in added.values()]
+        actions += [{"Delete": {"TableName": self.table, "Key": t.key(*k)}}
+                    for k in sorted(removed)]
+        return self._transact(run_id, actions)
+
+    def remember_event(self, event: dict[str, Any], *, now: float, ttl: float) -> bool:
+        """Log ``event`` unless its id was received within ``ttl`` seconds; whether it is new."""
+        try:
+            with _aws("PutItem (event log)"):
+                self.client.put_item(
+                    TableName=self.table,
+                    Item=t.event_item(event, now, ttl),
+                    # TTL deletion is lazy (absent locally): an expired entry counts as absent.
+                    ConditionExpression="attribute_not_exists(pk) OR received_ts <= :cutoff",
+                    ExpressionAttributeValues={":cutoff": t.n(now - ttl)},
+                )
+        except StoreError as exc:
+            if exc.code == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _put(self, item: t.Item, condition: str | None = None,
+             names: dict[str, str] | None = None,
+             values: t.Item | None = None) -> TransactWriteItemTypeDef:
+        extra = {"ConditionExpression": condition, "ExpressionAttributeNames": names,
+                 "ExpressionAttributeValues": values}
+        put = {"TableName": self.table, "Item": item, **{k: v for k, v in extra.items() if v}}
+        return {"Put": put}  # type: ignore[typeddict-item]
+
+    def _transact(self, run_id: str, actions: list[TransactWriteItemTypeDef]) -> bool:
+        """Run one transaction; ``False`` when a condition failed (or conflicts persisted)."""
+        if len(actions) > MAX_TRANSACTION_ITEMS:
+            raise StoreError(
+                f"run {run_id}: one commit would write {len(actions)} items, more than "
+                f"DynamoDB's {MAX_TRANSACTION_ITEMS} per transaction (too many parallel steps "
+                "or waiters at once)", code="TooManyItems", retriable=False)
+        what = f"TransactWriteItems (run {run_id})"
+        for attempt in range(_CONFLICT_TRIES):
+            try:
+                # botocore fills in ClientRequestToken, so when it retries a request that did
+                # land, DynamoDB answers success instead of applying it twice (or refusing it).
+                self.client.transact_write_items(TransactItems=actions)
+                return True
+            except ClientError as exc:
+                codes = _cancellation_codes(exc)
+                if "ConditionalCheckFailed" in codes:
+                    return False
+                if "TransactionConflict" not in codes:
+                    raise _store_error(exc, what) from exc
+            except BotoCoreError as exc:
+                raise _store_error(exc, what) from exc
+            # Another transaction held one of our items; it most likely moves the version on
+            # (and we will be refused), but it may fail, so try again after a moment.
+            time.sleep(random.uniform(0, 0.004 * 2**attempt))
+        return False
+
+    def _query(self, **kwargs: Any) -> Iterator[t.Item]:
+        """Items of one Query, following its pages lazily."""
+        with _aws("Query"):
+            pages = self.client.get_paginator("query").paginate(TableName=self.table, **kwargs)
+            for page in pages:
+                yield from page["Items"]
+
+    def _index(self, index: str, pk: str, page: int,
+               status: RunStatus | None = None) -> Iterator[tuple[str, str]]:
+        """``(sort key, run_id)`` in one partition of a runs index, newest first."""
+        kwargs: dict[str, Any] = {"ExpressionAttributeValues": {":p": t.s(pk)}}
+        if status is not None:  # gsi1 projects status for this
+            kwargs = {"FilterExpression": "#s = :s", "ExpressionAttributeNames": {"#s": "status"},
+                      "ExpressionAttributeValues": {":p": t.s(pk), ":s": t.s(status.value)}}
+        rows = self._query(IndexName=index, KeyConditionExpression=f"{index}pk = :p",
+                           ScanIndexForward=False, PaginationConfig={"PageSize": page}, **kwargs)
+        for row in rows:
+            yield row[f"{index}sk"]["S"], row["pk"]["S"].removeprefix(t.RUN_PREFIX)
+
+    def _fetch_runs(self, run_ids: Sequence[str]) -> dict[str, RunRecord]:
+        """Read current run records (run, events, outbox items) by id, leaving out expired ones."""
+        keys = [t.key(t.RUN_PREFIX + r, sk) for r in run_ids
+                for sk in (t.RUN_SK, t.EVENTS_SK, t.OUTBOX_SK)]
+        by_run: dict[str, list[t.Item]] = {}
+        for chunk in _chunks(keys, 100):  # BatchGetItem's limit
+            pending: dict[str, Any] = {self.table: {"Keys": chunk, "ConsistentRead": True}}
+            for attempt in range(8):
+                with _aws("BatchGetItem"):
+                    out = self.client.batch_get_item(RequestItems=pending)
+                for row in out["Responses"].get(self.table, []):
+                    by_run.setdefault(row["pk"]["S"], []).append(row)
+                pending = dict(out.get("UnprocessedKeys") or {})
+                if not pending:
+                    break
+                time.sleep(0.01 * 2**attempt)  # throttled: back off, as AWS advises
+            else:
+                raise StoreError("BatchGetItem kept returning unprocessed keys",
+                                 code="UnprocessedKeys")
+        now, found = self.clock.now(), {}
+        for rows in by_run.values():
+            state, _ = _assemble(rows, now)  # no steps fetched: a listing needs none
+            if state is not None:
+                found[state.run.run_id] = state.run
+        return found
+
+
+def _chunks(values: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    rest = iter(values)
+    while chunk := list(islice(rest, size)):
+        yield chunk

@@ -1,0 +1,325 @@
+"""The DynamoDB table that holds an app's run state: key schema, indexes, TTL and item layout.
+
+One table per app, on-demand, every item keyed by readable string prefixes so the DynamoDB
+console is a usable debugger (``RUN#<id>`` / ``STEP#<key>``, ``WAIT#<event>``, ``EVENT#<id>``).
+The test harness creates the table from :func:`table_spec`; the CDK app mirrors it. The
+second half of this module maps records to items and back (the layout, not the operations:
+those are in ``store.py``).
+
+Index projections are chosen for the write path, which is hot (every commit updates the run
+item, at least bumping ``version``), not the listing path, which is a console/dev-server read:
+
+* ``gsi1`` (runs by function and time) projects only ``status``: the one attribute its queries
+  filter on. An update that changes no projected attribute writes nothing to an index, so a
+  commit costs one index write only when the status changes, instead of two on every commit
+  (with ``ALL``) plus a second copy of every run's output.
+* ``gsi2`` (runs by status and time) is ``KEYS_ONLY`` for the same reason; listings fetch the
+  current items with one ``BatchGetItem`` (and re-check the filter on them, since indexes lag).
+* ``gsi3`` (events by day) is ``ALL``: event-log items are written once and never updated, and
+  ``list_events`` then needs no second read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from runtime.records import (
+    ErrorInfo,
+    Outgoing,
+    ParentRef,
+    RunRecord,
+    RunStatus,
+    StepKind,
+    StepRecord,
+    StepStatus,
+    Waiter,
+    WaiterKind,
+    outgoing_from_json,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
+
+#: The TTL attribute (epoch seconds). DynamoDB deletes lazily (up to days late) and DynamoDB
+#: Local never does, so readers treat an item whose ``expires_at`` has passed as absent.
+TTL_ATTRIBUTE = "expires_at"
+
+GSI_RUNS_BY_FUNCTION = "gsi1"  # gsi1pk = FN#<function_id>, gsi1sk = <created ISO>#<run_id>
+GSI_RUNS_BY_STATUS = "gsi2"  # gsi2pk = STATUS#<status>,   gsi2sk = <created ISO>#<run_id>
+GSI_EVENTS_BY_DAY = "gsi3"  # gsi3pk = EVENTS#<yyyy-mm-dd>, gsi3sk = <received ISO>#<id>
+
+
+def _index(name: str, projection: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "IndexName": name,
+        "KeySchema": [
+            {"AttributeName": f"{name}pk", "KeyType": "HASH"},
+            {"AttributeName": f"{name}sk", "KeyType": "RANGE"},
+        ],
+        "Projection": projection,
+    }
+
+
+def table_spec(name: str) -> dict[str, Any]:
+    """``CreateTable`` arguments for an app's state table.
+
+    TTL cannot be enabled in ``CreateTable``; follow it with ``UpdateTimeToLive`` using
+    :func:`ttl_spec` (the CDK app sets ``timeToLiveAttribute`` instead).
+
+    Args:
+        name: The table name (``AppResources.table``).
+
+    Returns:
+        Keyword arguments for ``client.create_table``.
+
+    """
+    keys = ("pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", "gsi3pk", "gsi3sk")
+    return {
+        "TableName": name,
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [{"AttributeName": k, "AttributeType": "S"} for k in keys],
+        "KeySchema": [
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        "GlobalSecondaryIndexes": [
+            _index(GSI_RUNS_BY_FUNCTION,
+                   {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["status"]}),
+            _index(GSI_RUNS_BY_STATUS, {"ProjectionType": "KEYS_ONLY"}),
+            _index(GSI_EVENTS_BY_DAY, {"ProjectionType": "ALL"}),
+        ],
+    }
+
+
+def ttl_spec(name: str) -> dict[str, Any]:
+    """``UpdateTimeToLive`` arguments that enable TTL on :data:`TTL_ATTRIBUTE`."""
+    return {
+        "TableName": name,
+        "TimeToLiveSpecification": {"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+    }
+
+
+# -- the item layout ----------------------------------------------------------------------
+# Records become items with one attribute per field, so the console shows them plainly:
+# times as ISO strings (``*_at``) next to exact epoch numbers (``*_ts``) the code reads back,
+# free-form values as JSON strings, enums by their value.
+
+Item: TypeAlias = "dict[str, AttributeValueTypeDef]"
+
+RUN_PREFIX, STEP_PREFIX, WAIT_PREFIX, EVENT_PREFIX = "RUN#", "STEP#", "WAIT#", "EVENT#"
+RUN_SK, EVENTS_SK, OUTBOX_SK, EVENT_SK = "RUN", "EVENTS", "OUTBOX", "EVENT"
+FN_PREFIX, STATUS_PREFIX, DAY_PREFIX = "FN#", "STATUS#", "EVENTS#"
+DAY = 86400
+
+
+def s(value: str) -> AttributeValueTypeDef:
+    """Make a string attribute."""
+    return {"S": value}
+
+
+def n(value: float) -> AttributeValueTypeDef:
+    """Make a number attribute from a float's shortest repr, so it reads back exactly."""
+    return {"N": str(Decimal(repr(value)))}
+
+
+def js(value: Any) -> AttributeValueTypeDef:
+    """Make a JSON string attribute (UTF-8 kept readable)."""
+    return {"S": json.dumps(value, ensure_ascii=False, separators=(",", ":"))}
+
+
+def iso(ts: float) -> str:
+    """Epoch seconds as ISO-8601 UTC with milliseconds: ``2026-03-02T08:00:00.000Z``."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def key(pk: str, sk: str) -> Item:
+    """Make a primary key."""
+    return {"pk": s(pk), "sk": s(sk)}
+
+
+def _time(item: Item, name: str, ts: float | None) -> None:
+    if ts is not None:
+        item[f"{name}_at"], item[f"{name}_ts"] = s(iso(ts)), n(ts)
+
+
+def _ts(row: Item, name: str) -> float | None:
+    return float(row[name]["N"]) if name in row else None
+
+
+def _json(row: Item, name: str) -> Any:
+    return json.loads(row[name]["S"]) if name in row else None
+
+
+def run_fields(*, status: RunStatus | None = None, attempt: int | None = None,
+               output: Any = None, error: ErrorInfo | None = None,
+               ended_at: float | None = None, expires: float | None = None) -> Item:
+    """Encode the run attributes a commit may change (``None`` ones left out)."""
+    item: Item = {}
+    if status is not None:
+        item["status"], item["gsi2pk"] = s(status.value), s(STATUS_PREFIX + status.value)
+    if attempt is not None:
+        item["attempt"] = n(attempt)
+    if output is not None:
+        item["output"] = js(output)
+    if error is not None:
+        item["error"] = js(error.to_json())
+    _time(item, "ended", ended_at)
+    if expires is not None:
+        item[TTL_ATTRIBUTE] = n(int(expires))
+    return item
+
+
+def run_item(run: RunRecord, expires: float | None) -> Item:
+    """Encode the run item (``RUN#<id>`` / ``RUN``): all but its events and outbox."""
+    sort = f"{iso(run.created_at)}#{run.run_id}"
+    item: Item = {
+        **key(RUN_PREFIX + run.run_id, RUN_SK),
+        "run_id": s(run.run_id), "function_id": s(run.function_id), "version": n(run.version),
+        "gsi1pk": s(FN_PREFIX + run.function_id), "gsi1sk": s(sort), "gsi2sk": s(sort),
+        **run_fields(status=run.status, attempt=run.attempt, output=run.output, error=run.error,
+                     ended_at=run.ended_at, expires=expires),
+    }
+    _time(item, "created", run.created_at)
+    if run.deadline is not None:
+        item["deadline"], item["deadline_ts"] = s(iso(run.deadline)), n(run.deadline)
+    if run.parent is not None:
+        item["parent"] = js(asdict(run.parent))
+    if run.last_msg is not None:
+        item["last_msg"] = s(run.last_msg)
+    return item
+
+
+def events_item(run: RunRecord, expires: float | None) -> Item:
+    """Encode the run's events, kept apart from the run item (they may be 256 KB)."""
+    item: Item = {**key(RUN_PREFIX + run.run_id, EVENTS_SK), "events": js(list(run.events))}
+    if expires is not None:
+        item[TTL_ATTRIBUTE] = n(int(expires))
+    return item
+
+
+def outbox_item(run_id: str, version: int, msg_id: str | None, outbox: Sequence[Outgoing],
+                written: Sequence[str], expires: float | None) -> Item:
+    """Encode what the last commit (``msg_id``, which made ``version``) had to send.
+
+    ``written_steps`` lists the step keys that commit wrote, so a reader can tell a
+    half-applied commit from a whole one.
+    """
+    item: Item = {
+        **key(RUN_PREFIX + run_id, OUTBOX_SK), "version": n(version),
+        "outbox": js([o.to_json() for o in outbox]), "written_steps": js(list(written)),
+    }
+    if msg_id is not None:
+        item["msg_id"] = s(msg_id)
+    if expires is not None:
+        item[TTL_ATTRIBUTE] = n(int(expires))
+    return item
+
+
+def run_from(run: Item, events: Item | None, outbox: Item | None) -> RunRecord:
+    """Inverse of :func:`run_item` + :func:`events_item` + :func:`outbox_item`."""
+    error, parent = _json(run, "error"), _json(run, "parent")
+    return RunRecord(
+        run_id=run["run_id"]["S"],
+        function_id=run["function_id"]["S"],
+        events=tuple(_json(events, "events") or ()) if events else (),
+        status=RunStatus(run["status"]["S"]),
+        version=int(run["version"]["N"]),
+        attempt=int(run["attempt"]["N"]),
+        created_at=float(run["created_ts"]["N"]),
+        ended_at=_ts(run, "ended_ts"),
+        output=_json(run, "output"),
+        error=ErrorInfo.from_json(error) if error else None,
+        parent=ParentRef(**parent) if parent else None,
+        deadline=_ts(run, "deadline_ts"),
+        # The outbox item holds the pair (msg_id, outbox) so they are always read together.
+        last_msg=outbox["msg_id"]["S"] if outbox and "msg_id" in outbox else None,
+        outbox=tuple(outgoing_from_json(o) for o in _json(outbox, "outbox") or ())
+        if outbox else (),
+    )
+
+
+def step_item(run_id: str, rec: StepRecord, version: int, ttl: float) -> Item:
+    """Encode a step (``RUN#<id>`` / ``STEP#<key>``), stamped with the version it made."""
+    item: Item = {
+        **key(RUN_PREFIX + run_id, STEP_PREFIX + rec.key),
+        "key": s(rec.key), "step_id": s(rec.id), "kind": s(rec.kind.value),
+        "status": s(rec.status.value), "attempt": n(rec.attempt), "branch": {"BOOL": rec.branch},
+        "detail": js(rec.detail), "run_version": n(version), TTL_ATTRIBUTE: n(int(ttl)),
+    }
+    if rec.output is not None:
+        item["output"] = js(rec.output)
+    if rec.error is not None:
+        item["error"] = js(rec.error.to_json())
+    _time(item, "wake", rec.wake_at)
+    _time(item, "started", rec.started_at)
+    _time(item, "ended", rec.ended_at)
+    return item
+
+
+def step_from(row: Item) -> StepRecord:
+    """Inverse of :func:`step_item`."""
+    error = _json(row, "error")
+    return StepRecord(
+        key=row["key"]["S"],
+        id=row["step_id"]["S"],
+        kind=StepKind(row["kind"]["S"]),
+        status=StepStatus(row["status"]["S"]),
+        attempt=int(row["attempt"]["N"]),
+        output=_json(row, "output"),
+        error=ErrorInfo.from_json(error) if error else None,
+        wake_at=_ts(row, "wake_ts"),
+        branch=bool(row["branch"]["BOOL"]),
+        started_at=_ts(row, "started_ts"),
+        ended_at=_ts(row, "ended_ts"),
+        detail=_json(row, "detail") or {},
+    )
+
+
+def waiter_key(w: Waiter) -> tuple[str, str]:
+    """Return a waiter's ``(pk, sk)``: all waiters of an event name share a partition."""
+    return WAIT_PREFIX + w.event_name, f"{w.run_id}#{w.key}"
+
+
+def waiter_item(w: Waiter) -> Item:
+    """Encode a waiter; its TTL is a day after it lapses, to leave time to act on the lapse."""
+    item: Item = {
+        **key(*waiter_key(w)), "event_name": s(w.event_name), "run_id": s(w.run_id),
+        "function_id": s(w.function_id), "key": s(w.key), "kind": s(w.kind.value),
+        "expression": s(w.expression),
+    }
+    if w.expires_at is not None:
+        item["expires_ts"], item["expires"] = n(w.expires_at), s(iso(w.expires_at))
+        item[TTL_ATTRIBUTE] = n(int(w.expires_at + DAY))
+    return item
+
+
+def waiter_from(row: Item) -> Waiter:
+    """Inverse of :func:`waiter_item`."""
+    return Waiter(
+        event_name=row["event_name"]["S"], run_id=row["run_id"]["S"],
+        function_id=row["function_id"]["S"], key=row["key"]["S"],
+        kind=WaiterKind(row["kind"]["S"]), expression=row.get("expression", s(""))["S"],
+        expires_at=_ts(row, "expires_ts"),
+    )
+
+
+def event_item(event: dict[str, Any], now: float, ttl: float) -> Item:
+    """Encode an event-log entry, in the day bucket of ``now`` (:data:`GSI_EVENTS_BY_DAY`)."""
+    received = iso(now)
+    item: Item = {
+        **key(EVENT_PREFIX + event["id"], EVENT_SK), "name": s(event["name"]),
+        "event": js(event), "gsi3pk": s(DAY_PREFIX + received[:10]),
+        "gsi3sk": s(f"{received}#{event['id']}"), TTL_ATTRIBUTE: n(int(now + ttl) + 1),
+    }
+    _time(item, "received", now)
+    return item
+
+
+def event_from(row: Item) -> dict[str, Any]:
+    """Decode the event of an event-log item."""
+    return dict(json.loads(row["event"]["S"]))
