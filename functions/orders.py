@@ -24,7 +24,10 @@ def process_order(ctx: Context) -> dict[str, Any]:
     if stock < order.get("quantity", 1):
         ctx.step.send_event(
             "report-backorder",
-            {"name": "order/backordered", "data": {"order_id": order["order_id"], "sku": order["sku"]}},
+            {
+                "name": "order/backordered",
+                "data": {"order_id": order["order_id"], "sku": order["sku"]},
+            },
         )
         return {"order_id": order["order_id"], "status": "backordered"}
     ctx.step.run("charge", record, "charge", auth_id=auth["auth_id"], cents=order["cents"])

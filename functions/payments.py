@@ -19,5 +19,7 @@ def await_payment(ctx: Context) -> dict[str, Any]:
     if paid is None:
         ctx.step.run("send-reminder", record, "payment-reminder", invoice_id=invoice_id)
         return {"invoice_id": invoice_id, "paid": False}
-    ctx.step.run("mark-paid", record, "mark-paid", invoice_id=invoice_id, amount=paid.data["amount"])
+    ctx.step.run(
+        "mark-paid", record, "mark-paid", invoice_id=invoice_id, amount=paid.data["amount"]
+    )
     return {"invoice_id": invoice_id, "paid": True}

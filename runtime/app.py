@@ -210,7 +210,9 @@ class App:
 
     def _add(self, fn: FunctionDef) -> None:
         if fn.id in self._functions:
-            raise ConfigurationError(f"function id '{fn.id}' is already registered in app '{self.id}'")
+            raise ConfigurationError(
+                f"function id '{fn.id}' is already registered in app '{self.id}'"
+            )
         self._functions[fn.id] = fn
 
     def _build(
@@ -231,7 +233,9 @@ class App:
         if not triggers:
             raise ConfigurationError(f"{where}: needs at least one trigger")
         if len(triggers) > MAX_TRIGGERS:
-            raise ConfigurationError(f"{where}: {len(triggers)} triggers; the maximum is {MAX_TRIGGERS}")
+            raise ConfigurationError(
+                f"{where}: {len(triggers)} triggers; the maximum is {MAX_TRIGGERS}"
+            )
         events: list[EventFilter] = []
         crons: list[CronSchedule] = []
         for i, t in enumerate(triggers):
@@ -247,8 +251,14 @@ class App:
                 raise ConfigurationError(
                     f"{where}: trigger {i} is {type(t).__name__}; use TriggerEvent or TriggerCron"
                 )
-        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
-            raise ConfigurationError(f"{where}: retries must be an integer 0-{MAX_RETRIES}, got {retries!r}")
+        if (
+            isinstance(retries, bool)
+            or not isinstance(retries, int)
+            or not 0 <= retries <= MAX_RETRIES
+        ):
+            raise ConfigurationError(
+                f"{where}: retries must be an integer 0-{MAX_RETRIES}, got {retries!r}"
+            )
         cancels = [cancel_on] if isinstance(cancel_on, CancelOn) else list(cancel_on)
         specs = []
         for c in cancels:
@@ -266,7 +276,7 @@ class App:
             if source:
                 _compile(source, cwhere)
             specs.append(CancelSpec(c.event, source, _duration(c.timeout, f"{cwhere} timeout")))
-        t = timeouts or Timeouts()
+        limits = timeouts or Timeouts()
         return FunctionDef(
             app_id=self.id,
             id=fn_id,
@@ -275,8 +285,8 @@ class App:
             crons=tuple(crons),
             retries=retries,
             cancel_on=tuple(specs),
-            start_timeout=_duration(t.start, f"{where} timeouts.start"),
-            finish_timeout=_duration(t.finish, f"{where} timeouts.finish"),
+            start_timeout=_duration(limits.start, f"{where} timeouts.start"),
+            finish_timeout=_duration(limits.finish, f"{where} timeouts.finish"),
             options=dict(options),
         )
 
@@ -305,4 +315,3 @@ class App:
     def triggered_by(self, event: dict[str, Any]) -> list[FunctionDef]:
         """Functions whose event triggers match ``event``."""
         return [fn for fn in self._functions.values() if fn.triggered_by(event)]
-

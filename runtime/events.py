@@ -113,7 +113,7 @@ def validate_event(
 
 
 def validate_events(
-    raw: Mapping[str, Any] | Sequence[Mapping[str, Any]] | Event | Sequence[Event],
+    raw: Mapping[str, Any] | Event | Sequence[Mapping[str, Any] | Event],
     *,
     now_ms: int,
     allow_system: bool = False,
@@ -127,7 +127,8 @@ def validate_events(
         )
     if not raw:
         raise InvalidEventError("events: the list is empty")
+    items: Sequence[Mapping[str, Any] | Event] = raw
     return [
         validate_event(item, now_ms=now_ms, index=i, allow_system=allow_system)
-        for i, item in enumerate(raw)
+        for i, item in enumerate(items)
     ]

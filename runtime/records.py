@@ -361,6 +361,7 @@ class RunPatch:
     output: Any = None
     error: ErrorInfo | None = None
     ended_at: float | None = None
+    clear_error: bool = False  # drop an earlier attempt's error (the run completed after all)
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,9 @@ class RunView:
         try:
             return self.state.steps[key]
         except KeyError:
-            raise KeyError(f"run {self.id} has no step '{key}' (has: {sorted(self.steps)})") from None
+            raise KeyError(
+                f"run {self.id} has no step '{key}' (has: {sorted(self.steps)})"
+            ) from None
 
 
 class Harness:
@@ -148,9 +150,9 @@ class Harness:
         **fields: Any,
     ) -> list[str]:
         """Send an event (by name and data, or whole) and, by default, run until idle."""
-        payload: Any = {"name": event, "data": dict(data or {}), **fields} if isinstance(
-            event, str
-        ) else event
+        payload: Any = (
+            {"name": event, "data": dict(data or {}), **fields} if isinstance(event, str) else event
+        )
         ids = self.backend.send(payload)
         if settle:
             self.settle()
@@ -179,8 +181,9 @@ class Harness:
 
     def runs(self, function_id: str | None = None, status: str | None = None) -> list[RunView]:
         """Runs, newest first."""
-        query = RunQuery(function_id=function_id, status=RunStatus(status) if status else None,
-                         limit=1000)
+        query = RunQuery(
+            function_id=function_id, status=RunStatus(status) if status else None, limit=1000
+        )
         views = []
         for r in self.backend.list_runs(query):
             state = self.backend.get_run(r.run_id)

@@ -136,12 +136,14 @@ class Orchestrator:
             event: A validated event.
             start_runs: False where the platform delivers triggers itself (EventBridge rules).
         """
+        # Starts go first: they are idempotent (one run id per function and event id), so a
+        # crash before the event is remembered loses nothing and a re-send starts nothing new.
+        if start_runs:
+            self.queue.send([self.start_message(fn, event) for fn in self.triggered(event)])
         now = self.clock.now()
         if not self.store.remember_event(event, now=now, ttl=EVENT_DEDUP_SECONDS):
             self.log.info("duplicate event %s ignored", event["id"])
             return
-        if start_runs:
-            self.queue.send([self.start_message(fn, event) for fn in self.triggered(event)])
         self.resolve_waiters(event)
 
     def triggered(self, event: dict[str, Any]) -> list[FunctionDef]:
@@ -155,7 +157,7 @@ class Orchestrator:
     @staticmethod
     def start_message(fn: FunctionDef, event: dict[str, Any]) -> Message:
         """The START message for ``fn`` triggered by ``event`` (same run id on every delivery)."""
-        run_id = run_id_for_event(fn.id, event["id"], int(event["ts"]))
+        run_id = run_id_for_event(fn.id, event["id"])
         return Message(
             MessageKind.START, fn.id, run_id, id=f"start-{run_id}", payload={"events": [event]}
         )
@@ -175,18 +177,28 @@ class Orchestrator:
 
     def fire_cron(self, fn: FunctionDef, cron: str, at: float) -> None:
         """Start ``fn`` for its cron schedule's fire time ``at`` (idempotent per fire time)."""
+        self.queue.send([self.cron_message(fn, cron, at)])
+
+    @staticmethod
+    def cron_message(fn: FunctionDef, cron: str, at: float) -> Message:
+        """The START message of a cron fire: one run id per function and fire time."""
         ts_ms = int(at * 1000)
+        event_id = f"cron-{fn.id}-{ts_ms}"
         event = {
-            "id": f"cron-{fn.id}-{ts_ms}",
+            "id": event_id,
             "name": SCHEDULED_TIMER,
             "data": {"cron": cron},
             "user": {},
             "ts": ts_ms,
         }
-        run_id = run_id_for_event(fn.id, event["id"], ts_ms)
-        msg = Message(MessageKind.START, fn.id, run_id, id=f"start-{run_id}",
-                      payload={"events": [event], "direct": True})
-        self.queue.send([msg])
+        run_id = run_id_for_event(fn.id, event_id)
+        return Message(
+            MessageKind.START,
+            fn.id,
+            run_id,
+            id=f"start-{run_id}",
+            payload={"events": [event], "direct": True},
+        )
 
     # -- control ---------------------------------------------------------------------------
 
@@ -394,7 +406,12 @@ class Orchestrator:
             s = d.step
             done = isinstance(d, StepSucceeded)
             w = write(
-                s.key, id=s.id, kind=s.kind, attempt=s.attempt, branch=s.branch, ended_at=now,
+                s.key,
+                id=s.id,
+                kind=s.kind,
+                attempt=s.attempt,
+                branch=s.branch,
+                ended_at=now,
                 status=StepStatus.COMPLETED if done else StepStatus.FAILED,
                 output=d.output if isinstance(d, StepSucceeded) else None,
                 error=d.error if isinstance(d, StepFailed) else None,
@@ -403,29 +420,62 @@ class Orchestrator:
             return replace(base, steps=(w,), outbox=(nxt,))
         if isinstance(d, StepRetry):
             s = d.step
-            w = write(s.key, id=s.id, kind=s.kind, status=StepStatus.RETRYING,
-                      attempt=s.attempt + 1, error=d.error, wake_at=d.at, branch=s.branch)
+            w = write(
+                s.key,
+                id=s.id,
+                kind=s.kind,
+                status=StepStatus.RETRYING,
+                attempt=s.attempt + 1,
+                error=d.error,
+                wake_at=d.at,
+                branch=s.branch,
+            )
             retry = (
-                Message(MessageKind.BRANCH, fn.id, run.run_id, key=s.key,
-                        attempt=s.attempt + 1, due=d.at)
+                Message(
+                    MessageKind.BRANCH,
+                    fn.id,
+                    run.run_id,
+                    key=s.key,
+                    attempt=s.attempt + 1,
+                    due=d.at,
+                )
                 if s.branch
                 else nxt.with_due(d.at)
             )
-            self.log.warning("step %s of run %s failed (attempt %d): %s",
-                             s.key, run.run_id, s.attempt + 1, d.error.message)
+            self.log.warning(
+                "step %s of run %s failed (attempt %d): %s",
+                s.key,
+                run.run_id,
+                s.attempt + 1,
+                d.error.message,
+            )
             return replace(base, steps=(w,), outbox=(retry,))
         if isinstance(d, Sleep):
             s = d.step
-            w = write(s.key, id=s.id, kind=s.kind, status=StepStatus.SLEEPING,
-                      wake_at=d.until, branch=s.branch)
+            w = write(
+                s.key,
+                id=s.id,
+                kind=s.kind,
+                status=StepStatus.SLEEPING,
+                wake_at=d.until,
+                branch=s.branch,
+            )
             wake = Message(MessageKind.WAKE, fn.id, run.run_id, key=s.key, due=d.until)
             return replace(base, steps=(w,), outbox=(wake,))
         if isinstance(d, WaitForEvent):
             s = d.step
-            w = write(s.key, id=s.id, kind=s.kind, status=StepStatus.WAITING, wake_at=d.until,
-                      branch=s.branch, detail={"event": d.event, "expression": d.expression})
-            waiter = Waiter(d.event, run.run_id, fn.id, s.key, WaiterKind.STEP,
-                            d.expression, d.until)
+            w = write(
+                s.key,
+                id=s.id,
+                kind=s.kind,
+                status=StepStatus.WAITING,
+                wake_at=d.until,
+                branch=s.branch,
+                detail={"event": d.event, "expression": d.expression},
+            )
+            waiter = Waiter(
+                d.event, run.run_id, fn.id, s.key, WaiterKind.STEP, d.expression, d.until
+            )
             wake = Message(MessageKind.WAKE, fn.id, run.run_id, key=s.key, due=d.until)
             return replace(base, steps=(w,), add_waiters=(waiter,), outbox=(wake,))
         if isinstance(d, Invoke):
@@ -433,8 +483,15 @@ class Orchestrator:
         if isinstance(d, SendEvents):
             s = d.step
             ids = [e["id"] for e in d.events]
-            w = write(s.key, id=s.id, kind=s.kind, status=StepStatus.COMPLETED, output=ids,
-                      branch=s.branch, ended_at=now)
+            w = write(
+                s.key,
+                id=s.id,
+                kind=s.kind,
+                status=StepStatus.COMPLETED,
+                output=ids,
+                branch=s.branch,
+                ended_at=now,
+            )
             sends: tuple[Outgoing, ...] = tuple(EventOut(e) for e in d.events)
             return replace(base, steps=(w,), outbox=(*sends, nxt))
         if isinstance(d, ScheduleBranches):
@@ -442,15 +499,17 @@ class Orchestrator:
                 write(s.key, id=s.id, kind=s.kind, status=StepStatus.SCHEDULED, branch=True)
                 for s in d.steps
             )
-            msgs = tuple(
-                Message(MessageKind.BRANCH, fn.id, run.run_id, key=s.key) for s in d.steps
-            )
+            msgs = tuple(Message(MessageKind.BRANCH, fn.id, run.run_id, key=s.key) for s in d.steps)
             return replace(base, steps=writes, outbox=msgs)
         if isinstance(d, RunRetry):
-            self.log.warning("run %s failed (attempt %d): %s",
-                             run.run_id, run.attempt + 1, d.error.message)
-            return replace(base, run=RunPatch(attempt=run.attempt + 1, error=d.error),
-                           outbox=(nxt.with_due(d.at),))
+            self.log.warning(
+                "run %s failed (attempt %d): %s", run.run_id, run.attempt + 1, d.error.message
+            )
+            return replace(
+                base,
+                run=RunPatch(attempt=run.attempt + 1, error=d.error),
+                outbox=(nxt.with_due(d.at),),
+            )
         if isinstance(d, RunCompleted | RunFailed):
             status = RunStatus.COMPLETED if isinstance(d, RunCompleted) else RunStatus.FAILED
             output = d.output if isinstance(d, RunCompleted) else None
@@ -458,7 +517,13 @@ class Orchestrator:
             self.log.info("run %s %s", run.run_id, status.value)
             return replace(
                 base,
-                run=RunPatch(status=status, output=output, error=error, ended_at=now),
+                run=RunPatch(
+                    status=status,
+                    output=output,
+                    error=error,
+                    ended_at=now,
+                    clear_error=error is None,
+                ),
                 remove_waiters=self._waiters_of(fn, state),
                 outbox=self._finish_outbox(run, status, output, error, now),
             )
@@ -478,17 +543,41 @@ class Orchestrator:
         try:
             child_fn = self.app.get(d.function_id)
         except FunctionNotFoundError as exc:
-            w = write(s.key, id=s.id, kind=s.kind, status=StepStatus.FAILED, branch=s.branch,
-                      ended_at=now, error=ErrorInfo(type(exc).__name__, str(exc), False))
+            w = write(
+                s.key,
+                id=s.id,
+                kind=s.kind,
+                status=StepStatus.FAILED,
+                branch=s.branch,
+                ended_at=now,
+                error=ErrorInfo(type(exc).__name__, str(exc), False),
+            )
             return replace(base, steps=(w,), outbox=(nxt,))
         child_id = child_run_id(run.run_id, s.key, now)
-        event = {"id": child_id, "name": FUNCTION_INVOKED, "data": d.data, "user": {},
-                 "ts": int(now * 1000)}
-        w = write(s.key, id=s.id, kind=s.kind, status=StepStatus.INVOKING, wake_at=d.until,
-                  branch=s.branch, detail={"function_id": child_fn.id, "child_run_id": child_id})
+        event = {
+            "id": child_id,
+            "name": FUNCTION_INVOKED,
+            "data": d.data,
+            "user": {},
+            "ts": int(now * 1000),
+        }
+        w = write(
+            s.key,
+            id=s.id,
+            kind=s.kind,
+            status=StepStatus.INVOKING,
+            wake_at=d.until,
+            branch=s.branch,
+            detail={"function_id": child_fn.id, "child_run_id": child_id},
+        )
         parent = {"run_id": run.run_id, "function_id": fn.id, "key": s.key}
-        start = Message(MessageKind.START, child_fn.id, child_id, id=f"start-{child_id}",
-                        payload={"events": [event], "parent": parent})
+        start = Message(
+            MessageKind.START,
+            child_fn.id,
+            child_id,
+            id=f"start-{child_id}",
+            payload={"events": [event], "parent": parent},
+        )
         outbox: list[Outgoing] = [start]
         if d.until is not None:
             outbox.append(Message(MessageKind.WAKE, fn.id, run.run_id, key=s.key, due=d.until))
@@ -520,12 +609,21 @@ class Orchestrator:
         for name in names:
             eid = uuid.uuid5(_SYSTEM_IDS, f"{run.run_id}/{name}").hex
             body = {**data, "output": output} if name == FUNCTION_FINISHED else data
-            out.append(EventOut({"id": eid, "name": name, "data": body, "user": {},
-                                 "ts": int(now * 1000)}))
+            out.append(
+                EventOut({"id": eid, "name": name, "data": body, "user": {}, "ts": int(now * 1000)})
+            )
         if run.parent is not None:
             p = run.parent
-            out.append(Message(MessageKind.RESOLVE, p.function_id, p.run_id, key=p.key,
-                               id=f"resolve-{run.run_id}", payload={"child_run_id": run.run_id}))
+            out.append(
+                Message(
+                    MessageKind.RESOLVE,
+                    p.function_id,
+                    p.run_id,
+                    key=p.key,
+                    id=f"resolve-{run.run_id}",
+                    payload={"child_run_id": run.run_id},
+                )
+            )
         return tuple(out)
 
     # -- resolutions from outside the main line --------------------------------------------
@@ -555,15 +653,18 @@ class Orchestrator:
             run = state.run
             remove: tuple[Waiter, ...] = ()
             if rec.kind is StepKind.WAIT:
-                remove = (waiter or Waiter(rec.detail["event"], run_id, run.function_id, key,
-                                           WaiterKind.STEP),)
+                remove = (
+                    waiter
+                    or Waiter(rec.detail["event"], run_id, run.function_id, key, WaiterKind.STEP),
+                )
             commit = Commit(
                 msg_id=msg_id or f"resolve-{uuid.uuid4().hex}",
                 expect_version=run.version,
                 steps=(StepWrite(new, rec.status, rec.attempt),),
                 remove_waiters=remove,
-                outbox=(Message(MessageKind.CONTINUE, run.function_id, run_id,
-                                version=run.version + 1),),
+                outbox=(
+                    Message(MessageKind.CONTINUE, run.function_id, run_id, version=run.version + 1),
+                ),
             )
             if self.store.commit(run_id, commit):
                 self.log.info("step %s of run %s %s", key, run_id, status.value)
@@ -595,14 +696,17 @@ class Orchestrator:
             return
         c = child.run
         if c.status is RunStatus.COMPLETED:
-            self._resolve_step(state.run.run_id, msg.key or "", StepStatus.INVOKING,
-                               output=c.output, msg_id=msg.id)
+            self._resolve_step(
+                state.run.run_id, msg.key or "", StepStatus.INVOKING, output=c.output, msg_id=msg.id
+            )
         else:
             err = c.error or ErrorInfo("Error", "child run failed", False)
-            error = ErrorInfo(err.name, f"invoked run {c.run_id} {c.status.value.lower()}: "
-                              f"{err.message}", False)
-            self._resolve_step(state.run.run_id, msg.key or "", StepStatus.INVOKING,
-                               error=error, msg_id=msg.id)
+            error = ErrorInfo(
+                err.name, f"invoked run {c.run_id} {c.status.value.lower()}: {err.message}", False
+            )
+            self._resolve_step(
+                state.run.run_id, msg.key or "", StepStatus.INVOKING, error=error, msg_id=msg.id
+            )
 
     def _deadline(self, fn: FunctionDef, state: RunState, msg: Message, now: float) -> None:
         deadline = state.run.deadline

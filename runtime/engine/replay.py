@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("stepkit.run")
 BACKOFF_INITIAL = 2.0
+MAX_BRANCHES_PER_COMMIT = 50
 BACKOFF_MAX = 3600.0
 
 
@@ -57,7 +58,7 @@ def execute(
     *,
     now: float,
     target: str | None = None,
-    limits: Limits = Limits(),  # noqa: B008 - frozen, shared safely
+    limits: Limits = Limits(),
     logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
 ) -> Decision:
     """Replay ``fn`` over ``state`` and decide the next piece of work.
@@ -76,7 +77,7 @@ def execute(
     ctx = Context(rs, logger or _log)
     try:
         output = fn.handler(ctx)
-        raised: BaseException | None = None
+        raised: Exception | None = None
     except Interrupt:
         output, raised = None, None
     except Exception as exc:  # the handler's own error; decided below
@@ -106,7 +107,9 @@ def _plan(
         return Noop("waiting on steps in flight")
     if len(ops) == 1 and not ops[0].ref.branch:
         return _perform(fn, ctx, rs, ops[0], limits)
-    return ScheduleBranches(tuple(o.ref for o in new))
+    # Wide groups are scheduled in slices: each slice is one commit, and stores cap the
+    # items one atomic write may touch (DynamoDB: 100). The next replay schedules the rest.
+    return ScheduleBranches(tuple(o.ref for o in new[:MAX_BRANCHES_PER_COMMIT]))
 
 
 def _perform(
@@ -157,7 +160,7 @@ def _handler_error(fn: FunctionDef, rs: ReplayState, exc: Exception) -> Decision
 
 def backoff(attempt: int, seed: str) -> float:
     """Exponential backoff with jitter, deterministic per seed: 50-100% of 2s * 2^attempt."""
-    ceiling = min(BACKOFF_MAX, BACKOFF_INITIAL * 2**attempt)
+    ceiling = min(BACKOFF_MAX, BACKOFF_INITIAL * 2.0**attempt)
     frac = int(hashlib.sha256(f"{seed}/{attempt}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     return ceiling * (0.5 + 0.5 * frac)
 

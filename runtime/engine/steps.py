@@ -7,6 +7,7 @@ with :class:`Interrupt`, a ``BaseException`` so a user's ``except Exception`` ca
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -17,8 +18,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from runtime.durations import MAX_SLEEP, parse_duration, parse_instant
 from runtime.engine.decisions import StepRef
 from runtime.errors import NondeterminismError, NonRetriableError, StepError, StepLimitError
-from runtime.events import Event, validate_events
-from runtime.expressions import ExpressionError, Expression, interpolate, match_expression
+from runtime.events import MAX_EVENT_BYTES, Event, validate_events
+from runtime.expressions import Expression, ExpressionError, interpolate, match_expression
 from runtime.records import RunRecord, StepKind, StepRecord, StepStatus
 
 if TYPE_CHECKING:
@@ -130,8 +131,10 @@ class Steps:
 
     def _suspend(self, ref: StepRef, rec: StepRecord | None, **op: Any) -> Interrupt:
         s = self._s
-        in_flight = rec is not None and ref.key != s.target and (
-            rec.status in _IN_FLIGHT or (rec.status is StepStatus.RETRYING and rec.branch)
+        in_flight = (
+            rec is not None
+            and ref.key != s.target
+            and (rec.status in _IN_FLIGHT or (rec.status is StepStatus.RETRYING and rec.branch))
         )
         if rec is not None and rec.wake_at is not None and "until" in op:
             op["until"] = rec.wake_at  # a pending record keeps the deadline it was given
@@ -266,6 +269,12 @@ class Steps:
                 raw["id"] = uuid.uuid5(_EVENT_IDS, f"{self._s.run.run_id}/{ref.key}/{i}").hex
             prepared.append(raw)
         valid = validate_events(prepared, now_ms=int(self._s.now * 1000))
+        total = sum(len(json.dumps(e.to_json(), separators=(",", ":")).encode()) for e in valid)
+        if total > MAX_EVENT_BYTES:
+            raise NonRetriableError(
+                f"step.send_event '{step_id}': {len(valid)} events total {total} bytes, over the "
+                f"{MAX_EVENT_BYTES}-byte limit of one send; split them over several steps"
+            )
         raise self._suspend(ref, rec, events=tuple(e.to_json() for e in valid))
 
     def parallel(self, branches: Sequence[Callable[[], T]]) -> tuple[T, ...]:

@@ -81,9 +81,7 @@ def test_send_event_fans_out_to_two_functions(make_harness: Any) -> None:
 
     @app.function(id="sender", trigger=TriggerEvent("order/placed"))
     def sender(ctx: Context) -> Any:
-        ids = ctx.step.send_event(
-            "notify", [{"name": "order/backorder", "data": {"sku": "A1"}}]
-        )
+        ids = ctx.step.send_event("notify", [{"name": "order/backorder", "data": {"sku": "A1"}}])
         ctx.step.sleep("then-nap", "1m")  # force a replay after the send
         return ids
 
@@ -137,3 +135,36 @@ def test_parallel_branches_run_as_separate_work_and_return_in_order(make_harness
     assert not run.step("total").branch
     assert run.step("payment").attempt == 1
     assert sorted(calls) == ["inventory", "payment", "payment"]
+
+
+def test_wide_parallel_group_is_scheduled_in_slices(make_harness: Any) -> None:
+    app = App("shop")
+
+    @app.function(id="wide", trigger=TriggerEvent("wide/go"))
+    def wide(ctx: Context) -> Any:
+        results = ctx.step.parallel(
+            [lambda i=i: ctx.step.run(f"item-{i}", lambda i=i: i * i) for i in range(120)]
+        )
+        return sum(results)
+
+    h = make_harness(app)
+    h.send("wide/go")
+    run = h.only_run("wide")
+    assert run.status == "Completed"
+    assert run.output == sum(i * i for i in range(120))
+    assert len(run.steps) == 120 and all(s.branch for s in run.steps.values())
+
+
+def test_send_event_payload_limit(make_harness: Any) -> None:
+    app = App("shop")
+
+    @app.function(id="too-much", trigger=TriggerEvent("big/go"))
+    def too_much(ctx: Context) -> Any:
+        blob = "x" * 100_000
+        return ctx.step.send_event("send", [{"name": "n/x", "data": {"b": blob}}] * 3)
+
+    h = make_harness(app)
+    h.send("big/go")
+    run = h.only_run("too-much")
+    assert run.status == "Failed"
+    assert run.error is not None and "over the 262144-byte limit of one send" in run.error

@@ -136,7 +136,11 @@ def test_cron_time_zone_follows_daylight_saving(make_harness: Any) -> None:
     runs = h.runs("digest")
     assert len(runs) == 1
     created = datetime.fromtimestamp(runs[0].state.run.created_at, UTC)
-    assert datetime(2026, 3, 2, 14, 0, tzinfo=UTC) <= created < datetime(2026, 3, 2, 14, 11, tzinfo=UTC)
+    assert (
+        datetime(2026, 3, 2, 14, 0, tzinfo=UTC)
+        <= created
+        < datetime(2026, 3, 2, 14, 11, tzinfo=UTC)
+    )
     # After the US switch to daylight time (8 March), 09:00 New York is 13:00 UTC.
     h.advance("6d22h")  # Monday 9 March, 12:10 UTC
     assert len(h.runs("digest")) == 7

@@ -62,7 +62,8 @@ def test_exhausted_step_raises_catchable_step_error(make_harness: Any) -> None:
         try:
             return ctx.step.run("primary", flaky(99, calls))
         except StepError as err:
-            return ctx.step.run("secondary", lambda: f"fallback after {err.step_id}: {err.name}")
+            note = f"fallback after {err.step_id}: {err.name}"
+            return ctx.step.run("secondary", lambda: note)
 
     h = make_harness(app)
     h.send("a/b")
@@ -158,6 +159,7 @@ def test_handler_errors_outside_steps_retry_the_handler(make_harness: Any) -> No
     h.advance("1h")
     run = h.only_run("body-error")
     assert run.status == "Completed" and run.output == 42
+    assert run.error is None  # the earlier attempts' error does not outlive the success
     assert tries == [0, 1, 2]
     assert run.step("once").attempt == 0
 

@@ -304,6 +304,8 @@ def _patched(run: RunRecord, commit: Commit) -> RunRecord:
             value = getattr(commit.run, name)
             if value is not None:
                 changes[name] = value
+        if commit.run.clear_error:
+            changes["error"] = None
     return replace(
         run,
         **changes,

@@ -1,0 +1,62 @@
+"""Benchmark: per-step overhead and runs/second of the embedded (SQLite) backend.
+
+Prints figures; it is not a test. Run: .venv/bin/python bench/local_overhead.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from runtime import App, Context, TriggerEvent
+from runtime.backends.local import LocalBackend
+from runtime.core.clock import SystemClock
+
+
+def build_app(steps: int) -> App:
+    app = App("bench")
+
+    @app.function(id="steps", trigger=TriggerEvent("bench/steps"))
+    def many(ctx: Context) -> int:
+        total = 0
+        for i in range(steps):
+            total += ctx.step.run(f"s{i}", lambda i=i: i)
+        return total
+
+    @app.function(id="one", trigger=TriggerEvent("bench/one"))
+    def one(ctx: Context) -> int:
+        return ctx.step.run("only", lambda: 1)
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=200)
+    args = parser.parse_args()
+    app = build_app(args.steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        backend = LocalBackend(app, Path(tmp) / "bench.sqlite3", clock=SystemClock())
+        t0 = time.perf_counter()
+        backend.send({"name": "bench/steps"})
+        handled = backend.run_until_idle()
+        elapsed = time.perf_counter() - t0
+        print(
+            f"one run of {args.steps} steps: {elapsed * 1000:.1f} ms, "
+            f"{handled} messages, {elapsed / args.steps * 1000:.2f} ms per step "
+            "(includes replaying all earlier steps)"
+        )
+        t0 = time.perf_counter()
+        for _ in range(args.runs):
+            backend.send({"name": "bench/one"})
+        backend.run_until_idle()
+        elapsed = time.perf_counter() - t0
+        print(f"{args.runs} one-step runs: {elapsed:.2f} s, {args.runs / elapsed:.0f} runs/s")
+        backend.close()
+
+
+if __name__ == "__main__":
+    main()

