@@ -1,0 +1,303 @@
+"""CEL expressions for trigger filters, ``cancel_on`` and ``wait_for_event`` matching.
+
+Expressions are Common Expression Language (https://cel.dev) evaluated by ``celpy``
+(``cel-python``) over JSON-like values bound to names such as ``event`` (the run's
+triggering event) and ``async`` (the incoming event). This module is pure: no I/O.
+
+Semantics worth knowing:
+
+* An expression *matches* only if it evaluates to the boolean ``true``. A result of any
+  other type, or an evaluation error (missing field, type mismatch, division by zero, bad
+  regex), is "no match": a filter that cannot be evaluated does not fire.
+* CEL is strictly typed, but JSON has one number type, so the six comparison operators
+  compare ints and doubles by numeric value (``1 == 1.0``, ``event.data.amount > 100`` for
+  ``amount`` 99.5 or 150), as the current CEL spec and cel-go do. ``in`` and list/map
+  equality stay strict (``3 in [3.0]`` is an error, hence no match).
+* ``has(event.data.x)`` tests that the key exists; a missing key in a comparison is an
+  error, hence no match.
+"""
+
+from __future__ import annotations
+
+import json
+import keyword
+import math
+import operator
+import re
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+import celpy
+from celpy import celtypes
+from celpy.adapter import json_to_cel
+from celpy.celparser import CELParseError
+from celpy.evaluation import CELEvalError, base_functions
+
+__all__ = ["Expression", "ExpressionError", "interpolate", "match_expression"]
+
+_INT64 = range(-(2**63), 2**63)
+_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+_DOTTED = rf"{_IDENT}(?:\s*\.\s*{_IDENT})*"
+# Tokens interpolate() cares about; comments and string literals are matched only so that
+# their contents are skipped. Identifiers preceded by '.' or a word character are members
+# of something else (``async.event``) or parts of numbers (``1e3``), never bindings.
+_TOKENS = re.compile(
+    rf"""
+      (?P<comment>//[^\n]*)
+    | (?P<string>[rRbB]{{0,2}}(?:'''[\s\S]*?'''|\"\"\"[\s\S]*?\"\"\"
+                             |'(?:\\.|[^'\\\n])*'|"(?:\\.|[^"\\\n])*"))
+    | (?<![\w.])has\s*\(\s*(?P<has>{_DOTTED})\s*\)
+    | (?<![\w.])(?P<path>{_DOTTED})(?P<call>\s*\()?
+    """,
+    re.VERBOSE,
+)
+
+
+class ExpressionError(ValueError):
+    """An expression that does not compile, or a malformed ``match`` field."""
+
+
+_BOOL = celtypes.BoolType
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, celtypes.IntType | celtypes.UintType | celtypes.DoubleType)
+
+
+def _numeric_aware(name: str, compare: Callable[[Any, Any], bool]) -> Callable[[Any, Any], Any]:
+    strict = base_functions[name]
+
+    def relation(left: Any, right: Any) -> Any:
+        if name in {"_==_", "_!=_"} and isinstance(left, _BOOL) != isinstance(right, _BOOL):
+            return celtypes.BoolType(name == "_!=_")  # celpy says true == 1
+        if _is_number(left) and _is_number(right) and type(left) is not type(right):
+            plain = [float(v) if isinstance(v, float) else int(v) for v in (left, right)]
+            return celtypes.BoolType(compare(plain[0], plain[1]))
+        return strict(left, right)
+
+    return relation
+
+
+# celpy lets a program override its operator implementations by name.
+_FUNCTIONS: dict[str, Any] = {
+    name: _numeric_aware(name, op)
+    for name, op in {
+        "_==_": operator.eq,
+        "_!=_": operator.ne,
+        "_<_": operator.lt,
+        "_<=_": operator.le,
+        "_>_": operator.gt,
+        "_>=_": operator.ge,
+    }.items()
+}
+_ENV = celpy.Environment()
+# What evaluation may raise; celpy wraps nearly everything in CELEvalError.
+_EVAL_ERRORS = (CELEvalError, ArithmeticError, LookupError, TypeError, ValueError)
+
+
+def _to_cel(value: Any) -> Any:
+    """Convert a JSON-like Python value (``Decimal`` included, as DynamoDB returns) to CEL."""
+    if isinstance(value, Decimal):
+        value = int(value) if value == value.to_integral_value() else float(value)
+    if value is None or isinstance(value, bool | str):
+        return json_to_cel(value)
+    if isinstance(value, int):
+        return celtypes.IntType(value) if value in _INT64 else celtypes.DoubleType(value)
+    if isinstance(value, float):
+        return celtypes.DoubleType(value)
+    if isinstance(value, Mapping):
+        return celtypes.MapType({_to_cel(k): _to_cel(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return celtypes.ListType([_to_cel(v) for v in value])
+    raise TypeError(f"cannot bind a {type(value).__name__} in a CEL expression; use JSON values")
+
+
+class Expression:
+    """A compiled CEL expression.
+
+    Attributes:
+        source: The CEL text.
+        where: What the expression belongs to, used in error messages.
+
+    """
+
+    __slots__ = ("_program", "source", "where")
+
+    def __init__(self, source: str, *, where: str) -> None:
+        """Compile ``source``; see :meth:`compile`."""
+        try:
+            ast = _ENV.compile(source)
+        except CELParseError as exc:
+            caret = str(exc).rstrip("\n")
+            line, column = getattr(exc, "line", None), getattr(exc, "column", None)
+            at = f" at line {line}, column {column}" if line and column else ""
+            raise ExpressionError(
+                f"{where}: invalid CEL expression {source!r}: syntax error{at}:\n{caret}"
+            ) from None
+        self.source = source
+        self.where = where
+        self._program = _ENV.program(ast, functions=_FUNCTIONS)
+
+    @classmethod
+    def compile(cls, source: str, *, where: str) -> Expression:
+        """Parse ``source`` once, for many evaluations.
+
+        Args:
+            source: CEL text, e.g. ``"event.data.plan == 'pro'"``.
+            where: Names the expression's owner for errors, e.g.
+                ``"function 'x' trigger 'user/signup' if-expression"``.
+
+        Returns:
+            The compiled expression.
+
+        Raises:
+            ExpressionError: On a syntax error; the message names ``where`` and shows
+                celpy's caret under the failing position. Unknown names and type errors
+                are only found when evaluating (and then mean "no match").
+
+        """
+        return cls(source, where=where)
+
+    def matches(self, **variables: Any) -> bool:
+        """Evaluate with keyword bindings; ``async_=`` binds the keyword ``async``.
+
+        A trailing underscore is dropped from names that are Python keywords. See
+        :meth:`matches_vars`.
+        """
+        names = {
+            k[:-1] if k.endswith("_") and keyword.iskeyword(k[:-1]) else k: v
+            for k, v in variables.items()
+        }
+        return self.matches_vars(names)
+
+    def matches_vars(self, variables: Mapping[str, Any]) -> bool:
+        """Evaluate with JSON-like values bound to names.
+
+        Args:
+            variables: E.g. ``{"event": {...}, "async": {...}}``; values are dicts, lists,
+                str, int, float, ``Decimal``, bool or None.
+
+        Returns:
+            True only if the expression yields boolean true. An evaluation error (missing
+            field, unknown name, type mismatch) or a non-boolean result gives False.
+
+        Raises:
+            TypeError: If a value is not JSON-like (a programming error, not a non-match).
+
+        """
+        activation = {name: _to_cel(value) for name, value in variables.items()}
+        try:
+            result = self._program.evaluate(activation)
+        except _EVAL_ERRORS:
+            return False
+        return isinstance(result, celtypes.BoolType) and bool(result)
+
+    def __repr__(self) -> str:
+        return f"Expression({self.source!r}, where={self.where!r})"
+
+
+def _literal(value: Any) -> str:
+    """Write a JSON-like value as a CEL literal."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, Decimal):
+        value = int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, int) and value not in _INT64:
+        value = float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        special = "NaN" if math.isnan(value) else "-Infinity" if value < 0 else "Infinity"
+        return f'double("{special}")'
+    if isinstance(value, int | float):
+        text = repr(value) if isinstance(value, float) else str(value)
+        return f"({text})" if value < 0 else text
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    raise TypeError(f"cannot write a {type(value).__name__} as a CEL literal; use JSON values")
+
+
+_MISSING = object()
+
+
+def _lookup(bindings: Mapping[str, Any], segments: list[str]) -> Any:
+    value: Any = bindings[segments[0]]
+    for name in segments[1:]:
+        if not isinstance(value, Mapping) or name not in value:
+            return _MISSING
+        value = value[name]
+    return value
+
+
+def interpolate(source: str, bindings: Mapping[str, Any]) -> str:
+    """Replace dotted references to ``bindings`` with CEL literals of their values.
+
+    Used to freeze the run's triggering ``event`` into a ``wait_for_event`` /
+    ``cancel_on`` expression when the waiter is registered, leaving only ``async``.
+    ``event.data.user_id`` becomes e.g. ``"u_1"``; a path that does not exist becomes
+    ``null``; ``has(event.data.x)`` becomes ``true`` or ``false``; in
+    ``event.data.name.startsWith("a")`` the method call stays. Text inside string
+    literals and comments, and names of other bindings, are left alone. Indexing
+    (``event.data["x"]``) works on the substituted literal.
+
+    Args:
+        source: CEL text.
+        bindings: Name to JSON-like value, e.g. ``{"event": {...}}``.
+
+    Returns:
+        The CEL text with the references replaced.
+
+    Raises:
+        TypeError: If a referenced value is not JSON-like.
+
+    """
+
+    def replace(m: re.Match[str]) -> str:
+        if m["comment"] or m["string"]:
+            return m[0]
+        if m["has"]:
+            segments = [s.strip() for s in m["has"].split(".")]
+            if segments[0] not in bindings:
+                return m[0]
+            return "false" if _lookup(bindings, segments) is _MISSING else "true"
+        segments = [s.strip() for s in m["path"].split(".")]
+        if segments[0] not in bindings:
+            return m[0]
+        if m["call"] is None:
+            value = _lookup(bindings, segments)
+            return "null" if value is _MISSING else _literal(value)
+        if len(segments) == 1:  # a function call that shares the binding's name
+            return m[0]
+        value = _lookup(bindings, segments[:-1])
+        receiver = "null" if value is _MISSING else _literal(value)
+        return f"{receiver}.{segments[-1]}{m['call']}"
+
+    return _TOKENS.sub(replace, source)
+
+
+def match_expression(field: str) -> str:
+    """Build the CEL for an Inngest-style ``match``: the field is equal in both events.
+
+    Args:
+        field: A dotted path relative to the event, e.g. ``"data.user_id"``.
+
+    Returns:
+        E.g. ``"event.data.user_id == async.data.user_id"``.
+
+    Raises:
+        ExpressionError: If ``field`` is not a dotted path of identifiers.
+
+    """
+    if not isinstance(field, str) or not _PATH.match(field):
+        raise ExpressionError(
+            f"match field {field!r} must be a dotted path of identifiers, e.g. 'data.user_id'"
+        )
+    source = f"event.{field} == async.{field}"
+    Expression.compile(source, where=f"match field {field!r}")  # rejects reserved words
+    return source
