@@ -62,6 +62,10 @@ class TestBackend(Protocol):
         """Release resources."""
         ...
 
+    def duplicate_deliveries(self) -> None:
+        """Fault injection: deliver every message twice from now on."""
+        ...
+
 
 @dataclass(frozen=True)
 class RunView:

@@ -42,12 +42,14 @@ def make_harness(backend_name: str, tmp_path: Path) -> Iterator[MakeHarness]:
     """Build a harness for an app on the backend under test."""
     made: list[Harness] = []
 
-    def make(app: App, **options: Any) -> Harness:
+    def make(app: App, *, duplicate_deliveries: bool = False, **options: Any) -> Harness:
         if backend_name == "local":
             h = Harness.local(app, path=tmp_path / f"db{len(made)}.sqlite3", start=START, **options)
         else:
             raise pytest.UsageError(f"unknown backend {backend_name!r}")
         made.append(h)
+        if duplicate_deliveries:
+            h.backend.duplicate_deliveries()
         return h
 
     yield make

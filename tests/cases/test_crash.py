@@ -1,0 +1,64 @@
+"""A worker that dies mid-step: the step runs again, its result is recorded once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from runtime import App, Context, TriggerEvent
+
+
+class WorkerDied(BaseException):
+    """Stands in for the process dying: not an error the engine may catch and record."""
+
+
+def test_worker_killed_mid_step_resumes_without_losing_or_double_recording(
+    make_harness: Any,
+) -> None:
+    app = App("shop")
+    calls: dict[str, int] = {"before": 0, "charge": 0, "after": 0}
+
+    def step(name: str) -> str:
+        calls[name] += 1
+        if name == "charge" and calls[name] == 1:
+            raise WorkerDied  # after the side effect, before the result is recorded
+        return f"{name}-done"
+
+    @app.function(id="checkout", trigger=TriggerEvent("cart/checkout"))
+    def checkout(ctx: Context) -> list[str]:
+        return [ctx.step.run(n, step, n) for n in ("before", "charge", "after")]
+
+    h = make_harness(app)
+    h.send("cart/checkout", settle=False)
+    with pytest.raises(WorkerDied):
+        h.settle()
+    run = h.only_run("checkout")
+    assert run.status == "Running"
+    assert "charge" not in run.steps
+    h.advance("10m")  # the dead worker's lease (visibility timeout) runs out: redelivered
+    run = h.only_run("checkout")
+    assert run.status == "Completed"
+    assert run.output == ["before-done", "charge-done", "after-done"]
+    assert calls == {"before": 1, "charge": 2, "after": 1}  # at least once per attempt
+    assert run.step("charge").attempt == 0  # a crash is not a failed attempt
+
+
+def test_duplicate_delivery_of_every_message_changes_nothing(make_harness: Any) -> None:
+    app = App("shop")
+    calls: list[str] = []
+
+    @app.function(id="dup", trigger=TriggerEvent("dup/go"))
+    def dup(ctx: Context) -> int:
+        a = ctx.step.run("a", lambda: calls.append("a") or 1)
+        ctx.step.sleep("nap", "1m")
+        b = ctx.step.parallel([lambda: ctx.step.run("b1", lambda: calls.append("b1") or 2),
+                               lambda: ctx.step.run("b2", lambda: calls.append("b2") or 3)])
+        return a + sum(b)
+
+    h = make_harness(app, duplicate_deliveries=True)
+    h.send("dup/go")
+    h.advance("5m")
+    run = h.only_run("dup")
+    assert run.status == "Completed" and run.output == 6
+    assert sorted(calls) == ["a", "b1", "b2"]
