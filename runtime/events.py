@@ -90,7 +90,8 @@ def validate_event(
         except ValidationError as exc:
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"]) or "event"
-            raise InvalidEventError(f"{where}.{field}: {first['msg']}") from None
+            message = str(first["msg"]).removeprefix("Value error, ")  # pydantic's wording
+            raise InvalidEventError(f"{where}.{field}: {message}") from None
     if event.name.startswith(SYSTEM_PREFIX) and not allow_system:
         raise InvalidEventError(
             f"{where}.name: '{event.name}' is reserved; names starting with "
