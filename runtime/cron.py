@@ -35,7 +35,7 @@ from croniter import CroniterBadDateError, croniter
 __all__ = ["CronError", "CronSchedule"]
 
 _FIELDS = ("minute", "hour", "day-of-month", "month", "day-of-week")
-_PREFIX = re.compile(r"^(?:CRON_)?TZ=(\S*)(?:\s+(.*))?$", re.DOTALL)
+_PREFIX = re.compile(r"^(?:CRON_)?TZ=(\S*)(?:\s+(.*))?$", re.DOTALL | re.IGNORECASE)
 _MACROS = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
@@ -175,8 +175,9 @@ class CronSchedule:
             raise ValueError(f"cron {self.spec!r}: {after!r} must be timezone-aware")
         zone = ZoneInfo(self.tz)
         last = after.astimezone(UTC)
-        # croniter walks naive wall-clock times; _instant maps each one to UTC. The map is
-        # monotonic, so skipping instants not after the last one removes repeats (fall
+        # croniter walks naive wall-clock times; _instant maps each one to UTC. (Given aware
+        # times, croniter fires fall-back times twice and misses 30-minute DST shifts.) The
+        # map is monotonic, so skipping instants not after the last one drops repeats (fall
         # back, collapsed gaps) and times already passed when ``after`` is in a fold.
         walls = croniter(self.expression, last.astimezone(zone).replace(tzinfo=None))
         while True:

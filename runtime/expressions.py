@@ -1,10 +1,8 @@
 """CEL expressions for trigger filters, ``cancel_on`` and ``wait_for_event`` matching.
 
-Expressions are Common Expression Language (https://cel.dev) evaluated by ``celpy``
-(``cel-python``) over JSON-like values bound to names such as ``event`` (the run's
-triggering event) and ``async`` (the incoming event). This module is pure: no I/O.
-
-Semantics worth knowing:
+Common Expression Language (https://cel.dev), evaluated by ``celpy`` over JSON-like
+values bound to names such as ``event`` (the run's trigger) and ``async`` (the incoming
+event). Semantics:
 
 * An expression *matches* only if it evaluates to the boolean ``true``. A result of any
   other type, or an evaluation error (missing field, type mismatch, division by zero, bad
@@ -12,7 +10,8 @@ Semantics worth knowing:
 * CEL is strictly typed, but JSON has one number type, so the six comparison operators
   compare ints and doubles by numeric value (``1 == 1.0``, ``event.data.amount > 100`` for
   ``amount`` 99.5 or 150), as the current CEL spec and cel-go do. ``in`` and list/map
-  equality stay strict (``3 in [3.0]`` is an error, hence no match).
+  equality stay strict (``3 in [3.0]`` is an error, hence no match). A bool never equals
+  a number (celpy alone says ``true == 1``).
 * ``has(event.data.x)`` tests that the key exists; a missing key in a comparison is an
   error, hence no match.
 """
@@ -37,12 +36,11 @@ from celpy.evaluation import CELEvalError, base_functions
 __all__ = ["Expression", "ExpressionError", "interpolate", "match_expression"]
 
 _INT64 = range(-(2**63), 2**63)
-_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+_PATH = re.compile(rf"^{_IDENT}(?:\.{_IDENT})*$")
 _DOTTED = rf"{_IDENT}(?:\s*\.\s*{_IDENT})*"
-# Tokens interpolate() cares about; comments and string literals are matched only so that
-# their contents are skipped. Identifiers preceded by '.' or a word character are members
-# of something else (``async.event``) or parts of numbers (``1e3``), never bindings.
+# interpolate()'s tokens; comments and strings are matched only to skip them. Names after
+# '.' or a word character are members (``async.event``) or in numbers (``1e3``).
 _TOKENS = re.compile(
     rf"""
       (?P<comment>//[^\n]*)
@@ -81,30 +79,30 @@ def _numeric_aware(name: str, compare: Callable[[Any, Any], bool]) -> Callable[[
 
 
 # celpy lets a program override its operator implementations by name.
-_FUNCTIONS: dict[str, Any] = {
-    name: _numeric_aware(name, op)
-    for name, op in {
-        "_==_": operator.eq,
-        "_!=_": operator.ne,
-        "_<_": operator.lt,
-        "_<=_": operator.le,
-        "_>_": operator.gt,
-        "_>=_": operator.ge,
-    }.items()
-}
+_OPERATORS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le}
+_OPERATORS |= {">": operator.gt, ">=": operator.ge}
+_FUNCTIONS: dict[str, Any] = {f"_{k}_": _numeric_aware(f"_{k}_", v) for k, v in _OPERATORS.items()}
 _ENV = celpy.Environment()
 # What evaluation may raise; celpy wraps nearly everything in CELEvalError.
 _EVAL_ERRORS = (CELEvalError, ArithmeticError, LookupError, TypeError, ValueError)
 
 
-def _to_cel(value: Any) -> Any:
-    """Convert a JSON-like Python value (``Decimal`` included, as DynamoDB returns) to CEL."""
+def _plain(value: Any) -> Any:
+    """Map ``Decimal`` (from DynamoDB) to int or float, and ints past int64 to float."""
     if isinstance(value, Decimal):
         value = int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
+        value = float(value)
+    return value
+
+
+def _to_cel(value: Any) -> Any:
+    """Convert a JSON-like Python value to CEL."""
+    value = _plain(value)
     if value is None or isinstance(value, bool | str):
         return json_to_cel(value)
     if isinstance(value, int):
-        return celtypes.IntType(value) if value in _INT64 else celtypes.DoubleType(value)
+        return celtypes.IntType(value)
     if isinstance(value, float):
         return celtypes.DoubleType(value)
     if isinstance(value, Mapping):
@@ -132,7 +130,7 @@ class Expression:
         except CELParseError as exc:
             caret = str(exc).rstrip("\n")
             line, column = getattr(exc, "line", None), getattr(exc, "column", None)
-            at = f" at line {line}, column {column}" if line and column else ""
+            at = f" at line {line}, column {column}" if line is not None else ""
             raise ExpressionError(
                 f"{where}: invalid CEL expression {source!r}: syntax error{at}:\n{caret}"
             ) from None
@@ -200,16 +198,13 @@ class Expression:
 
 def _literal(value: Any) -> str:
     """Write a JSON-like value as a CEL literal."""
+    value = _plain(value)
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, Decimal):
-        value = int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, int) and value not in _INT64:
-        value = float(value)
     if isinstance(value, float) and not math.isfinite(value):
         special = "NaN" if math.isnan(value) else "-Infinity" if value < 0 else "Infinity"
         return f'double("{special}")'
@@ -227,6 +222,7 @@ _MISSING = object()
 
 
 def _lookup(bindings: Mapping[str, Any], segments: list[str]) -> Any:
+    """Return the value at a path of names, or ``_MISSING``."""
     value: Any = bindings[segments[0]]
     for name in segments[1:]:
         if not isinstance(value, Mapping) or name not in value:
@@ -259,24 +255,16 @@ def interpolate(source: str, bindings: Mapping[str, Any]) -> str:
     """
 
     def replace(m: re.Match[str]) -> str:
-        if m["comment"] or m["string"]:
+        path = m["has"] or m["path"]
+        segments = [s.strip() for s in (path or "").split(".")]
+        # Leave comments, strings, other names, and calls of a function named like a binding.
+        if not path or segments[0] not in bindings or (m["call"] and len(segments) == 1):
             return m[0]
         if m["has"]:
-            segments = [s.strip() for s in m["has"].split(".")]
-            if segments[0] not in bindings:
-                return m[0]
             return "false" if _lookup(bindings, segments) is _MISSING else "true"
-        segments = [s.strip() for s in m["path"].split(".")]
-        if segments[0] not in bindings:
-            return m[0]
-        if m["call"] is None:
-            value = _lookup(bindings, segments)
-            return "null" if value is _MISSING else _literal(value)
-        if len(segments) == 1:  # a function call that shares the binding's name
-            return m[0]
-        value = _lookup(bindings, segments[:-1])
-        receiver = "null" if value is _MISSING else _literal(value)
-        return f"{receiver}.{segments[-1]}{m['call']}"
+        method = f".{segments.pop()}{m['call']}" if m["call"] else ""
+        value = _lookup(bindings, segments)
+        return ("null" if value is _MISSING else _literal(value)) + method
 
     return _TOKENS.sub(replace, source)
 

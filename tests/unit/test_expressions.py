@@ -1,0 +1,228 @@
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from runtime.expressions import Expression, ExpressionError, interpolate, match_expression
+
+EVENT: dict[str, Any] = {
+    "name": "order/created",
+    "data": {
+        "amount": 150.5,
+        "count": 3,
+        "plan": "pro",
+        "user_id": "u_1",
+        "tags": ["a", "b"],
+        "quote": 'he said "hi" \\ it\'s\nnext',
+        "nested": {"a": {"b": [1, {"c": None}]}},
+        "negative": -5,
+        "flag": True,
+    },
+}
+
+
+def matches(source: str, **variables: Any) -> bool:
+    return Expression.compile(source, where="test").matches(**variables)
+
+
+# --- compile ---------------------------------------------------------------------------
+
+
+def test_compile_keeps_source_and_where() -> None:
+    expr = Expression.compile("event.data.plan == 'pro'", where="function 'f' trigger 'x'")
+    assert expr.source == "event.data.plan == 'pro'"
+    assert expr.where == "function 'f' trigger 'x'"
+
+
+def test_syntax_error_names_where_source_and_position() -> None:
+    where = "function 'x' trigger 'user/signup' if-expression"
+    with pytest.raises(ExpressionError) as info:
+        Expression.compile("event.data.x ==", where=where)
+    message = str(info.value)
+    assert message.startswith(f"{where}: invalid CEL expression 'event.data.x =='")
+    assert "line 1, column 14" in message
+    assert message.endswith("event.data.x ==\n             ^")
+
+
+def test_syntax_error_on_second_line_points_there() -> None:
+    with pytest.raises(ExpressionError, match=r"line 2, column 3:\n  && 1\n  \^$"):
+        Expression.compile("event.x ==\n  && 1", where="w")
+
+
+@pytest.mark.parametrize("source", ["", "a = 1", "foo(", "'unterminated", "1 +* 2"])
+def test_invalid_expressions_raise(source: str) -> None:
+    with pytest.raises(ExpressionError, match=r"^w: invalid CEL expression"):
+        Expression.compile(source, where="w")
+
+
+def test_expression_error_is_a_value_error() -> None:
+    assert issubclass(ExpressionError, ValueError)
+
+
+# --- matching --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("event.data.plan == 'pro'", True),
+        ("event.data.plan == 'free'", False),
+        ('event.data.plan == "pro" && event.data.count >= 3', True),
+        ("event.data.amount > 100", True),  # double vs int literal
+        ("event.data.amount > 200", False),
+        ("event.data.count > 2.5", True),  # int vs double literal
+        ("event.data.count == 3.0", True),
+        ("3.0 == event.data.count", True),
+        ("event.data.count != 3.0", False),
+        ("event.data.count < 2.5", False),
+        ("'a' in event.data.tags", True),
+        ("'z' in event.data.tags", False),
+        ("has(event.data.plan)", True),
+        ("has(event.data.nope)", False),
+        ("event.data.user_id.startsWith('u_')", True),
+        ("size(event.data.tags) == 2", True),
+        ("event.data.nested.a.b[1].c == null", True),
+        ("event.data.flag", True),
+        ("event.data.flag == 1", False),  # bool is not a number
+        ("event.data.flag != 1", True),
+    ],
+)
+def test_matches(source: str, expected: bool) -> None:
+    assert matches(source, event=EVENT) is expected
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "event.data.nope == 1",  # missing field
+        "event.data.plan > 1",  # type mismatch
+        "event.data.count / 0 == 1",  # division by zero
+        "unknown == 1",  # unbound name
+        "event.data.plan.matches('[')",  # bad regex
+    ],
+)
+def test_evaluation_errors_do_not_match(source: str) -> None:
+    assert matches(source, event=EVENT) is False
+
+
+@pytest.mark.parametrize("source", ["event.data.plan", "event.data.count", "null", "[true]"])
+def test_non_bool_results_do_not_match(source: str) -> None:
+    assert matches(source, event=EVENT) is False
+
+
+def test_short_circuit_skips_errors() -> None:
+    assert matches("event.data.nope == 1 || event.data.count == 3", event=EVENT) is True
+
+
+def test_async_binds_through_keyword_or_mapping() -> None:
+    expr = Expression.compile("async.data.user_id == event.data.user_id", where="w")
+    incoming = {"data": {"user_id": "u_1"}}
+    assert expr.matches(event=EVENT, async_=incoming) is True
+    assert expr.matches_vars({"event": EVENT, "async": incoming}) is True
+    assert expr.matches_vars({"event": EVENT, "async": {"data": {"user_id": "u_2"}}}) is False
+
+
+def test_decimal_and_tuple_values_bind() -> None:
+    event = {"data": {"price": Decimal("12.5"), "qty": Decimal("2"), "ids": (1, 2)}}
+    assert matches("event.data.price > 12 && event.data.qty == 2", event=event) is True
+    assert matches("2 in event.data.ids", event=event) is True
+
+
+def test_non_json_value_raises_type_error() -> None:
+    with pytest.raises(TypeError, match="set"):
+        matches("event == null", event={1, 2})
+
+
+def test_expression_is_reusable() -> None:
+    expr = Expression.compile("event.data.plan == 'pro'", where="w")
+    assert [expr.matches(event={"data": {"plan": p}}) for p in ("pro", "free", "pro")] == [
+        True,
+        False,
+        True,
+    ]
+
+
+# --- interpolate -----------------------------------------------------------------------
+
+
+def test_interpolate_string() -> None:
+    out = interpolate("event.data.user_id == async.data.user_id", {"event": EVENT})
+    assert out == '"u_1" == async.data.user_id'
+
+
+def test_interpolate_string_with_quotes_backslashes_and_newline() -> None:
+    out = interpolate("async.q == event.data.quote", {"event": EVENT})
+    assert out == 'async.q == "he said \\"hi\\" \\\\ it\'s\\nnext"'
+    expr = Expression.compile(out, where="w")
+    assert expr.matches(async_={"q": EVENT["data"]["quote"]}) is True
+    assert expr.matches(async_={"q": "he said hi"}) is False
+
+
+def test_interpolate_scalars() -> None:
+    source = "[event.data.count, event.data.amount, event.data.flag, event.data.negative]"
+    assert interpolate(source, {"event": EVENT}) == "[3, 150.5, true, (-5)]"
+
+
+def test_interpolate_nested_map_and_list() -> None:
+    out = interpolate("event.data.nested == async.n", {"event": EVENT})
+    assert out == '{"a": {"b": [1, {"c": null}]}} == async.n'
+    expr = Expression.compile(out, where="w")
+    assert expr.matches(async_={"n": {"a": {"b": [1, {"c": None}]}}}) is True
+    assert expr.matches(async_={"n": {"a": {"b": [2]}}}) is False
+
+
+def test_interpolate_missing_path_is_null() -> None:
+    bindings = {"event": EVENT}
+    assert interpolate("event.data.nope == async.x", bindings) == "null == async.x"
+    assert interpolate("event.data.plan.deeper == 1", bindings) == "null == 1"
+
+
+def test_interpolate_has() -> None:
+    out = interpolate("has(event.data.plan) && !has(event.data.nope)", {"event": EVENT})
+    assert out == "true && !false"
+
+
+def test_interpolate_keeps_method_calls_and_indexing() -> None:
+    source = 'event.data.user_id.startsWith("u") && event.data.tags[0] == async.t'
+    out = interpolate(source, {"event": EVENT})
+    assert out == '"u_1".startsWith("u") && ["a", "b"][0] == async.t'
+    assert Expression.compile(out, where="w").matches(async_={"t": "a"}) is True
+
+
+def test_interpolate_leaves_strings_comments_and_other_names() -> None:
+    source = (
+        "'event.data.plan' == \"event.data.plan\" && async.event.data == myevent.data"
+        " // event.data.plan\n&& event.data.count == 3"
+    )
+    out = interpolate(source, {"event": EVENT})
+    assert out == (
+        "'event.data.plan' == \"event.data.plan\" && async.event.data == myevent.data"
+        " // event.data.plan\n&& 3 == 3"
+    )
+
+
+def test_interpolate_whole_binding() -> None:
+    out = interpolate("event == async", {"event": {"a": [1, "x"]}})
+    assert out == '{"a": [1, "x"]} == async'
+
+
+def test_interpolated_match_expression_end_to_end() -> None:
+    frozen = interpolate(match_expression("data.user_id"), {"event": EVENT})
+    expr = Expression.compile(frozen, where="wait_for_event")
+    assert expr.matches(async_={"data": {"user_id": "u_1"}}) is True
+    assert expr.matches(async_={"data": {"user_id": "u_2"}}) is False
+    assert expr.matches(async_={"data": {}}) is False
+
+
+# --- match_expression ------------------------------------------------------------------
+
+
+def test_match_expression() -> None:
+    assert match_expression("data.user_id") == "event.data.user_id == async.data.user_id"
+    assert match_expression("id") == "event.id == async.id"
+
+
+@pytest.mark.parametrize("field", ["", "data..x", "data.x-y", "1data", "data.id == 1", ".data"])
+def test_match_expression_rejects_non_paths(field: str) -> None:
+    with pytest.raises(ExpressionError, match="must be a dotted path of identifiers"):
+        match_expression(field)
