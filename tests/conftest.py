@@ -11,6 +11,9 @@ import pytest
 
 from runtime import App
 from runtime.testing import Harness
+from tests.aws_emulators.fixtures import aws, aws_session
+
+__all__ = ["aws", "aws_session"]  # the emulator fixtures, defined once for every folder
 
 # A Monday morning, fixed so cron and time assertions are exact.
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)

@@ -32,7 +32,7 @@ from runtime.records import (
     Waiter,
     WaiterKind,
 )
-from tests.aws_emulators.emulators import AwsEmulators
+from runtime.testing.emulators import AwsEmulators
 
 pytestmark = pytest.mark.aws
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .emulators import AwsEmulators, aws_emulators
+from runtime.testing.emulators import AwsEmulators, aws_emulators
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from .emulators import MotoServer
-from .moto_clock import MotoClock
+from runtime.testing.emulators import MotoServer
+from runtime.testing.moto_clock import MotoClock
 
 
 def show(title: str, value: Any) -> None:

