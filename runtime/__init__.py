@@ -4,6 +4,7 @@ The public API is exactly what this module exports.
 """
 
 from runtime.app import App, CancelOn, FunctionDef, Timeouts, TriggerCron, TriggerEvent
+from runtime.client import send
 from runtime.engine.context import Context
 from runtime.engine.steps import Steps
 from runtime.errors import (
@@ -36,4 +37,5 @@ __all__ = [
     "Timeouts",
     "TriggerCron",
     "TriggerEvent",
+    "send",
 ]

@@ -130,7 +130,22 @@ def url_option(fn: F) -> F:
     )(fn)
 
 
-def _client(url: str) -> DevClient:
+def aws_option(fn: F) -> F:
+    """Add ``--aws``: read from / send to the deployed app instead of the dev server."""
+    return click.option(
+        "--aws",
+        "use_aws",
+        is_flag=True,
+        help="Use the deployed app (names from STEPKIT_APP/STEPKIT_BUS/STEPKIT_TABLE, else "
+        "derived from functions/ as the CDK app does).",
+    )(fn)
+
+
+def _client(url: str, use_aws: bool = False) -> Any:
+    if use_aws:
+        from runtime.aws_inspect import AwsClient
+
+        return AwsClient()
     return DevClient(url)
 
 
@@ -415,14 +430,15 @@ def _listen(host: str, port: int) -> socket.socket:
 @click.option("--user", callback=_json_object, help="Event user, a JSON object.")
 @click.option("--id", "event_id", default=None, help="Event id (resending an id is a no-op).")
 @url_option
-def send(name: str, data: Any, user: Any, event_id: str | None, url: str) -> None:
-    """Send the event NAME to the dev server and print its id."""
+@aws_option
+def send(name: str, data: Any, user: Any, event_id: str | None, url: str, use_aws: bool) -> None:
+    """Send the event NAME to the dev server (or the deployed bus) and print its id."""
     event: dict[str, Any] = {"name": name, "data": data or {}}
     if user is not None:
         event["user"] = user
     if event_id:
         event["id"] = event_id
-    for sent in _client(url).send(event):
+    for sent in _client(url, use_aws).send(event):
         click.echo(sent)
 
 
@@ -437,9 +453,12 @@ def send(name: str, data: Any, user: Any, event_id: str | None, url: str) -> Non
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
 @url_option
-def runs(function_id: str | None, status: str | None, limit: int, as_json: bool, url: str) -> None:
+@aws_option
+def runs(
+    function_id: str | None, status: str | None, limit: int, as_json: bool, url: str, use_aws: bool
+) -> None:
     """List recent runs, newest first."""
-    found = _client(url).runs(function_id=function_id, status=status, limit=limit)
+    found = _client(url, use_aws).runs(function_id=function_id, status=status, limit=limit)
     click.echo(json.dumps(found, indent=2) if as_json else render_runs(found))
 
 
@@ -447,9 +466,10 @@ def runs(function_id: str | None, status: str | None, limit: int, as_json: bool,
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
 @url_option
-def run(run_id: str, as_json: bool, url: str) -> None:
+@aws_option
+def run(run_id: str, as_json: bool, url: str, use_aws: bool) -> None:
     """Show run RUN_ID and its step timeline."""
-    found = _client(url).run(run_id)
+    found = _client(url, use_aws).run(run_id)
     click.echo(json.dumps(found, indent=2) if as_json else render_run(found))
 
 

@@ -32,7 +32,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def _backends(config: pytest.Config) -> list[str]:
     chosen: list[str] | None = config.getoption("--backend")
-    return chosen or ["local"]
+    return chosen or ["local", "aws"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -41,13 +41,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def make_harness(backend_name: str, tmp_path: Path) -> Iterator[MakeHarness]:
+def make_harness(
+    backend_name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[MakeHarness]:
     """Build a harness for an app on the backend under test."""
     made: list[Harness] = []
+    emulators = request.getfixturevalue("aws") if backend_name == "aws" else None
 
     def make(app: App, *, duplicate_deliveries: bool = False, **options: Any) -> Harness:
         if backend_name == "local":
             h = Harness.local(app, path=tmp_path / f"db{len(made)}.sqlite3", start=START, **options)
+        elif backend_name == "aws":
+            assert emulators is not None
+            h = Harness.aws(app, emulators, start=START, **options)
         else:
             raise pytest.UsageError(f"unknown backend {backend_name!r}")
         made.append(h)

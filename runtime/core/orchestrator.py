@@ -147,12 +147,20 @@ class Orchestrator:
         self.resolve_waiters(event)
 
     def triggered(self, event: dict[str, Any]) -> list[FunctionDef]:
-        """Functions that ``event`` starts (a function never triggers on its own system event)."""
-        fns = self.app.triggered_by(event)
-        if event["name"].startswith(SYSTEM_PREFIX):
-            about = event.get("data", {}).get("function_id")
-            fns = [fn for fn in fns if fn.id != about]
-        return fns
+        """Functions that ``event`` starts."""
+        return [fn for fn in self.app if self.starts(fn, event)]
+
+    @staticmethod
+    def starts(fn: FunctionDef, event: dict[str, Any]) -> bool:
+        """Whether ``event`` starts ``fn``.
+
+        A trigger (with its CEL ``if``) must match, and it must not be a system event about
+        ``fn`` itself (which would loop forever).
+        """
+        if not fn.triggered_by(event):
+            return False
+        about = event.get("data", {}).get("function_id")
+        return not (event["name"].startswith(SYSTEM_PREFIX) and about == fn.id)
 
     @staticmethod
     def start_message(fn: FunctionDef, event: dict[str, Any]) -> Message:
@@ -284,8 +292,8 @@ class Orchestrator:
         payload = msg.payload or {}
         events = tuple(payload["events"])
         direct = bool(payload.get("direct") or payload.get("parent"))
-        if not direct and not fn.triggered_by(events[0]):
-            return  # the trigger's `if` filtered this event out
+        if not direct and not self.starts(fn, events[0]):
+            return  # filtered out (the trigger's `if`, or a system event about fn itself)
         parent = ParentRef(**payload["parent"]) if payload.get("parent") else None
         run = RunRecord(
             run_id=msg.run_id,

@@ -235,6 +235,8 @@ class DynamoStore:
             changes.update(t.run_fields(status=patch.status, attempt=patch.attempt,
                                         output=patch.output, error=patch.error,
                                         ended_at=patch.ended_at, expires=expires))
+            if patch.clear_error:
+                changes["error"] = t.js(None)  # reads back as no error
         names = {f"#a{i}": name for i, name in enumerate(changes)}
         values = {f":a{i}": value for i, value in enumerate(changes.values())}
         run_key = t.key(t.RUN_PREFIX + run_id, t.RUN_SK)

@@ -1,0 +1,220 @@
+"""The one description of an app's AWS resources: names, routing and environment variables.
+
+The CDK app creates these resources, the Lambda handlers find them through the environment
+variables named here, and the emulator test harness creates the same resources from the same
+description, so there are never two hand-kept copies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from runtime.app import App, FunctionDef
+from runtime.errors import ConfigurationError
+
+# Environment variables the handlers read (set by the CDK app on every Lambda).
+ENV_APP = "STEPKIT_APP"
+ENV_TABLE = "STEPKIT_TABLE"
+ENV_BUS = "STEPKIT_BUS"
+ENV_FUNCTION = "STEPKIT_FUNCTION"  # absent on the event router
+ENV_QUEUE_URL = "STEPKIT_QUEUE_URL"  # the function's own queue
+ENV_RETENTION_DAYS = "STEPKIT_RETENTION_DAYS"
+
+MESSAGE_DETAIL_TYPE = "stepkit/message"  # a queue message routed to another function's queue
+MAX_SQS_DELAY = 900
+MAX_RECEIVES = 5  # deliveries before a message moves to the DLQ
+DEFAULT_RETENTION_DAYS = 30
+_STAGE = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
+
+
+def _name(*parts: str, limit: int) -> str:
+    """Join parts with '-', keeping within AWS name limits by hashing the overflow."""
+    name = "-".join(parts)
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: limit - 9]}-{digest}"
+
+
+class Schedule(NamedTuple):
+    """An EventBridge Scheduler schedule for one cron trigger."""
+
+    name: str
+    expression: str  # AWS form, e.g. "cron(0 8 * * ? *)"
+    timezone: str
+    input: str  # the JSON the schedule sends to the function's queue
+
+
+@dataclass(frozen=True)
+class FunctionResources:
+    """Per-function resources: a queue, its DLQ, two rules and one schedule per cron trigger."""
+
+    function_id: str
+    queue: str
+    dlq: str
+    trigger_rule: str
+    message_rule: str
+    event_names: tuple[str, ...]
+    schedules: tuple[Schedule, ...]
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def trigger_pattern(self, app_id: str) -> dict[str, Any] | None:
+        """EventBridge pattern of the function's event triggers (``None`` without any)."""
+        if not self.event_names:
+            return None
+        return {"source": [app_id], "detail-type": sorted(set(self.event_names))}
+
+    def message_pattern(self, app_id: str) -> dict[str, Any]:
+        """EventBridge pattern of queue messages other Lambdas route to this function."""
+        return {
+            "source": [app_id],
+            "detail-type": [MESSAGE_DETAIL_TYPE],
+            "detail": {"function_id": [self.function_id]},
+        }
+
+
+def _schedule_input(function_id: str, cron_spec: str) -> str:
+    """The JSON a cron schedule sends to the function's queue (Scheduler fills in the time)."""
+    body = {
+        "type": "cron",
+        "function_id": function_id,
+        "cron": cron_spec,
+        "scheduled_time": "<aws.scheduler.scheduled-time>",
+    }
+    return json.dumps(body, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class AppResources:
+    """Every resource of an app, derived from its registered functions."""
+
+    app_id: str
+    table: str
+    bus: str
+    router_queue: str
+    router_dlq: str
+    router_rule: str
+    functions: tuple[FunctionResources, ...]
+
+    @classmethod
+    def for_app(cls, app: App, *, stage: str | None = None) -> AppResources:
+        """Derive the resources from the app's functions.
+
+        Args:
+            app: The app.
+            stage: Optional environment name (e.g. ``"prod"``) appended to the app id in every
+                resource name, so several stages can live in one account and region. The
+                EventBridge source stays the app id.
+
+        Raises:
+            ConfigurationError: The stage is not 1-16 lowercase letters, digits or '-'.
+        """
+        a = app.id
+        if stage:
+            if not _STAGE.match(stage):
+                raise ConfigurationError(
+                    f"invalid stage {stage!r}: use 1-16 lowercase letters, digits or '-', "
+                    "starting with a letter or digit"
+                )
+            a = f"{app.id}-{stage}"
+        fns = []
+        for fn in app:
+            schedules = tuple(
+                Schedule(
+                    _name(a, fn.id, f"cron{i}", limit=64),
+                    *cron.to_aws_scheduler(),
+                    input=_schedule_input(fn.id, cron.spec),
+                )
+                for i, cron in enumerate(fn.crons)
+            )
+            fns.append(
+                FunctionResources(
+                    function_id=fn.id,
+                    queue=_name(a, fn.id, limit=76),
+                    dlq=_name(a, fn.id, "dlq", limit=80),
+                    trigger_rule=_name(a, fn.id, "trigger", limit=64),
+                    message_rule=_name(a, fn.id, "msg", limit=64),
+                    event_names=tuple(f.event for f in fn.events),
+                    schedules=schedules,
+                    options=dict(fn.options),
+                )
+            )
+        return cls(
+            app_id=app.id,
+            table=_name(a, "state", limit=255),
+            bus=_name(a, "bus", limit=256),
+            router_queue=_name(a, "router", limit=80),
+            router_dlq=_name(a, "router", "dlq", limit=80),
+            router_rule=_name(a, "router", limit=64),
+            functions=tuple(fns),
+        )
+
+    def function(self, function_id: str) -> FunctionResources:
+        """One function's resources."""
+        for f in self.functions:
+            if f.function_id == function_id:
+                return f
+        raise ConfigurationError(f"no function '{function_id}' in app '{self.app_id}'")
+
+    def router_pattern(self) -> dict[str, Any]:
+        """Every event of the app except routed queue messages goes to the router."""
+        return {"source": [self.app_id], "detail-type": [{"anything-but": MESSAGE_DETAIL_TYPE}]}
+
+    def lambda_env(
+        self, fn: FunctionDef | None, queue_url: str, retention_days: int
+    ) -> dict[str, str]:
+        """Environment variables of a worker (``fn``) or of the router (``fn=None``)."""
+        env = {
+            ENV_APP: self.app_id,
+            ENV_TABLE: self.table,
+            ENV_BUS: self.bus,
+            ENV_QUEUE_URL: queue_url,
+            ENV_RETENTION_DAYS: str(retention_days),
+        }
+        if fn is not None:
+            env[ENV_FUNCTION] = fn.id
+        return env
+
+
+@dataclass(frozen=True)
+class HandlerConfig:
+    """What a Lambda handler reads from its environment."""
+
+    app_id: str
+    table: str
+    bus: str
+    queue_url: str
+    function_id: str | None
+    retention_days: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> HandlerConfig:
+        """Read the configuration; a missing variable is a clear error naming it."""
+        env = os.environ if env is None else env
+        missing = [k for k in (ENV_APP, ENV_TABLE, ENV_BUS, ENV_QUEUE_URL) if not env.get(k)]
+        if missing:
+            raise ConfigurationError(
+                f"missing environment variable(s) {', '.join(missing)}: the CDK app sets them on "
+                "every stepkit Lambda; set them yourself to run a handler elsewhere"
+            )
+        days = env.get(ENV_RETENTION_DAYS, str(DEFAULT_RETENTION_DAYS))
+        try:
+            retention = int(days)
+        except ValueError:
+            raise ConfigurationError(
+                f"{ENV_RETENTION_DAYS} must be a whole number of days, got {days!r}"
+            ) from None
+        return cls(
+            app_id=env[ENV_APP],
+            table=env[ENV_TABLE],
+            bus=env[ENV_BUS],
+            queue_url=env[ENV_QUEUE_URL],
+            function_id=env.get(ENV_FUNCTION) or None,
+            retention_days=retention,
+        )

@@ -1,0 +1,1 @@
+"""AWS Lambda entry points: ``worker.handler`` (one per function queue), ``router.handler``."""

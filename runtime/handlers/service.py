@@ -1,0 +1,150 @@
+"""Builds the orchestrator a Lambda handler uses, and turns SQS records into work.
+
+Kept import-light: boto3 clients are created once per container (cold start), never per record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from runtime.app import App
+from runtime.backends.aws.bus import EventBridgeBus
+from runtime.backends.aws.queue import SqsQueue
+from runtime.backends.aws.resources import MESSAGE_DETAIL_TYPE, HandlerConfig
+from runtime.backends.aws.store import DynamoStore
+from runtime.core.clock import SystemClock
+from runtime.core.orchestrator import Orchestrator
+from runtime.core.protocols import Clock
+from runtime.engine import Limits
+from runtime.records import Message
+
+
+class BadMessageError(ValueError):
+    """A queue record that is none of the shapes stepkit sends (it ends in the DLQ)."""
+
+
+class Service:
+    """One Lambda's view of the app: the orchestrator over DynamoDB, SQS and EventBridge.
+
+    Args:
+        app: The app (from ``functions/``).
+        config: Names from the environment.
+        clients: boto3 clients by service name (``dynamodb``, ``sqs``, ``events``).
+        clock: Time source (a fake one in tests).
+    """
+
+    def __init__(
+        self,
+        app: App,
+        config: HandlerConfig,
+        clients: dict[str, Any],
+        clock: Clock | None = None,
+        *,
+        limits: Limits = Limits(),  # noqa: B008 - frozen
+    ) -> None:
+        self.app = app
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.logger = Logger(service=app.id)
+        store = DynamoStore(
+            config.table,
+            retention_days=config.retention_days,
+            client=clients["dynamodb"],
+            clock=self.clock,
+        )
+        self.bus = EventBridgeBus(app.id, config.bus, clients["events"])
+        queue = SqsQueue(config.function_id, config.queue_url, self.bus, self.clock, clients["sqs"])
+        self.orchestrator = Orchestrator(
+            app,
+            store,
+            queue,
+            self.bus,
+            self.clock,
+            limits=limits,
+            logger=logging.getLogger("stepkit"),
+        )
+        self.processor = BatchProcessor(event_type=EventType.SQS)
+
+    @classmethod
+    def from_env(cls, app: App) -> Service:
+        """Build from the Lambda environment (names set by the CDK app)."""
+        import boto3
+
+        config = HandlerConfig.from_env()
+        service_logger = Logger(service=app.id)
+        # stepkit's own loggers write through Powertools' JSON formatter, so every line carries
+        # the keys appended per record (run id, function id, step).
+        copy_config_to_registered_loggers(source_logger=service_logger, include={"stepkit"})
+        clients: dict[str, Any] = {
+            "dynamodb": boto3.client("dynamodb"),
+            "sqs": boto3.client("sqs"),
+            "events": boto3.client("events"),
+        }
+        service = cls(app, config, clients)
+        service.logger = service_logger
+        return service
+
+    # -- worker ----------------------------------------------------------------------------
+
+    def message_from_body(self, body: str) -> Message:
+        """Parse a function-queue record: a message, an EventBridge event, or a cron fire."""
+        try:
+            raw = json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise BadMessageError(f"queue record is not JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise BadMessageError("queue record is not a JSON object")
+        fn_id = self.config.function_id
+        if fn_id is None:
+            raise BadMessageError("a worker needs STEPKIT_FUNCTION")
+        if "detail-type" in raw:
+            detail = raw.get("detail")
+            if not isinstance(detail, dict):
+                raise BadMessageError("EventBridge record without a detail object")
+            if raw["detail-type"] == MESSAGE_DETAIL_TYPE:
+                return Message.from_json(detail)
+            return self.orchestrator.start_message(self.app.get(fn_id), detail)
+        kind = raw.get("type")
+        if kind == "cron":
+            at = datetime.fromisoformat(str(raw["scheduled_time"]).replace("Z", "+00:00"))
+            return self.orchestrator.cron_message(self.app.get(fn_id), raw["cron"], at.timestamp())
+        if kind == "message":
+            return Message.from_json(raw)
+        raise BadMessageError(f"unrecognised queue record (keys: {sorted(raw)[:8]})")
+
+    def worker_record(self, record: SQSRecord) -> None:
+        """Handle one function-queue record; raising marks it failed for redelivery."""
+        msg = self.message_from_body(record.body)
+        self.logger.append_keys(
+            run_id=msg.run_id, function_id=msg.function_id, step=msg.key or "", kind=msg.kind.value
+        )
+        self.orchestrator.handle(msg)
+
+    def router_record(self, record: SQSRecord) -> None:
+        """Handle one router-queue record: an app event from EventBridge."""
+        raw = json.loads(record.body)
+        event = raw.get("detail") if isinstance(raw, dict) else None
+        if not isinstance(event, dict) or "id" not in event or "name" not in event:
+            raise BadMessageError("router record is not an EventBridge delivery of a stepkit event")
+        self.logger.append_keys(event_id=event["id"], event_name=event["name"])
+        self.orchestrator.route_event(event, start_runs=False)
+
+    def handle_batch(self, event: dict[str, Any], context: Any, *, router: bool) -> dict[str, Any]:
+        """Process an SQS batch, reporting failed records (partial batch response)."""
+        handler = self.router_record if router else self.worker_record
+        response = process_partial_response(
+            event=event, record_handler=handler, processor=self.processor, context=context
+        )
+        return dict(response)

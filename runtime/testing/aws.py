@@ -1,0 +1,358 @@
+"""The AWS backend on emulators: the real Lambda handlers over DynamoDB Local and moto.
+
+Provisions the app's resources from :class:`~runtime.backends.aws.resources.AppResources`
+(the description the CDK app deploys), then plays the parts moto cannot:
+
+- the Lambda SQS event source: receives batches from each queue, calls the real handler with
+  a Lambda-shaped SQS event, deletes only the records not in ``batchItemFailures`` (failed ones
+  reappear after the visibility timeout, and reach the DLQ after the redrive count), and lets a
+  crash (a ``BaseException``) leave the whole batch in flight, as a dying Lambda does;
+- EventBridge Scheduler: reads the created schedules back and fires their targets when the
+  fake clock passes a fire time (croniter over the AWS expression, so the translation is tested).
+
+moto's SQS and EventBridge follow the same fake clock (see :mod:`runtime.testing.moto_clock`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+
+from runtime.app import App
+from runtime.backends.aws.resources import MAX_RECEIVES, MAX_SQS_DELAY, AppResources, HandlerConfig
+from runtime.backends.aws.store import DynamoStore
+from runtime.backends.aws.table import table_spec, ttl_spec
+from runtime.core.clock import FakeClock
+from runtime.core.protocols import RunQuery
+from runtime.cron import CronSchedule
+from runtime.engine import Limits
+from runtime.events import Event
+from runtime.handlers.service import Service
+from runtime.records import Message, RunRecord, RunState
+from runtime.testing.emulators import AwsEmulators
+from runtime.testing.lambda_events import sqs_lambda_event
+
+_SCHEDULED_TIME = "<aws.scheduler.scheduled-time>"
+
+
+@dataclass(frozen=True)
+class _Consumer:
+    """A queue and the handler its event source mapping invokes."""
+
+    url: str
+    arn: str
+    dlq_url: str
+    service: Service
+    router: bool
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    name: str
+    cron: CronSchedule
+    target_url: str
+    input: str
+
+
+class _LambdaContext:
+    """The few Lambda context attributes Powertools reads."""
+
+    def __init__(self, name: str) -> None:
+        self.function_name = name
+        self.memory_limit_in_mb = 256
+        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{name}"
+        self.aws_request_id = "local"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 60_000
+
+
+def aws_cron_to_unix(expression: str) -> str:
+    """Turn an EventBridge ``cron(M H DOM MON DOW YEAR)`` back into a 5-field Unix cron.
+
+    Raises:
+        ValueError: Forms this driver does not replay (years, ``L``/``W`` in day-of-week).
+    """
+    m = re.fullmatch(r"cron\((.*)\)", expression.strip())
+    if not m:
+        raise ValueError(f"not an EventBridge cron expression: {expression!r}")
+    fields = m.group(1).split()
+    if len(fields) != 6 or fields[5] != "*":
+        raise ValueError(f"unsupported EventBridge cron (6 fields, any year): {expression!r}")
+    minute, hour, dom, month, dow, _ = fields
+    dom = "*" if dom == "?" else dom
+    if dow == "?":
+        dow = "*"
+    elif re.search(r"[LW]", dow):
+        raise ValueError(f"day-of-week {dow!r} is not replayed by the test driver")
+    else:  # AWS numbers weekdays 1-7 from Sunday; Unix cron 0-6.
+        dow = re.sub(r"(?<!#)\b([1-7])\b", lambda d: str(int(d.group(1)) - 1), dow)
+    minute = re.sub(r"^(\d+)/", r"\1-59/", minute)
+    hour = re.sub(r"^(\d+)/", r"\1-23/", hour)
+    return f"{minute} {hour} {dom} {month} {dow}"
+
+
+class AwsBackend:
+    """Runs an app on the AWS backend against emulators (the ``TestBackend`` protocol).
+
+    Args:
+        app: The app under test.
+        emulators: Running DynamoDB Local + moto (fresh state).
+        clock: The fake clock the handlers, moto and the schedule driver all follow.
+        batch_size: Records per handler invocation (Lambda's SQS batch size).
+        visibility_timeout: Seconds a received record stays invisible (a crashed batch's wait).
+        limits: Per-run limits.
+    """
+
+    #: SQS delays at most this long, so the harness never skips further in one go.
+    max_time_step = float(MAX_SQS_DELAY)
+
+    def __init__(
+        self,
+        app: App,
+        emulators: AwsEmulators,
+        clock: FakeClock,
+        *,
+        batch_size: int = 10,
+        visibility_timeout: int = 300,
+        limits: Limits = Limits(),  # noqa: B008 - frozen
+    ) -> None:
+        self.app = app
+        self.clock = clock
+        self.batch_size = batch_size
+        self.region = emulators.region
+        emulators.clock.follow(clock.now)
+        self.clients = {s: emulators.client(s) for s in ("dynamodb", "sqs", "events", "scheduler")}
+        self.resources = AppResources.for_app(app)
+        self.consumers: list[_Consumer] = []
+        self._urls_by_arn: dict[str, str] = {}
+        self._limits = limits
+        self._provision(visibility_timeout)
+        self.store = DynamoStore(self.resources.table, client=self.clients["dynamodb"], clock=clock)
+        self.router = next(c.service for c in self.consumers if c.router)
+        self.schedules = self._read_schedules()
+        self._schedules_checked = clock.now()
+
+    # -- provisioning (the same description the CDK app deploys) --------------------------
+
+    def _queue(self, name: str, dlq: str, visibility_timeout: int) -> tuple[str, str, str]:
+        sqs = self.clients["sqs"]
+        dlq_url = sqs.create_queue(QueueName=dlq)["QueueUrl"]
+        dlq_arn = self._arn(dlq_url)
+        redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVES)}
+        url = sqs.create_queue(
+            QueueName=name,
+            Attributes={
+                "VisibilityTimeout": str(visibility_timeout),
+                "RedrivePolicy": json.dumps(redrive),
+            },
+        )["QueueUrl"]
+        arn = self._arn(url)
+        self._urls_by_arn[arn] = url
+        return url, arn, dlq_url
+
+    def _arn(self, url: str) -> str:
+        attrs = self.clients["sqs"].get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        return str(attrs["Attributes"]["QueueArn"])
+
+    def _rule(self, name: str, pattern: Mapping[str, Any], target_arn: str) -> None:
+        events, bus = self.clients["events"], self.resources.bus
+        events.put_rule(Name=name, EventBusName=bus, EventPattern=json.dumps(pattern))
+        events.put_targets(
+            Rule=name, EventBusName=bus, Targets=[{"Id": "queue", "Arn": target_arn}]
+        )
+
+    def _service(self, function_id: str | None, url: str) -> Service:
+        config = HandlerConfig(
+            app_id=self.app.id,
+            table=self.resources.table,
+            bus=self.resources.bus,
+            queue_url=url,
+            function_id=function_id,
+            retention_days=30,
+        )
+        return Service(self.app, config, self.clients, self.clock, limits=self._limits)
+
+    def _provision(self, visibility_timeout: int) -> None:
+        r = self.resources
+        ddb = self.clients["dynamodb"]
+        ddb.create_table(**table_spec(r.table))
+        ddb.update_time_to_live(**ttl_spec(r.table))
+        self.clients["events"].create_event_bus(Name=r.bus)
+        url, arn, dlq = self._queue(r.router_queue, r.router_dlq, visibility_timeout)
+        self._rule(r.router_rule, r.router_pattern(), arn)
+        self.consumers.append(_Consumer(url, arn, dlq, self._service(None, url), router=True))
+        for f in r.functions:
+            url, arn, dlq = self._queue(f.queue, f.dlq, visibility_timeout)
+            trigger = f.trigger_pattern(r.app_id)
+            if trigger is not None:
+                self._rule(f.trigger_rule, trigger, arn)
+            self._rule(f.message_rule, f.message_pattern(r.app_id), arn)
+            for s in f.schedules:
+                self.clients["scheduler"].create_schedule(
+                    Name=s.name,
+                    ScheduleExpression=s.expression,
+                    ScheduleExpressionTimezone=s.timezone,
+                    FlexibleTimeWindow={"Mode": "OFF"},
+                    Target={
+                        "Arn": arn,
+                        "RoleArn": f"arn:aws:iam::123456789012:role/{r.app_id}-scheduler",
+                        "Input": s.input,
+                    },
+                )
+            service = self._service(f.function_id, url)
+            self.consumers.append(_Consumer(url, arn, dlq, service, router=False))
+
+    def _read_schedules(self) -> list[_Schedule]:
+        """Read the schedules back from the emulator, as deployed."""
+        scheduler = self.clients["scheduler"]
+        found = []
+        for page in scheduler.get_paginator("list_schedules").paginate():
+            for item in page["Schedules"]:
+                s = scheduler.get_schedule(Name=item["Name"])
+                unix = aws_cron_to_unix(s["ScheduleExpression"])
+                cron = CronSchedule.parse(f"TZ={s['ScheduleExpressionTimezone']} {unix}")
+                target = s["Target"]
+                found.append(
+                    _Schedule(s["Name"], cron, self._urls_by_arn[target["Arn"]], target["Input"])
+                )
+        return found
+
+    # -- the parts moto cannot play -------------------------------------------------------
+
+    def fire_schedules(self) -> int:
+        """Send each schedule's input for every fire time since the last check."""
+        now = self.clock.now()
+        start = datetime.fromtimestamp(self._schedules_checked, UTC)
+        end = datetime.fromtimestamp(now, UTC)
+        fired = 0
+        for s in self.schedules:
+            for at in s.cron.fire_times(start, end):
+                body = s.input.replace(_SCHEDULED_TIME, at.strftime("%Y-%m-%dT%H:%M:%SZ"))
+                self.clients["sqs"].send_message(QueueUrl=s.target_url, MessageBody=body)
+                fired += 1
+        self._schedules_checked = now
+        return fired
+
+    def poll(self, consumer: _Consumer) -> int:
+        """One event source mapping poll: receive a batch, invoke the handler, delete successes.
+
+        Returns:
+            Records handled successfully.
+        """
+        sqs = self.clients["sqs"]
+        got = sqs.receive_message(
+            QueueUrl=consumer.url,
+            MaxNumberOfMessages=self.batch_size,
+            WaitTimeSeconds=0,  # the fake clock does not move by itself: never long-poll
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
+        if not got:
+            return 0
+        event = sqs_lambda_event(got, queue_arn=consumer.arn, region=self.region)
+        name = consumer.service.config.function_id or "router"
+        try:
+            result = consumer.service.handle_batch(
+                event, _LambdaContext(name), router=consumer.router
+            )
+            failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
+        except BatchProcessingError:  # every record failed: the invocation fails as a whole
+            failed = {m["MessageId"] for m in got}
+        done = [m for m in got if m["MessageId"] not in failed]
+        if done:
+            sqs.delete_message_batch(
+                QueueUrl=consumer.url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)
+                ],
+            )
+        return len(done)
+
+    def run_until_idle(self, *, max_records: int = 100_000) -> int:
+        """Fire due schedules, then poll every queue until none has a visible record."""
+        self.fire_schedules()
+        handled = 0
+        while True:
+            progressed = False
+            for consumer in self.consumers:
+                n = self.poll(consumer)
+                handled += n
+                progressed = progressed or n > 0
+            if not progressed:
+                return handled
+            if handled > max_records:
+                raise RuntimeError(f"run_until_idle handled {handled} records: a run-away loop?")
+
+    # -- the TestBackend protocol ---------------------------------------------------------
+
+    def send(
+        self, events: Mapping[str, Any] | Event | Sequence[Mapping[str, Any] | Event]
+    ) -> list[str]:
+        """Publish events to the bus (PutEvents), as ``stepkit send --aws`` does."""
+        return self.router.orchestrator.send(events)
+
+    def get_run(self, run_id: str) -> RunState | None:
+        """A run with its steps, from DynamoDB."""
+        return self.store.load(run_id)
+
+    def list_runs(self, query: RunQuery = RunQuery()) -> list[RunRecord]:  # noqa: B008
+        """Runs, newest first."""
+        return self.store.list_runs(query)
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a run."""
+        return self.router.orchestrator.cancel(run_id, "cancelled by user")
+
+    def rerun(self, run_id: str) -> str:
+        """Start a new run with the same events."""
+        return self.router.orchestrator.rerun(run_id)
+
+    def dead_letter_bodies(self) -> list[str]:
+        """The raw bodies in every DLQ (left in place)."""
+        bodies: list[str] = []
+        for c in self.consumers:
+            got = (
+                self.clients["sqs"]
+                .receive_message(
+                    QueueUrl=c.dlq_url,
+                    MaxNumberOfMessages=10,
+                    VisibilityTimeout=0,
+                    WaitTimeSeconds=0,
+                )
+                .get("Messages", [])
+            )
+            bodies.extend(m["Body"] for m in got)
+        return bodies
+
+    def dead_letters(self) -> list[Message]:
+        """Dead-lettered stepkit messages."""
+        found = []
+        for body in self.dead_letter_bodies():
+            raw = json.loads(body)
+            if isinstance(raw, dict) and raw.get("type") == "message":
+                found.append(Message.from_json(raw))
+        return found
+
+    def duplicate_deliveries(self) -> None:
+        """Fault injection: every queue message and event is sent twice."""
+        from runtime.backends.local.backend import DuplicatingQueue
+
+        for c in self.consumers:
+            orch = c.service.orchestrator
+            orch.queue = DuplicatingQueue(orch.queue)
+            publish = c.service.bus.publish
+
+            def twice(events: Sequence[dict[str, Any]], _publish: Any = publish) -> None:
+                _publish([*events, *events])
+
+            c.service.bus.publish = twice  # type: ignore[method-assign]
+
+    def close(self) -> None:
+        """Nothing to release: the emulators belong to the session."""

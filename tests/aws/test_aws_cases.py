@@ -1,0 +1,240 @@
+"""AWS-path cases: races, poison messages, crashes around the write, SQS delay limits, sizes."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+
+from runtime import App, Context, InvalidEventError, TriggerEvent
+from runtime.backends.aws.resources import ENV_APP, ENV_BUS, ENV_QUEUE_URL, ENV_TABLE, HandlerConfig
+from runtime.errors import ConfigurationError
+from runtime.testing import Harness
+from runtime.testing.aws import AwsBackend, aws_cron_to_unix
+from runtime.testing.emulators import AwsEmulators
+from runtime.testing.lambda_events import sqs_lambda_event
+from tests.conftest import START
+
+pytestmark = pytest.mark.aws
+
+
+def _harness(app: App, aws: AwsEmulators, **options: Any) -> Harness:
+    return Harness.aws(app, aws, start=START, **options)
+
+
+def _backend(h: Harness) -> AwsBackend:
+    assert isinstance(h.backend, AwsBackend)
+    return h.backend
+
+
+def test_two_lambdas_racing_the_same_step_record_it_once(aws: AwsEmulators) -> None:
+    app = App("race")
+    entered = threading.Barrier(2, timeout=10)
+    calls: list[str] = []
+
+    def charge() -> str:
+        calls.append(threading.current_thread().name)
+        entered.wait()  # both Lambdas are inside the step at the same time
+        return "charged"
+
+    @app.function(id="pay", trigger=TriggerEvent("pay/go"))
+    def pay(ctx: Context) -> str:
+        return ctx.step.run("charge", charge)
+
+    h = _harness(app, aws)
+    h.send("pay/go", settle=False)
+    backend = _backend(h)
+    consumer = next(c for c in backend.consumers if c.service.config.function_id == "pay")
+    got = backend.clients["sqs"].receive_message(QueueUrl=consumer.url, MaxNumberOfMessages=1)
+    event = sqs_lambda_event(got["Messages"], queue_arn=consumer.arn, region=backend.region)
+    # The same record delivered to two concurrent invocations (two Lambda containers).
+    rivals = [backend._service("pay", consumer.url) for _ in range(2)]
+    results: list[dict[str, Any]] = []
+
+    def invoke(service: Any) -> None:
+        results.append(service.handle_batch(event, None, router=False))
+
+    threads = [
+        threading.Thread(target=invoke, args=(s,), name=f"lambda-{i}") for i, s in enumerate(rivals)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert len(calls) == 2
+    assert all(r["batchItemFailures"] == [] for r in results)
+    h.settle()
+    run = h.only_run("pay")
+    assert run.status == "Completed" and run.output == "charged"
+    assert run.state.run.version == 2  # one commit for the step, one for the completion
+    assert run.step("charge").attempt == 0
+
+
+def test_poison_message_reaches_the_dead_letter_queue(aws: AwsEmulators) -> None:
+    app = App("poison")
+
+    @app.function(id="f", trigger=TriggerEvent("a/b"))
+    def f(ctx: Context) -> None:
+        return None
+
+    h = _harness(app, aws)
+    backend = _backend(h)
+    consumer = next(c for c in backend.consumers if c.service.config.function_id == "f")
+    backend.clients["sqs"].send_message(QueueUrl=consumer.url, MessageBody='{"not": "stepkit"}')
+    for _ in range(6):  # MAX_RECEIVES failed deliveries, each after the visibility timeout
+        h.settle()
+        h.clock.advance("301s")
+    h.settle()
+    assert backend.dead_letter_bodies() == ['{"not": "stepkit"}']
+    # and the queue goes on working
+    h.send("a/b")
+    assert h.only_run("f").status == "Completed"
+
+
+class CrashAfterStep(BaseException):
+    """The Lambda dies between running a step and writing its result."""
+
+
+def test_handler_crash_after_the_step_ran_before_the_write(aws: AwsEmulators) -> None:
+    app = App("crash")
+    calls: list[int] = []
+
+    @app.function(id="f", trigger=TriggerEvent("a/b"))
+    def f(ctx: Context) -> int:
+        return ctx.step.run("side-effect", lambda: calls.append(1) or len(calls))
+
+    h = _harness(app, aws)
+    backend = _backend(h)
+    service = next(c.service for c in backend.consumers if c.service.config.function_id == "f")
+    store = service.orchestrator.store
+    real_commit = store.commit
+    crashed: list[bool] = []
+
+    def commit_then_maybe_crash(run_id: str, commit: Any) -> bool:
+        if commit.steps and not crashed:
+            crashed.append(True)
+            raise CrashAfterStep
+        return real_commit(run_id, commit)
+
+    store.commit = commit_then_maybe_crash  # type: ignore[method-assign]
+    h.send("a/b", settle=False)
+    with pytest.raises(CrashAfterStep):
+        h.settle()
+    assert h.only_run("f").steps == {}
+    h.advance("6m")  # the batch's visibility timeout passes; the record is delivered again
+    run = h.only_run("f")
+    assert run.status == "Completed"
+    assert calls == [1, 1]  # the step ran again (at least once) ...
+    assert run.output == 2 and run.step("side-effect").output == 2  # ... and was recorded once
+
+
+def test_twenty_minute_sleep_crosses_the_sqs_delay_limit_by_hops(aws: AwsEmulators) -> None:
+    app = App("nap")
+
+    @app.function(id="nap", trigger=TriggerEvent("nap/go"))
+    def nap(ctx: Context) -> str:
+        ctx.step.sleep("twenty", "20m")
+        return "awake"
+
+    h = _harness(app, aws)
+    backend = _backend(h)
+    sent: list[int] = []
+    service = next(c.service for c in backend.consumers if c.service.config.function_id == "nap")
+    queue: Any = service.orchestrator.queue
+    original = queue.client.send_message_batch
+
+    def spy(**kwargs: Any) -> Any:
+        sent.extend(e["DelaySeconds"] for e in kwargs["Entries"])
+        return original(**kwargs)
+
+    queue.client.send_message_batch = spy
+    h.send("nap/go")
+    h.advance("19m")
+    assert h.only_run("nap").status == "Running"
+    h.advance("2m")
+    assert h.only_run("nap").status == "Completed"
+    # The wake-up: one full SQS delay (the 900 s cap), then one hop for what was left of the
+    # 1200 s (less than 300 s, as the hop ran when the harness reached it), then the continue.
+    assert sent[0] == 900
+    assert 0 < sent[1] <= 300
+    assert sent[2:] == [0]
+
+
+def test_event_over_256_kb_is_refused(aws: AwsEmulators) -> None:
+    app = App("big")
+    h = _harness(app, aws)
+    with pytest.raises(InvalidEventError, match="over the 262144-byte"):
+        h.send("big/event", {"blob": "x" * 270_000})
+    # Just under the event limit, but the EventBridge entry (plus Source and DetailType) is over.
+    backend = _backend(h)
+    event = {"id": "e1", "name": "big/event", "data": {"blob": ""}, "user": {}, "ts": 1}
+    event["data"]["blob"] = "x" * (262_144 - len(json.dumps(event, separators=(",", ":"))))
+    with pytest.raises(InvalidEventError, match=r"EventBridge entry is .* over the 262144-byte"):
+        backend.router.bus.publish([event])
+
+
+def test_plain_put_events_with_the_documented_entry_shape_starts_a_run(
+    aws: AwsEmulators,
+) -> None:
+    app = App("shop")
+
+    @app.function(id="welcome", trigger=TriggerEvent("user/signup"))
+    def welcome(ctx: Context) -> str:
+        return ctx.event.data["user_id"]
+
+    h = _harness(app, aws)
+    backend = _backend(h)
+    entry = {
+        "Source": "shop",
+        "DetailType": "user/signup",
+        "Detail": json.dumps(
+            {
+                "id": "evt-42",
+                "name": "user/signup",
+                "data": {"user_id": "ada"},
+                "user": {},
+                "ts": int(START.timestamp() * 1000),
+            }
+        ),
+        "EventBusName": backend.resources.bus,
+    }
+    backend.clients["events"].put_events(Entries=[entry])
+    h.settle()
+    assert h.only_run("welcome").output == "ada"
+
+
+def test_handler_batches_hold_several_records(aws: AwsEmulators) -> None:
+    app = App("batch")
+    batch_sizes: list[int] = []
+
+    @app.function(id="f", trigger=TriggerEvent("a/b"))
+    def f(ctx: Context) -> None:
+        return None
+
+    h = _harness(app, aws)
+    backend = _backend(h)
+    for c in backend.consumers:
+        real = c.service.handle_batch
+
+        def counting(event: Any, context: Any, *, router: bool, _real: Any = real) -> Any:
+            batch_sizes.append(len(event["Records"]))
+            return _real(event, context, router=router)
+
+        c.service.handle_batch = counting  # type: ignore[method-assign]
+    h.send([{"name": "a/b", "data": {"i": i}} for i in range(8)])
+    assert len(h.runs("f")) == 8
+    assert max(batch_sizes) > 1
+
+
+def test_missing_configuration_is_a_clear_error() -> None:
+    with pytest.raises(ConfigurationError, match=f"{ENV_TABLE}, {ENV_BUS}"):
+        HandlerConfig.from_env({ENV_APP: "shop", ENV_QUEUE_URL: "https://q"})
+
+
+def test_scheduler_expressions_round_trip_to_unix_cron() -> None:
+    assert aws_cron_to_unix("cron(0 9 ? * 2-6 *)") == "0 9 * * 1-5"
+    assert aws_cron_to_unix("cron(0/15 * * * ? *)") == "0-59/15 * * * *"
+    assert aws_cron_to_unix("cron(0 8 1 * ? *)") == "0 8 1 * *"
+    assert aws_cron_to_unix("cron(30 7 ? * 1,7 *)") == "30 7 * * 0,6"

@@ -1,0 +1,59 @@
+"""`stepkit send|runs|run --aws` and `runtime.send` against the emulated deployment."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import runtime
+from runtime import App, Context, TriggerEvent
+from runtime.backends.aws.resources import ENV_APP, ENV_BUS, ENV_TABLE
+from runtime.cli import cli
+from runtime.testing import Harness
+from runtime.testing.aws import AwsBackend
+from runtime.testing.emulators import AwsEmulators
+
+pytestmark = pytest.mark.aws
+
+
+def test_cli_sends_and_inspects_runs_of_the_deployed_app(
+    aws: AwsEmulators, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = App("shop")
+
+    @app.function(id="welcome", trigger=TriggerEvent("user/signup"))
+    def welcome(ctx: Context) -> str:
+        ctx.step.run("greet", lambda: "hi")
+        return ctx.event.data["user_id"]
+
+    # The CLI reads with the real clock, so the runs must be recent (not past their TTL).
+    h = Harness.aws(app, aws)
+    assert isinstance(h.backend, AwsBackend)
+    r = h.backend.resources
+    monkeypatch.setenv(ENV_APP, r.app_id)
+    monkeypatch.setenv(ENV_BUS, r.bus)
+    monkeypatch.setenv(ENV_TABLE, r.table)
+    runner = CliRunner()
+
+    sent = runner.invoke(cli, ["send", "user/signup", "--data", '{"user_id": "ada"}', "--aws"])
+    assert sent.exit_code == 0, sent.output
+    event_id = sent.output.strip()
+    ids = runtime.send({"name": "user/signup", "data": {"user_id": "bob"}})
+    assert len(ids) == 1
+    h.settle()
+
+    listed = runner.invoke(cli, ["runs", "--aws", "--json"])
+    assert listed.exit_code == 0, listed.output
+    runs = json.loads(listed.output)
+    assert {r["status"] for r in runs} == {"Completed"}
+    assert len(runs) == 2
+    shown = runner.invoke(cli, ["run", runs[0]["run_id"], "--aws"])
+    assert shown.exit_code == 0, shown.output
+    assert "greet" in shown.output and "Completed" in shown.output
+    detail = runner.invoke(cli, ["run", runs[0]["run_id"], "--aws", "--json"])
+    events = [json.loads(detail.output)["events"][0]["id"]]
+    assert events[0] in {event_id, ids[0]}
+    missing = runner.invoke(cli, ["run", "nope", "--aws"])
+    assert missing.exit_code == 1 and "no run 'nope'" in missing.output
