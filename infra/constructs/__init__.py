@@ -1,0 +1,1 @@
+"""One construct per concern: state table, event bus, function runtime, router, monitoring."""
