@@ -1,0 +1,65 @@
+"""The event router: every app event (other than routed queue messages) reaches one Lambda.
+
+It resolves ``wait_for_event`` waiters and ``cancel_on`` and records the event log; runs are
+started by the functions' own trigger rules, not here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aws_cdk import aws_events as events
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra.constructs.event_bus import QueueRule
+from infra.constructs.function_runtime import QueueWorker, WorkerOptions
+from runtime.backends.aws.resources import AppResources
+
+HANDLER = "runtime.handlers.router.handler"
+#: Routing an event is a few small DynamoDB calls, so batches of ten are safe and cheap.
+ROUTER_OPTIONS = WorkerOptions(memory_mb=256, timeout_s=30, batch_size=10)
+
+
+class EventRouter(Construct):
+    """The router's queue, DLQ and Lambda, and the rule that feeds it from the bus.
+
+    Args:
+        scope: Parent construct.
+        construct_id: Construct id.
+        resources: The app's resources (names and the router's pattern).
+        bus: The app's bus.
+        code: The shared Lambda code asset.
+        environment: Environment variables (the stack adds stepkit's, which name the queue).
+        log_retention: How long the router's logs are kept.
+
+    Attributes:
+        worker: The queue, DLQ and Lambda.
+        rule: The router rule.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, resources: AppResources,
+                 bus: events.IEventBus, code: lambda_.Code, environment: Mapping[str, str],
+                 log_retention: logs.RetentionDays) -> None:
+        super().__init__(scope, construct_id)
+        self.worker = QueueWorker(
+            self,
+            "Worker",
+            queue_name=resources.router_queue,
+            dlq_name=resources.router_dlq,
+            handler=HANDLER,
+            code=code,
+            environment=environment,
+            options=ROUTER_OPTIONS,
+            log_retention=log_retention,
+            description=f"stepkit {resources.app_id}: event router",
+        )
+        self.rule = QueueRule(
+            self,
+            "Rule",
+            bus=bus,
+            rule_name=resources.router_rule,
+            pattern=resources.router_pattern(),
+            queue=self.worker.queue,
+        ).rule
