@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Run the pinned AWS CDK CLI from the repository root, e.g.
+#   scripts/cdk.sh synth                 # template in cdk.out/
+#   scripts/cdk.sh deploy -c stepkit:stage=prod
+#   scripts/cdk.sh destroy
+# Installs the CLI (scripts/install-cdk.sh) and the Python environment (scripts/setup.sh)
+# when they are missing; cdk.json runs the app with .venv/bin/python.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then
+  scripts/setup.sh
+fi
+scripts/install-cdk.sh
+exec infra/node_modules/.bin/cdk "$@"
