@@ -1,0 +1,444 @@
+"""The synthesized template: exactly the resources AppResources describes, least privilege.
+
+One synth per module (jsii start-up is slow), with the source-only asset
+(``stepkit:bundle=false``); the real bundling is covered in test_lint.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+import aws_cdk as cdk
+from aws_cdk.assertions import Template
+
+from infra.bundling import PROJECT_ROOT
+from infra.constructs.state_table import STATE_ACTIONS
+from infra.stack import StackSettings, StepkitStack
+from runtime import App, TriggerCron, TriggerEvent
+from runtime.app import FunctionDef
+from runtime.backends.aws.resources import MAX_RECEIVES, AppResources
+from runtime.backends.aws.table import table_spec, ttl_spec
+from runtime.discovery import load_app
+
+Resources = dict[str, dict[str, Any]]
+
+
+def synth(app: App | None = None, **settings: Any) -> tuple[StepkitStack, Resources, dict]:
+    cdk_app = cdk.App()
+    stack = StepkitStack(cdk_app, "test", app=app,
+                         settings=StackSettings(bundle=False, **settings))
+    template = Template.from_stack(stack).to_json()
+    return stack, template["Resources"], template
+
+
+def of_type(resources: Resources, kind: str) -> Resources:
+    return {k: v for k, v in resources.items() if v["Type"] == kind}
+
+
+def props(resource: dict[str, Any]) -> dict[str, Any]:
+    return resource.get("Properties", {})
+
+
+def arn(logical_id: str) -> dict[str, Any]:
+    return {"Fn::GetAtt": [logical_id, "Arn"]}
+
+
+@pytest.fixture(scope="module")
+def synthesized() -> tuple[App, StepkitStack, Resources, dict]:
+    app = load_app(root=PROJECT_ROOT)
+    stack, resources, template = synth(app)
+    return app, stack, resources, template
+
+
+@pytest.fixture(scope="module")
+def app(synthesized: tuple) -> App:
+    return synthesized[0]
+
+
+@pytest.fixture(scope="module")
+def res(synthesized: tuple) -> AppResources:
+    return synthesized[1].resources
+
+
+@pytest.fixture(scope="module")
+def resources(synthesized: tuple) -> Resources:
+    return synthesized[2]
+
+
+def queue_id(resources: Resources, name: str) -> str:
+    (found,) = [k for k, v in of_type(resources, "AWS::SQS::Queue").items()
+                if props(v)["QueueName"] == name]
+    return found
+
+
+def lambda_of(resources: Resources, function_id: str | None) -> tuple[str, dict[str, Any]]:
+    (found,) = [(k, props(v)) for k, v in of_type(resources, "AWS::Lambda::Function").items()
+                if props(v)["Environment"]["Variables"].get("STEPKIT_FUNCTION") == function_id]
+    return found
+
+
+def role_statements(resources: Resources, role_arn: dict[str, Any]) -> list[dict[str, Any]]:
+    role = role_arn["Fn::GetAtt"][0]
+    return [s for p in of_type(resources, "AWS::IAM::Policy").values()
+            if {"Ref": role} in props(p)["Roles"]
+            for s in props(p)["PolicyDocument"]["Statement"]]
+
+
+def actions(statement: dict[str, Any]) -> list[str]:
+    a = statement["Action"]
+    return [a] if isinstance(a, str) else list(a)
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# -- per-function runtime -------------------------------------------------------------------
+
+
+def test_one_lambda_queue_dlq_and_mapping_per_function_plus_the_router(
+    app: App, resources: Resources
+) -> None:
+    n = len(list(app)) + 1
+    counts = Counter(r["Type"] for r in resources.values())
+    assert counts["AWS::Lambda::Function"] == n
+    assert counts["AWS::SQS::Queue"] == 2 * n
+    assert counts["AWS::Lambda::EventSourceMapping"] == n
+    assert counts["AWS::Logs::LogGroup"] == n
+
+
+def test_lambdas_run_the_handlers_on_arm64_with_the_stepkit_environment(
+    app: App, res: AppResources, resources: Resources
+) -> None:
+    for fn in [*app, None]:
+        function_id = fn.id if fn else None
+        _, p = lambda_of(resources, function_id)
+        queue = res.function(fn.id).queue if fn else res.router_queue
+        assert p["Runtime"] == "python3.13"
+        assert p["Architectures"] == ["arm64"]
+        assert p["Handler"] == ("runtime.handlers.worker.handler" if fn
+                                else "runtime.handlers.router.handler")
+        expected = res.lambda_env(fn, "QUEUE", 30)
+        expected["STEPKIT_QUEUE_URL"] = {"Ref": queue_id(resources, queue)}
+        expected |= {"POWERTOOLS_SERVICE_NAME": app.id, "POWERTOOLS_LOG_LEVEL": "INFO"}
+        assert p["Environment"]["Variables"] == expected
+        if fn:
+            assert (p["MemorySize"], p["Timeout"]) == (256, 60)
+            assert "ReservedConcurrentExecutions" not in p
+
+
+def test_queues_are_encrypted_redrive_to_their_dlq_and_outlast_the_lambda(
+    app: App, res: AppResources, resources: Resources
+) -> None:
+    consumers = [(fn.id, res.function(fn.id).queue, res.function(fn.id).dlq) for fn in app]
+    for function_id, queue, dlq in [*consumers, (None, res.router_queue, res.router_dlq)]:
+        q = props(resources[queue_id(resources, queue)])
+        assert q["VisibilityTimeout"] >= 6 * lambda_of(resources, function_id)[1]["Timeout"]
+        assert q["RedrivePolicy"] == {"deadLetterTargetArn": arn(queue_id(resources, dlq)),
+                                      "maxReceiveCount": MAX_RECEIVES}
+    for logical_id, queue in of_type(resources, "AWS::SQS::Queue").items():
+        assert props(queue)["SqsManagedSseEnabled"] is True
+        (policy,) = [p for p in of_type(resources, "AWS::SQS::QueuePolicy").values()
+                     if props(p)["Queues"] == [{"Ref": logical_id}]]
+        assert {"Action": "sqs:*", "Effect": "Deny", "Principal": {"AWS": "*"},
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                "Resource": arn(logical_id)} in props(policy)["PolicyDocument"]["Statement"]
+
+
+def test_each_lambda_consumes_its_own_queue_with_partial_batch_responses(
+    app: App, res: AppResources, resources: Resources
+) -> None:
+    mappings = list(of_type(resources, "AWS::Lambda::EventSourceMapping").values())
+    for fn in [*app, None]:
+        queue = res.function(fn.id).queue if fn else res.router_queue
+        logical_id, _ = lambda_of(resources, fn.id if fn else None)
+        (m,) = [props(m) for m in mappings if props(m)["FunctionName"] == {"Ref": logical_id}]
+        assert m["EventSourceArn"] == arn(queue_id(resources, queue))
+        assert m["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert m["BatchSize"] == (1 if fn else 10)
+
+
+# -- routing --------------------------------------------------------------------------------
+
+
+def rule_named(resources: Resources, name: str) -> tuple[str, dict[str, Any]]:
+    (found,) = [(k, props(v)) for k, v in of_type(resources, "AWS::Events::Rule").items()
+                if props(v)["Name"] == name]
+    return found
+
+
+def assert_delivers_to(resources: Resources, rule: tuple[str, dict[str, Any]], queue: str) -> None:
+    """The rule targets the queue, and the queue lets EventBridge send for this rule only."""
+    rule_id, p = rule
+    qid = queue_id(resources, queue)
+    assert p["Targets"] == [{"Arn": arn(qid), "Id": "queue"}]
+    (policy,) = [props(q) for q in of_type(resources, "AWS::SQS::QueuePolicy").values()
+                 if props(q)["Queues"] == [{"Ref": qid}]]
+    assert {"Action": "sqs:SendMessage", "Effect": "Allow",
+            "Principal": {"Service": "events.amazonaws.com"}, "Resource": arn(qid),
+            "Condition": {"ArnEquals": {"aws:SourceArn": arn(rule_id)}}} in \
+        policy["PolicyDocument"]["Statement"]
+
+
+def test_trigger_and_message_rules_use_the_patterns_from_resources(
+    app: App, res: AppResources, resources: Resources
+) -> None:
+    bus = next(iter(of_type(resources, "AWS::Events::EventBus")))
+    triggered = [fn for fn in app if fn.events]
+    assert len(of_type(resources, "AWS::Events::Rule")) == len(triggered) + len(list(app)) + 1
+    for fn in app:
+        f = res.function(fn.id)
+        if fn.events:
+            rule = rule_named(resources, f.trigger_rule)
+            assert rule[1]["EventPattern"] == f.trigger_pattern(app.id)
+            assert rule[1]["EventBusName"] == {"Ref": bus}
+            assert_delivers_to(resources, rule, f.queue)
+        else:
+            assert f.trigger_pattern(app.id) is None
+        rule = rule_named(resources, f.message_rule)
+        assert rule[1]["EventPattern"] == f.message_pattern(app.id)
+        assert_delivers_to(resources, rule, f.queue)
+    rule = rule_named(resources, res.router_rule)
+    assert rule[1]["EventPattern"] == res.router_pattern()
+    assert_delivers_to(resources, rule, res.router_queue)
+
+
+def test_cron_triggers_are_scheduler_schedules_with_a_send_only_role(
+    app: App, res: AppResources, resources: Resources
+) -> None:
+    schedules = of_type(resources, "AWS::Scheduler::Schedule")
+    assert len(schedules) == sum(len(fn.crons) for fn in app)
+    digest = [props(s) for s in schedules.values()
+              if props(s)["Name"] == res.function("daily-digest").schedules[0].name]
+    assert [(s["ScheduleExpression"], s["ScheduleExpressionTimezone"]) for s in digest] == \
+        [("cron(0 8 * * ? *)", "Europe/London")]
+    for fn in app:
+        f = res.function(fn.id)
+        for schedule, cron in zip(f.schedules, fn.crons, strict=True):
+            (p,) = [props(s) for s in schedules.values() if props(s)["Name"] == schedule.name]
+            assert p["FlexibleTimeWindow"] == {"Mode": "OFF"}
+            assert (p["ScheduleExpression"], p["ScheduleExpressionTimezone"]) == \
+                cron.to_aws_scheduler()
+            qid = queue_id(resources, f.queue)
+            assert p["Target"]["Arn"] == arn(qid)
+            assert json.loads(p["Target"]["Input"]) == {
+                "type": "cron", "function_id": fn.id, "cron": cron.spec,
+                "scheduled_time": "<aws.scheduler.scheduled-time>"}
+            role_id = p["Target"]["RoleArn"]["Fn::GetAtt"][0]
+            trust = props(resources[role_id])["AssumeRolePolicyDocument"]["Statement"]
+            assert [s["Principal"] for s in trust] == [{"Service": "scheduler.amazonaws.com"}]
+            assert role_statements(resources, p["Target"]["RoleArn"]) == [
+                {"Action": "sqs:SendMessage", "Effect": "Allow", "Resource": arn(qid)}]
+
+
+# -- permissions ----------------------------------------------------------------------------
+
+
+def test_no_wildcards_in_iam_policies(resources: Resources) -> None:
+    for p in of_type(resources, "AWS::IAM::Policy").values():
+        for s in props(p)["PolicyDocument"]["Statement"]:
+            assert not any("*" in a for a in actions(s)), s
+            assert "*" not in json.dumps(s["Resource"]), s
+
+
+def test_each_lambda_touches_only_its_queue_the_table_and_the_bus(
+    app: App, res: AppResources, resources: Resources
+) -> None:
+    (table,) = of_type(resources, "AWS::DynamoDB::Table")
+    (bus,) = of_type(resources, "AWS::Events::EventBus")
+    table_arns = [arn(table), *({"Fn::Join": ["", [arn(table), f"/index/{i['IndexName']}"]]}
+                                for i in table_spec("x")["GlobalSecondaryIndexes"])]
+    for fn in [*app, None]:
+        queue = res.function(fn.id).queue if fn else res.router_queue
+        _, p = lambda_of(resources, fn.id if fn else None)
+        granted: dict[str, list[Any]] = {}
+        for s in role_statements(resources, p["Role"]):
+            assert s["Effect"] == "Allow"
+            for a in actions(s):
+                granted.setdefault(a.split(":")[0], []).extend(as_list(s["Resource"]))
+        assert set(granted) == {"sqs", "dynamodb", "events", "logs"}
+        assert all(r == arn(queue_id(resources, queue)) for r in granted["sqs"])
+        assert all(r in table_arns for r in granted["dynamodb"])
+        assert set(map(json.dumps, granted["dynamodb"])) == set(map(json.dumps, table_arns))
+        assert granted["events"] == [arn(bus)]
+        log_group = p["LoggingConfig"]["LogGroup"]["Ref"]
+        assert all(r == arn(log_group) for r in granted["logs"])
+
+
+def test_state_actions_are_exactly_what_the_store_calls() -> None:
+    """Keeps STATE_ACTIONS in step with store.py: a new call needs a grant, a dropped one none."""
+    source = (PROJECT_ROOT / "runtime/backends/aws/store.py").read_text()
+    calls = set(re.findall(r"client\.(\w+)\(", source))
+    calls |= {f"{m}" for m in re.findall(r"get_paginator\(\"(\w+)\"\)", source)}
+    calls -= {"get_paginator", "transact_write_items"}  # the latter: per-item actions below
+    used = {"dynamodb:" + "".join(w.title() for w in c.split("_")) for c in calls}
+    kinds = set(re.findall(r"\{\s*\"(Put|Update|Delete|ConditionCheck)\":", source))
+    used |= {f"dynamodb:{k}Item" for k in kinds}
+    assert used == set(STATE_ACTIONS)
+
+
+# -- the table, monitoring, outputs ---------------------------------------------------------
+
+
+def test_table_mirrors_table_spec(res: AppResources, resources: Resources) -> None:
+    ((_, table),) = of_type(resources, "AWS::DynamoDB::Table").items()
+    p, spec = props(table), table_spec(res.table)
+    for key in ("TableName", "BillingMode", "KeySchema", "GlobalSecondaryIndexes"):
+        assert p[key] == spec[key], key
+    assert sorted(p["AttributeDefinitions"], key=str) == \
+        sorted(spec["AttributeDefinitions"], key=str)
+    assert p["TimeToLiveSpecification"] == ttl_spec(res.table)["TimeToLiveSpecification"]
+    assert p["TimeToLiveSpecification"]["AttributeName"] == "expires_at"
+    assert p["SSESpecification"] == {"SSEEnabled": True}
+    assert p["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert table["DeletionPolicy"] == "Delete"  # stepkit:retainState=false, the default
+
+
+def test_alarms_on_every_dlq_and_lambda_and_a_dashboard(
+    app: App, res: AppResources, resources: Resources
+) -> None:
+    alarms = [props(a) for a in of_type(resources, "AWS::CloudWatch::Alarm").values()]
+    dlqs = [res.function(fn.id).dlq for fn in app] + [res.router_dlq]
+    dlq_alarms = [a for a in alarms if a["MetricName"] == "ApproximateNumberOfMessagesVisible"]
+    assert sorted(a["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in dlq_alarms) == \
+        sorted(queue_id(resources, d) for d in dlqs)
+    error_alarms = [a for a in alarms if a["MetricName"] == "Errors"]
+    assert sorted(a["Dimensions"][0]["Value"]["Ref"] for a in error_alarms) == \
+        sorted(k for k in of_type(resources, "AWS::Lambda::Function"))
+    for a in alarms:
+        assert (a["Threshold"], a["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    ((_, dashboard),) = of_type(resources, "AWS::CloudWatch::Dashboard").items()
+    body = json.dumps(props(dashboard)["DashboardBody"])
+    assert "ApproximateAgeOfOldestMessage" in body
+    assert "ApproximateNumberOfMessagesVisible" in body
+
+
+def test_outputs(synthesized: tuple) -> None:
+    outputs = synthesized[3]["Outputs"]
+    assert {"TableName", "BusName", "BusArn", "TableItemsUrl", "DashboardUrl"} <= set(outputs)
+    url = json.dumps(outputs["TableItemsUrl"]["Value"])
+    assert '"https://", {"Ref": "AWS::Region"}, ".console.aws.amazon.com/dynamodbv2/home?region='\
+        in url
+    assert '"#item-explorer?table=", {"Ref": "StateTable' in url
+
+
+# -- options, settings and growth -----------------------------------------------------------
+
+
+def noop(ctx: Any) -> None:
+    return None
+
+
+def test_options_and_settings_shape_the_lambdas_and_names() -> None:
+    app = App("shop")
+    app.function(id="big", trigger=TriggerEvent("a/b"), memory_mb=1024, timeout_s=120,
+                 reserved_concurrency=3, batch_size=5)(noop)
+    stack, resources, _ = synth(app, stage="prod", retention_days=7, log_level="DEBUG")
+    assert stack.stack_name == "test"
+    _, p = lambda_of(resources, "big")
+    assert (p["MemorySize"], p["Timeout"], p["ReservedConcurrentExecutions"]) == (1024, 120, 3)
+    env = p["Environment"]["Variables"]
+    assert (env["STEPKIT_APP"], env["STEPKIT_TABLE"], env["STEPKIT_BUS"]) == \
+        ("shop", "shop-prod-state", "shop-prod-bus")
+    assert (env["STEPKIT_RETENTION_DAYS"], env["POWERTOOLS_LOG_LEVEL"]) == ("7", "DEBUG")
+    assert props(resources[queue_id(resources, "shop-prod-big")])["VisibilityTimeout"] == 720
+    rule = rule_named(resources, "shop-prod-big-trigger")[1]
+    assert rule["EventPattern"]["source"] == ["shop"]  # the stage never changes the source
+    assert {props(g)["RetentionInDays"] for g in
+            of_type(resources, "AWS::Logs::LogGroup").values()} == {7}
+    (m,) = [props(m) for m in of_type(resources, "AWS::Lambda::EventSourceMapping").values()
+            if props(m)["BatchSize"] != 10]
+    assert m["BatchSize"] == 5
+
+
+def test_bad_options_and_context_are_named() -> None:
+    app = App("shop")
+    app.function(id="big", trigger=TriggerEvent("a/b"), timeout_s=901)(noop)
+    with pytest.raises(ValueError, match="function 'big': option timeout_s must be"):
+        synth(app)
+    node = cdk.App(context={"stepkit:retentionDays": "0"}).node
+    with pytest.raises(ValueError, match="stepkit:retentionDays"):
+        StackSettings.from_context(node)
+    node = cdk.App(context={"stepkit:stage": "qa", "stepkit:bundle": "false",
+                            "stepkit:retentionDays": "14", "stepkit:logLevel": "debug"}).node
+    assert StackSettings.from_context(node) == StackSettings(
+        stage="qa", retention_days=14, log_level="DEBUG", bundle=False)
+    assert StackSettings(stage="qa").stack_name("my_app") == "stepkit-my-app-qa"
+
+
+EXTRA = '''
+from functions import app
+from runtime import TriggerCron, TriggerEvent
+
+
+@app.function(id="extra-fn", trigger=[TriggerEvent("extra/happened"), TriggerCron("*/5 * * * *")])
+def extra(ctx):
+    return None
+'''
+
+
+@pytest.fixture
+def functions_with_extra_file(tmp_path: Path) -> Iterator[App]:
+    """A copy of functions/ plus one new module, loaded as the `functions` package."""
+    shutil.copytree(PROJECT_ROOT / "functions", tmp_path / "functions",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "functions" / "extra.py").write_text(EXTRA)
+    saved = {k: v for k, v in sys.modules.items() if k == "functions" or
+             k.startswith("functions.")}
+    for name in saved:
+        del sys.modules[name]
+    try:
+        yield load_app(root=tmp_path)
+    finally:
+        for name in [k for k in sys.modules if k == "functions" or k.startswith("functions.")]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+        sys.path.remove(str(tmp_path.resolve()))
+
+
+def test_a_new_function_file_adds_exactly_its_resources(
+    resources: Resources, functions_with_extra_file: App
+) -> None:
+    app = functions_with_extra_file
+    assert isinstance(app.get("extra-fn"), FunctionDef)
+    stack, grown, _ = synth(app)
+    before = Counter(r["Type"] for r in resources.values())
+    after = Counter(r["Type"] for r in grown.values())
+    added = {k: after[k] - before[k] for k in after if after[k] != before[k]}
+    assert added == {
+        "AWS::Lambda::Function": 1, "AWS::Lambda::EventSourceMapping": 1,
+        "AWS::SQS::Queue": 2, "AWS::SQS::QueuePolicy": 2, "AWS::Logs::LogGroup": 1,
+        "AWS::Events::Rule": 2, "AWS::Scheduler::Schedule": 1,
+        "AWS::IAM::Role": 2, "AWS::IAM::Policy": 2, "AWS::CloudWatch::Alarm": 2,
+    }
+    f = stack.resources.function("extra-fn")
+    assert rule_named(grown, f.trigger_rule)[1]["EventPattern"] == \
+        {"source": ["demo"], "detail-type": ["extra/happened"]}
+    (schedule,) = [props(s) for s in of_type(grown, "AWS::Scheduler::Schedule").values()
+                   if props(s)["Name"] == f.schedules[0].name]
+    assert schedule["ScheduleExpression"] == "cron(0/5 * * * ? *)"
+    assert lambda_of(grown, "extra-fn")[1]["Environment"]["Variables"]["STEPKIT_QUEUE_URL"] == \
+        {"Ref": queue_id(grown, f.queue)}
+
+
+def test_cron_only_function_gets_no_trigger_rule() -> None:
+    app = App("shop")
+    app.function(id="tick", trigger=TriggerCron("TZ=America/New_York 30 2 * * 1-5"))(noop)
+    _, resources, _ = synth(app)
+    names = {props(r)["Name"] for r in of_type(resources, "AWS::Events::Rule").values()}
+    assert names == {"shop-tick-msg", "shop-router"}
+    (s,) = [props(s) for s in of_type(resources, "AWS::Scheduler::Schedule").values()]
+    assert (s["ScheduleExpression"], s["ScheduleExpressionTimezone"]) == \
+        ("cron(30 2 ? * 2-6 *)", "America/New_York")
