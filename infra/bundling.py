@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,7 @@ LAMBDA_ARCHITECTURE = lambda_.Architecture.ARM_64
 PLATFORM = "aarch64-manylinux_2_34"  # Amazon Linux 2023 (glibc 2.34) on Graviton
 SOURCES = ("runtime", DEFAULT_PACKAGE)
 CACHE_DIR = Path(".stepkit") / "lambda-assets"
+PRUNE_AFTER_S = 3600
 _FORMAT = "1"  # bump when the build steps change, so cached assets are rebuilt
 _SKIP_DIRS = {"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
 
@@ -106,6 +108,7 @@ def build_asset(
     kind = "full" if dependencies else "src"
     target = cache / f"{kind}-{key[:24]}"
     if target.is_dir():
+        os.utime(target)  # recently used: not pruned by another build
         return LambdaAsset(target, key)
     cache.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=cache))
@@ -123,9 +126,7 @@ def build_asset(
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    for old in cache.glob(f"{kind}-*"):
-        if old != target:
-            shutil.rmtree(old, ignore_errors=True)
+    _prune(cache, kind, keep=target)
     return LambdaAsset(target, key)
 
 
@@ -169,6 +170,18 @@ def _install_dependencies(root: Path, target: Path) -> None:
     # Console scripts carry this machine's interpreter path in their shebang; Lambda
     # never runs them.
     shutil.rmtree(target / "bin", ignore_errors=True)
+
+
+def _prune(cache: Path, kind: str, *, keep: Path) -> None:
+    """Drop builds (60 MB each) and abandoned staging directories unused for an hour; a
+    younger one may be in use by a concurrent synth of other sources."""
+    for old in [*cache.glob(f"{kind}-*"), *cache.glob(f".{kind}-*")]:
+        try:
+            stale = time.time() - old.stat().st_mtime > PRUNE_AFTER_S
+        except FileNotFoundError:  # pruned by a concurrent build
+            continue
+        if old != keep and stale:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _normalise_modes(path: Path) -> None:
