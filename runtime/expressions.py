@@ -21,17 +21,13 @@ from __future__ import annotations
 import json
 import keyword
 import math
-import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import celpy
-from celpy import celtypes
-from celpy.adapter import json_to_cel
-from celpy.celparser import CELParseError
-from celpy.evaluation import CELEvalError, base_functions
+if TYPE_CHECKING:
+    from celpy import Runner
 
 __all__ = ["Expression", "ExpressionError", "interpolate", "match_expression"]
 
@@ -57,36 +53,6 @@ class ExpressionError(ValueError):
     """An expression that does not compile, or a malformed ``match`` field."""
 
 
-_BOOL = celtypes.BoolType
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, celtypes.IntType | celtypes.UintType | celtypes.DoubleType)
-
-
-def _numeric_aware(name: str, compare: Callable[[Any, Any], bool]) -> Callable[[Any, Any], Any]:
-    strict = base_functions[name]
-
-    def relation(left: Any, right: Any) -> Any:
-        if name in {"_==_", "_!=_"} and isinstance(left, _BOOL) != isinstance(right, _BOOL):
-            return celtypes.BoolType(name == "_!=_")  # celpy says true == 1
-        if _is_number(left) and _is_number(right) and type(left) is not type(right):
-            plain = [float(v) if isinstance(v, float) else int(v) for v in (left, right)]
-            return celtypes.BoolType(compare(plain[0], plain[1]))
-        return strict(left, right)
-
-    return relation
-
-
-# celpy lets a program override its operator implementations by name.
-_OPERATORS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le}
-_OPERATORS |= {">": operator.gt, ">=": operator.ge}
-_FUNCTIONS: dict[str, Any] = {f"_{k}_": _numeric_aware(f"_{k}_", v) for k, v in _OPERATORS.items()}
-_ENV = celpy.Environment()
-# What evaluation may raise; celpy wraps nearly everything in CELEvalError.
-_EVAL_ERRORS = (CELEvalError, ArithmeticError, LookupError, TypeError, ValueError)
-
-
 def _plain(value: Any) -> Any:
     """Map ``Decimal`` (from DynamoDB) to int or float, and ints past int64 to float."""
     if isinstance(value, Decimal):
@@ -94,22 +60,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
         value = float(value)
     return value
-
-
-def _to_cel(value: Any) -> Any:
-    """Convert a JSON-like Python value to CEL."""
-    value = _plain(value)
-    if value is None or isinstance(value, bool | str):
-        return json_to_cel(value)
-    if isinstance(value, int):
-        return celtypes.IntType(value)
-    if isinstance(value, float):
-        return celtypes.DoubleType(value)
-    if isinstance(value, Mapping):
-        return celtypes.MapType({_to_cel(k): _to_cel(v) for k, v in value.items()})
-    if isinstance(value, list | tuple):
-        return celtypes.ListType([_to_cel(v) for v in value])
-    raise TypeError(f"cannot bind a {type(value).__name__} in a CEL expression; use JSON values")
 
 
 class Expression:
@@ -125,9 +75,11 @@ class Expression:
 
     def __init__(self, source: str, *, where: str) -> None:
         """Compile ``source``; see :meth:`compile`."""
+        from runtime import _cel  # celpy and its grammar load on first use, not at import
+
         try:
-            ast = _ENV.compile(source)
-        except CELParseError as exc:
+            program = _cel.compile_program(source)
+        except _cel.CELParseError as exc:
             caret = str(exc).rstrip("\n")
             line, column = getattr(exc, "line", None), getattr(exc, "column", None)
             at = f" at line {line}, column {column}" if line is not None else ""
@@ -136,7 +88,7 @@ class Expression:
             ) from None
         self.source = source
         self.where = where
-        self._program = _ENV.program(ast, functions=_FUNCTIONS)
+        self._program: Runner = program
 
     @classmethod
     def compile(cls, source: str, *, where: str) -> Expression:
@@ -185,12 +137,9 @@ class Expression:
             TypeError: If a value is not JSON-like (a programming error, not a non-match).
 
         """
-        activation = {name: _to_cel(value) for name, value in variables.items()}
-        try:
-            result = self._program.evaluate(activation)
-        except _EVAL_ERRORS:
-            return False
-        return isinstance(result, celtypes.BoolType) and bool(result)
+        from runtime import _cel
+
+        return _cel.evaluate(self._program, variables)
 
     def __repr__(self) -> str:
         return f"Expression({self.source!r}, where={self.where!r})"

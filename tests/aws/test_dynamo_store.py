@@ -415,7 +415,7 @@ def test_items_are_legible_in_the_console(store: DynamoStore, ddb: Any) -> None:
     assert run["gsi1pk"] == {"S": "FN#fn"}
     assert run["gsi2pk"] == {"S": "STATUS#Running"}
     assert run["gsi1sk"] == {"S": "2026-03-02T08:00:00.000Z#r1"}
-    assert json.loads(raw(ddb, "RUN#r1", "EVENTS")["events"]["S"]) == [{"id": "e1", "name": "a"}]
+    assert json.loads(raw(ddb, "RUN#r1", "TRIGGER")["events"]["S"]) == [{"id": "e1", "name": "a"}]
     outbox = raw(ddb, "RUN#r1", "OUTBOX")
     assert outbox["msg_id"] == {"S": "m1"}
     assert "expires_at" not in run  # running: kept
@@ -429,7 +429,7 @@ def test_finished_runs_expire_after_retention_and_steps_later(store: DynamoStore
     store.commit("r1", Commit("m2", 1, run=RunPatch(status=RunStatus.COMPLETED,
                                                     ended_at=START + 90)))
     expires = int(START + 90 + 30 * DAY)
-    for sk in ("RUN", "EVENTS", "OUTBOX"):
+    for sk in ("RUN", "TRIGGER", "OUTBOX"):
         assert raw(ddb, "RUN#r1", sk)["expires_at"] == {"N": str(expires)}, sk
     assert raw(ddb, "RUN#r1", "STEP#a")["expires_at"] == {"N": str(int(START + 396 * DAY))}
     assert raw(ddb, "WAIT#order/paid", "r1#w")["expires_at"] == {"N": str(int(START + 500 + DAY))}
@@ -445,12 +445,12 @@ def test_finished_runs_expire_after_retention_and_steps_later(store: DynamoStore
 def test_more_than_100_items_is_refused_before_calling_aws(store: DynamoStore, ddb: Any) -> None:
     store.create_run(make_run(), [])
     calls = record_calls(ddb)
-    writes = tuple(StepWrite(step(f"s{i}")) for i in range(99))  # + run + outbox = 101
-    with pytest.raises(StoreError, match=r"run r1: one commit would write 101 items") as info:
+    writes = tuple(StepWrite(step(f"s{i}")) for i in range(99))  # + run + outbox + log = 102
+    with pytest.raises(StoreError, match=r"run r1: one commit would write 102 items") as info:
         store.commit("r1", Commit("m1", 0, steps=writes))
     assert info.value.code == "TooManyItems"
     assert calls == []
-    assert store.commit("r1", Commit("m1", 0, steps=writes[:98]))  # exactly 100 is fine
+    assert store.commit("r1", Commit("m1", 0, steps=writes[:97]))  # exactly 100 is fine
 
 
 def test_aws_errors_become_store_errors(aws: AwsEmulators) -> None:
@@ -544,3 +544,37 @@ def test_default_client_comes_from_the_environment(ddb: Any) -> None:
     store = DynamoStore(TABLE)  # boto3.client("dynamodb"), routed by the fixture's env vars
     assert store.create_run(make_run(), [])
     assert store.load("r1") is not None
+
+
+def test_a_warm_load_reads_only_the_commits_since(store: DynamoStore, ddb: Any) -> None:
+    store.create_run(make_run(), [])
+    for v in range(20):
+        assert store.commit("r1", Commit(f"m{v}", v, steps=(StepWrite(step(f"s{v}")),)))
+    assert store.load("r1") is not None  # cold: the whole run
+    for v in range(20, 23):
+        assert store.commit("r1", Commit(f"m{v}", v, steps=(StepWrite(step(f"s{v}")),)))
+    read: list[int] = []
+    ddb.meta.events.register(
+        "after-call.dynamodb.Query", lambda parsed, **_: read.append(len(parsed["Items"]))
+    )
+    state = store.load("r1")
+    assert state is not None
+    assert state.run.version == 23 and len(state.steps) == 23
+    assert state.steps["s22"] == step("s22")
+    assert read == [5]  # three log entries, the outbox and the run: not the 23 steps
+    # and what it assembled equals a cold load of the same run
+    fresh = DynamoStore(store.table, client=store.client, clock=store.clock)
+    assert fresh.load("r1") == state
+
+
+def test_a_commit_too_large_to_log_makes_the_next_load_whole(
+    store: DynamoStore, ddb: Any
+) -> None:
+    store.create_run(make_run(), [])
+    assert store.load("r1") is not None
+    big = "x" * 120_000
+    writes = tuple(StepWrite(step(k, output=[k, big])) for k in ("a", "b", "c"))
+    assert store.commit("r1", Commit("m0", 0, steps=writes))
+    state = store.load("r1")
+    assert state is not None and set(state.steps) == {"a", "b", "c"}
+    assert state.steps["c"].output == ["c", big]

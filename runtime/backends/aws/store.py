@@ -13,8 +13,10 @@ import heapq
 import json
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
@@ -133,20 +135,45 @@ class DynamoStore:
         retention_days: int = 30,
         client: DynamoDBClient | None = None,
         clock: Clock | None = None,
+        cache_size: int = 256,
     ) -> None:
         self.table = table_name
         self.retention = retention_days * t.DAY
         self.client: DynamoDBClient = client or boto3.client("dynamodb")
         self.clock: Clock = clock or SystemClock()
+        # Runs this container loaded lately. A warm Lambda that handles a run's next message
+        # reads only the commit-log entries since (linear in steps, not quadratic).
+        self._cache: OrderedDict[str, RunState] = OrderedDict()
+        self.cache_size = cache_size
 
     # -- reads ---------------------------------------------------------------------------
 
     def load(self, run_id: str) -> RunState | None:
-        """Load the run and its steps: one strongly consistent, paginated Query."""
+        """Load the run and its steps: one strongly consistent, paginated Query.
+
+        Cold, the Query reads the run's items (all but its commit log); warm (this store
+        loaded the run before), it reads only the log entries after the cached version plus
+        the run and outbox items, and applies them to the cached state.
+        """
+        cached = self._cache.get(run_id)
+        state = self._catch_up(run_id, cached) if cached is not None else None
+        if state is None:
+            state = self._load_whole(run_id)
+        if state is None:
+            self._cache.pop(run_id, None)
+            return None
+        self._cache[run_id] = state
+        self._cache.move_to_end(run_id)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return state
+
+    def _load_whole(self, run_id: str) -> RunState | None:
         for attempt in range(_TORN_TRIES):
             rows = self._query(
-                KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues={":pk": t.s(t.RUN_PREFIX + run_id)},
+                KeyConditionExpression="pk = :pk AND sk > :log",
+                ExpressionAttributeValues={
+                    ":pk": t.s(t.RUN_PREFIX + run_id), ":log": t.s(t.LOG_END)},
                 ConsistentRead=True,
             )
             state, torn = _assemble(rows, self.clock.now())
@@ -155,6 +182,47 @@ class DynamoStore:
             time.sleep(0.005 * 2**attempt)  # the commit completes within milliseconds
         raise StoreError(f"run {run_id}: read a half-applied commit {_TORN_TRIES} times in a row",
                          code="TornRead")
+
+    def _catch_up(self, run_id: str, cached: RunState) -> RunState | None:
+        """The cached state plus the commits since; ``None`` means: load it whole instead."""
+        since = cached.run.version
+        for attempt in range(_TORN_TRIES):
+            run = outbox = None
+            logs: dict[int, t.Item] = {}
+            for row in self._query(
+                KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
+                ExpressionAttributeValues={
+                    ":pk": t.s(t.RUN_PREFIX + run_id),
+                    ":lo": t.s(t.log_sk(since + 1)),
+                    ":hi": t.s(t.RUN_SK),
+                },
+                ConsistentRead=True,
+            ):
+                sk = row["sk"]["S"]
+                if sk == t.RUN_SK:
+                    run = row
+                elif sk == t.OUTBOX_SK:
+                    outbox = row
+                else:
+                    logs[int(row["version"]["N"])] = row
+            if run is None or outbox is None or int(run["version"]["N"]) < since:
+                return None  # gone, expired soon below, or not the run we cached
+            version = int(run["version"]["N"])
+            if int(outbox["version"]["N"]) == version and all(
+                v in logs for v in range(since + 1, version + 1)
+            ):
+                steps = dict(cached.steps)
+                for v in range(since + 1, version + 1):
+                    written = t.log_steps(logs[v])
+                    if written is None:
+                        return None  # a commit too large to log: read the run whole
+                    steps.update((rec.key, rec) for rec in written)
+                record = replace(t.run_from(run, None, outbox), events=cached.run.events)
+                if float(run.get(t.TTL_ATTRIBUTE, {"N": "inf"})["N"]) < self.clock.now():
+                    return None
+                return RunState(record, steps)
+            time.sleep(0.005 * 2**attempt)  # a commit half-applied: it completes in ms
+        return None
 
     def waiters_for(self, event_name: str) -> list[Waiter]:
         """Waiters listening for an event name (expired ones included: the caller skips them)."""
@@ -250,14 +318,16 @@ class DynamoStore:
                                           ":running": t.s(RunStatus.RUNNING.value)},
         }}, self._put(t.outbox_item(run_id, version, commit.msg_id, commit.outbox,
                                     [w.record.key for w in commit.steps], expires))]
+        # Steps must outlive their run, whose longest sleep is a year: see ARCHITECTURE.md.
+        step_ttl = now + self.retention + 366 * t.DAY
+        actions.append(self._put(t.log_item(run_id, version, commit.msg_id,
+                                            [w.record for w in commit.steps], step_ttl)))
         if expires is not None:  # the events item leaves with the run
             actions.append({"Update": {
                 "TableName": self.table, "Key": t.key(t.RUN_PREFIX + run_id, t.EVENTS_SK),
                 "UpdateExpression": "SET #x = :x",
                 "ExpressionAttributeNames": {"#x": t.TTL_ATTRIBUTE},
                 "ExpressionAttributeValues": {":x": t.n(int(expires))}}})
-        # Steps must outlive their run, whose longest sleep is a year: see ARCHITECTURE.md.
-        step_ttl = now + self.retention + 366 * t.DAY
         for w in commit.steps:
             item = t.step_item(run_id, w.record, version, step_ttl)
             if w.expect_status is None:

@@ -112,7 +112,17 @@ def ttl_spec(name: str) -> dict[str, Any]:
 Item: TypeAlias = "dict[str, AttributeValueTypeDef]"
 
 RUN_PREFIX, STEP_PREFIX, WAIT_PREFIX, EVENT_PREFIX = "RUN#", "STEP#", "WAIT#", "EVENT#"
-RUN_SK, EVENTS_SK, OUTBOX_SK, EVENT_SK = "RUN", "EVENTS", "OUTBOX", "EVENT"
+RUN_SK, OUTBOX_SK, EVENT_SK = "RUN", "OUTBOX", "EVENT"
+# A run's partition sorts as LOG#..., OUTBOX, RUN, STEP#..., TRIGGER: the commit log first,
+# so a full load is one range (sk > LOG_END) and a warm load another (LOG#<v+1> .. RUN).
+EVENTS_SK = "TRIGGER"  # the triggering events
+LOG_PREFIX, LOG_END = "LOG#", "LOG$"  # '$' sorts right after '#'
+MAX_LOGGED_BYTES = 300 * 1024  # leaves room under the 400 KB item limit
+
+
+def log_sk(version: int) -> str:
+    """The sort key of the commit-log item of ``version`` (zero-padded so it sorts)."""
+    return f"{LOG_PREFIX}{version:010d}"
 FN_PREFIX, STATUS_PREFIX, DAY_PREFIX = "FN#", "STATUS#", "EVENTS#"
 DAY = 86400
 
@@ -218,6 +228,32 @@ def outbox_item(run_id: str, version: int, msg_id: str | None, outbox: Sequence[
     if expires is not None:
         item[TTL_ATTRIBUTE] = n(int(expires))
     return item
+
+
+def log_item(run_id: str, version: int, msg_id: str, steps: Sequence[StepRecord],
+             ttl: float) -> Item:
+    """Encode the commit-log entry of ``version``: the step records that commit wrote.
+
+    Append-only, so a reader that has the state at version ``v`` catches up by reading only
+    the entries after ``v`` instead of every step again. A commit whose records would not fit
+    in one item (400 KB) logs only its step keys; a reader meeting that loads the run whole.
+    """
+    records = json.dumps([rec.to_json() for rec in steps], ensure_ascii=False,
+                         separators=(",", ":"))
+    item: Item = {
+        **key(RUN_PREFIX + run_id, log_sk(version)), "version": n(version), "msg_id": s(msg_id),
+        "step_keys": js([rec.key for rec in steps]), TTL_ATTRIBUTE: n(int(ttl)),
+    }
+    if len(records.encode()) <= MAX_LOGGED_BYTES:
+        item["steps"] = s(records)
+    return item
+
+
+def log_steps(row: Item) -> list[StepRecord] | None:
+    """Inverse of :func:`log_item`: the step records of one commit (``None``: not logged)."""
+    if "steps" not in row:
+        return None
+    return [StepRecord.from_json(raw) for raw in json.loads(row["steps"]["S"])]
 
 
 def run_from(run: Item, events: Item | None, outbox: Item | None) -> RunRecord:

@@ -1,0 +1,85 @@
+"""The celpy side of :mod:`runtime.expressions`, imported on the first compile.
+
+celpy pulls in lark, pendulum and builds its CEL grammar (a few hundred milliseconds), so
+handlers and apps that use no CEL expression never load it.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import celpy
+from celpy import celtypes
+from celpy.adapter import json_to_cel
+from celpy.celparser import CELParseError
+from celpy.evaluation import CELEvalError, base_functions
+
+from runtime.expressions import _plain
+
+__all__ = ["CELParseError", "compile_program", "evaluate"]
+
+_BOOL = celtypes.BoolType
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, celtypes.IntType | celtypes.UintType | celtypes.DoubleType)
+
+
+def _numeric_aware(name: str, compare: Callable[[Any, Any], bool]) -> Callable[[Any, Any], Any]:
+    strict = base_functions[name]
+
+    def relation(left: Any, right: Any) -> Any:
+        if name in {"_==_", "_!=_"} and isinstance(left, _BOOL) != isinstance(right, _BOOL):
+            return celtypes.BoolType(name == "_!=_")  # celpy says true == 1
+        if _is_number(left) and _is_number(right) and type(left) is not type(right):
+            plain = [float(v) if isinstance(v, float) else int(v) for v in (left, right)]
+            return celtypes.BoolType(compare(plain[0], plain[1]))
+        return strict(left, right)
+
+    return relation
+
+
+# celpy lets a program override its operator implementations by name.
+_OPERATORS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le}
+_OPERATORS |= {">": operator.gt, ">=": operator.ge}
+_FUNCTIONS: dict[str, Any] = {f"_{k}_": _numeric_aware(f"_{k}_", v) for k, v in _OPERATORS.items()}
+_ENV = celpy.Environment()
+# What evaluation may raise; celpy wraps nearly everything in CELEvalError.
+_EVAL_ERRORS = (CELEvalError, ArithmeticError, LookupError, TypeError, ValueError)
+
+
+def _to_cel(value: Any) -> Any:
+    """Convert a JSON-like Python value to CEL."""
+    value = _plain(value)
+    if value is None or isinstance(value, bool | str):
+        return json_to_cel(value)
+    if isinstance(value, int):
+        return celtypes.IntType(value)
+    if isinstance(value, float):
+        return celtypes.DoubleType(value)
+    if isinstance(value, Mapping):
+        return celtypes.MapType({_to_cel(k): _to_cel(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return celtypes.ListType([_to_cel(v) for v in value])
+    raise TypeError(f"cannot bind a {type(value).__name__} in a CEL expression; use JSON values")
+
+
+def compile_program(source: str) -> celpy.Runner:
+    """Parse ``source`` into a program using stepkit's numeric-aware comparisons.
+
+    Raises:
+        CELParseError: On a syntax error.
+    """
+    return _ENV.program(_ENV.compile(source), functions=_FUNCTIONS)
+
+
+def evaluate(program: celpy.Runner, variables: Mapping[str, Any]) -> bool:
+    """True only if ``program`` yields boolean true with ``variables`` bound."""
+    activation = {name: _to_cel(value) for name, value in variables.items()}
+    try:
+        result = program.evaluate(activation)
+    except _EVAL_ERRORS:
+        return False
+    return isinstance(result, celtypes.BoolType) and bool(result)
