@@ -216,7 +216,9 @@ class Orchestrator:
             state = self.store.load(run_id)
             if state is None or state.run.status.finished:
                 return False
-            fn = self.app.get(state.run.function_id)
+            # The run's function may be gone from the code (a deploy removed it): still
+            # cancellable, with only the waiters its steps show.
+            fn = self.app.functions.get(state.run.function_id)
             now = self.clock.now()
             error = ErrorInfo("FunctionCancelled", reason, retriable=False)
             commit = Commit(
@@ -347,15 +349,15 @@ class Orchestrator:
             for i, spec in enumerate(fn.cancel_on)
         ]
 
-    def _waiters_of(self, fn: FunctionDef, state: RunState) -> tuple[Waiter, ...]:
+    def _waiters_of(self, fn: FunctionDef | None, state: RunState) -> tuple[Waiter, ...]:
         """Every waiter a run may still have, to remove when it finishes."""
         run = state.run
         found = [
-            Waiter(spec.event, run.run_id, fn.id, f"cancel:{i}", WaiterKind.CANCEL)
-            for i, spec in enumerate(fn.cancel_on)
+            Waiter(spec.event, run.run_id, run.function_id, f"cancel:{i}", WaiterKind.CANCEL)
+            for i, spec in enumerate(fn.cancel_on if fn else ())
         ]
         found += [
-            Waiter(rec.detail["event"], run.run_id, fn.id, rec.key, WaiterKind.STEP)
+            Waiter(rec.detail["event"], run.run_id, run.function_id, rec.key, WaiterKind.STEP)
             for rec in state.steps.values()
             if rec.status is StepStatus.WAITING
         ]
