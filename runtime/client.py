@@ -1,7 +1,8 @@
 """Talk to a deployed app: send events to its bus, read its runs from its table.
 
 Names come from arguments, else the ``STEPKIT_APP`` / ``STEPKIT_BUS`` / ``STEPKIT_TABLE``
-environment variables, else the names the CDK app derives from ``functions/``.
+environment variables, else the names the CDK app derives from ``functions/`` (with the
+deployment stage from ``STEPKIT_STAGE``, if any).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.backends.aws.resources import ENV_APP, ENV_BUS, ENV_TABLE
+
+ENV_STAGE = "STEPKIT_STAGE"  # the CDK context stepkit:stage the app was deployed with
 from runtime.events import Event, validate_events
 
 
@@ -36,7 +39,7 @@ class Deployment:
             from runtime.backends.aws.resources import AppResources
             from runtime.discovery import load_app
 
-            derived = AppResources.for_app(load_app())
+            derived = AppResources.for_app(load_app(), stage=os.environ.get(ENV_STAGE) or None)
             app_id, bus, table = (
                 app_id or derived.app_id,
                 bus or derived.bus,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import datetime
 from typing import Any
 
@@ -28,11 +29,40 @@ from runtime.core.clock import SystemClock
 from runtime.core.orchestrator import Orchestrator
 from runtime.core.protocols import Clock
 from runtime.engine import Limits
+from runtime.errors import InvalidEventError
+from runtime.events import validate_event
 from runtime.records import Message
 
 
 class BadMessageError(ValueError):
     """A queue record that is none of the shapes stepkit sends (it ends in the DLQ)."""
+
+
+def event_from_envelope(raw: dict[str, Any]) -> dict[str, Any]:
+    """The stepkit event in an EventBridge delivery, with gaps filled from the envelope.
+
+    ``Detail`` is the event JSON. Anything that can call PutEvents may send one, so a missing
+    ``name`` is the ``DetailType``, a missing ``id`` the EventBridge event id and a missing
+    ``ts`` its ``time``: every target (each function's queue and the router) receives the
+    same envelope, so they agree on the id, which is what deduplicates runs.
+
+    Raises:
+        BadMessageError: The detail is not a valid event.
+    """
+    detail = raw.get("detail")
+    if not isinstance(detail, dict):
+        raise BadMessageError("EventBridge delivery without a detail object")
+    event = dict(detail)
+    event.setdefault("name", raw.get("detail-type"))
+    if not event.get("id"):
+        event["id"] = str(raw.get("id") or "")
+    if not event.get("ts") and raw.get("time"):
+        when = datetime.fromisoformat(str(raw["time"]).replace("Z", "+00:00"))
+        event["ts"] = int(when.timestamp() * 1000)
+    try:
+        return validate_event(event, now_ms=int(time.time() * 1000), allow_system=True).to_json()
+    except InvalidEventError as exc:
+        raise BadMessageError(f"EventBridge delivery carries an invalid event: {exc}") from None
 
 
 class Service:
@@ -115,7 +145,7 @@ class Service:
                 raise BadMessageError("EventBridge record without a detail object")
             if raw["detail-type"] == MESSAGE_DETAIL_TYPE:
                 return Message.from_json(detail)
-            return self.orchestrator.start_message(self.app.get(fn_id), detail)
+            return self.orchestrator.start_message(self.app.get(fn_id), event_from_envelope(raw))
         kind = raw.get("type")
         if kind == "cron":
             at = datetime.fromisoformat(str(raw["scheduled_time"]).replace("Z", "+00:00"))
@@ -135,9 +165,9 @@ class Service:
     def router_record(self, record: SQSRecord) -> None:
         """Handle one router-queue record: an app event from EventBridge."""
         raw = json.loads(record.body)
-        event = raw.get("detail") if isinstance(raw, dict) else None
-        if not isinstance(event, dict) or "id" not in event or "name" not in event:
-            raise BadMessageError("router record is not an EventBridge delivery of a stepkit event")
+        if not isinstance(raw, dict) or "detail-type" not in raw:
+            raise BadMessageError("router record is not an EventBridge delivery")
+        event = event_from_envelope(raw)
         self.logger.append_keys(event_id=event["id"], event_name=event["name"])
         self.orchestrator.route_event(event, start_runs=False)
 

@@ -238,3 +238,28 @@ def test_scheduler_expressions_round_trip_to_unix_cron() -> None:
     assert aws_cron_to_unix("cron(0/15 * * * ? *)") == "0-59/15 * * * *"
     assert aws_cron_to_unix("cron(0 8 1 * ? *)") == "0 8 1 * *"
     assert aws_cron_to_unix("cron(30 7 ? * 1,7 *)") == "30 7 * * 0,6"
+
+
+def test_put_events_with_only_data_in_the_detail_starts_one_run(aws: AwsEmulators) -> None:
+    app = App("shop")
+
+    @app.function(id="welcome", trigger=TriggerEvent("user/signup"))
+    def welcome(ctx: Context) -> str:
+        return ctx.event.id
+
+    @app.function(id="await-pay", trigger=TriggerEvent("order/created"))
+    def await_pay(ctx: Context) -> Any:
+        got = ctx.step.wait_for_event("pay", event="user/signup", timeout="1h")
+        return got.id if got else None
+
+    h = _harness(app, aws)
+    h.send("order/created")
+    backend = _backend(h)
+    entry = {"Source": "shop", "DetailType": "user/signup", "Detail": json.dumps({"data": {}}),
+             "EventBusName": backend.resources.bus}
+    out = backend.clients["events"].put_events(Entries=[entry])
+    h.settle()
+    # The function's queue and the router got the same envelope and agreed on the event id.
+    run = h.only_run("welcome")
+    assert run.output == out["Entries"][0]["EventId"]
+    assert h.only_run("await-pay").output == run.output
