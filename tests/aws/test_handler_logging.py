@@ -21,7 +21,9 @@ pytestmark = pytest.mark.aws
 def test_every_log_line_of_an_invocation_names_run_and_function(
     aws: AwsEmulators, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    app = App("shop")
+    # Powertools keeps one logger per service name, with the stream it was first built on:
+    # a name no other test uses, so its output goes to this test's captured stdout.
+    app = App("logcheck")
 
     @app.function(id="welcome", trigger=TriggerEvent("user/signup"))
     def welcome(ctx: Context) -> str:
@@ -60,4 +62,4 @@ def test_every_log_line_of_an_invocation_names_run_and_function(
     for line in lines:
         assert line["run_id"] == run_id, line
         assert line["function_id"] == "welcome", line
-        assert line["service"] == "shop", line
+        assert line["service"] == "logcheck", line
