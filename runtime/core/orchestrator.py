@@ -21,30 +21,11 @@ from functools import lru_cache
 from typing import Any
 
 from runtime.app import App, FunctionDef
-from runtime.core.ids import child_run_id, new_run_id, run_id_for_event
+from runtime.core.commits import commit_for, finish_outbox, waiters_of
+from runtime.core.ids import new_run_id, run_id_for_event
 from runtime.core.protocols import Bus, Clock, Queue, RunQuery, Store
 from runtime.engine import Limits, execute
-from runtime.engine.decisions import (
-    Decision,
-    Invoke,
-    Noop,
-    RunCompleted,
-    RunFailed,
-    RunRetry,
-    ScheduleBranches,
-    SendEvents,
-    Sleep,
-    StepFailed,
-    StepRetry,
-    StepSucceeded,
-    WaitForEvent,
-)
-from runtime.errors import FunctionNotFoundError
 from runtime.events import (
-    FUNCTION_CANCELLED,
-    FUNCTION_FAILED,
-    FUNCTION_FINISHED,
-    FUNCTION_INVOKED,
     SCHEDULED_TIMER,
     SYSTEM_PREFIX,
     Event,
@@ -64,7 +45,6 @@ from runtime.records import (
     RunState,
     RunStatus,
     StepKind,
-    StepRecord,
     StepStatus,
     StepWrite,
     Waiter,
@@ -73,7 +53,6 @@ from runtime.records import (
 
 EVENT_DEDUP_SECONDS = 24 * 3600
 _COMMIT_TRIES = 8
-_SYSTEM_IDS = uuid.UUID("3e0c6d1a-7b2f-4f59-8a61-2c9d0e4b5f73")
 _log = logging.getLogger("stepkit")
 
 
@@ -225,8 +204,8 @@ class Orchestrator:
                 msg_id=f"cancel-{uuid.uuid4().hex}",
                 expect_version=state.run.version,
                 run=RunPatch(status=RunStatus.CANCELLED, error=error, ended_at=now),
-                remove_waiters=self._waiters_of(fn, state),
-                outbox=self._finish_outbox(state.run, RunStatus.CANCELLED, None, error, now),
+                remove_waiters=waiters_of(fn, state),
+                outbox=finish_outbox(state.run, RunStatus.CANCELLED, None, error, now),
             )
             if self.store.commit(run_id, commit):
                 self.log.info("run %s cancelled: %s", run_id, reason)
@@ -317,7 +296,7 @@ class Orchestrator:
         if late:
             error = ErrorInfo("FunctionCancelled", f"not started within {fn.start_timeout}", False)
             run = replace(run, status=RunStatus.CANCELLED, error=error, ended_at=now)
-            outbox = list(self._finish_outbox(run, RunStatus.CANCELLED, None, error, now))
+            outbox = list(finish_outbox(run, RunStatus.CANCELLED, None, error, now))
             waiters = []
         run = replace(run, outbox=tuple(outbox))
         if self.store.create_run(run, waiters):
@@ -349,20 +328,6 @@ class Orchestrator:
             for i, spec in enumerate(fn.cancel_on)
         ]
 
-    def _waiters_of(self, fn: FunctionDef | None, state: RunState) -> tuple[Waiter, ...]:
-        """Every waiter a run may still have, to remove when it finishes."""
-        run = state.run
-        found = [
-            Waiter(spec.event, run.run_id, run.function_id, f"cancel:{i}", WaiterKind.CANCEL)
-            for i, spec in enumerate(fn.cancel_on if fn else ())
-        ]
-        found += [
-            Waiter(rec.detail["event"], run.run_id, run.function_id, rec.key, WaiterKind.STEP)
-            for rec in state.steps.values()
-            if rec.status is StepStatus.WAITING
-        ]
-        return tuple(found)
-
     # -- one invocation --------------------------------------------------------------------
 
     def _invoke(
@@ -377,7 +342,7 @@ class Orchestrator:
         )
         decision = execute(fn, state, now=now, target=target, limits=self.limits, logger=logger)
         for _ in range(_COMMIT_TRIES):
-            commit = self._commit_for(fn, state, msg, decision, now)
+            commit = commit_for(self.app, fn, state, msg, decision, now)
             if commit is None:
                 return
             if self.store.commit(run.run_id, commit):
@@ -393,248 +358,6 @@ class Orchestrator:
             if rec is None or old is None or (rec.status, rec.attempt) != (old.status, old.attempt):
                 return
             state = fresh
-
-    def _commit_for(
-        self, fn: FunctionDef, state: RunState, msg: Message, d: Decision, now: float
-    ) -> Commit | None:
-        run = state.run
-        nxt = Message(MessageKind.CONTINUE, fn.id, run.run_id, version=run.version + 1)
-        base = Commit(msg_id=msg.id, expect_version=run.version)
-
-        def write(ref_key: str, **fields: Any) -> StepWrite:
-            old = state.steps.get(ref_key)
-            rec = StepRecord(
-                key=ref_key,
-                started_at=old.started_at if old and old.started_at else now,
-                **fields,
-            )
-            return StepWrite(rec, old.status if old else None, old.attempt if old else 0)
-
-        if isinstance(d, Noop):
-            return None
-        if isinstance(d, StepSucceeded | StepFailed):
-            s = d.step
-            done = isinstance(d, StepSucceeded)
-            w = write(
-                s.key,
-                id=s.id,
-                kind=s.kind,
-                attempt=s.attempt,
-                branch=s.branch,
-                ended_at=now,
-                status=StepStatus.COMPLETED if done else StepStatus.FAILED,
-                output=d.output if isinstance(d, StepSucceeded) else None,
-                error=d.error if isinstance(d, StepFailed) else None,
-            )
-            self.log.info("step %s of run %s %s", s.key, run.run_id, w.record.status.value)
-            return replace(base, steps=(w,), outbox=(nxt,))
-        if isinstance(d, StepRetry):
-            s = d.step
-            w = write(
-                s.key,
-                id=s.id,
-                kind=s.kind,
-                status=StepStatus.RETRYING,
-                attempt=s.attempt + 1,
-                error=d.error,
-                wake_at=d.at,
-                branch=s.branch,
-            )
-            retry = (
-                Message(
-                    MessageKind.BRANCH,
-                    fn.id,
-                    run.run_id,
-                    key=s.key,
-                    attempt=s.attempt + 1,
-                    due=d.at,
-                )
-                if s.branch
-                else nxt.with_due(d.at)
-            )
-            self.log.warning(
-                "step %s of run %s failed (attempt %d): %s",
-                s.key,
-                run.run_id,
-                s.attempt + 1,
-                d.error.message,
-            )
-            return replace(base, steps=(w,), outbox=(retry,))
-        if isinstance(d, Sleep):
-            s = d.step
-            w = write(
-                s.key,
-                id=s.id,
-                kind=s.kind,
-                status=StepStatus.SLEEPING,
-                wake_at=d.until,
-                branch=s.branch,
-            )
-            wake = Message(MessageKind.WAKE, fn.id, run.run_id, key=s.key, due=d.until)
-            return replace(base, steps=(w,), outbox=(wake,))
-        if isinstance(d, WaitForEvent):
-            s = d.step
-            w = write(
-                s.key,
-                id=s.id,
-                kind=s.kind,
-                status=StepStatus.WAITING,
-                wake_at=d.until,
-                branch=s.branch,
-                detail={"event": d.event, "expression": d.expression},
-            )
-            waiter = Waiter(
-                d.event, run.run_id, fn.id, s.key, WaiterKind.STEP, d.expression, d.until
-            )
-            wake = Message(MessageKind.WAKE, fn.id, run.run_id, key=s.key, due=d.until)
-            return replace(base, steps=(w,), add_waiters=(waiter,), outbox=(wake,))
-        if isinstance(d, Invoke):
-            return self._invoke_commit(fn, state, base, d, now, write, nxt)
-        if isinstance(d, SendEvents):
-            s = d.step
-            ids = [e["id"] for e in d.events]
-            w = write(
-                s.key,
-                id=s.id,
-                kind=s.kind,
-                status=StepStatus.COMPLETED,
-                output=ids,
-                branch=s.branch,
-                ended_at=now,
-            )
-            sends: tuple[Outgoing, ...] = tuple(EventOut(e) for e in d.events)
-            return replace(base, steps=(w,), outbox=(*sends, nxt))
-        if isinstance(d, ScheduleBranches):
-            writes = tuple(
-                write(s.key, id=s.id, kind=s.kind, status=StepStatus.SCHEDULED, branch=True)
-                for s in d.steps
-            )
-            msgs = tuple(Message(MessageKind.BRANCH, fn.id, run.run_id, key=s.key) for s in d.steps)
-            return replace(base, steps=writes, outbox=msgs)
-        if isinstance(d, RunRetry):
-            self.log.warning(
-                "run %s failed (attempt %d): %s", run.run_id, run.attempt + 1, d.error.message
-            )
-            return replace(
-                base,
-                run=RunPatch(attempt=run.attempt + 1, error=d.error),
-                outbox=(nxt.with_due(d.at),),
-            )
-        if isinstance(d, RunCompleted | RunFailed):
-            status = RunStatus.COMPLETED if isinstance(d, RunCompleted) else RunStatus.FAILED
-            output = d.output if isinstance(d, RunCompleted) else None
-            error = d.error if isinstance(d, RunFailed) else None
-            self.log.info("run %s %s", run.run_id, status.value)
-            return replace(
-                base,
-                run=RunPatch(
-                    status=status,
-                    output=output,
-                    error=error,
-                    ended_at=now,
-                    clear_error=error is None,
-                ),
-                remove_waiters=self._waiters_of(fn, state),
-                outbox=self._finish_outbox(run, status, output, error, now),
-            )
-        raise AssertionError(f"unhandled decision {d!r}")
-
-    def _invoke_commit(
-        self,
-        fn: FunctionDef,
-        state: RunState,
-        base: Commit,
-        d: Invoke,
-        now: float,
-        write: Any,
-        nxt: Message,
-    ) -> Commit:
-        s, run = d.step, state.run
-        try:
-            child_fn = self.app.get(d.function_id)
-        except FunctionNotFoundError as exc:
-            w = write(
-                s.key,
-                id=s.id,
-                kind=s.kind,
-                status=StepStatus.FAILED,
-                branch=s.branch,
-                ended_at=now,
-                error=ErrorInfo(type(exc).__name__, str(exc), False),
-            )
-            return replace(base, steps=(w,), outbox=(nxt,))
-        child_id = child_run_id(run.run_id, s.key, now)
-        event = {
-            "id": child_id,
-            "name": FUNCTION_INVOKED,
-            "data": d.data,
-            "user": {},
-            "ts": int(now * 1000),
-        }
-        w = write(
-            s.key,
-            id=s.id,
-            kind=s.kind,
-            status=StepStatus.INVOKING,
-            wake_at=d.until,
-            branch=s.branch,
-            detail={"function_id": child_fn.id, "child_run_id": child_id},
-        )
-        parent = {"run_id": run.run_id, "function_id": fn.id, "key": s.key}
-        start = Message(
-            MessageKind.START,
-            child_fn.id,
-            child_id,
-            id=f"start-{child_id}",
-            payload={"events": [event], "parent": parent},
-        )
-        outbox: list[Outgoing] = [start]
-        if d.until is not None:
-            outbox.append(Message(MessageKind.WAKE, fn.id, run.run_id, key=s.key, due=d.until))
-        return replace(base, steps=(w,), outbox=tuple(outbox))
-
-    def _finish_outbox(
-        self,
-        run: RunRecord,
-        status: RunStatus,
-        output: Any,
-        error: ErrorInfo | None,
-        now: float,
-    ) -> tuple[Outgoing, ...]:
-        """System events (and the parent's wake-up) for a run that just finished."""
-        data: dict[str, Any] = {
-            "function_id": run.function_id,
-            "run_id": run.run_id,
-            "status": status.value,
-            "event": run.events[0],
-        }
-        if error is not None:
-            data["error"] = {"name": error.name, "message": error.message}
-        names = [FUNCTION_FINISHED]
-        if status is RunStatus.FAILED:
-            names.insert(0, FUNCTION_FAILED)
-        elif status is RunStatus.CANCELLED:
-            names.insert(0, FUNCTION_CANCELLED)
-        out: list[Outgoing] = []
-        for name in names:
-            eid = uuid.uuid5(_SYSTEM_IDS, f"{run.run_id}/{name}").hex
-            body = {**data, "output": output} if name == FUNCTION_FINISHED else data
-            out.append(
-                EventOut({"id": eid, "name": name, "data": body, "user": {}, "ts": int(now * 1000)})
-            )
-        if run.parent is not None:
-            p = run.parent
-            out.append(
-                Message(
-                    MessageKind.RESOLVE,
-                    p.function_id,
-                    p.run_id,
-                    key=p.key,
-                    id=f"resolve-{run.run_id}",
-                    payload={"child_run_id": run.run_id},
-                )
-            )
-        return tuple(out)
 
     # -- resolutions from outside the main line --------------------------------------------
 
