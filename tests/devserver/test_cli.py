@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,14 +18,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from click.testing import CliRunner, Result
 
 from runtime import App, Context, TriggerEvent
 from runtime.backends.local import LocalBackend
 from runtime.cli import cli, fmt_duration
 from runtime.core.clock import FakeClock
-from runtime.devserver import create_app
+from runtime.devserver.background import serve_in_background as serve
 
 REPO = Path(__file__).resolve().parents[2]
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -39,28 +37,6 @@ def greet(ctx: Context) -> str:
     name = ctx.step.run("fetch-name", lambda: ctx.event.data["name"])
     ctx.step.sleep("nap", "1h")
     return ctx.step.run("say-hello", lambda: f"hello {name}")
-
-
-@contextmanager
-def serve(backend: LocalBackend) -> Iterator[str]:
-    """Serve the dev API for ``backend`` on a free loopback port in a thread; yield its URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(backend), log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "dev server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 @pytest.fixture

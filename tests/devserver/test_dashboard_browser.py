@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from runtime import App, Context, TriggerEvent
 from runtime.backends.local import LocalBackend
 from runtime.core.clock import FakeClock
-from runtime.devserver import create_app
+from runtime.devserver.background import serve_in_background as serve
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 INSTALL_HINT = (
@@ -58,29 +54,6 @@ def chromium() -> str:
         if found:
             return found
     pytest.fail(INSTALL_HINT, pytrace=False)
-
-
-@contextmanager
-def serve(backend: LocalBackend) -> Iterator[str]:
-    """Serve the dev API for ``backend`` on a free loopback port in a thread; yield its URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(backend), log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "dev server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 def browse(browser: str, url: str, tmp_path: Path, *mode: str) -> str:

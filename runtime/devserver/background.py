@@ -1,0 +1,40 @@
+"""Serve the dev API in a background thread: for tests, and for embedding the dashboard."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+
+from runtime.devserver.api import DevBackend, create_app
+
+
+@contextmanager
+def serve_in_background(backend: DevBackend, *, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve the dev API for ``backend`` on a free port of ``host``; yield its base URL.
+
+    Raises:
+        RuntimeError: The server did not start within 10 seconds.
+    """
+    sock = socket.socket()
+    sock.bind((host, 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(create_app(backend), log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the dev server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
