@@ -147,6 +147,29 @@ def measure(emulators: Any, n: int, *, cache: bool = True) -> dict[str, Any]:
             "elapsed": elapsed, "busy_ms": busy / max(invocations, 1) * 1000}
 
 
+def sleep_day(emulators: Any) -> dict[str, Any]:
+    """Meter one day of a sleeping run: the timer hops between its sleep and its wake-up."""
+    emulators.reset()
+    app = App("bench")
+
+    @app.function(id="nap", trigger=TriggerEvent("bench/nap"))
+    def nap(ctx: Context) -> None:
+        ctx.step.sleep("day", "1d")
+
+    clock = FakeClock()
+    backend = AwsBackend(app, emulators, clock)
+    backend.send({"name": "bench/nap"})
+    backend.run_until_idle()
+    meter = Meter()
+    for client in backend.clients.values():
+        meter.attach(client)
+    handled = 0
+    for _ in range(86400 // 900 - 1):  # the hops strictly inside the day
+        clock.advance(900)
+        handled += backend.run_until_idle()
+    return {"hops": handled, "calls": meter.calls, "rru": meter.rru, "wru": meter.wru}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000])
@@ -154,6 +177,7 @@ def main() -> None:
     with aws_emulators() as emulators:
         rows = [measure(emulators, n) for n in args.sizes]
         uncached = measure(emulators, 100, cache=False)
+        day = sleep_day(emulators)
     print("AWS API calls per step (linear N-step run; every call counted by botocore hooks)")
     header = (f"{'steps':>6} {'calls/step':>10} {'ddb':>5} {'sqs':>5} {'events':>6} "
               f"{'lambda':>6} {'RRU/run':>9} {'RRU/step':>8} {'WRU/step':>8} "
@@ -175,6 +199,17 @@ def main() -> None:
     print(f"without the run-state cache, 100 steps read {uncached['rru']:.0f} RRU "
           f"(vs {next((r['rru'] for r in rows if r['n'] == 100), float('nan')):.0f} with it): "
           "every invocation re-reads the whole history, quadratic in steps")
+    hops = day["hops"]
+    sends = day["calls"]["sqs.SendMessageBatch"]
+    ddb = sum(v for k, v in day["calls"].items() if k.startswith("dynamodb."))
+    # Per hop, Lambda's event source receives and deletes the message and invokes the handler
+    # once; the handler re-sends it. (The harness's empty polls are left out: a real event
+    # source polls the same whether or not anyone sleeps.)
+    per_day = hops * (3 * SQS_REQUEST + LAMBDA_REQUEST + LAMBDA_GB_SECOND_ARM * LAMBDA_MEMORY_GB
+                      * 0.02)
+    print(f"\none day of sleep: {hops} timer hops, {sends} SQS sends, {ddb} DynamoDB calls "
+          f"(RRU {day['rru']:.0f}, WRU {day['wru']:.0f}): about ${per_day:.6f} per sleeping run "
+          "per day (3 SQS requests + 1 Lambda invocation of ~20 ms per hop)")
     print("WRU of transactions are computed from the items written (DynamoDB Local "
           "under-reports them); RRU are as DynamoDB Local reports them")
     print("\nprices: Lambda arm64 $0.20/M requests + $0.0000133334/GB-s at 256 MB x the measured "

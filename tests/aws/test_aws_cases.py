@@ -263,3 +263,30 @@ def test_put_events_with_only_data_in_the_detail_starts_one_run(aws: AwsEmulator
     run = h.only_run("welcome")
     assert run.output == out["Entries"][0]["EventId"]
     assert h.only_run("await-pay").output == run.output
+
+
+def test_timer_hops_of_a_long_sleep_never_touch_run_state(aws: AwsEmulators) -> None:
+    app = App("nap")
+
+    @app.function(id="nap", trigger=TriggerEvent("nap/go"))
+    def nap(ctx: Context) -> str:
+        ctx.step.sleep("long", "2h")
+        return "awake"
+
+    h = _harness(app, aws)
+    backend = _backend(h)
+    h.send("nap/go")
+    ddb_calls: list[str] = []
+    backend.clients["dynamodb"].meta.events.register(
+        "before-call.dynamodb", lambda model, **_: ddb_calls.append(model.name)
+    )
+    handled = 0
+    for _ in range(7):  # the wake-up is delivered every 900 s and hops on, 7 times
+        h.clock.advance("900s")
+        handled += h.settle()
+    assert handled == 7
+    assert ddb_calls == []  # not one read or write of run state while it hops
+    h.clock.advance("900s")  # 7200 s: the 8th delivery is due and ends the sleep
+    h.settle()
+    assert "TransactWriteItems" in ddb_calls
+    assert h.only_run("nap").status == "Completed"
