@@ -13,5 +13,5 @@ fi
 scripts/install-cdk.sh
 # jsii (under aws-cdk-lib) prints a banner about this machine's Node 20 on every synth; the
 # pinned CLI and library work on it, so keep the output readable.
-export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION=1
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION="${JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION:-20}"
 exec infra/node_modules/.bin/cdk "$@"
