@@ -186,10 +186,10 @@ def _json_value(value: Any, where: str, limits: Limits) -> Any:
     try:
         text = json.dumps(value, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError):
-        path, bad = _find_non_json(value, "output")
+        path, problem = _find_non_json(value, "output", set())
         raise StepLimitError(
-            f"{where} returned a value that is not JSON-serialisable: {path} is "
-            f"{type(bad).__name__}; return dicts, lists, strings, numbers, booleans or None"
+            f"{where} returned a value that is not JSON-serialisable: {problem} at {path}; "
+            "return dicts, lists, strings, numbers, booleans or None"
         ) from None
     size = len(text.encode())
     if size > limits.max_output_bytes:
@@ -200,23 +200,23 @@ def _json_value(value: Any, where: str, limits: Limits) -> Any:
     return json.loads(text)
 
 
-def _find_non_json(value: Any, path: str) -> tuple[str, Any]:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if not isinstance(k, str | int | float | bool) and k is not None:
-                return f"{path} key {k!r}", k
-            found = _find_non_json(v, f"{path}[{k!r}]")
+def _find_non_json(value: Any, path: str, seen: set[int]) -> tuple[str, str]:
+    """The first place JSON cannot encode, as (path, what is wrong there); ("", "") if none."""
+    if isinstance(value, dict | list | tuple):
+        if id(value) in seen:
+            return path, "a circular reference"
+        seen = seen | {id(value)}
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for k, v in items:
+            if isinstance(value, dict) and not isinstance(k, str | int | float | bool | None):
+                return f"{path} key {k!r}", f"a {type(k).__name__} key"
+            found = _find_non_json(v, f"{path}[{k!r}]", seen)
             if found[0]:
                 return found
-        return "", None
-    if isinstance(value, list | tuple):
-        for i, v in enumerate(value):
-            found = _find_non_json(v, f"{path}[{i}]")
-            if found[0]:
-                return found
-        return "", None
+        return "", ""
     if value is None or isinstance(value, str | int | bool):
-        return "", None
+        return "", ""
     if isinstance(value, float):
-        return ("", None) if value == value and abs(value) != float("inf") else (path, value)
-    return path, value
+        finite = value == value and abs(value) != float("inf")
+        return ("", "") if finite else (path, f"the float {value}")
+    return path, f"a {type(value).__name__}"

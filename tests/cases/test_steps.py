@@ -137,7 +137,7 @@ def test_step_output_must_be_json(make_harness: Any) -> None:
     assert step.status == "failed" and step.attempt == 0
     assert step.error is not None
     assert "step 'make-set'" in step.error.message
-    assert "output['tags'] is set" in step.error.message
+    assert "a set at output['tags']" in step.error.message
 
 
 def test_step_output_size_limit(make_harness: Any) -> None:
@@ -229,3 +229,25 @@ def test_context_helpers_are_deterministic_and_logs_not_repeated(
     messages = [r.getMessage() for r in caplog.records]
     for line in ("starting run", "after one", "after nap"):
         assert messages.count(line) == 1, (line, messages)
+
+
+def test_circular_step_output_fails_the_step_clearly(make_harness: Any) -> None:
+    app = App("shop")
+
+    def loop() -> Any:
+        node: dict[str, Any] = {"name": "a"}
+        node["self"] = node
+        return node
+
+    @app.function(id="circular", trigger=TriggerEvent("a/b"))
+    def circular(ctx: Context) -> Any:
+        return ctx.step.run("make-loop", loop)
+
+    h = make_harness(app)
+    h.send("a/b")
+    run = h.only_run("circular")
+    assert run.status == "Failed"
+    err = run.step("make-loop").error
+    assert err is not None and err.retriable is False
+    assert "step 'make-loop'" in err.message
+    assert "a circular reference at output['self']" in err.message
