@@ -58,7 +58,7 @@ def make_harness(
             raise pytest.UsageError(f"unknown backend {backend_name!r}")
         made.append(h)
         if duplicate_deliveries:
-            h.backend.duplicate_deliveries()
+            h.duplicate_deliveries()
         return h
 
     yield make

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from runtime.app import App
 from runtime.core.clock import FakeClock
 from runtime.core.protocols import RunQuery
+from runtime.durations import parse_duration
 from runtime.events import Event
 from runtime.records import Message, RunRecord, RunState, RunStatus, StepRecord
 
@@ -65,9 +66,6 @@ class TestBackend(Protocol):
         """Release resources."""
         ...
 
-    def duplicate_deliveries(self) -> None:
-        """Fault injection: deliver every message twice from now on."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -197,9 +195,7 @@ class Harness:
         The skip goes in steps (at most a tenth of the span) so timers fire close to their
         time and work they schedule is also due within the span.
         """
-        total = FakeClock(0)
-        total.advance(by)
-        remaining = total.now()
+        remaining = parse_duration(by, where="Harness.advance").total_seconds()
         # A backend whose timers cannot fire further ahead than some delay (SQS: 900 s) must
         # not be skipped past it in one go, or a timer hop would land late.
         cap = float(getattr(self.backend, "max_time_step", float("inf")))
@@ -248,6 +244,17 @@ class Harness:
         new = self.backend.rerun(run_id)
         self.settle()
         return new
+
+    def duplicate_deliveries(self) -> None:
+        """Fault injection: from now on every queue message is delivered twice."""
+        own = getattr(self.backend, "duplicate_deliveries", None)
+        if own is not None:  # a backend with several senders (AWS: one per Lambda) wraps them
+            own()
+            return
+        from runtime.testing.faults import DuplicatingQueue
+
+        orchestrator = self.backend.orchestrator  # type: ignore[attr-defined]
+        orchestrator.queue = DuplicatingQueue(orchestrator.queue)
 
     def close(self) -> None:
         """Release the backend."""

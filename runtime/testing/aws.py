@@ -36,6 +36,7 @@ from runtime.events import Event
 from runtime.handlers.service import Service
 from runtime.records import Message, RunRecord, RunState
 from runtime.testing.emulators import AwsEmulators
+from runtime.testing.faults import DuplicatingQueue
 from runtime.testing.lambda_events import sqs_lambda_event
 
 _SCHEDULED_TIME = "<aws.scheduler.scheduled-time>"
@@ -342,8 +343,6 @@ class AwsBackend:
 
     def duplicate_deliveries(self) -> None:
         """Fault injection: every queue message and event is sent twice."""
-        from runtime.backends.local.backend import DuplicatingQueue
-
         for c in self.consumers:
             orch = c.service.orchestrator
             orch.queue = DuplicatingQueue(orch.queue)

@@ -19,7 +19,7 @@ from runtime.backends.local.queue import Delivery, SqliteQueue
 from runtime.backends.local.store import SqliteStore
 from runtime.core.clock import SystemClock
 from runtime.core.orchestrator import Orchestrator
-from runtime.core.protocols import Clock, Queue, RunQuery
+from runtime.core.protocols import Clock, RunQuery
 from runtime.cron import CronSchedule
 from runtime.engine import Limits
 from runtime.events import Event
@@ -36,17 +36,6 @@ _IDLE_POLL = 0.05  # seconds a worker sleeps when the queue is empty
 _CRON_POLL = 1.0  # cron schedules have minute resolution; a second is plenty
 _MAX_CRON_CATCHUP = 10_000  # fire times per schedule per tick, against a huge clock jump
 _MAX_RETRY_DELAY = 60.0
-
-
-class DuplicatingQueue:
-    """Wraps a queue so every message is sent twice (at-least-once delivery, exaggerated)."""
-
-    def __init__(self, inner: Queue) -> None:
-        self.inner = inner
-
-    def send(self, messages: Sequence[Message]) -> None:
-        """Send each message twice."""
-        self.inner.send([*messages, *messages])
 
 
 class _InProcessBus:
@@ -112,10 +101,6 @@ class LocalBackend:
         self._created = self.clock.now()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-
-    def duplicate_deliveries(self) -> None:
-        """Fault injection for tests: enqueue every message twice, as SQS may deliver it."""
-        self.orchestrator.queue = DuplicatingQueue(self.orchestrator.queue)
 
     # -- work --------------------------------------------------------------------------------
 
