@@ -268,6 +268,8 @@ class MessageKind(StrEnum):
     WAKE = "wake"  # a step's wake_at passed: end a sleep, time out a wait/invoke
     RESOLVE = "resolve"  # an invoked child run finished: resolve the parent's invoke step
     TIMEOUT = "timeout"  # the run's finish deadline passed
+    MATCH = "match"  # an event matched a waiter: resolve the wait (payload: the event)
+    CANCEL = "cancel"  # cancel the run (payload: the reason)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import pytest
 
 from runtime import App
 from runtime.testing import Harness
+from runtime.testing.chaos import Chaos
 from tests.aws_emulators.fixtures import aws, aws_session
 
 __all__ = ["aws", "aws_session"]  # the emulator fixtures, defined once for every folder
@@ -28,6 +29,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="run the behaviour suite on this backend (local, aws); repeatable; default: all",
     )
+    parser.addoption(
+        "--mode",
+        action="append",
+        default=None,
+        help="run the behaviour suite in this delivery mode (normal, chaos); default: both",
+    )
+
+
+def _modes(config: pytest.Config) -> list[str]:
+    chosen: list[str] | None = config.getoption("--mode")
+    return chosen or ["normal"]
 
 
 def _backends(config: pytest.Config) -> list[str]:
@@ -38,13 +50,18 @@ def _backends(config: pytest.Config) -> list[str]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "make_harness" in metafunc.fixturenames:
         metafunc.parametrize("backend_name", _backends(metafunc.config), scope="function")
+        metafunc.parametrize("mode", _modes(metafunc.config), scope="function")
 
 
 @pytest.fixture
 def make_harness(
-    backend_name: str, tmp_path: Path, request: pytest.FixtureRequest
+    backend_name: str, mode: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[MakeHarness]:
-    """Build a harness for an app on the backend under test."""
+    """Build a harness for an app on the backend under test, in normal or chaos mode.
+
+    Chaos mode (``runtime.testing.chaos``) settles with concurrent workers, shuffled and
+    duplicated deliveries, crashes after commits and injected failures: every case must hold.
+    """
     made: list[Harness] = []
     emulators = request.getfixturevalue("aws") if backend_name == "aws" else None
 
@@ -59,6 +76,8 @@ def make_harness(
         made.append(h)
         if duplicate_deliveries:
             h.duplicate_deliveries()
+        if mode == "chaos":
+            h.enable_chaos(Chaos(seed=len(made)))
         return h
 
     yield make

@@ -28,6 +28,7 @@ _TYPES = {
 STATE_ACTIONS = (
     "dynamodb:BatchGetItem",
     "dynamodb:DeleteItem",
+    "dynamodb:GetItem",
     "dynamodb:PutItem",
     "dynamodb:Query",
     "dynamodb:UpdateItem",

@@ -143,7 +143,7 @@ def commit_for(
             s,
             status=StepStatus.WAITING,
             wake_at=d.until,
-            detail={"event": d.event, "expression": d.expression},
+            detail={"event": d.event, "expression": d.expression, "since": _decision_point(state)},
         )
         waiter = Waiter(d.event, run.run_id, fn.id, s.key, WaiterKind.STEP, d.expression, d.until)
         wake = Message(MessageKind.WAKE, fn.id, run.run_id, key=s.key, due=d.until)
@@ -190,6 +190,17 @@ def commit_for(
             outbox=finish_outbox(run, status, output, error, now),
         )
     raise AssertionError(f"unhandled decision {d!r}")
+
+
+def _decision_point(state: RunState) -> int:
+    """When (epoch ms) the run reached its current point: its trigger, or its latest result.
+
+    A wait committed now also matches events sent since then (its lookback), so an event
+    answering the run's previous step cannot slip in before the waiter exists.
+    """
+    points = [int(state.run.events[0].get("ts") or 0)]
+    points += [int(r.ended_at * 1000) for r in state.steps.values() if r.ended_at is not None]
+    return max(points)
 
 
 def _invoke_commit(

@@ -3,16 +3,24 @@
 Backends supply the I/O (:mod:`runtime.core.protocols`); this module holds every rule about
 how a decision becomes state, so the local and AWS backends behave the same.
 
-Idempotency rests on three rules:
+Idempotency rests on these rules (ARCHITECTURE.md explains each):
 - every change is one :class:`~runtime.records.Commit` conditioned on the run's version and
   the touched step's prior state, so a duplicate or late message cannot apply twice;
+- every commit is made by a queue message (events and API cancels enqueue MATCH and CANCEL
+  messages rather than committing), so a crash anywhere is followed by a redelivery;
 - only a CONTINUE carrying the run's current version may advance the main line;
-- the outbox of the last commit is stored with it, so the redelivery of a message whose commit
-  landed but whose sends did not re-sends them instead of being dropped.
+- a message that finds its work already done does nothing, unless it is a *redelivery* (the
+  queue's receive count is above one: its earlier delivery failed or crashed). A redelivery
+  re-sends the stored outbox of its own commit and everything the run's state says must be in
+  flight (branches, timers, the main line's continuation, lookbacks), so a send lost to a crash
+  is always repeated, and a duplicate copy never multiplies.
+- a commit that keeps losing races raises (:class:`CommitContentionError`): the message is
+  redelivered instead of being dropped.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
@@ -25,6 +33,7 @@ from runtime.core.commits import commit_for, finish_outbox, waiters_of
 from runtime.core.ids import new_run_id, run_id_for_event
 from runtime.core.protocols import Bus, Clock, Queue, RunQuery, Store
 from runtime.engine import Limits, execute
+from runtime.errors import StepkitError
 from runtime.events import (
     SCHEDULED_TIMER,
     SYSTEM_PREFIX,
@@ -45,6 +54,7 @@ from runtime.records import (
     RunState,
     RunStatus,
     StepKind,
+    StepRecord,
     StepStatus,
     StepWrite,
     Waiter,
@@ -52,13 +62,35 @@ from runtime.records import (
 )
 
 EVENT_DEDUP_SECONDS = 24 * 3600
-_COMMIT_TRIES = 8
+#: How long events stay in the timeline that waits and cancel_on look back over.
+LOOKBACK_SECONDS = 24 * 3600
+_COMMIT_TRIES = 64
+_MATCH_IDS = uuid.UUID("5d7e0c1b-9a34-4c2e-b8f6-3e1a7d9c0b42")
+_INLINE_EVENT_BYTES = 64 * 1024  # larger matched events travel as a timeline reference
 _log = logging.getLogger("stepkit")
 
 
 @lru_cache(maxsize=1024)
 def _compiled(source: str) -> Expression:
     return Expression.compile(source, where="waiter")
+
+
+class CommitContentionError(StepkitError):
+    """A commit lost the race for its run more times than it may retry in one delivery.
+
+    Raised so that the message is redelivered (and retried later) instead of dropped.
+    """
+
+
+def _matches(expression: str, event: dict[str, Any]) -> bool:
+    return not expression or _compiled(expression).matches_vars({"async": event})
+
+
+def _event_payload(event: dict[str, Any]) -> dict[str, Any]:
+    """The event itself when small, else its timeline key (the worker reads it back)."""
+    if len(json.dumps(event, separators=(",", ":"))) <= _INLINE_EVENT_BYTES:
+        return {"event": event}
+    return {"ref": {"name": event["name"], "ts": int(event["ts"]), "event_id": event["id"]}}
 
 
 class Orchestrator:
@@ -109,21 +141,27 @@ class Orchestrator:
         return [e.id for e in valid]
 
     def route_event(self, event: dict[str, Any], *, start_runs: bool = True) -> None:
-        """Handle one published event: dedup it, start triggered runs, resolve waiters.
+        """Handle one published event: start triggered runs, hand matched waiters their work.
+
+        Safe to repeat until it returns: the event is remembered (and later copies ignored)
+        only after everything else is done, and everything before is idempotent (one run id
+        per function and event id; one MATCH message id per event and waiter).
 
         Args:
             event: A validated event.
             start_runs: False where the platform delivers triggers itself (EventBridge rules).
         """
-        # Starts go first: they are idempotent (one run id per function and event id), so a
-        # crash before the event is remembered loses nothing and a re-send starts nothing new.
-        if start_runs:
-            self.queue.send([self.start_message(fn, event) for fn in self.triggered(event)])
         now = self.clock.now()
-        if not self.store.remember_event(event, now=now, ttl=EVENT_DEDUP_SECONDS):
+        if self.store.event_seen(event["id"], now=now, ttl=EVENT_DEDUP_SECONDS):
             self.log.info("duplicate event %s ignored", event["id"])
             return
-        self.resolve_waiters(event)
+        # Logged before the waiters are read: a wait committed after that read finds the
+        # event in the timeline (its lookback), one committed before is found by the read.
+        self.store.log_event(event, now=now, ttl=LOOKBACK_SECONDS)
+        if start_runs:
+            self.queue.send([self.start_message(fn, event) for fn in self.triggered(event)])
+        self.queue.send(self.match_messages(event))
+        self.store.remember_event(event, now=now, ttl=EVENT_DEDUP_SECONDS)
 
     def triggered(self, event: dict[str, Any]) -> list[FunctionDef]:
         """Functions that ``event`` starts."""
@@ -149,18 +187,31 @@ class Orchestrator:
             MessageKind.START, fn.id, run_id, id=f"start-{run_id}", payload={"events": [event]}
         )
 
-    def resolve_waiters(self, event: dict[str, Any]) -> None:
-        """Resolve ``wait_for_event`` steps and ``cancel_on`` listeners this event matches."""
+    def match_messages(self, event: dict[str, Any]) -> list[Message]:
+        """One MATCH (wait) or CANCEL (cancel_on) message per live waiter ``event`` matches."""
         now = self.clock.now()
+        out = []
         for w in self.store.waiters_for(event["name"]):
             if w.expires_at is not None and w.expires_at < now:
                 continue
-            if w.expression and not _compiled(w.expression).matches_vars({"async": event}):
-                continue
-            if w.kind is WaiterKind.CANCEL:
-                self.cancel(w.run_id, f"cancelled by event '{event['name']}' ({event['id']})")
-            else:
-                self._resolve_step(w.run_id, w.key, StepStatus.WAITING, output=event, waiter=w)
+            if _matches(w.expression, event):
+                out.append(self._waiter_message(w.function_id, w.run_id, w.key, w.kind, event))
+        return out
+
+    @staticmethod
+    def _waiter_message(
+        function_id: str, run_id: str, key: str, kind: WaiterKind, event: dict[str, Any]
+    ) -> Message:
+        """The message an event matching a waiter sends (same id however often it is sent)."""
+        mid = uuid.uuid5(_MATCH_IDS, f"{event['id']}/{run_id}/{key}").hex
+        if kind is WaiterKind.CANCEL:
+            reason = f"cancelled by event '{event['name']}' ({event['id']})"
+            return Message(
+                MessageKind.CANCEL, function_id, run_id, id=mid, payload={"reason": reason}
+            )
+        return Message(
+            MessageKind.MATCH, function_id, run_id, id=mid, key=key, payload=_event_payload(event)
+        )
 
     def fire_cron(self, fn: FunctionDef, cron: str, at: float) -> None:
         """Start ``fn`` for its cron schedule's fire time ``at`` (idempotent per fire time)."""
@@ -190,7 +241,31 @@ class Orchestrator:
     # -- control ---------------------------------------------------------------------------
 
     def cancel(self, run_id: str, reason: str) -> bool:
-        """Cancel a running run. Returns whether this call cancelled it."""
+        """Cancel a running run now; whether it was running.
+
+        A CANCEL message is queued first and marked ``resend``, then the cancel is committed
+        here under that message's id: if this process dies at any point, the queued message
+        lands the cancel or re-sends what its commit had to send.
+        """
+        state = self.store.load(run_id)
+        if state is None or state.run.status.finished:
+            return False
+        msg = Message(
+            MessageKind.CANCEL,
+            state.run.function_id,
+            run_id,
+            payload={"reason": reason, "resend": True},
+        )
+        if state.run.function_id in self.app.functions:  # a removed function has no queue
+            self.queue.send([msg])
+        try:
+            self._cancel(run_id, reason, msg.id)
+        except CommitContentionError:
+            self.log.warning("run %s: cancel left to its queued message", run_id)
+        return True
+
+    def _cancel(self, run_id: str, reason: str, msg_id: str) -> bool:
+        """Commit the cancellation of a running run; whether this call cancelled it."""
         for _ in range(_COMMIT_TRIES):
             state = self.store.load(run_id)
             if state is None or state.run.status.finished:
@@ -201,7 +276,7 @@ class Orchestrator:
             now = self.clock.now()
             error = ErrorInfo("FunctionCancelled", reason, retriable=False)
             commit = Commit(
-                msg_id=f"cancel-{uuid.uuid4().hex}",
+                msg_id=msg_id,
                 expect_version=state.run.version,
                 run=RunPatch(status=RunStatus.CANCELLED, error=error, ended_at=now),
                 remove_waiters=waiters_of(fn, state),
@@ -211,7 +286,7 @@ class Orchestrator:
                 self.log.info("run %s cancelled: %s", run_id, reason)
                 self._flush(commit.outbox)
                 return True
-        return False
+        raise CommitContentionError(f"cancelling run {run_id}: lost {_COMMIT_TRIES} races")
 
     def rerun(self, run_id: str) -> str:
         """Start a new run of the same function with the same events; return its id."""
@@ -235,41 +310,58 @@ class Orchestrator:
 
     # -- queue messages --------------------------------------------------------------------
 
-    def handle(self, msg: Message) -> None:
-        """Perform one queue message. Safe to call again with the same message."""
+    def handle(self, msg: Message, *, receive_count: int = 1) -> None:
+        """Perform one queue message. Safe to call again with the same message.
+
+        Args:
+            msg: The message.
+            receive_count: Which delivery of this queue entry this is (SQS's
+                ``ApproximateReceiveCount``). Above one, the earlier delivery failed or
+                crashed, possibly after its commit: work already done is re-sent, not redone.
+        """
         now = self.clock.now()
         if msg.due is not None and msg.due > now + 0.001:
             self.queue.send([msg])  # delivered early (a delay queue's cap): hop again
             return
         fn = self.app.get(msg.function_id)
+        redelivered = receive_count > 1 or bool((msg.payload or {}).get("resend"))
         if msg.kind is MessageKind.START:
-            self._start(fn, msg, now)
+            self._start(fn, msg, now, redelivered)
             return
         state = self.store.load(msg.run_id)
         if state is None:
             self.log.warning("message %s for unknown run %s dropped", msg.kind, msg.run_id)
             return
-        if state.run.last_msg == msg.id:
-            self._flush(state.run.outbox)  # the commit landed; its sends may not have
-            return
-        if state.run.status.finished:
-            return
+        done = state.run.last_msg == msg.id or state.run.status.finished
+        if (done or not self._perform(fn, state, msg, now)) and redelivered:
+            self._reconcile(fn, msg, msg.run_id)
+
+    def _perform(self, fn: FunctionDef, state: RunState, msg: Message, now: float) -> bool:
+        """Do the message's work if it is still due; whether it was."""
         if msg.kind is MessageKind.CONTINUE:
-            if msg.version == state.run.version:
-                self._invoke(fn, state, msg, now, target=None)
-        elif msg.kind is MessageKind.BRANCH:
+            if msg.version != state.run.version:
+                return False
+            return self._invoke(fn, state, msg, now, target=None)
+        if msg.kind is MessageKind.BRANCH:
             rec = state.steps.get(msg.key or "")
             pending = (StepStatus.SCHEDULED, StepStatus.RETRYING)
-            if rec is not None and rec.status in pending and rec.attempt == msg.attempt:
-                self._invoke(fn, state, msg, now, target=rec.key)
-        elif msg.kind is MessageKind.WAKE:
-            self._wake(state, msg, now)
-        elif msg.kind is MessageKind.RESOLVE:
-            self._child_finished(state, msg)
-        elif msg.kind is MessageKind.TIMEOUT:
-            self._deadline(fn, state, msg, now)
+            if rec is None or rec.status not in pending or rec.attempt != msg.attempt:
+                return False
+            return self._invoke(fn, state, msg, now, target=rec.key)
+        if msg.kind is MessageKind.WAKE:
+            return self._wake(state, msg, now)
+        if msg.kind is MessageKind.RESOLVE:
+            return self._child_finished(state, msg)
+        if msg.kind is MessageKind.TIMEOUT:
+            return self._deadline(fn, state, msg, now)
+        if msg.kind is MessageKind.MATCH:
+            return self._match(state, msg)
+        if msg.kind is MessageKind.CANCEL:
+            reason = str((msg.payload or {}).get("reason") or "cancelled")
+            return self._cancel(state.run.run_id, reason, msg.id)
+        raise AssertionError(f"unhandled message kind {msg.kind}")
 
-    def _start(self, fn: FunctionDef, msg: Message, now: float) -> None:
+    def _start(self, fn: FunctionDef, msg: Message, now: float, redelivered: bool) -> None:
         payload = msg.payload or {}
         events = tuple(payload["events"])
         direct = bool(payload.get("direct") or payload.get("parent"))
@@ -303,14 +395,110 @@ class Orchestrator:
             self.log.info("run %s of %s started", run.run_id, fn.id)
             self._flush(run.outbox)
             if not late:
+                self._flush(self._cancel_lookback(fn, RunState(run, {})))
                 self._invoke(fn, RunState(run, {}), msg, now, target=None)
             return
+        # The run exists. A first delivery is a copy (a re-sent event, a duplicated message):
+        # its run is someone else's work. A redelivery may be our own start that crashed.
+        if not redelivered:
+            return
         state = self.store.load(msg.run_id)
-        if state is None or state.run.last_msg != msg.id:
-            return  # a duplicate delivery of a start long since past
-        self._flush(state.run.outbox)
+        if state is None:
+            return
         if state.run.version == 0 and not state.run.status.finished:
+            self._flush(state.run.outbox)
+            self._flush(self._cancel_lookback(fn, state))
             self._invoke(fn, state, msg, now, target=None)  # crashed before the first commit
+        else:
+            self._reconcile(fn, msg, msg.run_id)
+
+    # -- redelivery: re-send what must be in flight ----------------------------------------
+
+    def _reconcile(self, fn: FunctionDef, msg: Message, run_id: str) -> None:
+        """Re-send what a run's state says must be in flight (after a redelivery).
+
+        The stored outbox of the run's last commit, when this message made it (or the run is
+        finished), and for a running run every pending branch, timer, lookback and the main
+        line's continuation. All of it is idempotent downstream.
+        """
+        state = self.store.load(run_id)
+        if state is None:
+            return
+        run = state.run
+        out: list[Outgoing] = []
+        if run.last_msg == msg.id or run.status.finished:
+            out.extend(run.outbox)
+        if not run.status.finished:
+            out.extend(self._in_flight(fn, state))
+            out.extend(self._cancel_lookback(fn, state))
+        self.log.info("run %s: redelivered %s re-sends %d messages", run_id, msg.kind, len(out))
+        self._flush(out)
+
+    def _in_flight(self, fn: FunctionDef, state: RunState) -> list[Message]:
+        run = state.run
+        out: list[Message] = []
+        main_due: float | None = None
+        for rec in state.steps.values():
+            if rec.status is StepStatus.SCHEDULED:
+                out.append(Message(MessageKind.BRANCH, fn.id, run.run_id, key=rec.key,
+                                   attempt=rec.attempt))
+            elif rec.status is StepStatus.RETRYING:
+                if rec.branch:
+                    out.append(Message(MessageKind.BRANCH, fn.id, run.run_id, key=rec.key,
+                                       attempt=rec.attempt, due=rec.wake_at))
+                else:
+                    main_due = rec.wake_at
+            elif rec.status in (StepStatus.SLEEPING, StepStatus.WAITING, StepStatus.INVOKING):
+                if rec.wake_at is not None:
+                    out.append(Message(MessageKind.WAKE, fn.id, run.run_id, key=rec.key,
+                                       due=rec.wake_at))
+                if rec.status is StepStatus.WAITING:
+                    out.extend(self._wait_lookback(state, rec))
+        out.append(Message(MessageKind.CONTINUE, fn.id, run.run_id, version=run.version,
+                           due=main_due))
+        return out
+
+    # -- lookback: events that arrived before their waiter ---------------------------------
+
+    def _wait_lookback(self, state: RunState, rec: StepRecord) -> list[Message]:
+        """MATCH messages for timeline events a just-committed wait may have missed.
+
+        Events the run was started by, or that resolved another of its waits, are not
+        candidates: one event resolves a given run's wait once.
+        """
+        since = rec.detail.get("since")
+        if since is None:
+            return []
+        run = state.run
+        own = {e["id"] for e in run.events}
+        own |= {
+            r.output["id"]
+            for r in state.steps.values()
+            if r.kind is StepKind.WAIT and isinstance(r.output, dict) and "id" in r.output
+        }
+        now = self.clock.now()
+        for event in self.store.events_since(rec.detail["event"], int(since), now=now):
+            if event["id"] not in own and _matches(rec.detail.get("expression", ""), event):
+                return [self._waiter_message(run.function_id, run.run_id, rec.key,
+                                             WaiterKind.STEP, event)]
+        return []
+
+    def _cancel_lookback(self, fn: FunctionDef, state: RunState) -> list[Message]:
+        """A CANCEL message if a cancel_on event arrived since the run's trigger was sent."""
+        run = state.run
+        if not fn.cancel_on:
+            return []
+        own = {e["id"] for e in run.events}
+        since = int(run.events[0].get("ts") or 0)
+        now = self.clock.now()
+        for i, w in enumerate(self._cancel_waiters(fn, run, run.created_at)):
+            if w.expires_at is not None and w.expires_at < now:
+                continue
+            for event in self.store.events_since(w.event_name, since, now=now):
+                if event["id"] not in own and _matches(w.expression, event):
+                    return [self._waiter_message(fn.id, run.run_id, f"cancel:{i}",
+                                                 WaiterKind.CANCEL, event)]
+        return []
 
     def _cancel_waiters(self, fn: FunctionDef, run: RunRecord, now: float) -> list[Waiter]:
         return [
@@ -332,11 +520,15 @@ class Orchestrator:
 
     def _invoke(
         self, fn: FunctionDef, state: RunState, msg: Message, now: float, target: str | None
-    ) -> None:
+    ) -> bool:
+        """Replay the handler and commit its decision; whether a commit landed.
+
+        Raises:
+            CommitContentionError: A branch kept losing version races to its siblings.
+        """
         run = state.run
         if run.deadline is not None and now >= run.deadline and target is None:
-            self.cancel(run.run_id, f"not finished within {fn.finish_timeout}")
-            return
+            return self._cancel(run.run_id, f"not finished within {fn.finish_timeout}", msg.id)
         logger = logging.LoggerAdapter(
             self.log, {"run_id": run.run_id, "function_id": fn.id, "step": target or ""}
         )
@@ -344,20 +536,30 @@ class Orchestrator:
         for _ in range(_COMMIT_TRIES):
             commit = commit_for(self.app, fn, state, msg, decision, now)
             if commit is None:
-                return
+                return False
             if self.store.commit(run.run_id, commit):
                 self._flush(commit.outbox)
-                return
+                self._after_commit(state, commit)
+                return True
             if target is None:
-                return  # the main line moved on without us: this message was stale
+                return False  # the main line moved on without us: this message was stale
             # A branch lost only a version race with a sibling: re-check and commit again.
             fresh = self.store.load(run.run_id)
             if fresh is None or fresh.run.status.finished:
-                return
+                return False
             rec, old = fresh.steps.get(target), state.steps.get(target)
             if rec is None or old is None or (rec.status, rec.attempt) != (old.status, old.attempt):
-                return
+                return False
             state = fresh
+        raise CommitContentionError(
+            f"run {run.run_id}: branch '{target}' lost {_COMMIT_TRIES} commit races in a row"
+        )
+
+    def _after_commit(self, state: RunState, commit: Commit) -> None:
+        """Look back for events a wait just committed may have missed (sent before it)."""
+        for w in commit.steps:
+            if w.record.status is StepStatus.WAITING and w.expect_status is not StepStatus.WAITING:
+                self._flush(self._wait_lookback(state, w.record))
 
     # -- resolutions from outside the main line --------------------------------------------
 
@@ -367,12 +569,15 @@ class Orchestrator:
         key: str,
         expect: StepStatus,
         *,
+        msg_id: str,
         output: Any = None,
         error: ErrorInfo | None = None,
-        waiter: Waiter | None = None,
-        msg_id: str | None = None,
     ) -> bool:
-        """End a pending step (sleep, wait, invoke) and continue the run."""
+        """End a pending step (sleep, wait, invoke) and continue the run.
+
+        Raises:
+            CommitContentionError: The run kept changing under us.
+        """
         for _ in range(_COMMIT_TRIES):
             state = self.store.load(run_id)
             if state is None or state.run.status.finished:
@@ -387,11 +592,10 @@ class Orchestrator:
             remove: tuple[Waiter, ...] = ()
             if rec.kind is StepKind.WAIT:
                 remove = (
-                    waiter
-                    or Waiter(rec.detail["event"], run_id, run.function_id, key, WaiterKind.STEP),
+                    Waiter(rec.detail["event"], run_id, run.function_id, key, WaiterKind.STEP),
                 )
             commit = Commit(
-                msg_id=msg_id or f"resolve-{uuid.uuid4().hex}",
+                msg_id=msg_id,
                 expect_version=run.version,
                 steps=(StepWrite(new, rec.status, rec.attempt),),
                 remove_waiters=remove,
@@ -403,52 +607,69 @@ class Orchestrator:
                 self.log.info("step %s of run %s %s", key, run_id, status.value)
                 self._flush(commit.outbox)
                 return True
-        return False
+        raise CommitContentionError(f"run {run_id}: resolving '{key}' lost {_COMMIT_TRIES} races")
 
-    def _wake(self, state: RunState, msg: Message, now: float) -> None:
+    def _match(self, state: RunState, msg: Message) -> bool:
+        payload = msg.payload or {}
+        rec = state.steps.get(msg.key or "")
+        if rec is None or rec.status is not StepStatus.WAITING:
+            return False
+        event = payload.get("event")
+        if event is None and payload.get("ref"):
+            event = self.store.logged_event(**payload["ref"])
+        if event is None:
+            self.log.warning("run %s: matched event of %s no longer kept", msg.run_id, msg.key)
+            return False
+        return self._resolve_step(
+            state.run.run_id, rec.key, StepStatus.WAITING, output=event, msg_id=msg.id
+        )
+
+    def _wake(self, state: RunState, msg: Message, now: float) -> bool:
         rec = state.steps.get(msg.key or "")
         if rec is None or rec.wake_at is None:
-            return
+            return False
         if rec.wake_at > now + 0.001:
             self.queue.send([msg.with_due(rec.wake_at)])
-            return
+            return True
         if rec.status is StepStatus.SLEEPING or rec.status is StepStatus.WAITING:
-            self._resolve_step(state.run.run_id, rec.key, rec.status, msg_id=msg.id)
-        elif rec.status is StepStatus.INVOKING:
+            return self._resolve_step(state.run.run_id, rec.key, rec.status, msg_id=msg.id)
+        if rec.status is StepStatus.INVOKING:
             error = ErrorInfo(
                 "InvokeTimeoutError",
                 f"invoked function '{rec.detail.get('function_id')}' did not finish in time",
                 retriable=False,
             )
-            self._resolve_step(state.run.run_id, rec.key, rec.status, error=error, msg_id=msg.id)
+            return self._resolve_step(
+                state.run.run_id, rec.key, rec.status, error=error, msg_id=msg.id
+            )
+        return False
 
-    def _child_finished(self, state: RunState, msg: Message) -> None:
+    def _child_finished(self, state: RunState, msg: Message) -> bool:
         child_id = (msg.payload or {}).get("child_run_id", "")
         child = self.store.load(child_id)
         if child is None or not child.run.status.finished:
-            return
+            return False
         c = child.run
         if c.status is RunStatus.COMPLETED:
-            self._resolve_step(
+            return self._resolve_step(
                 state.run.run_id, msg.key or "", StepStatus.INVOKING, output=c.output, msg_id=msg.id
             )
-        else:
-            err = c.error or ErrorInfo("Error", "child run failed", False)
-            error = ErrorInfo(
-                err.name, f"invoked run {c.run_id} {c.status.value.lower()}: {err.message}", False
-            )
-            self._resolve_step(
-                state.run.run_id, msg.key or "", StepStatus.INVOKING, error=error, msg_id=msg.id
-            )
+        err = c.error or ErrorInfo("Error", "child run failed", False)
+        error = ErrorInfo(
+            err.name, f"invoked run {c.run_id} {c.status.value.lower()}: {err.message}", False
+        )
+        return self._resolve_step(
+            state.run.run_id, msg.key or "", StepStatus.INVOKING, error=error, msg_id=msg.id
+        )
 
-    def _deadline(self, fn: FunctionDef, state: RunState, msg: Message, now: float) -> None:
+    def _deadline(self, fn: FunctionDef, state: RunState, msg: Message, now: float) -> bool:
         deadline = state.run.deadline
         if deadline is None:
-            return
+            return False
         if now + 0.001 < deadline:
             self.queue.send([msg.with_due(deadline)])
-            return
-        self.cancel(state.run.run_id, f"not finished within {fn.finish_timeout}")
+            return True
+        return self._cancel(state.run.run_id, f"not finished within {fn.finish_timeout}", msg.id)
 
     # -- sending ---------------------------------------------------------------------------
 

@@ -70,6 +70,26 @@ class Store(Protocol):
         """
         ...
 
+    def event_seen(self, event_id: str, *, now: float, ttl: float) -> bool:
+        """Whether ``event_id`` was remembered (fully routed) within ``ttl`` seconds."""
+        ...
+
+    def log_event(self, event: dict[str, Any], *, now: float, ttl: float) -> None:
+        """Keep ``event`` for ``ttl`` seconds in the timeline of its name (idempotent).
+
+        The timeline is what waits and ``cancel_on`` look back over: it is keyed by name,
+        the event's ``ts`` and id, and must be read strongly consistently.
+        """
+        ...
+
+    def events_since(self, name: str, since_ms: int, *, now: float) -> list[dict[str, Any]]:
+        """Unexpired timeline events named ``name`` whose ``ts`` is at least ``since_ms``."""
+        ...
+
+    def logged_event(self, name: str, ts: int, event_id: str) -> dict[str, Any] | None:
+        """One timeline event by name, ``ts`` and id (``None`` once expired or never logged)."""
+        ...
+
     def list_runs(self, query: RunQuery) -> list[RunRecord]:
         """Runs matching ``query``, newest first."""
         ...

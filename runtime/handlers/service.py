@@ -160,7 +160,9 @@ class Service:
         self.logger.append_keys(
             run_id=msg.run_id, function_id=msg.function_id, step=msg.key or "", kind=msg.kind.value
         )
-        self.orchestrator.handle(msg)
+        # SQS always sends it to Lambda; a hand-made record without it counts as a first one.
+        count = int(record.raw_event.get("attributes", {}).get("ApproximateReceiveCount") or 1)
+        self.orchestrator.handle(msg, receive_count=count)
 
     def router_record(self, record: SQSRecord) -> None:
         """Handle one router-queue record: an app event from EventBridge."""

@@ -28,6 +28,7 @@ from runtime.events import Event
 from runtime.records import Message, RunRecord, RunState, RunStatus, StepRecord
 
 if TYPE_CHECKING:
+    from runtime.testing.chaos import Chaos
     from runtime.testing.emulators import AwsEmulators
 
 
@@ -123,6 +124,35 @@ class Harness:
         self.app = app
         self.backend = backend
         self.clock = clock
+        self.chaos: Chaos | None = None
+        self._settle: Any = backend.run_until_idle
+
+    def once(self, effects: Sequence[Any]) -> list[Any]:
+        """Side effects as a test recorded them, with chaos mode's repeats collapsed.
+
+        Steps are at-least-once: a step whose result could not be recorded (an injected
+        failure, a duplicated delivery running it concurrently) runs again. In chaos mode this
+        keeps the first occurrence of each effect; in normal mode it returns them unchanged.
+        """
+        if self.chaos is None:
+            return list(effects)
+        return list(dict.fromkeys(effects))
+
+    def enable_chaos(self, chaos: Chaos | None = None) -> Harness:
+        """Settle in chaos mode from now on (see :mod:`runtime.testing.chaos`).
+
+        Concurrent workers, shuffled and duplicated deliveries, crashes after commits and
+        injected store, queue and bus failures.
+        """
+        from runtime.testing.chaos import Chaos, LocalChaos
+
+        self.chaos = chaos or Chaos()
+        own = getattr(self.backend, "enable_chaos", None)
+        if own is not None:
+            self._settle = own(self.chaos)
+        else:
+            self._settle = LocalChaos(self.backend, self.chaos).run_until_idle
+        return self
 
     @classmethod
     def local(
@@ -187,7 +217,7 @@ class Harness:
 
     def settle(self) -> int:
         """Run every piece of work that is due now; return messages handled."""
-        return self.backend.run_until_idle()
+        return int(self._settle())
 
     def advance(self, by: str | float | timedelta) -> None:
         """Skip the clock forward and run what became due, in time order.

@@ -16,8 +16,9 @@ moto's SQS and EventBridge follow the same fake clock (see :mod:`runtime.testing
 from __future__ import annotations
 
 import json
+import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +36,14 @@ from runtime.engine import Limits
 from runtime.events import Event
 from runtime.handlers.service import Service
 from runtime.records import Message, RunRecord, RunState
+from runtime.testing.chaos import (
+    Chaos,
+    Faults,
+    Idle,
+    SimulatedCrash,
+    run_workers,
+    wrap_orchestrator,
+)
 from runtime.testing.emulators import AwsEmulators
 from runtime.testing.faults import DuplicatingQueue
 from runtime.testing.lambda_events import sqs_lambda_event
@@ -241,11 +250,20 @@ class AwsBackend:
         self._schedules_checked = now
         return fired
 
-    def poll(self, consumer: _Consumer) -> int:
+    def poll(self, consumer: _Consumer, service: Service | None = None,
+             chaos: random.Random | None = None) -> int:
         """One event source mapping poll: receive a batch, invoke the handler, delete successes.
 
+        Args:
+            consumer: The queue and its handler.
+            service: The handler instance to invoke (a Lambda container); the consumer's own
+                by default.
+            chaos: In chaos mode, the worker's dice: the batch is shuffled, and records that
+                failed (or were in a crashed batch) become visible again at once, as if
+                their visibility timeout had passed.
+
         Returns:
-            Records handled successfully.
+            Records handled successfully (in chaos mode: records received).
         """
         sqs = self.clients["sqs"]
         got = sqs.receive_message(
@@ -257,15 +275,20 @@ class AwsBackend:
         ).get("Messages", [])
         if not got:
             return 0
+        if chaos is not None:
+            chaos.shuffle(got)
         event = sqs_lambda_event(got, queue_arn=consumer.arn, region=self.region)
-        name = consumer.service.config.function_id or "router"
+        service = service or consumer.service
+        name = service.config.function_id or "router"
         try:
-            result = consumer.service.handle_batch(
-                event, _LambdaContext(name), router=consumer.router
-            )
+            result = service.handle_batch(event, _LambdaContext(name), router=consumer.router)
             failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
         except BatchProcessingError:  # every record failed: the invocation fails as a whole
             failed = {m["MessageId"] for m in got}
+        except SimulatedCrash:
+            if chaos is None:
+                raise
+            failed = {m["MessageId"] for m in got}  # the whole batch stays in flight
         done = [m for m in got if m["MessageId"] not in failed]
         if done:
             sqs.delete_message_batch(
@@ -274,7 +297,74 @@ class AwsBackend:
                     {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)
                 ],
             )
+        again = [m for m in got if m["MessageId"] in failed]
+        if chaos is not None and again:
+            sqs.change_message_visibility_batch(
+                QueueUrl=consumer.url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"],
+                          "VisibilityTimeout": 0} for i, m in enumerate(again)],
+            )
+            return len(got)
         return len(done)
+
+    def _visible(self) -> int:
+        total = 0
+        for c in self.consumers:
+            attrs = self.clients["sqs"].get_queue_attributes(
+                QueueUrl=c.url, AttributeNames=["ApproximateNumberOfMessages"])
+            total += int(attrs["Attributes"]["ApproximateNumberOfMessages"])
+        return total
+
+    def enable_chaos(self, chaos: Chaos) -> Callable[[], int]:
+        """Chaos mode: returns the settle function the harness uses from now on.
+
+        Each worker thread is its own set of Lambda containers (a Service per queue, with
+        its own store cache), polling queues in random order; faults are injected between
+        each orchestrator and DynamoDB, SQS and EventBridge.
+        """
+        faults = Faults(chaos)
+        sqs = self.clients["sqs"]
+        for c in self.consumers:
+            redrive = {"deadLetterTargetArn": self._arn(c.dlq_url),
+                       "maxReceiveCount": str(chaos.max_receives)}
+            sqs.set_queue_attributes(QueueUrl=c.url,
+                                     Attributes={"RedrivePolicy": json.dumps(redrive)})
+        crews: list[dict[str, Service]] = []
+        for _ in range(chaos.workers):
+            crew = {}
+            for c in self.consumers:
+                svc = self._service(c.service.config.function_id, c.url)
+                wrap_orchestrator(svc.orchestrator, faults)
+                crew[c.url] = svc
+            crews.append(crew)
+        self.faults = faults
+
+        def settle() -> int:
+            self.fire_schedules()
+            idle = Idle(self._visible)
+            free = list(crews)
+
+            def work(idle: Idle) -> None:
+                with idle.busy():
+                    crew = free.pop()
+                rng = random.Random(chaos.seed * 7919 + len(free))
+                with faults.active():
+                    while not idle.done.is_set():
+                        n = 0
+                        with idle.busy():
+                            for c in rng.sample(self.consumers, len(self.consumers)):
+                                n = self.poll(c, crew[c.url], rng)
+                                if n:
+                                    break
+                            idle.count(n)
+                        if not n:
+                            idle.check()
+                            idle.done.wait(0.005)
+
+            run_workers(chaos.workers, work, idle)
+            return idle.handled
+
+        return settle
 
     def run_until_idle(self, *, max_records: int = 100_000) -> int:
         """Fire due schedules, then poll every queue until none has a visible record."""

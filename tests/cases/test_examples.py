@@ -35,14 +35,20 @@ def test_welcome_drip(make_harness: Any, examples: App) -> None:
     h = make_harness(examples)
     h.send("user/signup", {"user_id": "ada"})
     to_ada = [e["template"] for e in fakes.SENT if e.get("to") == "ada@example.com"]
-    assert to_ada == ["welcome"]
+    # Steps are at-least-once: chaos mode's duplicated deliveries may repeat a side effect.
+    assert to_ada == ["welcome"] if not h.chaos else set(to_ada) == {"welcome"}
     h.advance("3d1h")
     run = h.only_run("send-welcome-email")
     assert run.status == "Completed"
     to_ada = [e["template"] for e in fakes.SENT if e.get("to") == "ada@example.com"]
     # (the daily digest cron also emails ada while the clock skips three days)
-    assert [t for t in to_ada if t != "digest"] == ["welcome", run.output["follow_up"]]
-    assert to_ada.count("digest") == 3
+    drip = [t for t in to_ada if t != "digest"]
+    if not h.chaos:
+        assert drip == ["welcome", run.output["follow_up"]]
+        assert to_ada.count("digest") == 3
+    else:
+        assert list(dict.fromkeys(drip)) == ["welcome", run.output["follow_up"]]
+        assert len(h.runs("daily-digest")) == 3 and to_ada.count("digest") >= 3
 
 
 def test_order_shipped_and_backordered(make_harness: Any, examples: App) -> None:

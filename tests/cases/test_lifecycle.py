@@ -35,7 +35,7 @@ def test_cancel_on_matching_event(make_harness: Any) -> None:
     assert by_order["o1"].status == "Cancelled"
     assert by_order["o1"].error is not None and "order/cancelled" in by_order["o1"].error
     assert by_order["o2"].status == "Completed"
-    assert fulfilled == ["o2"]
+    assert h.once(fulfilled) == ["o2"]
 
 
 def test_cancel_and_rerun_from_the_api(make_harness: Any) -> None:
@@ -52,7 +52,7 @@ def test_cancel_and_rerun_from_the_api(make_harness: Any) -> None:
     h.advance("2h")
     assert new_id != run.id
     assert h.run(new_id).status == "Completed"
-    assert fulfilled == ["o1"]
+    assert h.once(fulfilled) == ["o1"]
 
 
 def test_start_and_finish_timeouts(make_harness: Any) -> None:

@@ -362,6 +362,39 @@ class DynamoStore:
             raise
         return True
 
+    def event_seen(self, event_id: str, *, now: float, ttl: float) -> bool:
+        """Whether ``event_id`` was remembered (fully routed) within ``ttl`` seconds."""
+        with _aws("GetItem (event log)"):
+            row = self.client.get_item(
+                TableName=self.table, Key=t.key(t.EVENT_PREFIX + event_id, t.EVENT_SK),
+                ConsistentRead=True,
+            ).get("Item")
+        return row is not None and float(row["received_ts"]["N"]) > now - ttl
+
+    def log_event(self, event: dict[str, Any], *, now: float, ttl: float) -> None:
+        """Keep ``event`` in its name's timeline for ``ttl`` seconds (an idempotent Put)."""
+        with _aws("PutItem (event timeline)"):
+            self.client.put_item(TableName=self.table, Item=t.timeline_item(event, now, ttl))
+
+    def events_since(self, name: str, since_ms: int, *, now: float) -> list[dict[str, Any]]:
+        """Timeline events named ``name`` with ``ts >= since_ms``: one consistent Query."""
+        rows = self._query(
+            KeyConditionExpression="pk = :pk AND sk >= :lo",
+            ExpressionAttributeValues={
+                ":pk": t.s(t.TIMELINE_PREFIX + name), ":lo": t.s(t.timeline_sk(since_ms, ""))},
+            ConsistentRead=True,
+        )
+        return [t.event_from(r) for r in rows
+                if float(r.get(t.TTL_ATTRIBUTE, {"N": "inf"})["N"]) >= now]
+
+    def logged_event(self, name: str, ts: int, event_id: str) -> dict[str, Any] | None:
+        """One timeline event by its key, or ``None``."""
+        with _aws("GetItem (event timeline)"):
+            row = self.client.get_item(
+                TableName=self.table, Key=t.timeline_key(name, ts, event_id), ConsistentRead=True,
+            ).get("Item")
+        return t.event_from(row) if row else None
+
     # -- plumbing --------------------------------------------------------------------------
 
     def _put(self, item: t.Item, condition: str | None = None,

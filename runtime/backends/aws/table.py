@@ -356,6 +356,27 @@ def event_item(event: dict[str, Any], now: float, ttl: float) -> Item:
     return item
 
 
+TIMELINE_PREFIX = "EVNAME#"
+
+
+def timeline_key(name: str, ts: int, event_id: str) -> Item:
+    """Key of an event's timeline entry: one partition per event name, sorted by ``ts``."""
+    return key(TIMELINE_PREFIX + name, timeline_sk(ts, event_id))
+
+
+def timeline_sk(ts: int, event_id: str) -> str:
+    """Sort key of a timeline entry (``ts`` zero-padded so strings sort as numbers)."""
+    return f"{ts:015d}#{event_id}"
+
+
+def timeline_item(event: dict[str, Any], now: float, ttl: float) -> Item:
+    """Encode a timeline entry (what waits and cancel_on look back over)."""
+    return {
+        **timeline_key(event["name"], int(event["ts"]), event["id"]),
+        "event": js(event), TTL_ATTRIBUTE: n(int(now + ttl) + 1),
+    }
+
+
 def event_from(row: Item) -> dict[str, Any]:
     """Decode the event of an event-log item."""
     return dict(json.loads(row["event"]["S"]))

@@ -142,7 +142,7 @@ class LocalBackend:
     def _process(self, delivery: Delivery, *, retry_delay: float) -> None:
         msg = delivery.message
         try:
-            self.orchestrator.handle(msg)
+            self.orchestrator.handle(msg, receive_count=delivery.receipt)
         except Exception as exc:
             # Errors in user code are recorded by the engine; reaching here means the
             # platform failed (storage, a bug), which a later retry may get past.

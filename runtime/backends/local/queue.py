@@ -86,6 +86,8 @@ class SqliteQueue:
         self.clock = clock
         self.visibility_timeout = visibility_timeout
         self.max_receives = max_receives
+        #: Receive visible messages in random order instead of due order (chaos tests).
+        self.shuffle = False
         self.db.ensure_schema(_SCHEMA)
 
     def send(self, messages: Sequence[Message]) -> None:
@@ -116,9 +118,10 @@ class SqliteQueue:
                 " AND visible_at <= ? AND receive_count >= ?",
                 (now, self.max_receives),
             )
+            order = "random()" if self.shuffle else "visible_at, seq"
             rows = conn.execute(
                 "SELECT seq, receive_count, body FROM queue WHERE dead = 0 AND visible_at <= ?"
-                " ORDER BY visible_at, seq LIMIT ?",
+                f" ORDER BY {order} LIMIT ?",
                 (now, max_n),
             ).fetchall()
             lease = now + self.visibility_timeout

@@ -51,6 +51,14 @@ _SCHEMA = (
         received_at REAL NOT NULL,
         json TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS events_by_time ON events (received_at)",
+    # Events by name and timestamp, for the lookback of waits and cancel_on (see ARCHITECTURE).
+    """CREATE TABLE IF NOT EXISTS event_timeline (
+        name TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        id TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        json TEXT NOT NULL,
+        PRIMARY KEY (name, ts, id))""",
 )
 
 
@@ -251,6 +259,40 @@ class SqliteStore:
                 (event["id"], event["name"], now, dumps(event)),
             )
             return True
+
+    def event_seen(self, event_id: str, *, now: float, ttl: float) -> bool:
+        """Whether ``event_id`` was routed (remembered) within ``ttl`` seconds."""
+        row = self.db.connection().execute(
+            "SELECT received_at FROM events WHERE id = ?", (event_id,)
+        ).fetchone()
+        return row is not None and row[0] > now - ttl
+
+    def log_event(self, event: dict[str, Any], *, now: float, ttl: float) -> None:
+        """Add ``event`` to the timeline of its name for ``ttl`` seconds (idempotent)."""
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM event_timeline WHERE expires_at < ?", (now,))
+            conn.execute(
+                "INSERT OR IGNORE INTO event_timeline (name, ts, id, expires_at, json)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (event["name"], int(event["ts"]), event["id"], now + ttl, dumps(event)),
+            )
+
+    def events_since(self, name: str, since_ms: int, *, now: float) -> list[dict[str, Any]]:
+        """Timeline events named ``name`` with ``ts >= since_ms``, oldest first."""
+        rows = self.db.connection().execute(
+            "SELECT json FROM event_timeline WHERE name = ? AND ts >= ? AND expires_at >= ?"
+            " ORDER BY ts, id",
+            (name, since_ms, now),
+        ).fetchall()
+        return [cast(dict[str, Any], json.loads(j)) for (j,) in rows]
+
+    def logged_event(self, name: str, ts: int, event_id: str) -> dict[str, Any] | None:
+        """One timeline event by its key, or ``None``."""
+        row = self.db.connection().execute(
+            "SELECT json FROM event_timeline WHERE name = ? AND ts = ? AND id = ?",
+            (name, ts, event_id),
+        ).fetchone()
+        return cast(dict[str, Any], json.loads(row[0])) if row else None
 
     def list_runs(self, query: RunQuery) -> list[RunRecord]:
         """List runs matching ``query``, newest first."""
