@@ -20,6 +20,18 @@ def parse_duration(value: str | float | timedelta, *, where: str) -> timedelta:
     Raises:
         ValueError: The value is not a non-negative duration.
     """
+    try:
+        result = _duration(value, where)
+    except OverflowError:
+        raise ValueError(f"{where}: duration {value!r} is too large") from None
+    if result < timedelta(0):
+        raise ValueError(f"{where}: duration must not be negative, got {value!r}")
+    return result
+
+
+def _duration(value: str | float | timedelta, where: str) -> timedelta:
+    if isinstance(value, float) and value != value:
+        raise ValueError(f"{where}: duration must be a number of seconds, got NaN")
     if isinstance(value, timedelta):
         result = value
     elif isinstance(value, bool):
@@ -45,8 +57,6 @@ def parse_duration(value: str | float | timedelta, *, where: str) -> timedelta:
             f"{where}: duration must be a string like '30s' or a timedelta, "
             f"got {type(value).__name__}"
         )
-    if result < timedelta(0):
-        raise ValueError(f"{where}: duration must not be negative, got {value!r}")
     return result
 
 

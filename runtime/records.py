@@ -382,3 +382,18 @@ class Commit:
     add_waiters: tuple[Waiter, ...] = ()
     remove_waiters: tuple[Waiter, ...] = ()
     outbox: tuple[Outgoing, ...] = ()
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What the commit-log keeps of one applied commit, found by the message that made it.
+
+    Attributes:
+        version: The run version the commit made.
+        outbox: What the commit had to send (re-sent when its message is redelivered).
+        step_keys: The step records it wrote.
+    """
+
+    version: int
+    outbox: tuple[Outgoing, ...]
+    step_keys: tuple[str, ...]

@@ -164,7 +164,7 @@ def commit_for(
     if isinstance(d, ScheduleBranches):
         writes = tuple(write(s, status=StepStatus.SCHEDULED, branch=True) for s in d.steps)
         msgs = tuple(Message(MessageKind.BRANCH, fn.id, run.run_id, key=s.key) for s in d.steps)
-        return replace(base, steps=writes, outbox=msgs)
+        return replace(base, steps=writes, outbox=(*msgs, nxt) if d.more else msgs)
     if isinstance(d, RunRetry):
         _log.warning("run %s failed (attempt %d): %s", run.run_id, run.attempt + 1, d.error.message)
         return replace(

@@ -9,11 +9,11 @@ Idempotency rests on these rules (ARCHITECTURE.md explains each):
 - every commit is made by a queue message (events and API cancels enqueue MATCH and CANCEL
   messages rather than committing), so a crash anywhere is followed by a redelivery;
 - only a CONTINUE carrying the run's current version may advance the main line;
+- every commit keeps its own outbox in the commit log, under the id of its message;
 - a message that finds its work already done does nothing, unless it is a *redelivery* (the
   queue's receive count is above one: its earlier delivery failed or crashed). A redelivery
-  re-sends the stored outbox of its own commit and everything the run's state says must be in
-  flight (branches, timers, the main line's continuation, lookbacks), so a send lost to a crash
-  is always repeated, and a duplicate copy never multiplies.
+  re-sends the outbox of its own commit, so a send lost to a crash is always repeated, and a
+  duplicate copy (which made no commit) never multiplies.
 - a commit that keeps losing races raises (:class:`CommitContentionError`): the message is
   redelivered instead of being dropped.
 """
@@ -334,7 +334,7 @@ class Orchestrator:
             return
         done = state.run.last_msg == msg.id or state.run.status.finished
         if (done or not self._perform(fn, state, msg, now)) and redelivered:
-            self._reconcile(fn, msg, msg.run_id)
+            self._resend(fn, msg)
 
     def _perform(self, fn: FunctionDef, state: RunState, msg: Message, now: float) -> bool:
         """Do the message's work if it is still due; whether it was."""
@@ -410,53 +410,35 @@ class Orchestrator:
             self._flush(self._cancel_lookback(fn, state))
             self._invoke(fn, state, msg, now, target=None)  # crashed before the first commit
         else:
-            self._reconcile(fn, msg, msg.run_id)
+            self._resend(fn, msg)
 
-    # -- redelivery: re-send what must be in flight ----------------------------------------
+    # -- redelivery: re-send what this message's own commit had to send -----------------
 
-    def _reconcile(self, fn: FunctionDef, msg: Message, run_id: str) -> None:
-        """Re-send what a run's state says must be in flight (after a redelivery).
+    def _resend(self, fn: FunctionDef, msg: Message) -> None:
+        """A redelivered message whose work is done: re-send what its commit had to send.
 
-        The stored outbox of the run's last commit, when this message made it (or the run is
-        finished), and for a running run every pending branch, timer, lookback and the main
-        line's continuation. All of it is idempotent downstream.
+        The commit log keeps every commit's outbox under the id of the message that made it,
+        so this is exact whatever commits came after (a sibling branch's, a resolve's), and
+        a copy that made no commit re-sends nothing: duplicates never multiply.
         """
-        state = self.store.load(run_id)
+        state = self.store.load(msg.run_id)
         if state is None:
             return
-        run = state.run
         out: list[Outgoing] = []
-        if run.last_msg == msg.id or run.status.finished:
-            out.extend(run.outbox)
-        if not run.status.finished:
-            out.extend(self._in_flight(fn, state))
-            out.extend(self._cancel_lookback(fn, state))
-        self.log.info("run %s: redelivered %s re-sends %d messages", run_id, msg.kind, len(out))
-        self._flush(out)
-
-    def _in_flight(self, fn: FunctionDef, state: RunState) -> list[Message]:
-        run = state.run
-        out: list[Message] = []
-        main_due: float | None = None
-        for rec in state.steps.values():
-            if rec.status is StepStatus.SCHEDULED:
-                out.append(Message(MessageKind.BRANCH, fn.id, run.run_id, key=rec.key,
-                                   attempt=rec.attempt))
-            elif rec.status is StepStatus.RETRYING:
-                if rec.branch:
-                    out.append(Message(MessageKind.BRANCH, fn.id, run.run_id, key=rec.key,
-                                       attempt=rec.attempt, due=rec.wake_at))
-                else:
-                    main_due = rec.wake_at
-            elif rec.status in (StepStatus.SLEEPING, StepStatus.WAITING, StepStatus.INVOKING):
-                if rec.wake_at is not None:
-                    out.append(Message(MessageKind.WAKE, fn.id, run.run_id, key=rec.key,
-                                       due=rec.wake_at))
-                if rec.status is StepStatus.WAITING:
+        done = self.store.committed(msg.run_id, msg.id)
+        if done is not None:
+            out.extend(done.outbox)
+            for key in done.step_keys:  # a wait it committed may have missed its event
+                rec = state.steps.get(key)
+                if rec is not None and rec.status is StepStatus.WAITING:
                     out.extend(self._wait_lookback(state, rec))
-        out.append(Message(MessageKind.CONTINUE, fn.id, run.run_id, version=run.version,
-                           due=main_due))
-        return out
+        elif state.run.last_msg == msg.id:  # a start whose run was created, nothing more
+            out.extend(state.run.outbox)
+        if msg.kind is MessageKind.START and not state.run.status.finished:
+            out.extend(self._cancel_lookback(fn, state))
+        if out:
+            self.log.info("run %s: redelivered %s re-sends %d", msg.run_id, msg.kind, len(out))
+            self._flush(out)
 
     # -- lookback: events that arrived before their waiter ---------------------------------
 

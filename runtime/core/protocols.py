@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from runtime.records import Commit, Message, RunRecord, RunState, RunStatus, Waiter
+from runtime.records import Commit, Committed, Message, RunRecord, RunState, RunStatus, Waiter
 
 
 class Clock(Protocol):
@@ -55,6 +55,14 @@ class Store(Protocol):
 
         Returns:
             Whether it was applied; ``False`` is a normal outcome (a duplicate or a race lost).
+        """
+        ...
+
+    def committed(self, run_id: str, msg_id: str) -> Committed | None:
+        """The commit message ``msg_id`` applied to the run, if any (from the commit log).
+
+        Every commit keeps its own outbox here, so a redelivered message re-sends exactly
+        what its own commit had to send, whatever commits came after.
         """
         ...
 

@@ -83,11 +83,20 @@ class Context:
         It is when the last step the handler has passed finished (or when the run was
         created), like a workflow clock: use it instead of ``datetime.now()`` in handler code.
         """
-        ts = max(self._state.checkpoint, self._state.run.created_at)
-        return datetime.fromtimestamp(ts, tz=UTC)
+        s = self._state
+        point = s.scope_checkpoint.get(s.scope, s.checkpoint) if s.scope else s.checkpoint
+        return datetime.fromtimestamp(max(point, s.run.created_at), tz=UTC)
 
     def uuid(self) -> uuid.UUID:
-        """A random-looking UUID that is the same on every replay."""
+        """A random-looking UUID that is the same on every replay.
+
+        Inside a parallel branch it depends only on that branch's own progress.
+        """
+        s = self._state
+        if s.scope:
+            s.scope_uuids[s.scope] += 1
+            seed = f"{self.run_id}/{s.scope}/{s.scope_visited[s.scope]}/{s.scope_uuids[s.scope]}"
+            return uuid.uuid5(_UUIDS, seed)
         self._uuids += 1
-        seed = f"{self.run_id}/{len(self._state.visited)}/{self._uuids}"
+        seed = f"{self.run_id}/{len(s.visited)}/{self._uuids}"
         return uuid.uuid5(_UUIDS, seed)

@@ -85,9 +85,14 @@ class SendEvents:
 
 @dataclass(frozen=True)
 class ScheduleBranches:
-    """Run each step as its own piece of work (parallel branches)."""
+    """Run each step as its own piece of work (parallel branches).
+
+    ``more``: the group has further new branches than one commit may schedule; the commit
+    continues the main line at once to schedule the next slice.
+    """
 
     steps: tuple[StepRef, ...]
+    more: bool = False
 
 
 @dataclass(frozen=True)

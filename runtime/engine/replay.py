@@ -11,9 +11,10 @@ import json
 import logging
 import traceback
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from runtime.durations import MAX_SLEEP, parse_duration
 from runtime.engine.context import Context
 from runtime.engine.decisions import (
     Decision,
@@ -108,8 +109,12 @@ def _plan(
     if len(ops) == 1 and not ops[0].ref.branch:
         return _perform(fn, ctx, rs, ops[0], limits)
     # Wide groups are scheduled in slices: each slice is one commit, and stores cap the
-    # items one atomic write may touch (DynamoDB: 100). The next replay schedules the rest.
-    return ScheduleBranches(tuple(o.ref for o in new[:MAX_BRANCHES_PER_COMMIT]))
+    # items one atomic write may touch (DynamoDB: 100). The slice's commit continues the
+    # main line at once, whose replay schedules the next slice.
+    return ScheduleBranches(
+        tuple(o.ref for o in new[:MAX_BRANCHES_PER_COMMIT]),
+        more=len(new) > MAX_BRANCHES_PER_COMMIT,
+    )
 
 
 def _perform(
@@ -148,14 +153,23 @@ def _step_error(fn: FunctionDef, rs: ReplayState, ref: StepRef, exc: Exception) 
     info = _info(exc)
     if not info.retriable or ref.attempt >= fn.retries:
         return StepFailed(ref, info)
-    return StepRetry(ref, info, _retry_at(exc, rs, f"{rs.run.run_id}/{ref.key}", ref.attempt))
+    seed = f"{rs.run.run_id}/{ref.key}"
+    try:
+        at = _retry_at(exc, rs, seed, ref.attempt, where=f"step '{ref.id}'")
+    except ValueError as bad:
+        return StepFailed(ref, _info(NonRetriableError(str(bad))))
+    return StepRetry(ref, info, at)
 
 
 def _handler_error(fn: FunctionDef, rs: ReplayState, exc: Exception) -> Decision:
     info = _info(exc)
     if isinstance(exc, StepError) or not info.retriable or rs.run.attempt >= fn.retries:
         return RunFailed(info)
-    return RunRetry(info, _retry_at(exc, rs, rs.run.run_id, rs.run.attempt))
+    try:
+        at = _retry_at(exc, rs, rs.run.run_id, rs.run.attempt, where="the handler")
+    except ValueError as bad:
+        return RunFailed(_info(NonRetriableError(str(bad))))
+    return RunRetry(info, at)
 
 
 def backoff(attempt: int, seed: str) -> float:
@@ -165,13 +179,26 @@ def backoff(attempt: int, seed: str) -> float:
     return ceiling * (0.5 + 0.5 * frac)
 
 
-def _retry_at(exc: Exception, rs: ReplayState, seed: str, attempt: int) -> float:
+def _retry_at(exc: Exception, rs: ReplayState, seed: str, attempt: int, *, where: str) -> float:
+    """When to retry; ``ValueError`` (naming ``where``) for an invalid ``RetryAfterError``."""
     if isinstance(exc, RetryAfterError):
         after = exc.after
         if isinstance(after, datetime):
+            if after.tzinfo is None:
+                raise ValueError(f"RetryAfterError in {where}: a datetime must be timezone-aware")
             return max(rs.now, after.timestamp())
-        seconds = after.total_seconds() if isinstance(after, timedelta) else float(after)
-        return rs.now + max(0.0, seconds)
+        try:
+            delay = parse_duration(after, where=f"RetryAfterError in {where}")
+        except ValueError:
+            raise
+        except Exception:  # any other type: named in the message
+            raise ValueError(
+                f"RetryAfterError in {where}: after must be a duration like '10m', seconds, a "
+                f"timedelta or an aware datetime, got {type(after).__name__}"
+            ) from None
+        if delay > MAX_SLEEP:
+            raise ValueError(f"RetryAfterError in {where}: {delay} is over the one-year limit")
+        return rs.now + delay.total_seconds()
     return rs.now + backoff(attempt, seed)
 
 

@@ -64,10 +64,32 @@ class ReplayState:
     now: float
     target: str | None
     max_steps: int
-    counters: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    counters: defaultdict[tuple[str, str], int] = field(
+        default_factory=lambda: defaultdict(int)
+    )
     visited: set[str] = field(default_factory=set)
     checkpoint: float = 0.0
     parallel_depth: int = 0
+    #: The parallel branch the handler is in: "" at the top, "2" in the third branch of a
+    #: group, "2.0" in the first branch of a group inside it.
+    scope: str = ""
+    #: Per branch: the latest checkpoint and the steps passed, so ``ctx.now()`` and
+    #: ``ctx.uuid()`` in a branch do not depend on how far its siblings got.
+    scope_checkpoint: dict[str, float] = field(default_factory=dict)
+    scope_visited: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    scope_uuids: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    _scoped: bool | None = None
+
+    @property
+    def scoped(self) -> bool:
+        """Whether step keys in branches carry their branch (``id@2``).
+
+        Runs that recorded a branch step before keys were scoped keep the old run-wide
+        counters, so they replay unchanged across the upgrade.
+        """
+        if self._scoped is None:
+            self._scoped = not any(r.branch and "@" not in r.key for r in self.history.values())
+        return self._scoped
     fatal: BaseException | None = None
     interrupted: list[PlannedOp] | None = None
     performing: bool = False
@@ -97,9 +119,13 @@ class Steps:
         s = self._s
         if not isinstance(step_id, str) or not step_id:
             raise NonRetriableError(f"step id must be a non-empty string, got {step_id!r}")
-        n = s.counters[step_id]
-        s.counters[step_id] += 1
+        # Counted per branch: a branch's keys never depend on how far its siblings got.
+        scope = s.scope if s.scoped else ""
+        n = s.counters[(scope, step_id)]
+        s.counters[(scope, step_id)] += 1
         key = step_id if n == 0 else f"{step_id}:{n}"
+        if scope:
+            key = f"{key}@{scope}"
         rec = s.history.get(key)
         if rec is not None and rec.kind is not kind:
             err = NondeterminismError(
@@ -121,9 +147,13 @@ class Steps:
     def _memo(self, rec: StepRecord | None) -> bool:
         if rec is None or not rec.status.final:
             return False
-        self._s.visited.add(rec.key)
+        s = self._s
+        s.visited.add(rec.key)
+        s.scope_visited[s.scope] += 1
         if rec.ended_at is not None:
-            self._s.checkpoint = max(self._s.checkpoint, rec.ended_at)
+            s.checkpoint = max(s.checkpoint, rec.ended_at)
+            if s.scope:
+                s.scope_checkpoint[s.scope] = max(s.scope_checkpoint[s.scope], rec.ended_at)
         if rec.status is StepStatus.FAILED:
             err = rec.error
             raise StepError(rec.id, err.name if err else "Error", err.message if err else "")
@@ -286,15 +316,20 @@ class Steps:
         s = self._s
         results: list[T] = []
         ops: list[PlannedOp] = []
+        outer = s.scope
+        entry = s.scope_checkpoint.get(outer, s.checkpoint) if outer else s.checkpoint
         s.parallel_depth += 1
         try:
-            for branch in branches:
+            for i, branch in enumerate(branches):
+                s.scope = f"{outer}.{i}" if outer else str(i)
+                s.scope_checkpoint[s.scope] = entry
                 try:
                     results.append(branch())
                 except Interrupt as it:
                     ops.extend(it.ops)
         finally:
             s.parallel_depth -= 1
+            s.scope = outer
         if ops:
             raise s.interrupt(ops)
         return tuple(results)

@@ -102,13 +102,21 @@ class RunView:
         return self.state.steps
 
     def step(self, key: str) -> StepRecord:
-        """One step record; ``KeyError`` names the keys that exist."""
-        try:
-            return self.state.steps[key]
-        except KeyError:
-            raise KeyError(
-                f"run {self.id} has no step '{key}' (has: {sorted(self.steps)})"
-            ) from None
+        """One step record, by key or by the id it was given if that is unique in the run.
+
+        Steps inside parallel branches are keyed with their branch (``charge@2``); a test
+        may still ask for ``"charge"`` when only one step has that id.
+
+        Raises:
+            KeyError: No such step (or the id is ambiguous); the message names the keys.
+        """
+        found = self.state.steps.get(key)
+        if found is not None:
+            return found
+        same = [r for r in self.state.steps.values() if r.id == key]
+        if len(same) == 1:
+            return same[0]
+        raise KeyError(f"run {self.id} has no step '{key}' (has: {sorted(self.steps)})")
 
 
 class Harness:

@@ -359,7 +359,7 @@ class AwsBackend:
                             idle.count(n)
                         if not n:
                             idle.check()
-                            idle.done.wait(0.005)
+                            idle.done.wait(0.05)
 
             run_workers(chaos.workers, work, idle)
             return idle.handled

@@ -27,7 +27,7 @@ from runtime.backends.aws import table as t
 from runtime.core.clock import SystemClock
 from runtime.core.protocols import Clock, RunQuery
 from runtime.errors import StepkitError
-from runtime.records import Commit, RunRecord, RunState, RunStatus, Waiter
+from runtime.records import Commit, Committed, RunRecord, RunState, RunStatus, Waiter
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -224,6 +224,25 @@ class DynamoStore:
             time.sleep(0.005 * 2**attempt)  # a commit half-applied: it completes in ms
         return None
 
+    def committed(self, run_id: str, msg_id: str) -> Committed | None:
+        """The commit ``msg_id`` applied, from the run's commit log (newest first).
+
+        Only a redelivered message asks, so reading the log is rare; the filter runs
+        server-side, newest entries first, and stops at the first match.
+        """
+        rows = self._query(
+            KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
+            FilterExpression="msg_id = :m",
+            ExpressionAttributeValues={
+                ":pk": t.s(t.RUN_PREFIX + run_id), ":lo": t.s(t.LOG_PREFIX),
+                ":hi": t.s(t.LOG_END), ":m": t.s(msg_id)},
+            ScanIndexForward=False,
+            ConsistentRead=True,
+        )
+        for row in rows:
+            return t.log_committed(row)
+        return None
+
     def waiters_for(self, event_name: str) -> list[Waiter]:
         """Waiters listening for an event name (expired ones included: the caller skips them)."""
         rows = self._query(
@@ -321,7 +340,8 @@ class DynamoStore:
         # Steps must outlive their run, whose longest sleep is a year: see ARCHITECTURE.md.
         step_ttl = now + self.retention + 366 * t.DAY
         actions.append(self._put(t.log_item(run_id, version, commit.msg_id,
-                                            [w.record for w in commit.steps], step_ttl)))
+                                            [w.record for w in commit.steps], step_ttl,
+                                            commit.outbox)))
         if expires is not None:  # the events item leaves with the run
             actions.append({"Update": {
                 "TableName": self.table, "Key": t.key(t.RUN_PREFIX + run_id, t.EVENTS_SK),

@@ -29,6 +29,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from runtime.records import (
+    Committed,
     ErrorInfo,
     Outgoing,
     ParentRef,
@@ -231,7 +232,7 @@ def outbox_item(run_id: str, version: int, msg_id: str | None, outbox: Sequence[
 
 
 def log_item(run_id: str, version: int, msg_id: str, steps: Sequence[StepRecord],
-             ttl: float) -> Item:
+             ttl: float, outbox: Sequence[Outgoing] = ()) -> Item:
     """Encode the commit-log entry of ``version``: the step records that commit wrote.
 
     Append-only, so a reader that has the state at version ``v`` catches up by reading only
@@ -243,10 +244,21 @@ def log_item(run_id: str, version: int, msg_id: str, steps: Sequence[StepRecord]
     item: Item = {
         **key(RUN_PREFIX + run_id, log_sk(version)), "version": n(version), "msg_id": s(msg_id),
         "step_keys": js([rec.key for rec in steps]), TTL_ATTRIBUTE: n(int(ttl)),
+        "outbox": js([o.to_json() for o in outbox]),
     }
-    if len(records.encode()) <= MAX_LOGGED_BYTES:
+    # The outbox is always kept (a redelivery re-sends it); the records only if both fit.
+    if len(records.encode()) + len(item["outbox"]["S"].encode()) <= MAX_LOGGED_BYTES:
         item["steps"] = s(records)
     return item
+
+
+def log_committed(row: Item) -> Committed:
+    """The commit a log entry records: its version, outbox and step keys."""
+    return Committed(
+        int(row["version"]["N"]),
+        tuple(outgoing_from_json(o) for o in _json(row, "outbox") or ()),
+        tuple(_json(row, "step_keys") or ()),
+    )
 
 
 def log_steps(row: Item) -> list[StepRecord] | None:

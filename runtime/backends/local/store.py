@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any, cast
 
 from runtime.core.protocols import RunQuery
-from runtime.records import Commit, RunRecord, RunState, StepRecord, StepWrite, Waiter
+from runtime.records import (
+    Commit,
+    Committed,
+    RunRecord,
+    RunState,
+    StepRecord,
+    StepWrite,
+    Waiter,
+    outgoing_from_json,
+)
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS runs (
@@ -38,6 +47,13 @@ _SCHEMA = (
         key TEXT NOT NULL,
         json TEXT NOT NULL,
         PRIMARY KEY (run_id, key))""",
+    # The commit log: each commit's outbox, found by the message that made it.
+    """CREATE TABLE IF NOT EXISTS commits (
+        run_id TEXT NOT NULL,
+        msg_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        json TEXT NOT NULL,
+        PRIMARY KEY (run_id, msg_id))""",
     """CREATE TABLE IF NOT EXISTS waiters (
         event_name TEXT NOT NULL,
         run_id TEXT NOT NULL,
@@ -236,7 +252,30 @@ class SqliteStore:
                 [(w.event_name, w.run_id, w.key) for w in commit.remove_waiters],
             )
             _put_waiters(conn, commit.add_waiters)
+            conn.execute(
+                "INSERT OR REPLACE INTO commits (run_id, msg_id, version, json)"
+                " VALUES (?, ?, ?, ?)",
+                (run_id, commit.msg_id, run.version, dumps({
+                    "outbox": [o.to_json() for o in commit.outbox],
+                    "step_keys": [w.record.key for w in commit.steps],
+                })),
+            )
             return True
+
+    def committed(self, run_id: str, msg_id: str) -> Committed | None:
+        """The commit message ``msg_id`` applied to the run, if any."""
+        row = self.db.connection().execute(
+            "SELECT version, json FROM commits WHERE run_id = ? AND msg_id = ?",
+            (run_id, msg_id),
+        ).fetchone()
+        if row is None:
+            return None
+        raw = json.loads(row[1])
+        return Committed(
+            int(row[0]),
+            tuple(outgoing_from_json(o) for o in raw["outbox"]),
+            tuple(raw["step_keys"]),
+        )
 
     def waiters_for(self, event_name: str) -> list[Waiter]:
         """Waiters listening for an event name (expired ones included: the caller skips them)."""
