@@ -55,6 +55,7 @@ from runtime.records import (
     WaiterKind,
 )
 
+MAX_WAITERS_PER_COMMIT = 80  # under DynamoDB's 100 items per transaction, with the rest
 _SYSTEM_IDS = uuid.UUID("3e0c6d1a-7b2f-4f59-8a61-2c9d0e4b5f73")
 _log = logging.getLogger("stepkit")
 
@@ -164,7 +165,13 @@ def commit_for(
     if isinstance(d, ScheduleBranches):
         writes = tuple(write(s, status=StepStatus.SCHEDULED, branch=True) for s in d.steps)
         msgs = tuple(Message(MessageKind.BRANCH, fn.id, run.run_id, key=s.key) for s in d.steps)
-        return replace(base, steps=writes, outbox=(*msgs, nxt) if d.more else msgs)
+        if not d.more:
+            return replace(base, steps=writes, outbox=msgs)
+        # The next slice: scheduled by a replay at whatever version the run has by then (the
+        # branches just scheduled move the version on, and a wait or sleep among them sends
+        # no continuation of its own).
+        more = Message(MessageKind.CONTINUE, fn.id, run.run_id, payload={"slice": True})
+        return replace(base, steps=writes, outbox=(*msgs, more))
     if isinstance(d, RunRetry):
         _log.warning("run %s failed (attempt %d): %s", run.run_id, run.attempt + 1, d.error.message)
         return replace(
@@ -186,7 +193,8 @@ def commit_for(
                 ended_at=now,
                 clear_error=error is None,
             ),
-            remove_waiters=waiters_of(fn, state),
+            # One transaction holds at most 100 items: the orchestrator removes the rest after.
+            remove_waiters=waiters_of(fn, state)[:MAX_WAITERS_PER_COMMIT],
             outbox=finish_outbox(run, status, output, error, now),
         )
     raise AssertionError(f"unhandled decision {d!r}")

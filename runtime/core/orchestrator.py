@@ -23,16 +23,17 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
 from runtime.app import App, FunctionDef
-from runtime.core.commits import commit_for, finish_outbox, waiters_of
+from runtime.core.commits import MAX_WAITERS_PER_COMMIT, commit_for, finish_outbox, waiters_of
 from runtime.core.ids import new_run_id, run_id_for_event
 from runtime.core.protocols import Bus, Clock, Queue, RunQuery, Store
 from runtime.engine import Limits, execute
+from runtime.engine.decisions import ScheduleBranches
 from runtime.errors import StepkitError
 from runtime.events import (
     SCHEDULED_TIMER,
@@ -65,6 +66,7 @@ EVENT_DEDUP_SECONDS = 24 * 3600
 #: How long events stay in the timeline that waits and cancel_on look back over.
 LOOKBACK_SECONDS = 24 * 3600
 _COMMIT_TRIES = 64
+_LAST_SEND_TRIES = 8
 _MATCH_IDS = uuid.UUID("5d7e0c1b-9a34-4c2e-b8f6-3e1a7d9c0b42")
 _INLINE_EVENT_BYTES = 64 * 1024  # larger matched events travel as a timeline reference
 _log = logging.getLogger("stepkit")
@@ -266,6 +268,18 @@ class Orchestrator:
 
     def _cancel(self, run_id: str, reason: str, msg_id: str) -> bool:
         """Commit the cancellation of a running run; whether this call cancelled it."""
+        error = ErrorInfo("FunctionCancelled", reason, retriable=False)
+        return self._finish(run_id, RunStatus.CANCELLED, error, msg_id)
+
+    def _finish(
+        self,
+        run_id: str,
+        status: RunStatus,
+        error: ErrorInfo,
+        msg_id: str,
+        flush: Callable[[Sequence[Outgoing]], None] | None = None,
+    ) -> bool:
+        """Cancel or fail a running run from outside its handler; whether this call did."""
         for _ in range(_COMMIT_TRIES):
             state = self.store.load(run_id)
             if state is None or state.run.status.finished:
@@ -274,19 +288,74 @@ class Orchestrator:
             # cancellable, with only the waiters its steps show.
             fn = self.app.functions.get(state.run.function_id)
             now = self.clock.now()
-            error = ErrorInfo("FunctionCancelled", reason, retriable=False)
+            remove = waiters_of(fn, state)
             commit = Commit(
                 msg_id=msg_id,
                 expect_version=state.run.version,
-                run=RunPatch(status=RunStatus.CANCELLED, error=error, ended_at=now),
-                remove_waiters=waiters_of(fn, state),
-                outbox=finish_outbox(state.run, RunStatus.CANCELLED, None, error, now),
+                run=RunPatch(status=status, error=error, ended_at=now),
+                remove_waiters=remove[:MAX_WAITERS_PER_COMMIT],
+                outbox=finish_outbox(state.run, status, None, error, now),
             )
             if self.store.commit(run_id, commit):
-                self.log.info("run %s cancelled: %s", run_id, reason)
-                self._flush(commit.outbox)
+                self.log.info("run %s %s: %s", run_id, status.value.lower(), error.message)
+                (flush or self._flush)(commit.outbox)
+                # Waiters past one transaction's worth are removed afterwards; until then a
+                # match finds the run finished and does nothing.
+                self.store.remove_waiters(remove[MAX_WAITERS_PER_COMMIT:])
                 return True
-        raise CommitContentionError(f"cancelling run {run_id}: lost {_COMMIT_TRIES} races")
+        raise CommitContentionError(f"finishing run {run_id}: lost {_COMMIT_TRIES} races")
+
+    def _give_up_hard(self, fn: FunctionDef, msg: Message, receive_count: int) -> None:
+        """:meth:`_give_up`, retried in place (it is idempotent): no delivery is left after."""
+        for attempt in range(_LAST_SEND_TRIES):
+            try:
+                self._give_up(fn, msg, receive_count)
+                return
+            except Exception:
+                if attempt == _LAST_SEND_TRIES - 1:
+                    raise
+                self.log.warning("failing run %s failed; trying again", msg.run_id)
+
+    def _give_up(self, fn: FunctionDef, msg: Message, receive_count: int) -> None:
+        """The last delivery of a message that runs user code: fail the run instead.
+
+        Every earlier delivery ended without a result: the worker was killed (Lambda timeout,
+        out of memory) or the platform kept failing. Running it again would only land it in
+        the dead-letter queue and leave the run Running for ever.
+        """
+        where = f"step '{msg.key}'" if msg.key else "the handler"
+        error = ErrorInfo(
+            "WorkerLostError",
+            f"{where} was delivered {receive_count} times without finishing: the worker was "
+            "killed (timeout or out of memory) or kept failing; the run is failed rather than "
+            "retried for ever",
+            retriable=False,
+        )
+        if msg.kind is MessageKind.START and self.store.load(msg.run_id) is None:
+            now = self.clock.now()
+            events = tuple((msg.payload or {})["events"])
+            parent = (msg.payload or {}).get("parent")
+            run = RunRecord(
+                run_id=msg.run_id, function_id=fn.id, events=events, created_at=now,
+                parent=ParentRef(**parent) if parent else None, status=RunStatus.FAILED,
+                error=error, ended_at=now, last_msg=msg.id,
+            )
+            run = replace(run, outbox=finish_outbox(run, RunStatus.FAILED, None, error, now))
+            if self.store.create_run(run, []):
+                self._flush_hard(run.outbox)
+            return
+        self._finish(msg.run_id, RunStatus.FAILED, error, msg.id, flush=self._flush_hard)
+
+    def _flush_hard(self, outbox: Sequence[Outgoing]) -> None:
+        """Send, retrying in place: on a message's last delivery there is no redelivery."""
+        for attempt in range(_LAST_SEND_TRIES):
+            try:
+                self._flush(outbox)
+                return
+            except Exception:
+                if attempt == _LAST_SEND_TRIES - 1:
+                    raise
+                self.log.warning("sending a failed run's outbox failed; trying again")
 
     def rerun(self, run_id: str) -> str:
         """Start a new run of the same function with the same events; return its id."""
@@ -310,7 +379,9 @@ class Orchestrator:
 
     # -- queue messages --------------------------------------------------------------------
 
-    def handle(self, msg: Message, *, receive_count: int = 1) -> None:
+    def handle(
+        self, msg: Message, *, receive_count: int = 1, max_receives: int | None = None
+    ) -> None:
         """Perform one queue message. Safe to call again with the same message.
 
         Args:
@@ -318,6 +389,8 @@ class Orchestrator:
             receive_count: Which delivery of this queue entry this is (SQS's
                 ``ApproximateReceiveCount``). Above one, the earlier delivery failed or
                 crashed, possibly after its commit: work already done is re-sent, not redone.
+            max_receives: The queue's deliveries before dead-lettering. On the last one, a
+                message that would run user code fails its run instead (see ``_give_up``).
         """
         now = self.clock.now()
         if msg.due is not None and msg.due > now + 0.001:
@@ -325,20 +398,52 @@ class Orchestrator:
             return
         fn = self.app.get(msg.function_id)
         redelivered = receive_count > 1 or bool((msg.payload or {}).get("resend"))
+        # The last two deliveries before the dead-letter queue: the first of them gives up,
+        # the second is there in case giving up itself failed.
+        last = max_receives is not None and receive_count >= max(max_receives - 1, 2)
         if msg.kind is MessageKind.START:
-            self._start(fn, msg, now, redelivered)
+            if last:
+                state = self.store.load(msg.run_id)
+                if state is None or (state.run.version == 0 and not state.run.status.finished):
+                    self._give_up_hard(fn, msg, receive_count)
+                    return
+            self._start(fn, msg, now, redelivered, last)
             return
         state = self.store.load(msg.run_id)
         if state is None:
             self.log.warning("message %s for unknown run %s dropped", msg.kind, msg.run_id)
             return
-        done = state.run.last_msg == msg.id or state.run.status.finished
-        if (done or not self._perform(fn, state, msg, now)) and redelivered:
-            self._resend(fn, msg)
+        mine = state.run.last_msg == msg.id
+        if redelivered and (mine or self.store.committed(msg.run_id, msg.id) is not None):
+            self._resend(fn, msg, hard=last)  # a message commits once: re-send its commit
+            return
+        if mine or state.run.status.finished:
+            return
+        if last and self._runs_code(state, msg):
+            self._give_up_hard(fn, msg, receive_count)
+            return
+        self._perform(fn, state, msg, now)
+
+    @staticmethod
+    def _runs_code(state: RunState, msg: Message) -> bool:
+        """Whether ``msg`` would run the handler or a step now.
+
+        That is a CONTINUE at the current version, or a BRANCH whose step still waits for
+        this attempt.
+        """
+        if msg.kind is MessageKind.CONTINUE:
+            return msg.version == state.run.version and not (msg.payload or {}).get("slice")
+        if msg.kind is MessageKind.BRANCH:
+            rec = state.steps.get(msg.key or "")
+            pending = (StepStatus.SCHEDULED, StepStatus.RETRYING)
+            return rec is not None and rec.status in pending and rec.attempt == msg.attempt
+        return False
 
     def _perform(self, fn: FunctionDef, state: RunState, msg: Message, now: float) -> bool:
         """Do the message's work if it is still due; whether it was."""
         if msg.kind is MessageKind.CONTINUE:
+            if (msg.payload or {}).get("slice"):
+                return self._next_slice(fn, state, msg, now)
             if msg.version != state.run.version:
                 return False
             return self._invoke(fn, state, msg, now, target=None)
@@ -361,7 +466,9 @@ class Orchestrator:
             return self._cancel(state.run.run_id, reason, msg.id)
         raise AssertionError(f"unhandled message kind {msg.kind}")
 
-    def _start(self, fn: FunctionDef, msg: Message, now: float, redelivered: bool) -> None:
+    def _start(
+        self, fn: FunctionDef, msg: Message, now: float, redelivered: bool, last: bool = False
+    ) -> None:
         payload = msg.payload or {}
         events = tuple(payload["events"])
         direct = bool(payload.get("direct") or payload.get("parent"))
@@ -410,11 +517,11 @@ class Orchestrator:
             self._flush(self._cancel_lookback(fn, state))
             self._invoke(fn, state, msg, now, target=None)  # crashed before the first commit
         else:
-            self._resend(fn, msg)
+            self._resend(fn, msg, hard=last)
 
     # -- redelivery: re-send what this message's own commit had to send -----------------
 
-    def _resend(self, fn: FunctionDef, msg: Message) -> None:
+    def _resend(self, fn: FunctionDef, msg: Message, *, hard: bool = False) -> None:
         """A redelivered message whose work is done: re-send what its commit had to send.
 
         The commit log keeps every commit's outbox under the id of the message that made it,
@@ -438,7 +545,7 @@ class Orchestrator:
             out.extend(self._cancel_lookback(fn, state))
         if out:
             self.log.info("run %s: redelivered %s re-sends %d", msg.run_id, msg.kind, len(out))
-            self._flush(out)
+            (self._flush_hard if hard else self._flush)(out)
 
     # -- lookback: events that arrived before their waiter ---------------------------------
 
@@ -537,8 +644,40 @@ class Orchestrator:
             f"run {run.run_id}: branch '{target}' lost {_COMMIT_TRIES} commit races in a row"
         )
 
+    def _next_slice(self, fn: FunctionDef, state: RunState, msg: Message, now: float) -> bool:
+        """Schedule the next slice of a wide parallel group, at the run's current version.
+
+        Only a ScheduleBranches decision is committed: anything else is the main line's own
+        work, done by its CONTINUE.
+
+        Raises:
+            CommitContentionError: The group's branches kept moving the version on.
+        """
+        for _ in range(_COMMIT_TRIES):
+            decision = execute(fn, state, now=now, target=None, limits=self.limits)
+            if not isinstance(decision, ScheduleBranches):
+                return False
+            commit = commit_for(self.app, fn, state, msg, decision, now)
+            if commit is not None and self.store.commit(state.run.run_id, commit):
+                self._flush(commit.outbox)
+                return True
+            fresh = self.store.load(state.run.run_id)
+            if fresh is None or fresh.run.status.finished:
+                return False
+            state = fresh
+        raise CommitContentionError(
+            f"run {state.run.run_id}: scheduling the next slice lost {_COMMIT_TRIES} races"
+        )
+
     def _after_commit(self, state: RunState, commit: Commit) -> None:
-        """Look back for events a wait just committed may have missed (sent before it)."""
+        """Look back for events a wait just committed may have missed (sent before it).
+
+        And a run that finished with more waiters than its commit could remove loses the rest
+        now (until then they match a finished run, which does nothing).
+        """
+        if commit.run is not None and commit.run.status is not None:
+            fn = self.app.functions.get(state.run.function_id)
+            self.store.remove_waiters(waiters_of(fn, state)[MAX_WAITERS_PER_COMMIT:])
         for w in commit.steps:
             if w.record.status is StepStatus.WAITING and w.expect_status is not StepStatus.WAITING:
                 self._flush(self._wait_lookback(state, w.record))

@@ -66,6 +66,10 @@ class Store(Protocol):
         """
         ...
 
+    def remove_waiters(self, waiters: Sequence[Waiter]) -> None:
+        """Delete waiters (idempotent; not atomic: for those one commit could not hold)."""
+        ...
+
     def waiters_for(self, event_name: str) -> list[Waiter]:
         """Waiters listening for an event name."""
         ...

@@ -23,7 +23,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from runtime.app import App
 from runtime.backends.aws.bus import EventBridgeBus
 from runtime.backends.aws.queue import SqsQueue
-from runtime.backends.aws.resources import MESSAGE_DETAIL_TYPE, HandlerConfig
+from runtime.backends.aws.resources import MAX_RECEIVES, MESSAGE_DETAIL_TYPE, HandlerConfig
 from runtime.backends.aws.store import DynamoStore
 from runtime.core.clock import SystemClock
 from runtime.core.orchestrator import Orchestrator
@@ -106,6 +106,8 @@ class Service:
             logger=logging.getLogger("stepkit"),
         )
         self.processor = BatchProcessor(event_type=EventType.SQS)
+        #: The queue's redrive maxReceiveCount: its last delivery fails the run instead.
+        self.max_receives = MAX_RECEIVES
 
     @classmethod
     def from_env(cls, app: App) -> Service:
@@ -162,7 +164,7 @@ class Service:
         )
         # SQS always sends it to Lambda; a hand-made record without it counts as a first one.
         count = int(record.raw_event.get("attributes", {}).get("ApproximateReceiveCount") or 1)
-        self.orchestrator.handle(msg, receive_count=count)
+        self.orchestrator.handle(msg, receive_count=count, max_receives=self.max_receives)
 
     def router_record(self, record: SQSRecord) -> None:
         """Handle one router-queue record: an app event from EventBridge."""

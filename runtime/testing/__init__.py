@@ -14,7 +14,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -135,7 +135,7 @@ class Harness:
         self.chaos: Chaos | None = None
         self._settle: Any = backend.run_until_idle
 
-    def once(self, effects: Sequence[Any]) -> list[Any]:
+    def once(self, effects: Iterable[Any]) -> list[Any]:
         """Side effects as a test recorded them, with chaos mode's repeats collapsed.
 
         Steps are at-least-once: a step whose result could not be recorded (an injected
@@ -230,19 +230,21 @@ class Harness:
     def advance(self, by: str | float | timedelta) -> None:
         """Skip the clock forward and run what became due, in time order.
 
-        The skip goes in steps (at most a tenth of the span) so timers fire close to their
-        time and work they schedule is also due within the span.
+        The clock jumps from one due time to the next (timers, retries, cron fires, a
+        delay queue's hops), so everything fires at its exact instant however long the span.
         """
-        remaining = parse_duration(by, where="Harness.advance").total_seconds()
-        # A backend whose timers cannot fire further ahead than some delay (SQS: 900 s) must
-        # not be skipped past it in one go, or a timer hop would land late.
-        cap = float(getattr(self.backend, "max_time_step", float("inf")))
-        step = min(max(remaining / 10, 1.0), cap)
+        span = parse_duration(by, where="Harness.advance").total_seconds()
+        end = self.clock.now() + span
+        next_due = getattr(self.backend, "next_due", None)
         self.settle()
-        while remaining > 0:
-            hop = min(step, remaining)
-            self.clock.advance(hop)
-            remaining -= hop
+        while True:
+            now = self.clock.now()
+            if now >= end:
+                return
+            due = next_due() if next_due is not None else None
+            target = end if due is None or due <= now else min(due, end)
+            # At least a millisecond: the clock may not represent a smaller step.
+            self.clock.advance(max(target - now, 0.001))
             self.settle()
 
     def runs(self, function_id: str | None = None, status: str | None = None) -> list[RunView]:

@@ -15,9 +15,11 @@ moto's SQS and EventBridge follow the same fake clock (see :mod:`runtime.testing
 
 from __future__ import annotations
 
+import heapq
 import json
 import random
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +28,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from runtime.app import App
-from runtime.backends.aws.resources import MAX_RECEIVES, MAX_SQS_DELAY, AppResources, HandlerConfig
+from runtime.backends.aws.resources import MAX_RECEIVES, AppResources, HandlerConfig
 from runtime.backends.aws.store import DynamoStore
 from runtime.backends.aws.table import table_spec, ttl_spec
 from runtime.core.clock import FakeClock
@@ -68,6 +70,24 @@ class _Schedule:
     cron: CronSchedule
     target_url: str
     input: str
+
+
+class _DueTracker:
+    """Wraps a worker's queue to note when each delayed message falls due."""
+
+    def __init__(self, inner: Any, dues: list[float]) -> None:
+        self.inner = inner
+        self.dues = dues  # heappush is atomic under the GIL
+
+    def send(self, messages: Sequence[Message]) -> None:
+        """Send, noting due times."""
+        self.inner.send(messages)
+        for m in messages:
+            if m.due is not None:
+                heapq.heappush(self.dues, m.due)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 class _LambdaContext:
@@ -120,8 +140,6 @@ class AwsBackend:
         limits: Per-run limits.
     """
 
-    #: SQS delays at most this long, so the harness never skips further in one go.
-    max_time_step = float(MAX_SQS_DELAY)
 
     def __init__(
         self,
@@ -143,10 +161,14 @@ class AwsBackend:
         self.consumers: list[_Consumer] = []
         self._urls_by_arn: dict[str, str] = {}
         self._limits = limits
+        # Due times of every delayed message sent, so the harness can skip straight to them.
+        self._dues: list[float] = []
+        self._dues_lock = threading.Lock()
         self._provision(visibility_timeout)
         self.store = DynamoStore(self.resources.table, client=self.clients["dynamodb"], clock=clock)
         self.router = next(c.service for c in self.consumers if c.router)
         self.schedules = self._read_schedules()
+        self.visibility_timeout = visibility_timeout
         self._schedules_checked = clock.now()
 
     # -- provisioning (the same description the CDK app deploys) --------------------------
@@ -187,7 +209,22 @@ class AwsBackend:
             function_id=function_id,
             retention_days=30,
         )
-        return Service(self.app, config, self.clients, self.clock, limits=self._limits)
+        service = Service(self.app, config, self.clients, self.clock, limits=self._limits)
+        service.orchestrator.queue = _DueTracker(service.orchestrator.queue, self._dues)
+        return service
+
+    def next_due(self) -> float | None:
+        """The earliest time after now at which a timer, a retry or a schedule is due."""
+        now = self.clock.now()
+        with self._dues_lock:
+            while self._dues and self._dues[0] <= now + 1e-6:
+                heapq.heappop(self._dues)
+            found = self._dues[0] if self._dues else None
+        at = datetime.fromtimestamp(now, UTC)
+        for sch in self.schedules:
+            fire = sch.cron.next_after(at).timestamp()
+            found = fire if found is None else min(found, fire)
+        return found
 
     def _provision(self, visibility_timeout: int) -> None:
         r = self.resources
@@ -298,6 +335,9 @@ class AwsBackend:
                 ],
             )
         again = [m for m in got if m["MessageId"] in failed]
+        if again and chaos is None:  # they reappear when their visibility timeout passes
+            with self._dues_lock:
+                heapq.heappush(self._dues, self.clock.now() + self.visibility_timeout)
         if chaos is not None and again:
             sqs.change_message_visibility_batch(
                 QueueUrl=consumer.url,
@@ -334,6 +374,7 @@ class AwsBackend:
             crew = {}
             for c in self.consumers:
                 svc = self._service(c.service.config.function_id, c.url)
+                svc.max_receives = chaos.max_receives
                 wrap_orchestrator(svc.orchestrator, faults)
                 crew[c.url] = svc
             crews.append(crew)

@@ -119,8 +119,8 @@ class Faults:
 class FaultyStore:
     """A Store whose calls fail now and then, and whose commits are sometimes the last act."""
 
-    _READS = ("load", "waiters_for", "event_seen", "events_since", "logged_event")
-    _WRITES = ("create_run", "remember_event", "log_event")
+    _READS = ("load", "waiters_for", "event_seen", "events_since", "logged_event", "committed")
+    _WRITES = ("create_run", "remember_event", "log_event", "remove_waiters")
 
     def __init__(self, inner: Any, faults: Faults) -> None:
         self.inner = inner

@@ -99,7 +99,7 @@ def test_send_event_fans_out_to_two_functions(make_harness: Any) -> None:
     run = h.only_run("sender")
     assert run.status == "Completed"
     assert len(run.output) == 1
-    assert sorted(got) == [("email", "A1"), ("restock", "A1")]
+    assert sorted(h.once(got)) == [("email", "A1"), ("restock", "A1")]
     assert h.only_run("email-customer").state.run.events[0]["id"] == run.output[0]
     assert h.only_run("restock").state.run.events[0]["id"] == run.output[0]
 
@@ -134,7 +134,10 @@ def test_parallel_branches_run_as_separate_work_and_return_in_order(make_harness
     assert run.step("inventory").branch and run.step("payment").branch
     assert not run.step("total").branch
     assert run.step("payment").attempt == 1
-    assert sorted(calls) == ["inventory", "payment", "payment"]
+    if not h.chaos:
+        assert sorted(calls) == ["inventory", "payment", "payment"]
+    else:  # at-least-once: a repeat is possible, a missing call is not
+        assert calls.count("inventory") >= 1 and calls.count("payment") >= 2
 
 
 def test_wide_parallel_group_is_scheduled_in_slices(make_harness: Any) -> None:

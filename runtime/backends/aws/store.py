@@ -224,6 +224,12 @@ class DynamoStore:
             time.sleep(0.005 * 2**attempt)  # a commit half-applied: it completes in ms
         return None
 
+    def remove_waiters(self, waiters: Sequence[Waiter]) -> None:
+        """Delete waiters, one DeleteItem each (idempotent; rare: only past a commit's share)."""
+        for w in waiters:
+            with _aws("DeleteItem (waiter)"):
+                self.client.delete_item(TableName=self.table, Key=t.key(*t.waiter_key(w)))
+
     def committed(self, run_id: str, msg_id: str) -> Committed | None:
         """The commit ``msg_id`` applied, from the run's commit log (newest first).
 

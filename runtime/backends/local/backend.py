@@ -142,7 +142,9 @@ class LocalBackend:
     def _process(self, delivery: Delivery, *, retry_delay: float) -> None:
         msg = delivery.message
         try:
-            self.orchestrator.handle(msg, receive_count=delivery.receipt)
+            self.orchestrator.handle(
+                msg, receive_count=delivery.receipt, max_receives=self.queue.max_receives
+            )
         except Exception as exc:
             # Errors in user code are recorded by the engine; reaching here means the
             # platform failed (storage, a bug), which a later retry may get past.
@@ -157,6 +159,16 @@ class LocalBackend:
                 )
             return
         self.queue.delete(delivery)
+
+    def next_due(self) -> float | None:
+        """The earliest time after now at which a queued message or a cron fire is due."""
+        now = self.clock.now()
+        found = self.queue.next_visible(after=now)
+        for fn in self.app:
+            for cron in fn.crons:
+                fire = _next(cron, max(now, self._created))
+                found = fire if found is None else min(found, fire)
+        return found
 
     # -- crons -------------------------------------------------------------------------------
 

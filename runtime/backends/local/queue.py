@@ -182,6 +182,13 @@ class SqliteQueue:
         ).fetchone()
         return int(row[0])
 
+    def next_visible(self, *, after: float) -> float | None:
+        """When the next message not yet visible at ``after`` becomes visible, if any."""
+        row = self.db.connection().execute(
+            "SELECT min(visible_at) FROM queue WHERE dead = 0 AND visible_at > ?", (after,)
+        ).fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
     def pending_count(self) -> int:
         """How many messages are queued and not dead, whether visible, delayed or in flight."""
         row = self.db.connection().execute("SELECT count(*) FROM queue WHERE dead = 0").fetchone()

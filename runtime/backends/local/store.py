@@ -262,6 +262,16 @@ class SqliteStore:
             )
             return True
 
+    def remove_waiters(self, waiters: Sequence[Waiter]) -> None:
+        """Delete waiters (idempotent)."""
+        if not waiters:
+            return
+        with self.db.write() as conn:
+            conn.executemany(
+                "DELETE FROM waiters WHERE event_name = ? AND run_id = ? AND key = ?",
+                [(w.event_name, w.run_id, w.key) for w in waiters],
+            )
+
     def committed(self, run_id: str, msg_id: str) -> Committed | None:
         """The commit message ``msg_id`` applied to the run, if any."""
         row = self.db.connection().execute(

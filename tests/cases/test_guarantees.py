@@ -1,0 +1,266 @@
+"""The platform's promise, scenario by scenario (issue 7): no run lost or left hanging, every
+result under its own key, every wait sees its event, every cancel lands.
+
+Each case runs on every backend, in normal and in chaos mode (see ``tests/conftest.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runtime import App, CancelOn, Context, RetryAfterError, TriggerEvent
+from runtime.records import StepStatus
+from runtime.testing.chaos import Chaos, SimulatedCrash
+
+
+def test_send_then_wait_sees_a_reply_sent_before_the_wait_exists(make_harness: Any) -> None:
+    # The responder answers `ask` at once: its reply may be routed before the asking run has
+    # committed its wait. The wait's lookback finds it in the event timeline.
+    app = App("chat")
+
+    @app.function(id="asker", trigger=TriggerEvent("chat/start"))
+    def asker(ctx: Context) -> Any:
+        ctx.step.send_event("ask", {"name": "chat/ask", "data": {"q": ctx.event.data["q"]}})
+        reply = ctx.step.wait_for_event(
+            "reply", event="chat/reply", timeout="1h", match="data.q"
+        )
+        return reply.data["a"] if reply else None
+
+    @app.function(id="responder", trigger=TriggerEvent("chat/ask"))
+    def responder(ctx: Context) -> None:
+        q = ctx.event.data["q"]
+        ctx.step.send_event("answer", {"name": "chat/reply", "data": {"q": q, "a": q * 2}})
+
+    h = make_harness(app)
+    h.send("chat/start", {"q": 21})
+    run = h.only_run("asker")
+    assert run.status == "Completed" and run.output == 42
+
+
+def test_a_cancel_that_arrives_before_the_run_starts_still_cancels_it(make_harness: Any) -> None:
+    shipped: list[str] = []
+    app = App("shop")
+
+    @app.function(
+        id="fulfil",
+        trigger=TriggerEvent("order/created"),
+        cancel_on=CancelOn(event="order/cancelled", match="data.order_id"),
+    )
+    def fulfil(ctx: Context) -> str:
+        ctx.step.sleep("cooling-off", "1h")
+        ctx.step.run("ship", lambda: shipped.append(ctx.event.data["order_id"]))
+        return "shipped"
+
+    h = make_harness(app)
+    h.send("order/created", {"order_id": "o1"}, settle=False)
+    h.send("order/cancelled", {"order_id": "o1"}, settle=False)  # before any start is handled
+    h.send("order/cancelled", {"order_id": "o-other"}, settle=False)
+    h.send("order/created", {"order_id": "o2"}, settle=False)
+    h.advance("2h")
+    by_order = {r.state.run.events[0]["data"]["order_id"]: r for r in h.runs("fulfil")}
+    assert by_order["o1"].status == "Cancelled"
+    assert by_order["o2"].status == "Completed"
+    assert h.once(shipped) == ["o2"]
+
+
+def test_a_wide_fan_out_finishes_and_every_result_lands_under_its_own_key(
+    make_harness: Any,
+) -> None:
+    app = App("fan")
+    width = 120  # wider than one commit's slice of 50
+
+    @app.function(id="fan", trigger=TriggerEvent("fan/go"))
+    def fan(ctx: Context) -> int:
+        results = ctx.step.parallel(
+            [lambda i=i: ctx.step.run(f"part-{i}", lambda i=i: i * i) for i in range(width)]
+        )
+        return sum(results)
+
+    h = make_harness(app)
+    h.send("fan/go")
+    run = h.only_run("fan")
+    assert run.status == "Completed"
+    assert run.output == sum(i * i for i in range(width))
+    assert all(run.step(f"part-{i}").output == i * i for i in range(width))
+
+
+def test_parallel_waits_wider_than_a_slice_all_start_at_once(make_harness: Any) -> None:
+    app = App("fan")
+    width = 60
+
+    @app.function(id="waits", trigger=TriggerEvent("fan/go"))
+    def waits(ctx: Context) -> list[Any]:
+        got = ctx.step.parallel([
+            lambda i=i: ctx.step.wait_for_event(
+                f"w{i}", event="fan/tick", timeout="1h", if_=f"async.data.i == {i}"
+            )
+            for i in range(width)
+        ])
+        return [e.data["i"] if e else None for e in got]
+
+    h = make_harness(app)
+    h.send("fan/go")
+    run = h.only_run("waits")
+    assert sum(r.status is StepStatus.WAITING for r in run.steps.values()) == width
+    h.send("fan/tick", {"i": width - 1})  # for a wait in the second slice
+    h.advance("1h1m")  # every wait times out within its hour, none two hours later
+    run = h.only_run("waits")
+    assert run.status == "Completed"
+    assert run.output == [None] * (width - 1) + [width - 1]
+
+
+def test_repeated_step_ids_in_branches_keep_their_own_results(make_harness: Any) -> None:
+    app = App("fan")
+
+    @app.function(id="pairs", trigger=TriggerEvent("fan/go"))
+    def pairs(ctx: Context) -> list[int]:
+        def branch(i: int) -> int:
+            fetched = ctx.step.run("fetch", lambda: i)
+            return int(ctx.step.run("save", lambda: fetched * 10))
+
+        return list(ctx.step.parallel([lambda i=i: branch(i) for i in range(6)]))
+
+    h = make_harness(app)
+    h.send("fan/go")
+    run = h.only_run("pairs")
+    assert run.status == "Completed" and run.output == [0, 10, 20, 30, 40, 50]
+
+
+def test_retry_after_takes_a_duration_string(make_harness: Any) -> None:
+    app = App("api")
+    tries: list[float] = []
+
+    @app.function(id="polite", trigger=TriggerEvent("api/go"), retries=2)
+    def polite(ctx: Context) -> str:
+        def call() -> str:
+            tries.append(h.clock.now())
+            if len(h.once(tries)) == 1:
+                raise RetryAfterError("rate limited", "10m")
+            return "ok"
+
+        return str(ctx.step.run("call", call))
+
+    h = make_harness(app)
+    h.send("api/go")
+    assert h.only_run("polite").step("call").status == "retrying"
+    h.advance("9m")
+    assert h.only_run("polite").status == "Running"
+    h.advance("2m")
+    run = h.only_run("polite")
+    assert run.status == "Completed"
+    assert h.once(tries)[1] - tries[0] >= 600
+
+
+def test_an_invalid_retry_after_fails_the_step_naming_it(make_harness: Any) -> None:
+    app = App("api")
+
+    @app.function(id="bad", trigger=TriggerEvent("api/go"), retries=3)
+    def bad(ctx: Context) -> None:
+        def call() -> None:
+            raise RetryAfterError("rate limited", "soon")
+
+        ctx.step.run("call", call)
+
+    h = make_harness(app)
+    h.send("api/go")
+    run = h.only_run("bad")
+    assert run.status == "Failed"
+    err = run.step("call").error
+    assert err is not None and "step 'call'" in err.message and "'soon'" in err.message
+
+
+def test_a_re_sent_event_id_runs_no_step_again(make_harness: Any) -> None:
+    app = App("shop")
+    calls: list[str] = []
+
+    @app.function(id="once", trigger=TriggerEvent("shop/go"))
+    def once(ctx: Context) -> int:
+        for i in range(5):
+            ctx.step.run(f"s{i}", lambda i=i: calls.append(f"s{i}"))
+        return 5
+
+    h = make_harness(app)
+    h.send({"id": "evt-1", "name": "shop/go", "data": {}}, settle=False)
+    h.send({"id": "evt-1", "name": "shop/go", "data": {}}, settle=False)
+    h.settle()
+    h.send({"id": "evt-1", "name": "shop/go", "data": {}})
+    run = h.only_run("once")
+    assert run.status == "Completed"
+    assert h.once(calls) == [f"s{i}" for i in range(5)]
+    if not h.chaos:
+        assert len(calls) == 5
+
+
+def test_duplicates_are_absorbed_not_multiplied(make_harness: Any) -> None:
+    def app_() -> App:
+        app = App("shop")
+
+        @app.function(id="eight", trigger=TriggerEvent("shop/go"))
+        def eight(ctx: Context) -> int:
+            for i in range(8):
+                ctx.step.run(f"s{i}", lambda i=i: i)
+            return 8
+
+        return app
+
+    plain = make_harness(app_())
+    plain.send("shop/go", settle=False)
+    normal = plain.settle()
+    doubled = make_harness(app_(), duplicate_deliveries=True)
+    doubled.send("shop/go", settle=False)
+    handled = doubled.settle()
+    assert doubled.only_run("eight").status == "Completed"
+    # Every message is sent twice; a copy that finds its work done sends nothing. (Chaos
+    # mode adds redeliveries of its own to both counts: the bound is looser, still linear.)
+    assert handled <= (2 * normal + 2 if not doubled.chaos else 4 * normal + 10)
+
+
+def test_a_cancel_lands_on_a_run_waiting_in_many_places(make_harness: Any) -> None:
+    app = App("fan")
+
+    @app.function(
+        id="many",
+        trigger=TriggerEvent("fan/go"),
+        cancel_on=CancelOn(event="fan/stop", match="data.k"),
+    )
+    def many(ctx: Context) -> None:
+        ctx.step.parallel([
+            lambda i=i: ctx.step.wait_for_event(f"w{i}", event=f"fan/e{i % 3}", timeout="1d")
+            for i in range(110)
+        ])
+
+    h = make_harness(app)
+    h.send("fan/go", {"k": 1})
+    h.send("fan/stop", {"k": 1})
+    run = h.only_run("many")
+    assert run.status == "Cancelled"
+    h.send("fan/e0", {})  # the waiters left behind match nothing any more
+    assert h.only_run("many").status == "Cancelled"
+
+
+def test_a_step_that_kills_its_worker_fails_the_run_with_on_failure(make_harness: Any) -> None:
+    # Each delivery dies inside the step (a Lambda timeout, an out-of-memory kill): no error
+    # is ever recorded. The queue's receive count is what the platform still knows.
+    app = App("shop")
+    failures: list[str] = []
+
+    def notify(ctx: Context) -> None:
+        failures.append(ctx.event.data["error"]["name"])
+
+    @app.function(id="doomed", trigger=TriggerEvent("shop/go"), on_failure=notify)
+    def doomed(ctx: Context) -> None:
+        ctx.step.run("hog", _die)
+
+    h = make_harness(app)
+    if not h.chaos:  # the chaos driver is what plays a killed worker (its lease expires)
+        h.enable_chaos(Chaos(workers=1, duplicate=0, crash=0, errors=0, max_receives=5))
+    h.send("shop/go")
+    run = h.only_run("doomed")
+    assert run.status == "Failed"
+    assert run.error is not None and run.error.startswith("WorkerLostError: ")
+    assert h.once(failures) == ["WorkerLostError"]
+    assert h.backend.dead_letters() == []
+
+
+def _die() -> None:
+    raise SimulatedCrash("killed inside the step")
