@@ -28,6 +28,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from runtime.app import App
+from runtime.backends.aws.queue import SqsQueue
 from runtime.backends.aws.resources import MAX_RECEIVES, AppResources, HandlerConfig
 from runtime.backends.aws.store import DynamoStore
 from runtime.backends.aws.table import table_spec, ttl_spec
@@ -75,16 +76,21 @@ class _Schedule:
 class _DueTracker:
     """Wraps a worker's queue to note when each delayed message falls due."""
 
-    def __init__(self, inner: Any, dues: list[float]) -> None:
+    def __init__(self, inner: Any, dues: list[float], clock: FakeClock) -> None:
         self.inner = inner
         self.dues = dues  # heappush is atomic under the GIL
+        self.clock = clock
 
     def send(self, messages: Sequence[Message]) -> None:
-        """Send, noting due times."""
+        """Send, noting when each delayed message becomes visible.
+
+        SQS delays whole seconds, at most 900: a longer timer hops, and each hop is noted.
+        """
+        now = self.clock.now()
         self.inner.send(messages)
         for m in messages:
             if m.due is not None:
-                heapq.heappush(self.dues, m.due)
+                heapq.heappush(self.dues, now + SqsQueue.delay(m, now))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -210,7 +216,7 @@ class AwsBackend:
             retention_days=30,
         )
         service = Service(self.app, config, self.clients, self.clock, limits=self._limits)
-        service.orchestrator.queue = _DueTracker(service.orchestrator.queue, self._dues)
+        service.orchestrator.queue = _DueTracker(service.orchestrator.queue, self._dues, self.clock)
         return service
 
     def next_due(self) -> float | None:

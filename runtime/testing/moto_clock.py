@@ -146,6 +146,13 @@ class MotoClock:
                 saved.append((module, attr, getattr(module, attr)))
             for module, attr, _ in saved:
                 setattr(module, attr, replacements[attr])
+            # moto makes a message visible only once the time is *past* its visible_at: on a
+            # frozen clock a visibility timeout of 0 would never end (real SQS: at once).
+            sqs_message = importlib.import_module("moto.sqs.models").Message
+            saved.append((sqs_message, "visible", sqs_message.__dict__["visible"]))
+            sqs_message.visible = property(
+                lambda m: bool(self._unix_time_millis() >= m.visible_at)
+            )
             self._saved = saved
             MotoClock._installed = self
 

@@ -192,8 +192,8 @@ def test_a_re_sent_event_id_runs_no_step_again(make_harness: Any) -> None:
 
 
 def test_duplicates_are_absorbed_not_multiplied(make_harness: Any) -> None:
-    def app_() -> App:
-        app = App("shop")
+    def app_(name: str) -> App:
+        app = App(name)  # one table per app on AWS
 
         @app.function(id="eight", trigger=TriggerEvent("shop/go"))
         def eight(ctx: Context) -> int:
@@ -203,10 +203,10 @@ def test_duplicates_are_absorbed_not_multiplied(make_harness: Any) -> None:
 
         return app
 
-    plain = make_harness(app_())
+    plain = make_harness(app_("plain"))
     plain.send("shop/go", settle=False)
     normal = plain.settle()
-    doubled = make_harness(app_(), duplicate_deliveries=True)
+    doubled = make_harness(app_("doubled"), duplicate_deliveries=True)
     doubled.send("shop/go", settle=False)
     handled = doubled.settle()
     assert doubled.only_run("eight").status == "Completed"
