@@ -39,7 +39,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def _modes(config: pytest.Config) -> list[str]:
     chosen: list[str] | None = config.getoption("--mode")
-    return chosen or ["normal"]
+    return chosen or ["normal", "chaos"]
 
 
 def _backends(config: pytest.Config) -> list[str]:

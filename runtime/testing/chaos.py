@@ -187,11 +187,20 @@ def wrap_orchestrator(orchestrator: Any, faults: Faults) -> None:
 
 
 class Idle:
-    """Termination for concurrent workers: done when none is busy and nothing is visible."""
+    """Termination for concurrent workers: two protocols, one per driver.
 
-    def __init__(self, visible: Callable[[], int]) -> None:
-        self._visible = visible
+    :meth:`busy` + :meth:`check` (local: a receive is one cheap call): done when no worker is
+    inside a receive-and-handle and nothing is visible. :meth:`rest` + :meth:`wake` (AWS: a
+    poll round is many slow calls, so "nobody busy" would rarely be seen).
+    """
+
+    def __init__(self, outstanding: Callable[[], int], workers: int) -> None:
+        self._outstanding = outstanding
+        self._workers = workers
         self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._resting = 0
+        self._gen = 0
         self._busy = 0
         self.done = threading.Event()
         self.handled = 0
@@ -207,10 +216,38 @@ class Idle:
             with self._lock:
                 self._busy -= 1
 
+    def rest(self) -> None:
+        """A worker found nothing anywhere: wait until woken, or settle that all are done.
+
+        Resting workers do not poll, so when the last one rests no worker holds a message:
+        if nothing is visible then, the work is done (messages a dead worker left leased
+        wait for their visibility timeout, as after a real crash).
+        """
+        with self._cond:
+            gen = self._gen
+            self._resting += 1
+            if self._resting == self._workers:
+                if self._outstanding() == 0:
+                    self.done.set()
+                self._gen += 1
+                self._resting = 0
+                self._cond.notify_all()
+                return
+            self._cond.wait_for(lambda: self.done.is_set() or self._gen != gen, timeout=1.0)
+            if self._gen == gen:
+                self._resting -= 1  # timed out: look again
+
+    def wake(self) -> None:
+        """A worker handled something (and may have sent more): resting workers look again."""
+        with self._cond:
+            self._gen += 1
+            self._resting = 0
+            self._cond.notify_all()
+
     def check(self) -> None:
-        """Called by a worker that found nothing: maybe everyone is done."""
+        """Called by a worker that found nothing (busy-count protocol): maybe all are done."""
         with self._lock:
-            if self._busy == 0 and self._visible() == 0:
+            if self._busy == 0 and self._outstanding() == 0:
                 self.done.set()
 
     def count(self, n: int = 1) -> None:
@@ -262,7 +299,7 @@ class LocalChaos:
         backend = self.backend
         backend.tick_crons()
         queue = backend.queue
-        idle = Idle(queue.visible_count)
+        idle = Idle(queue.visible_count, self.chaos.workers)
 
         def work(idle: Idle) -> None:
             with self.faults.active():

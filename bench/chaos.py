@@ -1,0 +1,229 @@
+"""Chaos bench: a mixed workload under concurrent, shuffled, duplicated, crashing, failing
+delivery, on each backend; prints what the platform promises and what it cost.
+
+    .venv/bin/python bench/chaos.py                    # 200 runs per backend
+    .venv/bin/python bench/chaos.py --runs 60 --backend local
+
+Runs (in equal shares): sequential steps, a 50-wide parallel group, a sleep between steps,
+send-then-wait against a responder, invoke of a child function, and a cancel_on run that is
+cancelled while it sleeps. Faults: 8 workers, 20 % of sends duplicated, 5 % of commits
+followed by a crash before their sends, 10 % of store/queue/bus calls failing (half of them
+after taking effect).
+
+Printed per backend:
+- runs, completed, failed/cancelled as expected;
+- lost: an event was sent and no run exists; stuck: a run not finished once all is due;
+- recorded twice: a step whose result was committed more than once;
+- wrong key: a step record whose output is not the one computed for that key;
+- repeated effects: step functions executed more than once (at-least-once is allowed and
+  counted, never hidden), and the share of steps affected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from runtime import App, CancelOn, Context, TriggerEvent
+from runtime.records import Commit, RunStatus
+from runtime.testing import Harness
+from runtime.testing.chaos import Chaos
+
+START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+KINDS = ("seq", "fan", "sleep", "ask", "invoke", "cancel")
+
+
+class Ledger:
+    """What the step functions did, and what the store recorded."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.executed: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.recorded: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    def effect(self, run_id: str, key: str) -> str:
+        with self.lock:
+            self.executed[(run_id, key)] += 1
+        return expected(run_id, key)
+
+
+def expected(run_id: str, key: str) -> str:
+    """The output a step must have: derived from its own run and key."""
+    return f"{run_id}/{key}"
+
+
+def build_app(name: str, ledger: Ledger) -> App:
+    app = App(name)
+
+    def step(ctx: Context, step_id: str, key: str | None = None) -> Any:
+        return ctx.step.run(step_id, lambda: ledger.effect(ctx.run_id, key or step_id))
+
+    @app.function(id="seq", trigger=TriggerEvent("bench/seq"))
+    def seq(ctx: Context) -> int:
+        for i in range(5):
+            step(ctx, f"s{i}")
+        return 5
+
+    @app.function(id="fan", trigger=TriggerEvent("bench/fan"))
+    def fan(ctx: Context) -> int:
+        ctx.step.parallel(
+            [lambda i=i: step(ctx, f"p{i}", f"p{i}@{i}") for i in range(50)]
+        )
+        return 50
+
+    @app.function(id="sleep", trigger=TriggerEvent("bench/sleep"))
+    def sleep(ctx: Context) -> int:
+        step(ctx, "before")
+        ctx.step.sleep("nap", "1h")
+        step(ctx, "after")
+        return 2
+
+    @app.function(id="ask", trigger=TriggerEvent("bench/ask"))
+    def ask(ctx: Context) -> Any:
+        n = ctx.event.data["n"]
+        ctx.step.send_event("ask", {"name": "bench/question", "data": {"n": n}})
+        reply = ctx.step.wait_for_event(
+            "reply", event="bench/answer", timeout="1d", match="data.n"
+        )
+        if reply is None:
+            raise RuntimeError("no reply")
+        return reply.data["n"]
+
+    @app.function(id="responder", trigger=TriggerEvent("bench/question"))
+    def responder(ctx: Context) -> None:
+        ctx.step.send_event("answer", {"name": "bench/answer", "data": ctx.event.data})
+
+    @app.function(id="child", trigger=TriggerEvent("bench/never"))
+    def child(ctx: Context) -> Any:
+        return step(ctx, "work")
+
+    @app.function(id="invoke", trigger=TriggerEvent("bench/invoke"))
+    def invoke(ctx: Context) -> Any:
+        return ctx.step.invoke("call", function="child", data={})
+
+    @app.function(
+        id="cancel",
+        trigger=TriggerEvent("bench/cancel"),
+        cancel_on=CancelOn(event="bench/stop", match="data.n"),
+    )
+    def cancel(ctx: Context) -> None:
+        step(ctx, "first")
+        ctx.step.sleep("nap", "1h")
+        step(ctx, "never")
+
+    return app
+
+
+def count_commits(h: Harness, ledger: Ledger) -> None:
+    """Count, below every fault, each step result a commit actually recorded."""
+    stores = []
+    own = getattr(h.backend, "orchestrator", None)
+    if own is not None:
+        stores.append(own.store)
+    for crew in getattr(h.backend, "_crews", []):
+        stores += [svc.orchestrator.store for svc in crew.values()]
+    for faulty in stores:
+        inner = faulty.inner
+
+        def commit(run_id: str, c: Commit, _inner: Any = inner) -> bool:
+            landed = bool(_inner.__class__.commit(_inner, run_id, c))
+            if landed:
+                with ledger.lock:
+                    for w in c.steps:
+                        if w.record.status.final:
+                            ledger.recorded[(run_id, w.record.key)] += 1
+            return landed
+
+        inner.commit = commit
+
+
+def bench(backend: str, runs: int, emulators: Any = None) -> dict[str, Any]:
+    ledger = Ledger()
+    app = build_app(f"chaos{backend}", ledger)
+    chaos = Chaos(workers=8, duplicate=0.2, crash=0.05, errors=0.10, seed=7, max_receives=60)
+    tmp = tempfile.mkdtemp()
+    if backend == "local":
+        h = Harness.local(app, path=Path(tmp) / "bench.sqlite3", start=START)
+    else:
+        h = Harness.aws(app, emulators, start=START)
+    h.enable_chaos(chaos)
+    count_commits(h, ledger)
+    t0 = time.perf_counter()
+    sent: list[tuple[str, str, int]] = []
+    for i in range(runs):
+        kind = KINDS[i % len(KINDS)]
+        (eid,) = h.send(f"bench/{kind}", {"n": i}, settle=False)
+        sent.append((kind, eid, i))
+    h.settle()
+    for kind, _, i in sent:
+        if kind == "cancel":
+            h.send("bench/stop", {"n": i}, settle=False)
+    h.advance("2h")
+    elapsed = time.perf_counter() - t0
+
+    by_event: dict[str, Any] = {}
+    all_runs = h.runs()
+    for view in all_runs:
+        by_event[view.state.run.events[0]["id"]] = view
+    completed = sum(v.status is RunStatus.COMPLETED for v in all_runs)
+    cancelled = lost = wrong = 0
+    for kind, eid, _ in sent:
+        view = by_event.get(eid)
+        if view is None:
+            lost += 1
+        elif kind == "cancel" and view.status is RunStatus.CANCELLED:
+            cancelled += 1
+    stuck = sum(not v.status.finished for v in all_runs)
+    for view in all_runs:
+        for rec in view.steps.values():
+            if rec.kind.value == "run" and rec.status.value == "completed":
+                wrong += rec.output != expected(view.id, rec.key)
+    twice = sum(1 for n in ledger.recorded.values() if n > 1)
+    repeated = sum(1 for n in ledger.executed.values() if n > 1)
+    faults = dict(h._settle.__self__.faults.counts) if backend == "local" else dict(
+        h.backend.faults.counts)
+    h.close()
+    return {
+        "backend": backend, "runs": len(all_runs), "triggered": runs, "completed": completed,
+        "cancelled as expected": cancelled, "lost": lost, "stuck": stuck,
+        "recorded twice": twice, "wrong key": wrong,
+        "repeated effects": f"{repeated} of {len(ledger.executed)} steps",
+        "faults injected": faults, "seconds": round(elapsed, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--backend", action="append", choices=["local", "aws"])
+    args = parser.parse_args()
+    logging.disable(logging.CRITICAL)  # injected failures are logged by the hundred
+    results = []
+    for backend in args.backend or ["local", "aws"]:
+        if backend == "aws":
+            from runtime.testing.emulators import aws_emulators
+
+            with aws_emulators() as emulators:
+                results.append(bench("aws", args.runs, emulators))
+        else:
+            results.append(bench("local", args.runs))
+    for r in results:
+        print(f"\n[{r['backend']}] {r['triggered']} triggered runs ({r['runs']} runs in all, "
+              f"children included), {r['seconds']} s")
+        for k, v in r.items():
+            if k not in ("backend", "triggered", "runs", "seconds"):
+                print(f"  {k:24} {v}")
+
+
+if __name__ == "__main__":
+    main()
