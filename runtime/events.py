@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -57,6 +58,41 @@ class Event(BaseModel):
         return self.model_dump(mode="json")
 
 
+MAX_DEPTH = 64  # nesting of objects and arrays in data and user
+MAX_TS_MS = 32_503_680_000_000  # year 3000
+
+
+def _check_json(value: Any, where: str) -> None:
+    """Refuse what JSON (or UTF-8) cannot carry, before anything would turn it into null.
+
+    Raises:
+        InvalidEventError: NaN or Infinity, nesting deeper than ``MAX_DEPTH``, a lone
+            surrogate, or a value JSON cannot encode; naming where.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            if depth >= MAX_DEPTH:
+                raise InvalidEventError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+        elif isinstance(item, float) and (item != item or item in (math.inf, -math.inf)):
+            raise InvalidEventError(
+                f"{where}: contains {item}, which JSON cannot carry (send a string or null)"
+            )
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidEventError(f"{where}: payload is not JSON-serialisable: {exc}") from None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidEventError(
+            f"{where}: contains a lone surrogate (like \\ud800) that UTF-8 cannot encode"
+        ) from None
+
+
 def _where(index: int | None) -> str:
     return "event" if index is None else f"event[{index}]"
 
@@ -82,9 +118,19 @@ def validate_event(
     where = _where(index)
     if isinstance(raw, Event):
         event = raw
+        _check_json(raw.model_dump(), where)
     else:
         if not isinstance(raw, Mapping):
             raise InvalidEventError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+        _check_json(dict(raw), where)
+        ts = raw.get("ts")
+        if ts is not None and (
+            isinstance(ts, bool) or not isinstance(ts, int | float) or not 0 <= ts <= MAX_TS_MS
+        ):
+            raise InvalidEventError(
+                f"{where}.ts: must be milliseconds since the Unix epoch, between 0 and "
+                f"{MAX_TS_MS} (the year 3000), got {ts!r}"
+            )
         try:
             event = Event.model_validate(dict(raw))
         except ValidationError as exc:

@@ -7,6 +7,7 @@ once the commit lands (its outbox). The orchestrator applies the commit and send
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from dataclasses import replace
@@ -268,11 +269,15 @@ def finish_outbox(
     now: float,
 ) -> tuple[Outgoing, ...]:
     """System events (and the parent's wake-up) for a run that just finished."""
+    # System events carry references where a copy could pass the 256 KB event limit: the
+    # trigger when it is large (its id and name instead), the output when it is large (read it
+    # from the run, whose id is here).
+    trigger = run.events[0]
     data: dict[str, Any] = {
         "function_id": run.function_id,
         "run_id": run.run_id,
         "status": status.value,
-        "event": run.events[0],
+        "event": trigger if _small(trigger) else {"id": trigger["id"], "name": trigger["name"]},
     }
     if error is not None:
         data["error"] = {"name": error.name, "message": error.message}
@@ -284,7 +289,10 @@ def finish_outbox(
     out: list[Outgoing] = []
     for name in names:
         eid = uuid.uuid5(_SYSTEM_IDS, f"{run.run_id}/{name}").hex
-        body = {**data, "output": output} if name == FUNCTION_FINISHED else data
+        body = data
+        if name == FUNCTION_FINISHED:
+            big = not _small(output)
+            body = {**data, "output_omitted": True} if big else {**data, "output": output}
         out.append(
             EventOut({"id": eid, "name": name, "data": body, "user": {}, "ts": int(now * 1000)})
         )
@@ -301,6 +309,14 @@ def finish_outbox(
             )
         )
     return tuple(out)
+
+
+_INLINE_BYTES = 64 * 1024
+
+
+def _small(value: Any) -> bool:
+    """Whether ``value`` may be copied into a system event (under 64 KiB of JSON)."""
+    return len(json.dumps(value, separators=(",", ":"))) <= _INLINE_BYTES
 
 
 def waiters_of(fn: FunctionDef | None, state: RunState) -> tuple[Waiter, ...]:

@@ -202,10 +202,19 @@ def _retry_at(exc: Exception, rs: ReplayState, seed: str, attempt: int, *, where
     return rs.now + backoff(attempt, seed)
 
 
+MAX_ERROR_MESSAGE = 8 * 1024  # characters of an error message kept in a record
+
+
 def _info(exc: BaseException) -> ErrorInfo:
     stack = "".join(traceback.format_exception(exc))[-4000:]
     retriable = bool(getattr(exc, "is_retriable", True))
-    return ErrorInfo(type(exc).__name__, str(exc), retriable, stack)
+    message = str(exc)
+    if len(message) > MAX_ERROR_MESSAGE:  # a record must fit the store's item limit
+        message = (
+            f"{message[:MAX_ERROR_MESSAGE]}... [{len(message) - MAX_ERROR_MESSAGE} more "
+            "characters cut: error messages are kept to 8 KiB]"
+        )
+    return ErrorInfo(type(exc).__name__, message, retriable, stack)
 
 
 def _json_value(value: Any, where: str, limits: Limits) -> Any:

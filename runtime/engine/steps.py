@@ -273,6 +273,17 @@ class Steps:
             assert rec is not None
             return rec.output
         function_id = function if isinstance(function, str) else function.id
+        try:
+            size = len(json.dumps(dict(data or {}), allow_nan=False).encode())
+        except (TypeError, ValueError) as exc:
+            raise NonRetriableError(
+                f"step.invoke '{step_id}': data is not JSON-serialisable: {exc}"
+            ) from None
+        if size > MAX_EVENT_BYTES:
+            raise NonRetriableError(
+                f"step.invoke '{step_id}': data is {size} bytes, over the {MAX_EVENT_BYTES}-byte "
+                "event limit (it becomes the child's triggering event)"
+            )
         until = None
         if timeout is not None:
             try:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from runtime import App, CancelOn, Context, RetryAfterError, TriggerEvent
+from runtime import App, CancelOn, Context, NonRetriableError, RetryAfterError, TriggerEvent
+from runtime.errors import InvalidEventError
 from runtime.records import StepStatus
 from runtime.testing.chaos import Chaos, SimulatedCrash
 
@@ -264,3 +265,71 @@ def test_a_step_that_kills_its_worker_fails_the_run_with_on_failure(make_harness
 
 def _die() -> None:
     raise SimulatedCrash("killed inside the step")
+
+
+def test_large_payloads_fail_clearly_or_travel_by_reference(make_harness: Any) -> None:
+    app = App("big")
+    blob = "x" * 200_000  # under one event's 256 KB, but trigger + output would be over
+
+    @app.function(id="child", trigger=TriggerEvent("big/never"))
+    def child(ctx: Context) -> str:
+        return str(ctx.event.data["blob"])
+
+    @app.function(id="parent", trigger=TriggerEvent("big/go"))
+    def parent(ctx: Context) -> int:
+        got = ctx.step.invoke("call", function="child", data={"blob": blob})
+        return len(got)
+
+    @app.function(id="too-big", trigger=TriggerEvent("big/go"))
+    def too_big(ctx: Context) -> None:
+        ctx.step.invoke("call", function="child", data={"blob": blob * 2})
+
+    @app.function(id="loud", trigger=TriggerEvent("big/go"))
+    def loud(ctx: Context) -> None:
+        def fail() -> None:
+            raise NonRetriableError("e" * 500_000)
+
+        ctx.step.run("fail", fail)
+
+    h = make_harness(app)
+    h.send("big/go")
+    assert h.only_run("parent").status == "Completed"
+    assert h.only_run("parent").output == len(blob)
+    big = h.only_run("too-big")
+    assert big.status == "Failed"
+    assert big.error is not None and "step.invoke 'call'" in big.error and "bytes" in big.error
+    loud_run = h.only_run("loud")
+    assert loud_run.status == "Failed"
+    err = loud_run.step("fail").error
+    assert err is not None and len(err.message) < 9000 and "cut" in err.message
+
+
+def test_a_batch_with_one_bad_event_is_refused_whole_and_says_why(make_harness: Any) -> None:
+    app = App("shop")
+
+    @app.function(id="greet", trigger=TriggerEvent("user/signup"))
+    def greet(ctx: Context) -> str:
+        return "hi"
+
+    h = make_harness(app)
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(10_000):
+        node["a"] = {}
+        node = node["a"]
+    bad = [
+        ({"name": "user/signup", "data": {"score": float("nan")}}, "contains nan"),
+        ({"name": "user/signup", "data": {"score": float("inf")}}, "contains inf"),
+        ({"name": "user/signup", "data": {"s": "\ud800"}}, "lone surrogate"),
+        ({"name": "user/signup", "data": deep}, "nested deeper than 64"),
+        ({"name": "user/signup", "ts": -5}, "event[1].ts"),
+        ({"name": "user/signup", "ts": 1e20}, "event[1].ts"),
+    ]
+    for event, why in bad:
+        try:
+            h.send([{"name": "user/signup", "data": {}}, event])
+        except InvalidEventError as exc:
+            assert why in str(exc) and "event[1]" in str(exc)
+        else:
+            raise AssertionError(f"accepted {why}")
+    assert h.runs("greet") == []  # the good first event of each batch was not accepted either
