@@ -61,7 +61,9 @@ class LocalBackend:
         clock: Time source; the system clock by default, a FakeClock in tests.
         workers: Worker threads started by :meth:`start`.
         visibility_timeout: Seconds before a message a worker took but never finished is
-            delivered again.
+            delivered again. Background workers renew the leases of the messages in hand
+            every third of it, so a long step keeps its message while a crashed process's
+            messages are back within this many seconds.
         max_receives: Deliveries of a message before it is dead-lettered.
         limits: Per-run limits.
         logger: Where run, step and worker logs go.
@@ -75,7 +77,7 @@ class LocalBackend:
         *,
         clock: Clock | None = None,
         workers: int = 4,
-        visibility_timeout: float = 300.0,
+        visibility_timeout: float = 15.0,
         max_receives: int = 10,
         limits: Limits = Limits(),  # noqa: B008 - frozen
         logger: logging.Logger | None = None,
@@ -101,6 +103,8 @@ class LocalBackend:
         self._created = self.clock.now()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._in_hand: dict[int, Delivery] = {}
+        self._in_hand_lock = threading.Lock()
 
     # -- work --------------------------------------------------------------------------------
 
@@ -227,6 +231,7 @@ class LocalBackend:
         self._stop.clear()
         targets = [(f"stepkit-worker-{i}", self._work) for i in range(self.workers)]
         targets.append(("stepkit-cron", self._cron_loop))
+        targets.append(("stepkit-heartbeat", self._heartbeat))
         for name, target in targets:
             # daemon: a forgotten stop() must not keep the interpreter alive.
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -253,10 +258,24 @@ class LocalBackend:
                 continue
             # Back off between retries: a platform failure rarely clears within milliseconds.
             delay = min(2.0 ** (batch[0].receipt - 1), _MAX_RETRY_DELAY)
+            with self._in_hand_lock:
+                self._in_hand[batch[0].seq] = batch[0]
             try:
                 self._process(batch[0], retry_delay=delay)
             except Exception:  # delete/release failed: the lease expiry redelivers it
                 self.log.exception("settling message %s failed", batch[0].message.id)
+            finally:
+                with self._in_hand_lock:
+                    self._in_hand.pop(batch[0].seq, None)
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.queue.visibility_timeout / 3):
+            with self._in_hand_lock:
+                held = list(self._in_hand.values())
+            try:
+                self.queue.extend(held)
+            except Exception:
+                self.log.exception("renewing message leases failed")
 
     def _cron_loop(self) -> None:
         while not self._stop.is_set():

@@ -153,6 +153,18 @@ class SqliteQueue:
         with self.db.write() as conn:
             conn.execute("DELETE FROM queue WHERE seq = ?", (delivery.seq,))
 
+    def extend(self, deliveries: Sequence[Delivery]) -> None:
+        """Renew the leases of deliveries still being handled (a worker's heartbeat)."""
+        if not deliveries:
+            return
+        lease = self.clock.now() + self.visibility_timeout
+        with self.db.write() as conn:
+            conn.executemany(
+                "UPDATE queue SET visible_at = ?, lease_until = ?"
+                " WHERE seq = ? AND receive_count = ? AND dead = 0",
+                [(lease, lease, d.seq, d.receipt) for d in deliveries],
+            )
+
     def release(self, delivery: Delivery, delay: float = 0.0, error: str | None = None) -> bool:
         """Make a message whose handling failed visible again after ``delay`` seconds.
 
