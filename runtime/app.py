@@ -9,8 +9,9 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from runtime.cron import CronSchedule
-from runtime.durations import parse_duration
+from runtime.durations import MAX_SLEEP, parse_duration
 from runtime.errors import ConfigurationError, FunctionNotFoundError
+from runtime.events import _NAME as _EVENT_NAME
 from runtime.events import FUNCTION_FAILED
 from runtime.expressions import Expression, ExpressionError, match_expression
 
@@ -145,11 +146,28 @@ def _duration(value: str | timedelta | None, where: str) -> timedelta | None:
         raise ConfigurationError(str(exc)) from None
 
 
-def _compile(source: str, where: str) -> Expression:
+def _compile(source: str, where: str, names: Sequence[str] = ("event",)) -> Expression:
     try:
+        Expression.check_names(source, names, where=where)
         return Expression.compile(source, where=where)
     except ExpressionError as exc:
         raise ConfigurationError(str(exc)) from None
+
+
+def _check_event_name(name: object, where: str) -> str:
+    if not isinstance(name, str) or not _EVENT_NAME.match(name):
+        raise ConfigurationError(
+            f"{where}: invalid event name {name!r}; use letters, digits and _ . : / -, "
+            "starting with a letter or digit, e.g. 'user/signup'"
+        )
+    return name
+
+
+def _timeout(value: str | timedelta | None, where: str) -> timedelta | None:
+    found = _duration(value, where)
+    if found is not None and found > MAX_SLEEP:
+        raise ConfigurationError(f"{where}: {found} is over the one-year limit ({MAX_SLEEP})")
+    return found
 
 
 class App:
@@ -240,6 +258,7 @@ class App:
         crons: list[CronSchedule] = []
         for i, t in enumerate(triggers):
             if isinstance(t, TriggerEvent):
+                _check_event_name(t.event, f"{where} trigger {i}")
                 cond = _compile(t.if_, f"{where} trigger '{t.event}' if") if t.if_ else None
                 events.append(EventFilter(t.event, cond))
             elif isinstance(t, TriggerCron):
@@ -263,6 +282,7 @@ class App:
         specs = []
         for c in cancels:
             cwhere = f"{where} cancel_on '{c.event}'"
+            _check_event_name(c.event, f"{where} cancel_on")
             if c.match and c.if_:
                 raise ConfigurationError(f"{cwhere}: give match or if_, not both")
             source = ""
@@ -274,8 +294,8 @@ class App:
             elif c.if_:
                 source = c.if_
             if source:
-                _compile(source, cwhere)
-            specs.append(CancelSpec(c.event, source, _duration(c.timeout, f"{cwhere} timeout")))
+                _compile(source, cwhere, ("event", "async"))
+            specs.append(CancelSpec(c.event, source, _timeout(c.timeout, f"{cwhere} timeout")))
         limits = timeouts or Timeouts()
         return FunctionDef(
             app_id=self.id,
@@ -285,8 +305,8 @@ class App:
             crons=tuple(crons),
             retries=retries,
             cancel_on=tuple(specs),
-            start_timeout=_duration(limits.start, f"{where} timeouts.start"),
-            finish_timeout=_duration(limits.finish, f"{where} timeouts.finish"),
+            start_timeout=_timeout(limits.start, f"{where} timeouts.start"),
+            finish_timeout=_timeout(limits.finish, f"{where} timeouts.finish"),
             options=dict(options),
         )
 

@@ -22,7 +22,7 @@ import json
 import keyword
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +62,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_STRINGS = re.compile(r"""(?:[rR]?'(?:\\.|[^'\\])*'|[rR]?"(?:\\.|[^"\\])*")""")
+# A name at the start of a path: not after '.', not a function call.
+_ROOT_NAME = re.compile(r"(?<![.\w])([A-Za-z_]\w*)\b(?!\s*\()")
+_MACRO_VARS = re.compile(r"\.(?:all|exists|exists_one|map|filter)\(\s*([A-Za-z_]\w*)\s*,")
+_CEL_WORDS = frozenset({"true", "false", "null", "in"})
+
+
 class Expression:
     """A compiled CEL expression.
 
@@ -89,6 +96,23 @@ class Expression:
         self.source = source
         self.where = where
         self._program: Runner = program
+
+    @classmethod
+    def check_names(cls, source: str, allowed: Sequence[str], *, where: str) -> None:
+        """Refuse names the expression will never have bound (``evnt.data.x`` never matches).
+
+        Raises:
+            ExpressionError: Naming ``where``, the unknown name and the names available.
+        """
+        text = _STRINGS.sub('""', source)
+        bound = set(allowed) | set(_MACRO_VARS.findall(text)) | _CEL_WORDS
+        for m in _ROOT_NAME.finditer(text):
+            name = m.group(1)
+            if name not in bound:
+                raise ExpressionError(
+                    f"{where}: unknown name '{name}' in {source!r}; "
+                    f"use {' or '.join(repr(a) for a in allowed)}"
+                )
 
     @classmethod
     def compile(cls, source: str, *, where: str) -> Expression:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from runtime.durations import MAX_SLEEP, parse_duration, parse_instant
 from runtime.engine.decisions import StepRef
 from runtime.errors import NondeterminismError, NonRetriableError, StepError, StepLimitError
+from runtime.events import _NAME as _EVENT_NAME
 from runtime.events import MAX_EVENT_BYTES, Event, validate_events
 from runtime.expressions import Expression, ExpressionError, interpolate, match_expression
 from runtime.records import RunRecord, StepKind, StepRecord, StepStatus
@@ -244,7 +245,11 @@ class Steps:
             raise NonRetriableError(f"{where}: give match or if_, not both")
         try:
             delta = parse_duration(timeout, where=f"{where} timeout")
+            if not isinstance(event, str) or not _EVENT_NAME.match(event):
+                raise ValueError(f"{where}: invalid event name {event!r}")
             source = match_expression(match) if match else (if_ or "")
+            if source:
+                Expression.check_names(source, ("event", "async"), where=where)
             expression = interpolate(source, {"event": self._s.run.events[0]}) if source else ""
             if expression:
                 Expression.compile(expression, where=where)

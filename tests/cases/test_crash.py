@@ -34,13 +34,17 @@ def test_worker_killed_mid_step_resumes_without_losing_or_double_recording(
     with pytest.raises(WorkerDied):
         h.settle()
     run = h.only_run("checkout")
-    assert run.status == "Running"
-    assert "charge" not in run.steps
+    if not h.chaos:  # (in chaos mode a duplicated delivery may already have done the step)
+        assert run.status == "Running"
+        assert "charge" not in run.steps
     h.advance("10m")  # the dead worker's lease (visibility timeout) runs out: redelivered
     run = h.only_run("checkout")
     assert run.status == "Completed"
     assert run.output == ["before-done", "charge-done", "after-done"]
-    assert calls == {"before": 1, "charge": 2, "after": 1}  # at least once per attempt
+    if not h.chaos:
+        assert calls == {"before": 1, "charge": 2, "after": 1}  # at least once per attempt
+    else:
+        assert calls["before"] >= 1 and calls["charge"] >= 2 and calls["after"] >= 1
     assert run.step("charge").attempt == 0  # a crash is not a failed attempt
 
 

@@ -8,8 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from runtime import App, CancelOn, Context, NonRetriableError, RetryAfterError, TriggerEvent
-from runtime.errors import InvalidEventError
+from runtime import (
+    App,
+    CancelOn,
+    Context,
+    NonRetriableError,
+    RetryAfterError,
+    Timeouts,
+    TriggerEvent,
+)
+from runtime.errors import ConfigurationError, InvalidEventError
 from runtime.records import StepStatus
 from runtime.testing.chaos import Chaos, SimulatedCrash
 
@@ -333,3 +341,29 @@ def test_a_batch_with_one_bad_event_is_refused_whole_and_says_why(make_harness: 
         else:
             raise AssertionError(f"accepted {why}")
     assert h.runs("greet") == []  # the good first event of each batch was not accepted either
+
+
+def test_registration_refuses_what_could_never_fire() -> None:
+    app = App("shop")
+
+    def handler(ctx: Context) -> None:
+        return None
+
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"trigger": TriggerEvent("bad name!")}, "invalid event name 'bad name!'"),
+        ({"trigger": TriggerEvent("")}, "invalid event name ''"),
+        ({"trigger": TriggerEvent(123)}, "invalid event name 123"),  # type: ignore[arg-type]
+        ({"trigger": TriggerEvent("a/b", if_="evnt.data.x == 1")}, "unknown name 'evnt'"),
+        ({"trigger": TriggerEvent("a/b"), "cancel_on": CancelOn(event="a/c", if_="asyn.x")},
+         "unknown name 'asyn'"),
+        ({"trigger": TriggerEvent("a/b"), "timeouts": Timeouts(finish="400d")}, "one-year"),
+        ({"trigger": TriggerEvent("a/b"), "timeouts": Timeouts(start="99999999999d")},
+         "too large"),
+    ]
+    for i, (options, why) in enumerate(bad):
+        try:
+            app.function(id=f"f{i}", **options)(handler)
+        except ConfigurationError as exc:
+            assert why in str(exc) and f"function 'f{i}'" in str(exc), str(exc)
+        else:
+            raise AssertionError(f"registered {options}")
