@@ -14,6 +14,7 @@ import json
 import logging
 import signal
 import socket
+import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -356,8 +357,14 @@ def dev(port: int, host: str, db: Path, package: str | None, workers: int, log_l
     sock = _listen(host, port)
     from runtime.backends.local import LocalBackend
 
-    db.parent.mkdir(parents=True, exist_ok=True)
-    backend = LocalBackend(app, db, workers=workers)
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        backend = LocalBackend(app, db, workers=workers)
+    except (OSError, sqlite3.Error) as exc:
+        sock.close()
+        raise click.ClickException(
+            f"cannot use --db {db}: {exc} (give a writable path for a SQLite file)"
+        ) from None
     try:
         backend.start()
         shown = f"[{host}]" if ":" in host else host

@@ -10,6 +10,7 @@ import importlib
 import os
 import pkgutil
 import sys
+import traceback
 from pathlib import Path
 from types import ModuleType
 
@@ -67,4 +68,19 @@ def _import(name: str) -> ModuleType:
             raise ConfigurationError(
                 f"cannot import functions package '{name}' (sys.path[0]={sys.path[0]})"
             ) from None
-        raise
+        raise ConfigurationError(_failure(name, exc)) from exc
+    except ConfigurationError as exc:  # a registration error: already names the function
+        raise ConfigurationError(f"importing '{name}': {exc}") from exc
+    except Exception as exc:  # the user's module raised while being imported
+        raise ConfigurationError(_failure(name, exc)) from exc
+
+
+def _failure(name: str, exc: BaseException) -> str:
+    """``importing 'x' failed: Type: message`` and where, in the user's own files."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f"{exc.filename}, line {exc.lineno}"
+    else:
+        own = [f for f in frames if "importlib" not in f.filename]
+        where = f"{own[-1].filename}, line {own[-1].lineno}" if own else "?"
+    return f"importing '{name}' failed: {type(exc).__name__}: {exc} (at {where})"

@@ -327,3 +327,47 @@ def test_dev_reports_a_busy_port(project: Path, monkeypatch: pytest.MonkeyPatch)
     assert f"cannot listen on 127.0.0.1:{port}" in result.output
     assert "--port" in result.output
     assert not (project / ".stepkit").exists()
+
+
+def _project(tmp_path: Path, source: str) -> Path:
+    pkg = tmp_path / "functions"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(textwrap.dedent(source))
+    return tmp_path
+
+
+def test_dev_names_the_file_and_line_of_a_functions_package_that_fails_to_import(
+    tmp_path: Path,
+) -> None:
+    root = _project(tmp_path, """
+        from runtime import App
+        app = App("broken")
+        raise RuntimeError("missing setting")
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "dev", "--port", "0"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert "RuntimeError: missing setting" in done.stderr
+    assert "functions/__init__.py, line 4" in done.stderr
+
+
+def test_dev_refuses_a_db_that_is_not_sqlite_without_a_traceback(tmp_path: Path) -> None:
+    root = _project(tmp_path, """
+        from runtime import App
+        app = App("fine")
+    """)
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a database" * 100)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for db in (str(junk), str(junk / "below-a-file.sqlite3")):
+        done = subprocess.run(
+            [sys.executable, "-m", "runtime.cli", "dev", "--port", "0", "--db", db],
+            cwd=root, env=env, capture_output=True, text=True, timeout=60,
+        )
+        assert done.returncode != 0
+        assert "Traceback" not in done.stderr
+        assert f"cannot use --db {db}" in done.stderr
