@@ -182,12 +182,15 @@ class StepkitStack(cdk.Stack):
 
     def _wire(self, worker: QueueWorker, fn: FunctionDef | None) -> None:
         """Environment and grants: the table, the bus, and sending to its own queue only."""
-        env = self.resources.lambda_env(fn, worker.queue.queue_url, self.settings.retention_days)
+        env = self.resources.lambda_env(fn, worker.queue.queue_url, self.settings.retention_days,
+                                        worker.dlq.queue_url)
         for name, value in env.items():
             worker.function.add_environment(name, value)
         self.state.grant_state_access(worker.role)
         self.events.bus.grant_put_events_to(worker.role)
         worker.queue.grant(worker.role, "sqs:SendMessage")  # delays and timer hops
+        # Records that can never succeed go straight to the DLQ, not after MAX_RECEIVES tries.
+        worker.dlq.grant(worker.role, "sqs:SendMessage")
 
     def _add_outputs(self) -> None:
         table, bus = self.state.table, self.events.bus

@@ -95,6 +95,7 @@ class Service:
             clock=self.clock,
         )
         self.bus = EventBridgeBus(app.id, config.bus, clients["events"])
+        self.sqs = clients["sqs"]
         queue = SqsQueue(config.function_id, config.queue_url, self.bus, self.clock, clients["sqs"])
         self.orchestrator = Orchestrator(
             app,
@@ -156,9 +157,29 @@ class Service:
             return Message.from_json(raw)
         raise BadMessageError(f"unrecognised queue record (keys: {sorted(raw)[:8]})")
 
+    def _dead_letter(self, record: SQSRecord, exc: BadMessageError) -> None:
+        """Send a record that can never succeed to the DLQ at once, with the reason.
+
+        Without a DLQ configured (a hand-run handler), raise: the queue's redrive applies.
+        """
+        if not self.config.dlq_url:
+            raise exc
+        logging.getLogger("stepkit").error("record %s dead-lettered: %s", record.message_id, exc)
+        self.sqs.send_message(
+            QueueUrl=self.config.dlq_url,
+            MessageBody=record.body,
+            MessageAttributes={
+                "stepkit_error": {"DataType": "String", "StringValue": str(exc)[:1000]}
+            },
+        )
+
     def worker_record(self, record: SQSRecord) -> None:
         """Handle one function-queue record; raising marks it failed for redelivery."""
-        msg = self.message_from_body(record.body)
+        try:
+            msg = self.message_from_body(record.body)
+        except BadMessageError as exc:
+            self._dead_letter(record, exc)
+            return
         self.logger.append_keys(
             run_id=msg.run_id, function_id=msg.function_id, step=msg.key or "", kind=msg.kind.value
         )
@@ -168,10 +189,17 @@ class Service:
 
     def router_record(self, record: SQSRecord) -> None:
         """Handle one router-queue record: an app event from EventBridge."""
-        raw = json.loads(record.body)
-        if not isinstance(raw, dict) or "detail-type" not in raw:
-            raise BadMessageError("router record is not an EventBridge delivery")
-        event = event_from_envelope(raw)
+        try:
+            raw = json.loads(record.body)
+            if not isinstance(raw, dict) or "detail-type" not in raw:
+                raise BadMessageError("router record is not an EventBridge delivery")
+            event = event_from_envelope(raw)
+        except json.JSONDecodeError as exc:
+            self._dead_letter(record, BadMessageError(f"router record is not JSON: {exc}"))
+            return
+        except BadMessageError as exc:
+            self._dead_letter(record, exc)
+            return
         self.logger.append_keys(event_id=event["id"], event_name=event["name"])
         self.orchestrator.route_event(event, start_runs=False)
 

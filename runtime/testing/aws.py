@@ -209,7 +209,7 @@ class AwsBackend:
             Rule=name, EventBusName=bus, Targets=[{"Id": "queue", "Arn": target_arn}]
         )
 
-    def _service(self, function_id: str | None, url: str) -> Service:
+    def _service(self, function_id: str | None, url: str, dlq_url: str = "") -> Service:
         config = HandlerConfig(
             app_id=self.app.id,
             table=self.resources.table,
@@ -217,6 +217,7 @@ class AwsBackend:
             queue_url=url,
             function_id=function_id,
             retention_days=30,
+            dlq_url=dlq_url or None,
         )
         service = Service(self.app, config, self.clients, self.clock, limits=self._limits)
         service.orchestrator.queue = _DueTracker(service.orchestrator.queue, self._dues, self.clock)
@@ -243,7 +244,7 @@ class AwsBackend:
         self.clients["events"].create_event_bus(Name=r.bus)
         url, arn, dlq = self._queue(r.router_queue, r.router_dlq, visibility_timeout)
         self._rule(r.router_rule, r.router_pattern(), arn)
-        self.consumers.append(_Consumer(url, arn, dlq, self._service(None, url), router=True))
+        self.consumers.append(_Consumer(url, arn, dlq, self._service(None, url, dlq), router=True))
         for f in r.functions:
             url, arn, dlq = self._queue(f.queue, f.dlq, visibility_timeout)
             trigger = f.trigger_pattern(r.app_id)
@@ -262,7 +263,7 @@ class AwsBackend:
                         "Input": s.input,
                     },
                 )
-            service = self._service(f.function_id, url)
+            service = self._service(f.function_id, url, dlq)
             self.consumers.append(_Consumer(url, arn, dlq, service, router=False))
 
     def _read_schedules(self) -> list[_Schedule]:
@@ -393,7 +394,7 @@ class AwsBackend:
         for _ in range(chaos.workers):
             crew = {}
             for c in self.consumers:
-                svc = self._service(c.service.config.function_id, c.url)
+                svc = self._service(c.service.config.function_id, c.url, c.dlq_url)
                 svc.max_receives = chaos.max_receives
                 wrap_orchestrator(svc.orchestrator, faults)
                 crew[c.url] = svc

@@ -130,8 +130,10 @@ def test_lambdas_run_the_handlers_on_arm64_with_the_stepkit_environment(
         assert p["Architectures"] == ["arm64"]
         assert p["Handler"] == ("runtime.handlers.worker.handler" if fn
                                 else "runtime.handlers.router.handler")
-        expected = res.lambda_env(fn, "QUEUE", 30)
+        dlq = res.function(fn.id).dlq if fn else res.router_dlq
+        expected = res.lambda_env(fn, "QUEUE", 30, "DLQ")
         expected["STEPKIT_QUEUE_URL"] = {"Ref": queue_id(resources, queue)}
+        expected["STEPKIT_DLQ_URL"] = {"Ref": queue_id(resources, dlq)}
         expected |= {"POWERTOOLS_SERVICE_NAME": app.id, "POWERTOOLS_LOG_LEVEL": "INFO"}
         assert p["Environment"]["Variables"] == expected
         if fn:
@@ -253,7 +255,7 @@ def test_no_wildcards_in_iam_policies(resources: Resources) -> None:
             assert "*" not in json.dumps(s["Resource"]), s
 
 
-def test_each_lambda_touches_only_its_queue_the_table_and_the_bus(
+def test_each_lambda_touches_only_its_queues_the_table_and_the_bus(
     app: App, res: AppResources, resources: Resources
 ) -> None:
     (table,) = of_type(resources, "AWS::DynamoDB::Table")
@@ -269,7 +271,10 @@ def test_each_lambda_touches_only_its_queue_the_table_and_the_bus(
             for a in actions(s):
                 granted.setdefault(a.split(":")[0], []).extend(as_list(s["Resource"]))
         assert set(granted) == {"sqs", "dynamodb", "events", "logs"}
-        assert all(r == arn(queue_id(resources, queue)) for r in granted["sqs"])
+        dlq = res.function(fn.id).dlq if fn else res.router_dlq
+        own = [arn(queue_id(resources, queue)), arn(queue_id(resources, dlq))]
+        assert all(r in own for r in granted["sqs"])  # its queue, and its DLQ (send only)
+        assert arn(queue_id(resources, dlq)) in granted["sqs"]
         assert all(r in table_arns for r in granted["dynamodb"])
         assert set(map(json.dumps, granted["dynamodb"])) == set(map(json.dumps, table_arns))
         assert granted["events"] == [arn(bus)]

@@ -24,6 +24,7 @@ ENV_TABLE = "STEPKIT_TABLE"
 ENV_BUS = "STEPKIT_BUS"
 ENV_FUNCTION = "STEPKIT_FUNCTION"  # absent on the event router
 ENV_QUEUE_URL = "STEPKIT_QUEUE_URL"  # the function's own queue
+ENV_DLQ_URL = "STEPKIT_DLQ_URL"  # its dead-letter queue: records that can never succeed
 ENV_RETENTION_DAYS = "STEPKIT_RETENTION_DAYS"
 
 MESSAGE_DETAIL_TYPE = "stepkit/message"  # a queue message routed to another function's queue
@@ -167,7 +168,7 @@ class AppResources:
         return {"source": [self.app_id], "detail-type": [{"anything-but": MESSAGE_DETAIL_TYPE}]}
 
     def lambda_env(
-        self, fn: FunctionDef | None, queue_url: str, retention_days: int
+        self, fn: FunctionDef | None, queue_url: str, retention_days: int, dlq_url: str = ""
     ) -> dict[str, str]:
         """Environment variables of a worker (``fn``) or of the router (``fn=None``)."""
         env = {
@@ -179,6 +180,8 @@ class AppResources:
         }
         if fn is not None:
             env[ENV_FUNCTION] = fn.id
+        if dlq_url:
+            env[ENV_DLQ_URL] = dlq_url
         return env
 
 
@@ -192,6 +195,7 @@ class HandlerConfig:
     queue_url: str
     function_id: str | None
     retention_days: int
+    dlq_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HandlerConfig:
@@ -217,4 +221,5 @@ class HandlerConfig:
             queue_url=env[ENV_QUEUE_URL],
             function_id=env.get(ENV_FUNCTION) or None,
             retention_days=retention,
+            dlq_url=env.get(ENV_DLQ_URL) or None,
         )
