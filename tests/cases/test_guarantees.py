@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from runtime import (
     App,
     CancelOn,
@@ -17,6 +19,7 @@ from runtime import (
     Timeouts,
     TriggerEvent,
 )
+from runtime.core.orchestrator import Orchestrator
 from runtime.errors import ConfigurationError, InvalidEventError
 from runtime.records import StepStatus
 from runtime.testing.chaos import Chaos, SimulatedCrash
@@ -367,3 +370,36 @@ def test_registration_refuses_what_could_never_fire() -> None:
             assert why in str(exc) and f"function 'f{i}'" in str(exc), str(exc)
         else:
             raise AssertionError(f"registered {options}")
+
+
+def test_an_event_whose_routing_failed_half_way_is_routed_again_in_full(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = App("chat")
+
+    @app.function(id="waiter", trigger=TriggerEvent("chat/start"))
+    def waiter(ctx: Context) -> Any:
+        got = ctx.step.wait_for_event("reply", event="chat/reply", timeout="1h", match="data.q")
+        return got.data["a"] if got else None
+
+    h = make_harness(app)
+    h.send("chat/start", {"q": 1})
+    failed: list[str] = []
+    real = Orchestrator.match_messages
+
+    def throttled_once(self: Orchestrator, event: dict[str, Any]) -> list[Any]:
+        if event["name"] == "chat/reply" and not failed:
+            failed.append(event["id"])  # logged and remembered nothing yet: routing failed
+            raise ConnectionError("throttled while reading waiters")
+        return real(self, event)
+
+    monkeypatch.setattr(Orchestrator, "match_messages", throttled_once)
+    reply = {"id": "reply-1", "name": "chat/reply", "data": {"q": 1, "a": "yes"}}
+    try:
+        h.send(reply)
+    except ConnectionError:  # routed in-process (local): the sender retries the same id
+        h.send(reply)
+    h.advance("6m")  # (AWS: the router's record returns after its visibility timeout)
+    assert failed == ["reply-1"]
+    run = h.only_run("waiter")
+    assert run.status == "Completed" and run.output == "yes"
