@@ -79,7 +79,7 @@ def test_a_wide_fan_out_finishes_and_every_result_lands_under_its_own_key(
     make_harness: Any,
 ) -> None:
     app = App("fan")
-    width = 120  # wider than one commit's slice of 50
+    width = 70  # wider than one commit's slice of 50
 
     @app.function(id="fan", trigger=TriggerEvent("fan/go"))
     def fan(ctx: Context) -> int:
@@ -98,7 +98,7 @@ def test_a_wide_fan_out_finishes_and_every_result_lands_under_its_own_key(
 
 def test_parallel_waits_wider_than_a_slice_all_start_at_once(make_harness: Any) -> None:
     app = App("fan")
-    width = 60
+    width = 55  # the last five in a second slice
 
     @app.function(id="waits", trigger=TriggerEvent("fan/go"))
     def waits(ctx: Context) -> list[Any]:
@@ -238,7 +238,7 @@ def test_a_cancel_lands_on_a_run_waiting_in_many_places(make_harness: Any) -> No
     def many(ctx: Context) -> None:
         ctx.step.parallel([
             lambda i=i: ctx.step.wait_for_event(f"w{i}", event=f"fan/e{i % 3}", timeout="1d")
-            for i in range(110)
+            for i in range(100)  # more waiters than one transaction can remove
         ])
 
     h = make_harness(app)
