@@ -307,14 +307,18 @@ class Orchestrator:
 
     def _give_up_hard(self, fn: FunctionDef, msg: Message, receive_count: int) -> None:
         """:meth:`_give_up`, retried in place (it is idempotent): no delivery is left after."""
+        self._in_place(lambda: self._give_up(fn, msg, receive_count), f"failing run {msg.run_id}")
+
+    def _in_place(self, action: Callable[[], object], what: str) -> None:
+        """Run an idempotent ``action``, retrying here: on a last delivery none follows."""
         for attempt in range(_LAST_SEND_TRIES):
             try:
-                self._give_up(fn, msg, receive_count)
+                action()
                 return
             except Exception:
                 if attempt == _LAST_SEND_TRIES - 1:
                     raise
-                self.log.warning("failing run %s failed; trying again", msg.run_id)
+                self.log.warning("%s failed; trying again", what)
 
     def _give_up(self, fn: FunctionDef, msg: Message, receive_count: int) -> None:
         """The last delivery of a message that runs user code: fail the run instead.
@@ -348,14 +352,7 @@ class Orchestrator:
 
     def _flush_hard(self, outbox: Sequence[Outgoing]) -> None:
         """Send, retrying in place: on a message's last delivery there is no redelivery."""
-        for attempt in range(_LAST_SEND_TRIES):
-            try:
-                self._flush(outbox)
-                return
-            except Exception:
-                if attempt == _LAST_SEND_TRIES - 1:
-                    raise
-                self.log.warning("sending a failed run's outbox failed; trying again")
+        self._in_place(lambda: self._flush(outbox), "sending an outbox")
 
     def rerun(self, run_id: str) -> str:
         """Start a new run of the same function with the same events; return its id."""
@@ -415,7 +412,7 @@ class Orchestrator:
             return
         mine = state.run.last_msg == msg.id
         if redelivered and (mine or self.store.committed(msg.run_id, msg.id) is not None):
-            self._resend(fn, msg, hard=last)  # a message commits once: re-send its commit
+            self._resend(fn, msg, state, hard=last)  # a message commits once: re-send it
             return
         if mine or state.run.status.finished:
             return
@@ -521,14 +518,16 @@ class Orchestrator:
 
     # -- redelivery: re-send what this message's own commit had to send -----------------
 
-    def _resend(self, fn: FunctionDef, msg: Message, *, hard: bool = False) -> None:
+    def _resend(
+        self, fn: FunctionDef, msg: Message, state: RunState | None = None, *, hard: bool = False
+    ) -> None:
         """A redelivered message whose work is done: re-send what its commit had to send.
 
         The commit log keeps every commit's outbox under the id of the message that made it,
         so this is exact whatever commits came after (a sibling branch's, a resolve's), and
         a copy that made no commit re-sends nothing: duplicates never multiply.
         """
-        state = self.store.load(msg.run_id)
+        state = state or self.store.load(msg.run_id)
         if state is None:
             return
         out: list[Outgoing] = []

@@ -23,6 +23,7 @@ from runtime.core.orchestrator import Orchestrator
 from runtime.errors import ConfigurationError, InvalidEventError
 from runtime.records import StepStatus
 from runtime.testing.chaos import Chaos, SimulatedCrash
+from tests.cases.test_lifecycle import _order_app
 
 
 def test_send_then_wait_sees_a_reply_sent_before_the_wait_exists(make_harness: Any) -> None:
@@ -51,17 +52,7 @@ def test_send_then_wait_sees_a_reply_sent_before_the_wait_exists(make_harness: A
 
 def test_a_cancel_that_arrives_before_the_run_starts_still_cancels_it(make_harness: Any) -> None:
     shipped: list[str] = []
-    app = App("shop")
-
-    @app.function(
-        id="fulfil",
-        trigger=TriggerEvent("order/created"),
-        cancel_on=CancelOn(event="order/cancelled", match="data.order_id"),
-    )
-    def fulfil(ctx: Context) -> str:
-        ctx.step.sleep("cooling-off", "1h")
-        ctx.step.run("ship", lambda: shipped.append(ctx.event.data["order_id"]))
-        return "shipped"
+    app = _order_app(shipped)  # fulfil: sleep 1h, then ship; cancel_on order/cancelled
 
     h = make_harness(app)
     h.send("order/created", {"order_id": "o1"}, settle=False)
