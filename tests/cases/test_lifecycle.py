@@ -99,13 +99,14 @@ def test_on_failure_handler_and_system_events(make_harness: Any) -> None:
     h = make_harness(app)
     h.send("a/b", {"order": 7})
     h.settle()
-    assert len(failures) == 1
+    # Handler code outside steps may rerun in chaos mode (a duplicated delivery): at least once.
+    assert len(failures) == 1 if not h.chaos else len(failures) >= 1
     assert failures[0]["function_id"] == "breaks"
     assert failures[0]["error"]["name"] == "StepError"
     assert failures[0]["event"]["data"] == {"order": 7}
     assert h.only_run("breaks-failure").status == "Completed"
     # audit hears about both runs but never about its own runs (no feedback loop).
-    assert sorted(finished) == ["breaks-failure:Completed", "breaks:Failed"]
+    assert sorted(h.once(finished)) == ["breaks-failure:Completed", "breaks:Failed"]
 
 
 def test_cron_fires_every_quarter_hour(make_harness: Any) -> None:

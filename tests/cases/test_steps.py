@@ -32,7 +32,9 @@ def test_memoized_steps_are_not_re_executed_on_replay(make_harness: Any) -> None
     run = h.only_run("three-steps")
     assert run.status == "Completed"
     assert run.output == {"a": 1, "b": 2, "c": 12}
-    assert calls == ["a", "b", "c"]
+    # Exactly once per step in order; in chaos mode a step whose commit failed runs again
+    # (at-least-once), so there the repeats are collapsed and the order still checked.
+    assert calls == ["a", "b", "c"] if not h.chaos else h.once(calls) == ["a", "b", "c"]
     assert [run.step(k).status for k in "abc"] == ["completed"] * 3
 
 
@@ -228,7 +230,10 @@ def test_context_helpers_are_deterministic_and_logs_not_repeated(
     assert len(set(seen["uuid"])) == 1
     messages = [r.getMessage() for r in caplog.records]
     for line in ("starting run", "after one", "after nap"):
-        assert messages.count(line) == 1, (line, messages)
+        # Replays never repeat a line; in chaos mode a re-executed invocation (its commit
+        # failed, or a duplicate ran it) logs its live lines again, so there: at least once.
+        seen = messages.count(line)
+        assert seen == 1 if not h.chaos else seen >= 1, (line, messages)
 
 
 def test_circular_step_output_fails_the_step_clearly(make_harness: Any) -> None:
