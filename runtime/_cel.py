@@ -83,3 +83,74 @@ def evaluate(program: celpy.Runner, variables: Mapping[str, Any]) -> bool:
     except _EVAL_ERRORS:
         return False
     return isinstance(result, celtypes.BoolType) and bool(result)
+
+
+# Parse-tree nodes that only wrap their one child (a literal, a member, a conjunction).
+_WRAPPERS = frozenset({"expr", "conditionalor", "conditionaland", "relation", "addition",
+                       "multiplication", "unary", "member", "primary", "paren_expr"})
+
+
+def _unwrap(node: Any) -> Any:
+    while getattr(node, "data", None) in _WRAPPERS and len(node.children) == 1:
+        node = node.children[0]
+    return node
+
+
+def _member_path(node: Any, root: str) -> tuple[str, ...] | None:
+    """``root.a.b`` as ``("a", "b")``; ``None`` for anything else (indexing, calls)."""
+    names: list[str] = []
+    while getattr(node, "data", None) == "member_dot":
+        names.append(str(node.children[1]))
+        node = _unwrap(node.children[0])
+    if getattr(node, "data", None) == "ident" and str(node.children[0]) == root and names:
+        return tuple(reversed(names))
+    return None
+
+
+_NOT_SCALAR = object()
+
+
+def _scalar_literal(node: Any) -> Any:
+    """The value of a string, int, double or bool literal; ``_NOT_SCALAR`` otherwise."""
+    if getattr(node, "data", None) != "literal":
+        return _NOT_SCALAR
+    value = _ENV.program(_ENV.compile(str(node.children[0]))).evaluate({})
+    if isinstance(value, celtypes.BoolType):
+        return bool(value)
+    if type(value) is celtypes.IntType:
+        return int(value)
+    if isinstance(value, celtypes.DoubleType):
+        return float(value)
+    if isinstance(value, celtypes.StringType):
+        return str(value)
+    return _NOT_SCALAR  # uint, bytes, null
+
+
+def equality_terms(source: str, root: str) -> list[tuple[tuple[str, ...], Any]]:
+    """The conjuncts of ``source`` that say ``root.<path> == <scalar literal>`` (either side).
+
+    Only conjuncts of the whole expression count (``a && b``, parenthesised or not): under
+    ``||``, ``!``, a ternary or a call, an equality is not something every match satisfies.
+
+    Raises:
+        CELParseError: On a syntax error.
+    """
+    out: list[tuple[tuple[str, ...], Any]] = []
+
+    def walk(node: Any) -> None:
+        node = _unwrap(node)
+        kind, kids = getattr(node, "data", None), getattr(node, "children", [])
+        if kind == "conditionaland" and len(kids) == 2:
+            walk(kids[0])
+            walk(kids[1])
+        elif kind == "relation" and len(kids) == 2 and getattr(kids[0], "data", None) == (
+            "relation_eq"
+        ):
+            left, right = _unwrap(kids[0].children[0]), _unwrap(kids[1])
+            for side, other in ((left, right), (right, left)):
+                path, value = _member_path(side, root), _scalar_literal(other)
+                if path is not None and value is not _NOT_SCALAR:
+                    out.append((path, value))
+
+    walk(_ENV.compile(source))
+    return out

@@ -18,18 +18,28 @@ event). Semantics:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import keyword
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from celpy import Runner
 
-__all__ = ["Expression", "ExpressionError", "interpolate", "match_expression"]
+__all__ = [
+    "Expression",
+    "ExpressionError",
+    "event_index_keys",
+    "index_key",
+    "index_term",
+    "interpolate",
+    "match_expression",
+]
 
 _INT64 = range(-(2**63), 2**63)
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -262,3 +272,74 @@ def match_expression(field: str) -> str:
     source = f"event.{field} == async.{field}"
     Expression.compile(source, where=f"match field {field!r}")  # rejects reserved words
     return source
+
+
+# -- the value index of waiters ------------------------------------------------------------
+
+_INDEX_KEY_BYTES = 200  # longer values are indexed by their digest, to keep keys small
+
+
+def index_key(value: Any) -> str | None:
+    """The key under which a scalar JSON value is indexed, or ``None`` for other values.
+
+    Values that compare equal under stepkit's CEL (``1 == 1.0``) get the same key; values
+    that do not (``1`` and ``"1"``, ``true`` and ``1``) get different keys.
+    """
+    value = _plain(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        if value.is_integer():
+            value = int(value)
+    if not isinstance(value, str | int | float):  # bool is an int
+        return None
+    text = json.dumps(value, ensure_ascii=False)
+    if len(text.encode()) > _INDEX_KEY_BYTES:
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    return text
+
+
+@lru_cache(maxsize=4096)
+def index_term(source: str) -> tuple[str, str] | None:
+    """An equality every event matching ``source`` satisfies, as ``(path, index key)``.
+
+    ``source`` is a waiter's expression over ``async`` (the run's own values already
+    interpolated). A conjunct of the whole expression of the form ``async.<path> ==
+    <string, number or bool>`` (either way round) qualifies; the first one is used. So an
+    ``order/paid`` event need only be compared with the waiters indexed under its own
+    ``data.order_id`` (and those with no such term), not with every waiter of the name.
+
+    Returns:
+        E.g. ``("data.order_id", '"ord_1"')``; ``None`` for an empty expression or one
+        with no qualifying conjunct.
+    """
+    if not source:
+        return None
+    from runtime import _cel
+
+    try:
+        terms = _cel.equality_terms(source, "async")
+    except _cel.CELParseError:
+        return None  # compiled when registered: only a hand-made waiter gets here
+    for path, value in terms:
+        key = index_key(value)
+        if key is not None:
+            return ".".join(path), key
+    return None
+
+
+def event_index_keys(event: Mapping[str, Any], paths: Iterable[str]) -> list[tuple[str, str]]:
+    """``(path, index key)`` for each of ``paths`` at which ``event`` has a scalar value.
+
+    These are the value-index entries whose waiters ``event`` could match (see
+    :func:`index_term`); paths the event lacks, or holds a list or map at, have none.
+    """
+    out = []
+    for path in paths:
+        value: Any = event
+        for name in path.split("."):
+            value = value.get(name) if isinstance(value, Mapping) else None
+        key = index_key(value)
+        if key is not None:
+            out.append((path, key))
+    return out

@@ -11,6 +11,8 @@ from enum import StrEnum
 from typing import Any
 from uuid import uuid4
 
+from runtime.expressions import index_term
+
 
 class RunStatus(StrEnum):
     """Lifecycle of a run."""
@@ -237,6 +239,9 @@ class Waiter:
         expression: CEL over ``async`` (the incoming event) with the run's own event values
             already interpolated; empty matches any event of that name.
         expires_at: When the waiter lapses.
+
+    Stores keep a waiter under its :attr:`index` when it has one, so that an event is
+    compared only with the waiters its own value could match (see ARCHITECTURE.md).
     """
 
     event_name: str
@@ -246,6 +251,11 @@ class Waiter:
     kind: WaiterKind
     expression: str = ""
     expires_at: float | None = None
+
+    @property
+    def index(self) -> tuple[str, str] | None:
+        """``(path, value key)`` every matching event has (:func:`index_term`), if any."""
+        return index_term(self.expression)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form."""

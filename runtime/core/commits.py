@@ -38,6 +38,7 @@ from runtime.events import (
     FUNCTION_FINISHED,
     FUNCTION_INVOKED,
 )
+from runtime.expressions import interpolate
 from runtime.records import (
     Commit,
     ErrorInfo,
@@ -319,16 +320,43 @@ def _small(value: Any) -> bool:
     return len(json.dumps(value, separators=(",", ":"))) <= _INLINE_BYTES
 
 
+def cancel_waiters(fn: FunctionDef, run: RunRecord, now: float) -> list[Waiter]:
+    """The waiters of ``fn``'s ``cancel_on`` for ``run``, with its own values filled in."""
+    return [
+        Waiter(
+            event_name=spec.event,
+            run_id=run.run_id,
+            function_id=fn.id,
+            key=f"cancel:{i}",
+            kind=WaiterKind.CANCEL,
+            expression=interpolate(spec.expression, {"event": run.events[0]})
+            if spec.expression
+            else "",
+            expires_at=now + spec.timeout.total_seconds() if spec.timeout else None,
+        )
+        for i, spec in enumerate(fn.cancel_on)
+    ]
+
+
+def step_waiter(run: RunRecord, rec: StepRecord) -> Waiter:
+    """The waiter of a ``wait_for_event`` step (as its commit added it, for removal)."""
+    return Waiter(
+        rec.detail["event"],
+        run.run_id,
+        run.function_id,
+        rec.key,
+        WaiterKind.STEP,
+        rec.detail.get("expression", ""),
+    )
+
+
 def waiters_of(fn: FunctionDef | None, state: RunState) -> tuple[Waiter, ...]:
-    """Every waiter a run may still have, to remove when it finishes."""
+    """Every waiter a run may still have, to remove when it finishes.
+
+    Each is rebuilt with its expression, so that stores find it under its value index.
+    """
     run = state.run
-    found = [
-        Waiter(spec.event, run.run_id, run.function_id, f"cancel:{i}", WaiterKind.CANCEL)
-        for i, spec in enumerate(fn.cancel_on if fn else ())
-    ]
-    found += [
-        Waiter(rec.detail["event"], run.run_id, run.function_id, rec.key, WaiterKind.STEP)
-        for rec in state.steps.values()
-        if rec.status is StepStatus.WAITING
-    ]
+    found = cancel_waiters(fn, run, run.created_at) if fn else []
+    found += [step_waiter(run, rec) for rec in state.steps.values()
+              if rec.status is StepStatus.WAITING]
     return tuple(found)

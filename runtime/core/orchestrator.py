@@ -29,7 +29,14 @@ from functools import lru_cache
 from typing import Any
 
 from runtime.app import App, FunctionDef
-from runtime.core.commits import MAX_WAITERS_PER_COMMIT, commit_for, finish_outbox, waiters_of
+from runtime.core.commits import (
+    MAX_WAITERS_PER_COMMIT,
+    cancel_waiters,
+    commit_for,
+    finish_outbox,
+    step_waiter,
+    waiters_of,
+)
 from runtime.core.ids import new_run_id, run_id_for_event
 from runtime.core.protocols import Bus, Clock, Queue, RunQuery, Store
 from runtime.engine import Limits, execute
@@ -41,7 +48,7 @@ from runtime.events import (
     Event,
     validate_events,
 )
-from runtime.expressions import Expression, interpolate
+from runtime.expressions import Expression
 from runtime.records import (
     Commit,
     ErrorInfo,
@@ -193,7 +200,7 @@ class Orchestrator:
         """One MATCH (wait) or CANCEL (cancel_on) message per live waiter ``event`` matches."""
         now = self.clock.now()
         out = []
-        for w in self.store.waiters_for(event["name"]):
+        for w in self.store.waiters_for(event):
             if w.expires_at is not None and w.expires_at < now:
                 continue
             if _matches(w.expression, event):
@@ -305,9 +312,12 @@ class Orchestrator:
                 return True
         raise CommitContentionError(f"finishing run {run_id}: lost {_COMMIT_TRIES} races")
 
-    def _give_up_hard(self, fn: FunctionDef, msg: Message, receive_count: int) -> None:
+    def _give_up_hard(
+        self, fn: FunctionDef, msg: Message, receive_count: int, cause: Exception | None = None
+    ) -> None:
         """:meth:`_give_up`, retried in place (it is idempotent): no delivery is left after."""
-        self._in_place(lambda: self._give_up(fn, msg, receive_count), f"failing run {msg.run_id}")
+        self._in_place(lambda: self._give_up(fn, msg, receive_count, cause),
+                       f"failing run {msg.run_id}")
 
     def _in_place(self, action: Callable[[], object], what: str) -> None:
         """Run an idempotent ``action``, retrying here: on a last delivery none follows."""
@@ -320,21 +330,32 @@ class Orchestrator:
                     raise
                 self.log.warning("%s failed; trying again", what)
 
-    def _give_up(self, fn: FunctionDef, msg: Message, receive_count: int) -> None:
-        """The last delivery of a message that runs user code: fail the run instead.
+    def _give_up(
+        self, fn: FunctionDef, msg: Message, receive_count: int, cause: Exception | None = None
+    ) -> None:
+        """The last delivery of a message that cannot be done: fail the run instead.
 
         Every earlier delivery ended without a result: the worker was killed (Lambda timeout,
-        out of memory) or the platform kept failing. Running it again would only land it in
-        the dead-letter queue and leave the run Running for ever.
+        out of memory) or the platform kept failing (``cause``: what the last try raised).
+        Running it again would only land it in the dead-letter queue and leave the run
+        Running for ever.
         """
         where = f"step '{msg.key}'" if msg.key else "the handler"
-        error = ErrorInfo(
-            "WorkerLostError",
-            f"{where} was delivered {receive_count} times without finishing: the worker was "
-            "killed (timeout or out of memory) or kept failing; the run is failed rather than "
-            "retried for ever",
-            retriable=False,
-        )
+        if cause is None:
+            error = ErrorInfo(
+                "WorkerLostError",
+                f"{where} was delivered {receive_count} times without finishing: the worker "
+                "was killed (timeout or out of memory) or kept failing; the run is failed "
+                "rather than retried for ever",
+                retriable=False,
+            )
+        else:
+            error = ErrorInfo(
+                "DeliveryFailedError",
+                f"the {msg.kind.value} message for {where} failed on all {receive_count} "
+                f"deliveries; last error: {type(cause).__name__}: {cause}"[:8192],
+                retriable=False,
+            )
         if msg.kind is MessageKind.START and self.store.load(msg.run_id) is None:
             now = self.clock.now()
             events = tuple((msg.payload or {})["events"])
@@ -398,6 +419,9 @@ class Orchestrator:
         # The last two deliveries before the dead-letter queue: the first of them gives up,
         # the second is there in case giving up itself failed.
         last = max_receives is not None and receive_count >= max(max_receives - 1, 2)
+        if last and msg.kind is not MessageKind.START:
+            self._last_delivery(fn, msg, receive_count)
+            return
         if msg.kind is MessageKind.START:
             if last:
                 state = self.store.load(msg.run_id)
@@ -416,10 +440,28 @@ class Orchestrator:
             return
         if mine or state.run.status.finished:
             return
-        if last and self._runs_code(state, msg):
+        self._perform(fn, state, msg, now)
+
+    def _last_delivery(self, fn: FunctionDef, msg: Message, receive_count: int) -> None:
+        """The last deliveries of a message before the dead-letter queue: never strand the run.
+
+        A message that would run user code fails its run (:meth:`_give_up`): every earlier
+        delivery ended without a result. Any other message (a wake, match, resolve, cancel,
+        timeout) is handled as a redelivery, retried here; if it still cannot be done, its
+        run is failed with the reason rather than left waiting for work that is gone.
+        """
+        state = self.store.load(msg.run_id)
+        if state is None or state.run.status.finished:
+            return
+        if self._runs_code(state, msg) and state.run.last_msg != msg.id:
             self._give_up_hard(fn, msg, receive_count)
             return
-        self._perform(fn, state, msg, now)
+        try:
+            self._in_place(lambda: self.handle(msg, receive_count=receive_count),
+                           f"{msg.kind.value} message {msg.id} of run {msg.run_id}")
+        except Exception as exc:
+            self.log.exception("giving up on %s message %s", msg.kind.value, msg.id)
+            self._give_up_hard(fn, msg, receive_count, cause=exc)
 
     @staticmethod
     def _runs_code(state: RunState, msg: Message) -> bool:
@@ -484,7 +526,7 @@ class Orchestrator:
         outbox: list[Outgoing] = []
         if run.deadline is not None:
             outbox.append(Message(MessageKind.TIMEOUT, fn.id, run.run_id, due=run.deadline))
-        waiters = self._cancel_waiters(fn, run, now)
+        waiters = cancel_waiters(fn, run, now)
         late = (
             fn.start_timeout is not None
             and now - events[0]["ts"] / 1000 > fn.start_timeout.total_seconds()
@@ -579,7 +621,7 @@ class Orchestrator:
         own = {e["id"] for e in run.events}
         since = int(run.events[0].get("ts") or 0)
         now = self.clock.now()
-        for i, w in enumerate(self._cancel_waiters(fn, run, run.created_at)):
+        for i, w in enumerate(cancel_waiters(fn, run, run.created_at)):
             if w.expires_at is not None and w.expires_at < now:
                 continue
             for event in self.store.events_since(w.event_name, since, now=now):
@@ -587,22 +629,6 @@ class Orchestrator:
                     return [self._waiter_message(fn.id, run.run_id, f"cancel:{i}",
                                                  WaiterKind.CANCEL, event)]
         return []
-
-    def _cancel_waiters(self, fn: FunctionDef, run: RunRecord, now: float) -> list[Waiter]:
-        return [
-            Waiter(
-                event_name=spec.event,
-                run_id=run.run_id,
-                function_id=fn.id,
-                key=f"cancel:{i}",
-                kind=WaiterKind.CANCEL,
-                expression=interpolate(spec.expression, {"event": run.events[0]})
-                if spec.expression
-                else "",
-                expires_at=now + spec.timeout.total_seconds() if spec.timeout else None,
-            )
-            for i, spec in enumerate(fn.cancel_on)
-        ]
 
     # -- one invocation --------------------------------------------------------------------
 
@@ -711,9 +737,7 @@ class Orchestrator:
             run = state.run
             remove: tuple[Waiter, ...] = ()
             if rec.kind is StepKind.WAIT:
-                remove = (
-                    Waiter(rec.detail["event"], run_id, run.function_id, key, WaiterKind.STEP),
-                )
+                remove = (step_waiter(run, rec),)
             commit = Commit(
                 msg_id=msg_id,
                 expect_version=run.version,

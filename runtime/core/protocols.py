@@ -70,8 +70,13 @@ class Store(Protocol):
         """Delete waiters (idempotent; not atomic: for those one commit could not hold)."""
         ...
 
-    def waiters_for(self, event_name: str) -> list[Waiter]:
-        """Waiters listening for an event name."""
+    def waiters_for(self, event: dict[str, Any]) -> list[Waiter]:
+        """Waiters ``event`` may match: at least every live one it matches.
+
+        Those of its name without a value index, and those whose :attr:`Waiter.index` the
+        event has (``event_index_keys``); never all waiters of the name. A waiter committed
+        before the call must be found (read consistently).
+        """
         ...
 
     def remember_event(self, event: dict[str, Any], *, now: float, ttl: float) -> bool:

@@ -19,6 +19,8 @@ from runtime import (
     Timeouts,
     TriggerEvent,
 )
+from runtime.backends.aws.store import DynamoStore
+from runtime.backends.local.store import SqliteStore
 from runtime.core.orchestrator import Orchestrator
 from runtime.errors import ConfigurationError, InvalidEventError
 from runtime.records import StepStatus
@@ -394,3 +396,75 @@ def test_an_event_whose_routing_failed_half_way_is_routed_again_in_full(
     assert failed == ["reply-1"]
     run = h.only_run("waiter")
     assert run.status == "Completed" and run.output == "yes"
+
+
+def test_an_event_reads_only_the_waiters_its_value_could_match(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 30 open orders, each waiting for its payment and cancellable by its own cancel: a
+    # payment or a cancel for one order reads that order's waiter, not all 30.
+    app = App("shop")
+
+    @app.function(
+        id="checkout",
+        trigger=TriggerEvent("order/created"),
+        cancel_on=CancelOn("order/cancelled", match="data.order_id"),
+    )
+    def checkout(ctx: Context) -> Any:
+        paid = ctx.step.wait_for_event(
+            "paid", event="order/paid", timeout="1d", match="data.order_id"
+        )
+        return paid.data["amount"] if paid else None
+
+    read: dict[str, list[int]] = {}
+    for cls in (SqliteStore, DynamoStore):
+        def counted(self: Any, event: dict[str, Any], _real: Any = cls.waiters_for) -> Any:
+            found = _real(self, event)
+            read.setdefault(event["name"], []).append(len(found))
+            return found
+
+        monkeypatch.setattr(cls, "waiters_for", counted)
+    h = make_harness(app)
+    for i in range(30):
+        h.send("order/created", {"order_id": f"o{i}"}, settle=False)
+    h.settle()
+    h.send("order/paid", {"order_id": "o5", "amount": 12})
+    h.send("order/cancelled", {"order_id": "o7"})
+    h.send("order/paid", {"order_id": "o-unknown", "amount": 1})
+    by_order = {r.state.run.events[0]["data"]["order_id"]: r for r in h.runs("checkout")}
+    assert by_order["o5"].status == "Completed" and by_order["o5"].output == 12
+    assert by_order["o7"].status == "Cancelled"
+    assert {r.status for o, r in by_order.items() if o not in ("o5", "o7")} == {"Running"}
+    assert max(read["order/paid"]) == 1 and min(read["order/paid"]) == 0
+    assert read["order/cancelled"] and max(read["order/cancelled"]) == 1
+
+
+def test_a_message_that_can_never_be_done_fails_its_run_with_the_reason(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sleep's wake message fails on every delivery (the platform kept failing): on its
+    # last deliveries the run is failed with the reason, not left sleeping for ever with
+    # its only message in the dead-letter queue.
+    app = App("shop")
+    failures: list[str] = []
+
+    def notify(ctx: Context) -> None:
+        failures.append(ctx.event.data["error"]["name"])
+
+    @app.function(id="napper", trigger=TriggerEvent("shop/go"), on_failure=notify)
+    def napper(ctx: Context) -> None:
+        ctx.step.sleep("nap", "1h")
+
+    def unreachable(*_: Any) -> bool:
+        raise ConnectionError("the state table is unreachable")
+
+    monkeypatch.setattr(Orchestrator, "_wake", unreachable)
+    h = make_harness(app)
+    h.send("shop/go")
+    h.advance("2h")
+    run = h.only_run("napper")
+    assert run.status == "Failed"
+    assert run.error is not None and run.error.startswith("DeliveryFailedError: "), run.error
+    assert "wake message for step 'nap'" in run.error and "unreachable" in run.error
+    assert h.once(failures) == ["DeliveryFailedError"]
+    assert h.backend.dead_letters() == []

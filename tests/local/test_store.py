@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 from runtime.backends.local.store import SqliteStore
-from runtime.records import Commit, StepWrite
+from runtime.records import Commit, StepWrite, Waiter, WaiterKind
 from tests.stores.helpers import make_run, step
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,3 +66,30 @@ def test_processes_racing_on_one_file_lose_no_update(tmp_path: Path) -> None:
     assert state.run.version == 75
     assert len(state.steps) == 75
     store.close()
+
+
+# -- files from earlier versions -----------------------------------------------------------
+
+
+def test_a_database_from_before_the_value_index_keeps_its_waiters(tmp_path: Path) -> None:
+    # The waiters table as it was: no index columns. Opening it adds them; its waiters stay
+    # findable (as unindexed ones), and new ones are indexed.
+    import json
+    import sqlite3
+
+    old = Waiter("order/paid", "r0", "fn", "w", WaiterKind.STEP, '"o1" == async.data.id')
+    with sqlite3.connect(tmp_path / "db") as conn:
+        conn.execute("CREATE TABLE waiters (event_name TEXT NOT NULL, run_id TEXT NOT NULL,"
+                     " key TEXT NOT NULL, expires_at REAL, json TEXT NOT NULL,"
+                     " PRIMARY KEY (event_name, run_id, key))")
+        conn.execute("INSERT INTO waiters VALUES (?, ?, ?, ?, ?)",
+                     ("order/paid", "r0", "w", None, json.dumps(old.to_json())))
+    store = SqliteStore(tmp_path / "db")
+    try:
+        new = Waiter("order/paid", "r1", "fn", "w", WaiterKind.STEP, '"o2" == async.data.id')
+        store.create_run(make_run("r1"), [new])
+        assert store.waiters_for({"name": "order/paid", "data": {"id": "o2"}}) == [old, new]
+        store.remove_waiters([old])
+        assert store.waiters_for({"name": "order/paid", "data": {"id": "o1"}}) == []
+    finally:
+        store.close()

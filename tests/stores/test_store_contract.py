@@ -37,6 +37,7 @@ from runtime.records import (
 from tests.stores.helpers import START, make_run, step, waiter
 
 TABLE = "stepkit-test-state"
+PAID = {"name": "order/paid", "data": {"x": 1}}  # the event helpers' waiter() matches
 
 
 @pytest.fixture(params=["sqlite", pytest.param("dynamo", marks=pytest.mark.aws)],
@@ -64,8 +65,8 @@ def test_create_run_is_idempotent_and_keeps_the_first(store: Store) -> None:
     assert state is not None
     assert state.run == make_run()
     assert state.steps == {}
-    assert store.waiters_for("order/cancelled") == [cancel]
-    assert store.waiters_for("order/paid") == []  # the refused create added nothing
+    assert store.waiters_for({"name": "order/cancelled"}) == [cancel]
+    assert store.waiters_for(PAID) == []  # the refused create added nothing
 
 
 def test_load_unknown_run_is_none(store: Store) -> None:
@@ -88,7 +89,7 @@ def test_commit_applies_everything_and_bumps_the_version(store: Store) -> None:
     assert state.run.last_msg == "m1"
     assert state.run.outbox == out
     assert state.steps == {"a": step("a", output=[1])}
-    assert store.waiters_for("order/paid") == [waiter()]
+    assert store.waiters_for(PAID) == [waiter()]
 
 
 def test_commit_with_a_stale_version_writes_nothing(store: Store) -> None:
@@ -103,7 +104,7 @@ def test_commit_with_a_stale_version_writes_nothing(store: Store) -> None:
     assert (state.run.version, state.run.last_msg, state.run.status) == (1, "m1", "Running")
     assert state.run.outbox == ()
     assert state.steps == {}
-    assert store.waiters_for("order/paid") == []
+    assert store.waiters_for(PAID) == []
 
 
 def test_commit_on_unknown_run_is_refused_and_creates_nothing(store: Store) -> None:
@@ -112,7 +113,7 @@ def test_commit_on_unknown_run_is_refused_and_creates_nothing(store: Store) -> N
                                         add_waiters=(waiter("ghost"),))) is False
     assert store.load("ghost") is None
     assert store.list_runs(RunQuery()) == []
-    assert store.waiters_for("order/paid") == []
+    assert store.waiters_for(PAID) == []
 
 
 def test_step_expected_absent_refuses_an_existing_step(store: Store) -> None:
@@ -201,10 +202,10 @@ def test_waiters_are_added_and_removed_by_name_run_and_key(store: Store) -> None
     w1, w2, w3 = waiter("r1", "a"), waiter("r1", "b"), waiter("r2", "a")
     assert store.commit("r1", Commit("m1", 0, add_waiters=(w1, w2)))
     assert store.commit("r2", Commit("m1", 0, add_waiters=(w3,)))
-    # Removal needs only the identifying fields, as the orchestrator rebuilds them.
-    ident = Waiter("order/paid", "r1", "fn", "a", WaiterKind.STEP)
+    # Removal needs the identifying fields (and the expression, which gives the index).
+    ident = Waiter("order/paid", "r1", "fn", "a", WaiterKind.STEP, "async.data.x == 1")
     assert store.commit("r1", Commit("m2", 1, remove_waiters=(ident,)))
-    assert sorted(store.waiters_for("order/paid"), key=lambda w: (w.run_id, w.key)) == [w2, w3]
+    assert sorted(store.waiters_for(PAID), key=lambda w: (w.run_id, w.key)) == [w2, w3]
 
 
 def test_a_waiter_both_added_and_removed_in_one_commit_is_kept(store: Store) -> None:
@@ -212,7 +213,56 @@ def test_a_waiter_both_added_and_removed_in_one_commit_is_kept(store: Store) -> 
     store.create_run(make_run(), [])
     w = waiter()
     assert store.commit("r1", Commit("m1", 0, add_waiters=(w,), remove_waiters=(w, w)))
-    assert store.waiters_for("order/paid") == [w]
+    assert store.waiters_for(PAID) == [w]
+
+
+def _w(run_id: str, expression: str, event: str = "order/paid") -> Waiter:
+    return Waiter(event, run_id, "fn", "wait:0", WaiterKind.STEP, expression, START + 500)
+
+
+def _found(store: Store, data: dict[str, object], name: str = "order/paid") -> list[str]:
+    return sorted(w.run_id for w in store.waiters_for({"name": name, "data": data}))
+
+
+def test_an_event_reads_only_the_waiters_its_value_could_match(store: Store) -> None:
+    # 40 open orders wait for their own payment: a payment reads its order's waiter (and
+    # those whose expression has no equality to index by), not the other 39.
+    for i in range(40):
+        store.create_run(make_run(f"o{i}"), [_w(f"o{i}", f'"ord_{i}" == async.data.order_id')])
+    store.create_run(make_run("any"), [_w("any", "async.data.amount > 10")])
+    store.create_run(make_run("either"), [_w("either", 'async.data.order_id == "ord_3" || true')])
+    assert _found(store, {"order_id": "ord_7"}) == ["any", "either", "o7"]
+    assert _found(store, {"order_id": "ord_99"}) == ["any", "either"]
+    assert _found(store, {}) == ["any", "either"]
+    assert _found(store, {"order_id": ["ord_7"]}) == ["any", "either"]  # not a scalar
+    assert _found(store, {"order_id": "ord_7"}, name="order/shipped") == []
+
+
+def test_the_value_index_keeps_cel_equality(store: Store) -> None:
+    # 2 == 2.0 in stepkit's CEL; "2", true and 1 are other values.
+    store.create_run(make_run("int"), [_w("int", "async.data.n == 2 && async.data.ok == true")])
+    store.create_run(make_run("str"), [_w("str", 'async.data.n == "2"')])
+    store.create_run(make_run("bool"), [_w("bool", "async.data.ok == true && async.data.n > 0")])
+    long = "x" * 5000  # indexed by digest: DynamoDB keys are at most 2 KB
+    store.create_run(make_run("long"), [_w("long", f'async.data.n == "{long}"')])
+    assert _found(store, {"n": 2.0, "ok": True}) == ["bool", "int"]
+    assert _found(store, {"n": "2", "ok": 1}) == ["str"]
+    assert _found(store, {"n": 1, "ok": True}) == ["bool"]
+    assert _found(store, {"n": long}) == ["long"]
+
+
+def test_indexed_waiters_are_removed_and_found_by_a_fresh_store(store: Store) -> None:
+    a, b = _w("a", '"k1" == async.data.key'), _w("b", '"k1" == async.data.key')
+    store.create_run(make_run("a"), [a])
+    store.create_run(make_run("b"), [])
+    assert store.commit("b", Commit("m1", 0, add_waiters=(b,)))
+    assert _found(store, {"key": "k1"}) == ["a", "b"]
+    if isinstance(store, DynamoStore):  # another container: knows the paths from the table
+        store = DynamoStore(TABLE, client=store.client, clock=store.clock)
+    assert _found(store, {"key": "k1"}) == ["a", "b"]
+    assert store.commit("b", Commit("m2", 1, remove_waiters=(b,)))
+    store.remove_waiters([a])
+    assert _found(store, {"key": "k1"}) == []
 
 
 # -- the records ---------------------------------------------------------------------------
@@ -239,7 +289,7 @@ def test_a_record_with_every_field_round_trips_exactly(store: Store) -> None:
     assert state is not None
     assert state.run == run
     assert state.run.created_at == START + 0.1234567  # exact, not approximately
-    assert store.waiters_for("order/ünïcode") == [w]
+    assert store.waiters_for({"name": "order/ünïcode"}) == [w]
 
     rec = StepRecord(key="fetch:1", id="fetch", kind=StepKind.INVOKE, status=StepStatus.RETRYING,
                      attempt=3, output={"π": 3.141592653589793, "big": 1.7976931348623157e308},

@@ -3,7 +3,15 @@ from typing import Any
 
 import pytest
 
-from runtime.expressions import Expression, ExpressionError, interpolate, match_expression
+from runtime.expressions import (
+    Expression,
+    ExpressionError,
+    event_index_keys,
+    index_key,
+    index_term,
+    interpolate,
+    match_expression,
+)
 
 EVENT: dict[str, Any] = {
     "name": "order/created",
@@ -226,3 +234,53 @@ def test_match_expression() -> None:
 def test_match_expression_rejects_non_paths(field: str) -> None:
     with pytest.raises(ExpressionError, match="must be a dotted path of identifiers"):
         match_expression(field)
+
+
+# --- the value index of waiters ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "term"),
+    [
+        ('"ord_1" == async.data.order_id', ("data.order_id", '"ord_1"')),
+        ("async.data.n == (-3) && async.x > 1", ("data.n", "-3")),
+        ("async.x > 1 && (async.data.n == 2.0 && async.y)", ("data.n", "2")),
+        ('async.s == "a && b || c"', ("s", '"a && b || c"')),
+        ("async.ok == true", ("ok", "true")),
+        ("async.x == 1 || async.y == 2", None),  # neither holds for every match
+        ("!(async.x == 1)", None),
+        ("async.x == 1 ? true : false", None),
+        ("async.x != 1", None),
+        ("async.x == null", None),
+        ("async.x == 1u", None),
+        ('async["x"] == 1', None),
+        ("async.x == event.y", None),
+        ("size(async.x) == 1", None),
+        ("", None),
+    ],
+)
+def test_index_term(source: str, term: tuple[str, str] | None) -> None:
+    assert index_term(source) == term
+
+
+def test_an_event_a_waiter_matches_has_the_waiters_index_key() -> None:
+    # Soundness: the index may only leave out waiters an event cannot match.
+    sources = ["async.v == 1", "async.v == 1.0", 'async.v == "1"', "async.v == true",
+               "async.v == 1 && async.w == 2", "1 == async.v", "async.v == -0.0"]
+    values: list[Any] = [1, 1.0, "1", True, False, 0, -0.0, 0.0, None, [1], {"a": 1}, 2]
+    for source in sources:
+        term = index_term(source)
+        assert term is not None
+        for v in values:
+            event = {"name": "e", "v": v, "w": 2}
+            if matches(source, async_=event):
+                assert event_index_keys(event, [term[0]]) == [term], (source, v)
+
+
+def test_index_keys_of_long_and_odd_values() -> None:
+    assert index_key("x" * 300).startswith("sha256:")
+    assert index_key(float("nan")) is None
+    assert index_key(Decimal("3")) == index_key(3.0) == "3"
+    assert event_index_keys({"data": {"a": {"b": "k"}}}, ["data.a.b", "data.z", "data.a"]) == [
+        ("data.a.b", '"k"')
+    ]

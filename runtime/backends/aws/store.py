@@ -27,6 +27,7 @@ from runtime.backends.aws import table as t
 from runtime.core.clock import SystemClock
 from runtime.core.protocols import Clock, RunQuery
 from runtime.errors import StepkitError
+from runtime.expressions import event_index_keys
 from runtime.records import Commit, Committed, RunRecord, RunState, RunStatus, Waiter
 
 if TYPE_CHECKING:
@@ -145,6 +146,8 @@ class DynamoStore:
         # reads only the commit-log entries since (linear in steps, not quadratic).
         self._cache: OrderedDict[str, RunState] = OrderedDict()
         self.cache_size = cache_size
+        # (event name, path) pairs this container knows are in the value-index registry.
+        self._indexed: set[tuple[str, str]] = set()
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -249,14 +252,32 @@ class DynamoStore:
             return t.log_committed(row)
         return None
 
-    def waiters_for(self, event_name: str) -> list[Waiter]:
-        """Waiters listening for an event name (expired ones included: the caller skips them)."""
+    def waiters_for(self, event: dict[str, Any]) -> list[Waiter]:
+        """Waiters ``event`` may match (expired ones included: the caller skips them).
+
+        One consistent Query of the name's partition (its waiters without a value index,
+        and the registry of paths the others are indexed by), then one per path at which
+        the event has a value: never every waiter of the name.
+        """
+        name = event["name"]
         rows = self._query(
             KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues={":pk": t.s(t.WAIT_PREFIX + event_name)},
+            ExpressionAttributeValues={":pk": t.s(t.waiters_pk(name))},
             ConsistentRead=True,  # a waiter committed just before the event must be seen
         )
-        return [t.waiter_from(row) for row in rows]
+        found, paths = [], []
+        for row in rows:
+            if row["sk"]["S"] == t.WAIT_PATHS_SK:
+                paths = sorted(row["paths"]["SS"])
+            else:
+                found.append(t.waiter_from(row))
+        for path, value in event_index_keys(event, paths):
+            found += [t.waiter_from(row) for row in self._query(
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": t.s(t.waiters_pk(name, path, value))},
+                ConsistentRead=True,
+            )]
+        return found
 
     def list_runs(self, query: RunQuery) -> list[RunRecord]:
         """List runs matching ``query``, newest first, from the indexes (never a Scan)."""
@@ -309,6 +330,7 @@ class DynamoStore:
         """Create the run, its events, its outbox and its waiters unless the run exists."""
         now = self.clock.now()
         expires = (run.ended_at or now) + self.retention if run.status.finished else None
+        self._register_paths(waiters)
         return self._transact(run.run_id, [
             self._put(t.run_item(run, expires), "attribute_not_exists(pk)"),
             self._put(t.events_item(run, expires)),
@@ -364,6 +386,7 @@ class DynamoStore:
                     {"#status": "status", "#attempt": "attempt"},
                     {":s": t.s(w.expect_status.value), ":a": t.n(w.expect_attempt)}))
         # One transaction may touch an item once: a waiter both added and removed is a Put.
+        self._register_paths(commit.add_waiters)
         added = {t.waiter_key(w): w for w in commit.add_waiters}
         removed = {t.waiter_key(w) for w in commit.remove_waiters} - added.keys()
         actions += [self._put(t.waiter_item(w)) for w in added.values()]
@@ -422,6 +445,22 @@ class DynamoStore:
         return t.event_from(row) if row else None
 
     # -- plumbing --------------------------------------------------------------------------
+
+    def _register_paths(self, waiters: Sequence[Waiter]) -> None:
+        """Record the paths ``waiters`` are indexed by, before the waiters themselves.
+
+        Written first (and outside the transaction, so concurrent commits do not conflict on
+        the registry item), an event that can see a waiter can see its path. ``ADD`` to a
+        set is idempotent; each container writes a pair once.
+        """
+        new: dict[str, set[str]] = {}
+        for w in waiters:
+            if w.index is not None and (w.event_name, w.index[0]) not in self._indexed:
+                new.setdefault(w.event_name, set()).add(w.index[0])
+        for name, paths in sorted(new.items()):
+            with _aws("UpdateItem (waiter index paths)"):
+                self.client.update_item(**t.wait_paths_update(self.table, name, sorted(paths)))
+            self._indexed.update((name, p) for p in paths)
 
     def _put(self, item: t.Item, condition: str | None = None,
              names: dict[str, str] | None = None,

@@ -328,9 +328,34 @@ def step_from(row: Item) -> StepRecord:
     )
 
 
+WAIT_PATHS_SK = "!paths"  # in WAIT#<name>: the paths its waiters are indexed by
+
+
+def waiters_pk(event_name: str, path: str = "", value: str = "") -> str:
+    """The partition of an event name's waiters.
+
+    Those with no value index (``path`` empty), or those indexed under ``path`` = ``value``
+    (:attr:`Waiter.index`).
+    """
+    return WAIT_PREFIX + event_name + (f"#{path}={value}" if path else "")
+
+
 def waiter_key(w: Waiter) -> tuple[str, str]:
-    """Return a waiter's ``(pk, sk)``: all waiters of an event name share a partition."""
-    return WAIT_PREFIX + w.event_name, f"{w.run_id}#{w.key}"
+    """Return a waiter's ``(pk, sk)``.
+
+    In its event name's partition, or in the partition of the value its match needs, so an
+    event reads only the waiters it could match.
+    """
+    return waiters_pk(w.event_name, *(w.index or ("", ""))), f"{w.run_id}#{w.key}"
+
+
+def wait_paths_update(table: str, event_name: str, paths: Sequence[str]) -> dict[str, Any]:
+    """``UpdateItem`` arguments that add ``paths`` to the name's index registry."""
+    return {
+        "TableName": table, "Key": key(waiters_pk(event_name), WAIT_PATHS_SK),
+        "UpdateExpression": "ADD paths :p",
+        "ExpressionAttributeValues": {":p": {"SS": list(paths)}},
+    }
 
 
 def waiter_item(w: Waiter) -> Item:

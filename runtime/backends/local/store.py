@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from runtime.core.protocols import RunQuery
+from runtime.expressions import event_index_keys
 from runtime.records import (
     Commit,
     Committed,
@@ -60,7 +61,16 @@ _SCHEMA = (
         key TEXT NOT NULL,
         expires_at REAL,
         json TEXT NOT NULL,
+        index_path TEXT NOT NULL DEFAULT '',
+        index_value TEXT NOT NULL DEFAULT '',
         PRIMARY KEY (event_name, run_id, key))""",
+    # Waiters by the value their match needs (Waiter.index); '' for those without one.
+    "CREATE INDEX IF NOT EXISTS waiters_by_value ON waiters (event_name, index_path, index_value)",
+    # Which paths waiters of each event name are indexed by (never shrinks; a few per name).
+    """CREATE TABLE IF NOT EXISTS waiter_paths (
+        event_name TEXT NOT NULL,
+        path TEXT NOT NULL,
+        PRIMARY KEY (event_name, path))""",
     """CREATE TABLE IF NOT EXISTS events (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL,
@@ -194,6 +204,13 @@ class SqliteStore:
 
     def __init__(self, path: str | Path | Database) -> None:
         self.db = path if isinstance(path, Database) else Database(path)
+        with self.db.write() as conn:  # a file from before the value index gains its columns
+            have = {row[1] for row in conn.execute("PRAGMA table_info(waiters)")}
+            if have and "index_path" not in have:
+                conn.execute("ALTER TABLE waiters ADD COLUMN index_path TEXT NOT NULL DEFAULT ''")
+                conn.execute(
+                    "ALTER TABLE waiters ADD COLUMN index_value TEXT NOT NULL DEFAULT ''"
+                )
         self.db.ensure_schema(_SCHEMA)
 
     def load(self, run_id: str) -> RunState | None:
@@ -287,11 +304,23 @@ class SqliteStore:
             tuple(raw["step_keys"]),
         )
 
-    def waiters_for(self, event_name: str) -> list[Waiter]:
-        """Waiters listening for an event name (expired ones included: the caller skips them)."""
-        rows = self.db.connection().execute(
-            "SELECT json FROM waiters WHERE event_name = ?", (event_name,)
-        ).fetchall()
+    def waiters_for(self, event: dict[str, Any]) -> list[Waiter]:
+        """Waiters ``event`` may match (expired ones included: the caller skips them).
+
+        Those of its name without a value index, and those indexed under a value the event
+        has: never every waiter of the name.
+        """
+        name = event["name"]
+        with self.db.read() as conn:
+            paths = [p for (p,) in conn.execute(
+                "SELECT path FROM waiter_paths WHERE event_name = ?", (name,))]
+            rows = []
+            for path, value in [("", ""), *event_index_keys(event, paths)]:
+                rows += conn.execute(
+                    "SELECT json FROM waiters"
+                    " WHERE event_name = ? AND index_path = ? AND index_value = ?",
+                    (name, path, value),
+                ).fetchall()
         return [Waiter.from_json(json.loads(j)) for (j,) in rows]
 
     def remember_event(self, event: dict[str, Any], *, now: float, ttl: float) -> bool:
@@ -407,8 +436,15 @@ def _patched(run: RunRecord, commit: Commit) -> RunRecord:
 
 
 def _put_waiters(conn: sqlite3.Connection, waiters: Sequence[Waiter]) -> None:
+    rows = [(w, w.index or ("", "")) for w in waiters]
     conn.executemany(
-        "INSERT OR REPLACE INTO waiters (event_name, run_id, key, expires_at, json)"
-        " VALUES (?, ?, ?, ?, ?)",
-        [(w.event_name, w.run_id, w.key, w.expires_at, dumps(w.to_json())) for w in waiters],
+        "INSERT OR IGNORE INTO waiter_paths (event_name, path) VALUES (?, ?)",
+        sorted({(w.event_name, path) for w, (path, _) in rows if path}),
+    )
+    conn.executemany(
+        "INSERT OR REPLACE INTO waiters"
+        " (event_name, run_id, key, expires_at, json, index_path, index_value)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(w.event_name, w.run_id, w.key, w.expires_at, dumps(w.to_json()), path, value)
+         for w, (path, value) in rows],
     )
