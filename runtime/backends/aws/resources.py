@@ -102,6 +102,8 @@ class AppResources:
     router_dlq: str
     router_rule: str
     functions: tuple[FunctionResources, ...]
+    #: Where EventBridge rules and Scheduler put what they failed to deliver to a queue.
+    delivery_dlq: str = ""
 
     @classmethod
     def for_app(cls, app: App, *, stage: str | None = None) -> AppResources:
@@ -154,7 +156,18 @@ class AppResources:
             router_dlq=_name(a, "router", "dlq", limit=80),
             router_rule=_name(a, "router", limit=64),
             functions=tuple(fns),
+            delivery_dlq=_name(a, "delivery", "dlq", limit=80),
         )
+
+    def dead_letter_queues(self) -> list[tuple[str, str | None]]:
+        """Every DLQ of the app with the queue its messages came from, by name.
+
+        The function and router DLQs hold messages their queue failed to deliver; the
+        delivery DLQ (``None``: no single source) holds events and cron fires EventBridge
+        could not put on a queue, each naming its target queue in its attributes.
+        """
+        out: list[tuple[str, str | None]] = [(f.dlq, f.queue) for f in self.functions]
+        return [*out, (self.router_dlq, self.router_queue), (self.delivery_dlq, None)]
 
     def function(self, function_id: str) -> FunctionResources:
         """One function's resources."""
