@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import zlib
 from typing import Any
+
+from runtime import secret
 
 log = logging.getLogger("functions.fakes")
 SENT: list[dict[str, Any]] = []  # what the fakes "did", for tests and demos
@@ -24,8 +27,13 @@ def get_user(user_id: str) -> dict[str, Any]:
 
 
 def send_email(to: str, template: str) -> dict[str, Any]:
-    """'Send' an email."""
-    return record("email", to=to, template=template)
+    """'Send' an email, from ``EMAIL_FROM`` with the ``EMAIL_API_KEY`` secret.
+
+    The key is used, never returned: a step's result is recorded in the run's history.
+    """
+    sender = os.environ.get("EMAIL_FROM", "dev@localhost")
+    api_key = secret("EMAIL_API_KEY", default="dev-key")  # locally: $EMAIL_API_KEY if set
+    return record("email", to=to, template=template, sender=sender, signed=bool(api_key))
 
 
 def has_been_active(user_id: str) -> bool:

@@ -7,23 +7,31 @@ Lambda can touch only its own queue, the state table (and its indexes) and the b
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aws_cdk as cdk
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct, Node
 
+from infra import hooks
 from infra.bundling import PROJECT_ROOT, lambda_code
 from infra.constructs.event_bus import AppEventBus, CronSchedules, QueueRule
 from infra.constructs.event_router import EventRouter
-from infra.constructs.function_runtime import QueueWorker, WorkerOptions
+from infra.constructs.function_runtime import QueueWorker
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.state_table import StateTable
 from runtime.app import App, FunctionDef
 from runtime.backends.aws.resources import DEFAULT_RETENTION_DAYS, AppResources
 from runtime.discovery import load_app
+from runtime.secrets import ENV_SECRETS
+
+#: ``(stack, function, its QueueWorker)``: see ``infra/hooks.py``.
+FunctionHook = Callable[["StepkitStack", FunctionDef, QueueWorker], None]
 
 # CDK context keys (cdk.json holds the defaults; override with `-c key=value`).
 STAGE, RETENTION_DAYS, LOG_LEVEL = "stepkit:stage", "stepkit:retentionDays", "stepkit:logLevel"
@@ -120,6 +128,9 @@ class StepkitStack(cdk.Stack):
         settings: Per-environment settings.
         app: The functions; by default ``load_app()`` on the project's ``functions/``.
         code: The Lambda code; by default built by ``infra.bundling`` per ``settings.bundle``.
+        on_function: Called with each function's constructs once they exist; by default
+            ``infra.hooks.on_function``, the place to customise what ``AwsOptions`` does not
+            cover.
         **kwargs: Passed to ``Stack`` (``env``, ``stack_name``, ...).
 
     Attributes:
@@ -133,8 +144,9 @@ class StepkitStack(cdk.Stack):
 
     def __init__(self, scope: Construct, construct_id: str, *, settings: StackSettings,
                  app: App | None = None, code: lambda_.Code | None = None,
-                 **kwargs: Any) -> None:
+                 on_function: FunctionHook | None = None, **kwargs: Any) -> None:
         app = app or load_app(root=PROJECT_ROOT)
+        self.on_function: FunctionHook = on_function or hooks.on_function
         kwargs.setdefault("description", f"stepkit durable functions of app '{app.id}'")
         super().__init__(scope, construct_id, **kwargs)
         self.settings = settings
@@ -164,11 +176,13 @@ class StepkitStack(cdk.Stack):
             scope, "Worker", queue_name=res.queue, dlq_name=res.dlq,
             handler="runtime.handlers.worker.handler", code=self._code,
             environment=self._environment,
-            options=WorkerOptions.from_options(f"function '{fn.id}'", fn.options),
+            options=fn.aws,
             log_retention=self.settings.log_retention(),
             description=f"stepkit {self.resources.app_id}: function {fn.id}",
         )
         self._wire(worker, fn)
+        self._grant_secrets(worker, fn)
+        self.on_function(self, fn, worker)
         app_id, bus = self.resources.app_id, self.events.bus
         if (trigger := res.trigger_pattern(app_id)) is not None:
             QueueRule(scope, "Trigger", bus=bus, rule_name=res.trigger_rule, pattern=trigger,
@@ -191,6 +205,31 @@ class StepkitStack(cdk.Stack):
         worker.queue.grant(worker.role, "sqs:SendMessage")  # delays and timer hops
         # Records that can never succeed go straight to the DLQ, not after MAX_RECEIVES tries.
         worker.dlq.grant(worker.role, "sqs:SendMessage")
+
+    def _grant_secrets(self, worker: QueueWorker, fn: FunctionDef) -> None:
+        """Pass the function's secret references, and let its role read exactly those."""
+        refs = fn.aws.secrets
+        if not refs:
+            return
+        worker.function.add_environment(ENV_SECRETS, json.dumps(refs, sort_keys=True))
+        arns: dict[str, list[str]] = {"secretsmanager": [], "ssm": []}
+        for ref in refs.values():
+            store, _, ident = ref.partition(":")
+            if ident.startswith("arn:"):
+                arns[store].append(ident)
+            elif store == "secretsmanager":  # a name: Secrets Manager adds a 6-character suffix
+                arns[store].append(self.format_arn(
+                    service="secretsmanager", resource="secret", resource_name=f"{ident}-??????",
+                    arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME))
+            else:
+                arns[store].append(self.format_arn(
+                    service="ssm", resource="parameter", resource_name=ident.lstrip("/")))
+        if arns["secretsmanager"]:
+            worker.role.add_to_policy(iam.PolicyStatement(
+                actions=["secretsmanager:GetSecretValue"], resources=arns["secretsmanager"]))
+        if arns["ssm"]:
+            worker.role.add_to_policy(iam.PolicyStatement(
+                actions=["ssm:GetParameter"], resources=arns["ssm"]))
 
     def _add_outputs(self) -> None:
         table, bus = self.state.table, self.events.bus

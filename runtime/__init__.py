@@ -5,6 +5,7 @@ The public API is exactly what this module exports.
 
 from runtime.app import App, CancelOn, FunctionDef, Timeouts, TriggerCron, TriggerEvent
 from runtime.client import send
+from runtime.deploy import AwsOptions, PolicyStatement, VpcConfig
 from runtime.engine.context import Context
 from runtime.engine.steps import Steps
 from runtime.errors import (
@@ -18,9 +19,11 @@ from runtime.errors import (
     StepLimitError,
 )
 from runtime.events import Event
+from runtime.secrets import secret
 
 __all__ = [
     "App",
+    "AwsOptions",
     "CancelOn",
     "ConfigurationError",
     "Context",
@@ -29,6 +32,7 @@ __all__ = [
     "InvalidEventError",
     "NonRetriableError",
     "NondeterminismError",
+    "PolicyStatement",
     "RetryAfterError",
     "StepError",
     "StepLimitError",
@@ -37,5 +41,7 @@ __all__ = [
     "Timeouts",
     "TriggerCron",
     "TriggerEvent",
+    "VpcConfig",
+    "secret",
     "send",
 ]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from runtime.cron import CronSchedule
+from runtime.deploy import AwsOptions
 from runtime.durations import MAX_SLEEP, parse_duration
 from runtime.errors import ConfigurationError, FunctionNotFoundError
 from runtime.events import _NAME as _EVENT_NAME
@@ -117,7 +121,7 @@ class FunctionDef:
     cancel_on: tuple[CancelSpec, ...]
     start_timeout: timedelta | None
     finish_timeout: timedelta | None
-    options: dict[str, Any] = field(default_factory=dict)
+    aws: AwsOptions = field(default_factory=AwsOptions)
 
     def __call__(self, ctx: Context) -> Any:
         """Call the handler directly (for unit tests of pure logic)."""
@@ -190,7 +194,8 @@ class App:
         cancel_on: CancelOn | Sequence[CancelOn] = (),
         timeouts: Timeouts | None = None,
         on_failure: Handler | None = None,
-        **options: Any,
+        aws: AwsOptions | Mapping[str, Any] | None = None,
+        **unknown: Any,
     ) -> Callable[[Handler], FunctionDef]:
         """Register a durable function.
 
@@ -202,14 +207,20 @@ class App:
             timeouts: Start and finish time limits.
             on_failure: Called as its own function with the ``stepkit/function.failed`` event
                 when a run of this function fails.
-            **options: Deployment options (e.g. ``memory_mb``, ``timeout_s``) read by the infra.
+            aws: How it is deployed (memory, timeout, concurrency, permissions, environment,
+                secrets, VPC, layers): :class:`~runtime.deploy.AwsOptions` or a dict of its
+                fields. The ``on_failure`` function gets the same.
+            **unknown: Refused with a clear error (a misspelt option never passes silently).
 
         Raises:
-            ConfigurationError: An option is invalid or the id is taken.
+            ConfigurationError: An option is unknown or invalid, or the id is taken.
         """
+        if unknown:
+            raise ConfigurationError(_unknown_options(id, unknown))
+        settings = _aws_options(id, aws)
 
         def register(handler: Handler) -> FunctionDef:
-            fn = self._build(id, handler, trigger, retries, cancel_on, timeouts, options)
+            fn = self._build(id, handler, trigger, retries, cancel_on, timeouts, settings)
             self._add(fn)
             if on_failure is not None:
                 failure = self._build(
@@ -219,7 +230,7 @@ class App:
                     retries,
                     (),
                     None,
-                    {},
+                    settings,
                 )
                 self._add(failure)
             return fn
@@ -241,7 +252,7 @@ class App:
         retries: int,
         cancel_on: CancelOn | Sequence[CancelOn],
         timeouts: Timeouts | None,
-        options: dict[str, Any],
+        aws: AwsOptions,
     ) -> FunctionDef:
         where = f"function '{fn_id}'"
         _check_id(fn_id, "function")
@@ -307,7 +318,7 @@ class App:
             cancel_on=tuple(specs),
             start_timeout=_timeout(limits.start, f"{where} timeouts.start"),
             finish_timeout=_timeout(limits.finish, f"{where} timeouts.finish"),
-            options=dict(options),
+            aws=aws,
         )
 
     @property
@@ -335,3 +346,55 @@ class App:
     def triggered_by(self, event: dict[str, Any]) -> list[FunctionDef]:
         """Functions whose event triggers match ``event``."""
         return [fn for fn in self._functions.values() if fn.triggered_by(event)]
+
+
+_OPTIONS = ("id", "trigger", "retries", "cancel_on", "timeouts", "on_failure", "aws")
+# Keyword options of earlier versions: reserved concurrency dead-lettered throttled messages.
+_RENAMED = {"memory_mb": "memory_mb", "timeout_s": "timeout_s",
+            "reserved_concurrency": "max_concurrency", "batch_size": "sqs_batch_size"}
+
+
+def _unknown_options(fn_id: Any, unknown: Mapping[str, Any]) -> str:
+    """The error for keyword options ``App.function`` does not take, with a likely fix."""
+    hints = []
+    for name in sorted(unknown):
+        close = difflib.get_close_matches(name, _OPTIONS, n=1)
+        near = difflib.get_close_matches(name, list(AwsOptions.model_fields), n=1)
+        if name in _RENAMED:
+            hints.append(f"'{name}' (now aws=AwsOptions({_RENAMED[name]}=...))")
+        elif close:
+            hints.append(f"'{name}' (did you mean '{close[0]}'?)")
+        elif near:
+            hints.append(f"'{name}' (an AWS setting: aws=AwsOptions({near[0]}=...))")
+        else:
+            hints.append(f"'{name}'")
+    return (
+        f"function '{fn_id}': unknown option(s) {', '.join(hints)}; "
+        f"App.function takes {', '.join(_OPTIONS)}"
+    )
+
+
+def _aws_options(fn_id: Any, aws: AwsOptions | Mapping[str, Any] | None) -> AwsOptions:
+    """Validate ``aws=`` into :class:`AwsOptions`, naming the function and the setting."""
+    if aws is None:
+        return AwsOptions()
+    if isinstance(aws, AwsOptions):
+        return aws
+    if not isinstance(aws, Mapping):
+        raise ConfigurationError(
+            f"function '{fn_id}': aws must be AwsOptions(...) or a dict, got {type(aws).__name__}"
+        )
+    try:
+        return AwsOptions.model_validate(dict(aws))
+    except ValidationError as exc:
+        raise ConfigurationError(f"function '{fn_id}': {_describe(exc)}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    """Pydantic's errors as ``aws.<field>: <message> (got <value>)``, one per line."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in ("aws", *err["loc"]))
+        got = err.get("input")
+        lines.append(f"{where}: {err['msg']} (got {got!r})")
+    return "; ".join(lines)

@@ -14,12 +14,13 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.constructs.event_bus import QueueRule
-from infra.constructs.function_runtime import QueueWorker, WorkerOptions
+from infra.constructs.function_runtime import QueueWorker
 from runtime.backends.aws.resources import AppResources
+from runtime.deploy import AwsOptions
 
 HANDLER = "runtime.handlers.router.handler"
 #: Routing an event is a few small DynamoDB calls, so batches of ten are safe and cheap.
-ROUTER_OPTIONS = WorkerOptions(memory_mb=256, timeout_s=30, batch_size=10)
+ROUTER_OPTIONS = AwsOptions(memory_mb=256, timeout_s=30, sqs_batch_size=10)
 
 
 class EventRouter(Construct):

@@ -9,8 +9,6 @@ stack adds the table, the bus and sending to its own queue.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
@@ -22,51 +20,20 @@ from constructs import Construct
 
 from infra.bundling import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME, PYTHON_VERSION
 from runtime.backends.aws.resources import MAX_RECEIVES
+from runtime.deploy import AwsOptions
 
 #: Lambda's timeout is per batch, and SQS may redeliver a record while it is still being
 #: handled if the visibility timeout is shorter: AWS recommends at least six times.
 VISIBILITY_FACTOR = 6
 DLQ_RETENTION = cdk.Duration.days(14)  # the SQS maximum: time to look and redrive
-_RANGES = {"memory_mb": (128, 10240), "timeout_s": (1, 900),
-           "reserved_concurrency": (0, 1_000_000), "batch_size": (1, 10)}
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    """The deploy options a function may set in ``@app.function(...)``.
-
-    Attributes:
-        memory_mb: Lambda memory (128-10240), default 256.
-        timeout_s: Lambda timeout in seconds (1-900), default 60.
-        reserved_concurrency: Reserved concurrent executions, unset by default.
-        batch_size: Records per invocation (1-10), default 1: the records of a batch run one
-            after another within one timeout, so a batch of slow steps could time out whole.
-    """
-
-    memory_mb: int = 256
-    timeout_s: int = 60
-    reserved_concurrency: int | None = None
-    batch_size: int = 1
-
-    @classmethod
-    def from_options(cls, where: str, options: Mapping[str, Any]) -> WorkerOptions:
-        """Read and check the known options (others are left to other tools).
-
-        Raises:
-            ValueError: An option is not a whole number in its range; the message names
-                ``where`` (the function).
-        """
-        values: dict[str, int] = {}
-        for name, (low, high) in _RANGES.items():
-            value = options.get(name)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ValueError(
-                    f"{where}: option {name} must be a whole number {low}-{high}, got {value!r}"
-                )
-            values[name] = value
-        return cls(**values)
+#: Lambda's recursive-loop detection stops a chain of invocations of one function through
+#: SQS after about 16 hops. Every step of a run is such a hop (the worker sends the run's
+#: next message to its own queue), as is every 900 s timer hop of a long sleep, so a loop
+#: here is the design, not a bug: without ALLOW, runs longer than ~16 steps, or sleeps
+#: longer than ~4 hours, would be stopped and dead-lettered.
+RECURSIVE_LOOP = lambda_.RecursiveLoop.ALLOW
+#: What Lambda needs to attach a function to a VPC (create and delete its network interfaces).
+VPC_ACCESS_POLICY = "service-role/AWSLambdaVPCAccessExecutionRole"
 
 
 class QueueWorker(Construct):
@@ -80,7 +47,9 @@ class QueueWorker(Construct):
         handler: The Lambda handler (``runtime.handlers.worker.handler`` or the router's).
         code: The shared Lambda code asset.
         environment: Environment variables.
-        options: Memory, timeout, concurrency and batch size.
+        options: The function's AWS settings (``AwsOptions``): memory, timeout, concurrency,
+            batch size, storage, environment, permissions, VPC and layers. Secrets are
+            granted by the stack, which knows the account and region.
         log_retention: How long the Lambda's logs are kept.
         description: The Lambda's description.
 
@@ -95,7 +64,7 @@ class QueueWorker(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, queue_name: str, dlq_name: str,
                  handler: str, code: lambda_.Code, environment: Mapping[str, str],
-                 options: WorkerOptions, log_retention: logs.RetentionDays,
+                 options: AwsOptions, log_retention: logs.RetentionDays,
                  description: str) -> None:
         super().__init__(scope, construct_id)
         timeout = cdk.Duration.seconds(options.timeout_s)
@@ -136,18 +105,52 @@ class QueueWorker(Construct):
             code=code,
             memory_size=options.memory_mb,
             timeout=timeout,
-            reserved_concurrent_executions=options.reserved_concurrency,
-            environment=dict(environment),
+            ephemeral_storage_size=cdk.Size.mebibytes(options.ephemeral_storage_mb),
+            environment={**options.environment, **environment},
             role=self.role,
             log_group=self.log_group,
+            recursive_loop=RECURSIVE_LOOP,
+            layers=[
+                lambda_.LayerVersion.from_layer_version_arn(self, f"Layer{i}", arn)
+                for i, arn in enumerate(options.layers)
+            ],
         )
+        self._grant(options)
         cdk.Validations.of(self.function).acknowledge(cdk.Acknowledgment(
             id="AwsSolutions-L1",
             reason=f"The runtime is pinned to Python {PYTHON_VERSION}, the version the bundled "
             "wheels are built for (infra/bundling.py); google-re2, which cel-python needs, has "
             "no wheels for newer Pythons in uv.lock. Move both together.",
         ))
+        # Concurrency is capped where the messages wait (the event source mapping), never
+        # by reserved concurrency: throttled receives would count towards MAX_RECEIVES and
+        # dead-letter step and timer messages under load.
         self.event_source = sources.SqsEventSource(
-            self.queue, batch_size=options.batch_size, report_batch_item_failures=True
+            self.queue, batch_size=options.sqs_batch_size, report_batch_item_failures=True,
+            max_concurrency=options.max_concurrency,
         )
         self.function.add_event_source(self.event_source)
+
+    def _grant(self, options: AwsOptions) -> None:
+        """The function's own permissions and network (the stack adds stepkit's)."""
+        for st in options.policies:
+            self.role.add_to_policy(iam.PolicyStatement(
+                actions=st.actions, resources=st.resources,
+                effect=iam.Effect.ALLOW if st.effect == "Allow" else iam.Effect.DENY,
+            ))
+        for i, name in enumerate(options.managed_policies):
+            self.role.add_managed_policy(
+                iam.ManagedPolicy.from_managed_policy_arn(self, f"Managed{i}", name)
+                if name.startswith("arn:")
+                else iam.ManagedPolicy.from_aws_managed_policy_name(name)
+            )
+        if options.vpc is not None:
+            self.role.add_managed_policy(
+                iam.ManagedPolicy.from_aws_managed_policy_name(VPC_ACCESS_POLICY)
+            )
+            cfn = self.function.node.default_child
+            assert isinstance(cfn, lambda_.CfnFunction)
+            cfn.vpc_config = lambda_.CfnFunction.VpcConfigProperty(
+                subnet_ids=list(options.vpc.subnet_ids),
+                security_group_ids=list(options.vpc.security_group_ids),
+            )

@@ -190,7 +190,8 @@ def test_finished_runs_expire_after_retention_and_steps_later(store: DynamoStore
     for sk in ("RUN", "TRIGGER", "OUTBOX"):
         assert raw(ddb, "RUN#r1", sk)["expires_at"] == {"N": str(expires)}, sk
     assert raw(ddb, "RUN#r1", "STEP#a")["expires_at"] == {"N": str(int(START + 396 * DAY))}
-    assert raw(ddb, "WAIT#order/paid#data.x=1", "r1#w")["expires_at"] == {"N": str(int(START + 500 + DAY))}
+    waiter_item = raw(ddb, "WAIT#order/paid#data.x=1", "r1#w")  # indexed by its match value
+    assert waiter_item["expires_at"] == {"N": str(int(START + 500 + DAY))}
     # DynamoDB deletes lazily (DynamoDB Local never does): past its TTL the run reads as gone.
     clock.set(expires + 1)
     assert store.load("r1") is None

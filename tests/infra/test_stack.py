@@ -26,7 +26,7 @@ from aws_cdk.assertions import Template
 from infra.bundling import PROJECT_ROOT
 from infra.constructs.state_table import STATE_ACTIONS
 from infra.stack import StackSettings, StepkitStack
-from runtime import App, TriggerCron, TriggerEvent
+from runtime import App, AwsOptions, TriggerCron, TriggerEvent
 from runtime.app import FunctionDef
 from runtime.backends.aws.resources import MAX_RECEIVES, AppResources
 from runtime.backends.aws.table import table_spec, ttl_spec
@@ -135,6 +135,10 @@ def test_lambdas_run_the_handlers_on_arm64_with_the_stepkit_environment(
         expected["STEPKIT_QUEUE_URL"] = {"Ref": queue_id(resources, queue)}
         expected["STEPKIT_DLQ_URL"] = {"Ref": queue_id(resources, dlq)}
         expected |= {"POWERTOOLS_SERVICE_NAME": app.id, "POWERTOOLS_LOG_LEVEL": "INFO"}
+        if fn:  # its own settings (the example welcome function declares both)
+            expected |= fn.aws.environment
+            if fn.aws.secrets:
+                expected["STEPKIT_SECRETS"] = json.dumps(fn.aws.secrets, sort_keys=True)
         assert p["Environment"]["Variables"] == expected
         if fn:
             assert (p["MemorySize"], p["Timeout"]) == (256, 60)
@@ -270,7 +274,15 @@ def test_each_lambda_touches_only_its_queues_the_table_and_the_bus(
             assert s["Effect"] == "Allow"
             for a in actions(s):
                 granted.setdefault(a.split(":")[0], []).extend(as_list(s["Resource"]))
-        assert set(granted) == {"sqs", "dynamodb", "events", "logs"}
+        # Its declared secrets only (the example welcome function reads one SSM parameter).
+        secrets = [r.partition(":")[2] for r in (fn.aws.secrets.values() if fn else ())]
+        assert set(granted) == {"sqs", "dynamodb", "events", "logs"} | (
+            {"ssm"} if secrets else set())
+        assert [json.dumps(r) for r in granted.get("ssm", [])] == [
+            json.dumps({"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":ssm:",
+                                          {"Ref": "AWS::Region"}, ":",
+                                          {"Ref": "AWS::AccountId"}, f":parameter{name}"]]})
+            for name in secrets]
         dlq = res.function(fn.id).dlq if fn else res.router_dlq
         own = [arn(queue_id(resources, queue)), arn(queue_id(resources, dlq))]
         assert all(r in own for r in granted["sqs"])  # its queue, and its DLQ (send only)
@@ -348,12 +360,14 @@ def noop(ctx: Any) -> None:
 
 def test_options_and_settings_shape_the_lambdas_and_names() -> None:
     app = App("shop")
-    app.function(id="big", trigger=TriggerEvent("a/b"), memory_mb=1024, timeout_s=120,
-                 reserved_concurrency=3, batch_size=5)(noop)
+    app.function(id="big", trigger=TriggerEvent("a/b"),
+                 aws=AwsOptions(memory_mb=1024, timeout_s=120, max_concurrency=3,
+                                sqs_batch_size=5, ephemeral_storage_mb=2048))(noop)
     stack, resources, _ = synth(app, stage="prod", retention_days=7, log_level="DEBUG")
     assert stack.stack_name == "test"
     _, p = lambda_of(resources, "big")
-    assert (p["MemorySize"], p["Timeout"], p["ReservedConcurrentExecutions"]) == (1024, 120, 3)
+    assert (p["MemorySize"], p["Timeout"], p["EphemeralStorage"]) == (1024, 120, {"Size": 2048})
+    assert "ReservedConcurrentExecutions" not in p
     env = p["Environment"]["Variables"]
     assert (env["STEPKIT_APP"], env["STEPKIT_TABLE"], env["STEPKIT_BUS"]) == \
         ("shop", "shop-prod-state", "shop-prod-bus")
@@ -366,13 +380,74 @@ def test_options_and_settings_shape_the_lambdas_and_names() -> None:
     (m,) = [props(m) for m in of_type(resources, "AWS::Lambda::EventSourceMapping").values()
             if props(m)["BatchSize"] != 10]
     assert m["BatchSize"] == 5
+    # Capped where messages wait, so nothing is throttled into the DLQ.
+    assert m["ScalingConfig"] == {"MaximumConcurrency": 3}
 
 
-def test_bad_options_and_context_are_named() -> None:
+def test_every_lambda_may_continue_runs_through_its_own_queue(resources: Resources) -> None:
+    # Lambda stops a same-function SQS chain after ~16 hops unless RecursiveLoop is Allow:
+    # every step and every 900 s timer hop of a run is such a hop.
+    functions = of_type(resources, "AWS::Lambda::Function")
+    assert functions
+    assert {k: props(f).get("RecursiveLoop") for k, f in functions.items()} == {
+        k: "Allow" for k in functions}
+    assert not any("ReservedConcurrentExecutions" in props(f) for f in functions.values())
+
+
+def test_function_settings_reach_its_lambda_and_role_only() -> None:
     app = App("shop")
-    app.function(id="big", trigger=TriggerEvent("a/b"), timeout_s=901)(noop)
-    with pytest.raises(ValueError, match="function 'big': option timeout_s must be"):
-        synth(app)
+    app.function(id="mailer", trigger=TriggerEvent("a/b"), aws={
+        "environment": {"FROM": "shop@example.com"},
+        "secrets": {"SMTP_PASSWORD": "secretsmanager:prod/smtp",
+                    "API_KEY": "ssm:/shop/api-key"},
+        "policies": [{"actions": ["ses:SendEmail"],
+                      "resources": ["arn:aws:ses:eu-west-1:123456789012:identity/shop"]}],
+        "managed_policies": ["AmazonS3ReadOnlyAccess"],
+        "vpc": {"subnet_ids": ["subnet-0123abcd"], "security_group_ids": ["sg-0123abcd"]},
+        "layers": ["arn:aws:lambda:eu-west-1:123456789012:layer:tools:3"],
+    })(noop)
+    app.function(id="plain", trigger=TriggerEvent("a/c"))(noop)
+    seen: list[str] = []
+    _, resources, _ = synth_with_hook(app, lambda st, fn, w: seen.append(fn.id))
+    assert sorted(seen) == ["mailer", "plain"]
+    _, p = lambda_of(resources, "mailer")
+    env = p["Environment"]["Variables"]
+    assert env["FROM"] == "shop@example.com"
+    assert json.loads(env["STEPKIT_SECRETS"]) == {
+        "API_KEY": "ssm:/shop/api-key", "SMTP_PASSWORD": "secretsmanager:prod/smtp"}
+    assert p["VpcConfig"] == {"SubnetIds": ["subnet-0123abcd"],
+                              "SecurityGroupIds": ["sg-0123abcd"]}
+    assert p["Layers"] == ["arn:aws:lambda:eu-west-1:123456789012:layer:tools:3"]
+    statements = json.dumps(role_policies(resources, p["Role"]["Fn::GetAtt"][0]))
+    assert '"ses:SendEmail"' in statements
+    assert '"secretsmanager:GetSecretValue"' in statements
+    assert ":secret:prod/smtp-??????" in statements
+    assert '"ssm:GetParameter"' in statements and ":parameter/shop/api-key" in statements
+    role = props(resources[p["Role"]["Fn::GetAtt"][0]])
+    managed = json.dumps(role["ManagedPolicyArns"])
+    assert "AmazonS3ReadOnlyAccess" in managed and "AWSLambdaVPCAccessExecutionRole" in managed
+    _, plain = lambda_of(resources, "plain")
+    assert "FROM" not in plain["Environment"]["Variables"] and "VpcConfig" not in plain
+    plain_policies = json.dumps(role_policies(resources, plain["Role"]["Fn::GetAtt"][0]))
+    assert "ses:" not in plain_policies and "secretsmanager" not in plain_policies
+
+
+def synth_with_hook(app: App, hook: Any) -> tuple[StepkitStack, Resources, dict]:
+    cdk_app = cdk.App()
+    stack = StepkitStack(cdk_app, "test", app=app, settings=StackSettings(bundle=False),
+                         on_function=hook)
+    template = Template.from_stack(stack).to_json()
+    return stack, template["Resources"], template
+
+
+def role_policies(resources: Resources, role_id: str) -> list[Any]:
+    """Every statement of the inline policies attached to ``role_id``."""
+    return [st for r in of_type(resources, "AWS::IAM::Policy").values()
+            if {"Ref": role_id} in props(r)["Roles"]
+            for st in props(r)["PolicyDocument"]["Statement"]]
+
+
+def test_bad_context_is_named() -> None:
     node = cdk.App(context={"stepkit:retentionDays": "0"}).node
     with pytest.raises(ValueError, match="stepkit:retentionDays"):
         StackSettings.from_context(node)

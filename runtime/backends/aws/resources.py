@@ -12,7 +12,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from runtime.app import App, FunctionDef
@@ -63,7 +63,6 @@ class FunctionResources:
     message_rule: str
     event_names: tuple[str, ...]
     schedules: tuple[Schedule, ...]
-    options: Mapping[str, Any] = field(default_factory=dict)
 
     def trigger_pattern(self, app_id: str) -> dict[str, Any] | None:
         """EventBridge pattern of the function's event triggers (``None`` without any)."""
@@ -145,7 +144,6 @@ class AppResources:
                     message_rule=_name(a, fn.id, "msg", limit=64),
                     event_names=tuple(f.event for f in fn.events),
                     schedules=schedules,
-                    options=dict(fn.options),
                 )
             )
         return cls(
