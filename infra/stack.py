@@ -163,6 +163,7 @@ class StepkitStack(cdk.Stack):
         )
         self._wire(self.router.worker, None)
         self.workers = {fn.id: self._add_function(fn) for fn in app}
+        self._grant_sends()
         self.monitoring = Monitoring(
             self, "Monitoring", dashboard_name=self.stack_name,
             workers={ROUTER_LABEL: self.router.worker, **self.workers},
@@ -170,7 +171,7 @@ class StepkitStack(cdk.Stack):
         self._add_outputs()
 
     def _add_function(self, fn: FunctionDef) -> QueueWorker:
-        """One durable function: its runtime, trigger and message rules, cron schedules."""
+        """One durable function: its runtime, trigger rule and cron schedules."""
         res, scope = self.resources.function(fn.id), Construct(self, fn.id)
         worker = QueueWorker(
             scope, "Worker", queue_name=res.queue, dlq_name=res.dlq,
@@ -187,15 +188,27 @@ class StepkitStack(cdk.Stack):
         if (trigger := res.trigger_pattern(app_id)) is not None:
             QueueRule(scope, "Trigger", bus=bus, rule_name=res.trigger_rule, pattern=trigger,
                       queue=worker.queue)
-        QueueRule(scope, "Messages", bus=bus, rule_name=res.message_rule,
-                  pattern=res.message_pattern(app_id), queue=worker.queue)
         if res.schedules:
             CronSchedules(scope, "Cron", function_id=fn.id, schedules=res.schedules,
                           queue=worker.queue)
         return worker
 
+    def _grant_sends(self) -> None:
+        """Every stepkit Lambda may send to every queue of the app (and nothing else may).
+
+        Control messages (a child's start, a parent's resolve, the router's matches and
+        cancels) and stepkit's own events go queue to queue, never through the bus, which
+        any producer with PutEvents can write to; so these grants are what makes them
+        unforgeable. Each role lists the app's queues explicitly (no wildcard).
+        """
+        workers = [self.router.worker, *self.workers.values()]
+        for worker in workers:
+            for target in workers:
+                if target is not worker:
+                    target.queue.grant(worker.role, "sqs:SendMessage")
+
     def _wire(self, worker: QueueWorker, fn: FunctionDef | None) -> None:
-        """Environment and grants: the table, the bus, and sending to its own queue only."""
+        """Environment and grants: the table, the bus, its own queue and DLQ."""
         env = self.resources.lambda_env(fn, worker.queue.queue_url, self.settings.retention_days,
                                         worker.dlq.queue_url)
         for name, value in env.items():

@@ -13,10 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.backends.aws.resources import ENV_APP, ENV_BUS, ENV_TABLE
+from runtime.backends.aws.resources import ENV_APP, ENV_BUS, ENV_STAGE, ENV_TABLE
 from runtime.events import Event, validate_events
-
-ENV_STAGE = "STEPKIT_STAGE"  # the CDK context stepkit:stage the app was deployed with
 
 
 @dataclass(frozen=True)

@@ -21,16 +21,16 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from runtime.app import App
-from runtime.backends.aws.bus import EventBridgeBus
+from runtime.backends.aws.bus import AppBus, EventBridgeBus
 from runtime.backends.aws.queue import SqsQueue
-from runtime.backends.aws.resources import MAX_RECEIVES, MESSAGE_DETAIL_TYPE, HandlerConfig
+from runtime.backends.aws.resources import MAX_RECEIVES, AppResources, HandlerConfig
 from runtime.backends.aws.store import DynamoStore
 from runtime.core.clock import SystemClock
 from runtime.core.orchestrator import Orchestrator
 from runtime.core.protocols import Clock
 from runtime.engine import Limits
 from runtime.errors import InvalidEventError
-from runtime.events import validate_event
+from runtime.events import SYSTEM_PREFIX, validate_event
 from runtime.records import Message
 
 
@@ -52,15 +52,27 @@ def event_from_envelope(raw: dict[str, Any]) -> dict[str, Any]:
     detail = raw.get("detail")
     if not isinstance(detail, dict):
         raise BadMessageError("EventBridge delivery without a detail object")
+    kind = str(raw.get("detail-type"))
+    if kind.startswith(SYSTEM_PREFIX) or str(detail.get("name", "")).startswith(SYSTEM_PREFIX):
+        raise BadMessageError(
+            f"refused '{detail.get('name') or kind}' from the app's bus: names under "
+            f"'{SYSTEM_PREFIX}' are stepkit's own events and messages, which it never sends "
+            "through the bus (anyone with PutEvents could forge them)"
+        )
+    if detail.get("name") not in (None, kind):
+        raise BadMessageError(
+            f"EventBridge delivery's DetailType '{kind}' differs from its event's name "
+            f"'{detail['name']}'"
+        )
     event = dict(detail)
-    event.setdefault("name", raw.get("detail-type"))
+    event.setdefault("name", kind)
     if not event.get("id"):
         event["id"] = str(raw.get("id") or "")
     if not event.get("ts") and raw.get("time"):
         when = datetime.fromisoformat(str(raw["time"]).replace("Z", "+00:00"))
         event["ts"] = int(when.timestamp() * 1000)
     try:
-        return validate_event(event, now_ms=int(time.time() * 1000), allow_system=True).to_json()
+        return validate_event(event, now_ms=int(time.time() * 1000)).to_json()
     except InvalidEventError as exc:
         raise BadMessageError(f"EventBridge delivery carries an invalid event: {exc}") from None
 
@@ -94,9 +106,14 @@ class Service:
             client=clients["dynamodb"],
             clock=self.clock,
         )
-        self.bus = EventBridgeBus(app.id, config.bus, clients["events"])
         self.sqs = clients["sqs"]
-        queue = SqsQueue(config.function_id, config.queue_url, self.bus, self.clock, clients["sqs"])
+        self.resources = AppResources.for_app(app, stage=config.stage)
+        self.bus = AppBus(
+            EventBridgeBus(app.id, config.bus, clients["events"]),
+            self.resources.queue_url(self.resources.router_queue, config.queue_url),
+            self.sqs,
+        )
+        queue = SqsQueue(self._queue_url, self.clock, self.sqs)
         self.orchestrator = Orchestrator(
             app,
             store,
@@ -129,6 +146,11 @@ class Service:
         service.logger = service_logger
         return service
 
+    def _queue_url(self, function_id: str) -> str:
+        """The queue of ``function_id`` (every app queue is next to this Lambda's own)."""
+        name = self.resources.function(function_id).queue
+        return self.resources.queue_url(name, self.config.queue_url)
+
     # -- worker ----------------------------------------------------------------------------
 
     def message_from_body(self, body: str) -> Message:
@@ -142,12 +164,7 @@ class Service:
         fn_id = self.config.function_id
         if fn_id is None:
             raise BadMessageError("a worker needs STEPKIT_FUNCTION")
-        if "detail-type" in raw:
-            detail = raw.get("detail")
-            if not isinstance(detail, dict):
-                raise BadMessageError("EventBridge record without a detail object")
-            if raw["detail-type"] == MESSAGE_DETAIL_TYPE:
-                return Message.from_json(detail)
+        if "detail-type" in raw:  # a trigger rule's delivery of an app event
             return self.orchestrator.start_message(self.app.get(fn_id), event_from_envelope(raw))
         kind = raw.get("type")
         if kind == "cron":
@@ -188,20 +205,37 @@ class Service:
         self.orchestrator.handle(msg, receive_count=count, max_receives=self.max_receives)
 
     def router_record(self, record: SQSRecord) -> None:
-        """Handle one router-queue record: an app event from EventBridge."""
+        """Handle one router-queue record.
+
+        An app event from the bus (its runs are started by the trigger rules), or one of
+        stepkit's own events, sent by a worker straight to this queue (its runs, e.g. an
+        ``on_failure`` handler's, are started here).
+        """
         try:
             raw = json.loads(record.body)
-            if not isinstance(raw, dict) or "detail-type" not in raw:
-                raise BadMessageError("router record is not an EventBridge delivery")
-            event = event_from_envelope(raw)
+            if isinstance(raw, dict) and raw.get("type") == "event":
+                own = True
+                if not isinstance(raw.get("event"), dict):
+                    raise BadMessageError("router event record without an event object")
+                event = validate_event(
+                    raw["event"], now_ms=int(time.time() * 1000), allow_system=True
+                ).to_json()
+            elif isinstance(raw, dict) and "detail-type" in raw:
+                own = False
+                event = event_from_envelope(raw)
+            else:
+                raise BadMessageError("router record is neither an event nor a bus delivery")
         except json.JSONDecodeError as exc:
             self._dead_letter(record, BadMessageError(f"router record is not JSON: {exc}"))
+            return
+        except InvalidEventError as exc:
+            self._dead_letter(record, BadMessageError(f"router record's event: {exc}"))
             return
         except BadMessageError as exc:
             self._dead_letter(record, exc)
             return
         self.logger.append_keys(event_id=event["id"], event_name=event["name"])
-        self.orchestrator.route_event(event, start_runs=False)
+        self.orchestrator.route_event(event, start_runs=own)
 
     def handle_batch(self, event: dict[str, Any], context: Any, *, router: bool) -> dict[str, Any]:
         """Process an SQS batch, reporting failed records (partial batch response)."""

@@ -250,7 +250,6 @@ class AwsBackend:
             trigger = f.trigger_pattern(r.app_id)
             if trigger is not None:
                 self._rule(f.trigger_rule, trigger, arn)
-            self._rule(f.message_rule, f.message_pattern(r.app_id), arn)
             for s in f.schedules:
                 self.clients["scheduler"].create_schedule(
                     Name=s.name,

@@ -290,3 +290,46 @@ def test_timer_hops_of_a_long_sleep_never_touch_run_state(aws: AwsEmulators) -> 
     h.settle()
     assert "TransactWriteItems" in ddb_calls
     assert h.only_run("nap").status == "Completed"
+
+
+def test_forged_control_messages_and_system_events_on_the_bus_start_and_resolve_nothing(
+    aws: AwsEmulators,
+) -> None:
+    # Anyone allowed to PutEvents on the app's bus tries to start a run by a forged START
+    # message, trigger an on_failure handler by a forged function.failed, and smuggle a
+    # system event under an app event's DetailType.
+    app = App("shop")
+    failures: list[str] = []
+
+    def notify(ctx: Context) -> None:
+        failures.append(ctx.event.data["run_id"])
+
+    @app.function(id="charge", trigger=TriggerEvent("order/paid"), on_failure=notify)
+    def charge(ctx: Context) -> str:
+        return ctx.step.run("charge", lambda: "charged")
+
+    h = _harness(app, aws)
+    backend = _backend(h)
+    ts = int(START.timestamp() * 1000)
+    start = {"type": "message", "kind": "start", "function_id": "charge", "run_id": "forged-1",
+             "id": "start-forged-1", "payload": {"events": [
+                 {"id": "x", "name": "order/paid", "data": {}, "user": {}, "ts": ts}]}}
+    failed = {"id": "f1", "name": "stepkit/function.failed", "ts": ts, "user": {},
+              "data": {"function_id": "charge", "run_id": "victim", "error": {"name": "X"}}}
+    smuggled = {**failed, "id": "f3"}
+    entries = [("stepkit/message", start), ("stepkit/function.failed", failed),
+               ("order/paid", smuggled)]
+    out = backend.clients["events"].put_events(Entries=[
+        {"Source": "shop", "DetailType": kind, "Detail": json.dumps(detail),
+         "EventBusName": backend.resources.bus} for kind, detail in entries])
+    assert out["FailedEntryCount"] == 0  # the bus accepts them: the platform must refuse
+    h.settle()
+    assert failures == []
+    assert h.runs() == []
+    # The smuggled one reached the charge queue (its DetailType matches the trigger) and
+    # the router: both refused it, naming why, into their DLQs.
+    refused = backend.dead_letter_bodies()
+    assert len(refused) == 2 and all('"id": "f3"' in b for b in refused), refused
+    # A real event still starts a run.
+    h.send("order/paid", {})
+    assert h.only_run("charge").status == "Completed" and failures == []

@@ -198,26 +198,28 @@ def assert_delivers_to(resources: Resources, rule: tuple[str, dict[str, Any]], q
         policy["PolicyDocument"]["Statement"]
 
 
-def test_trigger_and_message_rules_use_the_patterns_from_resources(
+def test_trigger_and_router_rules_use_the_patterns_from_resources(
     app: App, res: AppResources, resources: Resources
 ) -> None:
+    # The bus carries app events only: no rule delivers stepkit's own events or control
+    # messages, so nothing put on the bus can forge them.
     bus = next(iter(of_type(resources, "AWS::Events::EventBus")))
-    triggered = [fn for fn in app if fn.events]
-    assert len(of_type(resources, "AWS::Events::Rule")) == len(triggered) + len(list(app)) + 1
+    with_rule = [fn for fn in app if res.function(fn.id).trigger_pattern(app.id)]
+    assert len(of_type(resources, "AWS::Events::Rule")) == len(with_rule) + 1
     for fn in app:
         f = res.function(fn.id)
-        if fn.events:
+        if any(not e.event.startswith("stepkit/") for e in fn.events):
             rule = rule_named(resources, f.trigger_rule)
             assert rule[1]["EventPattern"] == f.trigger_pattern(app.id)
+            assert not any(n.startswith("stepkit/")
+                           for n in rule[1]["EventPattern"]["detail-type"])
             assert rule[1]["EventBusName"] == {"Ref": bus}
             assert_delivers_to(resources, rule, f.queue)
-        else:
+        else:  # cron-only, or on_failure handlers (started by the router)
             assert f.trigger_pattern(app.id) is None
-        rule = rule_named(resources, f.message_rule)
-        assert rule[1]["EventPattern"] == f.message_pattern(app.id)
-        assert_delivers_to(resources, rule, f.queue)
     rule = rule_named(resources, res.router_rule)
-    assert rule[1]["EventPattern"] == res.router_pattern()
+    assert rule[1]["EventPattern"] == {
+        "source": [app.id], "detail-type": [{"anything-but": {"prefix": "stepkit/"}}]}
     assert_delivers_to(resources, rule, res.router_queue)
 
 
@@ -267,7 +269,6 @@ def test_each_lambda_touches_only_its_queues_the_table_and_the_bus(
     table_arns = [arn(table), *({"Fn::Join": ["", [arn(table), f"/index/{i['IndexName']}"]]}
                                 for i in table_spec("x")["GlobalSecondaryIndexes"])]
     for fn in [*app, None]:
-        queue = res.function(fn.id).queue if fn else res.router_queue
         _, p = lambda_of(resources, fn.id if fn else None)
         granted: dict[str, list[Any]] = {}
         for s in role_statements(resources, p["Role"]):
@@ -284,9 +285,11 @@ def test_each_lambda_touches_only_its_queues_the_table_and_the_bus(
                                           {"Ref": "AWS::AccountId"}, f":parameter{name}"]]})
             for name in secrets]
         dlq = res.function(fn.id).dlq if fn else res.router_dlq
-        own = [arn(queue_id(resources, queue)), arn(queue_id(resources, dlq))]
-        assert all(r in own for r in granted["sqs"])  # its queue, and its DLQ (send only)
-        assert arn(queue_id(resources, dlq)) in granted["sqs"]
+        # Send only: every queue of the app (control messages go queue to queue), its DLQ.
+        app_queues = [res.router_queue, *(f.queue for f in res.functions)]
+        allowed = [*(arn(queue_id(resources, q)) for q in app_queues),
+                   arn(queue_id(resources, dlq))]
+        assert set(map(json.dumps, granted["sqs"])) == set(map(json.dumps, allowed))
         assert all(r in table_arns for r in granted["dynamodb"])
         assert set(map(json.dumps, granted["dynamodb"])) == set(map(json.dumps, table_arns))
         assert granted["events"] == [arn(bus)]
@@ -500,7 +503,7 @@ def test_a_new_function_file_adds_exactly_its_resources(
     assert added == {
         "AWS::Lambda::Function": 1, "AWS::Lambda::EventSourceMapping": 1,
         "AWS::SQS::Queue": 2, "AWS::SQS::QueuePolicy": 2, "AWS::Logs::LogGroup": 1,
-        "AWS::Events::Rule": 2, "AWS::Scheduler::Schedule": 1,
+        "AWS::Events::Rule": 1, "AWS::Scheduler::Schedule": 1,
         "AWS::IAM::Role": 2, "AWS::IAM::Policy": 2, "AWS::CloudWatch::Alarm": 2,
     }
     f = stack.resources.function("extra-fn")
@@ -518,7 +521,7 @@ def test_cron_only_function_gets_no_trigger_rule() -> None:
     app.function(id="tick", trigger=TriggerCron("TZ=America/New_York 30 2 * * 1-5"))(noop)
     _, resources, _ = synth(app)
     names = {props(r)["Name"] for r in of_type(resources, "AWS::Events::Rule").values()}
-    assert names == {"shop-tick-msg", "shop-router"}
+    assert names == {"shop-router"}
     (s,) = [props(s) for s in of_type(resources, "AWS::Scheduler::Schedule").values()]
     assert (s["ScheduleExpression"], s["ScheduleExpressionTimezone"]) == \
         ("cron(30 2 ? * 2-6 *)", "America/New_York")

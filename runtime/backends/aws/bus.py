@@ -1,4 +1,4 @@
-"""EventBridge adapter: events and cross-function queue messages as PutEvents entries."""
+"""Event publication: app events to EventBridge, stepkit's own events to the router queue."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from runtime.backends.aws.resources import MESSAGE_DETAIL_TYPE
+from runtime.backends.aws.queue import send_bodies
 from runtime.errors import InvalidEventError, StepkitError
-from runtime.records import Message
+from runtime.events import SYSTEM_PREFIX
+from runtime.records import EventOut
 
 MAX_ENTRY_BYTES = 256 * 1024
 MAX_BATCH = 10
@@ -27,7 +28,7 @@ def _entry_size(entry: dict[str, Any]) -> int:
 
 
 class EventBridgeBus:
-    """Publishes to the app's bus (the ``Bus`` protocol), and routes messages to other queues.
+    """Publishes app events to the app's bus (``DetailType`` = name, ``Detail`` = the event).
 
     Args:
         app_id: The entries' ``Source``.
@@ -43,17 +44,6 @@ class EventBridgeBus:
     def publish(self, events: Sequence[dict[str, Any]]) -> None:
         """Publish events: ``DetailType`` = event name, ``Detail`` = the event JSON."""
         self._put([self._entry(e["name"], e, f"event '{e['name']}' ({e['id']})") for e in events])
-
-    def send_messages(self, messages: Sequence[Message]) -> None:
-        """Route queue messages to other functions' queues through their message rules."""
-        self._put(
-            [
-                self._entry(
-                    MESSAGE_DETAIL_TYPE, m.to_json(), f"message {m.kind.value} for {m.run_id}"
-                )
-                for m in messages
-            ]
-        )
 
     def _entry(self, detail_type: str, detail: dict[str, Any], what: str) -> dict[str, Any]:
         entry = {
@@ -104,3 +94,37 @@ class EventBridgeBus:
                         f"'{self.bus_name}' after {_TRIES} tries: {', '.join(codes)}"
                     )
                 time.sleep(0.05 * 2**attempt)
+
+
+class AppBus:
+    """The ``Bus`` protocol on AWS: where each event a run emits goes.
+
+    App events (``step.send_event``) go to the app's EventBridge bus, where trigger rules
+    and outside consumers see them. stepkit's own events (``stepkit/function.finished``,
+    ``.failed``, ``.cancelled``, ``.invoked``) go straight to the router's queue, which only
+    stepkit's roles may write: they start ``on_failure`` handlers and resolve waits, so
+    they must not be forgeable through the bus, which any producer with ``PutEvents`` can
+    write to (the router refuses system events that arrive from it).
+
+    Args:
+        events: The app's EventBridge bus.
+        router_queue_url: The router's queue.
+        sqs: A boto3 ``sqs`` client.
+    """
+
+    def __init__(self, events: EventBridgeBus, router_queue_url: str, sqs: Any) -> None:
+        self.events = events
+        self.router_queue_url = router_queue_url
+        self.sqs = sqs
+
+    def publish(self, events: Sequence[dict[str, Any]]) -> None:
+        """Publish: system events to the router queue, the rest to EventBridge."""
+        system = [e for e in events if e["name"].startswith(SYSTEM_PREFIX)]
+        if system:
+            send_bodies(self.sqs, self.router_queue_url, [
+                {"MessageBody": json.dumps(EventOut(e).to_json(), separators=(",", ":"))}
+                for e in system
+            ])
+        rest = [e for e in events if not e["name"].startswith(SYSTEM_PREFIX)]
+        if rest:
+            self.events.publish(rest)

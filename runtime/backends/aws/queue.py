@@ -1,13 +1,12 @@
-"""SQS adapter: a function's own messages go to its queue with a delay; others via the bus."""
+"""SQS adapter: every message goes straight to its function's queue, with a delay."""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from runtime.backends.aws.bus import EventBridgeBus
 from runtime.backends.aws.resources import MAX_SQS_DELAY
 from runtime.core.protocols import Clock
 from runtime.errors import StepkitError
@@ -20,65 +19,61 @@ class QueueError(StepkitError):
     """SQS refused messages."""
 
 
+def send_bodies(client: Any, url: str, entries: list[dict[str, Any]]) -> None:
+    """Send ``entries`` (``MessageBody``, ...) with ``SendMessageBatch``, 10 at a time.
+
+    Failed entries are retried once.
+
+    Raises:
+        QueueError: Some still failed.
+    """
+    for i in range(0, len(entries), _BATCH):
+        chunk = [{**e, "Id": str(n)} for n, e in enumerate(entries[i : i + _BATCH])]
+        result = client.send_message_batch(QueueUrl=url, Entries=chunk)
+        failed = result.get("Failed") or []
+        if failed:
+            retry = [chunk[int(f["Id"])] for f in failed]
+            again = client.send_message_batch(QueueUrl=url, Entries=retry)
+            if again.get("Failed"):
+                reasons = sorted({f.get("Code", "?") for f in again["Failed"]})
+                raise QueueError(
+                    f"SQS refused {len(again['Failed'])} message(s) to {url}: "
+                    f"{', '.join(reasons)}"
+                )
+
+
 class SqsQueue:
     """The ``Queue`` protocol on SQS.
 
-    Each Lambda may send only to its own queue (least privilege); a message for another
-    function (an invoked child's start, a parent's resolve, the router's continues) travels as
-    an EventBridge entry that the target function's message rule delivers to its queue.
-    Delays longer than SQS allows (900 s) are delivered early and re-enqueued by the worker
-    for the remainder (a timer hop), without loading the run.
+    Every message goes straight to its function's queue: the worker's own (its next step,
+    a timer hop) or another's (an invoked child's start, a parent's resolve, the router's
+    matches and cancels). Only stepkit's roles may send to these queues, so control
+    messages never travel where an outside producer could forge one (the app's bus
+    carries only events). Delays longer than SQS allows (900 s) are delivered early and
+    re-enqueued by the worker for the remainder (a timer hop), without loading the run.
 
     Args:
-        own_function_id: The function whose queue this Lambda consumes (``None``: the router).
-        own_queue_url: That queue's URL.
-        bus: Routes other functions' messages.
+        queue_url: The URL of a function's queue, by function id.
         clock: Time source for delays.
         client: A boto3 ``sqs`` client.
     """
 
-    def __init__(
-        self,
-        own_function_id: str | None,
-        own_queue_url: str,
-        bus: EventBridgeBus,
-        clock: Clock,
-        client: Any,
-    ) -> None:
-        self.own = own_function_id
-        self.url = own_queue_url
-        self.bus = bus
+    def __init__(self, queue_url: Callable[[str], str], clock: Clock, client: Any) -> None:
+        self.queue_url = queue_url
         self.clock = clock
         self.client = client
 
     def send(self, messages: Sequence[Message]) -> None:
-        """Enqueue: own function directly, others through the bus."""
-        mine = [m for m in messages if m.function_id == self.own]
-        others = [m for m in messages if m.function_id != self.own]
-        if others:
-            self.bus.send_messages(others)
+        """Enqueue each message on its function's queue, delayed until it is due."""
         now = self.clock.now()
-        for i in range(0, len(mine), _BATCH):
-            chunk = mine[i : i + _BATCH]
-            entries = [
-                {
-                    "Id": str(n),
-                    "MessageBody": json.dumps(m.to_json(), separators=(",", ":")),
-                    "DelaySeconds": self.delay(m, now),
-                }
-                for n, m in enumerate(chunk)
-            ]
-            result = self.client.send_message_batch(QueueUrl=self.url, Entries=entries)
-            failed = result.get("Failed") or []
-            if failed:
-                retry = [entries[int(f["Id"])] for f in failed]
-                again = self.client.send_message_batch(QueueUrl=self.url, Entries=retry)
-                if again.get("Failed"):
-                    reasons = sorted({f.get("Code", "?") for f in again["Failed"]})
-                    raise QueueError(
-                        f"SQS refused {len(again['Failed'])} message(s) to {self.url}: "
-                        f"{', '.join(reasons)}"
-                    )
+        by_url: dict[str, list[dict[str, Any]]] = {}
+        for m in messages:
+            by_url.setdefault(self.queue_url(m.function_id), []).append({
+                "MessageBody": json.dumps(m.to_json(), separators=(",", ":")),
+                "DelaySeconds": self.delay(m, now),
+            })
+        for url, entries in by_url.items():
+            send_bodies(self.client, url, entries)
 
     @staticmethod
     def delay(message: Message, now: float) -> int:

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from runtime.app import App, FunctionDef
 from runtime.errors import ConfigurationError
+from runtime.events import SYSTEM_PREFIX
 
 # Environment variables the handlers read (set by the CDK app on every Lambda).
 ENV_APP = "STEPKIT_APP"
@@ -26,8 +27,8 @@ ENV_FUNCTION = "STEPKIT_FUNCTION"  # absent on the event router
 ENV_QUEUE_URL = "STEPKIT_QUEUE_URL"  # the function's own queue
 ENV_DLQ_URL = "STEPKIT_DLQ_URL"  # its dead-letter queue: records that can never succeed
 ENV_RETENTION_DAYS = "STEPKIT_RETENTION_DAYS"
+ENV_STAGE = "STEPKIT_STAGE"  # the stage in every resource name (absent: none)
 
-MESSAGE_DETAIL_TYPE = "stepkit/message"  # a queue message routed to another function's queue
 MAX_SQS_DELAY = 900
 MAX_RECEIVES = 5  # deliveries before a message moves to the DLQ
 DEFAULT_RETENTION_DAYS = 30
@@ -54,29 +55,25 @@ class Schedule(NamedTuple):
 
 @dataclass(frozen=True)
 class FunctionResources:
-    """Per-function resources: a queue, its DLQ, two rules and one schedule per cron trigger."""
+    """Per-function resources: a queue, its DLQ, a trigger rule and one schedule per cron."""
 
     function_id: str
     queue: str
     dlq: str
     trigger_rule: str
-    message_rule: str
     event_names: tuple[str, ...]
     schedules: tuple[Schedule, ...]
 
     def trigger_pattern(self, app_id: str) -> dict[str, Any] | None:
-        """EventBridge pattern of the function's event triggers (``None`` without any)."""
-        if not self.event_names:
-            return None
-        return {"source": [app_id], "detail-type": sorted(set(self.event_names))}
+        """EventBridge pattern of the function's app-event triggers (``None`` without any).
 
-    def message_pattern(self, app_id: str) -> dict[str, Any]:
-        """EventBridge pattern of queue messages other Lambdas route to this function."""
-        return {
-            "source": [app_id],
-            "detail-type": [MESSAGE_DETAIL_TYPE],
-            "detail": {"function_id": [self.function_id]},
-        }
+        Triggers on stepkit's own events (``on_failure`` handlers) have no rule: those events
+        never travel on the bus; the router starts their runs.
+        """
+        names = sorted({n for n in self.event_names if not n.startswith(SYSTEM_PREFIX)})
+        if not names:
+            return None
+        return {"source": [app_id], "detail-type": names}
 
 
 def _schedule_input(function_id: str, cron_spec: str) -> str:
@@ -103,6 +100,7 @@ class AppResources:
     functions: tuple[FunctionResources, ...]
     #: Where EventBridge rules and Scheduler put what they failed to deliver to a queue.
     delivery_dlq: str = ""
+    stage: str | None = None
 
     @classmethod
     def for_app(cls, app: App, *, stage: str | None = None) -> AppResources:
@@ -141,7 +139,6 @@ class AppResources:
                     queue=_name(a, fn.id, limit=76),
                     dlq=_name(a, fn.id, "dlq", limit=80),
                     trigger_rule=_name(a, fn.id, "trigger", limit=64),
-                    message_rule=_name(a, fn.id, "msg", limit=64),
                     event_names=tuple(f.event for f in fn.events),
                     schedules=schedules,
                 )
@@ -155,6 +152,7 @@ class AppResources:
             router_rule=_name(a, "router", limit=64),
             functions=tuple(fns),
             delivery_dlq=_name(a, "delivery", "dlq", limit=80),
+            stage=stage or None,
         )
 
     def dead_letter_queues(self) -> list[tuple[str, str | None]]:
@@ -175,8 +173,23 @@ class AppResources:
         raise ConfigurationError(f"no function '{function_id}' in app '{self.app_id}'")
 
     def router_pattern(self) -> dict[str, Any]:
-        """Every event of the app except routed queue messages goes to the router."""
-        return {"source": [self.app_id], "detail-type": [{"anything-but": MESSAGE_DETAIL_TYPE}]}
+        """Every app event on the bus goes to the router, except names stepkit reserves.
+
+        Only a forger could put those there: stepkit sends its own events to the router
+        queue directly.
+        """
+        return {
+            "source": [self.app_id],
+            "detail-type": [{"anything-but": {"prefix": SYSTEM_PREFIX}}],
+        }
+
+    def queue_url(self, name: str, any_queue_url: str) -> str:
+        """The URL of the queue ``name``, from the URL of another queue of the app.
+
+        All of an app's queues are in one account and region, so their URLs differ only
+        in the name (``https://sqs.<region>.amazonaws.com/<account>/<name>``).
+        """
+        return f"{any_queue_url.rsplit('/', 1)[0]}/{name}"
 
     def lambda_env(
         self, fn: FunctionDef | None, queue_url: str, retention_days: int, dlq_url: str = ""
@@ -191,6 +204,8 @@ class AppResources:
         }
         if fn is not None:
             env[ENV_FUNCTION] = fn.id
+        if self.stage:
+            env[ENV_STAGE] = self.stage
         if dlq_url:
             env[ENV_DLQ_URL] = dlq_url
         return env
@@ -207,6 +222,7 @@ class HandlerConfig:
     function_id: str | None
     retention_days: int
     dlq_url: str | None = None
+    stage: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HandlerConfig:
@@ -233,4 +249,5 @@ class HandlerConfig:
             function_id=env.get(ENV_FUNCTION) or None,
             retention_days=retention,
             dlq_url=env.get(ENV_DLQ_URL) or None,
+            stage=env.get(ENV_STAGE) or None,
         )
