@@ -1,11 +1,13 @@
 """Docker-free Lambda packaging: one asset directory with the sources and the locked dependencies.
 
-Every stepkit Lambda (each worker and the router) runs the same code: ``runtime/``, the app's
-``functions/`` and the runtime dependencies pinned in ``uv.lock``. The directory is built
-locally, without Docker:
+Every stepkit Lambda (each worker and the router) runs the same code: the modules of
+``runtime/`` that the handlers import (:func:`source_files`), the app's ``functions/`` and
+the runtime dependencies pinned in ``uv.lock``. The directory is built locally, without
+Docker:
 
-1. ``uv export --frozen --no-dev`` writes the locked runtime requirements (no dev tools, no
-   project itself);
+1. ``uv export --frozen --no-dev`` writes the locked runtime requirements: the project's
+   core dependencies, without the dev group or the ``cli`` extra (the ``stepkit`` command
+   and dev server, which no Lambda runs), and without the project itself;
 2. ``uv pip install --target`` installs exactly those pins as wheels for CPython
    :data:`PYTHON_VERSION` on :data:`PLATFORM` (the glibc of Lambda's Amazon Linux 2023 on
    arm64), never building from source, so what runs on Lambda is what was resolved here;
@@ -13,7 +15,7 @@ locally, without Docker:
 
 The result is cached under ``.stepkit/lambda-assets/`` in a directory named after a hash of
 every input (the lock, ``pyproject.toml``, the sources and these build settings). That hash is
-also the CDK asset hash, so a repeated synth neither rebuilds nor re-fingerprints 60 MB, and the
+also the CDK asset hash, so a repeated synth neither rebuilds nor re-fingerprints 20 MB, and the
 same inputs always give the same asset hash (and the same S3 object on deploy).
 """
 
@@ -33,6 +35,7 @@ from pathlib import Path
 import aws_cdk as cdk
 from aws_cdk import aws_lambda as lambda_
 
+from infra import import_graph
 from runtime.discovery import DEFAULT_PACKAGE
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -41,9 +44,10 @@ LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_13
 LAMBDA_ARCHITECTURE = lambda_.Architecture.ARM_64
 PLATFORM = "aarch64-manylinux_2_34"  # Amazon Linux 2023 (glibc 2.34) on Graviton
 SOURCES = ("runtime", DEFAULT_PACKAGE)
+HANDLERS = "runtime/handlers"  # every module here is the handler of some Lambda
 CACHE_DIR = Path(".stepkit") / "lambda-assets"
 PRUNE_AFTER_S = 3600
-_FORMAT = "1"  # bump when the build steps change, so cached assets are rebuilt
+_FORMAT = "2"  # bump when the build steps change, so cached assets are rebuilt
 _SKIP_DIRS = {"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
 
 
@@ -59,24 +63,62 @@ class LambdaAsset:
     hash: str
 
 
-def source_files(root: Path) -> list[Path]:
-    """Files of :data:`SOURCES` under ``root`` (relative, sorted), without caches."""
+def _package_files(root: Path, package: str) -> list[Path]:
     files: list[Path] = []
-    for package in SOURCES:
-        for dirpath, dirnames, filenames in os.walk(root / package):
-            dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
-            for name in filenames:
-                if not name.endswith((".pyc", ".pyo")):
-                    files.append((Path(dirpath) / name).relative_to(root))
-    if not files:
+    for dirpath, dirnames, filenames in os.walk(root / package):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+        for name in filenames:
+            if not name.endswith((".pyc", ".pyo")):
+                files.append((Path(dirpath) / name).relative_to(root))
+    return files
+
+
+def _module_name(rel: Path) -> str:
+    parts = rel.with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def lambda_entries(root: Path) -> list[str]:
+    """The modules a Lambda starts from: every module of :data:`HANDLERS` (each one a
+    handler) and every module of the app package, which the runtime discovers and imports."""
+    files = [*_package_files(root, HANDLERS), *_package_files(root, DEFAULT_PACKAGE)]
+    return sorted(_module_name(f) for f in files if f.suffix == ".py")
+
+
+def source_files(root: Path) -> list[Path]:
+    """The sources a Lambda needs under ``root`` (relative, sorted), without caches.
+
+    The app package ships whole (its modules and any data files beside them); of
+    ``runtime/``, only the modules the entries import (:func:`lambda_entries`, followed by
+    :mod:`infra.import_graph`), so the CLI, dev server, local backend and test harness stay
+    on the developer's machine.
+    """
+    files = _package_files(root, DEFAULT_PACKAGE)
+    if not any(f.suffix == ".py" for f in files) or not (root / HANDLERS).is_dir():
         raise BundlingError(f"no sources under {root} ({', '.join(SOURCES)})")
-    return sorted(files)
+    graph = import_graph.walk(root, lambda_entries(root), first_party=SOURCES)
+    files += [path.relative_to(root) for name, path in graph.modules.items()
+              if name.partition(".")[0] != DEFAULT_PACKAGE]
+    return sorted(set(files))
 
 
-def fingerprint(root: Path, files: list[Path], *, dependencies: bool) -> str:
+@dataclass(frozen=True)
+class Target:
+    """The interpreter and platform the dependency wheels are installed for."""
+
+    python_version: str = PYTHON_VERSION
+    platform: str = PLATFORM
+
+
+LAMBDA_TARGET = Target()
+
+
+def fingerprint(root: Path, files: list[Path], *, dependencies: bool,
+                target: Target = LAMBDA_TARGET) -> str:
     """Hash of every input of the build: settings, lock (when bundled) and sources."""
     digest = hashlib.sha256()
-    settings = [_FORMAT, PYTHON_VERSION, PLATFORM, "deps" if dependencies else "src"]
+    settings = [_FORMAT, target.python_version, target.platform,
+                "deps" if dependencies else "src"]
     digest.update("\0".join(settings).encode())
     inputs = [Path("uv.lock"), Path("pyproject.toml")] if dependencies else []
     for rel in [*inputs, *files]:
@@ -86,7 +128,8 @@ def fingerprint(root: Path, files: list[Path], *, dependencies: bool) -> str:
 
 
 def build_asset(
-    *, root: Path = PROJECT_ROOT, dependencies: bool = True, cache_dir: Path | None = None
+    *, root: Path = PROJECT_ROOT, dependencies: bool = True, cache_dir: Path | None = None,
+    target: Target = LAMBDA_TARGET,
 ) -> LambdaAsset:
     """Build (or reuse from the cache) the Lambda asset directory.
 
@@ -95,6 +138,8 @@ def build_asset(
         dependencies: Install the locked dependencies; ``False`` gives a small source-only
             asset for template tests (``-c stepkit:bundle=false``), which cannot run on Lambda.
         cache_dir: Where built assets are kept (default ``<root>/.stepkit/lambda-assets``).
+        target: What the wheels are for: Lambda's by default; the tests build the same
+            asset for this machine too, to import the handlers from it.
 
     Returns:
         The asset directory and its hash.
@@ -103,31 +148,31 @@ def build_asset(
         BundlingError: uv is missing or a step of the build failed.
     """
     files = source_files(root)
-    key = fingerprint(root, files, dependencies=dependencies)
+    key = fingerprint(root, files, dependencies=dependencies, target=target)
     cache = cache_dir or root / CACHE_DIR
     kind = "full" if dependencies else "src"
-    target = cache / f"{kind}-{key[:24]}"
-    if target.is_dir():
-        os.utime(target)  # recently used: not pruned by another build
-        return LambdaAsset(target, key)
+    built = cache / f"{kind}-{key[:24]}"
+    if built.is_dir():
+        os.utime(built)  # recently used: not pruned by another build
+        return LambdaAsset(built, key)
     cache.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=cache))
     try:
         if dependencies:
-            _install_dependencies(root, staging)
+            _install_dependencies(root, staging, target)
         for rel in files:
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(root / rel, staging / rel)
         _normalise_modes(staging)
         try:
-            staging.rename(target)  # atomic: a directory named after its key is complete
+            staging.rename(built)  # atomic: a directory named after its key is complete
         except OSError:
-            if not target.is_dir():  # not a concurrent build that finished first
+            if not built.is_dir():  # not a concurrent build that finished first
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    _prune(cache, kind, keep=target)
-    return LambdaAsset(target, key)
+    _prune(cache, kind, keep=built)
+    return LambdaAsset(built, key)
 
 
 def lambda_code(*, bundle: bool = True, root: Path = PROJECT_ROOT) -> lambda_.Code:
@@ -157,23 +202,23 @@ def _run(cmd: list[str], root: Path) -> None:
         raise BundlingError(f"`{' '.join(cmd)}` failed ({done.returncode}):\n{done.stderr}")
 
 
-def _install_dependencies(root: Path, target: Path) -> None:
+def _install_dependencies(root: Path, into: Path, target: Target) -> None:
     uv = _uv()
-    requirements = target / "requirements.txt"
+    requirements = into / "requirements.txt"
     _run([*uv, "export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project",
           "--no-header", "--quiet", "--output-file", str(requirements)], root)
     # --no-deps: the export already lists every locked package; nothing may be re-resolved.
-    _run([*uv, "pip", "install", "--quiet", "--target", str(target), "--no-deps",
-          "--python-platform", PLATFORM, "--python-version", PYTHON_VERSION,
+    _run([*uv, "pip", "install", "--quiet", "--target", str(into), "--no-deps",
+          "--python-platform", target.platform, "--python-version", target.python_version,
           "--only-binary", ":all:", "--requirement", str(requirements)], root)
     requirements.unlink()
     # Console scripts carry this machine's interpreter path in their shebang; Lambda
     # never runs them.
-    shutil.rmtree(target / "bin", ignore_errors=True)
+    shutil.rmtree(into / "bin", ignore_errors=True)
 
 
 def _prune(cache: Path, kind: str, *, keep: Path) -> None:
-    """Drop builds (60 MB each) and abandoned staging directories unused for an hour; a
+    """Drop builds (20 MB each) and abandoned staging directories unused for an hour; a
     younger one may be in use by a concurrent synth of other sources."""
     for old in [*cache.glob(f"{kind}-*"), *cache.glob(f".{kind}-*")]:
         try:

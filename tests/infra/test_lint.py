@@ -3,10 +3,10 @@ asset, and a synth through the pinned CDK CLI."""
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -22,7 +22,15 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk.assertions import Annotations, Match
 from cdk_nag import AwsSolutionsChecks
 
-from infra.bundling import PROJECT_ROOT, LambdaAsset, build_asset
+from infra import import_graph
+from infra.bundling import (
+    PROJECT_ROOT,
+    SOURCES,
+    LambdaAsset,
+    Target,
+    build_asset,
+    lambda_entries,
+)
 from infra.stack import StackSettings, StepkitStack
 
 #: Acknowledged cdk-nag rules (each with its reason in the code). A new one should be a
@@ -116,38 +124,11 @@ def asset() -> LambdaAsset:
     return build_asset(dependencies=True)
 
 
-def _imports(path: Path, package: str) -> set[str]:
-    """Dotted names a module imports (``from a import b`` gives a and a.b), outside
-    ``if TYPE_CHECKING:`` blocks."""
-    names: set[str] = set()
-
-    def visit(nodes: list[ast.stmt]) -> None:
-        for node in nodes:
-            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-                visit(node.orelse)
-                continue
-            for sub in ast.walk(node):
-                if isinstance(sub, ast.Import):
-                    names.update(a.name for a in sub.names)
-                elif isinstance(sub, ast.ImportFrom):
-                    base = sub.module or ""
-                    if sub.level:
-                        parent = package.rsplit(".", sub.level - 1)[0] if sub.level > 1 \
-                            else package
-                        base = f"{parent}.{base}".rstrip(".")
-                    names.add(base)
-                    names.update(f"{base}.{a.name}" for a in sub.names)
-
-    visit(ast.parse(path.read_text()).body)
-    return names
-
-
-def _module_file(root: Path, name: str) -> Path | None:
-    base = root.joinpath(*name.split("."))
-    for candidate in (base / "__init__.py", base.with_suffix(".py")):
-        if candidate.is_file():
-            return candidate
-    return None
+#: What only runs on a developer's machine: none of it may reach a Lambda.
+LOCAL_ONLY_SOURCES = ("runtime/cli.py", "runtime/aws_inspect.py", "runtime/devserver",
+                      "runtime/testing", "runtime/backends/local")
+LOCAL_ONLY_PACKAGES = ("click", "httpx", "starlette", "uvicorn", "anyio", "h11", "moto",
+                       "pytest", "aws_cdk", "cdk_nag", "cfnlint")
 
 
 def test_asset_holds_sources_and_locked_arm64_dependencies(asset: LambdaAsset) -> None:
@@ -165,36 +146,59 @@ def test_asset_holds_sources_and_locked_arm64_dependencies(asset: LambdaAsset) -
             binary
 
 
-def test_handler_imports_are_satisfied_by_the_asset(asset: LambdaAsset) -> None:
-    """Follow imports from both handlers and every functions module through the project's
-    own modules; every third-party module they reach must be in the asset."""
+def test_asset_leaves_out_what_only_runs_locally(asset: LambdaAsset) -> None:
     root = asset.path
-    pending = ["runtime.handlers.worker", "runtime.handlers.router"]
-    pending += [f"functions.{p.stem}" for p in (root / "functions").glob("*.py")]
-    seen: set[str] = set()
-    missing: set[str] = set()
-    while pending:
-        name = pending.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        parts = name.split(".")
-        pending += [".".join(parts[:i]) for i in range(1, len(parts))]  # parent packages
-        path = _module_file(root, name)
-        if path is None:
-            continue  # `from pkg import attribute`: the attribute, not a module
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        for imported in _imports(path, package):
-            top = imported.split(".")[0]
-            if top in ("runtime", "functions"):
-                pending.append(imported)
-            elif top not in sys.stdlib_module_names and not (
-                (root / top).is_dir() or (root / f"{top}.py").is_file()
-                or any(root.glob(f"{top}.*.so"))
-            ):
-                missing.add(f"{top} (imported by {name})")
-    assert "runtime.handlers.service" in seen and "runtime.backends.aws.store" in seen
+    assert (PROJECT_ROOT / "runtime/devserver").is_dir()  # they exist, and are left out
+    shipped = [rel for rel in LOCAL_ONLY_SOURCES if (root / rel).exists()]
+    shipped += [name for name in LOCAL_ONLY_PACKAGES
+                if (root / name).exists() or any(root.glob(f"{name}-*.dist-info"))]
+    assert shipped == []
+
+
+def test_asset_runtime_modules_are_exactly_those_the_handlers_import(asset: LambdaAsset) -> None:
+    """Read from the asset itself: every module of runtime/ in it is reached from a handler
+    or the app, and every module they reach is in it; so is every third-party import."""
+    root = asset.path
+    graph = import_graph.walk(root, lambda_entries(root), first_party=SOURCES)
+    assert "runtime.handlers.service" in graph.modules
+    assert "runtime.backends.aws.store" in graph.modules
+    in_asset = {p.relative_to(root) for p in (root / "runtime").rglob("*.py")}
+    assert in_asset == {p.relative_to(root) for n, p in graph.modules.items()
+                        if n.partition(".")[0] == "runtime"}
+    missing = {f"{top} (imported by {by})" for top, by in graph.external.items()
+               if top not in sys.stdlib_module_names and not (
+                   (root / top).is_dir() or (root / f"{top}.py").is_file()
+                   or any(root.glob(f"{top}.*.so")))}
     assert missing == set()
+
+
+_IMPORT_HANDLERS = """
+import json, sys
+from runtime.discovery import load_app
+for name in {entries!r}:
+    __import__(name)
+load_app()
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_handlers_import_with_only_the_asset_on_the_path(tmp_path: Path) -> None:
+    """The same asset built for this machine (its wheels are arm64): a bare interpreter
+    (no site-packages) imports every handler and loads the app from it alone."""
+    machine_target = Target(python_version=f"{sys.version_info[0]}.{sys.version_info[1]}",
+                            platform=f"{platform.machine()}-manylinux_"
+                                     + platform.libc_ver()[1].replace(".", "_"))
+    local = build_asset(dependencies=True, cache_dir=tmp_path, target=machine_target)
+    entries = lambda_entries(local.path)
+    assert {"runtime.handlers.worker", "runtime.handlers.router"} <= set(entries)
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(local.path),
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    done = subprocess.run([sys.executable, "-S", "-c", _IMPORT_HANDLERS.format(entries=entries)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    loaded = json.loads(done.stdout)
+    assert not [m for m in loaded if m.partition(".")[0] in LOCAL_ONLY_PACKAGES]
+    assert "runtime.devserver" not in loaded and "runtime.cli" not in loaded
 
 
 def _tree_digest(root: Path) -> str:
