@@ -39,8 +39,8 @@ from infra import import_graph
 from runtime.discovery import DEFAULT_PACKAGE
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-PYTHON_VERSION = "3.13"  # keep in step with LAMBDA_RUNTIME
-LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_13
+PYTHON_VERSION = "3.14"  # keep in step with LAMBDA_RUNTIME
+LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_14
 LAMBDA_ARCHITECTURE = lambda_.Architecture.ARM_64
 PLATFORM = "aarch64-manylinux_2_34"  # Amazon Linux 2023 (glibc 2.34) on Graviton
 SOURCES = ("runtime", DEFAULT_PACKAGE)

@@ -18,7 +18,8 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from infra.bundling import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME, PYTHON_VERSION
+from infra import nag
+from infra.bundling import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME
 from runtime.backends.aws.resources import MAX_RECEIVES
 from runtime.deploy import AwsOptions
 
@@ -116,12 +117,8 @@ class QueueWorker(Construct):
             ],
         )
         self._grant(options)
-        cdk.Validations.of(self.function).acknowledge(cdk.Acknowledgment(
-            id="AwsSolutions-L1",
-            reason=f"The runtime is pinned to Python {PYTHON_VERSION}, the version the bundled "
-            "wheels are built for (infra/bundling.py); google-re2, which cel-python needs, has "
-            "no wheels for newer Pythons in uv.lock. Move both together.",
-        ))
+        nag.acknowledge_queue_worker(function=self.function, dlq=self.dlq)
+        nag.acknowledge_untraced(self.function)
         # Concurrency is capped where the messages wait (the event source mapping), never
         # by reserved concurrency: throttled receives would count towards MAX_RECEIVES and
         # dead-letter step and timer messages under load.

@@ -18,13 +18,15 @@ import pytest
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 import aws_cdk as cdk
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sqs as sqs
-from aws_cdk.assertions import Annotations, Match
-from cdk_nag import AwsSolutionsChecks
+from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 
-from infra import import_graph
+from infra import import_graph, nag
 from infra.bundling import (
+    LAMBDA_RUNTIME,
     PROJECT_ROOT,
+    PYTHON_VERSION,
     SOURCES,
     LambdaAsset,
     Target,
@@ -33,9 +35,18 @@ from infra.bundling import (
 )
 from infra.stack import StackSettings, StepkitStack
 
-#: Acknowledged cdk-nag rules (each with its reason in the code). A new one should be a
+#: Acknowledged cdk-nag rules, each with its reason in infra/nag.py. A new one should be a
 #: deliberate decision, so it has to be added here too.
-ACKNOWLEDGED = {"AwsSolutions-L1"}
+ACKNOWLEDGED = {
+    "Serverless-LambdaDLQ",  # SQS event source mappings invoke synchronously
+    "Serverless-LambdaEventSourceMappingDestination",  # not for SQS: the redrive policy is
+    "Serverless-SQSRedrivePolicy",  # on the dead-letter queues themselves
+    "Serverless-LambdaTracing",  # only while tracing is off (opt-in)
+}
+#: Findings still open on this branch: the router rule's target has no DLQ. Branch i8-ops
+#: (bac0052) gives every rule and schedule target the app's delivery DLQ; empty this set
+#: when that is merged (the nag test then fails until it is).
+UNFIXED = {"Serverless-EventBusDLQ"}
 #: cfn-lint warnings allowed: W3005 is the DependsOn on its role that CDK itself adds to
 #: every Lambda function (redundant with the GetAtt, harmless).
 ALLOWED_WARNINGS = {"W3005"}
@@ -44,7 +55,7 @@ ALLOWED_WARNINGS = {"W3005"}
 def nag_synth(stack_factory: Any, outdir: Path) -> tuple[cdk.Stack, Exception | None]:
     app = cdk.App(outdir=str(outdir))
     stack = stack_factory(app)
-    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app), ServerlessChecks(app))
     try:
         app.synth()
     except RuntimeError as exc:  # ValidationFailed: unacknowledged findings
@@ -59,9 +70,19 @@ def nagged(tmp_path_factory: pytest.TempPathFactory) -> tuple[StepkitStack, Path
         lambda app: StepkitStack(app, "stepkit-demo", settings=StackSettings(bundle=False)),
         outdir,
     )
-    report = outdir / "validation-report.json"
-    assert error is None, report.read_text() if report.exists() else error
+    assert set(_violations(outdir)) == UNFIXED, _violations(outdir) or error
     return stack, outdir
+
+
+def _violations(outdir: Path) -> dict[str, list[str]]:
+    report = outdir / "validation-report.json"
+    if not report.exists():
+        return {}
+    found: dict[str, list[str]] = {}
+    for plugin in json.loads(report.read_text())["pluginReports"]:
+        for violation in plugin["violations"]:
+            found.setdefault(violation["ruleName"], []).append(violation["description"])
+    return found
 
 
 def test_cfn_lint_finds_no_errors(nagged: tuple[StepkitStack, Path]) -> None:
@@ -75,28 +96,48 @@ def test_cfn_lint_finds_no_errors(nagged: tuple[StepkitStack, Path]) -> None:
     assert {f["Rule"]["Id"] for f in findings} <= ALLOWED_WARNINGS, findings
 
 
-def test_cdk_nag_aws_solutions_has_no_unacknowledged_findings(
+def test_cdk_nag_packs_have_no_unacknowledged_findings(
     nagged: tuple[StepkitStack, Path]
 ) -> None:
-    stack, outdir = nagged  # the fixture's synth would have raised on a finding
-    errors = Annotations.from_stack(stack).find_error(
-        "*", Match.string_like_regexp("AwsSolutions-.*"))
-    assert errors == []
-    report = outdir / "validation-report.json"
-    if report.exists():
-        plugins = json.loads(report.read_text())["pluginReports"]
-        assert [v for p in plugins for v in p["violations"]] == []
+    assert set(_violations(nagged[1])) == UNFIXED
+
+
+def _acknowledged(construct: Any) -> dict[str, str]:
+    return {rule.split("::")[-1]: reason for node in construct.node.find_all()
+            for entry in node.node.metadata
+            if entry.type == cdk.Validations.ACKNOWLEDGED_RULES_METADATA_KEY
+            for rule, reason in entry.data.items()}
+
+
+@pytest.mark.parametrize("tracing", ["Active", "PassThrough", None])
+def test_tracing_is_acknowledged_only_when_off(tmp_path: Path, tracing: str | None) -> None:
+    app = cdk.App(outdir=str(tmp_path))
+    stack = cdk.Stack(app, "traced")
+    function = lambda_.Function(stack, "Fn", runtime=LAMBDA_RUNTIME, handler="x.handler",
+                                code=lambda_.Code.from_inline("x"))
+    nag.acknowledge_untraced(function)
+    if tracing is not None:  # set after the call, as a stack setting may be
+        cfn = function.node.default_child
+        assert isinstance(cfn, lambda_.CfnFunction)
+        cfn.tracing_config = lambda_.CfnFunction.TracingConfigProperty(mode=tracing)
+    app.synth()
+    assert ("Serverless-LambdaTracing" in _acknowledged(stack)) == (tracing != "Active")
+
+
+def test_lambda_runtime_is_the_newest_python(nagged: tuple[StepkitStack, Path]) -> None:
+    """AwsSolutions-L1 and Serverless-LambdaLatestVersion pass without acknowledgement, and
+    the asset's wheels are built for that same Python."""
+    newest = max((r for r in dir(lambda_.Runtime) if r.startswith("PYTHON_3_")),
+                 key=lambda r: int(r.rsplit("_", 1)[1]))
+    assert LAMBDA_RUNTIME.name == getattr(lambda_.Runtime, newest).name
+    assert LAMBDA_RUNTIME.name == f"python{PYTHON_VERSION}"
 
 
 def test_every_acknowledgment_has_a_reason(nagged: tuple[StepkitStack, Path]) -> None:
-    found: set[str] = set()
-    for construct in nagged[0].node.find_all():
-        for entry in construct.node.metadata:
-            if entry.type == cdk.Validations.ACKNOWLEDGED_RULES_METADATA_KEY:
-                for rule, reason in entry.data.items():
-                    found.add(rule.split("::")[-1])
-                    assert isinstance(reason, str) and len(reason.split()) >= 8, (rule, reason)
-    assert found == ACKNOWLEDGED
+    found = _acknowledged(nagged[0])
+    for rule, reason in found.items():
+        assert isinstance(reason, str) and len(reason.split()) >= 8, (rule, reason)
+    assert set(found) == ACKNOWLEDGED
 
 
 def test_cdk_nag_is_really_checking(tmp_path: Path) -> None:
@@ -139,7 +180,9 @@ def test_asset_holds_sources_and_locked_arm64_dependencies(asset: LambdaAsset) -
         assert (root / rel).exists(), rel
     assert not (root / "bin").exists()
     binaries = list(root.rglob("*.so"))
-    assert any(b.name.startswith("_pydantic_core.cpython-313-aarch64") for b in binaries)
+    abi = PYTHON_VERSION.replace(".", "")
+    assert any(b.name.startswith(f"_pydantic_core.cpython-{abi}-aarch64") for b in binaries)
+    assert any(b.name.startswith(f"_re2.cpython-{abi}-aarch64") for b in binaries)
     for binary in binaries:
         header = binary.read_bytes()[:20]
         assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == AARCH64, \

@@ -126,7 +126,7 @@ def test_lambdas_run_the_handlers_on_arm64_with_the_stepkit_environment(
         function_id = fn.id if fn else None
         _, p = lambda_of(resources, function_id)
         queue = res.function(fn.id).queue if fn else res.router_queue
-        assert p["Runtime"] == "python3.13"
+        assert p["Runtime"] == "python3.14"
         assert p["Architectures"] == ["arm64"]
         assert p["Handler"] == ("runtime.handlers.worker.handler" if fn
                                 else "runtime.handlers.router.handler")

@@ -1,0 +1,82 @@
+"""The cdk-nag rules that do not apply to a stepkit resource, each with why.
+
+``tests/infra/test_lint.py`` runs the AwsSolutions and Serverless packs on the synthesized
+stack; every finding is either fixed in the construct or acknowledged here, next to the fact
+that makes the rule not apply. The test lists the acknowledged rules too, so a new one is a
+deliberate decision.
+"""
+
+from __future__ import annotations
+
+import jsii
+from aws_cdk import Acknowledgment, Aspects, IAspect, Validations
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sqs as sqs
+from constructs import IConstruct
+
+from runtime.backends.aws.resources import MAX_RECEIVES
+
+
+def _acknowledge(scope: IConstruct, rule: str, reason: str) -> None:
+    Validations.of(scope).acknowledge(Acknowledgment(id=rule, reason=reason))
+
+
+def acknowledge_queue_worker(*, function: lambda_.Function, dlq: sqs.Queue) -> None:
+    """The rules a queue-fed Lambda and its dead-letter queue meet another way.
+
+    Args:
+        function: The Lambda, fed by an SQS event source mapping.
+        dlq: The dead-letter queue of that SQS queue (see :func:`acknowledge_dead_letter_queue`).
+    """
+    _acknowledge(
+        function, "Serverless-LambdaDLQ",
+        "The function is only invoked by its SQS event source mapping, which invokes it "
+        "synchronously; a Lambda dead-letter queue only receives failed asynchronous "
+        "invocations. Failed messages go to the queue's own DLQ by its redrive policy.",
+    )
+    _acknowledge(
+        function, "Serverless-LambdaEventSourceMappingDestination",
+        "On-failure destinations exist for stream and Kafka event sources, not SQS; an SQS "
+        "event source mapping leaves failed messages on the queue, whose redrive policy "
+        f"moves them to the DLQ after {MAX_RECEIVES} receives.",
+    )
+    acknowledge_dead_letter_queue(dlq)
+
+
+def acknowledge_dead_letter_queue(queue: sqs.Queue) -> None:
+    """A dead-letter queue needs no redrive policy of its own.
+
+    Args:
+        queue: A queue that only ever receives dead letters (no consumer).
+    """
+    _acknowledge(
+        queue, "Serverless-SQSRedrivePolicy",
+        "This queue is itself a dead-letter queue: nothing consumes it, so no receive can "
+        "fail and need a redrive policy; it keeps messages 14 days for inspection and a "
+        "redrive back to where they came from.",
+    )
+
+
+@jsii.implements(IAspect)
+class _AcknowledgeUntraced:
+    """At synthesis, whatever set the tracing mode: acknowledge the rule only when off."""
+
+    def visit(self, node: IConstruct) -> None:
+        if not isinstance(node, lambda_.CfnFunction):
+            return
+        config = node.tracing_config  # a struct, or None when unset
+        mode = config.mode if isinstance(config, lambda_.CfnFunction.TracingConfigProperty) \
+            else None
+        if mode != "Active":
+            _acknowledge(
+                node, "Serverless-LambdaTracing",
+                "X-Ray active tracing is opt-in (CDK context stepkit:tracing=true), because it "
+                "is billed per trace; it is off in this deployment, and every run and step is "
+                "recorded in the state table and the function's structured logs.",
+            )
+
+
+def acknowledge_untraced(function: lambda_.Function) -> None:
+    """Acknowledge Serverless-LambdaTracing on ``function`` only if it is not traced when the
+    stack is synthesized (tracing may be set after this call)."""
+    Aspects.of(function).add(_AcknowledgeUntraced())
