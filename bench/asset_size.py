@@ -36,7 +36,8 @@ def build(ref: str | None, workdir: Path) -> Path:
             tar.extractall(tree, filter="data")
     out = subprocess.run([sys.executable, "-c", _BUILD], cwd=tree, check=True,
                          capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(tree)}).stdout
+                         env={**os.environ, "PYTHONPATH": str(tree),
+                              "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"}).stdout
     return Path(out.strip().splitlines()[-1])
 
 
@@ -65,11 +66,11 @@ def main() -> None:
         asset = build(args.ref, Path(workdir))
         unzipped, zipped, per_entry = sizes(asset)
         files = sum(1 for p in asset.rglob("*") if p.is_file())
-    mib = 1024 * 1024
+    mb = 1000 * 1000  # decimal megabytes, as the Lambda quotas (250 MB unzipped) count
     print(f"asset of {args.ref or 'the working tree'}: {files} files, "
-          f"{unzipped / mib:.1f} MiB unzipped, {zipped / mib:.1f} MiB zipped")
+          f"{unzipped / mb:.1f} MB unzipped, {zipped / mb:.1f} MB zipped")
     for name, size in sorted(per_entry.items(), key=lambda kv: -kv[1])[: args.top]:
-        print(f"  {size / mib:7.2f} MiB  {name}")
+        print(f"  {size / mb:7.2f} MB  {name}")
 
 
 if __name__ == "__main__":

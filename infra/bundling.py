@@ -15,7 +15,7 @@ Docker:
 
 The result is cached under ``.stepkit/lambda-assets/`` in a directory named after a hash of
 every input (the lock, ``pyproject.toml``, the sources and these build settings). That hash is
-also the CDK asset hash, so a repeated synth neither rebuilds nor re-fingerprints 20 MB, and the
+also the CDK asset hash, so a repeated synth neither rebuilds nor re-fingerprints 40 MB, and the
 same inputs always give the same asset hash (and the same S3 object on deploy).
 """
 
@@ -218,7 +218,7 @@ def _install_dependencies(root: Path, into: Path, target: Target) -> None:
 
 
 def _prune(cache: Path, kind: str, *, keep: Path) -> None:
-    """Drop builds (20 MB each) and abandoned staging directories unused for an hour; a
+    """Drop builds (40 MB each) and abandoned staging directories unused for an hour; a
     younger one may be in use by a concurrent synth of other sources."""
     for old in [*cache.glob(f"{kind}-*"), *cache.glob(f".{kind}-*")]:
         try:
