@@ -76,7 +76,8 @@ class _AcknowledgeUntraced:
             )
 
 
-def acknowledge_untraced(function: lambda_.Function) -> None:
-    """Acknowledge Serverless-LambdaTracing on ``function`` only if it is not traced when the
-    stack is synthesized (tracing may be set after this call)."""
-    Aspects.of(function).add(_AcknowledgeUntraced())
+def acknowledge_untraced(scope: IConstruct) -> None:
+    """Acknowledge Serverless-LambdaTracing on each Lambda in ``scope`` (one function or a
+    whole stack) that is not traced when the stack is synthesized; tracing may be set after
+    this call."""
+    Aspects.of(scope).add(_AcknowledgeUntraced())
