@@ -13,9 +13,11 @@ from typing import Any
 import aws_cdk as cdk
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_scheduler as scheduler
 from constructs import Construct, Node
 
 from infra.bundling import PROJECT_ROOT, lambda_code
+from infra.constructs.delivery import DeliveryDlq
 from infra.constructs.event_bus import AppEventBus, CronSchedules, QueueRule
 from infra.constructs.event_router import EventRouter
 from infra.constructs.function_runtime import QueueWorker, WorkerOptions
@@ -145,9 +147,13 @@ class StepkitStack(cdk.Stack):
         self.state = StateTable(self, "State", table_name=self.resources.table,
                                 retain=settings.retain_state)
         self.events = AppEventBus(self, "Events", bus_name=self.resources.bus)
+        self.delivery = DeliveryDlq(self, "Delivery", queue_name=self.resources.delivery_dlq)
+        self.schedule_group = scheduler.CfnScheduleGroup(
+            self, "Schedules", name=self.resources.schedule_group)
         self.router = EventRouter(
             self, "Router", resources=self.resources, bus=self.events.bus, code=self._code,
             environment=self._environment, log_retention=settings.log_retention(),
+            dlq=self.delivery,
         )
         self._wire(self.router.worker, None)
         self.workers = {fn.id: self._add_function(fn) for fn in app}
@@ -172,12 +178,12 @@ class StepkitStack(cdk.Stack):
         app_id, bus = self.resources.app_id, self.events.bus
         if (trigger := res.trigger_pattern(app_id)) is not None:
             QueueRule(scope, "Trigger", bus=bus, rule_name=res.trigger_rule, pattern=trigger,
-                      queue=worker.queue)
+                      queue=worker.queue, dlq=self.delivery)
         QueueRule(scope, "Messages", bus=bus, rule_name=res.message_rule,
-                  pattern=res.message_pattern(app_id), queue=worker.queue)
+                  pattern=res.message_pattern(app_id), queue=worker.queue, dlq=self.delivery)
         if res.schedules:
             CronSchedules(scope, "Cron", function_id=fn.id, schedules=res.schedules,
-                          queue=worker.queue)
+                          queue=worker.queue, dlq=self.delivery, group=self.schedule_group)
         return worker
 
     def _wire(self, worker: QueueWorker, fn: FunctionDef | None) -> None:

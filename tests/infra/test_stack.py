@@ -114,7 +114,7 @@ def test_one_lambda_queue_dlq_and_mapping_per_function_plus_the_router(
     n = len(list(app)) + 1
     counts = Counter(r["Type"] for r in resources.values())
     assert counts["AWS::Lambda::Function"] == n
-    assert counts["AWS::SQS::Queue"] == 2 * n
+    assert counts["AWS::SQS::Queue"] == 2 * n + 1  # and the one delivery DLQ
     assert counts["AWS::Lambda::EventSourceMapping"] == n
     assert counts["AWS::Logs::LogGroup"] == n
 
@@ -185,7 +185,8 @@ def assert_delivers_to(resources: Resources, rule: tuple[str, dict[str, Any]], q
     """The rule targets the queue, and the queue lets EventBridge send for this rule only."""
     rule_id, p = rule
     qid = queue_id(resources, queue)
-    assert p["Targets"] == [{"Arn": arn(qid), "Id": "queue"}]
+    (target,) = p["Targets"]
+    assert {k: target[k] for k in ("Arn", "Id")} == {"Arn": arn(qid), "Id": "queue"}
     (policy,) = [props(q) for q in of_type(resources, "AWS::SQS::QueuePolicy").values()
                  if props(q)["Queues"] == [{"Ref": qid}]]
     assert {"Action": "sqs:SendMessage", "Effect": "Allow",
@@ -241,8 +242,62 @@ def test_cron_triggers_are_scheduler_schedules_with_a_send_only_role(
             role_id = p["Target"]["RoleArn"]["Fn::GetAtt"][0]
             trust = props(resources[role_id])["AssumeRolePolicyDocument"]["Statement"]
             assert [s["Principal"] for s in trust] == [{"Service": "scheduler.amazonaws.com"}]
-            assert role_statements(resources, p["Target"]["RoleArn"]) == [
-                {"Action": "sqs:SendMessage", "Effect": "Allow", "Resource": arn(qid)}]
+            statements = role_statements(resources, p["Target"]["RoleArn"])
+            assert {(s["Action"], s["Effect"]) for s in statements} == \
+                {("sqs:SendMessage", "Allow")}
+            assert sorted(json.dumps(r) for s in statements for r in as_list(s["Resource"])) \
+                == sorted(json.dumps(arn(q)) for q in (qid, queue_id(resources, res.delivery_dlq)))
+
+
+# -- delivery guarantees -------------------------------------------------------------------
+
+RETRY = {"MaximumEventAgeInSeconds": 86400, "MaximumRetryAttempts": 185}
+
+
+def test_every_rule_target_retries_then_dead_letters_to_the_delivery_dlq(
+    res: AppResources, resources: Resources
+) -> None:
+    dlq = queue_id(resources, res.delivery_dlq)
+    rules = of_type(resources, "AWS::Events::Rule")
+    assert rules
+    for rule in rules.values():
+        for target in props(rule)["Targets"]:
+            assert target["RetryPolicy"] == RETRY
+            assert target["DeadLetterConfig"] == {"Arn": arn(dlq)}
+    (policy,) = [props(q) for q in of_type(resources, "AWS::SQS::QueuePolicy").values()
+                 if props(q)["Queues"] == [{"Ref": dlq}]]
+    allowed = [s for s in policy["PolicyDocument"]["Statement"]
+               if s.get("Principal") == {"Service": "events.amazonaws.com"}]
+    assert all((s["Action"], s["Effect"], s["Resource"]) == ("sqs:SendMessage", "Allow", arn(dlq))
+               for s in allowed)
+    # EventBridge may send there only on behalf of the app's own rules, each named.
+    assert sorted(json.dumps(s["Condition"]["ArnEquals"]["aws:SourceArn"]) for s in allowed) == \
+        sorted(json.dumps(arn(r)) for r in rules)
+
+
+def test_every_schedule_target_retries_then_dead_letters_and_lives_in_the_apps_group(
+    res: AppResources, resources: Resources
+) -> None:
+    dlq = queue_id(resources, res.delivery_dlq)
+    ((group_id, group),) = of_type(resources, "AWS::Scheduler::ScheduleGroup").items()
+    assert props(group)["Name"] == res.schedule_group
+    schedules = of_type(resources, "AWS::Scheduler::Schedule")
+    assert schedules
+    for schedule in schedules.values():
+        p = props(schedule)
+        assert p["GroupName"] == {"Ref": group_id}
+        assert p["Target"]["RetryPolicy"] == RETRY
+        assert p["Target"]["DeadLetterConfig"] == {"Arn": arn(dlq)}
+        # Scheduler sends to the DLQ with the target's role (checked in the cron test).
+
+
+def test_the_delivery_dlq_is_encrypted_and_keeps_messages_14_days(
+    res: AppResources, resources: Resources
+) -> None:
+    q = props(resources[queue_id(resources, res.delivery_dlq)])
+    assert q["SqsManagedSseEnabled"] is True
+    assert q["MessageRetentionPeriod"] == 14 * 86400
+    assert "RedrivePolicy" not in q
 
 
 # -- permissions ----------------------------------------------------------------------------

@@ -104,6 +104,8 @@ class AppResources:
     functions: tuple[FunctionResources, ...]
     #: Where EventBridge rules and Scheduler put what they failed to deliver to a queue.
     delivery_dlq: str = ""
+    #: The Scheduler schedule group of the app's cron schedules (its metrics' dimension).
+    schedule_group: str = ""
 
     @classmethod
     def for_app(cls, app: App, *, stage: str | None = None) -> AppResources:
@@ -157,6 +159,7 @@ class AppResources:
             router_rule=_name(a, "router", limit=64),
             functions=tuple(fns),
             delivery_dlq=_name(a, "delivery", "dlq", limit=80),
+            schedule_group=_name(a, "schedules", limit=64),
         )
 
     def dead_letter_queues(self) -> list[tuple[str, str | None]]:
