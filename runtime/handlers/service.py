@@ -31,6 +31,7 @@ from runtime.core.protocols import Clock
 from runtime.engine import Limits
 from runtime.errors import InvalidEventError
 from runtime.events import validate_event
+from runtime.handlers.metrics import CloudWatchMetrics
 from runtime.records import Message
 
 
@@ -96,6 +97,7 @@ class Service:
         )
         self.bus = EventBridgeBus(app.id, config.bus, clients["events"])
         self.sqs = clients["sqs"]
+        self.metrics = CloudWatchMetrics(app.id)
         queue = SqsQueue(config.function_id, config.queue_url, self.bus, self.clock, clients["sqs"])
         self.orchestrator = Orchestrator(
             app,
@@ -105,6 +107,7 @@ class Service:
             self.clock,
             limits=limits,
             logger=logging.getLogger("stepkit"),
+            metrics=self.metrics,
         )
         self.processor = BatchProcessor(event_type=EventType.SQS)
         #: The queue's redrive maxReceiveCount: its last delivery fails the run instead.
@@ -204,9 +207,15 @@ class Service:
         self.orchestrator.route_event(event, start_runs=False)
 
     def handle_batch(self, event: dict[str, Any], context: Any, *, router: bool) -> dict[str, Any]:
-        """Process an SQS batch, reporting failed records (partial batch response)."""
+        """Process an SQS batch, reporting failed records (partial batch response).
+
+        The run metrics of the batch are flushed at its end, even when it fails.
+        """
         handler = self.router_record if router else self.worker_record
-        response = process_partial_response(
-            event=event, record_handler=handler, processor=self.processor, context=context
-        )
+        try:
+            response = process_partial_response(
+                event=event, record_handler=handler, processor=self.processor, context=context
+            )
+        finally:
+            self.metrics.flush()
         return dict(response)
