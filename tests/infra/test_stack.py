@@ -370,7 +370,8 @@ def test_alarms_on_every_dlq_and_lambda_and_a_dashboard(
     app: App, res: AppResources, resources: Resources
 ) -> None:
     alarms = [props(a) for a in of_type(resources, "AWS::CloudWatch::Alarm").values()]
-    dlqs = [res.function(fn.id).dlq for fn in app] + [res.router_dlq]
+    dlqs = [res.function(fn.id).dlq for fn in app] + [res.router_dlq, res.delivery_dlq]
+    assert sorted(dlqs) == sorted(name for name, _ in res.dead_letter_queues())
     dlq_alarms = [a for a in alarms if a["MetricName"] == "ApproximateNumberOfMessagesVisible"]
     assert sorted(a["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in dlq_alarms) == \
         sorted(queue_id(resources, d) for d in dlqs)
@@ -383,6 +384,80 @@ def test_alarms_on_every_dlq_and_lambda_and_a_dashboard(
     body = json.dumps(props(dashboard)["DashboardBody"])
     assert "ApproximateAgeOfOldestMessage" in body
     assert "ApproximateNumberOfMessagesVisible" in body
+
+
+def test_failed_deliveries_alarm_per_rule_and_for_the_schedule_group(
+    res: AppResources, resources: Resources
+) -> None:
+    alarms = [props(a) for a in of_type(resources, "AWS::CloudWatch::Alarm").values()]
+    rule_alarms = [a for a in alarms if a["Namespace"] == "AWS/Events"]
+    assert {a["MetricName"] for a in rule_alarms} == {"FailedInvocations"}
+    dims = [{d["Name"]: d["Value"] for d in a["Dimensions"]} for a in rule_alarms]
+    assert all(d["EventBusName"] == res.bus for d in dims)  # a custom bus: both dimensions
+    assert sorted(d["RuleName"] for d in dims) == \
+        sorted(props(r)["Name"] for r in of_type(resources, "AWS::Events::Rule").values())
+    scheduler = [a for a in alarms if a["Namespace"] == "AWS/Scheduler"]
+    assert sorted(a["MetricName"] for a in scheduler) == sorted(
+        ["TargetErrorCount", "InvocationDroppedCount",
+         "InvocationsFailedToBeSentToDeadLetterCount"])
+    assert all(a["Dimensions"] == [{"Name": "ScheduleGroup", "Value": res.schedule_group}]
+               for a in scheduler)
+    for a in rule_alarms + scheduler:
+        assert (a["Statistic"], a["Threshold"], a["TreatMissingData"]) == \
+            ("Sum", 0, "notBreaching")
+
+
+def test_a_failed_run_alarms_per_function_on_the_emf_run_metrics(
+    app: App, resources: Resources
+) -> None:
+    alarms = [props(a) for a in of_type(resources, "AWS::CloudWatch::Alarm").values()
+              if props(a)["Namespace"] == "stepkit"]
+    assert {a["MetricName"] for a in alarms} == {"RunsFailed"}
+    assert sorted((d["function_id"], d["service"]) for d in (
+        {x["Name"]: x["Value"] for x in a["Dimensions"]} for a in alarms)) == \
+        sorted((fn.id, app.id) for fn in app)
+
+
+def test_every_alarm_notifies_the_encrypted_tls_only_alarm_topic(resources: Resources) -> None:
+    ((topic_id, topic),) = of_type(resources, "AWS::SNS::Topic").items()
+    alarms = of_type(resources, "AWS::CloudWatch::Alarm")
+    assert len(alarms) > 20
+    for alarm in alarms.values():
+        assert props(alarm)["AlarmActions"] == [{"Ref": topic_id}]
+    ((key_id, key),) = of_type(resources, "AWS::KMS::Key").items()
+    assert props(topic)["KmsMasterKeyId"] == arn(key_id)
+    assert props(key)["EnableKeyRotation"] is True
+    key_statements = props(key)["KeyPolicy"]["Statement"]
+    assert any(s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+               and set(s["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+               for s in key_statements)
+    ((_, policy),) = of_type(resources, "AWS::SNS::TopicPolicy").items()
+    statements = props(policy)["PolicyDocument"]["Statement"]
+    assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport":
+                                                                    "false"}}
+               for s in statements)
+    (publish,) = [s for s in statements if s["Effect"] == "Allow"]
+    assert (publish["Principal"], publish["Action"]) == \
+        ({"Service": "cloudwatch.amazonaws.com"}, "sns:Publish")
+    assert "aws:SourceAccount" in publish["Condition"]["StringEquals"]
+    assert of_type(resources, "AWS::SNS::Subscription") == {}  # no alarmEmail by default
+
+
+def test_alarm_email_context_subscribes_the_address_and_a_bad_one_is_named() -> None:
+    node = cdk.App(context={"stepkit:alarmEmail": "ops@example.com"}).node
+    settings = StackSettings.from_context(node)
+    assert settings.alarm_email == "ops@example.com"
+    app = App("shop")
+    app.function(id="tick", trigger=TriggerEvent("a/b"))(noop)
+    _, resources, _ = synth(app, alarm_email=settings.alarm_email)
+    ((topic_id, _),) = of_type(resources, "AWS::SNS::Topic").items()
+    ((_, sub),) = of_type(resources, "AWS::SNS::Subscription").items()
+    assert (props(sub)["Protocol"], props(sub)["Endpoint"], props(sub)["TopicArn"]) == \
+        ("email", "ops@example.com", {"Ref": topic_id})
+    for bad in ("ops", "ops@example", "a@b.c, d@e.f", "ops @example.com"):
+        node = cdk.App(context={"stepkit:alarmEmail": bad}).node
+        with pytest.raises(ValueError, match="stepkit:alarmEmail must be one email address"):
+            StackSettings.from_context(node)
 
 
 def test_outputs(synthesized: tuple) -> None:
@@ -481,7 +556,9 @@ def test_a_new_function_file_adds_exactly_its_resources(
         "AWS::Lambda::Function": 1, "AWS::Lambda::EventSourceMapping": 1,
         "AWS::SQS::Queue": 2, "AWS::SQS::QueuePolicy": 2, "AWS::Logs::LogGroup": 1,
         "AWS::Events::Rule": 2, "AWS::Scheduler::Schedule": 1,
-        "AWS::IAM::Role": 2, "AWS::IAM::Policy": 2, "AWS::CloudWatch::Alarm": 2,
+        "AWS::IAM::Role": 2, "AWS::IAM::Policy": 2,
+        # DLQ depth, Lambda errors, failed runs, and failed deliveries of its two rules.
+        "AWS::CloudWatch::Alarm": 5,
     }
     f = stack.resources.function("extra-fn")
     assert rule_named(grown, f.trigger_rule)[1]["EventPattern"] == \
