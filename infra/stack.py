@@ -25,6 +25,7 @@ from infra.constructs.event_router import EventRouter
 from infra.constructs.function_runtime import QueueWorker, WorkerOptions
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.state_table import StateTable
+from infra.constructs.tracing import enable_tracing
 from runtime.app import App, FunctionDef
 from runtime.backends.aws.resources import DEFAULT_RETENTION_DAYS, AppResources
 from runtime.discovery import load_app
@@ -231,6 +232,8 @@ class StepkitStack(cdk.Stack):
         worker.queue.grant(worker.role, "sqs:SendMessage")  # delays and timer hops
         # Records that can never succeed go straight to the DLQ, not after MAX_RECEIVES tries.
         worker.dlq.grant(worker.role, "sqs:SendMessage")
+        if self.settings.tracing:
+            enable_tracing(worker)
 
     def _add_outputs(self) -> None:
         table, bus = self.state.table, self.events.bus

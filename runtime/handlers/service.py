@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +25,12 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from runtime.app import App
 from runtime.backends.aws.bus import EventBridgeBus
 from runtime.backends.aws.queue import SqsQueue
-from runtime.backends.aws.resources import MAX_RECEIVES, MESSAGE_DETAIL_TYPE, HandlerConfig
+from runtime.backends.aws.resources import (
+    ENV_TRACING,
+    MAX_RECEIVES,
+    MESSAGE_DETAIL_TYPE,
+    HandlerConfig,
+)
 from runtime.backends.aws.store import DynamoStore
 from runtime.core.clock import SystemClock
 from runtime.core.orchestrator import Orchestrator
@@ -66,6 +73,9 @@ def event_from_envelope(raw: dict[str, Any]) -> dict[str, Any]:
         raise BadMessageError(f"EventBridge delivery carries an invalid event: {exc}") from None
 
 
+LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
 class Service:
     """One Lambda's view of the app: the orchestrator over DynamoDB, SQS and EventBridge.
 
@@ -89,6 +99,8 @@ class Service:
         self.config = config
         self.clock = clock or SystemClock()
         self.logger = Logger(service=app.id)
+        #: Powertools Tracer when the Lambda's X-Ray tracing is active (``STEPKIT_TRACING``).
+        self.tracer: Any = None
         store = DynamoStore(
             config.table,
             retention_days=config.retention_days,
@@ -119,6 +131,12 @@ class Service:
         import boto3
 
         config = HandlerConfig.from_env()
+        tracer = None
+        if os.environ.get(ENV_TRACING) == "true":
+            # Before the clients: the tracer patches botocore, so AWS calls become subsegments.
+            from aws_lambda_powertools import Tracer
+
+            tracer = Tracer(service=app.id)
         service_logger = Logger(service=app.id)
         # stepkit's own loggers write through Powertools' JSON formatter, so every line carries
         # the keys appended per record (run id, function id, step).
@@ -130,7 +148,24 @@ class Service:
         }
         service = cls(app, config, clients)
         service.logger = service_logger
+        service.tracer = tracer
         return service
+
+    def lambda_handler(self, *, router: bool) -> LambdaHandler:
+        """The Lambda entry point: :meth:`handle_batch` with the invocation on every log line.
+
+        Powertools adds the request id, function name, memory, ARN and ``cold_start`` to
+        every line (keys appended per record are cleared per invocation), and, with tracing
+        on, records the invocation as an X-Ray segment.
+        """
+
+        def entry(event: dict[str, Any], context: Any) -> dict[str, Any]:
+            return self.handle_batch(event, context, router=router)
+
+        handler: LambdaHandler = self.logger.inject_lambda_context(entry, clear_state=True)
+        if self.tracer is not None:
+            handler = self.tracer.capture_lambda_handler(handler, capture_response=False)
+        return handler
 
     # -- worker ----------------------------------------------------------------------------
 

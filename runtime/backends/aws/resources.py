@@ -26,6 +26,7 @@ ENV_FUNCTION = "STEPKIT_FUNCTION"  # absent on the event router
 ENV_QUEUE_URL = "STEPKIT_QUEUE_URL"  # the function's own queue
 ENV_DLQ_URL = "STEPKIT_DLQ_URL"  # its dead-letter queue: records that can never succeed
 ENV_RETENTION_DAYS = "STEPKIT_RETENTION_DAYS"
+ENV_TRACING = "STEPKIT_TRACING"  # "true": X-Ray tracing is active, use Powertools Tracer
 
 MESSAGE_DETAIL_TYPE = "stepkit/message"  # a queue message routed to another function's queue
 MAX_SQS_DELAY = 900
