@@ -243,6 +243,8 @@ class StepkitStack(cdk.Stack):
         cdk.CfnOutput(self, "BusName", value=bus.event_bus_name,
                       description="EventBridge bus to send events to (Source = app id)")
         cdk.CfnOutput(self, "BusArn", value=bus.event_bus_arn)
+        cdk.CfnOutput(self, "AlarmTopicArn", value=self.alarms.topic.topic_arn,
+                      description="SNS topic every alarm notifies: subscribe to it")
         cdk.CfnOutput(
             self, "TableItemsUrl", description="The runs, steps and waiters in the console",
             value=f"https://{region}.console.aws.amazon.com/dynamodbv2/home?region={region}"

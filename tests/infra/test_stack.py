@@ -495,7 +495,10 @@ def test_tracing_context_makes_every_lambda_trace_actively(tmp_path: Path) -> No
 
 def test_outputs(synthesized: tuple) -> None:
     outputs = synthesized[3]["Outputs"]
-    assert {"TableName", "BusName", "BusArn", "TableItemsUrl", "DashboardUrl"} <= set(outputs)
+    assert {"TableName", "BusName", "BusArn", "TableItemsUrl", "DashboardUrl",
+            "AlarmTopicArn"} <= set(outputs)
+    (topic,) = of_type(synthesized[2], "AWS::SNS::Topic")
+    assert outputs["AlarmTopicArn"]["Value"] == {"Ref": topic}
     url = json.dumps(outputs["TableItemsUrl"]["Value"])
     assert '"https://", {"Ref": "AWS::Region"}, ".console.aws.amazon.com/dynamodbv2/home?region='\
         in url
