@@ -8,6 +8,7 @@ Lambda can touch only its own queue, the state table (and its indexes) and the b
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,15 +17,19 @@ import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_scheduler as scheduler
 from constructs import Construct, Node
 
 from infra import hooks
 from infra.bundling import PROJECT_ROOT, lambda_code
+from infra.constructs.alarm_topic import AlarmTopic
+from infra.constructs.delivery import DeliveryDlq
 from infra.constructs.event_bus import AppEventBus, CronSchedules, QueueRule
 from infra.constructs.event_router import EventRouter
 from infra.constructs.function_runtime import QueueWorker
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.state_table import StateTable
+from infra.constructs.tracing import enable_tracing
 from runtime.app import App, FunctionDef
 from runtime.backends.aws.resources import DEFAULT_RETENTION_DAYS, AppResources
 from runtime.discovery import load_app
@@ -36,6 +41,9 @@ FunctionHook = Callable[["StepkitStack", FunctionDef, QueueWorker], None]
 # CDK context keys (cdk.json holds the defaults; override with `-c key=value`).
 STAGE, RETENTION_DAYS, LOG_LEVEL = "stepkit:stage", "stepkit:retentionDays", "stepkit:logLevel"
 BUNDLE, RETAIN_STATE = "stepkit:bundle", "stepkit:retainState"
+ALARM_EMAIL, TRACING = "stepkit:alarmEmail", "stepkit:tracing"
+#: What SNS accepts as an email endpoint, near enough to catch typos at synth, not deploy.
+_EMAIL = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;.]+$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ROUTER_LABEL = "event router"  # not a valid function id, so it never collides with one
 _LOG_RETENTION = sorted((days, member) for days, member in (
@@ -59,6 +67,18 @@ def _flag(value: Any, key: str) -> bool:
     raise ValueError(f"context {key} must be true or false, got {value!r}")
 
 
+def _email(value: Any) -> str | None:
+    address = str(value or "").strip()
+    if not address:
+        return None
+    if not _EMAIL.match(address):
+        raise ValueError(
+            f"context {ALARM_EMAIL} must be one email address (like ops@example.com), "
+            f"got {address!r}"
+        )
+    return address
+
+
 @dataclass(frozen=True)
 class StackSettings:
     """Per-environment settings, read from CDK context.
@@ -72,6 +92,8 @@ class StackSettings:
             source-only asset for fast template tests (not deployable).
         retain_state: Keep the state table, with deletion protection, when the stack is
             deleted.
+        alarm_email: Subscribe this address to the alarm topic.
+        tracing: X-Ray active tracing on every Lambda (off by default: it costs per trace).
     """
 
     stage: str | None = None
@@ -79,6 +101,8 @@ class StackSettings:
     log_level: str = "INFO"
     bundle: bool = True
     retain_state: bool = False
+    alarm_email: str | None = None
+    tracing: bool = False
 
     @classmethod
     def from_context(cls, node: Node) -> StackSettings:
@@ -98,12 +122,15 @@ class StackSettings:
         if level not in LOG_LEVELS:
             raise ValueError(f"context {LOG_LEVEL} must be one of {', '.join(LOG_LEVELS)}")
         bundle, retain = node.try_get_context(BUNDLE), node.try_get_context(RETAIN_STATE)
+        tracing = node.try_get_context(TRACING)
         return cls(
             stage=str(node.try_get_context(STAGE) or "") or None,
             retention_days=retention,
             log_level=level,
             bundle=True if bundle is None else _flag(bundle, BUNDLE),
             retain_state=False if retain is None else _flag(retain, RETAIN_STATE),
+            alarm_email=_email(node.try_get_context(ALARM_EMAIL)),
+            tracing=False if tracing in (None, "") else _flag(tracing, TRACING),
         )
 
     def stack_name(self, app_id: str) -> str:
@@ -139,6 +166,8 @@ class StepkitStack(cdk.Stack):
         events: The event bus.
         router: The event router.
         workers: The queue-fed Lambdas by function id.
+        delivery: The delivery DLQ of every rule and schedule target.
+        alarms: The topic every alarm notifies.
         monitoring: Alarms and dashboard.
     """
 
@@ -157,16 +186,28 @@ class StepkitStack(cdk.Stack):
         self.state = StateTable(self, "State", table_name=self.resources.table,
                                 retain=settings.retain_state)
         self.events = AppEventBus(self, "Events", bus_name=self.resources.bus)
+        self.delivery = DeliveryDlq(self, "Delivery", queue_name=self.resources.delivery_dlq)
+        self.schedule_group = scheduler.CfnScheduleGroup(
+            self, "Schedules", name=self.resources.schedule_group)
         self.router = EventRouter(
             self, "Router", resources=self.resources, bus=self.events.bus, code=self._code,
             environment=self._environment, log_retention=settings.log_retention(),
+            dlq=self.delivery,
         )
         self._wire(self.router.worker, None)
         self.workers = {fn.id: self._add_function(fn) for fn in app}
         self._grant_sends()
+        self.alarms = AlarmTopic(self, "Alarms", display_name=f"stepkit {self.stack_name}",
+                                 email=settings.alarm_email)
+        found = self.node.find_all()
         self.monitoring = Monitoring(
             self, "Monitoring", dashboard_name=self.stack_name,
             workers={ROUTER_LABEL: self.router.worker, **self.workers},
+            topic=self.alarms.topic, service=app.id, function_ids=[fn.id for fn in app],
+            delivery_dlq=self.delivery.queue, bus_name=self.resources.bus,
+            rules=[c.rule for c in found if isinstance(c, QueueRule)],
+            schedule_group=self.resources.schedule_group
+            if any(isinstance(c, CronSchedules) for c in found) else None,
         )
         self._add_outputs()
 
@@ -187,10 +228,10 @@ class StepkitStack(cdk.Stack):
         app_id, bus = self.resources.app_id, self.events.bus
         if (trigger := res.trigger_pattern(app_id)) is not None:
             QueueRule(scope, "Trigger", bus=bus, rule_name=res.trigger_rule, pattern=trigger,
-                      queue=worker.queue)
+                      queue=worker.queue, dlq=self.delivery)
         if res.schedules:
             CronSchedules(scope, "Cron", function_id=fn.id, schedules=res.schedules,
-                          queue=worker.queue)
+                          queue=worker.queue, dlq=self.delivery, group=self.schedule_group)
         return worker
 
     def _grant_sends(self) -> None:
@@ -218,6 +259,8 @@ class StepkitStack(cdk.Stack):
         worker.queue.grant(worker.role, "sqs:SendMessage")  # delays and timer hops
         # Records that can never succeed go straight to the DLQ, not after MAX_RECEIVES tries.
         worker.dlq.grant(worker.role, "sqs:SendMessage")
+        if self.settings.tracing:
+            enable_tracing(worker)
 
     def _grant_secrets(self, worker: QueueWorker, fn: FunctionDef) -> None:
         """Pass the function's secret references, and let its role read exactly those."""
@@ -252,6 +295,8 @@ class StepkitStack(cdk.Stack):
         cdk.CfnOutput(self, "BusName", value=bus.event_bus_name,
                       description="EventBridge bus to send events to (Source = app id)")
         cdk.CfnOutput(self, "BusArn", value=bus.event_bus_arn)
+        cdk.CfnOutput(self, "AlarmTopicArn", value=self.alarms.topic.topic_arn,
+                      description="SNS topic every alarm notifies: subscribe to it")
         cdk.CfnOutput(
             self, "TableItemsUrl", description="The runs, steps and waiters in the console",
             value=f"https://{region}.console.aws.amazon.com/dynamodbv2/home?region={region}"

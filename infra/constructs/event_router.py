@@ -13,6 +13,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from infra.constructs.delivery import DeliveryDlq
 from infra.constructs.event_bus import QueueRule
 from infra.constructs.function_runtime import QueueWorker
 from runtime.backends.aws.resources import AppResources
@@ -34,6 +35,7 @@ class EventRouter(Construct):
         code: The shared Lambda code asset.
         environment: Environment variables (the stack adds stepkit's, which name the queue).
         log_retention: How long the router's logs are kept.
+        dlq: The app's delivery DLQ, for events the rule cannot deliver.
 
     Attributes:
         worker: The queue, DLQ and Lambda.
@@ -42,7 +44,7 @@ class EventRouter(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, resources: AppResources,
                  bus: events.IEventBus, code: lambda_.Code, environment: Mapping[str, str],
-                 log_retention: logs.RetentionDays) -> None:
+                 log_retention: logs.RetentionDays, dlq: DeliveryDlq) -> None:
         super().__init__(scope, construct_id)
         self.worker = QueueWorker(
             self,
@@ -63,4 +65,5 @@ class EventRouter(Construct):
             rule_name=resources.router_rule,
             pattern=resources.router_pattern(),
             queue=self.worker.queue,
+            dlq=dlq,
         ).rule

@@ -1,42 +1,99 @@
-"""Alarms and a dashboard for every queue-fed Lambda of the app.
+"""Alarms, the topic they notify, and a dashboard for the app.
 
 A message in a dead-letter queue is a run that stopped making progress (its message failed
-``MAX_RECEIVES`` deliveries), and a Lambda error is a batch the handler could not even report
-on, so both alarm at the first occurrence. The dashboard adds what explains them: queue depth
-and the age of the oldest message (a backlog), invocations and throttles.
+``MAX_RECEIVES`` deliveries, or EventBridge or Scheduler could not deliver it), a Lambda
+error is a batch the handler could not even report on, a failed rule or schedule delivery
+is an event or cron fire that may never reach its queue, and a failed run is one that ended
+in ``on_failure``: all alarm at the first occurrence, and every alarm of the stack (whoever
+adds it) notifies the app's alarm topic. The dashboard adds what explains them: queue depth
+and the age of the oldest message (a backlog), invocations and throttles, runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import aws_cdk as cdk
+import jsii
 from aws_cdk import aws_cloudwatch as cloudwatch
-from constructs import Construct
+from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_events as events
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct, IConstruct
 
 from infra.constructs.function_runtime import QueueWorker
+from runtime.core.metrics import NAMESPACE, RUNS_FINISHED, RUNS_STARTED
+from runtime.records import RunStatus
 
 PERIOD = cdk.Duration.minutes(5)
+#: EventBridge Scheduler's failure metrics (namespace ``AWS/Scheduler``, per schedule group):
+#: attempts the target refused, fires dropped after the retry policy, and fires that could
+#: not even be put in the DLQ.
+SCHEDULER_FAILURES = (
+    "TargetErrorCount",
+    "InvocationDroppedCount",
+    "InvocationsFailedToBeSentToDeadLetterCount",
+)
+
+
+@jsii.implements(cdk.IAspect)
+class NotifyTopic:
+    """Adds the topic as an action of every CloudWatch alarm in the scope it is applied to."""
+
+    def __init__(self, topic: sns.ITopic) -> None:
+        self.action = actions.SnsAction(topic)
+
+    def visit(self, node: IConstruct) -> None:
+        """Add the action to an alarm."""
+        if isinstance(node, cloudwatch.Alarm):
+            node.add_alarm_action(self.action)
+
+
+def _alarm_at_first(metric: cloudwatch.IMetric, scope: Construct, construct_id: str,
+                    description: str) -> cloudwatch.Alarm:
+    return metric.create_alarm(
+        scope,
+        construct_id,
+        alarm_description=description,
+        threshold=0,
+        comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+        evaluation_periods=1,
+        treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+    )
 
 
 class Monitoring(Construct):
-    """A DLQ-depth alarm and an Errors alarm per Lambda, and one dashboard with them.
+    """The app's alarms (each notifying ``topic``) and one dashboard with them.
 
     Args:
         scope: Parent construct.
         construct_id: Construct id.
         dashboard_name: The dashboard's name.
         workers: The queue-fed Lambdas by label (function id, or ``router``).
+        topic: The alarm topic; every alarm in the stack notifies it.
+        service: The app id (the run metrics' ``service`` dimension).
+        function_ids: The functions, for their failed-run alarms.
+        delivery_dlq: The delivery DLQ of rules and schedules.
+        bus_name: The app's bus (the rule metrics' ``EventBusName``).
+        rules: The app's rules.
+        schedule_group: The app's schedule group, if it has schedules.
 
     Attributes:
-        dlq_alarms: By label: DLQ depth > 0.
+        dlq_alarms: By label (``delivery`` for the delivery DLQ): DLQ depth > 0.
         error_alarms: By label: Lambda errors > 0.
+        rule_alarms: By rule name: failed invocations > 0.
+        schedule_alarms: By Scheduler metric: > 0 in the app's schedule group.
+        run_alarms: By function id: failed runs > 0.
         dashboard: The dashboard.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, dashboard_name: str,
-                 workers: Mapping[str, QueueWorker]) -> None:
+                 workers: Mapping[str, QueueWorker], topic: sns.ITopic, service: str,
+                 function_ids: Sequence[str], delivery_dlq: sqs.IQueue, bus_name: str,
+                 rules: Sequence[events.CfnRule], schedule_group: str | None) -> None:
         super().__init__(scope, construct_id)
+        cdk.Aspects.of(cdk.Stack.of(self)).add(NotifyTopic(topic))
         self.dlq_alarms: dict[str, cloudwatch.Alarm] = {}
         self.error_alarms: dict[str, cloudwatch.Alarm] = {}
         rows: list[list[cloudwatch.IWidget]] = []
@@ -90,7 +147,61 @@ class Monitoring(Construct):
                     width=8,
                 ),
             ])
-        alarms = [*self.dlq_alarms.values(), *self.error_alarms.values()]
+        self.dlq_alarms["delivery"] = _alarm_at_first(
+            delivery_dlq.metric_approximate_number_of_messages_visible(
+                period=PERIOD, statistic="Maximum"),
+            self, "DeliveryDlqAlarm",
+            f"EventBridge or Scheduler could not deliver events or cron fires to a queue; they "
+            f"are in {delivery_dlq.queue_name}, naming their target: inspect, fix, then redrive",
+        )
+        self.rule_alarms: dict[str, cloudwatch.Alarm] = {}
+        for i, rule in enumerate(rules):
+            name = str(rule.name)
+            failed = cloudwatch.Metric(
+                namespace="AWS/Events", metric_name="FailedInvocations",
+                dimensions_map={"EventBusName": bus_name, "RuleName": name},
+                period=PERIOD, statistic="Sum",
+            )
+            self.rule_alarms[name] = _alarm_at_first(
+                failed, self, f"RuleAlarm{i}",
+                f"rule {name}: EventBridge failed to deliver events to its queue after its "
+                "retries; they are in the delivery DLQ",
+            )
+        self.schedule_alarms: dict[str, cloudwatch.Alarm] = {}
+        if schedule_group is not None:
+            for metric_name in SCHEDULER_FAILURES:
+                metric = cloudwatch.Metric(
+                    namespace="AWS/Scheduler", metric_name=metric_name,
+                    dimensions_map={"ScheduleGroup": schedule_group},
+                    period=PERIOD, statistic="Sum",
+                )
+                self.schedule_alarms[metric_name] = _alarm_at_first(
+                    metric, self, f"Schedule{metric_name}",
+                    f"schedule group {schedule_group}: {metric_name} (cron fires not put on "
+                    "their queue; retried ones land in the delivery DLQ)",
+                )
+        self.run_alarms: dict[str, cloudwatch.Alarm] = {}
+        run_widgets: list[cloudwatch.IWidget] = []
+        for i, function_id in enumerate(function_ids):
+            def runs(name: str, fid: str = function_id) -> cloudwatch.Metric:
+                return cloudwatch.Metric(
+                    namespace=NAMESPACE, metric_name=name,
+                    dimensions_map={"function_id": fid, "service": service},
+                    period=PERIOD, statistic="Sum",
+                )
+            self.run_alarms[function_id] = _alarm_at_first(
+                runs(RUNS_FINISHED[RunStatus.FAILED]), self, f"RunsFailedAlarm{i}",
+                f"{function_id}: runs failed for good (on_failure ran); see the run in "
+                "`stepkit runs` or the state table",
+            )
+            run_widgets.append(cloudwatch.GraphWidget(
+                title=f"{function_id}: runs",
+                left=[runs(n).with_(label=n) for n in (RUNS_STARTED, *RUNS_FINISHED.values())],
+                width=8,
+            ))
+        alarms = [*self.dlq_alarms.values(), *self.error_alarms.values(),
+                  *self.rule_alarms.values(), *self.schedule_alarms.values(),
+                  *self.run_alarms.values()]
         self.dashboard = cloudwatch.Dashboard(
             self,
             "Dashboard",
@@ -98,5 +209,6 @@ class Monitoring(Construct):
             widgets=[
                 [cloudwatch.AlarmStatusWidget(title="alarms", alarms=alarms, width=24)],
                 *rows,
+                *(run_widgets[i:i + 3] for i in range(0, len(run_widgets), 3)),
             ],
         )

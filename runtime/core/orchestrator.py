@@ -38,7 +38,8 @@ from runtime.core.commits import (
     waiters_of,
 )
 from runtime.core.ids import new_run_id, run_id_for_event
-from runtime.core.protocols import Bus, Clock, Queue, RunQuery, Store
+from runtime.core.metrics import observe_commit, observe_created
+from runtime.core.protocols import Bus, Clock, Metrics, NoMetrics, Queue, RunQuery, Store
 from runtime.engine import Limits, execute
 from runtime.engine.decisions import ScheduleBranches
 from runtime.errors import StepkitError
@@ -113,6 +114,8 @@ class Orchestrator:
         clock: Time source.
         limits: Per-run limits.
         logger: Where run and step logs go.
+        metrics: Told of every run started and finished and every step ended or retried,
+            once its commit landed; nothing by default.
     """
 
     def __init__(
@@ -125,6 +128,7 @@ class Orchestrator:
         *,
         limits: Limits = Limits(),  # noqa: B008 - frozen
         logger: logging.Logger | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.app = app
         self.store = store
@@ -133,6 +137,7 @@ class Orchestrator:
         self.clock = clock
         self.limits = limits
         self.log = logger or _log
+        self.metrics: Metrics = metrics or NoMetrics()
 
     # -- events ----------------------------------------------------------------------------
 
@@ -303,7 +308,7 @@ class Orchestrator:
                 remove_waiters=remove[:MAX_WAITERS_PER_COMMIT],
                 outbox=finish_outbox(state.run, status, None, error, now),
             )
-            if self.store.commit(run_id, commit):
+            if self._commit(state.run.function_id, run_id, commit):
                 self.log.info("run %s %s: %s", run_id, status.value.lower(), error.message)
                 (flush or self._flush)(commit.outbox)
                 # Waiters past one transaction's worth are removed afterwards; until then a
@@ -366,10 +371,24 @@ class Orchestrator:
                 error=error, ended_at=now, last_msg=msg.id,
             )
             run = replace(run, outbox=finish_outbox(run, RunStatus.FAILED, None, error, now))
-            if self.store.create_run(run, []):
+            if self._create(run, []):
                 self._flush_hard(run.outbox)
             return
         self._finish(msg.run_id, RunStatus.FAILED, error, msg.id, flush=self._flush_hard)
+
+    def _commit(self, function_id: str, run_id: str, commit: Commit) -> bool:
+        """``Store.commit``, reporting to the metrics what a commit that landed did."""
+        if not self.store.commit(run_id, commit):
+            return False
+        observe_commit(self.metrics, function_id, commit)
+        return True
+
+    def _create(self, run: RunRecord, waiters: Sequence[Waiter]) -> bool:
+        """``Store.create_run``, reporting a run this call created."""
+        if not self.store.create_run(run, waiters):
+            return False
+        observe_created(self.metrics, run)
+        return True
 
     def _flush_hard(self, outbox: Sequence[Outgoing]) -> None:
         """Send, retrying in place: on a message's last delivery there is no redelivery."""
@@ -537,7 +556,7 @@ class Orchestrator:
             outbox = list(finish_outbox(run, RunStatus.CANCELLED, None, error, now))
             waiters = []
         run = replace(run, outbox=tuple(outbox))
-        if self.store.create_run(run, waiters):
+        if self._create(run, waiters):
             self.log.info("run %s of %s started", run.run_id, fn.id)
             self._flush(run.outbox)
             if not late:
@@ -651,7 +670,7 @@ class Orchestrator:
             commit = commit_for(self.app, fn, state, msg, decision, now)
             if commit is None:
                 return False
-            if self.store.commit(run.run_id, commit):
+            if self._commit(fn.id, run.run_id, commit):
                 self._flush(commit.outbox)
                 self._after_commit(state, commit)
                 return True
@@ -683,7 +702,7 @@ class Orchestrator:
             if not isinstance(decision, ScheduleBranches):
                 return False
             commit = commit_for(self.app, fn, state, msg, decision, now)
-            if commit is not None and self.store.commit(state.run.run_id, commit):
+            if commit is not None and self._commit(fn.id, state.run.run_id, commit):
                 self._flush(commit.outbox)
                 return True
             fresh = self.store.load(state.run.run_id)
@@ -747,7 +766,7 @@ class Orchestrator:
                     Message(MessageKind.CONTINUE, run.function_id, run_id, version=run.version + 1),
                 ),
             )
-            if self.store.commit(run_id, commit):
+            if self._commit(run.function_id, run_id, commit):
                 self.log.info("step %s of run %s %s", key, run_id, status.value)
                 self._flush(commit.outbox)
                 return True

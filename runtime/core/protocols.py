@@ -133,3 +133,44 @@ class Bus(Protocol):
     def publish(self, events: Sequence[dict[str, Any]]) -> None:
         """Publish validated events (JSON-ready dicts)."""
         ...
+
+
+class Metrics(Protocol):
+    """Observes runs and steps as their commits land (a sink for run metrics).
+
+    Called only after the change it reports was committed, so a duplicate or stale message,
+    which commits nothing, reports nothing. The default (:class:`NoMetrics`) drops
+    everything; the Lambda handlers publish CloudWatch metrics.
+    """
+
+    def run_started(self, function_id: str) -> None:
+        """A run was created."""
+        ...
+
+    def run_finished(self, function_id: str, status: RunStatus) -> None:
+        """A run ended: completed, failed or cancelled."""
+        ...
+
+    def step_ended(self, function_id: str, duration_s: float, *, failed: bool) -> None:
+        """A ``step.run`` got its result (``failed``: for good), ``duration_s`` after it began."""
+        ...
+
+    def step_retried(self, function_id: str) -> None:
+        """A ``step.run`` attempt failed and the step will be retried."""
+        ...
+
+
+class NoMetrics:
+    """The :class:`Metrics` sink that drops everything (the local backend's)."""
+
+    def run_started(self, function_id: str) -> None:
+        """Dropped."""
+
+    def run_finished(self, function_id: str, status: RunStatus) -> None:
+        """Dropped."""
+
+    def step_ended(self, function_id: str, duration_s: float, *, failed: bool) -> None:
+        """Dropped."""
+
+    def step_retried(self, function_id: str) -> None:
+        """Dropped."""

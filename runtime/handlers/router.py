@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from runtime.discovery import load_app
-from runtime.handlers.service import Service
+from runtime.handlers.service import LambdaHandler, Service
 
-_service: Service | None = None
+_entry: LambdaHandler | None = None
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """SQS event source entry for the router queue."""
-    global _service
-    if _service is None:
-        _service = Service.from_env(load_app())
-    return _service.handle_batch(event, context, router=True)
+    """SQS event source entry for the router queue.
+
+    The app, clients and Powertools wrappers are built once per container (cold start).
+    """
+    global _entry
+    if _entry is None:
+        _entry = Service.from_env(load_app()).lambda_handler(router=True)
+    return _entry(event, context)

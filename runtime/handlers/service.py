@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +25,12 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from runtime.app import App
 from runtime.backends.aws.bus import AppBus, EventBridgeBus
 from runtime.backends.aws.queue import SqsQueue
-from runtime.backends.aws.resources import MAX_RECEIVES, AppResources, HandlerConfig
+from runtime.backends.aws.resources import (
+    ENV_TRACING,
+    MAX_RECEIVES,
+    AppResources,
+    HandlerConfig,
+)
 from runtime.backends.aws.store import DynamoStore
 from runtime.core.clock import SystemClock
 from runtime.core.orchestrator import Orchestrator
@@ -31,6 +38,7 @@ from runtime.core.protocols import Clock
 from runtime.engine import Limits
 from runtime.errors import InvalidEventError
 from runtime.events import SYSTEM_PREFIX, validate_event
+from runtime.handlers.metrics import CloudWatchMetrics
 from runtime.records import Message
 
 
@@ -77,6 +85,9 @@ def event_from_envelope(raw: dict[str, Any]) -> dict[str, Any]:
         raise BadMessageError(f"EventBridge delivery carries an invalid event: {exc}") from None
 
 
+LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
 class Service:
     """One Lambda's view of the app: the orchestrator over DynamoDB, SQS and EventBridge.
 
@@ -100,6 +111,8 @@ class Service:
         self.config = config
         self.clock = clock or SystemClock()
         self.logger = Logger(service=app.id)
+        #: Powertools Tracer when the Lambda's X-Ray tracing is active (``STEPKIT_TRACING``).
+        self.tracer: Any = None
         store = DynamoStore(
             config.table,
             retention_days=config.retention_days,
@@ -113,6 +126,7 @@ class Service:
             self.resources.queue_url(self.resources.router_queue, config.queue_url),
             self.sqs,
         )
+        self.metrics = CloudWatchMetrics(app.id)
         queue = SqsQueue(self._queue_url, self.clock, self.sqs)
         self.orchestrator = Orchestrator(
             app,
@@ -122,6 +136,7 @@ class Service:
             self.clock,
             limits=limits,
             logger=logging.getLogger("stepkit"),
+            metrics=self.metrics,
         )
         self.processor = BatchProcessor(event_type=EventType.SQS)
         #: The queue's redrive maxReceiveCount: its last delivery fails the run instead.
@@ -133,6 +148,12 @@ class Service:
         import boto3
 
         config = HandlerConfig.from_env()
+        tracer = None
+        if os.environ.get(ENV_TRACING) == "true":
+            # Before the clients: the tracer patches botocore, so AWS calls become subsegments.
+            from aws_lambda_powertools import Tracer
+
+            tracer = Tracer(service=app.id)
         service_logger = Logger(service=app.id)
         # stepkit's own loggers write through Powertools' JSON formatter, so every line carries
         # the keys appended per record (run id, function id, step).
@@ -144,12 +165,29 @@ class Service:
         }
         service = cls(app, config, clients)
         service.logger = service_logger
+        service.tracer = tracer
         return service
 
     def _queue_url(self, function_id: str) -> str:
         """The queue of ``function_id`` (every app queue is next to this Lambda's own)."""
         name = self.resources.function(function_id).queue
         return self.resources.queue_url(name, self.config.queue_url)
+
+    def lambda_handler(self, *, router: bool) -> LambdaHandler:
+        """The Lambda entry point: :meth:`handle_batch` with the invocation on every log line.
+
+        Powertools adds the request id, function name, memory, ARN and ``cold_start`` to
+        every line (keys appended per record are cleared per invocation), and, with tracing
+        on, records the invocation as an X-Ray segment.
+        """
+
+        def entry(event: dict[str, Any], context: Any) -> dict[str, Any]:
+            return self.handle_batch(event, context, router=router)
+
+        handler: LambdaHandler = self.logger.inject_lambda_context(entry, clear_state=True)
+        if self.tracer is not None:
+            handler = self.tracer.capture_lambda_handler(handler, capture_response=False)
+        return handler
 
     # -- worker ----------------------------------------------------------------------------
 
@@ -238,9 +276,15 @@ class Service:
         self.orchestrator.route_event(event, start_runs=own)
 
     def handle_batch(self, event: dict[str, Any], context: Any, *, router: bool) -> dict[str, Any]:
-        """Process an SQS batch, reporting failed records (partial batch response)."""
+        """Process an SQS batch, reporting failed records (partial batch response).
+
+        The run metrics of the batch are flushed at its end, even when it fails.
+        """
         handler = self.router_record if router else self.worker_record
-        response = process_partial_response(
-            event=event, record_handler=handler, processor=self.processor, context=context
-        )
+        try:
+            response = process_partial_response(
+                event=event, record_handler=handler, processor=self.processor, context=context
+            )
+        finally:
+            self.metrics.flush()
         return dict(response)

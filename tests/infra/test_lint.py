@@ -38,15 +38,14 @@ from infra.stack import StackSettings, StepkitStack
 #: Acknowledged cdk-nag rules, each with its reason in infra/nag.py. A new one should be a
 #: deliberate decision, so it has to be added here too.
 ACKNOWLEDGED = {
+    "AwsSolutions-SQS3",  # the delivery DLQ is itself a dead-letter queue
     "Serverless-LambdaDLQ",  # SQS event source mappings invoke synchronously
     "Serverless-LambdaEventSourceMappingDestination",  # not for SQS: the redrive policy is
     "Serverless-SQSRedrivePolicy",  # on the dead-letter queues themselves
     "Serverless-LambdaTracing",  # only while tracing is off (opt-in)
 }
-#: Findings still open on this branch: the router rule's target has no DLQ. Branch i8-ops
-#: (bac0052) gives every rule and schedule target the app's delivery DLQ; empty this set
-#: when that is merged (the nag test then fails until it is).
-UNFIXED = {"Serverless-EventBusDLQ"}
+#: Findings still open: none (every rule and schedule target has the delivery DLQ).
+UNFIXED: set[str] = set()
 #: cfn-lint warnings allowed: W3005 is the DependsOn on its role that CDK itself adds to
 #: every Lambda function (redundant with the GetAtt, harmless).
 ALLOWED_WARNINGS = {"W3005"}

@@ -22,6 +22,7 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 import aws_cdk as cdk
 from aws_cdk.assertions import Template
+from cdk_nag import AwsSolutionsChecks
 
 from infra.bundling import PROJECT_ROOT
 from infra.constructs.state_table import STATE_ACTIONS
@@ -114,7 +115,7 @@ def test_one_lambda_queue_dlq_and_mapping_per_function_plus_the_router(
     n = len(list(app)) + 1
     counts = Counter(r["Type"] for r in resources.values())
     assert counts["AWS::Lambda::Function"] == n
-    assert counts["AWS::SQS::Queue"] == 2 * n
+    assert counts["AWS::SQS::Queue"] == 2 * n + 1  # and the one delivery DLQ
     assert counts["AWS::Lambda::EventSourceMapping"] == n
     assert counts["AWS::Logs::LogGroup"] == n
 
@@ -189,7 +190,8 @@ def assert_delivers_to(resources: Resources, rule: tuple[str, dict[str, Any]], q
     """The rule targets the queue, and the queue lets EventBridge send for this rule only."""
     rule_id, p = rule
     qid = queue_id(resources, queue)
-    assert p["Targets"] == [{"Arn": arn(qid), "Id": "queue"}]
+    (target,) = p["Targets"]
+    assert {k: target[k] for k in ("Arn", "Id")} == {"Arn": arn(qid), "Id": "queue"}
     (policy,) = [props(q) for q in of_type(resources, "AWS::SQS::QueuePolicy").values()
                  if props(q)["Queues"] == [{"Ref": qid}]]
     assert {"Action": "sqs:SendMessage", "Effect": "Allow",
@@ -247,8 +249,62 @@ def test_cron_triggers_are_scheduler_schedules_with_a_send_only_role(
             role_id = p["Target"]["RoleArn"]["Fn::GetAtt"][0]
             trust = props(resources[role_id])["AssumeRolePolicyDocument"]["Statement"]
             assert [s["Principal"] for s in trust] == [{"Service": "scheduler.amazonaws.com"}]
-            assert role_statements(resources, p["Target"]["RoleArn"]) == [
-                {"Action": "sqs:SendMessage", "Effect": "Allow", "Resource": arn(qid)}]
+            statements = role_statements(resources, p["Target"]["RoleArn"])
+            assert {(s["Action"], s["Effect"]) for s in statements} == \
+                {("sqs:SendMessage", "Allow")}
+            assert sorted(json.dumps(r) for s in statements for r in as_list(s["Resource"])) \
+                == sorted(json.dumps(arn(q)) for q in (qid, queue_id(resources, res.delivery_dlq)))
+
+
+# -- delivery guarantees -------------------------------------------------------------------
+
+RETRY = {"MaximumEventAgeInSeconds": 86400, "MaximumRetryAttempts": 185}
+
+
+def test_every_rule_target_retries_then_dead_letters_to_the_delivery_dlq(
+    res: AppResources, resources: Resources
+) -> None:
+    dlq = queue_id(resources, res.delivery_dlq)
+    rules = of_type(resources, "AWS::Events::Rule")
+    assert rules
+    for rule in rules.values():
+        for target in props(rule)["Targets"]:
+            assert target["RetryPolicy"] == RETRY
+            assert target["DeadLetterConfig"] == {"Arn": arn(dlq)}
+    (policy,) = [props(q) for q in of_type(resources, "AWS::SQS::QueuePolicy").values()
+                 if props(q)["Queues"] == [{"Ref": dlq}]]
+    allowed = [s for s in policy["PolicyDocument"]["Statement"]
+               if s.get("Principal") == {"Service": "events.amazonaws.com"}]
+    assert all((s["Action"], s["Effect"], s["Resource"]) == ("sqs:SendMessage", "Allow", arn(dlq))
+               for s in allowed)
+    # EventBridge may send there only on behalf of the app's own rules, each named.
+    assert sorted(json.dumps(s["Condition"]["ArnEquals"]["aws:SourceArn"]) for s in allowed) == \
+        sorted(json.dumps(arn(r)) for r in rules)
+
+
+def test_every_schedule_target_retries_then_dead_letters_and_lives_in_the_apps_group(
+    res: AppResources, resources: Resources
+) -> None:
+    dlq = queue_id(resources, res.delivery_dlq)
+    ((group_id, group),) = of_type(resources, "AWS::Scheduler::ScheduleGroup").items()
+    assert props(group)["Name"] == res.schedule_group
+    schedules = of_type(resources, "AWS::Scheduler::Schedule")
+    assert schedules
+    for schedule in schedules.values():
+        p = props(schedule)
+        assert p["GroupName"] == {"Ref": group_id}
+        assert p["Target"]["RetryPolicy"] == RETRY
+        assert p["Target"]["DeadLetterConfig"] == {"Arn": arn(dlq)}
+        # Scheduler sends to the DLQ with the target's role (checked in the cron test).
+
+
+def test_the_delivery_dlq_is_encrypted_and_keeps_messages_14_days(
+    res: AppResources, resources: Resources
+) -> None:
+    q = props(resources[queue_id(resources, res.delivery_dlq)])
+    assert q["SqsManagedSseEnabled"] is True
+    assert q["MessageRetentionPeriod"] == 14 * 86400
+    assert "RedrivePolicy" not in q
 
 
 # -- permissions ----------------------------------------------------------------------------
@@ -330,7 +386,8 @@ def test_alarms_on_every_dlq_and_lambda_and_a_dashboard(
     app: App, res: AppResources, resources: Resources
 ) -> None:
     alarms = [props(a) for a in of_type(resources, "AWS::CloudWatch::Alarm").values()]
-    dlqs = [res.function(fn.id).dlq for fn in app] + [res.router_dlq]
+    dlqs = [res.function(fn.id).dlq for fn in app] + [res.router_dlq, res.delivery_dlq]
+    assert sorted(dlqs) == sorted(name for name, _ in res.dead_letter_queues())
     dlq_alarms = [a for a in alarms if a["MetricName"] == "ApproximateNumberOfMessagesVisible"]
     assert sorted(a["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in dlq_alarms) == \
         sorted(queue_id(resources, d) for d in dlqs)
@@ -345,9 +402,118 @@ def test_alarms_on_every_dlq_and_lambda_and_a_dashboard(
     assert "ApproximateNumberOfMessagesVisible" in body
 
 
+def test_failed_deliveries_alarm_per_rule_and_for_the_schedule_group(
+    res: AppResources, resources: Resources
+) -> None:
+    alarms = [props(a) for a in of_type(resources, "AWS::CloudWatch::Alarm").values()]
+    rule_alarms = [a for a in alarms if a["Namespace"] == "AWS/Events"]
+    assert {a["MetricName"] for a in rule_alarms} == {"FailedInvocations"}
+    dims = [{d["Name"]: d["Value"] for d in a["Dimensions"]} for a in rule_alarms]
+    assert all(d["EventBusName"] == res.bus for d in dims)  # a custom bus: both dimensions
+    assert sorted(d["RuleName"] for d in dims) == \
+        sorted(props(r)["Name"] for r in of_type(resources, "AWS::Events::Rule").values())
+    scheduler = [a for a in alarms if a["Namespace"] == "AWS/Scheduler"]
+    assert sorted(a["MetricName"] for a in scheduler) == sorted(
+        ["TargetErrorCount", "InvocationDroppedCount",
+         "InvocationsFailedToBeSentToDeadLetterCount"])
+    assert all(a["Dimensions"] == [{"Name": "ScheduleGroup", "Value": res.schedule_group}]
+               for a in scheduler)
+    for a in rule_alarms + scheduler:
+        assert (a["Statistic"], a["Threshold"], a["TreatMissingData"]) == \
+            ("Sum", 0, "notBreaching")
+
+
+def test_a_failed_run_alarms_per_function_on_the_emf_run_metrics(
+    app: App, resources: Resources
+) -> None:
+    alarms = [props(a) for a in of_type(resources, "AWS::CloudWatch::Alarm").values()
+              if props(a)["Namespace"] == "stepkit"]
+    assert {a["MetricName"] for a in alarms} == {"RunsFailed"}
+    assert sorted((d["function_id"], d["service"]) for d in (
+        {x["Name"]: x["Value"] for x in a["Dimensions"]} for a in alarms)) == \
+        sorted((fn.id, app.id) for fn in app)
+
+
+def test_every_alarm_notifies_the_encrypted_tls_only_alarm_topic(resources: Resources) -> None:
+    ((topic_id, topic),) = of_type(resources, "AWS::SNS::Topic").items()
+    alarms = of_type(resources, "AWS::CloudWatch::Alarm")
+    assert len(alarms) > 20
+    for alarm in alarms.values():
+        assert props(alarm)["AlarmActions"] == [{"Ref": topic_id}]
+    ((key_id, key),) = of_type(resources, "AWS::KMS::Key").items()
+    assert props(topic)["KmsMasterKeyId"] == arn(key_id)
+    assert props(key)["EnableKeyRotation"] is True
+    key_statements = props(key)["KeyPolicy"]["Statement"]
+    assert any(s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+               and set(s["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+               for s in key_statements)
+    ((_, policy),) = of_type(resources, "AWS::SNS::TopicPolicy").items()
+    statements = props(policy)["PolicyDocument"]["Statement"]
+    assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport":
+                                                                    "false"}}
+               for s in statements)
+    (publish,) = [s for s in statements if s["Effect"] == "Allow"]
+    assert (publish["Principal"], publish["Action"]) == \
+        ({"Service": "cloudwatch.amazonaws.com"}, "sns:Publish")
+    assert "aws:SourceAccount" in publish["Condition"]["StringEquals"]
+    assert of_type(resources, "AWS::SNS::Subscription") == {}  # no alarmEmail by default
+
+
+def test_alarm_email_context_subscribes_the_address_and_a_bad_one_is_named() -> None:
+    node = cdk.App(context={"stepkit:alarmEmail": "ops@example.com"}).node
+    settings = StackSettings.from_context(node)
+    assert settings.alarm_email == "ops@example.com"
+    app = App("shop")
+    app.function(id="tick", trigger=TriggerEvent("a/b"))(noop)
+    _, resources, _ = synth(app, alarm_email=settings.alarm_email)
+    ((topic_id, _),) = of_type(resources, "AWS::SNS::Topic").items()
+    ((_, sub),) = of_type(resources, "AWS::SNS::Subscription").items()
+    assert (props(sub)["Protocol"], props(sub)["Endpoint"], props(sub)["TopicArn"]) == \
+        ("email", "ops@example.com", {"Ref": topic_id})
+    for bad in ("ops", "ops@example", "a@b.c, d@e.f", "ops @example.com"):
+        node = cdk.App(context={"stepkit:alarmEmail": bad}).node
+        with pytest.raises(ValueError, match="stepkit:alarmEmail must be one email address"):
+            StackSettings.from_context(node)
+
+
+def test_tracing_is_off_by_default(resources: Resources) -> None:
+    for _, fn in of_type(resources, "AWS::Lambda::Function").items():
+        assert "TracingConfig" not in props(fn)
+        assert "STEPKIT_TRACING" not in props(fn)["Environment"]["Variables"]
+    assert "xray:" not in json.dumps(of_type(resources, "AWS::IAM::Policy"))
+
+
+def test_tracing_context_makes_every_lambda_trace_actively(tmp_path: Path) -> None:
+    node = cdk.App(context={"stepkit:tracing": "true"}).node
+    assert StackSettings.from_context(node).tracing is True
+    with pytest.raises(ValueError, match="stepkit:tracing must be true or false"):
+        StackSettings.from_context(cdk.App(context={"stepkit:tracing": "sometimes"}).node)
+    app = App("shop")
+    app.function(id="tick", trigger=TriggerEvent("a/b"))(noop)
+    cdk_app = cdk.App(outdir=str(tmp_path))
+    stack = StepkitStack(cdk_app, "traced", app=app,
+                         settings=StackSettings(bundle=False, tracing=True))
+    cdk.Validations.of(cdk_app).add_plugins(AwsSolutionsChecks(cdk_app))
+    cdk_app.synth()  # cdk-nag passes: the one wildcard (X-Ray) is acknowledged with a reason
+    resources = Template.from_stack(stack).to_json()["Resources"]
+    functions = of_type(resources, "AWS::Lambda::Function")
+    assert len(functions) == 2  # the function and the router
+    for _, fn in functions.items():
+        p = props(fn)
+        assert p["TracingConfig"] == {"Mode": "Active"}
+        assert p["Environment"]["Variables"]["STEPKIT_TRACING"] == "true"
+        xray = [s for s in role_statements(resources, p["Role"])
+                if any(a.startswith("xray:") for a in actions(s))]
+        assert [(sorted(actions(s)), s["Resource"]) for s in xray] == \
+            [(["xray:PutTelemetryRecords", "xray:PutTraceSegments"], "*")]
+
+
 def test_outputs(synthesized: tuple) -> None:
     outputs = synthesized[3]["Outputs"]
-    assert {"TableName", "BusName", "BusArn", "TableItemsUrl", "DashboardUrl"} <= set(outputs)
+    assert {"TableName", "BusName", "BusArn", "TableItemsUrl", "DashboardUrl",
+            "AlarmTopicArn"} <= set(outputs)
+    (topic,) = of_type(synthesized[2], "AWS::SNS::Topic")
+    assert outputs["AlarmTopicArn"]["Value"] == {"Ref": topic}
     url = json.dumps(outputs["TableItemsUrl"]["Value"])
     assert '"https://", {"Ref": "AWS::Region"}, ".console.aws.amazon.com/dynamodbv2/home?region='\
         in url
@@ -504,7 +670,9 @@ def test_a_new_function_file_adds_exactly_its_resources(
         "AWS::Lambda::Function": 1, "AWS::Lambda::EventSourceMapping": 1,
         "AWS::SQS::Queue": 2, "AWS::SQS::QueuePolicy": 2, "AWS::Logs::LogGroup": 1,
         "AWS::Events::Rule": 1, "AWS::Scheduler::Schedule": 1,
-        "AWS::IAM::Role": 2, "AWS::IAM::Policy": 2, "AWS::CloudWatch::Alarm": 2,
+        "AWS::IAM::Role": 2, "AWS::IAM::Policy": 2,
+        # DLQ depth, Lambda errors, failed runs, and failed deliveries of its trigger rule.
+        "AWS::CloudWatch::Alarm": 4,
     }
     f = stack.resources.function("extra-fn")
     assert rule_named(grown, f.trigger_rule)[1]["EventPattern"] == \

@@ -28,6 +28,7 @@ ENV_QUEUE_URL = "STEPKIT_QUEUE_URL"  # the function's own queue
 ENV_DLQ_URL = "STEPKIT_DLQ_URL"  # its dead-letter queue: records that can never succeed
 ENV_RETENTION_DAYS = "STEPKIT_RETENTION_DAYS"
 ENV_STAGE = "STEPKIT_STAGE"  # the stage in every resource name (absent: none)
+ENV_TRACING = "STEPKIT_TRACING"  # "true": X-Ray tracing is active, use Powertools Tracer
 
 MAX_SQS_DELAY = 900
 MAX_RECEIVES = 5  # deliveries before a message moves to the DLQ
@@ -101,6 +102,8 @@ class AppResources:
     #: Where EventBridge rules and Scheduler put what they failed to deliver to a queue.
     delivery_dlq: str = ""
     stage: str | None = None
+    #: The Scheduler schedule group of the app's cron schedules (its metrics' dimension).
+    schedule_group: str = ""
 
     @classmethod
     def for_app(cls, app: App, *, stage: str | None = None) -> AppResources:
@@ -153,6 +156,7 @@ class AppResources:
             functions=tuple(fns),
             delivery_dlq=_name(a, "delivery", "dlq", limit=80),
             stage=stage or None,
+            schedule_group=_name(a, "schedules", limit=64),
         )
 
     def dead_letter_queues(self) -> list[tuple[str, str | None]]:
