@@ -21,8 +21,8 @@ class DeadLetter:
     Attributes:
         queue: The DLQ's name (locally: the function id whose queue it died in).
         message_id: The id ``stepkit dlq redrive --id`` takes.
-        kind: ``start``, ``continue``... for stepkit messages; ``event`` or ``cron`` for
-            deliveries from EventBridge or Scheduler; ``unreadable`` for anything else.
+        kind: ``start``, ``continue``... for stepkit messages; ``event <name>`` or ``cron``
+            for deliveries from EventBridge or Scheduler; ``unreadable`` for anything else.
         function_id: The function it was for, when the body says.
         run_id: The run it was for, when the body says.
         step: The step key, when the body says.
@@ -64,7 +64,7 @@ def describe_body(body: str) -> tuple[str, str | None, str | None, str | None]:
         if raw["detail-type"] == "stepkit/message" and isinstance(detail, dict):
             raw = detail  # a message routed to another function through the bus
         else:
-            return "event", None, None, _text(raw["detail-type"])
+            return f"event {raw['detail-type']}", None, None, None
     if raw.get("type") == "cron":
         return "cron", _text(raw.get("function_id")), None, None
     if raw.get("type") == "message":
