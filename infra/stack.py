@@ -20,6 +20,7 @@ from infra.constructs.event_bus import AppEventBus, CronSchedules, QueueRule
 from infra.constructs.event_router import EventRouter
 from infra.constructs.function_runtime import QueueWorker, WorkerOptions
 from infra.constructs.monitoring import Monitoring
+from infra.constructs.run_reaper import RunReaper
 from infra.constructs.state_table import StateTable
 from runtime.app import App, FunctionDef
 from runtime.backends.aws.resources import DEFAULT_RETENTION_DAYS, AppResources
@@ -129,6 +130,7 @@ class StepkitStack(cdk.Stack):
         router: The event router.
         workers: The queue-fed Lambdas by function id.
         monitoring: Alarms and dashboard.
+        reaper: Deletes a run's steps and log when TTL deletes its run item.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, settings: StackSettings,
@@ -144,6 +146,9 @@ class StepkitStack(cdk.Stack):
                              "POWERTOOLS_LOG_LEVEL": settings.log_level}
         self.state = StateTable(self, "State", table_name=self.resources.table,
                                 retain=settings.retain_state)
+        self.reaper = RunReaper(self, "Reaper", table=self.state.table, code=self._code,
+                                environment=self._environment,
+                                log_retention=settings.log_retention())
         self.events = AppEventBus(self, "Events", bus_name=self.resources.bus)
         self.router = EventRouter(
             self, "Router", resources=self.resources, bus=self.events.bus, code=self._code,

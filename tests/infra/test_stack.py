@@ -24,6 +24,8 @@ import aws_cdk as cdk
 from aws_cdk.assertions import Template
 
 from infra.bundling import PROJECT_ROOT
+from infra.constructs.run_reaper import BATCH_SIZE as REAPER_BATCH
+from infra.constructs.run_reaper import HANDLER as REAPER_HANDLER
 from infra.constructs.state_table import STATE_ACTIONS
 from infra.stack import StackSettings, StepkitStack
 from runtime import App, TriggerCron, TriggerEvent
@@ -79,14 +81,23 @@ def resources(synthesized: tuple) -> Resources:
 
 def queue_id(resources: Resources, name: str) -> str:
     (found,) = [k for k, v in of_type(resources, "AWS::SQS::Queue").items()
-                if props(v)["QueueName"] == name]
+                if props(v).get("QueueName") == name]
     return found
 
 
 def lambda_of(resources: Resources, function_id: str | None) -> tuple[str, dict[str, Any]]:
     (found,) = [(k, props(v)) for k, v in of_type(resources, "AWS::Lambda::Function").items()
-                if props(v)["Environment"]["Variables"].get("STEPKIT_FUNCTION") == function_id]
+                if props(v)["Handler"] != REAPER_HANDLER
+                and props(v)["Environment"]["Variables"].get("STEPKIT_FUNCTION") == function_id]
     return found
+
+
+def reaper_ids(resources: Resources) -> tuple[str, str]:
+    """The logical ids of the run reaper's failure queue and Lambda."""
+    (mapping,) = [props(m) for m in of_type(resources, "AWS::Lambda::EventSourceMapping").values()
+                  if "DestinationConfig" in props(m)]
+    failed = mapping["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
+    return failed, mapping["FunctionName"]["Ref"]
 
 
 def role_statements(resources: Resources, role_arn: dict[str, Any]) -> list[dict[str, Any]]:
@@ -113,10 +124,11 @@ def test_one_lambda_queue_dlq_and_mapping_per_function_plus_the_router(
 ) -> None:
     n = len(list(app)) + 1
     counts = Counter(r["Type"] for r in resources.values())
-    assert counts["AWS::Lambda::Function"] == n
-    assert counts["AWS::SQS::Queue"] == 2 * n
-    assert counts["AWS::Lambda::EventSourceMapping"] == n
-    assert counts["AWS::Logs::LogGroup"] == n
+    # ... and the run reaper: a Lambda, its failure queue, its stream mapping, its logs.
+    assert counts["AWS::Lambda::Function"] == n + 1
+    assert counts["AWS::SQS::Queue"] == 2 * n + 1
+    assert counts["AWS::Lambda::EventSourceMapping"] == n + 1
+    assert counts["AWS::Logs::LogGroup"] == n + 1
 
 
 def test_lambdas_run_the_handlers_on_arm64_with_the_stepkit_environment(
@@ -316,12 +328,13 @@ def test_alarms_on_every_dlq_and_lambda_and_a_dashboard(
 ) -> None:
     alarms = [props(a) for a in of_type(resources, "AWS::CloudWatch::Alarm").values()]
     dlqs = [res.function(fn.id).dlq for fn in app] + [res.router_dlq]
+    reaper_failed, reaper = reaper_ids(resources)
     dlq_alarms = [a for a in alarms if a["MetricName"] == "ApproximateNumberOfMessagesVisible"]
     assert sorted(a["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in dlq_alarms) == \
-        sorted(queue_id(resources, d) for d in dlqs)
+        sorted([*(queue_id(resources, d) for d in dlqs), reaper_failed])
     error_alarms = [a for a in alarms if a["MetricName"] == "Errors"]
     assert sorted(a["Dimensions"][0]["Value"]["Ref"] for a in error_alarms) == \
-        sorted(k for k in of_type(resources, "AWS::Lambda::Function"))
+        sorted(k for k in of_type(resources, "AWS::Lambda::Function") if k != reaper)
     for a in alarms:
         assert (a["Threshold"], a["ComparisonOperator"]) == (0, "GreaterThanThreshold")
     ((_, dashboard),) = of_type(resources, "AWS::CloudWatch::Dashboard").items()
@@ -364,7 +377,7 @@ def test_options_and_settings_shape_the_lambdas_and_names() -> None:
     assert {props(g)["RetentionInDays"] for g in
             of_type(resources, "AWS::Logs::LogGroup").values()} == {7}
     (m,) = [props(m) for m in of_type(resources, "AWS::Lambda::EventSourceMapping").values()
-            if props(m)["BatchSize"] != 10]
+            if props(m)["BatchSize"] not in (10, REAPER_BATCH)]
     assert m["BatchSize"] == 5
 
 
