@@ -505,7 +505,10 @@ def runs(
     client = _client(url, use_aws)
     found = client.runs(function_id=function_id, status=status, limit=limit)
     click.echo(json.dumps(found, indent=2) if as_json else render_runs(found))
-    notice = dlq_notice(client.dead_letter_count())
+    try:
+        notice = dlq_notice(client.dead_letter_count())
+    except click.ClickException:
+        notice = None  # the notice is a courtesy: never fail the listing for it
     if notice:
         # On stderr under --json, so the JSON on stdout stays parseable.
         click.echo(click.style(notice, fg="red"), err=as_json)

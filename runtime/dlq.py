@@ -88,10 +88,15 @@ def redrive_body(body: str) -> str:
         raw = json.loads(body)
     except ValueError:
         return body
-    if not isinstance(raw, dict) or raw.get("type") != "message":
+    if not isinstance(raw, dict):
         return body
-    payload = raw.get("payload")
-    raw["payload"] = {**(payload if isinstance(payload, dict) else {}), "resend": True}
+    message: Any = raw
+    if raw.get("detail-type") == "stepkit/message":  # routed to this queue through the bus
+        message = raw.get("detail")
+    if not isinstance(message, dict) or message.get("type") != "message":
+        return body
+    payload = message.get("payload")
+    message["payload"] = {**(payload if isinstance(payload, dict) else {}), "resend": True}
     return json.dumps(raw, separators=(",", ":"))
 
 

@@ -148,3 +148,18 @@ def test_the_delivery_dlq_is_redriven_to_the_queue_its_target_arn_names(
     (run,) = h.runs()
     assert (run.status, run.output) == ("Completed", "bo")
     assert stepkit("dlq", "list").output.strip() == "no dead-lettered messages"
+
+
+def test_runs_lists_even_when_the_dlqs_cannot_be_read(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h.send("user/signup", {"user_id": "cy"})
+    h.settle()
+    monkeypatch.setenv("STEPKIT_FUNCTIONS", "no_such_functions_package")
+    listed = stepkit("runs")
+    assert listed.exit_code == 0, listed.output
+    assert len(listed.output.splitlines()) == 2  # header and the run: no notice
+    failed = stepkit("dlq", "list")
+    assert failed.exit_code == 1
+    (line,) = failed.output.splitlines()
+    assert line.startswith("Error: ") and "no_such_functions_package" in line
