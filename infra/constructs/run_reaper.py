@@ -27,9 +27,9 @@ from runtime.backends.aws.reaper import stream_filter
 from runtime.backends.aws.resources import ENV_TABLE
 
 HANDLER = "runtime.handlers.reaper.handler"
-#: What the reaper does to the table, and nothing more: read a run's keys, delete them.
-#: (IAM has no delete-only form of BatchWriteItem; the code never puts.)
-REAPER_ACTIONS = ("dynamodb:BatchWriteItem", "dynamodb:Query")
+#: What the reaper does to the table, and nothing more: check for a run item, read a run's
+#: keys, delete them. (IAM has no delete-only form of BatchWriteItem; the code never puts.)
+REAPER_ACTIONS = ("dynamodb:BatchWriteItem", "dynamodb:GetItem", "dynamodb:Query")
 #: What Lambda's stream poller needs, on the table's stream only (DynamoDB's documented
 #: policy for a Lambda that processes stream records).
 STREAM_ACTIONS = (

@@ -68,7 +68,7 @@ def test_the_table_streams_keys_to_a_filtered_mapping_with_bisect_retries_and_a_
     ]
 
 
-def test_the_reaper_may_only_query_and_delete_on_the_table(resources: Resources) -> None:
+def test_the_reaper_may_only_read_keys_and_delete_on_the_table(resources: Resources) -> None:
     ((table_id, _),) = of_type(resources, "AWS::DynamoDB::Table").items()
     _, p = reaper(resources)
     assert p["Environment"]["Variables"]["STEPKIT_TABLE"] == {"Ref": table_id}
@@ -82,6 +82,7 @@ def test_the_reaper_may_only_query_and_delete_on_the_table(resources: Resources)
     dynamodb = {a: r for a, r in granted.items() if a.startswith("dynamodb:")}
     assert dynamodb == {
         "dynamodb:Query": [table_arn],  # the table only: no index
+        "dynamodb:GetItem": [table_arn],
         "dynamodb:BatchWriteItem": [table_arn],
         "dynamodb:DescribeStream": [stream_arn],
         "dynamodb:GetRecords": [stream_arn],

@@ -11,6 +11,7 @@ a failure raises so that the stream retries the batch (bisected, then to a failu
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from runtime.backends.aws import table as t
 from runtime.errors import StepkitError
 
+_log = logging.getLogger("stepkit.reaper")
 _BATCH = 25  # BatchWriteItem's limit
 _TRIES = 8
 # What DynamoDB Streams put on a record of an item TTL deleted (the stream API's Identity).
@@ -68,6 +70,13 @@ def reap(client: Any, table: str, pk: str, *, pause: float = 0.05) -> int:
         ReapError: Some deletes stayed unprocessed after retries with backoff.
     """
     deleted = 0
+    if client.get_item(TableName=table, Key={"pk": {"S": pk}, "sk": {"S": t.RUN_SK}},
+                       ProjectionExpression="pk", ConsistentRead=True).get("Item"):
+        # A run item is back: a run was created under the same id (its event re-sent after
+        # the retention) since TTL deleted the old one. The partition is live: leave it; the
+        # old run's leftovers keep their backstop TTL.
+        _log.warning("%s has a run item again: not reaped", pk)
+        return 0
     pages = client.get_paginator("query").paginate(
         TableName=table,
         KeyConditionExpression="pk = :pk",
