@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import boto3
 import pytest
 from click.testing import CliRunner, Result
 
@@ -43,6 +44,9 @@ def bare_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPa
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never probe instance metadata
+    # A fresh process, as the CLI runs in: boto3's default session caches credentials and
+    # region that earlier tests resolved from their environment.
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     monkeypatch.setenv(ENV_APP, "demo")
     monkeypatch.setenv(ENV_BUS, "demo-bus")
     monkeypatch.setenv(ENV_TABLE, "demo-state")
