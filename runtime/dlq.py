@@ -29,7 +29,7 @@ class DeadLetter:
         error: Why it was dead-lettered, where known (``stepkit_error``, EventBridge's
             ``ERROR_MESSAGE``, the local queue's last error).
         sent_ts: When it was sent to the queue it died in (epoch seconds).
-        receive_count: How many times it was received.
+        receive_count: How many times it was received (on SQS, listing it counts too).
         source: The queue a redrive sends it back to (``None``: unknown).
     """
 

@@ -163,3 +163,22 @@ def test_runs_lists_even_when_the_dlqs_cannot_be_read(
     assert failed.exit_code == 1
     (line,) = failed.output.splitlines()
     assert line.startswith("Error: ") and "no_such_functions_package" in line
+
+
+def test_a_message_whose_queue_is_gone_stays_in_the_dlq_visible(h: Harness) -> None:
+    sqs = backend(h).clients["sqs"]
+    r = backend(h).resources
+    dlq_url = sqs.create_queue(QueueName=r.delivery_dlq)["QueueUrl"]
+    gone = f"arn:aws:sqs:{backend(h).region}:123456789012:{r.app_id}-deleted-fn"
+    sqs.send_message(
+        QueueUrl=dlq_url,
+        MessageBody=json.dumps({"type": "cron", "function_id": "deleted-fn"}),
+        MessageAttributes={"TARGET_ARN": {"DataType": "String", "StringValue": gone}},
+    )
+    failed = stepkit("dlq", "redrive")
+    assert failed.exit_code == 1
+    (line,) = failed.output.splitlines()
+    assert f"queue '{r.app_id}-deleted-fn' does not exist" in line
+    assert "it stays in the dead-letter queue" in line
+    (still,) = json.loads(stepkit("dlq", "list", "--json").output)  # and is visible at once
+    assert (still["kind"], still["function_id"]) == ("cron", "deleted-fn")

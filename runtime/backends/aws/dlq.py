@@ -148,8 +148,13 @@ class DeadLetterQueues:
                     if message_id is not None and m["MessageId"] != message_id:
                         skipped.append(m)
                         continue
-                    target = self._target(dlq, source, m)
-                    self.client.send_message(QueueUrl=target, MessageBody=redrive_body(m["Body"]))
+                    try:
+                        target = self._target(dlq, source, m)
+                        self.client.send_message(
+                            QueueUrl=target, MessageBody=redrive_body(m["Body"]))
+                    except Exception:
+                        skipped.append(m)  # not sent: it stays in the DLQ, visible at once
+                        raise
                     self.client.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
                     done.append(m["MessageId"])
             finally:
