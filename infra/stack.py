@@ -28,6 +28,7 @@ from infra.constructs.event_bus import AppEventBus, CronSchedules, QueueRule
 from infra.constructs.event_router import EventRouter
 from infra.constructs.function_runtime import QueueWorker
 from infra.constructs.monitoring import Monitoring
+from infra.constructs.run_reaper import RunReaper
 from infra.constructs.state_table import StateTable
 from infra.constructs.tracing import enable_tracing
 from runtime.app import App, FunctionDef
@@ -169,6 +170,7 @@ class StepkitStack(cdk.Stack):
         delivery: The delivery DLQ of every rule and schedule target.
         alarms: The topic every alarm notifies.
         monitoring: Alarms and dashboard.
+        reaper: Deletes a run's steps and log when TTL deletes its run item.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, settings: StackSettings,
@@ -185,6 +187,11 @@ class StepkitStack(cdk.Stack):
                              "POWERTOOLS_LOG_LEVEL": settings.log_level}
         self.state = StateTable(self, "State", table_name=self.resources.table,
                                 retain=settings.retain_state)
+        self.reaper = RunReaper(self, "Reaper", table=self.state.table, code=self._code,
+                                environment=self._environment,
+                                log_retention=settings.log_retention())
+        if settings.tracing:
+            enable_tracing(self.reaper.function, self.reaper.role)
         self.events = AppEventBus(self, "Events", bus_name=self.resources.bus)
         self.delivery = DeliveryDlq(self, "Delivery", queue_name=self.resources.delivery_dlq)
         self.schedule_group = scheduler.CfnScheduleGroup(
@@ -260,7 +267,7 @@ class StepkitStack(cdk.Stack):
         # Records that can never succeed go straight to the DLQ, not after MAX_RECEIVES tries.
         worker.dlq.grant(worker.role, "sqs:SendMessage")
         if self.settings.tracing:
-            enable_tracing(worker)
+            enable_tracing(worker.function, worker.role)
 
     def _grant_secrets(self, worker: QueueWorker, fn: FunctionDef) -> None:
         """Pass the function's secret references, and let its role read exactly those."""

@@ -1,34 +1,132 @@
-"""Read a deployed app's runs from DynamoDB for the CLI (``stepkit runs|run|send --aws``)."""
+"""The CLI's view of a deployed app (``stepkit send|runs|run|dlq --aws``).
+
+Every failure reaches the user as one line that says what to do (no region, no credentials,
+a table or queue that is not deployed, an endpoint that cannot be reached), never a traceback.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from runtime.backends.aws.resources import ENV_STAGE
 from runtime.client import Deployment, send
 from runtime.core.protocols import RunQuery
 from runtime.devserver.views import run_detail, run_summary
+from runtime.errors import StepkitError
 from runtime.records import RunStatus
+
+if TYPE_CHECKING:
+    from runtime.backends.aws.dlq import DeadLetterQueues
+
+T = TypeVar("T")
+
+
+def explain(exc: BaseException, *, table: str | None = None) -> str | None:
+    """A one-line, actionable message for a failure talking to AWS, or ``None`` if unknown.
+
+    Looks through the exception's causes, since adapters wrap botocore's errors in their own.
+    """
+    from botocore.exceptions import (
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+        PartialCredentialsError,
+        ProfileNotFound,
+    )
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, NoRegionError):
+            return (
+                "no AWS region: set AWS_DEFAULT_REGION, or a region in your "
+                "AWS profile (`aws configure`), to the region the app is deployed in"
+            )
+        if isinstance(seen, NoCredentialsError | PartialCredentialsError):
+            return (
+                "no AWS credentials: run `aws configure` or `aws sso login`, set AWS_PROFILE, "
+                "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            )
+        if isinstance(seen, ProfileNotFound):
+            return f"{seen}: fix AWS_PROFILE or add the profile with `aws configure`"
+        if isinstance(seen, EndpointConnectionError | ConnectTimeoutError):
+            return (
+                f"cannot reach AWS ({seen}): check the network, the region, and "
+                "AWS_ENDPOINT_URL* if set"
+            )
+        if isinstance(seen, ClientError):
+            err = seen.response.get("Error", {})
+            code, message = str(err.get("Code", "")), str(err.get("Message", ""))
+            if code == "ResourceNotFoundException" and table:
+                return (
+                    f"table {table} not found in this account and region: deploy the app "
+                    "(`scripts/cdk.sh deploy`), or point STEPKIT_TABLE/STEPKIT_STAGE and "
+                    "AWS_REGION at the deployed one"
+                )
+            if code in ("UnrecognizedClientException", "InvalidClientTokenId",
+                        "ExpiredToken", "ExpiredTokenException", "InvalidSignatureException"):
+                return f"AWS refused the credentials ({code}: {message}); refresh them"
+            if code in ("AccessDenied", "AccessDeniedException"):
+                return f"access denied: {message}"
+            return f"AWS error {code}: {message}"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+@contextmanager
+def one_line_errors(table: str | None = None) -> Iterator[None]:
+    """Turn AWS and stepkit failures inside the block into one-line click errors."""
+    try:
+        yield
+    except click.ClickException:
+        raise
+    except Exception as exc:
+        message = explain(exc, table=table)
+        if message is None and isinstance(exc, StepkitError):
+            message = str(exc)
+        if message is None:
+            raise
+        raise click.ClickException(message) from None
+
+
+def _one_line(method: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(method)
+    def wrapper(self: AwsClient, *args: Any, **kwargs: Any) -> T:
+        with one_line_errors(self.deployment.table):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class AwsClient:
     """The CLI's data source for a deployed app: same methods and JSON as the dev client."""
 
     def __init__(self, deployment: Deployment | None = None, *, clients: Any = None) -> None:
-        from runtime.backends.aws.store import DynamoStore
+        with one_line_errors():
+            from runtime.backends.aws.store import DynamoStore
 
-        self.deployment = deployment or Deployment.resolve()
-        self._events = clients["events"] if clients else None
-        self.store = DynamoStore(
-            self.deployment.table, client=clients["dynamodb"] if clients else None
-        )
+            self.deployment = deployment or Deployment.resolve()
+            self._clients = clients
+            self._events = clients["events"] if clients else None
+            self.store = DynamoStore(
+                self.deployment.table, client=clients["dynamodb"] if clients else None
+            )
+        self._dlqs: DeadLetterQueues | None = None
 
+    @_one_line
     def send(self, events: dict[str, Any] | list[dict[str, Any]]) -> list[str]:
         """Send events to the deployed bus."""
         d = self.deployment
         return send(events, app_id=d.app_id, bus=d.bus, client=self._events)
 
+    @_one_line
     def runs(
         self, *, function_id: str | None = None, status: str | None = None, limit: int = 20
     ) -> list[dict[str, Any]]:
@@ -40,9 +138,42 @@ class AwsClient:
         )
         return [run_summary(r) for r in self.store.list_runs(query)]
 
+    @_one_line
     def run(self, run_id: str) -> dict[str, Any]:
         """One run with its step timeline."""
         state = self.store.load(run_id)
         if state is None:
             raise click.ClickException(f"no run '{run_id}' in table {self.deployment.table}")
         return run_detail(state)
+
+    def dead_letter_queues(self) -> DeadLetterQueues:
+        """The app's DLQs (names derived from ``functions/`` as the CDK app derives them)."""
+        if self._dlqs is None:
+            import boto3
+
+            from runtime.backends.aws.dlq import DeadLetterQueues
+            from runtime.backends.aws.resources import AppResources
+            from runtime.discovery import load_app
+
+            resources = AppResources.for_app(load_app(), stage=os.environ.get(ENV_STAGE) or None)
+            sqs = self._clients["sqs"] if self._clients else boto3.client("sqs")
+            self._dlqs = DeadLetterQueues(resources, sqs)
+        return self._dlqs
+
+    @_one_line
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """What sits in the DLQs, as ``stepkit dlq list --json`` prints it."""
+        return [d.to_json() for d in self.dead_letter_queues().messages()]
+
+    @_one_line
+    def dead_letter_count(self) -> int:
+        """How many messages sit in the DLQs."""
+        return self.dead_letter_queues().count()
+
+    @_one_line
+    def redrive(self, *, queue: str | None = None, message_id: str | None = None) -> list[str]:
+        """Send DLQ messages back to their queues; the ids redriven."""
+        done = self.dead_letter_queues().redrive(queue=queue, message_id=message_id)
+        if message_id is not None and not done:
+            raise click.ClickException(f"no dead-lettered message '{message_id}'")
+        return done

@@ -3,6 +3,7 @@
 - ``stepkit dev``: load the app, run it on the local SQLite backend, serve API and dashboard.
 - ``stepkit send NAME``: send an event.
 - ``stepkit runs``: list runs; ``stepkit run RUN_ID``: one run and its step timeline.
+- ``stepkit dlq list|redrive``: what sits in the dead-letter queues; put it back to work.
 
 Exit codes: 0 on success, 1 on errors (unreachable server, rejected request, bad app), and
 click's 2 for usage errors (unknown option, invalid ``--data`` JSON...).
@@ -26,6 +27,7 @@ from urllib.parse import quote
 import click
 import httpx
 
+from runtime.dlq import dlq_notice
 from runtime.records import RunStatus
 
 if TYPE_CHECKING:
@@ -118,6 +120,19 @@ class DevClient:
         """Return one run with its step timeline."""
         data: dict[str, Any] = self._request("GET", f"/api/runs/{quote(run_id, safe='')}")
         return data
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """Dead-lettered messages, oldest first, as the API renders them."""
+        return list(self._request("GET", "/api/dlq")["messages"])
+
+    def dead_letter_count(self) -> int:
+        """How many messages sit in dead-letter queues."""
+        return int(self._request("GET", "/api/dlq")["count"])
+
+    def redrive(self, *, queue: str | None = None, message_id: str | None = None) -> list[str]:
+        """Put dead-lettered messages back to work; the ids redriven."""
+        body = {k: v for k, v in (("queue", queue), ("id", message_id)) if v is not None}
+        return list(self._request("POST", "/api/dlq/redrive", body=body)["redriven"])
 
 
 def url_option(fn: F) -> F:
@@ -254,6 +269,28 @@ def render_runs(runs: Sequence[dict[str, Any]]) -> str:
         for r in runs
     ]
     return table(["RUN ID", "FUNCTION", "STATUS", "EVENT", "CREATED", "DURATION"], rows, 2)
+
+
+def render_dead_letters(messages: Sequence[dict[str, Any]]) -> str:
+    """Render the ``stepkit dlq list`` table."""
+    if not messages:
+        return "no dead-lettered messages"
+    rows = [
+        [
+            m["queue"],
+            m["message_id"],
+            m["kind"],
+            m.get("function_id") or "-",
+            m.get("run_id") or "-",
+            m.get("step") or "-",
+            str(m.get("receive_count", "-")),
+            fmt_time(m.get("sent_at")),
+            (m.get("error") or "").splitlines()[0][:80] if m.get("error") else "",
+        ]
+        for m in messages
+    ]
+    headers = ["QUEUE", "ID", "KIND", "FUNCTION", "RUN", "STEP", "RECEIVES", "SENT", "ERROR"]
+    return table(headers, rows)
 
 
 def render_run(run: dict[str, Any]) -> str:
@@ -465,8 +502,16 @@ def runs(
     function_id: str | None, status: str | None, limit: int, as_json: bool, url: str, use_aws: bool
 ) -> None:
     """List recent runs, newest first."""
-    found = _client(url, use_aws).runs(function_id=function_id, status=status, limit=limit)
+    client = _client(url, use_aws)
+    found = client.runs(function_id=function_id, status=status, limit=limit)
     click.echo(json.dumps(found, indent=2) if as_json else render_runs(found))
+    try:
+        notice = dlq_notice(client.dead_letter_count())
+    except click.ClickException:
+        notice = None  # the notice is a courtesy: never fail the listing for it
+    if notice:
+        # On stderr under --json, so the JSON on stdout stays parseable.
+        click.echo(click.style(notice, fg="red"), err=as_json)
 
 
 @cli.command()
@@ -478,6 +523,33 @@ def run(run_id: str, as_json: bool, url: str, use_aws: bool) -> None:
     """Show run RUN_ID and its step timeline."""
     found = _client(url, use_aws).run(run_id)
     click.echo(json.dumps(found, indent=2) if as_json else render_run(found))
+
+
+@cli.group()
+def dlq() -> None:
+    """Messages in the dead-letter queues: list them, redrive them."""
+
+
+@dlq.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the messages as JSON.")
+@url_option
+@aws_option
+def dlq_list(as_json: bool, url: str, use_aws: bool) -> None:
+    """List what sits in the dead-letter queues (the messages stay there)."""
+    found = _client(url, use_aws).dead_letters()
+    click.echo(json.dumps(found, indent=2) if as_json else render_dead_letters(found))
+
+
+@dlq.command("redrive")
+@click.option("--queue", default=None, help="Only this dead-letter queue (as `dlq list` names it).")
+@click.option("--id", "message_id", default=None, help="Only this message id.")
+@url_option
+@aws_option
+def dlq_redrive(queue: str | None, message_id: str | None, url: str, use_aws: bool) -> None:
+    """Send dead-lettered messages back to their queues; each leaves the DLQ once sent."""
+    redriven = _client(url, use_aws).redrive(queue=queue, message_id=message_id)
+    noun = "message" if len(redriven) == 1 else "messages"
+    click.echo(f"redrove {len(redriven)} {noun}")
 
 
 def main() -> None:

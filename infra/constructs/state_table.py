@@ -76,6 +76,8 @@ class StateTable(Construct):
                 point_in_time_recovery_enabled=True
             ),
             time_to_live_attribute=ttl["AttributeName"] if ttl["Enabled"] else None,
+            # Keys only: the run reaper needs no more to find an expired run's partition.
+            stream=dynamodb.StreamViewType.KEYS_ONLY,
             removal_policy=cdk.RemovalPolicy.RETAIN if retain else cdk.RemovalPolicy.DESTROY,
             deletion_protection=retain,
         )

@@ -8,6 +8,9 @@ Endpoints (all JSON; errors are ``{"error": "<message>"}`` with a 4xx status):
 - ``GET /api/runs?function_id=&status=&limit=``: runs, newest first.
 - ``GET /api/runs/{run_id}``: a run with its step timeline.
 - ``POST /api/runs/{run_id}/cancel`` and ``POST /api/runs/{run_id}/rerun``.
+- ``GET /api/dlq``: dead-lettered messages, oldest first, and their ``count``.
+- ``POST /api/dlq/redrive`` with ``{"queue": ..., "id": ...}`` (both optional): put dead
+  messages back to work; ``{"redriven": [ids]}``.
 - ``GET /``: the dashboard; ``GET /healthz``: liveness.
 """
 
@@ -29,6 +32,7 @@ from starlette.staticfiles import StaticFiles
 
 from runtime.core.protocols import Clock, RunQuery
 from runtime.devserver import views
+from runtime.dlq import DeadLetter
 from runtime.errors import FunctionNotFoundError, InvalidEventError
 from runtime.records import RunRecord, RunState, RunStatus
 
@@ -70,6 +74,14 @@ class DevBackend(Protocol):
         """Start a new run with the same events; its id."""
         ...
 
+    def dead_letter_rows(self) -> list[DeadLetter]:
+        """Dead-lettered messages, oldest first."""
+        ...
+
+    def redrive(self, *, queue: str | None = None, message_id: str | None = None) -> list[str]:
+        """Put dead-lettered messages back to work; the ids redriven."""
+        ...
+
 
 class ApiError(Exception):
     """An error the API reports as ``{"error": message}`` with ``status``."""
@@ -101,6 +113,8 @@ def create_app(backend: DevBackend) -> Starlette:
         Route("/api/runs/{run_id}", api.get_run, methods=["GET"]),
         Route("/api/runs/{run_id}/cancel", api.cancel, methods=["POST"]),
         Route("/api/runs/{run_id}/rerun", api.rerun, methods=["POST"]),
+        Route("/api/dlq", api.list_dead_letters, methods=["GET"]),
+        Route("/api/dlq/redrive", api.redrive, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
@@ -251,3 +265,28 @@ class _Api:
         except LookupError as exc:
             raise ApiError(404, str(exc)) from None
         return JSONResponse({"run_id": new_id})
+
+    async def list_dead_letters(self, request: Request) -> Response:
+        found = await run_in_threadpool(self.backend.dead_letter_rows)
+        return JSONResponse({"count": len(found), "messages": [d.to_json() for d in found]})
+
+    async def redrive(self, request: Request) -> Response:
+        raw = await request.body()
+        body = await _json_body(request) if raw.strip() else {}
+        if not isinstance(body, dict):
+            raise ApiError(400, 'expected a JSON object like {"queue": "fn", "id": "12"}')
+        chosen: dict[str, str | None] = {}
+        for field in ("queue", "id"):
+            value = body.get(field)
+            if value is not None and not isinstance(value, str):
+                raise ApiError(400, f"{field}: expected a string, got {type(value).__name__}")
+            chosen[field] = value
+        unknown = sorted(set(body) - {"queue", "id"})
+        if unknown:
+            raise ApiError(400, f"unknown field(s) {', '.join(unknown)}; expected queue, id")
+        redriven = await run_in_threadpool(
+            lambda: self.backend.redrive(queue=chosen["queue"], message_id=chosen["id"])
+        )
+        if chosen["id"] is not None and not redriven:
+            raise ApiError(404, f"no dead-lettered message '{chosen['id']}'")
+        return JSONResponse({"redriven": redriven})

@@ -189,6 +189,7 @@ def test_finished_runs_expire_after_retention_and_steps_later(store: DynamoStore
     expires = int(START + 90 + 30 * DAY)
     for sk in ("RUN", "TRIGGER", "OUTBOX"):
         assert raw(ddb, "RUN#r1", sk)["expires_at"] == {"N": str(expires)}, sk
+    # Steps go with the run (the run reaper); this is only the backstop if it gives up.
     assert raw(ddb, "RUN#r1", "STEP#a")["expires_at"] == {"N": str(int(START + 396 * DAY))}
     waiter_item = raw(ddb, "WAIT#order/paid#data.x=1", "r1#w")  # indexed by its match value
     assert waiter_item["expires_at"] == {"N": str(int(START + 500 + DAY))}

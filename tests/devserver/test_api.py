@@ -371,3 +371,34 @@ def test_timeline_orders_by_start_then_store_order() -> None:
     steps = {r.key: r for r in [rec("c", 3.0), rec("a", 1.0), rec("b2", 2.0), rec("b1", 2.0)]}
     steps["x"] = rec("x", None)
     assert [r.key for r in timeline(steps)] == ["a", "b2", "b1", "c", "x"]
+
+
+def test_dlq_endpoints_list_and_redrive_and_name_bad_requests(env: Env) -> None:
+    from runtime.records import Message, MessageKind
+
+    assert env.client.get("/api/dlq").json() == {"count": 0, "messages": []}
+    queue = env.backend.queue
+    queue.max_receives = 1
+    queue.send([Message(MessageKind.CONTINUE, "greet", "r1", version=2)])
+    (delivery,) = queue.receive(1)
+    assert queue.release(delivery, error="boom")
+    listed = env.client.get("/api/dlq").json()
+    assert listed["count"] == 1
+    (dead,) = listed["messages"]
+    assert (dead["queue"], dead["kind"], dead["run_id"], dead["error"]) == (
+        "greet", "continue", "r1", "boom"
+    )
+    bad = {
+        '{"queue": 1}': "queue: expected a string, got int",
+        '{"bogus": "x"}': "unknown field(s) bogus; expected queue, id",
+        "[]": "expected a JSON object",
+        "{nope": "invalid JSON body",
+    }
+    for body, error in bad.items():
+        resp = env.client.post("/api/dlq/redrive", content=body)
+        assert resp.status_code == 400 and error in resp.json()["error"], (body, resp.text)
+    resp = env.client.post("/api/dlq/redrive", json={"id": "12345"})
+    assert resp.status_code == 404 and resp.json() == {"error": "no dead-lettered message '12345'"}
+    resp = env.client.post("/api/dlq/redrive")  # no body: everything
+    assert resp.json() == {"redriven": [dead["message_id"]]}
+    assert env.client.get("/api/dlq").json()["count"] == 0

@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -151,6 +152,75 @@ def test_runs_limit(backend: LocalBackend, url: str) -> None:
     backend.run_until_idle()
     out = stepkit("runs", "--limit", "2", "--json", "--url", url).output
     assert len(json.loads(out)) == 2
+
+
+# -- dead letters ------------------------------------------------------------------------------
+
+
+def test_a_dead_lettered_message_is_listed_redriven_and_its_run_completes(
+    backend: LocalBackend, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The store failing on every delivery is what leaves a message in the dead letters (a
+    # failing step fails its run instead): here, a start whose run cannot be created.
+    def unavailable(*args: object, **kwargs: object) -> bool:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(backend.store, "create_run", unavailable)
+    stepkit("send", "user/signup", "--data", '{"name": "ada"}', "--url", url)
+    backend.run_until_idle()
+    assert stepkit("runs", "--url", url).output.splitlines() == [
+        "no runs",
+        "1 message in dead-letter queues: stepkit dlq list",
+    ]
+    listed = stepkit("dlq", "list", "--url", url)
+    assert listed.exit_code == 0, listed.output
+    header, row = listed.output.splitlines()
+    assert header.split() == [
+        "QUEUE", "ID", "KIND", "FUNCTION", "RUN", "STEP", "RECEIVES", "SENT", "ERROR"
+    ]
+    (dead,) = json.loads(stepkit("dlq", "list", "--json", "--url", url).output)
+    assert dead["queue"] == dead["function_id"] == "greet"
+    assert (dead["kind"], dead["step"], dead["receive_count"]) == ("start", None, 10)
+    assert dead["error"] == "OperationalError: disk I/O error"
+    assert dead["sent_at"] == "2026-03-02T08:00:00.000Z"
+    assert row.split()[:5] == ["greet", dead["message_id"], "start", "greet", dead["run_id"]]
+
+    monkeypatch.undo()  # the store is back
+    missing = stepkit("dlq", "redrive", "--id", "999", "--url", url)
+    assert missing.exit_code == 1 and "no dead-lettered message '999'" in missing.output
+    redriven = stepkit("dlq", "redrive", "--id", dead["message_id"], "--url", url)
+    assert redriven.exit_code == 0, redriven.output
+    assert redriven.output.strip() == "redrove 1 message"
+    assert stepkit("dlq", "redrive", "--url", url).output.strip() == "redrove 0 messages"
+    assert stepkit("dlq", "list", "--url", url).output.strip() == "no dead-lettered messages"
+    backend.run_until_idle()
+    backend.clock.advance("1h")  # type: ignore[attr-defined]
+    backend.run_until_idle()
+    run = backend.get_run(dead["run_id"])
+    assert run is not None and run.run.status.value == "Completed"
+    assert run.run.output == "hello ada"
+    (line,) = stepkit("runs", "--url", url).output.splitlines()[1:]
+    assert "Completed" in line
+
+
+def test_redrive_is_idempotent_and_takes_a_queue(backend: LocalBackend) -> None:
+    from runtime.records import Message, MessageKind
+
+    queue = backend.queue
+    queue.max_receives = 1
+    queue.send([Message(MessageKind.CONTINUE, "greet", "r1", id="m1", version=3)])
+    queue.send([Message(MessageKind.CONTINUE, "other", "r2", id="m2", version=1)])
+    for delivery in queue.receive(2):
+        assert queue.release(delivery, error="boom")
+    assert queue.dead_count() == 2
+    assert queue.redrive(queue="nope") == []
+    (first,) = queue.redrive(queue="greet")
+    assert queue.redrive(queue="greet") == [] and queue.dead_count() == 1
+    (back,) = queue.receive(2)
+    assert str(back.seq) == first and back.receive_count == 1
+    # marked re-sent: the worker handles it as a redelivery (re-sends a landed commit's outbox)
+    assert back.message.payload == {"resend": True}
+    assert (back.message.id, back.message.version) == ("m1", 3)
 
 
 # -- errors ------------------------------------------------------------------------------------

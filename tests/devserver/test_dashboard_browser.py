@@ -21,6 +21,7 @@ from runtime import App, Context, TriggerEvent
 from runtime.backends.local import LocalBackend
 from runtime.core.clock import FakeClock
 from runtime.devserver.background import serve_in_background as serve
+from runtime.records import Message, MessageKind
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 INSTALL_HINT = (
@@ -132,3 +133,20 @@ def test_dashboard_shows_a_retrying_step_error(backend: LocalBackend, tmp_path: 
     assert 'class="pill s-retrying"' in dom
     assert "ConnectionError: payment gateway timed out" in dom
     assert "next attempt" in dom
+
+
+def test_dashboard_shows_how_many_messages_are_dead_lettered(
+    backend: LocalBackend, tmp_path: Path
+) -> None:
+    browser = chromium()
+    with serve(backend) as url:
+        before = browse(browser, url, tmp_path, "--dump-dom")
+        backend.queue.max_receives = 1
+        backend.queue.send([Message(MessageKind.CONTINUE, "charge", "r1", version=9),
+                            Message(MessageKind.CONTINUE, "charge", "r2", version=9)])
+        for delivery in backend.queue.receive(2):  # each fails its only delivery
+            assert backend.queue.release(delivery, error="table unreachable")
+        after = browse(browser, url, tmp_path, "--dump-dom")
+    assert '<span id="dlq" class="dlq" role="status" hidden=""' in before
+    assert "2 messages in dead-letter queues: stepkit dlq list</span>" in after
+    assert '<span id="dlq" class="dlq" role="status" title=' in after  # shown: not hidden

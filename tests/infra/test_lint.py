@@ -38,7 +38,7 @@ from infra.stack import StackSettings, StepkitStack
 #: Acknowledged cdk-nag rules, each with its reason in infra/nag.py. A new one should be a
 #: deliberate decision, so it has to be added here too.
 ACKNOWLEDGED = {
-    "AwsSolutions-SQS3",  # the delivery DLQ is itself a dead-letter queue
+    "AwsSolutions-SQS3",  # the delivery DLQ and the reaper's failure queue are DLQs
     "Serverless-LambdaDLQ",  # SQS event source mappings invoke synchronously
     "Serverless-LambdaEventSourceMappingDestination",  # not for SQS: the redrive policy is
     "Serverless-SQSRedrivePolicy",  # on the dead-letter queues themselves

@@ -25,6 +25,8 @@ from aws_cdk.assertions import Template
 from cdk_nag import AwsSolutionsChecks
 
 from infra.bundling import PROJECT_ROOT
+from infra.constructs.run_reaper import BATCH_SIZE as REAPER_BATCH
+from infra.constructs.run_reaper import HANDLER as REAPER_HANDLER
 from infra.constructs.state_table import STATE_ACTIONS
 from infra.stack import StackSettings, StepkitStack
 from runtime import App, AwsOptions, TriggerCron, TriggerEvent
@@ -80,14 +82,23 @@ def resources(synthesized: tuple) -> Resources:
 
 def queue_id(resources: Resources, name: str) -> str:
     (found,) = [k for k, v in of_type(resources, "AWS::SQS::Queue").items()
-                if props(v)["QueueName"] == name]
+                if props(v).get("QueueName") == name]
     return found
 
 
 def lambda_of(resources: Resources, function_id: str | None) -> tuple[str, dict[str, Any]]:
     (found,) = [(k, props(v)) for k, v in of_type(resources, "AWS::Lambda::Function").items()
-                if props(v)["Environment"]["Variables"].get("STEPKIT_FUNCTION") == function_id]
+                if props(v)["Handler"] != REAPER_HANDLER
+                and props(v)["Environment"]["Variables"].get("STEPKIT_FUNCTION") == function_id]
     return found
+
+
+def reaper_ids(resources: Resources) -> tuple[str, str]:
+    """The logical ids of the run reaper's failure queue and Lambda."""
+    (mapping,) = [props(m) for m in of_type(resources, "AWS::Lambda::EventSourceMapping").values()
+                  if "DestinationConfig" in props(m)]
+    failed = mapping["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
+    return failed, mapping["FunctionName"]["Ref"]
 
 
 def role_statements(resources: Resources, role_arn: dict[str, Any]) -> list[dict[str, Any]]:
@@ -114,10 +125,12 @@ def test_one_lambda_queue_dlq_and_mapping_per_function_plus_the_router(
 ) -> None:
     n = len(list(app)) + 1
     counts = Counter(r["Type"] for r in resources.values())
-    assert counts["AWS::Lambda::Function"] == n
-    assert counts["AWS::SQS::Queue"] == 2 * n + 1  # and the one delivery DLQ
-    assert counts["AWS::Lambda::EventSourceMapping"] == n
-    assert counts["AWS::Logs::LogGroup"] == n
+    # ... the one delivery DLQ, and the run reaper: a Lambda, its failure queue, its stream
+    # mapping, its logs.
+    assert counts["AWS::Lambda::Function"] == n + 1
+    assert counts["AWS::SQS::Queue"] == 2 * n + 2
+    assert counts["AWS::Lambda::EventSourceMapping"] == n + 1
+    assert counts["AWS::Logs::LogGroup"] == n + 1
 
 
 def test_lambdas_run_the_handlers_on_arm64_with_the_stepkit_environment(
@@ -388,12 +401,13 @@ def test_alarms_on_every_dlq_and_lambda_and_a_dashboard(
     alarms = [props(a) for a in of_type(resources, "AWS::CloudWatch::Alarm").values()]
     dlqs = [res.function(fn.id).dlq for fn in app] + [res.router_dlq, res.delivery_dlq]
     assert sorted(dlqs) == sorted(name for name, _ in res.dead_letter_queues())
+    reaper_failed, reaper = reaper_ids(resources)
     dlq_alarms = [a for a in alarms if a["MetricName"] == "ApproximateNumberOfMessagesVisible"]
     assert sorted(a["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in dlq_alarms) == \
-        sorted(queue_id(resources, d) for d in dlqs)
+        sorted([*(queue_id(resources, d) for d in dlqs), reaper_failed])
     error_alarms = [a for a in alarms if a["MetricName"] == "Errors"]
     assert sorted(a["Dimensions"][0]["Value"]["Ref"] for a in error_alarms) == \
-        sorted(k for k in of_type(resources, "AWS::Lambda::Function"))
+        sorted(k for k in of_type(resources, "AWS::Lambda::Function") if k != reaper)
     for a in alarms:
         assert (a["Threshold"], a["ComparisonOperator"]) == (0, "GreaterThanThreshold")
     ((_, dashboard),) = of_type(resources, "AWS::CloudWatch::Dashboard").items()
@@ -497,7 +511,7 @@ def test_tracing_context_makes_every_lambda_trace_actively(tmp_path: Path) -> No
     cdk_app.synth()  # cdk-nag passes: the one wildcard (X-Ray) is acknowledged with a reason
     resources = Template.from_stack(stack).to_json()["Resources"]
     functions = of_type(resources, "AWS::Lambda::Function")
-    assert len(functions) == 2  # the function and the router
+    assert len(functions) == 3  # the function, the router and the run reaper
     for _, fn in functions.items():
         p = props(fn)
         assert p["TracingConfig"] == {"Mode": "Active"}
@@ -547,7 +561,7 @@ def test_options_and_settings_shape_the_lambdas_and_names() -> None:
     assert {props(g)["RetentionInDays"] for g in
             of_type(resources, "AWS::Logs::LogGroup").values()} == {7}
     (m,) = [props(m) for m in of_type(resources, "AWS::Lambda::EventSourceMapping").values()
-            if props(m)["BatchSize"] != 10]
+            if props(m)["BatchSize"] not in (10, REAPER_BATCH)]
     assert m["BatchSize"] == 5
     # Capped where messages wait, so nothing is throttled into the DLQ.
     assert m["ScalingConfig"] == {"MaximumConcurrency": 3}
@@ -555,8 +569,11 @@ def test_options_and_settings_shape_the_lambdas_and_names() -> None:
 
 def test_every_lambda_may_continue_runs_through_its_own_queue(resources: Resources) -> None:
     # Lambda stops a same-function SQS chain after ~16 hops unless RecursiveLoop is Allow:
-    # every step and every 900 s timer hop of a run is such a hop.
-    functions = of_type(resources, "AWS::Lambda::Function")
+    # every step and every 900 s timer hop of a run is such a hop. (The run reaper, fed by
+    # the table's stream, sends nothing and keeps Lambda's default.)
+    _, reaper = reaper_ids(resources)
+    functions = {k: f for k, f in of_type(resources, "AWS::Lambda::Function").items()
+                 if k != reaper}
     assert functions
     assert {k: props(f).get("RecursiveLoop") for k, f in functions.items()} == {
         k: "Allow" for k in functions}

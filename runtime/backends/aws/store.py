@@ -365,7 +365,7 @@ class DynamoStore:
                                           ":running": t.s(RunStatus.RUNNING.value)},
         }}, self._put(t.outbox_item(run_id, version, commit.msg_id, commit.outbox,
                                     [w.record.key for w in commit.steps], expires))]
-        # Steps must outlive their run, whose longest sleep is a year: see ARCHITECTURE.md.
+        # A backstop only: the run reaper deletes steps and log with their run (ARCHITECTURE.md).
         step_ttl = now + self.retention + 366 * t.DAY
         actions.append(self._put(t.log_item(run_id, version, commit.msg_id,
                                             [w.record for w in commit.steps], step_ttl,

@@ -21,6 +21,7 @@ from runtime.core.clock import SystemClock
 from runtime.core.orchestrator import Orchestrator
 from runtime.core.protocols import Clock, RunQuery
 from runtime.cron import CronSchedule
+from runtime.dlq import DeadLetter
 from runtime.engine import Limits
 from runtime.events import Event
 from runtime.records import Message, RunRecord, RunState
@@ -310,6 +311,18 @@ class LocalBackend:
     def dead_letters(self) -> list[Message]:
         """Messages that used up their deliveries."""
         return self.queue.dead_letters()
+
+    def dead_letter_rows(self) -> list[DeadLetter]:
+        """Every dead-lettered queue row, as ``stepkit dlq list`` shows it."""
+        return self.queue.dead_letter_rows()
+
+    def dead_letter_count(self) -> int:
+        """How many queue rows are dead-lettered."""
+        return self.queue.dead_count()
+
+    def redrive(self, *, queue: str | None = None, message_id: str | None = None) -> list[str]:
+        """Put dead-lettered rows back to work; the ids redriven."""
+        return self.queue.redrive(queue=queue, message_id=message_id)
 
     def close(self) -> None:
         """Stop the threads and close this process's database connections."""

@@ -17,6 +17,7 @@ from typing import Any
 
 from runtime.backends.local.store import Database, dumps
 from runtime.core.protocols import Clock
+from runtime.dlq import DeadLetter, describe_body, redrive_body
 from runtime.records import Message
 
 _SCHEMA = (
@@ -218,6 +219,71 @@ class SqliteQueue:
             except (ValueError, TypeError, KeyError):
                 continue  # dead because unreadable; inspect the row itself
         return out
+
+    def dead_letter_rows(self) -> list[DeadLetter]:
+        """Every dead row, oldest first, unreadable ones included; ``message_id`` is the row."""
+        rows = self.db.connection().execute(
+            "SELECT seq, function_id, body, sent_at, receive_count, last_error FROM queue"
+            " WHERE dead = 1 ORDER BY seq"
+        ).fetchall()
+        out = []
+        for seq, function_id, body, sent_at, count, error in rows:
+            kind, fn, run_id, step = describe_body(body)
+            out.append(
+                DeadLetter(
+                    queue=function_id,
+                    message_id=str(seq),
+                    kind=kind,
+                    function_id=fn or function_id,
+                    run_id=run_id,
+                    step=step,
+                    error=error,
+                    sent_ts=sent_at,
+                    receive_count=count,
+                    source=function_id,
+                )
+            )
+        return out
+
+    def dead_count(self) -> int:
+        """How many messages are dead-lettered."""
+        row = self.db.connection().execute("SELECT count(*) FROM queue WHERE dead = 1").fetchone()
+        return int(row[0])
+
+    def redrive(self, *, queue: str | None = None, message_id: str | None = None) -> list[str]:
+        """Put dead rows back to work: visible now, receive count reset, marked as re-sent.
+
+        Idempotent: a row is redriven once (it is no longer dead), so repeating the call, or
+        racing another, redrives nothing twice. The re-sent mark makes the worker handle the
+        message as a redelivery (see :func:`runtime.dlq.redrive_body`).
+
+        Args:
+            queue: Only rows of this function's queue.
+            message_id: Only this row (as listed by :meth:`dead_letter_rows`).
+
+        Returns:
+            The ids of the rows redriven.
+        """
+        where, params = ["dead = 1"], []
+        if queue is not None:
+            where.append("function_id = ?")
+            params.append(queue)
+        if message_id is not None:
+            if not message_id.isdigit():
+                return []
+            where.append("seq = ?")
+            params.append(message_id)
+        now = self.clock.now()
+        with self.db.write() as conn:
+            rows = conn.execute(
+                f"SELECT seq, body FROM queue WHERE {' AND '.join(where)} ORDER BY seq", params
+            ).fetchall()
+            conn.executemany(
+                "UPDATE queue SET dead = 0, receive_count = 0, visible_at = ?, lease_until = NULL,"
+                " last_error = NULL, body = ? WHERE seq = ? AND dead = 1",
+                [(now, redrive_body(body), seq) for seq, body in rows],
+            )
+        return [str(seq) for seq, _ in rows]
 
     def close(self) -> None:
         """Close this process's connections."""

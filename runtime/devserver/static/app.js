@@ -357,12 +357,21 @@ async function sendEvent(ev) {
   setTimeout(refreshRuns, 300);
 }
 
+async function refreshDeadLetters() {
+  const data = await api("GET", "/api/dlq");
+  const el = $("dlq");
+  el.hidden = data.count === 0;
+  el.textContent = data.count + (data.count === 1 ? " message" : " messages") +
+    " in dead-letter queues: stepkit dlq list";
+}
+
 // -- wiring ----------------------------------------------------------------------------------
 
 async function refreshAll() {
   if (!state.functionsLoaded) await loadFunctions().catch(() => {});
   await refreshRuns();
   await refreshRun();
+  await refreshDeadLetters().catch(() => {});
 }
 
 function start() {
@@ -376,6 +385,7 @@ function start() {
   setInterval(() => { if ($("auto-refresh").checked) refreshAll(); }, REFRESH_MS);
   loadFunctions().catch((err) => { $("functions").replaceChildren(h("li", { class: "muted" }, err.message)); });
   refreshRuns().then(route);
+  refreshDeadLetters().catch(() => {});
 }
 
 start();
