@@ -470,9 +470,16 @@ class Orchestrator:
         run is failed with the reason rather than left waiting for work that is gone.
         """
         state = self.store.load(msg.run_id)
-        if state is None or state.run.status.finished:
+        if state is None:
             return
-        if self._runs_code(state, msg) and state.run.last_msg != msg.id:
+        if state.run.last_msg == msg.id or self.store.committed(msg.run_id, msg.id) is not None:
+            # Its commit landed (perhaps failing the run on an earlier last delivery) and a
+            # crash lost the sends: send them, as on any redelivery.
+            self._resend(fn, msg, state, hard=True)
+            return
+        if state.run.status.finished:
+            return
+        if self._runs_code(state, msg):
             self._give_up_hard(fn, msg, receive_count)
             return
         try:

@@ -494,6 +494,14 @@ class AwsBackend:
                 found.append(Message.from_json(raw))
         return found
 
+    def redrive(self, *, queue: str | None = None, message_id: str | None = None) -> list[str]:
+        """Send dead-lettered messages back to their queues (as ``stepkit dlq redrive``)."""
+        from runtime.backends.aws.dlq import DeadLetterQueues
+
+        return DeadLetterQueues(self.resources, self.clients["sqs"]).redrive(
+            queue=queue, message_id=message_id
+        )
+
     def duplicate_deliveries(self) -> None:
         """Fault injection: every queue message and event is sent twice."""
         for c in self.consumers:

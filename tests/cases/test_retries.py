@@ -42,7 +42,7 @@ def test_step_retries_then_succeeds(make_harness: Any) -> None:
         assert attempts == [0, 1, 2]
         assert step.status == "completed" and step.attempt == 2
     else:  # an attempt may run twice (at-least-once), and the fake fails by call count
-        assert h.once(attempts) == list(range(step.attempt + 1)) and len(calls) == 3
+        assert h.once(attempts) == list(range(step.attempt + 1)) and len(calls) >= 3
 
 
 def test_backoff_is_exponential_with_jitter() -> None:
@@ -93,9 +93,11 @@ def test_uncaught_step_error_fails_the_run_without_more_retries(make_harness: An
     h.advance("1h")
     run = h.only_run("doomed")
     assert run.status == "Failed"
-    assert len(calls) == 2
+    assert run.step("primary").attempt == 1  # two attempts (retries=1) ...
+    assert len(calls) == 2 or (h.chaos and len(calls) > 2)  # (chaos repeats some)
     assert run.state.run.attempt == 0  # the handler itself was not retried
-    assert run.error == "StepError: step 'primary' failed: ConnectionError: boom 2"
+    assert run.error == f"StepError: step 'primary' failed: ConnectionError: boom {len(calls)}" \
+        or (h.chaos and run.error.startswith("StepError: step 'primary' failed: ConnectionError"))
 
 
 def test_non_retriable_error_fails_step_and_run_at_once(make_harness: Any) -> None:
@@ -127,7 +129,7 @@ def test_retry_after_error_schedules_the_retry_at_the_given_time(make_harness: A
 
     def limited() -> str:
         at.append(h.clock.now())
-        if len(at) == 1:
+        if at[-1] < at[0] + 30 * 60:  # (chaos may run an attempt twice: decide by time)
             raise RetryAfterError("rate limited", timedelta(minutes=30))
         return "done"
 
@@ -138,10 +140,11 @@ def test_retry_after_error_schedules_the_retry_at_the_given_time(make_harness: A
     h = make_harness(app)
     h.send("a/b")
     h.advance("29m")
-    assert len(at) == 1, "retried before the RetryAfterError time"
+    assert len(h.once(at)) == 1, "retried before the RetryAfterError time"
     h.advance("2m")
-    assert len(at) == 2
-    assert at[1] - at[0] >= 30 * 60
+    attempts = h.once(at)
+    assert len(attempts) == 2
+    assert attempts[1] - attempts[0] >= 30 * 60
     assert h.only_run("limited").output == "done"
 
 
@@ -153,7 +156,7 @@ def test_handler_errors_outside_steps_retry_the_handler(make_harness: Any) -> No
     def handler(ctx: Context) -> Any:
         value = ctx.step.run("once", lambda: 41)
         tries.append(ctx.attempt)
-        if len(tries) < 3:
+        if ctx.attempt < 2:
             raise ValueError("not yet")
         return value + 1
 
@@ -163,7 +166,7 @@ def test_handler_errors_outside_steps_retry_the_handler(make_harness: Any) -> No
     run = h.only_run("body-error")
     assert run.status == "Completed" and run.output == 42
     assert run.error is None  # the earlier attempts' error does not outlive the success
-    assert tries == [0, 1, 2]
+    assert h.once(tries) == [0, 1, 2]
     assert run.step("once").attempt == 0
 
 
