@@ -35,6 +35,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="run the behaviour suite in this delivery mode (normal, chaos); default: both",
     )
+    parser.addoption(
+        "--chaos-seed",
+        type=int,
+        default=0,
+        help="seed of chaos mode's fault dice; sweep it to hunt interleavings (default: 0)",
+    )
 
 
 def _modes(config: pytest.Config) -> list[str]:
@@ -77,7 +83,8 @@ def make_harness(
         if duplicate_deliveries:
             h.duplicate_deliveries()
         if mode == "chaos":
-            h.enable_chaos(Chaos(seed=len(made)))
+            base: int = request.config.getoption("--chaos-seed")
+            h.enable_chaos(Chaos(seed=base * 100 + len(made)))
         return h
 
     yield make
