@@ -18,7 +18,7 @@ from celpy.evaluation import CELEvalError, base_functions
 
 from runtime.expressions import _plain
 
-__all__ = ["CELParseError", "compile_program", "evaluate"]
+__all__ = ["CELParseError", "compile_program", "evaluate", "value"]
 
 _BOOL = celtypes.BoolType
 
@@ -83,6 +83,41 @@ def evaluate(program: celpy.Runner, variables: Mapping[str, Any]) -> bool:
     except _EVAL_ERRORS:
         return False
     return isinstance(result, celtypes.BoolType) and bool(result)
+
+
+def _from_cel(result: Any) -> Any:
+    """A CEL value as plain JSON-like Python."""
+    if result is None or isinstance(result, celtypes.NullType):
+        return None
+    if isinstance(result, celtypes.BoolType):
+        return bool(result)
+    if isinstance(result, celtypes.IntType | celtypes.UintType):
+        return int(result)
+    if isinstance(result, celtypes.DoubleType):
+        return float(result)
+    if isinstance(result, celtypes.StringType):
+        return str(result)
+    if isinstance(result, celtypes.MapType):
+        return {str(_from_cel(k)): _from_cel(v) for k, v in result.items()}
+    if isinstance(result, celtypes.ListType):
+        return [_from_cel(v) for v in result]
+    return str(result)
+
+
+def value(program: celpy.Runner, variables: Mapping[str, Any]) -> Any:
+    """What ``program`` yields with ``variables`` bound, as plain Python.
+
+    Raises:
+        LookupError: Evaluation failed (a missing field, a type mismatch...).
+    """
+    activation = {name: _to_cel(v) for name, v in variables.items()}
+    try:
+        result = program.evaluate(activation)
+    except _EVAL_ERRORS as exc:
+        raise LookupError(str(exc)) from None
+    if isinstance(result, CELEvalError):
+        raise LookupError(str(result))
+    return _from_cel(result)
 
 
 # Parse-tree nodes that only wrap their one child (a literal, a member, a conjunction).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ from runtime.errors import ConfigurationError, FunctionNotFoundError
 from runtime.events import _NAME as _EVENT_NAME
 from runtime.events import FUNCTION_FAILED
 from runtime.expressions import Expression, ExpressionError, match_expression
+from runtime.flow import Concurrency, FlowSpec, Priority, RateLimit, Singleton, Throttle
 
 if TYPE_CHECKING:
     from runtime.engine.context import Context
@@ -122,6 +123,7 @@ class FunctionDef:
     start_timeout: timedelta | None
     finish_timeout: timedelta | None
     aws: AwsOptions = field(default_factory=AwsOptions)
+    flow: FlowSpec = field(default_factory=FlowSpec)
 
     def __call__(self, ctx: Context) -> Any:
         """Call the handler directly (for unit tests of pure logic)."""
@@ -195,6 +197,12 @@ class App:
         timeouts: Timeouts | None = None,
         on_failure: Handler | None = None,
         aws: AwsOptions | Mapping[str, Any] | None = None,
+        idempotency: str | None = None,
+        throttle: Throttle | Mapping[str, Any] | None = None,
+        rate_limit: RateLimit | Mapping[str, Any] | None = None,
+        concurrency: int | Concurrency | Mapping[str, Any] | Sequence[Any] | None = None,
+        singleton: Singleton | Mapping[str, Any] | None = None,
+        priority: Priority | Mapping[str, Any] | None = None,
         **unknown: Any,
     ) -> Callable[[Handler], FunctionDef]:
         """Register a durable function.
@@ -210,6 +218,15 @@ class App:
             aws: How it is deployed (memory, timeout, concurrency, permissions, environment,
                 secrets, VPC, layers): :class:`~runtime.deploy.AwsOptions` or a dict of its
                 fields. The ``on_failure`` function gets the same.
+            idempotency: CEL over ``event``: at most one run per key value per 24 h; later
+                events with the same key start no run (recorded as Skipped).
+            throttle: :class:`~runtime.flow.Throttle`: starts over the rate are delayed.
+            rate_limit: :class:`~runtime.flow.RateLimit`: starts over the rate are skipped.
+            concurrency: A limit, a :class:`~runtime.flow.Concurrency` or a list of up to
+                two: executing steps at once, per key and per function or app.
+            singleton: :class:`~runtime.flow.Singleton`: one running run per key.
+            priority: :class:`~runtime.flow.Priority`: moves runs ahead in the concurrency
+                line (needs ``concurrency``).
             **unknown: Refused with a clear error (a misspelt option never passes silently).
 
         Raises:
@@ -218,9 +235,11 @@ class App:
         if unknown:
             raise ConfigurationError(_unknown_options(id, unknown))
         settings = _aws_options(id, aws)
+        flow = _flow_spec(id, idempotency, throttle, rate_limit, concurrency, singleton, priority)
 
         def register(handler: Handler) -> FunctionDef:
             fn = self._build(id, handler, trigger, retries, cancel_on, timeouts, settings)
+            fn = replace(fn, flow=flow)
             self._add(fn)
             if on_failure is not None:
                 failure = self._build(
@@ -348,7 +367,10 @@ class App:
         return [fn for fn in self._functions.values() if fn.triggered_by(event)]
 
 
-_OPTIONS = ("id", "trigger", "retries", "cancel_on", "timeouts", "on_failure", "aws")
+_OPTIONS = ("id", "trigger", "retries", "cancel_on", "timeouts", "on_failure", "aws",
+            "idempotency", "throttle", "rate_limit", "concurrency", "singleton", "priority")
+# Inngest options stepkit does not have yet: refused by name rather than as typos.
+_NOT_YET = ("debounce", "batch_events")
 # Keyword options of earlier versions: reserved concurrency dead-lettered throttled messages.
 _RENAMED = {"memory_mb": "memory_mb", "timeout_s": "timeout_s",
             "reserved_concurrency": "max_concurrency", "batch_size": "sqs_batch_size"}
@@ -360,7 +382,9 @@ def _unknown_options(fn_id: Any, unknown: Mapping[str, Any]) -> str:
     for name in sorted(unknown):
         close = difflib.get_close_matches(name, _OPTIONS, n=1)
         near = difflib.get_close_matches(name, list(AwsOptions.model_fields), n=1)
-        if name in _RENAMED:
+        if name in _NOT_YET:
+            hints.append(f"'{name}' (not available in stepkit yet)")
+        elif name in _RENAMED:
             hints.append(f"'{name}' (now aws=AwsOptions({_RENAMED[name]}=...))")
         elif close:
             hints.append(f"'{name}' (did you mean '{close[0]}'?)")
@@ -390,11 +414,79 @@ def _aws_options(fn_id: Any, aws: AwsOptions | Mapping[str, Any] | None) -> AwsO
         raise ConfigurationError(f"function '{fn_id}': {_describe(exc)}") from None
 
 
-def _describe(exc: ValidationError) -> str:
-    """Pydantic's errors as ``aws.<field>: <message> (got <value>)``, one per line."""
+def _describe(exc: ValidationError, option: str = "aws") -> str:
+    """Pydantic's errors as ``<option>.<field>: <message> (got <value>)``, one per line."""
     lines = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in ("aws", *err["loc"]))
+        where = ".".join(str(p) for p in (option, *err["loc"]))
         got = err.get("input")
-        lines.append(f"{where}: {err['msg']} (got {got!r})")
+        msg = err["msg"].removeprefix("Value error, ")
+        msg = msg.removeprefix(f"{err['loc'][-1]}: ") if err["loc"] else msg
+        lines.append(f"{where}: {msg} (got {got!r})")
     return "; ".join(lines)
+
+
+def _model(fn_id: Any, option: str, model: type[Any], value: Any) -> Any:
+    """Validate one flow-control option into its model, naming the function and option."""
+    if value is None or isinstance(value, model):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f"function '{fn_id}': {option} must be {model.__name__}(...) or a dict, "
+            f"got {type(value).__name__}"
+        )
+    try:
+        return model.model_validate(dict(value))
+    except ValidationError as exc:
+        raise ConfigurationError(f"function '{fn_id}': {_describe(exc, option)}") from None
+
+
+def _flow_spec(
+    fn_id: Any,
+    idempotency: Any,
+    throttle: Any,
+    rate_limit: Any,
+    concurrency: Any,
+    singleton: Any,
+    priority: Any,
+) -> FlowSpec:
+    """Validate the flow-control options of one function (see :mod:`runtime.flow`)."""
+    where = f"function '{fn_id}'"
+    if idempotency is not None:
+        if not isinstance(idempotency, str) or not idempotency.strip():
+            raise ConfigurationError(
+                f"{where}: idempotency must be a CEL expression over event, e.g. "
+                f"'event.data.order_id', got {idempotency!r}"
+            )
+        _compile(idempotency, f"{where} idempotency")
+    if isinstance(concurrency, bool):
+        raise ConfigurationError(f"{where}: concurrency must be a limit or Concurrency(...)")
+    if isinstance(concurrency, int):
+        concurrency = {"limit": concurrency}
+    items = (
+        list(concurrency)
+        if isinstance(concurrency, Sequence) and not isinstance(concurrency, str)
+        else [] if concurrency is None else [concurrency]
+    )
+    if len(items) > 2:
+        raise ConfigurationError(
+            f"{where}: concurrency takes at most 2 constraints, got {len(items)}"
+        )
+    limits = tuple(
+        _model(fn_id, f"concurrency[{i}]" if len(items) > 1 else "concurrency", Concurrency,
+               {"limit": c} if isinstance(c, int) and not isinstance(c, bool) else c)
+        for i, c in enumerate(items)
+    )
+    spec = FlowSpec(
+        idempotency=idempotency,
+        throttle=_model(fn_id, "throttle", Throttle, throttle),
+        rate_limit=_model(fn_id, "rate_limit", RateLimit, rate_limit),
+        concurrency=limits,
+        singleton=_model(fn_id, "singleton", Singleton, singleton),
+        priority=_model(fn_id, "priority", Priority, priority),
+    )
+    if spec.priority is not None and not spec.concurrency:
+        raise ConfigurationError(
+            f"{where}: priority orders runs waiting for a concurrency slot; give concurrency too"
+        )
+    return spec

@@ -87,3 +87,7 @@ class FunctionNotFoundError(StepkitError, LookupError):
     """No function with the given id is registered."""
 
     is_retriable = False
+
+
+class GateMovedError(StepkitError):
+    """A flow-control gate changed between reading it and writing it; read it again."""

@@ -175,6 +175,16 @@ class Expression:
 
         return _cel.evaluate(self._program, variables)
 
+    def value(self, variables: Mapping[str, Any]) -> Any:
+        """Evaluate to a JSON-like value (a key, a number) with ``variables`` bound.
+
+        Raises:
+            LookupError: Evaluation failed (a missing field, a type mismatch...).
+        """
+        from runtime import _cel
+
+        return _cel.value(self._program, variables)
+
     def __repr__(self) -> str:
         return f"Expression({self.source!r}, where={self.where!r})"
 

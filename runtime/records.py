@@ -21,6 +21,7 @@ class RunStatus(StrEnum):
     COMPLETED = "Completed"
     FAILED = "Failed"
     CANCELLED = "Cancelled"
+    SKIPPED = "Skipped"  # flow control started no run (rate limit, idempotency, singleton)
 
     @property
     def finished(self) -> bool:
@@ -154,6 +155,8 @@ class RunRecord:
         last_msg: Id of the message whose commit was last applied, so a redelivery of it after a
             crash re-sends the outbox instead of being dropped as stale.
         outbox: What that commit still had to send.
+        held_by: Flow control that delayed its start (``"throttle"``), if any.
+        held_until: When that hold ends and the run's first step runs.
     """
 
     run_id: str
@@ -170,6 +173,17 @@ class RunRecord:
     deadline: float | None = None
     last_msg: str | None = None
     outbox: tuple[Outgoing, ...] = ()
+    held_by: str | None = None
+    held_until: float | None = None
+
+    def held(self, now: float) -> bool:
+        """Whether flow control still holds the run back at ``now``."""
+        return (
+            self.status is RunStatus.RUNNING
+            and self.version == 0
+            and self.held_until is not None
+            and self.held_until > now
+        )
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -188,6 +202,8 @@ class RunRecord:
             "deadline": self.deadline,
             "last_msg": self.last_msg,
             "outbox": [o.to_json() for o in self.outbox],
+            "held_by": self.held_by,
+            "held_until": self.held_until,
         }
 
     @classmethod
@@ -208,6 +224,8 @@ class RunRecord:
             deadline=raw.get("deadline"),
             last_msg=raw.get("last_msg"),
             outbox=tuple(outgoing_from_json(o) for o in raw.get("outbox") or ()),
+            held_by=raw.get("held_by"),
+            held_until=raw.get("held_until"),
         )
 
 
@@ -407,3 +425,35 @@ class Committed:
     version: int
     outbox: tuple[Outgoing, ...]
     step_keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The flow-control state kept under one ``(scope, key)`` (see :mod:`runtime.flow`).
+
+    Attributes:
+        state: JSON-ready state; ``None`` when there is none (never written, or expired).
+        version: Bumped by every write; a write names the version it read.
+    """
+
+    state: dict[str, Any] | None = None
+    version: int = 0
+
+
+@dataclass(frozen=True)
+class GateWrite:
+    """A new state for a gate, on condition that its version is still ``expect_version``.
+
+    Attributes:
+        scope: What kind of gate and for what, e.g. ``"throttle:send-digest"``.
+        key: The flow-control key's value (``""`` when the option has no key).
+        state: The new state.
+        expect_version: The version that was read (0: the gate does not exist yet).
+        expires_at: When the state may be forgotten (it no longer matters after this).
+    """
+
+    scope: str
+    key: str
+    state: dict[str, Any]
+    expect_version: int
+    expires_at: float | None = None

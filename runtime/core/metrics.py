@@ -17,14 +17,19 @@ RUNS_FINISHED = {
     RunStatus.COMPLETED: "RunsCompleted",
     RunStatus.FAILED: "RunsFailed",
     RunStatus.CANCELLED: "RunsCancelled",
+    RunStatus.SKIPPED: "RunsSkipped",
 }
 STEP_DURATION = "StepDuration"  # milliseconds, from a step's first attempt to its result
 STEP_RETRIES = "StepRetries"
 
 
 def observe_created(metrics: Metrics, run: RunRecord) -> None:
-    """Report a run just created (one created already finished also reports its end)."""
-    metrics.run_started(run.function_id)
+    """Report a run just created (one created already finished also reports its end).
+
+    A run flow control skipped never started: it reports only ``RunsSkipped``.
+    """
+    if run.status is not RunStatus.SKIPPED:
+        metrics.run_started(run.function_id)
     if run.status.finished:
         metrics.run_finished(run.function_id, run.status)
 

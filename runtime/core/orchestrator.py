@@ -37,6 +37,7 @@ from runtime.core.commits import (
     step_waiter,
     waiters_of,
 )
+from runtime.core.gates import FlowGates
 from runtime.core.ids import new_run_id, run_id_for_event
 from runtime.core.metrics import observe_commit, observe_created
 from runtime.core.protocols import Bus, Clock, Metrics, NoMetrics, Queue, RunQuery, Store
@@ -138,6 +139,7 @@ class Orchestrator:
         self.limits = limits
         self.log = logger or _log
         self.metrics: Metrics = metrics or NoMetrics()
+        self.gates = FlowGates(self)
 
     # -- events ----------------------------------------------------------------------------
 
@@ -371,7 +373,7 @@ class Orchestrator:
                 error=error, ended_at=now, last_msg=msg.id,
             )
             run = replace(run, outbox=finish_outbox(run, RunStatus.FAILED, None, error, now))
-            if self._create(run, []):
+            if self._create(run, []) is not None:
                 self._flush_hard(run.outbox)
             return
         self._finish(msg.run_id, RunStatus.FAILED, error, msg.id, flush=self._flush_hard)
@@ -383,12 +385,32 @@ class Orchestrator:
         observe_commit(self.metrics, function_id, commit)
         return True
 
-    def _create(self, run: RunRecord, waiters: Sequence[Waiter]) -> bool:
-        """``Store.create_run``, reporting a run this call created."""
+    def _create(self, run: RunRecord, waiters: Sequence[Waiter]) -> RunRecord | None:
+        """``Store.create_run``, reporting a run this call created; the run, if it did."""
         if not self.store.create_run(run, waiters):
-            return False
+            return None
         observe_created(self.metrics, run)
-        return True
+        return run
+
+    def _create_gated(
+        self, fn: FunctionDef, run: RunRecord, waiters: Sequence[Waiter]
+    ) -> RunRecord | None:
+        """Create ``run`` through ``fn``'s flow control (it may be skipped or held)."""
+        created = self.gates.create(fn, run, waiters)
+        if created is not None:
+            observe_created(self.metrics, created)
+        return created
+
+    def _started(self, run: RunRecord) -> None:
+        """Log a run just created: started, held back, skipped or cancelled late."""
+        if run.status is RunStatus.SKIPPED and run.error is not None:
+            self.log.info("run %s of %s skipped: %s", run.run_id, run.function_id,
+                          run.error.message)
+        elif run.held_by is not None and run.held_until is not None:
+            self.log.info("run %s of %s created, held by %s for %.1fs", run.run_id,
+                          run.function_id, run.held_by, run.held_until - run.created_at)
+        else:
+            self.log.info("run %s of %s started", run.run_id, run.function_id)
 
     def _flush_hard(self, outbox: Sequence[Outgoing]) -> None:
         """Send, retrying in place: on a message's last delivery there is no redelivery."""
@@ -459,7 +481,7 @@ class Orchestrator:
             return
         if mine or state.run.status.finished:
             return
-        self._perform(fn, state, msg, now)
+        self._perform(fn, state, msg, now, redelivered)
 
     def _last_delivery(self, fn: FunctionDef, msg: Message, receive_count: int) -> None:
         """The last deliveries of a message before the dead-letter queue: never strand the run.
@@ -504,20 +526,22 @@ class Orchestrator:
             return rec is not None and rec.status in pending and rec.attempt == msg.attempt
         return False
 
-    def _perform(self, fn: FunctionDef, state: RunState, msg: Message, now: float) -> bool:
+    def _perform(
+        self, fn: FunctionDef, state: RunState, msg: Message, now: float, redelivered: bool = False
+    ) -> bool:
         """Do the message's work if it is still due; whether it was."""
         if msg.kind is MessageKind.CONTINUE:
             if (msg.payload or {}).get("slice"):
                 return self._next_slice(fn, state, msg, now)
             if msg.version != state.run.version:
                 return False
-            return self._invoke(fn, state, msg, now, target=None)
+            return self._invoke(fn, state, msg, now, target=None, redelivered=redelivered)
         if msg.kind is MessageKind.BRANCH:
             rec = state.steps.get(msg.key or "")
             pending = (StepStatus.SCHEDULED, StepStatus.RETRYING)
             if rec is None or rec.status not in pending or rec.attempt != msg.attempt:
                 return False
-            return self._invoke(fn, state, msg, now, target=rec.key)
+            return self._invoke(fn, state, msg, now, target=rec.key, redelivered=redelivered)
         if msg.kind is MessageKind.WAKE:
             return self._wake(state, msg, now)
         if msg.kind is MessageKind.RESOLVE:
@@ -563,12 +587,14 @@ class Orchestrator:
             outbox = list(finish_outbox(run, RunStatus.CANCELLED, None, error, now))
             waiters = []
         run = replace(run, outbox=tuple(outbox))
-        if self._create(run, waiters):
-            self.log.info("run %s of %s started", run.run_id, fn.id)
-            self._flush(run.outbox)
-            if not late:
-                self._flush(self._cancel_lookback(fn, RunState(run, {})))
-                self._invoke(fn, RunState(run, {}), msg, now, target=None)
+        created = self._create(run, waiters) if late else self._create_gated(fn, run, waiters)
+        if created is not None:
+            self._started(created)
+            self._flush(created.outbox)
+            if not created.status.finished:
+                self._flush(self._cancel_lookback(fn, RunState(created, {})))
+                if created.held_by is None:
+                    self._invoke(fn, RunState(created, {}), msg, now, target=None)
             return
         # The run exists. A first delivery is a copy (a re-sent event, a duplicated message):
         # its run is someone else's work. A redelivery may be our own start that crashed.
@@ -580,7 +606,9 @@ class Orchestrator:
         if state.run.version == 0 and not state.run.status.finished:
             self._flush(state.run.outbox)
             self._flush(self._cancel_lookback(fn, state))
-            self._invoke(fn, state, msg, now, target=None)  # crashed before the first commit
+            if state.run.held_by is None:  # a held run's first message does the rest
+                # crashed before the first commit
+                self._invoke(fn, state, msg, now, target=None, redelivered=True)
         else:
             self._resend(fn, msg, hard=last)
 
@@ -659,9 +687,19 @@ class Orchestrator:
     # -- one invocation --------------------------------------------------------------------
 
     def _invoke(
-        self, fn: FunctionDef, state: RunState, msg: Message, now: float, target: str | None
+        self,
+        fn: FunctionDef,
+        state: RunState,
+        msg: Message,
+        now: float,
+        target: str | None,
+        *,
+        redelivered: bool = False,
     ) -> bool:
         """Replay the handler and commit its decision; whether a commit landed.
+
+        With concurrency limits, the handler runs holding a slot per limit; without a free
+        slot the message waits in line (re-sent to come back later) and nothing runs.
 
         Raises:
             CommitContentionError: A branch kept losing version races to its siblings.
@@ -669,6 +707,26 @@ class Orchestrator:
         run = state.run
         if run.deadline is not None and now >= run.deadline and target is None:
             return self._cancel(run.run_id, f"not finished within {fn.finish_timeout}", msg.id)
+        if (
+            run.held_by is not None
+            and run.version == 0
+            and fn.start_timeout is not None
+            and now - run.events[0]["ts"] / 1000 > fn.start_timeout.total_seconds()
+        ):
+            return self._cancel(run.run_id, f"not started within {fn.start_timeout}", msg.id)
+        slots = self.gates.take_slots(fn, state, msg, target, redelivered=redelivered)
+        if slots is None:
+            return False  # queued behind the concurrency limit; msg comes back
+        try:
+            return self._run_code(fn, state, msg, now, target)
+        finally:
+            self.gates.release(slots)
+
+    def _run_code(
+        self, fn: FunctionDef, state: RunState, msg: Message, now: float, target: str | None
+    ) -> bool:
+        """Replay the handler (holding any concurrency slots) and commit its decision."""
+        run = state.run
         logger = logging.LoggerAdapter(
             self.log, {"run_id": run.run_id, "function_id": fn.id, "step": target or ""}
         )

@@ -11,7 +11,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from runtime.records import Commit, Committed, Message, RunRecord, RunState, RunStatus, Waiter
+from runtime.records import (
+    Commit,
+    Committed,
+    Gate,
+    GateWrite,
+    Message,
+    RunRecord,
+    RunState,
+    RunStatus,
+    Waiter,
+)
 
 
 class Clock(Protocol):
@@ -38,11 +48,39 @@ class Store(Protocol):
         """The run and all its step records, or ``None``."""
         ...
 
-    def create_run(self, run: RunRecord, waiters: Sequence[Waiter]) -> bool:
+    def create_run(
+        self, run: RunRecord, waiters: Sequence[Waiter], gates: Sequence[GateWrite] = ()
+    ) -> bool:
         """Create ``run`` (and its cancel waiters) unless a run with its id exists.
 
+        ``gates`` are written in the same transaction: the flow-control decision that let
+        the run start lands with the run, or neither does.
+
         Returns:
-            Whether it was created.
+            Whether it was created (``False``: a run with its id exists; nothing written).
+
+        Raises:
+            GateMovedError: The run does not exist but a gate's version is no longer its
+                ``expect_version``; nothing was written.
+        """
+        ...
+
+    def gate(self, scope: str, key: str) -> Gate:
+        """The gate ``(scope, key)``, read consistently.
+
+        A gate past its ``expires_at`` reads with ``state=None`` and its stored version; one
+        never written (or deleted) reads as ``Gate()``.
+        """
+        ...
+
+    def put_gate(self, write: GateWrite) -> bool:
+        """Write a gate's new state if its version is still ``write.expect_version``.
+
+        The version becomes ``expect_version + 1``; version 0 means "does not exist" (a
+        deleted gate counts as version 0).
+
+        Returns:
+            Whether it was written; ``False`` is a normal outcome (a race lost: read again).
         """
         ...
 

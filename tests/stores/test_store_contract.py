@@ -17,10 +17,13 @@ from runtime.backends.aws.table import table_spec, ttl_spec
 from runtime.backends.local.store import SqliteStore
 from runtime.core.clock import FakeClock
 from runtime.core.protocols import RunQuery, Store
+from runtime.errors import GateMovedError
 from runtime.records import (
     Commit,
     ErrorInfo,
     EventOut,
+    Gate,
+    GateWrite,
     Message,
     MessageKind,
     ParentRef,
@@ -40,18 +43,23 @@ TABLE = "stepkit-test-state"
 PAID = {"name": "order/paid", "data": {"x": 1}}  # the event helpers' waiter() matches
 
 
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(START)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("dynamo", marks=pytest.mark.aws)],
                 ids=["sqlite", "dynamo"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+def store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[Store]:
     if request.param == "sqlite":
-        sqlite = SqliteStore(tmp_path / "db.sqlite3")
+        sqlite = SqliteStore(tmp_path / "db.sqlite3", clock=clock)
         yield sqlite
         sqlite.close()
     else:
         client = request.getfixturevalue("aws").client("dynamodb")  # started only for dynamo
         client.create_table(**table_spec(TABLE))
         client.update_time_to_live(**ttl_spec(TABLE))
-        yield DynamoStore(TABLE, client=client, clock=FakeClock(START))
+        yield DynamoStore(TABLE, client=client, clock=clock)
 
 
 # -- create_run ----------------------------------------------------------------------------
@@ -71,6 +79,166 @@ def test_create_run_is_idempotent_and_keeps_the_first(store: Store) -> None:
 
 def test_load_unknown_run_is_none(store: Store) -> None:
     assert store.load("nope") is None
+
+
+def test_a_skipped_run_is_finished_and_listed_by_its_status(store: Store) -> None:
+    skipped = RunRecord(run_id="s1", function_id="fn", events=({"id": "e1", "name": "a"},),
+                        status=RunStatus.SKIPPED, created_at=START + 1, ended_at=START + 1)
+    store.create_run(make_run("r1"), [])
+    assert store.create_run(skipped, []) is True
+    state = store.load("s1")
+    assert state is not None
+    assert state.run == skipped
+    assert store.list_runs(RunQuery(status=RunStatus.SKIPPED)) == [skipped]
+    assert store.list_runs(RunQuery(function_id="fn", status=RunStatus.SKIPPED)) == [skipped]
+    assert [r.run_id for r in store.list_runs(RunQuery(status=RunStatus.RUNNING))] == ["r1"]
+    assert [r.run_id for r in store.list_runs(RunQuery())] == ["s1", "r1"]
+    assert store.commit("s1", Commit("m1", 0, steps=(StepWrite(step("a")),))) is False
+
+
+def test_held_by_and_held_until_round_trip(store: Store) -> None:
+    held = RunRecord(run_id="h1", function_id="fn", events=({"id": "e1", "name": "a"},),
+                     created_at=START, held_by="throttle", held_until=START + 12.3456789)
+    assert store.create_run(held, [])
+    state = store.load("h1")
+    assert state is not None
+    assert state.run == held
+    assert state.run.held(START + 12) and not state.run.held(START + 13)
+    assert store.list_runs(RunQuery(function_id="fn")) == [held]
+    assert store.commit("h1", Commit("m1", 0))  # a commit keeps them
+    state = store.load("h1")
+    assert state is not None
+    assert (state.run.held_by, state.run.held_until) == ("throttle", START + 12.3456789)
+    assert not state.run.held(START)  # version 1: the run has started
+
+
+# -- gates ---------------------------------------------------------------------------------
+
+
+def _gw(key: str = "k", state: dict[str, object] | None = None, expect: int = 0,
+        scope: str = "throttle:fn", expires_at: float | None = None) -> GateWrite:
+    return GateWrite(scope, key, state if state is not None else {"n": expect + 1}, expect,
+                     expires_at)
+
+
+def test_a_gate_never_written_reads_empty(store: Store) -> None:
+    assert store.gate("throttle:fn", "k") == Gate()
+    assert store.gate("throttle:fn", "") == Gate(None, 0)
+    assert store.put_gate(_gw(state={"n": 2}, expect=1)) is False  # no version 1 to move on
+    assert store.gate("throttle:fn", "k") == Gate()
+
+
+def test_put_gate_is_conditional_on_the_version(store: Store) -> None:
+    state = {"tat": START + 0.25, "ü": ["日本", None, 1.5]}
+    assert store.put_gate(_gw(state=state)) is True
+    assert store.gate("throttle:fn", "k") == Gate(state, 1)
+    assert store.put_gate(_gw(state={"lost": True})) is False  # it exists now
+    assert store.put_gate(_gw(state={"lost": True}, expect=2)) is False  # not yet version 2
+    assert store.gate("throttle:fn", "k") == Gate(state, 1)
+    assert store.put_gate(_gw(state={"n": 2}, expect=1)) is True
+    assert store.put_gate(_gw(state={"lost": True}, expect=1)) is False
+    assert store.gate("throttle:fn", "k") == Gate({"n": 2}, 2)
+    # Other keys and scopes are other gates.
+    assert store.gate("throttle:fn", "k2") == Gate()
+    assert store.gate("throttle:other", "k") == Gate()
+    assert store.put_gate(_gw(scope="throttle:other")) is True
+    assert store.gate("throttle:other", "k") == Gate({"n": 1}, 1)
+    assert store.gate("throttle:fn", "k") == Gate({"n": 2}, 2)
+
+
+def test_an_expired_gate_reads_without_state_and_keeps_its_version(
+    store: Store, clock: FakeClock
+) -> None:
+    assert store.put_gate(_gw(state={"a": 1}, expires_at=START + 60.5))
+    clock.advance(60.5)
+    assert store.gate("throttle:fn", "k") == Gate({"a": 1}, 1)  # expires_at itself: alive
+    clock.advance(0.25)
+    assert store.gate("throttle:fn", "k") == Gate(None, 1)
+    assert store.put_gate(_gw(state={"b": 2})) is False  # expired is not absent
+    assert store.put_gate(_gw(state={"b": 2}, expect=1, expires_at=START + 3600)) is True
+    assert store.gate("throttle:fn", "k") == Gate({"b": 2}, 2)
+    assert store.put_gate(_gw(state={"c": 3}, expect=2)) is True  # no expiry now
+    clock.advance(86400 * 3)
+    assert store.gate("throttle:fn", "k") == Gate({"c": 3}, 3)
+
+
+def test_gate_keys_long_empty_and_look_alike_are_distinct(store: Store) -> None:
+    # DynamoDB cannot key by "" nor by more than 1 KB: none of that may show.
+    keys = ["", "-", "#", "--", "#-", "#sha256:ab", "sha256:ab", "x" * 2000, "x" * 1999 + "y",
+            "é" * 256, "é" * 257, "日本" * 300]
+    for i, key in enumerate(keys):
+        assert store.put_gate(_gw(key, {"i": i})) is True, key[:20]
+    for i, key in enumerate(keys):
+        assert store.gate("throttle:fn", key) == Gate({"i": i}, 1), key[:20]
+        assert store.put_gate(_gw(key, {"i": -i})) is False
+        assert store.put_gate(_gw(key, {"i": -i}, expect=1)) is True
+    assert [store.gate("throttle:fn", k) for k in keys] == [
+        Gate({"i": -i}, 2) for i in range(len(keys))]
+
+
+def test_create_run_writes_its_gates_with_the_run(store: Store) -> None:
+    throttle = _gw("", {"tat": START + 1})
+    idem = _gw("order-1", {"run_id": "r1"}, scope="idempotency:fn", expires_at=START + 86400)
+    assert store.create_run(make_run(), [waiter()], [throttle, idem]) is True
+    assert store.gate("throttle:fn", "") == Gate({"tat": START + 1}, 1)
+    assert store.gate("idempotency:fn", "order-1") == Gate({"run_id": "r1"}, 1)
+    assert store.load("r1") is not None
+    assert store.waiters_for(PAID) == [waiter()]
+    # The next run moves the throttle on from the version it read.
+    assert store.create_run(make_run("r2"), [], [_gw("", {"tat": START + 2}, expect=1)])
+    assert store.gate("throttle:fn", "") == Gate({"tat": START + 2}, 2)
+    assert store.create_run(make_run("r3"), [], []) is True  # no gates: as before
+
+
+def test_create_run_whose_gate_moved_writes_nothing(store: Store) -> None:
+    assert store.put_gate(_gw("k", {"v": 1}))
+    fresh = _gw("other", {"v": "fresh"})
+    for stale in (_gw("k", {"v": "stale"}), _gw("k", {"v": "stale"}, expect=2)):
+        with pytest.raises(GateMovedError, match="throttle:fn"):
+            store.create_run(make_run(), [waiter()], [fresh, stale])
+        assert store.load("r1") is None
+        assert store.list_runs(RunQuery()) == []
+        assert store.waiters_for(PAID) == []
+        assert store.gate("throttle:fn", "other") == Gate()  # the gate that held: not written
+        assert store.gate("throttle:fn", "k") == Gate({"v": 1}, 1)
+    # Read again, write again: through.
+    assert store.create_run(make_run(), [waiter()], [fresh, _gw("k", {"v": 2}, expect=1)])
+    assert store.gate("throttle:fn", "k") == Gate({"v": 2}, 2)
+    assert store.gate("throttle:fn", "other") == Gate({"v": "fresh"}, 1)
+
+
+def test_an_existing_run_wins_over_a_moved_gate(store: Store) -> None:
+    assert store.create_run(make_run(), [], [_gw("k", {"v": 1})])
+    # A redelivered start: its gate moved (it wrote it itself), yet the answer is "exists".
+    assert store.create_run(make_run(), [waiter()], [_gw("k", {"v": 1}), _gw("new")]) is False
+    # And when the gates did not move, the existing run still writes none of them.
+    assert store.create_run(make_run(), [], [_gw("k", {"v": 9}, expect=1), _gw("new")]) is False
+    assert store.gate("throttle:fn", "k") == Gate({"v": 1}, 1)
+    assert store.gate("throttle:fn", "new") == Gate()
+    assert store.waiters_for(PAID) == []
+
+
+def test_create_run_refuses_one_gate_written_twice(store: Store) -> None:
+    with pytest.raises(ValueError, match="more than once"):
+        store.create_run(make_run(), [], [_gw("k"), _gw("k", expect=1)])
+    assert store.load("r1") is None
+    assert store.gate("throttle:fn", "k") == Gate()
+
+
+def test_racing_gate_writers_win_once_per_version(store: Store) -> None:
+    wins: list[int] = []
+
+    def race(n: int) -> None:
+        if store.put_gate(_gw(state={"winner": n})):
+            wins.append(n)
+
+    threads = [threading.Thread(target=race, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+    assert store.gate("throttle:fn", "k") == Gate({"winner": wins[0]}, 1)
 
 
 # -- commit --------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def register(**options: Any) -> Any:
         ({"aws": {"environment": {"1BAD": "x"}}}, "'1BAD' is not an environment variable"),
         ({"aws": {"secrets": {"KEY": "vault:x"}}}, "must be 'secretsmanager:<name or ARN>'"),
         ({"aws": {"policies": [{"actions": ["s3 GetObject"], "resources": ["*"]}]}},
-         "aws.policies.0.actions: Value error, not IAM actions"),
+         "aws.policies.0.actions: not IAM actions"),
         ({"aws": {"policies": [{"actions": ["s3:GetObject"], "resources": ["my-bucket"]}]}},
          "not ARNs"),
         ({"aws": {"vpc": {"subnet_ids": ["subnet-1"], "security_group_ids": ["sg-0123abcd"]}}},

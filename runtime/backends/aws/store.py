@@ -26,9 +26,18 @@ from botocore.exceptions import BotoCoreError, ClientError
 from runtime.backends.aws import table as t
 from runtime.core.clock import SystemClock
 from runtime.core.protocols import Clock, RunQuery
-from runtime.errors import StepkitError
+from runtime.errors import GateMovedError, StepkitError
 from runtime.expressions import event_index_keys
-from runtime.records import Commit, Committed, RunRecord, RunState, RunStatus, Waiter
+from runtime.records import (
+    Commit,
+    Committed,
+    Gate,
+    GateWrite,
+    RunRecord,
+    RunState,
+    RunStatus,
+    Waiter,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -36,6 +45,7 @@ if TYPE_CHECKING:
 
 MAX_TRANSACTION_ITEMS = 100  # DynamoDB's limit on actions in one TransactWriteItems
 _CONFLICT_TRIES = 4  # TransactionConflict: another transaction held one of our items
+_REFUSED = "ConditionalCheckFailed"  # a cancellation reason: that action's condition failed
 _TORN_TRIES = 5  # load saw a commit half-applied (see _assemble)
 
 
@@ -227,6 +237,23 @@ class DynamoStore:
             time.sleep(0.005 * 2**attempt)  # a commit half-applied: it completes in ms
         return None
 
+    def gate(self, scope: str, key: str) -> Gate:
+        """The gate ``(scope, key)``: one strongly consistent GetItem.
+
+        DynamoDB deletes expired items lazily, so a gate past its ``expires_at`` reads as
+        ``state=None`` with its stored version (which a write must name).
+        """
+        with _aws(f"GetItem (gate {scope})"):
+            row = self.client.get_item(
+                TableName=self.table, Key=t.gate_key(scope, key), ConsistentRead=True,
+            ).get("Item")
+        if row is None:
+            return Gate()
+        state, version, expires_at = t.gate_from(row)
+        if expires_at is not None and expires_at < self.clock.now():
+            return Gate(None, version)
+        return Gate(state, version)
+
     def remove_waiters(self, waiters: Sequence[Waiter]) -> None:
         """Delete waiters, one DeleteItem each (idempotent; rare: only past a commit's share)."""
         for w in waiters:
@@ -326,18 +353,74 @@ class DynamoStore:
 
     # -- writes ----------------------------------------------------------------------------
 
-    def create_run(self, run: RunRecord, waiters: Sequence[Waiter]) -> bool:
-        """Create the run, its events, its outbox and its waiters unless the run exists."""
+    def create_run(
+        self, run: RunRecord, waiters: Sequence[Waiter], gates: Sequence[GateWrite] = ()
+    ) -> bool:
+        """Create the run, its events, outbox and waiters, and write ``gates``: one transaction.
+
+        Returns:
+            Whether it was created (``False``: the run exists; nothing written).
+
+        Raises:
+            GateMovedError: The run does not exist but a gate's version moved on.
+            StoreError: DynamoDB failed, or other transactions kept conflicting with this
+                one (retriable: the run may or may not exist, so the caller must try again
+                rather than take it for a duplicate).
+        """
+        _check_distinct(gates)
         now = self.clock.now()
         expires = (run.ended_at or now) + self.retention if run.status.finished else None
+        gate_puts = [self._gate_put(g) for g in gates]  # refuses an oversized state first
         self._register_paths(waiters)
-        return self._transact(run.run_id, [
+        actions = [
             self._put(t.run_item(run, expires), "attribute_not_exists(pk)"),
             self._put(t.events_item(run, expires)),
             self._put(t.outbox_item(run.run_id, run.version, run.last_msg, run.outbox, (),
                                     expires)),
             *(self._put(t.waiter_item(w)) for w in waiters),
-        ])
+            *gate_puts,
+        ]
+        codes = self._transact_codes(run.run_id, actions)
+        if codes is None:
+            return True
+        if _REFUSED not in codes:
+            raise StoreError(
+                f"run {run.run_id}: TransactWriteItems met conflicting transactions "
+                f"{_CONFLICT_TRIES} times in a row", code="TransactionConflict")
+        run_code = codes[0] if codes else "None"
+        if run_code == _REFUSED:
+            return False  # the run exists: that wins over any gate that moved
+        first_gate = len(actions) - len(gates)
+        moved = [g for i, g in enumerate(gates)
+                 if first_gate + i < len(codes) and codes[first_gate + i] == _REFUSED]
+        # The run item's own reason should say whether it exists; when it does not (e.g. it
+        # was in conflict with a concurrent create), ask the table.
+        if run_code != "None" and self._run_exists(run.run_id):
+            return False
+        if moved:
+            raise GateMovedError("gate moved: " + ", ".join(
+                f"{g.scope!r} key {g.key[:100]!r} (expected version {g.expect_version})"
+                for g in moved))
+        return False  # no other action has a condition; kept for safety
+
+    def put_gate(self, write: GateWrite) -> bool:
+        """Write a gate if its version is still ``write.expect_version``: one conditional Put.
+
+        Returns:
+            Whether it was written (``False``: its version moved on; read it again).
+
+        Raises:
+            StoreError: DynamoDB failed (throttling, ...), or the state is too large.
+        """
+        put = self._gate_put(write)["Put"]
+        try:
+            with _aws(f"PutItem (gate {write.scope})"):
+                self.client.put_item(**put)
+        except StoreError as exc:
+            if exc.code == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     def commit(self, run_id: str, commit: Commit) -> bool:
         """Apply ``commit`` as one transaction if its conditions hold (see the Store protocol)."""
@@ -470,24 +553,54 @@ class DynamoStore:
         put = {"TableName": self.table, "Item": item, **{k: v for k, v in extra.items() if v}}
         return {"Put": put}  # type: ignore[typeddict-item]
 
+    def _gate_put(self, write: GateWrite) -> TransactWriteItemTypeDef:
+        """The conditional Put of a gate write (version 0: the gate must not exist)."""
+        item = t.gate_item(write)
+        size = len(item["state"]["S"].encode())
+        if size > t.MAX_GATE_STATE_BYTES:
+            raise StoreError(
+                f"gate {write.scope!r} key {write.key[:100]!r}: its state is {size} bytes of "
+                f"JSON, more than the {t.MAX_GATE_STATE_BYTES} a gate may hold",
+                code="GateTooLarge", retriable=False)
+        if write.expect_version == 0:
+            return self._put(item, "attribute_not_exists(pk)")
+        return self._put(item, "#v = :v", {"#v": "version"}, {":v": t.n(write.expect_version)})
+
+    def _run_exists(self, run_id: str) -> bool:
+        with _aws("GetItem (run)"):
+            return "Item" in self.client.get_item(
+                TableName=self.table, Key=t.key(t.RUN_PREFIX + run_id, t.RUN_SK),
+                ConsistentRead=True, ProjectionExpression="pk",
+            )
+
     def _transact(self, run_id: str, actions: list[TransactWriteItemTypeDef]) -> bool:
         """Run one transaction; ``False`` when a condition failed (or conflicts persisted)."""
+        return self._transact_codes(run_id, actions) is None
+
+    def _transact_codes(self, run_id: str,
+                        actions: list[TransactWriteItemTypeDef]) -> list[str] | None:
+        """Run one transaction: ``None`` once applied, else the per-action reason codes.
+
+        The codes (one per action, in order) include ``ConditionalCheckFailed`` when a
+        condition failed; without it, ``TransactionConflict`` persisted through every try.
+        """
         if len(actions) > MAX_TRANSACTION_ITEMS:
             raise StoreError(
                 f"run {run_id}: one commit would write {len(actions)} items, more than "
                 f"DynamoDB's {MAX_TRANSACTION_ITEMS} per transaction (too many parallel steps "
                 "or waiters at once)", code="TooManyItems", retriable=False)
         what = f"TransactWriteItems (run {run_id})"
+        codes: list[str] = []
         for attempt in range(_CONFLICT_TRIES):
             try:
                 # botocore fills in ClientRequestToken, so when it retries a request that did
                 # land, DynamoDB answers success instead of applying it twice (or refusing it).
                 self.client.transact_write_items(TransactItems=actions)
-                return True
+                return None
             except ClientError as exc:
                 codes = _cancellation_codes(exc)
-                if "ConditionalCheckFailed" in codes:
-                    return False
+                if _REFUSED in codes:
+                    return codes
                 if "TransactionConflict" not in codes:
                     raise _store_error(exc, what) from exc
             except BotoCoreError as exc:
@@ -495,7 +608,7 @@ class DynamoStore:
             # Another transaction held one of our items; it most likely moves the version on
             # (and we will be refused), but it may fail, so try again after a moment.
             time.sleep(random.uniform(0, 0.004 * 2**attempt))
-        return False
+        return codes
 
     def _query(self, **kwargs: Any) -> Iterator[t.Item]:
         """Items of one Query, following its pages lazily."""
@@ -541,6 +654,13 @@ class DynamoStore:
             if state is not None:
                 found[state.run.run_id] = state.run
         return found
+
+
+def _check_distinct(gates: Sequence[GateWrite]) -> None:
+    """Refuse two writes of one gate in a transaction (DynamoDB allows one action per item)."""
+    seen = {(g.scope, g.key) for g in gates}
+    if len(seen) != len(gates):
+        raise ValueError("create_run: the same gate (scope, key) is written more than once")
 
 
 def _chunks(values: Iterable[Any], size: int) -> Iterator[list[Any]]:

@@ -1,7 +1,8 @@
 """The DynamoDB table that holds an app's run state: key schema, indexes, TTL and item layout.
 
 One table per app, on-demand, every item keyed by readable string prefixes so the DynamoDB
-console is a usable debugger (``RUN#<id>`` / ``STEP#<key>``, ``WAIT#<event>``, ``EVENT#<id>``).
+console is a usable debugger (``RUN#<id>`` / ``STEP#<key>``, ``WAIT#<event>``, ``EVENT#<id>``,
+``GATE#<scope>`` / ``<key>``).
 The test harness creates the table from :func:`table_spec`; the CDK app mirrors it. The
 second half of this module maps records to items and back (the layout, not the operations:
 those are in ``store.py``).
@@ -21,7 +22,9 @@ item, at least bumping ``version``), not the listing path, which is a console/de
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -31,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from runtime.records import (
     Committed,
     ErrorInfo,
+    GateWrite,
     Outgoing,
     ParentRef,
     RunRecord,
@@ -202,6 +206,10 @@ def run_item(run: RunRecord, expires: float | None) -> Item:
         item["parent"] = js(asdict(run.parent))
     if run.last_msg is not None:
         item["last_msg"] = s(run.last_msg)
+    if run.held_by is not None:
+        item["held_by"] = s(run.held_by)
+    if run.held_until is not None:
+        item["held_until"], item["held_until_ts"] = s(iso(run.held_until)), n(run.held_until)
     return item
 
 
@@ -288,6 +296,8 @@ def run_from(run: Item, events: Item | None, outbox: Item | None) -> RunRecord:
         last_msg=outbox["msg_id"]["S"] if outbox and "msg_id" in outbox else None,
         outbox=tuple(outgoing_from_json(o) for o in _json(outbox, "outbox") or ())
         if outbox else (),
+        held_by=run["held_by"]["S"] if "held_by" in run else None,
+        held_until=_ts(run, "held_until_ts"),
     )
 
 
@@ -417,3 +427,55 @@ def timeline_item(event: dict[str, Any], now: float, ttl: float) -> Item:
 def event_from(row: Item) -> dict[str, Any]:
     """Decode the event of an event-log item."""
     return dict(json.loads(row["event"]["S"]))
+
+
+# -- flow-control gates --------------------------------------------------------------------
+
+GATE_PREFIX = "GATE#"  # GATE#<scope> / <key>: one item per gate
+GATE_EMPTY_KEY = "-"  # a key attribute cannot be empty
+GATE_DIGEST_PREFIX = "#sha256:"
+MAX_GATE_KEY_BYTES = 512  # longer keys are stored by digest (a sort key holds 1 KB)
+MAX_GATE_STATE_BYTES = 350 * 1024  # leaves room under the 400 KB item limit
+
+
+def gate_sk(value: str) -> str:
+    """The sort key of the gate keyed ``value`` within its scope's partition.
+
+    Readable as the key itself where that is unambiguous: ``-`` for the empty key, a digest
+    (``#sha256:<hex>``) for one longer than :data:`MAX_GATE_KEY_BYTES`, and ``#`` before a
+    key that starts with ``-`` or ``#`` (so ``"-"`` is not the empty key and no key reads as
+    a digest).
+    """
+    if not value:
+        return GATE_EMPTY_KEY
+    raw = value.encode()
+    if len(raw) > MAX_GATE_KEY_BYTES:
+        return GATE_DIGEST_PREFIX + hashlib.sha256(raw).hexdigest()
+    return "#" + value if value[0] in "-#" else value
+
+
+def gate_key(scope: str, value: str) -> Item:
+    """The primary key of the gate ``(scope, value)``."""
+    return key(GATE_PREFIX + scope, gate_sk(value))
+
+
+def gate_item(write: GateWrite) -> Item:
+    """Encode a gate's new state (its version becomes ``expect_version + 1``).
+
+    ``key`` keeps the original key (cut to 512 characters) for reading in the console; the
+    TTL rounds ``expires_at`` up so DynamoDB never deletes a gate before it expired.
+    """
+    item: Item = {
+        **gate_key(write.scope, write.key), "scope": s(write.scope),
+        "key": s(write.key[:512]), "state": js(write.state),
+        "version": n(write.expect_version + 1),
+    }
+    if write.expires_at is not None:
+        item["expires_ts"], item["expires"] = n(write.expires_at), s(iso(write.expires_at))
+        item[TTL_ATTRIBUTE] = n(math.ceil(write.expires_at))
+    return item
+
+
+def gate_from(row: Item) -> tuple[dict[str, Any] | None, int, float | None]:
+    """Inverse of :func:`gate_item`: the gate's ``(state, version, expires_at)``."""
+    return _json(row, "state"), int(row["version"]["N"]), _ts(row, "expires_ts")

@@ -87,7 +87,7 @@ class LocalBackend:
         self.clock: Clock = clock or SystemClock()
         self.workers = workers
         self.log = logger or logging.getLogger("stepkit")
-        self.store = SqliteStore(path)
+        self.store = SqliteStore(path, clock=self.clock)
         self.queue = SqliteQueue(
             self.store.db,  # one connection per thread serves both
             clock=self.clock,

@@ -19,11 +19,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
-from runtime.core.protocols import RunQuery
+from runtime.core.clock import SystemClock
+from runtime.core.protocols import Clock, RunQuery
+from runtime.errors import GateMovedError
 from runtime.expressions import event_index_keys
 from runtime.records import (
     Commit,
     Committed,
+    Gate,
+    GateWrite,
     RunRecord,
     RunState,
     StepRecord,
@@ -85,7 +89,20 @@ _SCHEMA = (
         expires_at REAL NOT NULL,
         json TEXT NOT NULL,
         PRIMARY KEY (name, ts, id))""",
+    # Flow-control gates: a JSON state under (scope, key), written on condition of its version.
+    """CREATE TABLE IF NOT EXISTS gates (
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        expires_at REAL,
+        PRIMARY KEY (scope, key))""",
+    "CREATE INDEX IF NOT EXISTS gates_by_expiry ON gates (expires_at)",
 )
+
+#: Expired gates are deleted this long after they expire (like DynamoDB's lazy TTL), so a
+#: writer holding the version of an expired gate it just read still finds it.
+_GATE_GRACE = 86400.0
 
 
 def dumps(value: Any) -> str:
@@ -199,11 +216,13 @@ class SqliteStore:
 
     Args:
         path: The database file, or a :class:`Database` to share with the queue.
+        clock: Time source for gate expiry (a FakeClock in tests); the system clock by default.
 
     """
 
-    def __init__(self, path: str | Path | Database) -> None:
+    def __init__(self, path: str | Path | Database, *, clock: Clock | None = None) -> None:
         self.db = path if isinstance(path, Database) else Database(path)
+        self.clock: Clock = clock or SystemClock()
         with self.db.write() as conn:  # a file from before the value index gains its columns
             have = {row[1] for row in conn.execute("PRAGMA table_info(waiters)")}
             if have and "index_path" not in have:
@@ -226,19 +245,68 @@ class SqliteStore:
         run = RunRecord.from_json(json.loads(row[0]))
         return RunState(run, {k: StepRecord.from_json(json.loads(j)) for k, j in rows})
 
-    def create_run(self, run: RunRecord, waiters: Sequence[Waiter]) -> bool:
-        """Create ``run`` and its waiters unless a run with its id exists."""
+    def create_run(
+        self, run: RunRecord, waiters: Sequence[Waiter], gates: Sequence[GateWrite] = ()
+    ) -> bool:
+        """Create ``run`` and its waiters, and write ``gates``, unless a run with its id exists.
+
+        Returns:
+            Whether it was created (``False``: the run exists; nothing written).
+
+        Raises:
+            GateMovedError: The run does not exist but a gate's version moved on; nothing
+                was written.
+        """
+        if len({(g.scope, g.key) for g in gates}) != len(gates):
+            raise ValueError("create_run: the same gate (scope, key) is written more than once")
         with self.db.write() as conn:
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO runs (run_id, function_id, status, created_at, version,"
-                " json) VALUES (?, ?, ?, ?, ?, ?)",
+            if conn.execute(
+                "SELECT 1 FROM runs WHERE run_id = ?", (run.run_id,)
+            ).fetchone() is not None:
+                return False  # checked first: an existing run wins over a moved gate
+            moved = [g for g in gates if _gate_version(conn, g.scope, g.key) != g.expect_version]
+            if moved:  # nothing written yet: the transaction commits empty
+                raise GateMovedError("gate moved: " + ", ".join(
+                    f"{g.scope!r} key {g.key[:100]!r} (expected version {g.expect_version})"
+                    for g in moved))
+            conn.execute(
+                "INSERT INTO runs (run_id, function_id, status, created_at, version, json)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 (run.run_id, run.function_id, run.status.value, run.created_at, run.version,
                  dumps(run.to_json())),
             )
-            if cur.rowcount != 1:
-                return False
             _put_waiters(conn, waiters)
+            if gates:
+                self._purge_gates(conn)
+            for g in gates:
+                _put_gate(conn, g)
             return True
+
+    def gate(self, scope: str, key: str) -> Gate:
+        """The gate ``(scope, key)``; one past its ``expires_at`` reads with no state."""
+        row = self.db.connection().execute(
+            "SELECT version, state, expires_at FROM gates WHERE scope = ? AND key = ?",
+            (scope, key),
+        ).fetchone()
+        if row is None:
+            return Gate()
+        version, state, expires_at = int(row[0]), row[1], row[2]
+        if expires_at is not None and expires_at < self.clock.now():
+            return Gate(None, version)
+        return Gate(cast(dict[str, Any], json.loads(state)), version)
+
+    def put_gate(self, write: GateWrite) -> bool:
+        """Write a gate if its version is still ``write.expect_version`` (0: absent)."""
+        with self.db.write() as conn:
+            if _gate_version(conn, write.scope, write.key) != write.expect_version:
+                return False
+            self._purge_gates(conn)
+            _put_gate(conn, write)
+            return True
+
+    def _purge_gates(self, conn: sqlite3.Connection) -> None:
+        """Delete gates expired for a while (a deleted gate reads as version 0)."""
+        conn.execute("DELETE FROM gates WHERE expires_at < ?", (self.clock.now() - _GATE_GRACE,))
 
     def commit(self, run_id: str, commit: Commit) -> bool:
         """Apply ``commit`` atomically if its conditions hold (see the Store protocol)."""
@@ -413,6 +481,24 @@ def _step_matches(conn: sqlite3.Connection, run_id: str, write: StepWrite) -> bo
     return bool(
         stored["status"] == write.expect_status.value
         and stored["attempt"] == write.expect_attempt
+    )
+
+
+def _gate_version(conn: sqlite3.Connection, scope: str, key: str) -> int:
+    """A gate's stored version (0: absent), read inside the write transaction."""
+    row = conn.execute(
+        "SELECT version FROM gates WHERE scope = ? AND key = ?", (scope, key)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _put_gate(conn: sqlite3.Connection, write: GateWrite) -> None:
+    """Store a gate's new state at version ``expect_version + 1`` (its condition checked)."""
+    conn.execute(
+        "INSERT OR REPLACE INTO gates (scope, key, version, state, expires_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (write.scope, write.key, write.expect_version + 1, dumps(write.state),
+         write.expires_at),
     )
 
 

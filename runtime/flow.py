@@ -1,0 +1,325 @@
+"""Flow control: the options, and the pure decisions behind them.
+
+Everything here is arithmetic over a gate's state (a JSON dict the backends keep under
+``(scope, key)``, see :class:`~runtime.records.Gate`) and the current time: may this run
+start now, later, or not at all; may this invocation take a concurrency slot, or which one
+waits next. No I/O: :mod:`runtime.core.gates` reads and writes gates through the store with
+conditional writes, and ARCHITECTURE.md says why each decision survives duplicate delivery,
+reordering and crashed workers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import lru_cache
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from runtime.durations import parse_duration
+from runtime.expressions import Expression
+
+#: Idempotency keys are remembered this long (Inngest's window).
+IDEMPOTENCY_SECONDS = 24 * 3600
+#: A waiting invocation that stops polling leaves the line after this long.
+WAITING_TTL = 30.0
+#: At most this many invocations wait in one concurrency line (the gate is one item).
+MAX_WAITING = 2000
+#: The longest a concurrency poll waits before trying again.
+MAX_POLL_SECONDS = 10.0
+PRIORITY_LIMIT = 600
+
+
+def _period(value: Any, where: str, low: timedelta, high: timedelta) -> timedelta:
+    """A period option: a duration string or ``timedelta`` within ``[low, high]``.
+
+    Bare numbers are refused: Inngest reads them as milliseconds, Python as seconds.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError(
+            f"{where}: give a duration string such as '{value}s' or '1m', or a timedelta; a "
+            "bare number is ambiguous (Inngest reads milliseconds, Python seconds)"
+        )
+    found = parse_duration(value, where=where)
+    if not low <= found <= high:
+        raise ValueError(f"{where}: {found} is outside {low} to {high}")
+    return found
+
+
+def _check_expression(source: str | None, names: tuple[str, ...] = ("event",)) -> str | None:
+    if source is None:
+        return None
+    if not isinstance(source, str) or not source.strip():
+        raise ValueError("must be a non-empty CEL expression, e.g. 'event.data.user_id'")
+    Expression.check_names(source, names, where="expression")
+    Expression.compile(source, where="expression")
+    return source
+
+
+class _Option(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("key", mode="before", check_fields=False)
+    @classmethod
+    def _key(cls, value: Any) -> Any:
+        return _check_expression(value)
+
+
+class Throttle(_Option):
+    """Start at most ``limit`` runs per ``period``, plus ``burst`` at once; delay the rest.
+
+    Runs over the limit are queued for later (GCRA), never dropped. With ``key`` (CEL over
+    ``event``) each key value has its own limit.
+    """
+
+    limit: int = Field(ge=1, le=10_000, strict=True)
+    period: timedelta
+    burst: int = Field(default=0, ge=0, le=10_000, strict=True)
+    key: str | None = None
+
+    @field_validator("period", mode="before")
+    @classmethod
+    def _period(cls, value: Any) -> timedelta:
+        return _period(value, "period", timedelta(seconds=1), timedelta(days=7))
+
+
+class RateLimit(_Option):
+    """Start at most ``limit`` runs per ``period`` (up to 24 h); skip (and record) the rest."""
+
+    limit: int = Field(ge=1, le=10_000, strict=True)
+    period: timedelta
+    key: str | None = None
+
+    @field_validator("period", mode="before")
+    @classmethod
+    def _period(cls, value: Any) -> timedelta:
+        return _period(value, "period", timedelta(seconds=1), timedelta(hours=24))
+
+
+class Concurrency(_Option):
+    """At most ``limit`` steps of the function (or of the app) executing at once.
+
+    A sleeping or waiting run holds no slot. Work over the limit waits its turn (FIFO per
+    key, best effort) and starts when a slot frees; a crashed worker's slot is released when
+    its lease lapses.
+    """
+
+    limit: int = Field(ge=1, le=1000, strict=True)
+    key: str | None = None
+    scope: Literal["fn", "app"] = "fn"
+
+
+class Singleton(_Option):
+    """At most one running run per ``key``: ``skip`` the new run, or ``cancel`` the old one."""
+
+    key: str | None = None
+    mode: Literal["skip", "cancel"] = "skip"
+
+
+class Priority(_Option):
+    """``run``: CEL over ``event`` giving seconds (-600 to 600) a run moves ahead in line."""
+
+    run: str
+
+    @field_validator("run", mode="before")
+    @classmethod
+    def _run(cls, value: Any) -> Any:
+        return _check_expression(value)
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    """A function's flow-control options, validated."""
+
+    idempotency: str | None = None
+    throttle: Throttle | None = None
+    rate_limit: RateLimit | None = None
+    concurrency: tuple[Concurrency, ...] = ()
+    singleton: Singleton | None = None
+    priority: Priority | None = None
+    gates_starts: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        starts = any((self.idempotency, self.throttle, self.rate_limit, self.singleton))
+        object.__setattr__(self, "gates_starts", starts)
+
+
+# -- keys ----------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=512)
+def _compiled(source: str) -> Expression:
+    return Expression.compile(source, where="flow control")
+
+
+def flow_key(source: str | None, event: dict[str, Any]) -> str | None:
+    """The key value ``source`` gives for ``event``.
+
+    ``""`` without an expression (one shared key); ``None`` when the expression fails or
+    yields null (the event has no such field).
+    """
+    if source is None:
+        return ""
+    try:
+        found = _compiled(source).value({"event": event})
+    except LookupError:
+        return None
+    if found is None:
+        return None
+    if isinstance(found, str):
+        return found
+    return json.dumps(found, sort_keys=True, separators=(",", ":"))
+
+
+def priority_factor(priority: Priority | None, event: dict[str, Any]) -> float:
+    """Seconds ``event``'s run moves ahead in line (negative: behind), within ±600."""
+    if priority is None:
+        return 0.0
+    try:
+        found = _compiled(priority.run).value({"event": event})
+    except LookupError:
+        return 0.0
+    if isinstance(found, bool) or not isinstance(found, int | float):
+        return 0.0
+    return float(max(-PRIORITY_LIMIT, min(PRIORITY_LIMIT, found)))
+
+
+# -- rates: GCRA ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A GCRA decision.
+
+    Attributes:
+        at: When the run may start (``now`` if at once).
+        tat: The theoretical arrival time to store if the run is admitted.
+    """
+
+    at: float
+    tat: float
+
+
+def gcra(
+    tat: float | None, now: float, *, period: float, limit: int, burst: int = 0
+) -> Admission:
+    """The generic cell rate algorithm: one start per ``period / limit``, ``limit + burst`` at once.
+
+    Args:
+        tat: The stored theoretical arrival time (``None``: none yet).
+        now: The current time.
+        period: The period in seconds.
+        limit: Starts per period.
+        burst: Starts allowed at once on top of ``limit``.
+
+    Returns:
+        The earliest time this start conforms and the TAT to store once it is admitted.
+    """
+    interval = period / limit
+    tolerance = interval * (limit + burst - 1)
+    base = max(tat if tat is not None else now, now)
+    return Admission(at=max(now, base - tolerance), tat=base + interval)
+
+
+# -- concurrency: leases and a ranked line -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlotDecision:
+    """The outcome of asking for a concurrency slot.
+
+    Attributes:
+        state: The gate's new state (write it, conditionally, unless ``stale``).
+        acquired: Whether the slot is ours until the lease lapses or is released.
+        position: Our place in line when not acquired (0: next).
+        poll: The poll round the re-sent message carries when not acquired.
+        stale: A copy of an earlier poll round: drop it (nothing to write, nothing to send).
+    """
+
+    state: dict[str, Any]
+    acquired: bool
+    position: int = 0
+    poll: int = 0
+    stale: bool = False
+
+
+Line = dict[str, list[float]]
+
+
+def _live(state: dict[str, Any] | None, now: float) -> tuple[dict[str, float], Line]:
+    held = {k: float(v) for k, v in ((state or {}).get("held") or {}).items() if v > now}
+    waiting = {
+        k: [float(x) for x in v]
+        for k, v in ((state or {}).get("waiting") or {}).items()
+        if v[1] > now
+    }
+    return held, waiting
+
+
+def acquire_slot(
+    state: dict[str, Any] | None,
+    *,
+    work_id: str,
+    token: str,
+    now: float,
+    limit: int,
+    lease_s: float,
+    rank: float,
+    poll: int = 0,
+    redelivered: bool = False,
+) -> SlotDecision:
+    """Take a slot for ``token`` if one is free and no work ranked before ``work_id`` waits.
+
+    Held slots are leases keyed by a token unique to one delivery, so two copies of the same
+    message never share a slot; leases past their expiry are dropped first (a crashed
+    worker's slot frees itself). The line is keyed by the work (``run/step``) and ordered by
+    ``rank`` (the run's creation time less its priority factor): FIFO per key. A waiter that
+    stops polling leaves it after :data:`WAITING_TTL`.
+
+    Each wait in line is one chain of poll messages: the line records the chain's round, and
+    a first delivery of an older round is a duplicate copy and is dropped (``stale``), so
+    copies never multiply. A redelivery (its earlier delivery failed, perhaps after writing
+    the line) takes the chain over instead, so a chain is never lost either.
+    """
+    held, waiting = _live(state, now)
+    entry = waiting.get(work_id)
+    if entry is not None and len(entry) > 2 and entry[2] > poll:
+        if not redelivered:
+            return SlotDecision({"held": held, "waiting": waiting}, acquired=False, stale=True)
+        poll = int(entry[2])
+    mine = entry[0] if entry is not None else rank
+    ahead = sum(1 for k, v in waiting.items() if k != work_id and (v[0], k) < (mine, work_id))
+    if ahead < limit - len(held):
+        held[token] = now + lease_s
+        waiting.pop(work_id, None)
+        return SlotDecision({"held": held, "waiting": waiting}, acquired=True)
+    if entry is not None or len(waiting) < MAX_WAITING:
+        waiting[work_id] = [mine, now + WAITING_TTL, poll + 1]
+    return SlotDecision(
+        {"held": held, "waiting": waiting}, acquired=False, position=ahead, poll=poll + 1
+    )
+
+
+def release_slot(state: dict[str, Any] | None, *, token: str, now: float) -> dict[str, Any]:
+    """The state with ``token``'s slot given back (and lapsed entries dropped)."""
+    held, waiting = _live(state, now)
+    held.pop(token, None)
+    return {"held": held, "waiting": waiting}
+
+
+def holds(state: dict[str, Any] | None, token: str, now: float) -> bool:
+    """Whether ``token`` holds a live slot."""
+    return token in _live(state, now)[0]
+
+
+def slot_expiry(state: dict[str, Any]) -> float | None:
+    """When a concurrency gate's state stops mattering (its last lease or place lapses)."""
+    times = [*state.get("held", {}).values(), *(v[1] for v in state.get("waiting", {}).values())]
+    return max(times) if times else None
+
+
+def poll_delay(position: int, limit: int) -> float:
+    """How long a waiting invocation waits before asking again: longer further back."""
+    return min(1.0 + position // max(limit, 1), MAX_POLL_SECONDS)

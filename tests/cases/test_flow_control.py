@@ -1,0 +1,344 @@
+"""Flow control (issue 9): idempotency, throttle, rate limit, singleton, concurrency, priority.
+
+Each case runs on every backend, in normal and chaos mode. Periods pass on the skipping
+clock; the concurrency cases use real worker threads (chaos mode's, or four fault-free ones
+in normal mode) and record when each step really ran.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from runtime import App, Context, TriggerEvent
+from runtime.errors import ConfigurationError
+from runtime.records import GateWrite
+from runtime.testing import Harness
+from runtime.testing.chaos import Chaos
+
+
+def _concurrent(h: Harness) -> Harness:
+    """Real concurrent workers: chaos mode has them; normal mode gets four without faults."""
+    if h.chaos is None:
+        h.enable_chaos(Chaos(workers=4, duplicate=0, crash=0, errors=0))
+    return h
+
+
+def _overlap(spans: list[tuple[float, float]]) -> int:
+    """The most spans open at one instant."""
+    edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    most = open_now = 0
+    for _, d in edges:
+        open_now += d
+        most = max(most, open_now)
+    return most
+
+
+class Spans:
+    """Start/end instants of real step executions, by key."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_key: dict[str, list[tuple[float, float]]] = {}
+
+    def work(self, key: str, seconds: float = 0.03) -> None:
+        began = time.monotonic()
+        time.sleep(seconds)
+        with self.lock:
+            self.by_key.setdefault(key, []).append((began, time.monotonic()))
+
+    def all(self) -> list[tuple[float, float]]:
+        return [s for spans in self.by_key.values() for s in spans]
+
+
+def _seize(h: Harness, scope: str, key: str, lease_s: float) -> None:
+    """Play a worker that took a concurrency slot and crashed: its lease is all that is left."""
+    store = h.backend.store  # type: ignore[attr-defined]
+    gate = store.gate(scope, key)
+    until = h.clock.now() + lease_s
+    state = {"held": {"crashed-worker": until}, "waiting": {}}
+    assert store.put_gate(GateWrite(scope, key, state, gate.version, until))
+
+
+# -- idempotency ---------------------------------------------------------------------------
+
+
+def test_idempotency_starts_one_run_per_key_and_records_the_rest(make_harness: Any) -> None:
+    charged: list[str] = []
+    app = App("pay")
+
+    @app.function(id="charge", trigger=TriggerEvent("payment/requested"),
+                  idempotency="event.data.payment_id")
+    def charge(ctx: Context) -> str:
+        return str(ctx.step.run("charge", lambda: charged.append(ctx.event.data["payment_id"])
+                                or "ok"))
+
+    h = make_harness(app)
+    for _ in range(3):
+        h.send("payment/requested", {"payment_id": "p1"})
+    h.send("payment/requested", {"payment_id": "p2"})
+    assert sorted(h.once(charged)) == ["p1", "p2"]
+    assert len(h.runs("charge", status="Completed")) == 2
+    skipped = h.runs("charge", status="Skipped")
+    assert len(skipped) == 2
+    assert all("idempotency key 'p1'" in (r.error or "") for r in skipped)
+    # The key is remembered for 24 hours, then it may start a run again.
+    h.advance("25h")
+    h.send("payment/requested", {"payment_id": "p1"})
+    assert sorted(h.once(charged)) == ["p1", "p1", "p2"] if not h.chaos else len(
+        h.runs("charge", status="Completed")) == 3
+
+
+def test_idempotency_ignores_events_without_the_key(make_harness: Any) -> None:
+    app = App("pay")
+
+    @app.function(id="charge", trigger=TriggerEvent("payment/requested"),
+                  idempotency="event.data.payment_id")
+    def charge(ctx: Context) -> str:
+        return "ok"
+
+    h = make_harness(app)
+    h.send("payment/requested", {})
+    h.send("payment/requested", {})
+    assert len(h.runs("charge", status="Completed")) == 2
+
+
+# -- throttle ------------------------------------------------------------------------------
+
+
+def test_throttle_spreads_starts_at_the_rate_and_drops_none(make_harness: Any) -> None:
+    started: dict[int, float] = {}
+    app = App("digest")
+
+    @app.function(id="call-model", trigger=TriggerEvent("ai/asked"),
+                  throttle={"limit": 2, "period": "1m"})
+    def call(ctx: Context) -> int:
+        n = int(ctx.event.data["n"])
+        ctx.step.run("call", lambda: started.setdefault(n, h.clock.now()))
+        return n
+
+    h = make_harness(app)
+    t0 = h.clock.now()
+    h.send([{"name": "ai/asked", "data": {"n": i}} for i in range(6)])
+    assert len(started) == 2  # limit at once; the rest are held
+    held = [r for r in h.runs("call-model") if r.state.run.held_by == "throttle"]
+    assert len(held) == 4 and all(r.status == "Running" for r in held)
+    h.advance("3m")
+    assert len(h.runs("call-model", status="Completed")) == 6
+    assert sorted(round(t - t0) for t in started.values()) == [0, 0, 30, 60, 90, 120]
+
+
+def test_throttle_keys_are_independent_and_burst_adds_to_the_limit(make_harness: Any) -> None:
+    started: dict[str, float] = {}
+    app = App("digest")
+
+    @app.function(id="sync", trigger=TriggerEvent("crm/changed"),
+                  throttle={"limit": 1, "period": "1h", "burst": 1, "key": "event.data.user"})
+    def sync(ctx: Context) -> None:
+        tag = f"{ctx.event.data['user']}{ctx.event.data['n']}"
+        ctx.step.run("sync", lambda: started.setdefault(tag, h.clock.now()))
+
+    h = make_harness(app)
+    t0 = h.clock.now()
+    h.send([{"name": "crm/changed", "data": {"user": u, "n": n}} for u in "ab" for n in range(3)])
+    assert sorted(k[0] for k in started) == ["a", "a", "b", "b"]  # 1 + burst 1 per user
+    h.advance("2h")
+    assert len(h.runs("sync", status="Completed")) == 6
+    late = sorted(round(t - t0) for t in started.values())
+    assert late == [0, 0, 0, 0, 3600, 3600]
+
+
+# -- rate limit ----------------------------------------------------------------------------
+
+
+def test_rate_limit_skips_and_records_what_it_skipped(make_harness: Any) -> None:
+    app = App("alerts")
+
+    @app.function(id="page", trigger=TriggerEvent("alert/fired"),
+                  rate_limit={"limit": 2, "period": "1h", "key": "event.data.service"})
+    def page(ctx: Context) -> str:
+        return str(ctx.event.data["service"])
+
+    h = make_harness(app)
+    for _ in range(4):
+        h.send("alert/fired", {"service": "db"})
+    h.send("alert/fired", {"service": "web"})
+    assert len(h.runs("page", status="Completed")) == 3
+    skipped = h.runs("page", status="Skipped")
+    assert len(skipped) == 2
+    assert all("rate limit of 2 per 1:00:00 for key 'db'" in (r.error or "") for r in skipped)
+    assert all(r.state.run.events[0]["data"]["service"] == "db" for r in skipped)
+    h.advance("1h")
+    h.send("alert/fired", {"service": "db"})
+    assert len(h.runs("page", status="Completed")) == 4
+
+
+# -- singleton -----------------------------------------------------------------------------
+
+
+def _singleton_app(mode: str) -> App:
+    app = App("sync")
+
+    @app.function(id="import", trigger=TriggerEvent("import/requested"),
+                  singleton={"key": "event.data.account", "mode": mode})
+    def run_import(ctx: Context) -> str:
+        ctx.step.sleep("work", "1h")
+        return str(ctx.event.data["n"])
+
+    return app
+
+
+def test_singleton_skip_drops_a_second_run_while_one_runs(make_harness: Any) -> None:
+    h = make_harness(_singleton_app("skip"))
+    h.send("import/requested", {"account": "a", "n": 1})
+    h.send("import/requested", {"account": "a", "n": 2})
+    h.send("import/requested", {"account": "b", "n": 3})
+    skipped = h.runs("import", status="Skipped")
+    assert [r.state.run.events[0]["data"]["n"] for r in skipped] == [2]
+    assert "singleton" in (skipped[0].error or "")
+    h.advance("2h")
+    assert sorted(r.output for r in h.runs("import", status="Completed")) == ["1", "3"]
+    h.send("import/requested", {"account": "a", "n": 4})  # the first one finished
+    h.advance("2h")
+    assert sorted(r.output for r in h.runs("import", status="Completed")) == ["1", "3", "4"]
+
+
+def test_singleton_cancel_replaces_the_running_run(make_harness: Any) -> None:
+    h = make_harness(_singleton_app("cancel"))
+    h.send("import/requested", {"account": "a", "n": 1})
+    h.send("import/requested", {"account": "a", "n": 2})
+    h.advance("2h")
+    by_n = {r.state.run.events[0]["data"]["n"]: r for r in h.runs("import")}
+    assert by_n[1].status == "Cancelled" and "replaced by run" in (by_n[1].error or "")
+    assert by_n[2].status == "Completed"
+
+
+# -- concurrency ---------------------------------------------------------------------------
+
+
+def test_concurrency_never_exceeds_the_limit_and_all_complete(make_harness: Any) -> None:
+    spans = Spans()
+    app = App("digest")
+
+    @app.function(id="send-digest", trigger=TriggerEvent("digest/due"), concurrency=2)
+    def send_digest(ctx: Context) -> int:
+        n = int(ctx.event.data["n"])
+        ctx.step.run("render", lambda: spans.work("render"))
+        ctx.step.run("send", lambda: spans.work("send"))
+        return n
+
+    h = _concurrent(make_harness(app))
+    h.send([{"name": "digest/due", "data": {"n": i}} for i in range(8)])
+    h.advance("15m")  # (chaos: a slot whose write failed may wait out its 90 s lease)
+    assert len(h.runs("send-digest", status="Completed")) == 8
+    assert _overlap(spans.all()) <= 2
+    assert len(spans.all()) >= 16
+
+
+def test_concurrency_keys_queue_separately(make_harness: Any) -> None:
+    app = App("digest")
+    ran: list[str] = []
+
+    @app.function(id="sync", trigger=TriggerEvent("crm/changed"),
+                  concurrency={"limit": 1, "key": "event.data.user"})
+    def sync(ctx: Context) -> None:
+        ctx.step.run("sync", lambda: ran.append(ctx.event.data["user"]))
+
+    h = make_harness(app)
+    _seize(h, "concurrency:sync", "a", lease_s=120)  # user a's only slot is taken
+    h.send("crm/changed", {"user": "a"})
+    h.send("crm/changed", {"user": "b"})
+    assert h.once(ran) == ["b"]  # b has its own line
+    a_run = next(r for r in h.runs("sync") if r.state.run.events[0]["data"]["user"] == "a")
+    assert a_run.status == "Running" and not a_run.steps
+    h.advance("10m")  # the taken slot's lease lapses: a runs
+    assert sorted(h.once(ran)) == ["a", "b"]
+    assert len(h.runs("sync", status="Completed")) == 2
+
+
+def test_a_sleeping_run_holds_no_slot(make_harness: Any) -> None:
+    app = App("digest")
+
+    @app.function(id="drip", trigger=TriggerEvent("drip/start"), concurrency=1)
+    def drip(ctx: Context) -> str:
+        ctx.step.run("first", lambda: "x")
+        ctx.step.sleep("wait", "1d")
+        ctx.step.run("second", lambda: "y")
+        return str(ctx.event.data["n"])
+
+    h = make_harness(app)
+    h.send("drip/start", {"n": 1})
+    h.send("drip/start", {"n": 2})  # runs while run 1 sleeps
+    h.send("drip/start", {"n": 3})
+    h.advance("5m")  # (chaos: a duplicate may hold the slot a moment; the others poll)
+    runs = h.runs("drip")
+    assert len(runs) == 3 and all(r.step("wait").status == "sleeping" for r in runs)
+    h.advance("2d")
+    assert sorted(r.output for r in h.runs("drip", status="Completed")) == ["1", "2", "3"]
+
+
+def test_a_crashed_workers_slot_frees_itself_when_its_lease_lapses(make_harness: Any) -> None:
+    app = App("digest")
+
+    @app.function(id="report", trigger=TriggerEvent("report/due"), concurrency=1)
+    def report(ctx: Context) -> str:
+        return str(ctx.step.run("build", lambda: "built"))
+
+    h = make_harness(app)
+    # Default Lambda timeout 60 s: a lease lasts 90 s.
+    _seize(h, "concurrency:report", "", lease_s=90)
+    h.send("report/due", {})
+    assert h.only_run("report").status == "Running"
+    h.advance("1m")
+    assert h.only_run("report").status == "Running"  # still within the crashed lease
+    h.advance("10m")  # (chaos: a slot whose release failed waits out its own lease too)
+    assert h.only_run("report").status == "Completed"
+
+
+def test_priority_moves_work_ahead_in_the_line(make_harness: Any) -> None:
+    order: list[str] = []
+    app = App("digest")
+
+    @app.function(id="answer", trigger=TriggerEvent("ticket/opened"), concurrency=1,
+                  priority={"run": "event.data.plan == 'enterprise' ? 300 : 0"})
+    def answer(ctx: Context) -> None:
+        ctx.step.run("answer", lambda: order.append(ctx.event.data["plan"]))
+
+    h = make_harness(app)
+    _seize(h, "concurrency:answer", "", lease_s=90)
+    h.send("ticket/opened", {"plan": "free"})
+    h.clock.advance(1)
+    h.send("ticket/opened", {"plan": "free"})
+    h.clock.advance(1)
+    h.send("ticket/opened", {"plan": "enterprise"})
+    h.advance("15m")
+    assert h.once(order)[0] == "enterprise"
+    assert len(h.runs("answer", status="Completed")) == 3
+
+
+# -- registration --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"concurrency": 0}, "concurrency.limit: Input should be greater than or equal to 1"),
+        ({"concurrency": [1, 2, 3]}, "at most 2 constraints"),
+        ({"throttle": {"limit": 1, "period": 60}}, "bare number is ambiguous"),
+        ({"throttle": {"limit": 1, "period": "8d"}}, "throttle.period: 8 days"),
+        ({"rate_limit": {"limit": 1, "period": "2d"}}, "rate_limit.period"),
+        ({"singleton": {"mode": "queue"}}, "singleton.mode"),
+        ({"priority": {"run": "1"}}, "give concurrency too"),
+        ({"idempotency": "evnt.data.id"}, "unknown name 'evnt'"),
+        ({"throttle": {"limit": 1, "period": "1m", "keys": "x"}}, "throttle.keys"),
+        ({"debounce": {"period": "5s"}}, "'debounce' (not available in stepkit yet)"),
+    ],
+)
+def test_registration_names_the_function_and_option(options: dict[str, Any], message: str) -> None:
+    app = App("a")
+    with pytest.raises(ConfigurationError) as err:
+        app.function(id="f", trigger=TriggerEvent("x/y"), **options)(lambda ctx: None)
+    assert "function 'f'" in str(err.value) and message in str(err.value), str(err.value)
