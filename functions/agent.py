@@ -22,7 +22,12 @@ def act(action: dict[str, Any]) -> str:
     return f"results for {action['query']}"
 
 
-@app.function(id="agent-loop", trigger=TriggerEvent("agent/task"))
+@app.function(
+    id="agent-loop",
+    trigger=TriggerEvent("agent/task"),
+    # The model API allows 20 new conversations a minute: later tasks start later, none lost.
+    throttle={"limit": 20, "period": "1m"},
+)
 def agent_loop(ctx: Context) -> dict[str, Any]:
     """Alternate think-{i} and act-{i} steps until the model finishes or five rounds pass."""
     goal = ctx.event.data.get("goal", "research")

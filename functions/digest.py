@@ -20,7 +20,11 @@ def daily_digest(ctx: Context) -> int:
     return len(events)
 
 
-@app.function(id="send-user-digest", trigger=TriggerEvent("digest/requested"))
+@app.function(
+    id="send-user-digest",
+    trigger=TriggerEvent("digest/requested"),
+    concurrency=2,  # the mail provider takes two connections: the rest wait their turn
+)
 def send_user_digest(ctx: Context) -> dict[str, Any]:
     """Build and send one user's digest."""
     user_id = ctx.event.data["user_id"]

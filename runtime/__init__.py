@@ -19,12 +19,14 @@ from runtime.errors import (
     StepLimitError,
 )
 from runtime.events import Event
+from runtime.flow import Concurrency, Priority, RateLimit, Singleton, Throttle
 from runtime.secrets import secret
 
 __all__ = [
     "App",
     "AwsOptions",
     "CancelOn",
+    "Concurrency",
     "ConfigurationError",
     "Context",
     "Event",
@@ -33,11 +35,15 @@ __all__ = [
     "NonRetriableError",
     "NondeterminismError",
     "PolicyStatement",
+    "Priority",
+    "RateLimit",
     "RetryAfterError",
+    "Singleton",
     "StepError",
     "StepLimitError",
     "StepkitError",
     "Steps",
+    "Throttle",
     "Timeouts",
     "TriggerCron",
     "TriggerEvent",

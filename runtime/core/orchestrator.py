@@ -427,7 +427,8 @@ class Orchestrator:
             state.run.function_id,
             new_id,
             id=f"start-{new_id}",
-            payload={"events": list(state.run.events), "direct": True},
+            # A rerun is asked for by hand: idempotency, rate limit and singleton let it by.
+            payload={"events": list(state.run.events), "direct": True, "rerun": True},
         )
         self.queue.send([msg])
         return new_id
@@ -587,7 +588,8 @@ class Orchestrator:
             outbox = list(finish_outbox(run, RunStatus.CANCELLED, None, error, now))
             waiters = []
         run = replace(run, outbox=tuple(outbox))
-        created = self._create(run, waiters) if late else self._create_gated(fn, run, waiters)
+        gated = not late and not payload.get("rerun")
+        created = self._create_gated(fn, run, waiters) if gated else self._create(run, waiters)
         if created is not None:
             self._started(created)
             self._flush(created.outbox)

@@ -28,6 +28,7 @@ def test_discovery_finds_every_example(examples: App) -> None:
         "send-user-digest",
         "agent-loop",
         "await-payment",
+        "handle-webhook",
     }
 
 
@@ -104,3 +105,15 @@ def test_payment_wait(make_harness: Any, examples: App) -> None:
     h.advance("1d1h")
     by_id = {r.output["invoice_id"]: r.output["paid"] for r in h.runs("await-payment")}
     assert by_id == {"i1": True, "i2": False}
+
+
+def test_webhook_runs_once_per_provider_id(make_harness: Any, examples: App) -> None:
+    h = make_harness(examples)
+    for _ in range(2):  # the provider retries a delivery it thinks failed
+        h.send("stripe/webhook", {"id": "evt_1", "type": "invoice.paid"})
+    h.send("stripe/webhook", {"id": "evt_2", "type": "invoice.paid"})
+    assert sorted(r.output["applied"] for r in h.runs("handle-webhook", "Completed")) == [
+        "evt_1", "evt_2"]
+    assert len(h.runs("handle-webhook", "Skipped")) == 1
+    assert sorted(h.once(e["provider_id"] for e in fakes.SENT if e["action"] == "webhook")) == [
+        "evt_1", "evt_2"]
