@@ -19,16 +19,26 @@ from runtime.errors import (
     StepLimitError,
 )
 from runtime.events import Event
-from runtime.flow import Concurrency, Priority, RateLimit, Singleton, Throttle
+from runtime.flow import (
+    BatchEvents,
+    Concurrency,
+    Debounce,
+    Priority,
+    RateLimit,
+    Singleton,
+    Throttle,
+)
 from runtime.secrets import secret
 
 __all__ = [
     "App",
     "AwsOptions",
+    "BatchEvents",
     "CancelOn",
     "Concurrency",
     "ConfigurationError",
     "Context",
+    "Debounce",
     "Event",
     "FunctionDef",
     "InvalidEventError",

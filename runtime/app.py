@@ -18,7 +18,16 @@ from runtime.errors import ConfigurationError, FunctionNotFoundError
 from runtime.events import _NAME as _EVENT_NAME
 from runtime.events import FUNCTION_FAILED
 from runtime.expressions import Expression, ExpressionError, match_expression
-from runtime.flow import Concurrency, FlowSpec, Priority, RateLimit, Singleton, Throttle
+from runtime.flow import (
+    BatchEvents,
+    Concurrency,
+    Debounce,
+    FlowSpec,
+    Priority,
+    RateLimit,
+    Singleton,
+    Throttle,
+)
 
 if TYPE_CHECKING:
     from runtime.engine.context import Context
@@ -203,6 +212,8 @@ class App:
         concurrency: int | Concurrency | Mapping[str, Any] | Sequence[Any] | None = None,
         singleton: Singleton | Mapping[str, Any] | None = None,
         priority: Priority | Mapping[str, Any] | None = None,
+        debounce: Debounce | Mapping[str, Any] | None = None,
+        batch_events: BatchEvents | Mapping[str, Any] | None = None,
         **unknown: Any,
     ) -> Callable[[Handler], FunctionDef]:
         """Register a durable function.
@@ -227,6 +238,10 @@ class App:
             singleton: :class:`~runtime.flow.Singleton`: one running run per key.
             priority: :class:`~runtime.flow.Priority`: moves runs ahead in the concurrency
                 line (needs ``concurrency``).
+            debounce: :class:`~runtime.flow.Debounce`: one run with the last event once
+                events stop coming for ``period``.
+            batch_events: :class:`~runtime.flow.BatchEvents`: one run for many events
+                (``ctx.events``), when the batch is full or its timeout passes.
             **unknown: Refused with a clear error (a misspelt option never passes silently).
 
         Raises:
@@ -235,7 +250,8 @@ class App:
         if unknown:
             raise ConfigurationError(_unknown_options(id, unknown))
         settings = _aws_options(id, aws)
-        flow = _flow_spec(id, idempotency, throttle, rate_limit, concurrency, singleton, priority)
+        flow = _flow_spec(id, idempotency, throttle, rate_limit, concurrency, singleton, priority,
+                          debounce, batch_events)
 
         def register(handler: Handler) -> FunctionDef:
             fn = self._build(id, handler, trigger, retries, cancel_on, timeouts, settings)
@@ -368,9 +384,8 @@ class App:
 
 
 _OPTIONS = ("id", "trigger", "retries", "cancel_on", "timeouts", "on_failure", "aws",
-            "idempotency", "throttle", "rate_limit", "concurrency", "singleton", "priority")
-# Inngest options stepkit does not have yet: refused by name rather than as typos.
-_NOT_YET = ("debounce", "batch_events")
+            "idempotency", "throttle", "rate_limit", "concurrency", "singleton", "priority",
+            "debounce", "batch_events")
 # Keyword options of earlier versions: reserved concurrency dead-lettered throttled messages.
 _RENAMED = {"memory_mb": "memory_mb", "timeout_s": "timeout_s",
             "reserved_concurrency": "max_concurrency", "batch_size": "sqs_batch_size"}
@@ -382,9 +397,7 @@ def _unknown_options(fn_id: Any, unknown: Mapping[str, Any]) -> str:
     for name in sorted(unknown):
         close = difflib.get_close_matches(name, _OPTIONS, n=1)
         near = difflib.get_close_matches(name, list(AwsOptions.model_fields), n=1)
-        if name in _NOT_YET:
-            hints.append(f"'{name}' (not available in stepkit yet)")
-        elif name in _RENAMED:
+        if name in _RENAMED:
             hints.append(f"'{name}' (now aws=AwsOptions({_RENAMED[name]}=...))")
         elif close:
             hints.append(f"'{name}' (did you mean '{close[0]}'?)")
@@ -449,6 +462,8 @@ def _flow_spec(
     concurrency: Any,
     singleton: Any,
     priority: Any,
+    debounce: Any = None,
+    batch_events: Any = None,
 ) -> FlowSpec:
     """Validate the flow-control options of one function (see :mod:`runtime.flow`)."""
     where = f"function '{fn_id}'"
@@ -484,7 +499,22 @@ def _flow_spec(
         concurrency=limits,
         singleton=_model(fn_id, "singleton", Singleton, singleton),
         priority=_model(fn_id, "priority", Priority, priority),
+        debounce=_model(fn_id, "debounce", Debounce, debounce),
+        batch=_model(fn_id, "batch_events", BatchEvents, batch_events),
     )
+    if spec.window is not None:
+        name = "batch_events" if spec.batch is not None else "debounce"
+        both = spec.batch is not None and spec.debounce is not None
+        others = [n for n, v in (("debounce", spec.debounce if both else None),
+                                 ("idempotency", spec.idempotency),
+                                 ("rate_limit", spec.rate_limit),
+                                 ("singleton", spec.singleton),
+                                 ("throttle", spec.throttle)) if v is not None]
+        if others:
+            raise ConfigurationError(
+                f"{where}: {name} cannot be combined with {', '.join(others)} (the run of a "
+                "window of events has no single event to apply them to)"
+            )
     if spec.priority is not None and not spec.concurrency:
         raise ConfigurationError(
             f"{where}: priority orders runs waiting for a concurrency slot; give concurrency too"

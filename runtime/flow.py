@@ -129,6 +129,49 @@ class Priority(_Option):
         return _check_expression(value)
 
 
+class Debounce(_Option):
+    """Start one run with the last event once ``period`` passes with no new event (per key).
+
+    ``timeout`` caps the total delay from the first event of a window.
+    """
+
+    period: timedelta
+    key: str | None = None
+    timeout: timedelta | None = None
+
+    @field_validator("period", "timeout", mode="before")
+    @classmethod
+    def _period(cls, value: Any) -> timedelta | None:
+        if value is None:
+            return None
+        return _period(value, "period", timedelta(seconds=1), timedelta(days=7))
+
+
+class BatchEvents(_Option):
+    """Start one run for up to ``max_size`` events, or for those that came within ``timeout``.
+
+    ``key`` batches per key value; events for which ``if_`` (CEL over ``event``) is false
+    start a run of their own at once.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    max_size: int = Field(ge=1, le=100, strict=True)
+    timeout: timedelta
+    key: str | None = None
+    if_: str | None = Field(default=None, alias="if")
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, value: Any) -> timedelta:
+        return _period(value, "timeout", timedelta(seconds=1), timedelta(seconds=60))
+
+    @field_validator("if_", mode="before")
+    @classmethod
+    def _if(cls, value: Any) -> Any:
+        return _check_expression(value)
+
+
 @dataclass(frozen=True)
 class FlowSpec:
     """A function's flow-control options, validated."""
@@ -139,11 +182,18 @@ class FlowSpec:
     concurrency: tuple[Concurrency, ...] = ()
     singleton: Singleton | None = None
     priority: Priority | None = None
+    debounce: Debounce | None = None
+    batch: BatchEvents | None = None
     gates_starts: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         starts = any((self.idempotency, self.throttle, self.rate_limit, self.singleton))
         object.__setattr__(self, "gates_starts", starts)
+
+    @property
+    def window(self) -> Debounce | BatchEvents | None:
+        """The option that gathers events before a run starts (debounce or batching)."""
+        return self.debounce or self.batch
 
 
 # -- keys ----------------------------------------------------------------------------------
@@ -323,3 +373,118 @@ def slot_expiry(state: dict[str, Any]) -> float | None:
 def poll_delay(position: int, limit: int) -> float:
     """How long a waiting invocation waits before asking again: longer further back."""
     return min(1.0 + position // max(limit, 1), MAX_POLL_SECONDS)
+
+
+# -- debounce and batching: a window of events per key -------------------------------------
+
+#: Most bytes of events one batch holds (a run's events item must stay under 400 KB).
+MAX_BATCH_BYTES = 300 * 1024
+#: Event ids already flushed are remembered this long, so a late duplicate START of one is
+#: not folded into a second run.
+RECENT_SECONDS = 3600.0
+MAX_RECENT = 2000
+
+
+def event_bytes(event: dict[str, Any]) -> int:
+    """An event's size as JSON."""
+    return len(json.dumps(event, separators=(",", ":")))
+
+
+@dataclass(frozen=True)
+class Fold:
+    """What folding one event into a debounce or batch window does.
+
+    Attributes:
+        state: The gate's new state (write it conditionally), unless ``duplicate``.
+        opened: The window just opened: arm its flush timer.
+        flush: The batch is full: start its run now with ``state["events"]`` (folding this
+            event again afterwards when ``carry``).
+        carry: The event did not fit the full batch; fold it again once it is flushed.
+        duplicate: The event is in the window already, or was flushed recently.
+    """
+
+    state: dict[str, Any]
+    opened: bool = False
+    flush: bool = False
+    carry: bool = False
+    duplicate: bool = False
+
+
+def _recent(state: dict[str, Any] | None, now: float) -> dict[str, list[Any]]:
+    """Recently flushed event ids: ``{event id: [expiry, run id]}``."""
+    return {k: v for k, v in ((state or {}).get("recent") or {}).items() if v[0] > now}
+
+
+def flushed_run(state: dict[str, Any] | None, event_id: str, now: float) -> str | None:
+    """The run a recently flushed window started with ``event_id`` in it, if any."""
+    found = _recent(state, now).get(event_id)
+    return str(found[1]) if found else None
+
+
+def _newer(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return (int(a.get("ts") or 0), str(a["id"])) > (int(b.get("ts") or 0), str(b["id"]))
+
+
+def fold_event(
+    state: dict[str, Any] | None,
+    event: dict[str, Any],
+    *,
+    now: float,
+    pending_id: str,
+    debounce: Debounce | None = None,
+    batch: BatchEvents | None = None,
+) -> Fold:
+    """Fold ``event`` into the open window, or open one whose run will be ``pending_id``.
+
+    Debounce keeps the newest event (by ``ts``, then id: delivery order does not matter)
+    and moves the window's end to ``period`` after now, never past ``timeout`` after its
+    first event. A batch appends the event; it is full at ``max_size`` events or
+    :data:`MAX_BATCH_BYTES`.
+    """
+    recent = _recent(state, now)
+    window = dict(state or {})
+    events: list[dict[str, Any]] = list(window.get("events") or [])
+    if event["id"] in recent or any(e["id"] == event["id"] for e in events):
+        return Fold(window, duplicate=True)
+    opened = not window.get("pending")
+    if opened:
+        window = {"pending": pending_id, "events": [], "first_at": now, "round": 1,
+                  "recent": recent}
+        events = []
+    first_at = float(window["first_at"])
+    if debounce is not None:
+        if not events or _newer(event, events[0]):
+            events = [event]
+        due = now + debounce.period.total_seconds()
+        if debounce.timeout is not None:
+            due = min(due, first_at + debounce.timeout.total_seconds())
+        window.update(events=events, due=due)
+        return Fold(window, opened=opened)
+    assert batch is not None
+    size = sum(event_bytes(e) for e in events)
+    if events and size + event_bytes(event) > MAX_BATCH_BYTES:
+        return Fold(window, flush=True, carry=True)
+    events.append(event)
+    window.update(events=events, due=first_at + batch.timeout.total_seconds())
+    return Fold(window, opened=opened, flush=len(events) >= batch.max_size)
+
+
+def flushed(state: dict[str, Any], now: float) -> dict[str, Any]:
+    """The gate's state once its window's run was created.
+
+    The window is closed and its event ids are remembered for :data:`RECENT_SECONDS`.
+    """
+    recent = _recent(state, now)
+    for e in state.get("events") or []:
+        recent[e["id"]] = [now + RECENT_SECONDS, state["pending"]]
+    if len(recent) > MAX_RECENT:
+        recent = dict(sorted(recent.items(), key=lambda kv: kv[1][0])[-MAX_RECENT:])
+    return {"recent": recent}
+
+
+def window_expiry(state: dict[str, Any]) -> float | None:
+    """When a window gate's state stops mattering."""
+    times = [float(v[0]) for v in (state.get("recent") or {}).values()]
+    if state.get("pending"):
+        return None  # an open window is closed by its flush, never by expiry
+    return max(times) if times else None

@@ -298,6 +298,7 @@ class MessageKind(StrEnum):
     TIMEOUT = "timeout"  # the run's finish deadline passed
     MATCH = "match"  # an event matched a waiter: resolve the wait (payload: the event)
     CANCEL = "cancel"  # cancel the run (payload: the reason)
+    FLUSH = "flush"  # a debounce or batch window's time is up: start its run (payload: gate)
 
 
 @dataclass(frozen=True)

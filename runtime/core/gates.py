@@ -12,22 +12,29 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from functools import lru_cache
+from typing import Any, Protocol
 
 from runtime.app import FunctionDef
+from runtime.core.ids import new_run_id
 from runtime.core.protocols import Clock, Queue, Store
 from runtime.errors import GateMovedError, StepkitError
+from runtime.expressions import Expression
 from runtime.flow import (
     IDEMPOTENCY_SECONDS,
     SlotDecision,
     acquire_slot,
     flow_key,
+    flushed,
+    flushed_run,
+    fold_event,
     gcra,
     holds,
     poll_delay,
     priority_factor,
     release_slot,
     slot_expiry,
+    window_expiry,
 )
 from runtime.records import (
     ErrorInfo,
@@ -217,7 +224,8 @@ class FlowGates:
         rank = run.created_at - priority_factor(fn.flow.priority, event)
         # One place in line per message (a START waits as its run's first message): a line
         # entry never outlives its work into the run's next message.
-        again = first_message(run) if msg.kind is MessageKind.START else msg
+        first = msg.kind in (MessageKind.START, MessageKind.FLUSH)
+        again = first_message(run) if first else msg
         work = f"{run.run_id}/{again.id}"
         lease_s = fn.aws.timeout_s + 30.0
         taken: list[Slot] = []
@@ -230,9 +238,13 @@ class FlowGates:
             if not decision.acquired:
                 self.release(taken)
                 if decision.stale:  # a copy of a poll already answered: its chain goes on
+                    _log.debug("run %s: stale poll %s round %d dropped", run.run_id, msg.id,
+                               poll)
                     return None
                 payload = {**(again.payload or {}), "poll": decision.poll}
                 due = now + poll_delay(decision.position, c.limit)
+                _log.debug("run %s: %s waits for %s %r (position %d, round %d)", run.run_id,
+                           again.id, scope, key, decision.position, decision.poll)
                 self.queue.send([replace(again, payload=payload, due=due)])
                 return None
             taken.append(slot)
@@ -289,6 +301,141 @@ class FlowGates:
                                              slot_expiry(state))):
                 return
         raise GateContentionError(f"concurrency gate {slot.scope} {slot.key!r} kept moving")
+
+
+class WindowStarter(Protocol):
+    """Creates and begins the run of a closed window (the orchestrator's ``_start_window``)."""
+
+    def __call__(
+        self, fn: FunctionDef, run_id: str, events: Sequence[dict[str, Any]], clear: GateWrite
+    ) -> None:
+        """Create the run with ``clear`` in its transaction, then begin it.
+
+        Raises:
+            GateMovedError: The window changed since it was read.
+        """
+        ...
+
+
+class Windows:
+    """Debounce and batching: events gather in a gate per key until its run starts.
+
+    The gate holds the open window (the run id it will start, its events, when it is due and
+    the round of its timer chain) and the ids of events recently flushed with the run they
+    went to. Every change is a conditional write; the run is created in the same
+    transaction that closes the window, so an event is in exactly one run.
+
+    Args:
+        io: The orchestrator: its store, queue and clock.
+        start: Creates a closed window's run (and begins it).
+    """
+
+    def __init__(self, io: GateIO, start: WindowStarter) -> None:
+        self.io = io
+        self.start = start
+
+    def scope(self, fn: FunctionDef) -> str:
+        """The gate scope of ``fn``'s window option."""
+        return f"{'debounce' if fn.flow.debounce else 'batch'}:{fn.id}"
+
+    def gathers(self, fn: FunctionDef, event: dict[str, Any]) -> bool:
+        """Whether ``event`` waits in a window (a batch's ``if`` may send it straight on)."""
+        batch = fn.flow.batch
+        if fn.flow.debounce is not None:
+            return True
+        if batch is None:
+            return False
+        return batch.if_ is None or _condition(batch.if_).matches_vars({"event": event})
+
+    def fold(self, fn: FunctionDef, event: dict[str, Any], redelivered: bool) -> str | None:
+        """Add ``event`` (from its START message) to its window.
+
+        Returns:
+            A run to resume: on a redelivery, the run the event already went to (its
+            earlier delivery may have crashed before beginning it).
+
+        Raises:
+            GateContentionError: The window kept changing under us.
+        """
+        flow = fn.flow
+        window = flow.window
+        assert window is not None
+        scope, key = self.scope(fn), flow_key(window.key, event) or ""
+        for _ in range(_TRIES):
+            gate = self.io.store.gate(scope, key)
+            now = self.io.clock.now()
+            pending = new_run_id(now)  # kept only if this event opens the window
+            fold = fold_event(gate.state, event, now=now, pending_id=pending,
+                              debounce=flow.debounce, batch=flow.batch)
+            if fold.duplicate:
+                if not redelivered:
+                    return None  # a copy: the event is in hand
+                ran = flushed_run(gate.state, event["id"], now)
+                if ran is None and (gate.state or {}).get("pending"):
+                    self._arm(fn, scope, key, gate.state or {})  # the timer may be lost
+                return ran
+            if fold.flush:
+                clear = GateWrite(scope, key, flushed(fold.state, now), gate.version,
+                                  window_expiry(flushed(fold.state, now)))
+                try:
+                    self.start(fn, str(fold.state["pending"]), fold.state["events"], clear)
+                except GateMovedError:
+                    continue
+                if fold.carry:
+                    continue  # the event did not fit: it opens the next window
+                return None
+            if self.io.store.put_gate(GateWrite(scope, key, fold.state, gate.version, None)):
+                if fold.opened or redelivered:  # (a redelivery may have lost the timer)
+                    self._arm(fn, scope, key, fold.state)
+                return None
+        raise GateContentionError(f"{scope} {key!r}: the window kept changing")
+
+    def _arm(self, fn: FunctionDef, scope: str, key: str, state: dict[str, Any]) -> None:
+        """Send the window's timer for its current round."""
+        self.io.queue.send([Message(
+            MessageKind.FLUSH, fn.id, str(state["pending"]),
+            id=f"flush-{state['pending']}-{state['round']}", due=float(state["due"]),
+            payload={"scope": scope, "key": key, "round": int(state["round"])},
+        )])
+
+    def due(self, fn: FunctionDef, msg: Message, redelivered: bool) -> bool:
+        """A window's timer fired: start its run if the window is quiet, else re-arm.
+
+        Returns:
+            Whether the window had already closed (a redelivery should then resume its run).
+
+        Raises:
+            GateContentionError: The window kept changing under us.
+        """
+        payload = msg.payload or {}
+        scope, key, rnd = str(payload["scope"]), str(payload["key"]), int(payload["round"])
+        for _ in range(_TRIES):
+            gate = self.io.store.gate(scope, key)
+            state = gate.state or {}
+            if state.get("pending") != msg.run_id:
+                return True
+            if int(state["round"]) > rnd and not redelivered:
+                return False  # a copy of an older round of this timer: the newer goes on
+            now = self.io.clock.now()
+            if float(state["due"]) > now + 0.001:  # a new event moved the end: wait again
+                again = {**state, "round": int(state["round"]) + 1}
+                if self.io.store.put_gate(GateWrite(scope, key, again, gate.version, None)):
+                    self._arm(fn, scope, key, again)
+                    return False
+                continue
+            done = flushed(state, now)
+            clear = GateWrite(scope, key, done, gate.version, window_expiry(done))
+            try:
+                self.start(fn, msg.run_id, state["events"], clear)
+            except GateMovedError:
+                continue
+            return False
+        raise GateContentionError(f"{scope} {key!r}: the window kept changing")
+
+
+@lru_cache(maxsize=256)
+def _condition(source: str) -> Expression:
+    return Expression.compile(source, where="batch_events if")
 
 
 def _skipped(run: RunRecord, now: float, reason: str) -> RunRecord:

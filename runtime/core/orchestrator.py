@@ -37,13 +37,13 @@ from runtime.core.commits import (
     step_waiter,
     waiters_of,
 )
-from runtime.core.gates import FlowGates
+from runtime.core.gates import FlowGates, Windows
 from runtime.core.ids import new_run_id, run_id_for_event
 from runtime.core.metrics import observe_commit, observe_created
 from runtime.core.protocols import Bus, Clock, Metrics, NoMetrics, Queue, RunQuery, Store
 from runtime.engine import Limits, execute
 from runtime.engine.decisions import ScheduleBranches
-from runtime.errors import StepkitError
+from runtime.errors import GateMovedError, StepkitError
 from runtime.events import (
     SCHEDULED_TIMER,
     SYSTEM_PREFIX,
@@ -55,6 +55,7 @@ from runtime.records import (
     Commit,
     ErrorInfo,
     EventOut,
+    GateWrite,
     Message,
     MessageKind,
     Outgoing,
@@ -140,6 +141,7 @@ class Orchestrator:
         self.log = logger or _log
         self.metrics: Metrics = metrics or NoMetrics()
         self.gates = FlowGates(self)
+        self.windows = Windows(self, self._start_window)
 
     # -- events ----------------------------------------------------------------------------
 
@@ -464,6 +466,10 @@ class Orchestrator:
         if last and msg.kind is not MessageKind.START:
             self._last_delivery(fn, msg, receive_count)
             return
+        if msg.kind is MessageKind.FLUSH:
+            if self.windows.due(fn, msg, redelivered) and redelivered:
+                self._resume(fn, msg.run_id, f"flush-{msg.run_id}", now, last)
+            return
         if msg.kind is MessageKind.START:
             if last:
                 state = self.store.load(msg.run_id)
@@ -564,20 +570,14 @@ class Orchestrator:
         direct = bool(payload.get("direct") or payload.get("parent"))
         if not direct and not self.starts(fn, events[0]):
             return  # filtered out (the trigger's `if`, or a system event about fn itself)
+        if not direct and fn.flow.window is not None and self.windows.gathers(fn, events[0]):
+            resume = self.windows.fold(fn, events[0], redelivered)
+            if resume is not None:  # our earlier delivery closed the window, then crashed
+                self._resume(fn, resume, f"flush-{resume}", now, last)
+            return
         parent = ParentRef(**payload["parent"]) if payload.get("parent") else None
-        run = RunRecord(
-            run_id=msg.run_id,
-            function_id=fn.id,
-            events=events,
-            created_at=now,
-            parent=parent,
-            deadline=now + fn.finish_timeout.total_seconds() if fn.finish_timeout else None,
-            last_msg=msg.id,
-        )
-        outbox: list[Outgoing] = []
-        if run.deadline is not None:
-            outbox.append(Message(MessageKind.TIMEOUT, fn.id, run.run_id, due=run.deadline))
-        waiters = cancel_waiters(fn, run, now)
+        run, waiters = self._new_run(fn, msg.run_id, events, msg.id, now, parent)
+        outbox = list(run.outbox)
         late = (
             fn.start_timeout is not None
             and now - events[0]["ts"] / 1000 > fn.start_timeout.total_seconds()
@@ -591,20 +591,56 @@ class Orchestrator:
         gated = not late and not payload.get("rerun")
         created = self._create_gated(fn, run, waiters) if gated else self._create(run, waiters)
         if created is not None:
-            self._started(created)
-            self._flush(created.outbox)
-            if not created.status.finished:
-                self._flush(self._cancel_lookback(fn, RunState(created, {})))
-                if created.held_by is None:
-                    self._invoke(fn, RunState(created, {}), msg, now, target=None)
+            self._begin(fn, created, msg, now)
             return
         # The run exists. A first delivery is a copy (a re-sent event, a duplicated message):
         # its run is someone else's work. A redelivery may be our own start that crashed.
-        if not redelivered:
-            return
-        state = self.store.load(msg.run_id)
+        if redelivered:
+            self._resume(fn, msg.run_id, msg.id, now, last)
+
+    def _new_run(
+        self,
+        fn: FunctionDef,
+        run_id: str,
+        events: tuple[dict[str, Any], ...],
+        msg_id: str,
+        now: float,
+        parent: ParentRef | None = None,
+    ) -> tuple[RunRecord, list[Waiter]]:
+        """A new run record (with its finish timer in its outbox) and its cancel waiters."""
+        run = RunRecord(
+            run_id=run_id,
+            function_id=fn.id,
+            events=events,
+            created_at=now,
+            parent=parent,
+            deadline=now + fn.finish_timeout.total_seconds() if fn.finish_timeout else None,
+            last_msg=msg_id,
+        )
+        if run.deadline is not None:
+            timer = Message(MessageKind.TIMEOUT, fn.id, run.run_id, due=run.deadline)
+            run = replace(run, outbox=(timer,))
+        return run, cancel_waiters(fn, run, now)
+
+    def _begin(self, fn: FunctionDef, created: RunRecord, msg: Message, now: float) -> None:
+        """A run just created: send its outbox, look back for cancels, run its first step."""
+        self._started(created)
+        self._flush(created.outbox)
+        if not created.status.finished:
+            self._flush(self._cancel_lookback(fn, RunState(created, {})))
+            if created.held_by is None:
+                self._invoke(fn, RunState(created, {}), msg, now, target=None)
+
+    def _resume(self, fn: FunctionDef, run_id: str, msg_id: str, now: float, last: bool) -> None:
+        """A redelivered start of a run that exists: finish what a crash may have cut short.
+
+        Before its first commit, send its outbox and run its first step again; after, re-send
+        what the start's own commit had to send.
+        """
+        state = self.store.load(run_id)
         if state is None:
             return
+        msg = Message(MessageKind.START, fn.id, run_id, id=msg_id)
         if state.run.version == 0 and not state.run.status.finished:
             self._flush(state.run.outbox)
             self._flush(self._cancel_lookback(fn, state))
@@ -613,6 +649,24 @@ class Orchestrator:
                 self._invoke(fn, state, msg, now, target=None, redelivered=True)
         else:
             self._resend(fn, msg, hard=last)
+
+    def _start_window(
+        self, fn: FunctionDef, run_id: str, events: Sequence[dict[str, Any]], clear: GateWrite
+    ) -> None:
+        """Create and begin the run of a debounce or batch window, closing it atomically.
+
+        Raises:
+            GateMovedError: The window changed since it was read (nothing was written).
+        """
+        now = self.clock.now()
+        msg_id = f"flush-{run_id}"
+        run, waiters = self._new_run(fn, run_id, tuple(events), msg_id, now)
+        if not self.store.create_run(run, waiters, [clear]):
+            # Someone else closed this window (its run and the gate write landed together):
+            # read the window again.
+            raise GateMovedError(f"window of run {run_id} already closed")
+        observe_created(self.metrics, run)
+        self._begin(fn, run, Message(MessageKind.FLUSH, fn.id, run_id, id=msg_id), now)
 
     # -- redelivery: re-send what this message's own commit had to send -----------------
 

@@ -362,8 +362,11 @@ class AwsBackend:
                 )
             except ClientError:
                 # SQS caps a message's total invisibility at 12 h from its first receipt,
-                # which a fake clock skipping days passes: re-send it (a new receive count).
-                sqs.send_message(QueueUrl=consumer.url, MessageBody=m["Body"])
+                # which a fake clock skipping days passes: re-send it. The copy starts a new
+                # receive count, so it is marked as the redelivery it stands for (a worker
+                # treats a first delivery whose work is done as a duplicate, and would drop
+                # what a crash left unsent).
+                sqs.send_message(QueueUrl=consumer.url, MessageBody=_as_redelivery(m["Body"]))
                 sqs.delete_message(QueueUrl=consumer.url, ReceiptHandle=m["ReceiptHandle"])
 
     def _visible(self) -> int:
@@ -516,3 +519,11 @@ class AwsBackend:
 
     def close(self) -> None:
         """Nothing to release: the emulators belong to the session."""
+
+
+def _as_redelivery(body: str) -> str:
+    """A queue message body marked as a redelivery (``payload.resend``)."""
+    raw = json.loads(body)
+    if raw.get("type") == "message":
+        raw["payload"] = {**(raw.get("payload") or {}), "resend": True}
+    return json.dumps(raw, separators=(",", ":"))

@@ -230,6 +230,88 @@ def test_singleton_cancel_replaces_the_running_run(make_harness: Any) -> None:
     assert by_n[2].status == "Completed"
 
 
+# -- debounce ------------------------------------------------------------------------------
+
+
+def test_debounce_starts_once_with_the_last_event_per_key(make_harness: Any) -> None:
+    started: dict[str, tuple[int, float]] = {}
+    app = App("search")
+
+    @app.function(id="reindex", trigger=TriggerEvent("doc/edited"),
+                  debounce={"period": "5m", "key": "event.data.doc"})
+    def reindex(ctx: Context) -> int:
+        n = int(ctx.event.data["n"])
+        ctx.step.run("index", lambda: started.setdefault(ctx.event.data["doc"],
+                                                          (n, h.clock.now())))
+        return n
+
+    h = make_harness(app)
+    t0 = h.clock.now()
+    for n in range(1, 4):
+        h.send("doc/edited", {"doc": "a", "n": n})
+        h.advance("1m")
+    h.send("doc/edited", {"doc": "b", "n": 9})
+    assert not started  # nothing runs while edits keep coming
+    h.advance("10m")
+    assert {k: (n, round(t - t0)) for k, (n, t) in started.items()} == {
+        "a": (3, 2 * 60 + 5 * 60), "b": (9, 3 * 60 + 5 * 60)}
+    assert sorted(r.output for r in h.runs("reindex", "Completed")) == [3, 9]
+    assert len(h.runs("reindex")) == 2
+
+
+def test_debounce_timeout_caps_the_delay(make_harness: Any) -> None:
+    app = App("search")
+
+    @app.function(id="reindex", trigger=TriggerEvent("doc/edited"),
+                  debounce={"period": "1m", "timeout": "3m"})
+    def reindex(ctx: Context) -> list[Any]:
+        return [ctx.event.data["n"], ctx.step.run("at", h.clock.now)]
+
+    h = make_harness(app)
+    t0 = h.clock.now()
+    for n in range(10):  # an edit every 30 s: never a quiet minute
+        h.send("doc/edited", {"n": n})
+        h.advance("30s")
+    h.advance("5m")
+    runs = sorted((r.output[1] - t0, r.output[0]) for r in h.runs("reindex", "Completed"))
+    assert runs == [(180, 5), (330, 9)]
+
+
+# -- batching ------------------------------------------------------------------------------
+
+
+def _batch_app(**options: Any) -> App:
+    app = App("ledger")
+
+    @app.function(id="write-rows", trigger=TriggerEvent("row/added"), batch_events=options)
+    def write_rows(ctx: Context) -> list[int]:
+        return sorted(int(e.data["n"]) for e in ctx.events)
+
+    return app
+
+
+def test_batches_start_when_full_or_when_the_timeout_passes(make_harness: Any) -> None:
+    h = make_harness(_batch_app(max_size=3, timeout="10s"))
+    h.send([{"name": "row/added", "data": {"n": n}} for n in range(7)])
+    full = [r.output for r in h.runs("write-rows", "Completed")]
+    assert sorted(len(o) for o in full) == [3, 3]  # two full batches at once
+    h.advance("11s")
+    outputs = [r.output for r in h.runs("write-rows", "Completed")]
+    assert sorted(len(o) for o in outputs) == [1, 3, 3]
+    assert sorted(n for o in outputs for n in o) == list(range(7))  # each event once
+
+
+def test_batches_by_key_and_if(make_harness: Any) -> None:
+    h = make_harness(_batch_app(max_size=10, timeout="5s", key="event.data.account",
+                                **{"if": "event.data.bulk == true"}))
+    h.send([{"name": "row/added", "data": {"n": n, "account": a, "bulk": True}}
+            for n, a in ((1, "a"), (2, "a"), (3, "b"))])
+    h.send("row/added", {"n": 4, "account": "a", "bulk": False})  # not batched: runs at once
+    assert [r.output for r in h.runs("write-rows", "Completed")] == [[4]]
+    h.advance("6s")
+    assert sorted(r.output for r in h.runs("write-rows", "Completed")) == [[1, 2], [3], [4]]
+
+
 # -- concurrency ---------------------------------------------------------------------------
 
 
@@ -348,7 +430,13 @@ def test_priority_moves_work_ahead_in_the_line(make_harness: Any) -> None:
         ({"priority": {"run": "1"}}, "give concurrency too"),
         ({"idempotency": "evnt.data.id"}, "unknown name 'evnt'"),
         ({"throttle": {"limit": 1, "period": "1m", "keys": "x"}}, "throttle.keys"),
-        ({"debounce": {"period": "5s"}}, "'debounce' (not available in stepkit yet)"),
+        ({"debounce": {"period": "5s"}, "batch_events": {"max_size": 2, "timeout": "5s"}},
+         "batch_events cannot be combined with debounce"),
+        ({"debounce": {"period": "5s"}, "idempotency": "event.id"},
+         "debounce cannot be combined with idempotency"),
+        ({"batch_events": {"max_size": 10, "timeout": "2m"}}, "batch_events.timeout"),
+        ({"batch_events": {"max_size": 0, "timeout": "2s"}}, "batch_events.max_size"),
+        ({"debounce": {"period": "8d"}}, "debounce.period"),
     ],
 )
 def test_registration_names_the_function_and_option(options: dict[str, Any], message: str) -> None:

@@ -5,17 +5,25 @@ from __future__ import annotations
 import pytest
 
 from runtime.flow import (
+    MAX_BATCH_BYTES,
     MAX_WAITING,
+    RECENT_SECONDS,
     WAITING_TTL,
+    BatchEvents,
+    Debounce,
     Priority,
     acquire_slot,
     flow_key,
+    flushed,
+    flushed_run,
+    fold_event,
     gcra,
     holds,
     poll_delay,
     priority_factor,
     release_slot,
     slot_expiry,
+    window_expiry,
 )
 
 
@@ -116,3 +124,43 @@ def test_priority_factor_is_clamped_and_defaults_to_zero() -> None:
     assert priority_factor(p, {"data": {}}) == 0
     assert priority_factor(p, {"data": {"boost": "high"}}) == 0
     assert priority_factor(None, {}) == 0
+
+
+def _ev(n: int, ts: int = 0) -> dict:
+    return {"id": f"e{n}", "name": "x/y", "data": {"n": n}, "ts": ts}
+
+
+def test_debounce_keeps_the_newest_event_and_moves_the_end() -> None:
+    d = Debounce(period="1m", timeout="3m")
+    f = fold_event(None, _ev(1, ts=10), now=0, pending_id="r1", debounce=d)
+    assert f.opened and f.state["due"] == 60 and f.state["pending"] == "r1"
+    f = fold_event(f.state, _ev(2, ts=5), now=30, pending_id="r2", debounce=d)
+    assert not f.opened and f.state["events"][0]["id"] == "e1"  # older by ts: kept out
+    assert f.state["due"] == 90 and f.state["pending"] == "r1"
+    f = fold_event(f.state, _ev(3, ts=20), now=170, pending_id="r3", debounce=d)
+    assert f.state["events"][0]["id"] == "e3" and f.state["due"] == 180  # capped by timeout
+    assert fold_event(f.state, _ev(3, ts=20), now=171, pending_id="r4", debounce=d).duplicate
+
+
+def test_a_batch_fills_and_its_events_are_remembered_after_the_flush() -> None:
+    b = BatchEvents(max_size=2, timeout="5s")
+    f = fold_event(None, _ev(1), now=0, pending_id="r1", batch=b)
+    assert f.opened and not f.flush and f.state["due"] == 5
+    f = fold_event(f.state, _ev(2), now=1, pending_id="r2", batch=b)
+    assert f.flush and [e["id"] for e in f.state["events"]] == ["e1", "e2"]
+    done = flushed(f.state, now=2)
+    assert "pending" not in done and flushed_run(done, "e2", 3) == "r1"
+    assert fold_event(done, _ev(2), now=3, pending_id="r9", batch=b).duplicate
+    assert window_expiry(done) == 2 + RECENT_SECONDS
+
+
+def test_a_batch_past_its_byte_limit_starts_early_and_carries_the_event() -> None:
+    b = BatchEvents(max_size=100, timeout="5s")
+    big = {**_ev(1), "data": {"blob": "x" * (MAX_BATCH_BYTES - 40)}}
+    f = fold_event(None, big, now=0, pending_id="r1", batch=b)
+    f = fold_event(f.state, _ev(2), now=0, pending_id="r2", batch=b)
+    assert f.flush and f.carry and [e["id"] for e in f.state["events"]] == ["e1"]
+
+
+def test_batch_if_is_given_as_if_in_a_dict() -> None:
+    assert BatchEvents.model_validate({"max_size": 2, "timeout": "2s", "if": "true"}).if_ == "true"
