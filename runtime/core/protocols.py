@@ -73,6 +73,13 @@ class Store(Protocol):
         """
         ...
 
+    def list_gates(self, scope: str, limit: int = 100) -> list[tuple[str, Gate]]:
+        """Up to ``limit`` unexpired gates of ``scope`` with a state, as ``(key, gate)``.
+
+        For inspection (the dashboard's open debounce and batch windows), not the hot path.
+        """
+        ...
+
     def put_gate(self, write: GateWrite) -> bool:
         """Write a gate's new state if its version is still ``write.expect_version``.
 
