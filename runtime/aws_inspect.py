@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -16,6 +17,7 @@ import click
 
 from runtime.backends.aws.resources import ENV_STAGE
 from runtime.client import Deployment, send
+from runtime.core.gates import why_waiting
 from runtime.core.protocols import RunQuery
 from runtime.devserver.views import run_detail, run_summary
 from runtime.errors import StepkitError
@@ -136,7 +138,9 @@ class AwsClient:
             status=RunStatus(status.capitalize()) if status else None,
             limit=limit,
         )
-        return [run_summary(r) for r in self.store.list_runs(query)]
+        now = time.time()
+        return [run_summary(r, why_waiting(None, r, self.store, now))
+                for r in self.store.list_runs(query)]
 
     @_one_line
     def run(self, run_id: str) -> dict[str, Any]:
@@ -144,7 +148,7 @@ class AwsClient:
         state = self.store.load(run_id)
         if state is None:
             raise click.ClickException(f"no run '{run_id}' in table {self.deployment.table}")
-        return run_detail(state)
+        return run_detail(state, waiting=why_waiting(None, state.run, self.store, time.time()))
 
     def dead_letter_queues(self) -> DeadLetterQueues:
         """The app's DLQs (names derived from ``functions/`` as the CDK app derives them)."""

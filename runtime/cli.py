@@ -40,6 +40,7 @@ _STATUS_COLOURS = {
     "Completed": "green",
     "Failed": "red",
     "Cancelled": "yellow",
+    "Skipped": "magenta",
     "completed": "green",
     "failed": "red",
     "retrying": "yellow",
@@ -265,10 +266,14 @@ def render_runs(runs: Sequence[dict[str, Any]]) -> str:
             r.get("event") or "-",
             fmt_time(r.get("created_at")),
             fmt_duration(r.get("duration_ms")),
+            (r.get("waiting") or {}).get("message") or "",
         ]
         for r in runs
     ]
-    return table(["RUN ID", "FUNCTION", "STATUS", "EVENT", "CREATED", "DURATION"], rows, 2)
+    headers = ["RUN ID", "FUNCTION", "STATUS", "EVENT", "CREATED", "DURATION", "WHY"]
+    if not any(row[-1] for row in rows):  # nothing held back: no empty column
+        headers, rows = headers[:-1], [row[:-1] for row in rows]
+    return table(headers, rows, 2)
 
 
 def render_dead_letters(messages: Sequence[dict[str, Any]]) -> str:
@@ -305,7 +310,9 @@ def render_run(run: dict[str, Any]) -> str:
         f"Ended     {fmt_time(run.get('ended_at'))}",
         f"Duration  {fmt_duration(run.get('duration_ms'))}",
     ]
-    if run.get("error"):
+    if run.get("waiting"):
+        lines.append(f"Waiting   {run['waiting']['message']}")
+    if run.get("error") and (run.get("waiting") or {}).get("kind") != "skipped":
         lines.append(f"Error     {_short_error(run['error'])}")
     if run["status"] == "Completed":
         lines.append(f"Output    {json.dumps(run.get('output'))}")

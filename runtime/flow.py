@@ -352,6 +352,12 @@ def acquire_slot(
     )
 
 
+def waiting_line(state: dict[str, Any] | None, now: float) -> list[str]:
+    """The work waiting for a slot, first in line first."""
+    _, waiting = _live(state, now)
+    return [k for k, _ in sorted(waiting.items(), key=lambda kv: (kv[1][0], kv[0]))]
+
+
 def release_slot(state: dict[str, Any] | None, *, token: str, now: float) -> dict[str, Any]:
     """The state with ``token``'s slot given back (and lapsed entries dropped)."""
     held, waiting = _live(state, now)

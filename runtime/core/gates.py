@@ -12,6 +12,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -34,6 +35,7 @@ from runtime.flow import (
     priority_factor,
     release_slot,
     slot_expiry,
+    waiting_line,
     window_expiry,
 )
 from runtime.records import (
@@ -444,3 +446,65 @@ def _skipped(run: RunRecord, now: float, reason: str) -> RunRecord:
         run, status=RunStatus.SKIPPED, ended_at=now, outbox=(), deadline=None,
         error=ErrorInfo("Skipped", reason, retriable=False),
     )
+
+
+# -- why a run is not executing --------------------------------------------------------------
+
+
+def why_waiting(
+    fn: FunctionDef | None, run: RunRecord, store: Store, now: float
+) -> dict[str, Any] | None:
+    """Why flow control holds ``run`` back now, for people: ``{kind, message, until}``.
+
+    ``skipped`` (the rule that skipped it), ``throttled`` (until its turn), ``queued``
+    (waiting for a concurrency slot, with how many are ahead); ``None`` when nothing holds
+    it. Reads one gate per concurrency constraint of a running run.
+    """
+    if run.status is RunStatus.SKIPPED:
+        reason = run.error.message if run.error else "skipped by flow control"
+        return {"kind": "skipped", "message": reason, "until": None}
+    if run.status.finished:
+        return None
+    if run.held(now) and run.held_until is not None:
+        when = datetime.fromtimestamp(run.held_until, UTC).isoformat(timespec="seconds")
+        return {"kind": "throttled", "message": f"throttled until {when.replace('+00:00', 'Z')}",
+                "until": run.held_until}
+    if fn is None or not fn.flow.concurrency:
+        return None
+    event = run.events[0] if run.events else {}
+    for c in fn.flow.concurrency:
+        scope = f"concurrency:{fn.id}" if c.scope == "fn" else f"concurrency:app:{fn.app_id}"
+        key = flow_key(c.key, event) or ""
+        line = waiting_line(store.gate(scope, key).state, now)
+        mine = [i for i, work in enumerate(line) if work.startswith(f"{run.run_id}/")]
+        if mine:
+            where = f" key {key!r}" if c.key else ""
+            return {"kind": "queued", "until": None,
+                    "message": f"queued behind concurrency limit {c.limit}{where} "
+                               f"({mine[0]} ahead)"}
+    return None
+
+
+def open_windows(fn: FunctionDef, store: Store, now: float) -> list[dict[str, Any]]:
+    """The open debounce or batch windows of ``fn``: what waits to start, and until when."""
+    flow = fn.flow
+    if flow.window is None:
+        return []
+    scope = f"{'debounce' if flow.debounce else 'batch'}:{fn.id}"
+    found = []
+    for key, gate in store.list_gates(scope):
+        state = gate.state or {}
+        if not state.get("pending"):
+            continue
+        due = float(state["due"])
+        when = datetime.fromtimestamp(due, UTC).isoformat(timespec="seconds")
+        when = when.replace("+00:00", "Z")
+        count = len(state.get("events") or [])
+        if flow.batch is not None:
+            message = f"batching {count}/{flow.batch.max_size} until {when}"
+        else:
+            message = f"debounced until {when}"
+        found.append({"kind": "debounce" if flow.debounce else "batch", "key": key,
+                      "run_id": state["pending"], "events": count, "until": due,
+                      "message": message + (f" (key {key!r})" if flow.window.key else "")})
+    return found

@@ -30,7 +30,8 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from runtime.core.protocols import Clock, RunQuery
+from runtime.core.gates import open_windows, why_waiting
+from runtime.core.protocols import Clock, RunQuery, Store
 from runtime.devserver import views
 from runtime.dlq import DeadLetter
 from runtime.errors import FunctionNotFoundError, InvalidEventError
@@ -49,6 +50,11 @@ class DevBackend(Protocol):
 
     app: App
     clock: Clock
+
+    @property
+    def store(self) -> Store:
+        """Run state and flow-control gates (read to say why a run is held back)."""
+        ...
 
     def send(self, events: Any) -> list[str]:
         """Validate and accept events; raise ``InvalidEventError``; return their ids."""
@@ -212,8 +218,21 @@ class _Api:
         return JSONResponse({"events": events})
 
     async def list_functions(self, request: Request) -> Response:
-        fns = [views.function_json(fn) for fn in sorted(self.backend.app, key=lambda f: f.id)]
+        def render() -> list[dict[str, Any]]:
+            now = self.backend.clock.now()
+            return [
+                {**views.function_json(fn), "windows": [
+                    {**w, "until": views.iso(w["until"])}
+                    for w in open_windows(fn, self.backend.store, now)]}
+                for fn in sorted(self.backend.app, key=lambda f: f.id)
+            ]
+
+        fns = await run_in_threadpool(render)
         return JSONResponse({"app_id": self.backend.app.id, "functions": fns})
+
+    def _waiting(self, run: RunRecord) -> dict[str, Any] | None:
+        fn = self.backend.app.functions.get(run.function_id)
+        return why_waiting(fn, run, self.backend.store, self.backend.clock.now())
 
     async def list_runs(self, request: Request) -> Response:
         params = request.query_params
@@ -222,8 +241,11 @@ class _Api:
             status=_status(params.get("status")),
             limit=_limit(request),
         )
-        runs = await run_in_threadpool(self.backend.list_runs, query)
-        return JSONResponse({"runs": [views.run_summary(r) for r in runs]})
+        def render() -> list[dict[str, Any]]:
+            runs = self.backend.list_runs(query)
+            return [views.run_summary(r, self._waiting(r)) for r in runs]
+
+        return JSONResponse({"runs": await run_in_threadpool(render)})
 
     async def _state(self, run_id: str) -> RunState:
         state = await run_in_threadpool(self.backend.get_run, run_id)
@@ -234,7 +256,8 @@ class _Api:
     async def get_run(self, request: Request) -> Response:
         state = await self._state(request.path_params["run_id"])
         fn = self.backend.app.functions.get(state.run.function_id)
-        return JSONResponse(views.run_detail(state, fn))
+        waiting = await run_in_threadpool(self._waiting, state.run)
+        return JSONResponse(views.run_detail(state, fn, waiting))
 
     def _registered(self, state: RunState, action: str) -> None:
         if state.run.function_id not in self.backend.app.functions:

@@ -53,7 +53,25 @@ def function_json(fn: FunctionDef) -> dict[str, Any]:
         "triggers": triggers,
         "retries": fn.retries,
         "cancel_on": [c.event for c in fn.cancel_on],
+        "flow": flow_json(fn),
     }
+
+
+def flow_json(fn: FunctionDef) -> dict[str, Any]:
+    """A function's flow-control options as JSON (durations as strings); unset ones left out."""
+    flow = fn.flow
+    out: dict[str, Any] = {}
+    if flow.idempotency is not None:
+        out["idempotency"] = flow.idempotency
+    for name, value in (("throttle", flow.throttle), ("rate_limit", flow.rate_limit),
+                        ("singleton", flow.singleton), ("priority", flow.priority),
+                        ("debounce", flow.debounce), ("batch_events", flow.batch)):
+        if value is not None:
+            out[name] = value.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if flow.concurrency:
+        out["concurrency"] = [c.model_dump(mode="json", exclude_none=True)
+                              for c in flow.concurrency]
+    return out
 
 
 def event_name(run: RunRecord) -> str | None:
@@ -64,8 +82,19 @@ def event_name(run: RunRecord) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def run_summary(run: RunRecord) -> dict[str, Any]:
-    """Render a run as one row of the runs list."""
+def waiting_json(waiting: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Render why flow control holds a run back (``kind``, ``message``, ``until``)."""
+    if waiting is None:
+        return None
+    return {**waiting, "until": iso(waiting.get("until"))}
+
+
+def run_summary(run: RunRecord, waiting: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Render a run as one row of the runs list.
+
+    ``waiting`` says why flow control holds it back, if it does
+    (:func:`runtime.core.gates.why_waiting`).
+    """
     return {
         "run_id": run.run_id,
         "function_id": run.function_id,
@@ -74,6 +103,7 @@ def run_summary(run: RunRecord) -> dict[str, Any]:
         "created_at": iso(run.created_at),
         "ended_at": iso(run.ended_at),
         "duration_ms": duration_ms(run.created_at, run.ended_at),
+        "waiting": waiting_json(waiting),
     }
 
 
@@ -124,18 +154,21 @@ def timeline(steps: dict[str, StepRecord]) -> list[StepRecord]:
     )
 
 
-def run_detail(state: RunState, fn: FunctionDef | None = None) -> dict[str, Any]:
+def run_detail(
+    state: RunState, fn: FunctionDef | None = None, waiting: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Render a run with its events, output, error and step timeline.
 
     Args:
         state: The run and its step records.
         fn: The run's function, or ``None`` if it is no longer registered.
+        waiting: Why flow control holds it back, if it does.
 
     """
     run = state.run
     parent = run.parent
     return {
-        **run_summary(run),
+        **run_summary(run, waiting),
         "events": list(run.events),
         "output": run.output,
         "error": error_json(run.error),

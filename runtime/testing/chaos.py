@@ -120,7 +120,7 @@ class FaultyStore:
     """A Store whose calls fail now and then, and whose commits are sometimes the last act."""
 
     _READS = ("load", "waiters_for", "event_seen", "events_since", "logged_event", "committed",
-              "gate")
+              "gate", "list_gates")
     # create_run passes its gates through (``*args, **kwargs``); put_gate's "failed after it
     # landed" is a gate written whose writer must read it again.
     _WRITES = ("create_run", "remember_event", "log_event", "remove_waiters", "put_gate")

@@ -3,6 +3,7 @@ pagination, TTL, the 100-item limit, error translation and the commit log behind
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -14,7 +15,17 @@ from runtime.backends.aws.store import DynamoStore, StoreError
 from runtime.backends.aws.table import table_spec, ttl_spec
 from runtime.core.clock import FakeClock
 from runtime.core.protocols import RunQuery
-from runtime.records import Commit, RunPatch, RunStatus, StepKind, StepRecord, StepStatus, StepWrite
+from runtime.records import (
+    Commit,
+    Gate,
+    GateWrite,
+    RunPatch,
+    RunStatus,
+    StepKind,
+    StepRecord,
+    StepStatus,
+    StepWrite,
+)
 from runtime.testing.emulators import AwsEmulators
 from tests.stores.helpers import DAY, START, make_run, step, waiter
 
@@ -294,3 +305,143 @@ def test_a_commit_too_large_to_log_makes_the_next_load_whole(
     state = store.load("r1")
     assert state is not None and set(state.steps) == {"a", "b", "c"}
     assert state.steps["c"].output == ["c", big]
+
+
+# -- gates ---------------------------------------------------------------------------------
+
+
+def _gate(key: str, state: dict[str, Any], expect: int = 0, expires_at: float | None = None,
+          scope: str = "throttle:fn") -> GateWrite:
+    return GateWrite(scope, key, state, expect, expires_at)
+
+
+def test_gate_items_are_keyed_legibly_and_unambiguously(store: DynamoStore, ddb: Any) -> None:
+    long = "é" * 300  # 300 characters, 600 bytes: over the 512 bytes a readable key may take
+    fits = "é" * 256  # exactly 512 bytes: kept as is
+    cases = {"": "-", "-": "#-", "-a": "#-a", "#": "##", "#sha256:ab": "##sha256:ab",
+             "a-#": "a-#", fits: fits,
+             long: "#sha256:" + hashlib.sha256(long.encode()).hexdigest()}
+    for i, key in enumerate(cases):
+        assert store.put_gate(_gate(key, {"i": i, "ü": "日本"}))
+    items = {item["sk"]["S"]: item for item in ddb.scan(TableName=TABLE)["Items"]}
+    assert set(items) == set(cases.values())
+    for i, (key, sk) in enumerate(cases.items()):
+        item = items[sk]
+        assert item["pk"] == {"S": "GATE#throttle:fn"}, key[:20]
+        assert item["scope"] == {"S": "throttle:fn"}
+        assert item["key"] == {"S": key[:512]}
+        assert item["version"] == {"N": "1"}
+        assert item["state"] == {"S": f'{{"i":{i},"ü":"日本"}}'}  # compact, UTF-8 kept
+        assert "expires_at" not in item and "expires_ts" not in item
+    # A key over 512 characters keeps its first 512 in "key"; the digest is of all of it.
+    huge = "k" * 600
+    assert store.put_gate(_gate(huge, {"n": 1}))
+    item = raw(ddb, "GATE#throttle:fn", "#sha256:" + hashlib.sha256(huge.encode()).hexdigest())
+    assert item["key"] == {"S": "k" * 512}
+    # The next write bumps the version in place.
+    assert store.put_gate(_gate("-a", {"n": 2}, expect=1))
+    assert raw(ddb, "GATE#throttle:fn", "#-a")["version"] == {"N": "2"}
+    assert json.loads(raw(ddb, "GATE#throttle:fn", "#-a")["state"]["S"]) == {"n": 2}
+
+
+def test_a_gate_ttl_is_rounded_up_and_its_expiry_kept_exactly(store: DynamoStore,
+                                                               ddb: Any) -> None:
+    assert store.put_gate(_gate("k", {"n": 1}, expires_at=START + 60.25))
+    item = raw(ddb, "GATE#throttle:fn", "k")
+    assert item["expires_at"] == {"N": str(int(START) + 61)}  # never deleted before it expired
+    assert item["expires_ts"] == {"N": str(START + 60.25)}
+    assert item["expires"] == {"S": "2026-03-02T08:01:00.250Z"}
+    assert store.put_gate(_gate("k", {"n": 2}, expect=1, expires_at=START + 120))
+    assert raw(ddb, "GATE#throttle:fn", "k")["expires_at"] == {"N": str(int(START) + 120)}
+    assert store.put_gate(_gate("k", {"n": 3}, expect=2))  # no expiry: no TTL left behind
+    item = raw(ddb, "GATE#throttle:fn", "k")
+    assert not {"expires_at", "expires_ts", "expires"} & item.keys()
+    assert item["version"] == {"N": "3"}
+
+
+def test_an_oversized_gate_state_is_refused_before_calling_aws(store: DynamoStore,
+                                                               ddb: Any) -> None:
+    limit = 350 * 1024
+    at_limit = {"x": "y" * (limit - len('{"x":""}'))}  # exactly 350 KB of JSON
+    assert store.put_gate(_gate("k", at_limit))
+    assert store.gate("throttle:fn", "k") == Gate(at_limit, 1)
+    over = {"x": "y" * (limit - len('{"x":""}') + 1)}
+    calls = record_calls(ddb)
+    too_large = r"gate 'throttle:fn' key 'k': its state is 358401 bytes"
+    with pytest.raises(StoreError, match=too_large) as info:
+        store.put_gate(_gate("k", over, expect=1))
+    assert info.value.code == "GateTooLarge"
+    assert info.value.is_retriable is False
+    with pytest.raises(StoreError, match=r"'idem:fn' key 'order-1'") as info:
+        store.create_run(make_run(), [waiter()], [_gate("order-1", over, scope="idem:fn")])
+    assert info.value.code == "GateTooLarge"
+    assert info.value.is_retriable is False
+    assert calls == []  # neither reached DynamoDB, so no run, waiter path or gate was written
+    assert store.gate("throttle:fn", "k") == Gate(at_limit, 1)
+    assert store.load("r1") is None
+
+
+def _offline() -> tuple[Any, DynamoStore]:
+    """A client no request can reach (for Stubber) and a store over it."""
+    client = boto3.client("dynamodb", region_name="us-east-1", endpoint_url="http://127.0.0.1:9",
+                          aws_access_key_id="x", aws_secret_access_key="x")
+    return client, DynamoStore(TABLE, client=client, clock=FakeClock(START))
+
+
+def test_create_run_whose_conflicts_persist_raises_a_retriable_error() -> None:
+    client, store = _offline()
+    gate = _gate("", {"tat": START}, expect=3)
+    # run, events, outbox, gate: the gate's item is the one another transaction holds
+    reasons = ("None", "None", "None", "TransactionConflict")
+    with Stubber(client) as stub:
+        for _ in range(4):
+            stub.add_client_error("transact_write_items", **_cancelled(*reasons))
+        conflicts = r"run r1: .*conflicting transactions 4 times"
+        with pytest.raises(StoreError, match=conflicts) as info:
+            store.create_run(make_run(), [], [gate])
+        # Retried, and neither "the run exists" (False) nor "a gate moved": it may yet land.
+        stub.assert_no_pending_responses()
+        assert info.value.code == "TransactionConflict"
+        assert info.value.is_retriable is True
+        # One conflict, then through: created.
+        stub.add_client_error("transact_write_items", **_cancelled(*reasons))
+        stub.add_response("transact_write_items", {})
+        assert store.create_run(make_run(), [], [gate]) is True
+        stub.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize("code", ["ProvisionedThroughputExceededException",
+                                  "ThrottlingException", "RequestLimitExceeded"])
+def test_put_gate_surfaces_throttling_as_a_retriable_error(code: str) -> None:
+    client, store = _offline()
+    with Stubber(client) as stub:
+        stub.add_client_error("put_item", service_error_code=code,
+                              service_message="Rate exceeded", http_status_code=400)
+        with pytest.raises(StoreError, match=r"PutItem \(gate throttle:fn\) failed") as info:
+            store.put_gate(_gate("k", {"n": 1}))
+        stub.assert_no_pending_responses()
+    assert info.value.code == code
+    assert info.value.is_retriable is True
+
+
+def test_list_gates_reads_the_whole_partition_consistently(store: DynamoStore, ddb: Any,
+                                                           clock: FakeClock) -> None:
+    big = "x" * 300_000  # 5 gates of 300 KB: more than DynamoDB's 1 MB per Query page
+    keys = ["#e", "-d", "c", "b", ""]  # stored in the order "##e", "#-d", "-", "b", "c"
+    for key in keys:
+        assert store.put_gate(_gate(key, {"big": big}, scope="batch:fn"))
+    long = "k" * 600
+    assert store.put_gate(_gate(long, {"n": 1}, scope="batch:fn", expires_at=START + 5))
+    assert store.put_gate(_gate("other", {"n": 1}, scope="batch:fn2"))
+    calls = record_calls(ddb)
+    found = store.list_gates("batch:fn", limit=2)
+    assert found == [("", Gate({"big": big}, 1)), ("#e", Gate({"big": big}, 1))]
+    ops = [op for op, _ in calls]
+    assert ops == ["Query"] * len(ops) and len(ops) >= 2  # every page, not just the first
+    assert all(params["ConsistentRead"] is True for _, params in calls)
+    assert "ExclusiveStartKey" not in calls[0][1]
+    assert all("ExclusiveStartKey" in params for _, params in calls[1:])
+    # A key over 512 characters lists by the first 512 (what the item keeps).
+    assert [k for k, _ in store.list_gates("batch:fn")] == ["", "#e", "-d", "b", "c", "k" * 512]
+    clock.advance(6)  # past its expiry; DynamoDB Local never deletes it
+    assert [k for k, _ in store.list_gates("batch:fn")] == ["", "#e", "-d", "b", "c"]

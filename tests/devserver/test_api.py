@@ -259,7 +259,9 @@ def test_list_filters_and_limit(env: Env) -> None:
         "created_at",
         "ended_at",
         "duration_ms",
+        "waiting",
     }
+    assert newest[0]["waiting"] is None  # no flow control holds it back
     assert [r["function_id"] for r in env.runs(function_id="greet")] == ["greet", "greet"]
     assert [r["function_id"] for r in env.runs(status="Completed")] == []
     assert [r["function_id"] for r in env.runs(status="running", function_id="flaky")] == ["flaky"]

@@ -49,6 +49,12 @@ def charge(ctx: Context) -> None:
     ctx.step.run("charge-card", _flaky)
 
 
+@app.function(id="paced", trigger=TriggerEvent("shop/paced"),
+              throttle={"limit": 1, "period": "1h"})
+def paced(ctx: Context) -> str:
+    return "ok"
+
+
 def chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         found = shutil.which(name)
@@ -150,3 +156,15 @@ def test_dashboard_shows_how_many_messages_are_dead_lettered(
     assert '<span id="dlq" class="dlq" role="status" hidden=""' in before
     assert "2 messages in dead-letter queues: stepkit dlq list</span>" in after
     assert '<span id="dlq" class="dlq" role="status" title=' in after  # shown: not hidden
+
+
+def test_dashboard_says_why_a_run_is_held_back(backend: LocalBackend, tmp_path: Path) -> None:
+    browser = chromium()
+    backend.send([{"name": "shop/paced", "data": {}}, {"name": "shop/paced", "data": {}}])
+    backend.run_until_idle()
+    (held,) = [r for r in backend.list_runs() if r.function_id == "paced" and r.held_by]
+    with serve(backend) as url:
+        dom = browse(browser, f"{url}/#run={held.run_id}", tmp_path, "--dump-dom")
+    assert dom.count('class="why"') == 1  # in the runs table, under the held run's status
+    assert "throttled until 2026-03-02T09:11:00Z" in dom
+    assert "<dt>Waiting</dt><dd>throttled until 2026-03-02T09:11:00Z</dd>" in dom

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -223,6 +224,41 @@ def test_create_run_refuses_one_gate_written_twice(store: Store) -> None:
         store.create_run(make_run(), [], [_gw("k"), _gw("k", expect=1)])
     assert store.load("r1") is None
     assert store.gate("throttle:fn", "k") == Gate()
+
+
+def test_list_gates_lists_a_scopes_live_gates_sorted_by_key(
+    store: Store, clock: FakeClock
+) -> None:
+    # Keys whose DynamoDB sort keys ("-", "##y", "#-x", ...) sort otherwise than the keys do.
+    for i, key in enumerate(["b", "é", "", "-x", "#y", "a"]):
+        assert store.put_gate(_gw(key, {"i": i}, scope="debounce:fn"))
+    assert store.put_gate(_gw("a2", {"v": 2}, scope="debounce:fn"))
+    assert store.put_gate(_gw("a2", {"v": 3}, expect=1, scope="debounce:fn"))  # version 2
+    assert store.put_gate(_gw("c", {"i": 6}, scope="debounce:fn", expires_at=START + 60))
+    assert store.put_gate(_gw("d", {"i": 7}, scope="debounce:fn", expires_at=START + 10))
+    assert store.put_gate(_gw("ab", {}, scope="debounce:fn"))  # an empty state is a state
+    none = GateWrite("debounce:fn", "aa", cast(Any, None), 0)  # stored, but state-less
+    assert store.put_gate(none)
+    assert store.gate("debounce:fn", "aa") == Gate(None, 1)
+    for key in ("a", "z"):  # another scope, and one that extends this one's name
+        assert store.put_gate(_gw(key, {"other": True}, scope="debounce:fn2"))
+        assert store.put_gate(_gw(key, {"other": True}, scope="debounce:f"))
+    clock.advance(30)  # "d" expired; "c" not yet
+    expect = [("", Gate({"i": 2}, 1)), ("#y", Gate({"i": 4}, 1)), ("-x", Gate({"i": 3}, 1)),
+              ("a", Gate({"i": 5}, 1)), ("a2", Gate({"v": 3}, 2)), ("ab", Gate({}, 1)),
+              ("b", Gate({"i": 0}, 1)), ("c", Gate({"i": 6}, 1)), ("é", Gate({"i": 1}, 1))]
+    assert store.list_gates("debounce:fn") == expect
+    assert store.list_gates("debounce:fn", limit=3) == expect[:3]
+    assert store.list_gates("debounce:fn", limit=1) == expect[:1]
+    assert store.list_gates("debounce:fn", limit=0) == []
+    assert store.list_gates("debounce:fn2") == [("a", Gate({"other": True}, 1)),
+                                                ("z", Gate({"other": True}, 1))]
+    assert store.list_gates("debounce:nope") == []
+    clock.advance(30)  # "c" expires at START + 60 exactly: still alive
+    assert [k for k, _ in store.list_gates("debounce:fn")][-2:] == ["c", "é"]
+    clock.advance(0.5)
+    assert [k for k, _ in store.list_gates("debounce:fn")] == [
+        "", "#y", "-x", "a", "a2", "ab", "b", "é"]
 
 
 def test_racing_gate_writers_win_once_per_version(store: Store) -> None:

@@ -254,6 +254,40 @@ class DynamoStore:
             return Gate(None, version)
         return Gate(state, version)
 
+    def list_gates(self, scope: str, limit: int = 100) -> list[tuple[str, Gate]]:
+        """Up to ``limit`` unexpired gates of ``scope`` with a state, sorted by key.
+
+        One strongly consistent, paginated Query of the scope's partition, read whole: sort
+        keys encode the gate keys (``-``, ``#`` prefixes, digests), so their order is not the
+        keys' order. Each key is the item's ``key`` attribute: the original key, cut to 512
+        characters.
+
+        Args:
+            scope: The gates' scope, e.g. ``"debounce:fn"``.
+            limit: The most gates to return.
+
+        Returns:
+            ``(key, gate)`` pairs; expired gates (awaiting TTL deletion) and state-less ones
+            are left out.
+        """
+        if limit <= 0:
+            return []
+        now = self.clock.now()
+
+        def live() -> Iterator[tuple[str, str, Gate]]:
+            for row in self._query(
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": t.s(t.GATE_PREFIX + scope)},
+                ConsistentRead=True,
+            ):
+                state, version, expires_at = t.gate_from(row)
+                if state is not None and (expires_at is None or expires_at >= now):
+                    yield row["key"]["S"], row["sk"]["S"], Gate(state, version)
+
+        # Keys cut to 512 characters may tie: the sort key keeps their order stable.
+        smallest = heapq.nsmallest(limit, live(), key=lambda g: (g[0], g[1]))
+        return [(k, gate) for k, _, gate in smallest]
+
     def remove_waiters(self, waiters: Sequence[Waiter]) -> None:
         """Delete waiters, one DeleteItem each (idempotent; rare: only past a commit's share)."""
         for w in waiters:

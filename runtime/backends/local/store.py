@@ -295,6 +295,28 @@ class SqliteStore:
             return Gate(None, version)
         return Gate(cast(dict[str, Any], json.loads(state)), version)
 
+    def list_gates(self, scope: str, limit: int = 100) -> list[tuple[str, Gate]]:
+        """Up to ``limit`` unexpired gates of ``scope`` with a state, sorted by key.
+
+        Args:
+            scope: The gates' scope, e.g. ``"debounce:fn"``.
+            limit: The most gates to return.
+
+        Returns:
+            ``(key, gate)`` pairs; expired gates and those whose state is ``null`` are left out.
+        """
+        if limit <= 0:
+            return []
+        # The default BINARY collation compares UTF-8 bytes: code point order, as Python sorts.
+        rows = self.db.connection().execute(
+            "SELECT key, version, state FROM gates"
+            " WHERE scope = ? AND (expires_at IS NULL OR expires_at >= ?) AND state != 'null'"
+            " ORDER BY key LIMIT ?",
+            (scope, self.clock.now(), limit),
+        ).fetchall()
+        return [(str(key), Gate(cast(dict[str, Any], json.loads(state)), int(version)))
+                for key, version, state in rows]
+
     def put_gate(self, write: GateWrite) -> bool:
         """Write a gate if its version is still ``write.expect_version`` (0: absent)."""
         with self.db.write() as conn:

@@ -151,7 +151,8 @@ async function refreshRuns() {
       "data-run-id": run.run_id,
       onclick: () => select(run.run_id),
     },
-      h("td", {}, pill(run.status)),
+      h("td", {}, pill(run.status),
+        run.waiting ? h("div", { class: "why", title: run.waiting.message }, run.waiting.message) : null),
       h("td", { class: "mono" }, run.run_id),
       h("td", {}, run.function_id),
       h("td", { class: "mono" }, run.event || "—"),
@@ -218,7 +219,8 @@ function renderRun(run) {
   ];
   if (run.failed_attempts) meta.push(["Handler failures", String(run.failed_attempts)]);
   if (run.parent) meta.push(["Invoked by", run.parent.run_id + " (" + run.parent.key + ")"]);
-  if (run.error) meta.push(["Error", run.error.name + ": " + run.error.message]);
+  if (run.waiting) meta.push(["Waiting", run.waiting.message]);
+  else if (run.error) meta.push(["Error", run.error.name + ": " + run.error.message]);
   $("run-meta").replaceChildren(...meta.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
 
   renderSteps(run);
