@@ -5,10 +5,11 @@ delivery, on each backend; prints what the platform promises and what it cost.
     .venv/bin/python bench/chaos.py --runs 60 --backend local
 
 Runs (in equal shares): sequential steps, a 50-wide parallel group, a sleep between steps,
-send-then-wait against a responder, invoke of a child function, and a cancel_on run that is
-cancelled while it sleeps. Faults: 8 workers, 20 % of sends duplicated, 5 % of commits
-followed by a crash before their sends, 10 % of store/queue/bus calls failing (half of them
-after taking effect).
+send-then-wait against a responder, invoke of a child function, a cancel_on run that is
+cancelled while it sleeps, and flow control: a function limited to 3 executing steps,
+a throttled one (5 starts a minute) and a batched one (5 events or 10 s). Faults: 8 workers,
+20 % of sends duplicated, 5 % of commits followed by a crash before their sends, 10 % of
+store/queue/bus calls failing (half of them after taking effect).
 
 Printed per backend:
 - runs, completed, failed/cancelled as expected;
@@ -16,7 +17,9 @@ Printed per backend:
 - recorded twice: a step whose result was committed more than once;
 - wrong key: a step record whose output is not the one computed for that key;
 - repeated effects: step functions executed more than once (at-least-once is allowed and
-  counted, never hidden), and the share of steps affected.
+  counted, never hidden), and the share of steps affected;
+- flow control: the most steps of the limited function that ever ran at once (real wall-clock
+  spans across the workers), and batched events that are in no run or in more than one.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from runtime.testing import Harness
 from runtime.testing.chaos import Chaos
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
-KINDS = ("seq", "fan", "sleep", "ask", "invoke", "cancel")
+KINDS = ("seq", "fan", "sleep", "ask", "invoke", "cancel", "limited", "paced", "batched")
+LIMIT = 3
 
 
 class Ledger:
@@ -50,6 +54,22 @@ class Ledger:
         self.lock = threading.Lock()
         self.executed: collections.Counter[tuple[str, str]] = collections.Counter()
         self.recorded: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.spans: list[tuple[float, float]] = []
+
+    def timed(self, run_id: str, key: str) -> str:
+        began = time.monotonic()
+        time.sleep(0.005)
+        with self.lock:
+            self.spans.append((began, time.monotonic()))
+        return self.effect(run_id, key)
+
+    def most_at_once(self) -> int:
+        edges = sorted([(a, 1) for a, _ in self.spans] + [(b, -1) for _, b in self.spans])
+        most = now = 0
+        for _, d in edges:
+            now += d
+            most = max(most, now)
+        return most
 
     def effect(self, run_id: str, key: str) -> str:
         with self.lock:
@@ -121,6 +141,23 @@ def build_app(name: str, ledger: Ledger) -> App:
         ctx.step.sleep("nap", "1h")
         step(ctx, "never")
 
+    @app.function(id="limited", trigger=TriggerEvent("bench/limited"), concurrency=LIMIT)
+    def limited(ctx: Context) -> int:
+        for i in range(3):
+            ctx.step.run(f"l{i}", lambda i=i: ledger.timed(ctx.run_id, f"l{i}"))
+        return 3
+
+    @app.function(id="paced", trigger=TriggerEvent("bench/paced"),
+                  throttle={"limit": 5, "period": "1m"})
+    def paced(ctx: Context) -> Any:
+        return step(ctx, "call")
+
+    @app.function(id="batched", trigger=TriggerEvent("bench/batched"),
+                  batch_events={"max_size": 5, "timeout": "10s"})
+    def batched(ctx: Context) -> list[Any]:
+        step(ctx, "write")
+        return [e.id for e in ctx.events]
+
     return app
 
 
@@ -172,9 +209,13 @@ def bench(backend: str, runs: int, emulators: Any = None) -> dict[str, Any]:
     elapsed = time.perf_counter() - t0
 
     by_event: dict[str, Any] = {}
+    batches: collections.Counter[str] = collections.Counter()
     all_runs = h.runs()
     for view in all_runs:
-        by_event[view.state.run.events[0]["id"]] = view
+        for event in view.state.run.events:
+            by_event[event["id"]] = view
+            if view.state.run.function_id == "batched":
+                batches[event["id"]] += 1
     completed = sum(v.status is RunStatus.COMPLETED for v in all_runs)
     cancelled = lost = wrong = 0
     for kind, eid, _ in sent:
@@ -192,12 +233,18 @@ def bench(backend: str, runs: int, emulators: Any = None) -> dict[str, Any]:
     repeated = sum(1 for n in ledger.executed.values() if n > 1)
     faults = dict(h._settle.__self__.faults.counts) if backend == "local" else dict(
         h.backend.faults.counts)
+    batched = [eid for kind, eid, _ in sent if kind == "batched"]
+    batch_runs = {by_event[e].id for e in batched if e in by_event}
     h.close()
     return {
         "backend": backend, "runs": len(all_runs), "triggered": runs, "completed": completed,
         "cancelled as expected": cancelled, "lost": lost, "stuck": stuck,
         "recorded twice": twice, "wrong key": wrong,
         "repeated effects": f"{repeated} of {len(ledger.executed)} steps",
+        "most steps at once": f"{ledger.most_at_once()} (limit {LIMIT})",
+        "batched events": f"{len(batched)} in {len(batch_runs)} runs; in none: "
+                          f"{sum(batches[e] == 0 for e in batched)}, in two or more: "
+                          f"{sum(batches[e] > 1 for e in batched)}",
         "faults injected": faults, "seconds": round(elapsed, 1),
     }
 

@@ -23,6 +23,8 @@ from runtime.errors import GateMovedError, StepkitError
 from runtime.expressions import Expression
 from runtime.flow import (
     IDEMPOTENCY_SECONDS,
+    Admission,
+    Concurrency,
     SlotDecision,
     acquire_slot,
     flow_key,
@@ -66,6 +68,19 @@ class Slot:
     scope: str
     key: str
     token: str
+
+
+def concurrency_gate(
+    fn: FunctionDef, limit: Concurrency, event: dict[str, Any]
+) -> tuple[str, str]:
+    """The gate ``(scope, key)`` of one concurrency constraint for a run's event."""
+    scope = f"concurrency:{fn.id}" if limit.scope == "fn" else f"concurrency:app:{fn.app_id}"
+    return scope, flow_key(limit.key, event) or ""
+
+
+def window_scope(fn: FunctionDef) -> str:
+    """The gate scope of ``fn``'s debounce or batch windows."""
+    return f"{'debounce' if fn.flow.debounce else 'batch'}:{fn.id}"
 
 
 def first_message(run: RunRecord, due: float | None = None) -> Message:
@@ -145,59 +160,94 @@ class FlowGates:
         raise GateContentionError(f"run {run.run_id}: flow-control gates kept moving")
 
     def _plan(self, fn: FunctionDef, run: RunRecord) -> tuple[RunRecord, list[GateWrite]]:
-        """The run as flow control lets it start, and the gate writes that go with it."""
-        flow, event, now = fn.flow, run.events[0], self.clock.now()
+        """The run as flow control lets it start, and the gate writes that go with it.
+
+        The rules apply in order (idempotency, rate limit, singleton, throttle); the first
+        that skips the run decides, and a skipped run writes no gate.
+        """
         writes: list[GateWrite] = []
-        if flow.idempotency is not None:
-            key = flow_key(flow.idempotency, event)
-            if key:  # an event without the key is not deduplicated
-                scope = f"idempotency:{fn.id}"
-                gate = self.store.gate(scope, key)
-                holder = (gate.state or {}).get("run_id")
-                if holder and holder != run.run_id:
-                    return _skipped(run, now, f"idempotency key {key!r} already started run "
-                                    f"{holder}"), []
-                writes.append(GateWrite(scope, key, {"run_id": run.run_id}, gate.version,
-                                        now + IDEMPOTENCY_SECONDS))
-        if flow.rate_limit is not None:
-            rl = flow.rate_limit
-            key = flow_key(rl.key, event) or ""
-            scope = f"rate_limit:{fn.id}"
-            gate = self.store.gate(scope, key)
-            adm = gcra((gate.state or {}).get("tat"), now, period=rl.period.total_seconds(),
-                       limit=rl.limit)
-            if adm.at > now + 1e-6:
-                where = f" for key {key!r}" if rl.key else ""
-                return _skipped(run, now, f"rate limit of {rl.limit} per {rl.period}{where} "
-                                "reached"), []
-            writes.append(GateWrite(scope, key, {"tat": adm.tat}, gate.version, adm.tat))
-        if flow.singleton is not None:
-            single = flow.singleton
-            key = flow_key(single.key, event) or ""
-            scope = f"singleton:{fn.id}"
-            gate = self.store.gate(scope, key)
-            holder = (gate.state or {}).get("run_id")
-            if holder and holder != run.run_id:
-                other = self.store.load(holder)
-                if other is not None and not other.run.status.finished:
-                    where = f" for key {key!r}" if single.key else ""
-                    if single.mode == "skip":
-                        return _skipped(run, now, f"singleton: run {holder} is running{where}"), []
-                    self.cancel(holder, f"replaced by run {run.run_id} (singleton{where})")
-            writes.append(GateWrite(scope, key, {"run_id": run.run_id}, gate.version,
-                                    now + _SINGLETON_SECONDS))
-        if flow.throttle is not None:
-            th = flow.throttle
-            key = flow_key(th.key, event) or ""
-            scope = f"throttle:{fn.id}"
-            gate = self.store.gate(scope, key)
-            adm = gcra((gate.state or {}).get("tat"), now, period=th.period.total_seconds(),
-                       limit=th.limit, burst=th.burst)
-            writes.append(GateWrite(scope, key, {"tat": adm.tat}, gate.version, adm.tat))
-            if adm.at > now + 1e-6:
-                run = replace(run, held_by="throttle", held_until=adm.at,
-                              outbox=(*run.outbox, first_message(run, adm.at)))
+        for rule in (self._idempotency, self._rate_limit, self._singleton, self._throttle):
+            run, write = rule(fn, run, self.clock.now())
+            if run.status is RunStatus.SKIPPED:
+                return run, []
+            if write is not None:
+                writes.append(write)
         return run, writes
+
+    def _idempotency(
+        self, fn: FunctionDef, run: RunRecord, now: float
+    ) -> tuple[RunRecord, GateWrite | None]:
+        """At most one run per key per 24 h: a later one is skipped."""
+        key = flow_key(fn.flow.idempotency, run.events[0]) if fn.flow.idempotency else None
+        if not key:  # no option, or an event without the key: not deduplicated
+            return run, None
+        scope = f"idempotency:{fn.id}"
+        gate = self.store.gate(scope, key)
+        holder = (gate.state or {}).get("run_id")
+        if holder and holder != run.run_id:
+            return _skipped(run, now, f"idempotency key {key!r} already started run {holder}"), None
+        return run, GateWrite(scope, key, {"run_id": run.run_id}, gate.version,
+                              now + IDEMPOTENCY_SECONDS)
+
+    def _gcra(
+        self, scope: str, key: str, now: float, period: float, limit: int, burst: int = 0
+    ) -> tuple[Admission, GateWrite]:
+        """GCRA on the gate ``(scope, key)``: the admission, and the write that records it."""
+        gate = self.store.gate(scope, key)
+        adm = gcra((gate.state or {}).get("tat"), now, period=period, limit=limit, burst=burst)
+        return adm, GateWrite(scope, key, {"tat": adm.tat}, gate.version, adm.tat)
+
+    def _rate_limit(
+        self, fn: FunctionDef, run: RunRecord, now: float
+    ) -> tuple[RunRecord, GateWrite | None]:
+        """At most ``limit`` starts per period per key: the rest are skipped."""
+        rl = fn.flow.rate_limit
+        if rl is None:
+            return run, None
+        key = flow_key(rl.key, run.events[0]) or ""
+        adm, write = self._gcra(f"rate_limit:{fn.id}", key, now, rl.period.total_seconds(),
+                                rl.limit)
+        if adm.at > now + 1e-6:
+            where = f" for key {key!r}" if rl.key else ""
+            return _skipped(run, now, f"rate limit of {rl.limit} per {rl.period}{where} "
+                            "reached"), None
+        return run, write
+
+    def _singleton(
+        self, fn: FunctionDef, run: RunRecord, now: float
+    ) -> tuple[RunRecord, GateWrite | None]:
+        """One running run per key: skip the new one, or cancel the old one."""
+        single = fn.flow.singleton
+        if single is None:
+            return run, None
+        key = flow_key(single.key, run.events[0]) or ""
+        scope = f"singleton:{fn.id}"
+        gate = self.store.gate(scope, key)
+        holder = (gate.state or {}).get("run_id")
+        if holder and holder != run.run_id:
+            other = self.store.load(holder)
+            if other is not None and not other.run.status.finished:
+                where = f" for key {key!r}" if single.key else ""
+                if single.mode == "skip":
+                    return _skipped(run, now, f"singleton: run {holder} is running{where}"), None
+                self.cancel(holder, f"replaced by run {run.run_id} (singleton{where})")
+        return run, GateWrite(scope, key, {"run_id": run.run_id}, gate.version,
+                              now + _SINGLETON_SECONDS)
+
+    def _throttle(
+        self, fn: FunctionDef, run: RunRecord, now: float
+    ) -> tuple[RunRecord, GateWrite | None]:
+        """``limit`` starts per period per key: a later start is held until its turn."""
+        th = fn.flow.throttle
+        if th is None:
+            return run, None
+        key = flow_key(th.key, run.events[0]) or ""
+        adm, write = self._gcra(f"throttle:{fn.id}", key, now, th.period.total_seconds(),
+                                th.limit, th.burst)
+        if adm.at > now + 1e-6:
+            run = replace(run, held_by="throttle", held_until=adm.at,
+                          outbox=(*run.outbox, first_message(run, adm.at)))
+        return run, write
 
     # -- running a step --------------------------------------------------------------------
 
@@ -232,8 +282,7 @@ class FlowGates:
         lease_s = fn.aws.timeout_s + 30.0
         taken: list[Slot] = []
         for c in fn.flow.concurrency:
-            scope = f"concurrency:{fn.id}" if c.scope == "fn" else f"concurrency:app:{fn.app_id}"
-            key = flow_key(c.key, event) or ""
+            scope, key = concurrency_gate(fn, c, event)
             slot = Slot(scope, key, uuid.uuid4().hex)
             poll = int((msg.payload or {}).get("poll") or 0)
             decision = self._acquire(slot, work, c.limit, lease_s, rank, poll, redelivered)
@@ -336,9 +385,6 @@ class Windows:
         self.io = io
         self.start = start
 
-    def scope(self, fn: FunctionDef) -> str:
-        """The gate scope of ``fn``'s window option."""
-        return f"{'debounce' if fn.flow.debounce else 'batch'}:{fn.id}"
 
     def gathers(self, fn: FunctionDef, event: dict[str, Any]) -> bool:
         """Whether ``event`` waits in a window (a batch's ``if`` may send it straight on)."""
@@ -362,7 +408,7 @@ class Windows:
         flow = fn.flow
         window = flow.window
         assert window is not None
-        scope, key = self.scope(fn), flow_key(window.key, event) or ""
+        scope, key = window_scope(fn), flow_key(window.key, event) or ""
         for _ in range(_TRIES):
             gate = self.io.store.gate(scope, key)
             now = self.io.clock.now()
@@ -473,8 +519,7 @@ def why_waiting(
         return None
     event = run.events[0] if run.events else {}
     for c in fn.flow.concurrency:
-        scope = f"concurrency:{fn.id}" if c.scope == "fn" else f"concurrency:app:{fn.app_id}"
-        key = flow_key(c.key, event) or ""
+        scope, key = concurrency_gate(fn, c, event)
         line = waiting_line(store.gate(scope, key).state, now)
         mine = [i for i, work in enumerate(line) if work.startswith(f"{run.run_id}/")]
         if mine:
@@ -490,7 +535,7 @@ def open_windows(fn: FunctionDef, store: Store, now: float) -> list[dict[str, An
     flow = fn.flow
     if flow.window is None:
         return []
-    scope = f"{'debounce' if flow.debounce else 'batch'}:{fn.id}"
+    scope = window_scope(fn)
     found = []
     for key, gate in store.list_gates(scope):
         state = gate.state or {}

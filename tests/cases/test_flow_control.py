@@ -92,7 +92,7 @@ def test_idempotency_starts_one_run_per_key_and_records_the_rest(make_harness: A
         h.runs("charge", status="Completed")) == 3
 
 
-def test_a_rerun_by_hand_is_not_skipped_as_a_duplicate(make_harness: Any) -> None:
+def _pay_app() -> App:
     app = App("pay")
 
     @app.function(id="charge", trigger=TriggerEvent("payment/requested"),
@@ -100,21 +100,18 @@ def test_a_rerun_by_hand_is_not_skipped_as_a_duplicate(make_harness: Any) -> Non
     def charge(ctx: Context) -> str:
         return "ok"
 
-    h = make_harness(app)
+    return app
+
+
+def test_a_rerun_by_hand_is_not_skipped_as_a_duplicate(make_harness: Any) -> None:
+    h = make_harness(_pay_app())
     h.send("payment/requested", {"payment_id": "p1"})
     again = h.rerun(h.only_run("charge").id)
     assert h.run(again).status == "Completed"
 
 
 def test_idempotency_ignores_events_without_the_key(make_harness: Any) -> None:
-    app = App("pay")
-
-    @app.function(id="charge", trigger=TriggerEvent("payment/requested"),
-                  idempotency="event.data.payment_id")
-    def charge(ctx: Context) -> str:
-        return "ok"
-
-    h = make_harness(app)
+    h = make_harness(_pay_app())
     h.send("payment/requested", {})
     h.send("payment/requested", {})
     assert len(h.runs("charge", status="Completed")) == 2
