@@ -55,6 +55,12 @@ def paced(ctx: Context) -> str:
     return "ok"
 
 
+@app.function(id="receipts", trigger=TriggerEvent("shop/receipt"),
+              batch_events={"max_size": 50, "timeout": "30s"})
+def receipts(ctx: Context) -> int:
+    return len(ctx.events)
+
+
 def chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         found = shutil.which(name)
@@ -160,11 +166,15 @@ def test_dashboard_shows_how_many_messages_are_dead_lettered(
 
 def test_dashboard_says_why_a_run_is_held_back(backend: LocalBackend, tmp_path: Path) -> None:
     browser = chromium()
-    backend.send([{"name": "shop/paced", "data": {}}, {"name": "shop/paced", "data": {}}])
+    backend.send([{"name": "shop/paced", "data": {}}, {"name": "shop/paced", "data": {}},
+                  {"name": "shop/receipt", "data": {}}])
     backend.run_until_idle()
     (held,) = [r for r in backend.list_runs() if r.function_id == "paced" and r.held_by]
     with serve(backend) as url:
         dom = browse(browser, f"{url}/#run={held.run_id}", tmp_path, "--dump-dom")
     assert dom.count('class="why"') == 1  # in the runs table, under the held run's status
     assert "throttled until 2026-03-02T09:11:00Z" in dom
+    # The batch has no run yet: its function says what it is gathering.
+    assert '<div class="why window">batching 1/50 until 2026-03-02T08:11:30Z</div>' in dom
+    assert '<span class="trigger flow" title=' in dom and ">batch events</span>" in dom
     assert "<dt>Waiting</dt><dd>throttled until 2026-03-02T09:11:00Z</dd>" in dom

@@ -36,6 +36,16 @@ def test_the_flow_control_example_runs_as_written(tmp_path: Path) -> None:
     assert len(h.runs("summarize", "Completed")) == 2  # limit 2 per minute: the third waits
     h.advance("1m")
     assert len(h.runs("summarize", "Completed")) == 3
+    for version in (1, 2, 3):
+        h.send("doc/edited", {"doc_id": "d1", "version": version})
+        h.advance("1m")
+    assert h.runs("reindex") == []  # still being edited
+    h.advance("5m")
+    assert [r.output for r in h.runs("reindex")] == [3]
+    h.send([{"name": "row/added", "data": {"n": n}} for n in range(150)])
+    assert [r.output for r in h.runs("load-rows")] == [100]
+    h.advance("10s")
+    assert sorted(r.output for r in h.runs("load-rows")) == [50, 100]
 
 
 def test_the_documented_error_is_the_real_one() -> None:

@@ -112,7 +112,10 @@ async function loadFunctions() {
     list.append(h("li", {},
       h("span", { class: "fn-id", title: "show runs of " + fn.id, onclick: () => filterBy(fn.id) }, fn.id),
       fn.triggers.map((t) => h("span", { class: "trigger" }, triggerText(t))),
-      h("span", { class: "trigger" }, "retries " + fn.retries)));
+      h("span", { class: "trigger" }, "retries " + fn.retries),
+      Object.keys(fn.flow || {}).map((name) =>
+        h("span", { class: "trigger flow", title: json(fn.flow[name]) }, name.replace("_", " "))),
+      (fn.windows || []).map((w) => h("div", { class: "why window" }, w.message))));
     select.append(h("option", { value: fn.id }, fn.id));
   }
   select.value = chosen;
@@ -370,7 +373,7 @@ async function refreshDeadLetters() {
 // -- wiring ----------------------------------------------------------------------------------
 
 async function refreshAll() {
-  if (!state.functionsLoaded) await loadFunctions().catch(() => {});
+  await loadFunctions().catch(() => {});  // (open debounce and batch windows change)
   await refreshRuns();
   await refreshRun();
   await refreshDeadLetters().catch(() => {});
