@@ -7,7 +7,7 @@ TTL and error translation) is tested next to it, in tests/local and tests/aws.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -42,6 +42,24 @@ from tests.stores.helpers import START, make_run, step, waiter
 
 TABLE = "stepkit-test-state"
 PAID = {"name": "order/paid", "data": {"x": 1}}  # the event helpers' waiter() matches
+
+
+def _race(attempt: Callable[[int], bool], n: int = 8) -> list[int]:
+    """Run ``attempt(0..n-1)`` on ``n`` threads at once; the numbers whose attempt won."""
+    wins: list[int] = []
+    lock = threading.Lock()
+
+    def one(k: int) -> None:
+        if attempt(k):
+            with lock:
+                wins.append(k)
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return wins
 
 
 @pytest.fixture
@@ -262,17 +280,7 @@ def test_list_gates_lists_a_scopes_live_gates_sorted_by_key(
 
 
 def test_racing_gate_writers_win_once_per_version(store: Store) -> None:
-    wins: list[int] = []
-
-    def race(n: int) -> None:
-        if store.put_gate(_gw(state={"winner": n})):
-            wins.append(n)
-
-    threads = [threading.Thread(target=race, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    wins = _race(lambda n: store.put_gate(_gw(state={"winner": n})))
     assert len(wins) == 1
     assert store.gate("throttle:fn", "k") == Gate({"winner": wins[0]}, 1)
 
@@ -560,17 +568,9 @@ def test_list_runs_filters_newest_first(store: Store) -> None:
 
 def test_racing_threads_commit_each_version_once(store: Store) -> None:
     store.create_run(make_run(), [])
-    wins: list[int] = []
-
-    def race(n: int) -> None:
-        if store.commit("r1", Commit(f"m{n}", 0, steps=(StepWrite(step(f"s{n}")),))):
-            wins.append(n)
-
-    threads = [threading.Thread(target=race, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    wins = _race(
+        lambda n: store.commit("r1", Commit(f"m{n}", 0, steps=(StepWrite(step(f"s{n}")),)))
+    )
     state = store.load("r1")
     assert state is not None
     assert len(wins) == 1
