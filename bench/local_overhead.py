@@ -6,6 +6,7 @@ Prints figures; it is not a test. Run: .venv/bin/python bench/local_overhead.py
 from __future__ import annotations
 
 import argparse
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +26,14 @@ def build_app(steps: int) -> App:
             total += ctx.step.run(f"s{i}", lambda i=i: i)
         return total
 
+    @app.function(id="logged", trigger=TriggerEvent("bench/logged"))
+    def logged(ctx: Context) -> int:
+        total = 0
+        for i in range(steps):
+            ctx.logger.debug("step %d", i)  # disabled (INFO): must cost O(1), not O(history)
+            total += ctx.step.run(f"s{i}", lambda i=i: i)
+        return total
+
     @app.function(id="one", trigger=TriggerEvent("bench/one"))
     def one(ctx: Context) -> int:
         return ctx.step.run("only", lambda: 1)
@@ -37,6 +46,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--runs", type=int, default=200)
     args = parser.parse_args()
+    logging.getLogger("stepkit").setLevel(logging.INFO)
     app = build_app(args.steps)
     with tempfile.TemporaryDirectory() as tmp:
         backend = LocalBackend(app, Path(tmp) / "bench.sqlite3", clock=SystemClock())
@@ -48,6 +58,14 @@ def main() -> None:
             f"one run of {args.steps} steps: {elapsed * 1000:.1f} ms, "
             f"{handled} messages, {elapsed / args.steps * 1000:.2f} ms per step "
             "(includes replaying all earlier steps)"
+        )
+        t0 = time.perf_counter()
+        backend.send({"name": "bench/logged"})
+        backend.run_until_idle()
+        logged = time.perf_counter() - t0
+        print(
+            f"the same with a disabled ctx.logger.debug per step: {logged * 1000:.1f} ms "
+            f"({logged / elapsed:.2f}x)"
         )
         t0 = time.perf_counter()
         for _ in range(args.runs):

@@ -25,7 +25,8 @@ class ReplayLogger:
         self._state = state
 
     def _log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
-        if self._state.live:
+        # The level first: a disabled call costs one check, whatever the run's length.
+        if self._logger.isEnabledFor(level) and self._state.live:
             kwargs.setdefault("stacklevel", 3)
             self._logger.log(level, msg, *args, **kwargs)
 
