@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 from runtime.backends.local.store import SqliteStore
-from runtime.records import Commit, StepWrite, Waiter, WaiterKind
+from runtime.records import Commit, StepStatus, StepWrite, Waiter, WaiterKind
 from tests.stores.helpers import make_run, step
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +32,51 @@ def test_two_stores_on_one_file_see_each_others_commits(tmp_path: Path) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_a_load_after_another_stores_commits_has_every_step_in_order(tmp_path: Path) -> None:
+    # `a` keeps the steps it loaded and reads only what was written since: the steps another
+    # writer added and the one it rewrote (a retry that completed) must all show, in order.
+    a, b = SqliteStore(tmp_path / "db"), SqliteStore(tmp_path / "db")
+    try:
+        a.create_run(make_run(), [])
+        retrying = step("s1", StepStatus.RETRYING, attempt=1)
+        assert a.commit("r1", Commit("m1", 0, steps=(StepWrite(step("s0")),
+                                                     StepWrite(retrying))))
+        first = a.load("r1")
+        assert first is not None and first.steps["s1"].status is StepStatus.RETRYING
+        done = step("s1", output="ok")
+        assert b.commit("r1", Commit("m2", 1, steps=(StepWrite(done, StepStatus.RETRYING, 1),
+                                                     StepWrite(step("s2")))))
+        again = a.load("r1")
+        assert again is not None and again.run.version == 2
+        assert list(again.steps) == ["s0", "s1", "s2"]
+        assert again.steps["s1"].output == "ok"
+        assert first.steps["s1"].status is StepStatus.RETRYING  # what it returned is its own
+        fresh = SqliteStore(tmp_path / "db").load("r1")
+        assert fresh is not None and fresh.steps == again.steps
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_file_from_before_step_versions_gains_the_column_and_loads(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE steps (run_id TEXT NOT NULL, key TEXT NOT NULL,"
+                " json TEXT NOT NULL, PRIMARY KEY (run_id, key))")
+    old.commit()
+    old.close()
+    store = SqliteStore(path)
+    try:
+        store.create_run(make_run(), [])
+        assert store.commit("r1", Commit("m1", 0, steps=(StepWrite(step("s")),)))
+        state = store.load("r1")
+        assert state is not None and list(state.steps) == ["s"]
+    finally:
+        store.close()
 
 
 _WORKER = textwrap.dedent("""

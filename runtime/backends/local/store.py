@@ -13,6 +13,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -51,7 +52,10 @@ _SCHEMA = (
         run_id TEXT NOT NULL,
         key TEXT NOT NULL,
         json TEXT NOT NULL,
+        run_version INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (run_id, key))""",
+    # The run version whose commit last wrote a step: a load reads only what is new.
+    "CREATE INDEX IF NOT EXISTS steps_by_version ON steps (run_id, run_version)",
     # The commit log: each commit's outbox, found by the message that made it.
     """CREATE TABLE IF NOT EXISTS commits (
         run_id TEXT NOT NULL,
@@ -103,6 +107,7 @@ _SCHEMA = (
 #: Expired gates are deleted this long after they expire (like DynamoDB's lazy TTL), so a
 #: writer holding the version of an expired gate it just read still finds it.
 _GATE_GRACE = 86400.0
+_CACHE_RUNS = 256  # runs whose steps a store keeps decoded between loads
 
 
 def dumps(value: Any) -> str:
@@ -230,20 +235,53 @@ class SqliteStore:
                 conn.execute(
                     "ALTER TABLE waiters ADD COLUMN index_value TEXT NOT NULL DEFAULT ''"
                 )
+            have = {row[1] for row in conn.execute("PRAGMA table_info(steps)")}
+            if have and "run_version" not in have:  # steps of older files read as version 0
+                conn.execute(
+                    "ALTER TABLE steps ADD COLUMN run_version INTEGER NOT NULL DEFAULT 0"
+                )
         self.db.ensure_schema(_SCHEMA)
+        # Runs this process loaded, at the version loaded: the next load of a run reads and
+        # decodes only the steps written since (O(new records), not O(history)).
+        self._cache: OrderedDict[str, tuple[int, dict[str, StepRecord]]] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     def load(self, run_id: str) -> RunState | None:
-        """Load the run and all its step records, or ``None``."""
+        """Load the run and all its step records, or ``None``.
+
+        A run loaded before is brought up to date from the steps written since (each step
+        row carries the version of the commit that wrote it), read in the same snapshot as
+        the run row; the rest comes from this store's cache.
+        """
+        with self._cache_lock:
+            cached = self._cache.get(run_id)
         with self.db.read() as conn:
-            row = conn.execute("SELECT json FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            row = conn.execute(
+                "SELECT json, version FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
             if row is None:
+                with self._cache_lock:
+                    self._cache.pop(run_id, None)
                 return None
+            version = int(row[1])
+            if cached is not None and cached[0] > version:
+                cached = None  # (cannot happen; a run's version only grows)
+            since = cached[0] if cached is not None else -1
             # rowid order is insertion order: steps come back in the order they first ran.
             rows = conn.execute(
-                "SELECT key, json FROM steps WHERE run_id = ? ORDER BY rowid", (run_id,)
+                "SELECT key, json FROM steps WHERE run_id = ? AND run_version > ?"
+                " ORDER BY rowid", (run_id, since),
             ).fetchall()
+        steps = dict(cached[1]) if cached is not None else {}
+        for k, j in rows:
+            steps[k] = StepRecord.from_json(json.loads(j))
+        with self._cache_lock:
+            self._cache[run_id] = (version, steps)
+            self._cache.move_to_end(run_id)
+            while len(self._cache) > _CACHE_RUNS:
+                self._cache.popitem(last=False)
         run = RunRecord.from_json(json.loads(row[0]))
-        return RunState(run, {k: StepRecord.from_json(json.loads(j)) for k, j in rows})
+        return RunState(run, dict(steps))
 
     def create_run(
         self, run: RunRecord, waiters: Sequence[Waiter], gates: Sequence[GateWrite] = ()
@@ -345,9 +383,10 @@ class SqliteStore:
                 return False
             for w in commit.steps:
                 conn.execute(
-                    "INSERT INTO steps (run_id, key, json) VALUES (?, ?, ?)"
-                    " ON CONFLICT (run_id, key) DO UPDATE SET json = excluded.json",
-                    (run_id, w.record.key, dumps(w.record.to_json())),
+                    "INSERT INTO steps (run_id, key, json, run_version) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (run_id, key) DO UPDATE SET json = excluded.json,"
+                    " run_version = excluded.run_version",
+                    (run_id, w.record.key, dumps(w.record.to_json()), commit.expect_version + 1),
                 )
             run = _patched(run, commit)
             conn.execute(
