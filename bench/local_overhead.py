@@ -45,17 +45,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--durability", choices=["normal", "full"], default="normal")
     args = parser.parse_args()
     logging.getLogger("stepkit").setLevel(logging.INFO)
     app = build_app(args.steps)
     with tempfile.TemporaryDirectory() as tmp:
-        backend = LocalBackend(app, Path(tmp) / "bench.sqlite3", clock=SystemClock())
+        backend = LocalBackend(app, Path(tmp) / "bench.sqlite3", clock=SystemClock(),
+                               durability=args.durability)
         t0 = time.perf_counter()
         backend.send({"name": "bench/steps"})
         handled = backend.run_until_idle()
         elapsed = time.perf_counter() - t0
         print(
-            f"one run of {args.steps} steps: {elapsed * 1000:.1f} ms, "
+            f"[durability {args.durability}] one run of {args.steps} steps: "
+            f"{elapsed * 1000:.1f} ms, "
             f"{handled} messages, {elapsed / args.steps * 1000:.2f} ms per step "
             "(includes replaying all earlier steps)"
         )

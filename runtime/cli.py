@@ -387,7 +387,17 @@ def cli() -> None:
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     help="Log level of run and step logs.",
 )
-def dev(port: int, host: str, db: Path, package: str | None, workers: int, log_level: str) -> None:
+@click.option(
+    "--durability",
+    default="normal",
+    show_default=True,
+    type=click.Choice(["normal", "full"], case_sensitive=False),
+    help="normal: commits survive a crash of the server; full: also power loss (slower).",
+)
+def dev(
+    port: int, host: str, db: Path, package: str | None, workers: int, log_level: str,
+    durability: str,
+) -> None:
     """Run the app locally: workers, crons, the API and the dashboard."""
     from runtime.discovery import load_app
     from runtime.errors import ConfigurationError
@@ -403,7 +413,7 @@ def dev(port: int, host: str, db: Path, package: str | None, workers: int, log_l
 
     try:
         db.parent.mkdir(parents=True, exist_ok=True)
-        backend = LocalBackend(app, db, workers=workers)
+        backend = LocalBackend(app, db, workers=workers, durability=durability.lower())
     except (OSError, sqlite3.Error) as exc:
         sock.close()
         raise click.ClickException(

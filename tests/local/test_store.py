@@ -138,3 +138,17 @@ def test_a_database_from_before_the_value_index_keeps_its_waiters(tmp_path: Path
         assert store.waiters_for({"name": "order/paid", "data": {"id": "o1"}}) == []
     finally:
         store.close()
+
+
+def test_durability_sets_sqlites_synchronous_and_refuses_other_values(tmp_path: Path) -> None:
+    import pytest
+
+    for durability, level in (("normal", 1), ("full", 2)):
+        store = SqliteStore(tmp_path / f"{durability}.db", durability=durability)
+        try:
+            got = store.db.connection().execute("PRAGMA synchronous").fetchone()[0]
+            assert got == level, durability
+        finally:
+            store.close()
+    with pytest.raises(ValueError, match="durability must be one of normal, full, got 'fsync'"):
+        SqliteStore(tmp_path / "x.db", durability="fsync")

@@ -68,6 +68,8 @@ class LocalBackend:
         max_receives: Deliveries of a message before it is dead-lettered.
         limits: Per-run limits.
         logger: Where run, step and worker logs go.
+        durability: ``"normal"`` (default: survives a process crash) or ``"full"`` (also
+            power loss; about twice the cost per step). See ``Database``.
 
     """
 
@@ -82,12 +84,13 @@ class LocalBackend:
         max_receives: int = 10,
         limits: Limits = Limits(),  # noqa: B008 - frozen
         logger: logging.Logger | None = None,
+        durability: str = "normal",
     ) -> None:
         self.app = app
         self.clock: Clock = clock or SystemClock()
         self.workers = workers
         self.log = logger or logging.getLogger("stepkit")
-        self.store = SqliteStore(path, clock=self.clock)
+        self.store = SqliteStore(path, clock=self.clock, durability=durability)
         self.queue = SqliteQueue(
             self.store.db,  # one connection per thread serves both
             clock=self.clock,
