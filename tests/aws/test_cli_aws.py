@@ -57,3 +57,30 @@ def test_cli_sends_and_inspects_runs_of_the_deployed_app(
     assert events[0] in {event_id, ids[0]}
     missing = runner.invoke(cli, ["run", "nope", "--aws"])
     assert missing.exit_code == 1 and "no run 'nope'" in missing.output
+
+
+def test_runs_aws_say_which_runs_flow_control_holds_back(
+    aws: AwsEmulators, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = App("shop")
+
+    @app.function(id="paced", trigger=TriggerEvent("job/paced"),
+                  throttle={"limit": 1, "period": "1h"}, rate_limit={"limit": 2, "period": "1h"})
+    def paced(ctx: Context) -> str:
+        return "ok"
+
+    h = Harness.aws(app, aws)  # the real clock: the CLI reads with it
+    assert isinstance(h.backend, AwsBackend)
+    r = h.backend.resources
+    monkeypatch.setenv(ENV_APP, r.app_id)
+    monkeypatch.setenv(ENV_BUS, r.bus)
+    monkeypatch.setenv(ENV_TABLE, r.table)
+    for _ in range(3):
+        h.send("job/paced", {})
+    listed = CliRunner().invoke(cli, ["runs", "--aws", "--json"])
+    assert listed.exit_code == 0, listed.output
+    runs = json.loads(listed.output)
+    kinds = sorted((r["status"], (r["waiting"] or {}).get("kind")) for r in runs)
+    assert kinds == [("Completed", None), ("Running", "throttled"), ("Skipped", "skipped")]
+    table = CliRunner().invoke(cli, ["runs", "--aws"])
+    assert "throttled until" in table.output and "rate limit of 2 per 1:00:00" in table.output
