@@ -11,12 +11,13 @@ reordering and crashed workers.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
 
 from runtime.durations import parse_duration
 from runtime.expressions import Expression
@@ -48,23 +49,33 @@ def _period(value: Any, where: str, low: timedelta, high: timedelta) -> timedelt
     return found
 
 
-def _check_expression(source: str | None, names: tuple[str, ...] = ("event",)) -> str | None:
-    if source is None:
-        return None
+def _between(low: timedelta, high: timedelta) -> Callable[[Any, ValidationInfo], timedelta]:
+    """The check of a duration field from ``low`` to ``high``; errors name the field."""
+
+    def check(value: Any, info: ValidationInfo) -> timedelta:
+        return _period(value, info.field_name or "duration", low, high)
+
+    return check
+
+
+def _check_expression(source: Any) -> str:
     if not isinstance(source, str) or not source.strip():
         raise ValueError("must be a non-empty CEL expression, e.g. 'event.data.user_id'")
-    Expression.check_names(source, names, where="expression")
+    Expression.check_names(source, ("event",), where="expression")
     Expression.compile(source, where="expression")
     return source
 
 
-class _Option(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_SECOND = timedelta(seconds=1)
+UpToAMinute = Annotated[timedelta, BeforeValidator(_between(_SECOND, timedelta(minutes=1)))]
+UpToADay = Annotated[timedelta, BeforeValidator(_between(_SECOND, timedelta(days=1)))]
+UpToAWeek = Annotated[timedelta, BeforeValidator(_between(_SECOND, timedelta(days=7)))]
+#: CEL over ``event``, checked (names and syntax) when the option is built.
+Cel = Annotated[str, BeforeValidator(_check_expression)]
 
-    @field_validator("key", mode="before", check_fields=False)
-    @classmethod
-    def _key(cls, value: Any) -> Any:
-        return _check_expression(value)
+
+class _Option(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class Throttle(_Option):
@@ -75,27 +86,17 @@ class Throttle(_Option):
     """
 
     limit: int = Field(ge=1, le=10_000, strict=True)
-    period: timedelta
+    period: UpToAWeek
     burst: int = Field(default=0, ge=0, le=10_000, strict=True)
-    key: str | None = None
-
-    @field_validator("period", mode="before")
-    @classmethod
-    def _period(cls, value: Any) -> timedelta:
-        return _period(value, "period", timedelta(seconds=1), timedelta(days=7))
+    key: Cel | None = None
 
 
 class RateLimit(_Option):
     """Start at most ``limit`` runs per ``period`` (up to 24 h); skip (and record) the rest."""
 
     limit: int = Field(ge=1, le=10_000, strict=True)
-    period: timedelta
-    key: str | None = None
-
-    @field_validator("period", mode="before")
-    @classmethod
-    def _period(cls, value: Any) -> timedelta:
-        return _period(value, "period", timedelta(seconds=1), timedelta(hours=24))
+    period: UpToADay
+    key: Cel | None = None
 
 
 class Concurrency(_Option):
@@ -107,26 +108,21 @@ class Concurrency(_Option):
     """
 
     limit: int = Field(ge=1, le=1000, strict=True)
-    key: str | None = None
+    key: Cel | None = None
     scope: Literal["fn", "app"] = "fn"
 
 
 class Singleton(_Option):
     """At most one running run per ``key``: ``skip`` the new run, or ``cancel`` the old one."""
 
-    key: str | None = None
+    key: Cel | None = None
     mode: Literal["skip", "cancel"] = "skip"
 
 
 class Priority(_Option):
     """``run``: CEL over ``event`` giving seconds (-600 to 600) a run moves ahead in line."""
 
-    run: str
-
-    @field_validator("run", mode="before")
-    @classmethod
-    def _run(cls, value: Any) -> Any:
-        return _check_expression(value)
+    run: Cel
 
 
 class Debounce(_Option):
@@ -135,16 +131,9 @@ class Debounce(_Option):
     ``timeout`` caps the total delay from the first event of a window.
     """
 
-    period: timedelta
-    key: str | None = None
-    timeout: timedelta | None = None
-
-    @field_validator("period", "timeout", mode="before")
-    @classmethod
-    def _period(cls, value: Any) -> timedelta | None:
-        if value is None:
-            return None
-        return _period(value, "period", timedelta(seconds=1), timedelta(days=7))
+    period: UpToAWeek
+    key: Cel | None = None
+    timeout: UpToAWeek | None = None
 
 
 class BatchEvents(_Option):
@@ -154,22 +143,10 @@ class BatchEvents(_Option):
     start a run of their own at once.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
     max_size: int = Field(ge=1, le=100, strict=True)
-    timeout: timedelta
-    key: str | None = None
-    if_: str | None = Field(default=None, alias="if")
-
-    @field_validator("timeout", mode="before")
-    @classmethod
-    def _timeout(cls, value: Any) -> timedelta:
-        return _period(value, "timeout", timedelta(seconds=1), timedelta(seconds=60))
-
-    @field_validator("if_", mode="before")
-    @classmethod
-    def _if(cls, value: Any) -> Any:
-        return _check_expression(value)
+    timeout: UpToAMinute
+    key: Cel | None = None
+    if_: Cel | None = Field(default=None, alias="if")
 
 
 @dataclass(frozen=True)
@@ -184,11 +161,11 @@ class FlowSpec:
     priority: Priority | None = None
     debounce: Debounce | None = None
     batch: BatchEvents | None = None
-    gates_starts: bool = field(init=False, default=False)
 
-    def __post_init__(self) -> None:
-        starts = any((self.idempotency, self.throttle, self.rate_limit, self.singleton))
-        object.__setattr__(self, "gates_starts", starts)
+    @property
+    def gates_starts(self) -> bool:
+        """Whether a rule decides when (or whether) a run starts."""
+        return any((self.idempotency, self.throttle, self.rate_limit, self.singleton))
 
     @property
     def window(self) -> Debounce | BatchEvents | None:
