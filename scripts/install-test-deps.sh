@@ -9,7 +9,5 @@ if ! command -v chromium >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
-if [ -x .ci/install-emulators.sh ]; then
-  .ci/install-emulators.sh
-fi
+.ci/install-emulators.sh  # not optional: without it every AWS-path test would fail late
 scripts/install-cdk.sh
