@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from runtime.app import FunctionDef
 from runtime.core.ids import new_run_id
@@ -52,6 +52,7 @@ from runtime.records import (
 )
 
 _TRIES = 32
+T = TypeVar("T")
 #: A singleton gate outlives any run it can name (runs last at most a year).
 _SINGLETON_SECONDS = 400 * 86400
 _log = logging.getLogger("stepkit")
@@ -312,46 +313,59 @@ class FlowGates:
         redelivered: bool,
     ) -> SlotDecision:
         """Ask for ``slot`` and record the outcome in its gate."""
-        for _ in range(_TRIES):
-            gate = self.store.gate(slot.scope, slot.key)
-            now = self.clock.now()
-            decision = acquire_slot(gate.state, work_id=work, token=slot.token, now=now,
-                                    limit=limit, lease_s=lease_s, rank=rank, poll=poll,
-                                    redelivered=redelivered)
-            if decision.stale:
-                return decision
-            write = GateWrite(slot.scope, slot.key, decision.state, gate.version,
-                              slot_expiry(decision.state))
-            try:
-                written = self.store.put_gate(write)
-            except Exception:
-                if decision.acquired:  # it may have landed: do not leave the slot to its lease
-                    self.release([slot])
-                raise
-            if written:
-                return decision
-        raise GateContentionError(f"concurrency gate {slot.scope} {slot.key!r} kept moving")
+
+        def decide(state: dict[str, Any] | None, now: float) -> tuple[Any, SlotDecision]:
+            d = acquire_slot(state, work_id=work, token=slot.token, now=now, limit=limit,
+                             lease_s=lease_s, rank=rank, poll=poll, redelivered=redelivered)
+            return (None if d.stale else d.state), d
+
+        try:
+            return self._update(slot.scope, slot.key, decide)
+        except Exception:
+            # A write that reported failure may have landed: give back what it may have
+            # taken rather than leave the slot to its lease (a no-op if it did not land).
+            self.release([slot])
+            raise
 
     def release(self, slots: Sequence[Slot]) -> None:
         """Give slots back (best effort: a slot not given back lapses with its lease)."""
         for slot in slots:
+
+            def give_back(
+                state: dict[str, Any] | None, now: float, token: str = slot.token
+            ) -> tuple[dict[str, Any] | None, None]:
+                held = holds(state, token, now)
+                return (release_slot(state, token=token, now=now) if held else None), None
+
             try:
-                self._release(slot)
+                self._update(slot.scope, slot.key, give_back)
             except Exception:  # the lease lapses instead; the work itself is done
                 _log.warning("concurrency slot %s %r not released; it lapses with its lease",
                              slot.scope, slot.key, exc_info=True)
 
-    def _release(self, slot: Slot) -> None:
+    def _update(
+        self,
+        scope: str,
+        key: str,
+        decide: Callable[[dict[str, Any] | None, float], tuple[dict[str, Any] | None, T]],
+    ) -> T:
+        """Read a concurrency gate, ``decide`` its new state and write it on condition.
+
+        Read and decide again when another writer got there first; ``decide`` returns
+        ``(None, result)`` to write nothing.
+
+        Raises:
+            GateContentionError: The gate kept moving (the message is redelivered).
+        """
         for _ in range(_TRIES):
-            gate = self.store.gate(slot.scope, slot.key)
-            now = self.clock.now()
-            if not holds(gate.state, slot.token, now):
-                return
-            state = release_slot(gate.state, token=slot.token, now=now)
-            if self.store.put_gate(GateWrite(slot.scope, slot.key, state, gate.version,
+            gate = self.store.gate(scope, key)
+            state, result = decide(gate.state, self.clock.now())
+            if state is None:
+                return result
+            if self.store.put_gate(GateWrite(scope, key, state, gate.version,
                                              slot_expiry(state))):
-                return
-        raise GateContentionError(f"concurrency gate {slot.scope} {slot.key!r} kept moving")
+                return result
+        raise GateContentionError(f"concurrency gate {scope} {key!r} kept moving")
 
 
 class WindowStarter(Protocol):
