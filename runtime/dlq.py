@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import Any
+
+from runtime.durations import format_instant
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,7 @@ def redrive_body(body: str) -> str:
 
 
 def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    moment = datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds")
-    return moment.replace("+00:00", "Z")
+    return None if ts is None else format_instant(ts)
 
 
 def _text(value: Any) -> str | None:

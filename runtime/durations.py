@@ -60,6 +60,15 @@ def _duration(value: str | float | timedelta, where: str) -> timedelta:
     return result
 
 
+def format_instant(ts: float, *, timespec: str = "milliseconds") -> str:
+    """Epoch seconds as ISO-8601 UTC: ``2026-03-02T08:00:00.000Z``.
+
+    The one form times take in JSON, DynamoDB items and messages; ``timespec`` as in
+    :meth:`datetime.isoformat`.
+    """
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
 def parse_instant(value: str | datetime, *, where: str) -> datetime:
     """Parse an aware ``datetime`` or an ISO 8601 string; naive values are taken as UTC.
 

@@ -12,13 +12,13 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Protocol, TypeVar
 
 from runtime.app import FunctionDef
 from runtime.core.ids import new_run_id
 from runtime.core.protocols import Clock, Queue, Store
+from runtime.durations import format_instant
 from runtime.errors import GateMovedError, StepkitError
 from runtime.expressions import Expression
 from runtime.flow import (
@@ -526,8 +526,8 @@ def why_waiting(
     if run.status.finished:
         return None
     if run.held(now) and run.held_until is not None:
-        when = datetime.fromtimestamp(run.held_until, UTC).isoformat(timespec="seconds")
-        return {"kind": "throttled", "message": f"throttled until {when.replace('+00:00', 'Z')}",
+        when = format_instant(run.held_until, timespec="seconds")
+        return {"kind": "throttled", "message": f"throttled until {when}",
                 "until": run.held_until}
     if fn is None or not fn.flow.concurrency:
         return None
@@ -556,8 +556,7 @@ def open_windows(fn: FunctionDef, store: Store, now: float) -> list[dict[str, An
         if not state.get("pending"):
             continue
         due = float(state["due"])
-        when = datetime.fromtimestamp(due, UTC).isoformat(timespec="seconds")
-        when = when.replace("+00:00", "Z")
+        when = format_instant(due, timespec="seconds")
         count = len(state.get("events") or [])
         if flow.batch is not None:
             message = f"batching {count}/{flow.batch.max_size} until {when}"

@@ -6,9 +6,9 @@ durations are whole milliseconds, so the dashboard, the CLI and scripts all read
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from runtime.durations import format_instant
 from runtime.records import ErrorInfo, RunRecord, RunState, StepKind, StepRecord, StepStatus
 
 if TYPE_CHECKING:
@@ -19,10 +19,7 @@ _IN_PROGRESS = (StepStatus.SLEEPING, StepStatus.WAITING, StepStatus.INVOKING)
 
 def iso(ts: float | None) -> str | None:
     """Render epoch seconds as an ISO-8601 UTC timestamp, or ``None`` for no time."""
-    if ts is None:
-        return None
-    moment = datetime.fromtimestamp(ts, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return None if ts is None else format_instant(ts)
 
 
 def duration_ms(start: float | None, end: float | None) -> int | None:

@@ -27,10 +27,10 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from runtime.durations import format_instant
 from runtime.records import (
     Committed,
     ErrorInfo,
@@ -149,7 +149,7 @@ def js(value: Any) -> AttributeValueTypeDef:
 
 def iso(ts: float) -> str:
     """Epoch seconds as ISO-8601 UTC with milliseconds: ``2026-03-02T08:00:00.000Z``."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    return format_instant(ts)
 
 
 def key(pk: str, sk: str) -> Item:
