@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 from runtime.backends.local.store import SqliteStore
@@ -58,6 +59,29 @@ def test_a_load_after_another_stores_commits_has_every_step_in_order(tmp_path: P
     finally:
         a.close()
         b.close()
+
+
+def test_a_run_created_again_under_its_id_is_not_mixed_with_the_cached_one(
+    tmp_path: Path,
+) -> None:
+    store, other = SqliteStore(tmp_path / "db"), SqliteStore(tmp_path / "db")
+    try:
+        store.create_run(make_run(), [])
+        assert store.commit("r1", Commit("m1", 0, steps=(StepWrite(step("old")),)))
+        assert store.load("r1") is not None  # cached at version 1
+        # Another process deletes the run (by hand, or retention) and it is created again,
+        # further along than `store` saw it, before `store` loads it next.
+        with other.db.write() as conn:
+            conn.execute("DELETE FROM steps WHERE run_id = 'r1'")
+            conn.execute("DELETE FROM runs WHERE run_id = 'r1'")
+        other.create_run(replace(make_run(), created_at=make_run().created_at + 60), [])
+        assert other.commit("r1", Commit("m1", 0, steps=(StepWrite(step("a")),)))
+        assert other.commit("r1", Commit("m2", 1, steps=(StepWrite(step("b")),)))
+        again = store.load("r1")
+        assert again is not None and list(again.steps) == ["a", "b"]
+    finally:
+        store.close()
+        other.close()
 
 
 def test_a_file_from_before_step_versions_gains_the_column_and_loads(tmp_path: Path) -> None:

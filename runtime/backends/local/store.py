@@ -130,7 +130,7 @@ class Database:
         durability: ``"normal"`` (SQLite ``synchronous=NORMAL``): a commit survives the
             process crashing, and the last commits may be lost if the machine loses power;
             ``"full"`` (``synchronous=FULL``): every commit is on disk before it returns, at
-            about twice the cost per step.
+            several times the cost per step (``bench/local_overhead.py --durability full``).
 
     Raises:
         ValueError: ``durability`` is neither.
@@ -262,7 +262,9 @@ class SqliteStore:
         self.db.ensure_schema(_SCHEMA)
         # Runs this process loaded, at the version loaded: the next load of a run reads and
         # decodes only the steps written since (O(new records), not O(history)).
-        self._cache: OrderedDict[str, tuple[int, dict[str, StepRecord]]] = OrderedDict()
+        # (version, created_at, steps): the creation time tells a run from a later one that
+        # reuses its id.
+        self._cache: OrderedDict[str, tuple[int, float, dict[str, StepRecord]]] = OrderedDict()
         self._cache_lock = threading.Lock()
 
     def load(self, run_id: str) -> RunState | None:
@@ -282,25 +284,25 @@ class SqliteStore:
                 with self._cache_lock:
                     self._cache.pop(run_id, None)
                 return None
-            version = int(row[1])
-            if cached is not None and cached[0] > version:
-                cached = None  # (cannot happen; a run's version only grows)
+            raw, version = json.loads(row[0]), int(row[1])
+            created = raw["created_at"]
+            if cached is not None and (cached[0] > version or cached[1] != created):
+                cached = None  # another run under the same id (deleted and created again)
             since = cached[0] if cached is not None else -1
             # rowid order is insertion order: steps come back in the order they first ran.
             rows = conn.execute(
                 "SELECT key, json FROM steps WHERE run_id = ? AND run_version > ?"
                 " ORDER BY rowid", (run_id, since),
             ).fetchall()
-        steps = dict(cached[1]) if cached is not None else {}
+        steps = dict(cached[2]) if cached is not None else {}
         for k, j in rows:
             steps[k] = StepRecord.from_json(json.loads(j))
         with self._cache_lock:
-            self._cache[run_id] = (version, steps)
+            self._cache[run_id] = (version, created, steps)
             self._cache.move_to_end(run_id)
             while len(self._cache) > _CACHE_RUNS:
                 self._cache.popitem(last=False)
-        run = RunRecord.from_json(json.loads(row[0]))
-        return RunState(run, dict(steps))
+        return RunState(RunRecord.from_json(raw), dict(steps))
 
     def create_run(
         self, run: RunRecord, waiters: Sequence[Waiter], gates: Sequence[GateWrite] = ()
