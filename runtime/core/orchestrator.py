@@ -98,6 +98,12 @@ def _matches(expression: str, event: dict[str, Any]) -> bool:
     return not expression or _compiled(expression).matches_vars({"async": event})
 
 
+def _late(fn: FunctionDef, event: dict[str, Any], now: float) -> bool:
+    """Whether a run of ``fn`` triggered by ``event`` is past its ``timeouts.start``."""
+    limit = fn.start_timeout
+    return limit is not None and now - event["ts"] / 1000 > limit.total_seconds()
+
+
 def _event_payload(event: dict[str, Any]) -> dict[str, Any]:
     """The event itself when small, else its timeline key (the worker reads it back)."""
     if len(json.dumps(event, separators=(",", ":"))) <= _INLINE_EVENT_BYTES:
@@ -578,10 +584,7 @@ class Orchestrator:
         parent = ParentRef(**payload["parent"]) if payload.get("parent") else None
         run, waiters = self._new_run(fn, msg.run_id, events, msg.id, now, parent)
         outbox = list(run.outbox)
-        late = (
-            fn.start_timeout is not None
-            and now - events[0]["ts"] / 1000 > fn.start_timeout.total_seconds()
-        )
+        late = _late(fn, events[0], now)
         if late:
             error = ErrorInfo("FunctionCancelled", f"not started within {fn.start_timeout}", False)
             run = replace(run, status=RunStatus.CANCELLED, error=error, ended_at=now)
@@ -763,12 +766,7 @@ class Orchestrator:
         run = state.run
         if run.deadline is not None and now >= run.deadline and target is None:
             return self._cancel(run.run_id, f"not finished within {fn.finish_timeout}", msg.id)
-        if (
-            run.held_by is not None
-            and run.version == 0
-            and fn.start_timeout is not None
-            and now - run.events[0]["ts"] / 1000 > fn.start_timeout.total_seconds()
-        ):
+        if run.held_by is not None and run.version == 0 and _late(fn, run.events[0], now):
             return self._cancel(run.run_id, f"not started within {fn.start_timeout}", msg.id)
         slots = self.gates.take_slots(fn, state, msg, target, redelivered=redelivered)
         if slots is None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from runtime import App, Context, TriggerEvent
+from runtime import App, Context, Timeouts, TriggerEvent
 from runtime.errors import ConfigurationError
 from runtime.records import GateWrite
 from runtime.testing import Harness
@@ -160,6 +160,24 @@ def test_throttle_keys_are_independent_and_burst_adds_to_the_limit(make_harness:
     assert len(h.runs("sync", status="Completed")) == 6
     late = sorted(round(t - t0) for t in started.values())
     assert late == [0, 0, 0, 0, 3600, 3600]
+
+
+def test_a_run_throttled_past_its_start_timeout_is_cancelled(make_harness: Any) -> None:
+    app = App("digest")
+
+    @app.function(id="sync", trigger=TriggerEvent("crm/changed"), timeouts=Timeouts(start="10m"),
+                  throttle={"limit": 1, "period": "1h"})
+    def sync(ctx: Context) -> str:
+        return str(ctx.step.run("sync", lambda: "done"))
+
+    h = make_harness(app)
+    h.send("crm/changed", {"n": 1})
+    h.send("crm/changed", {"n": 2})  # its turn comes in an hour: 50 minutes too late
+    h.advance("2h")
+    by_n = {r.state.run.events[0]["data"]["n"]: r for r in h.runs("sync")}
+    assert by_n[1].status == "Completed"
+    assert by_n[2].status == "Cancelled" and "not started within 0:10:00" in (by_n[2].error or "")
+    assert not by_n[2].steps
 
 
 # -- rate limit ----------------------------------------------------------------------------
