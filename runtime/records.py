@@ -6,6 +6,7 @@ seconds since the Unix epoch (floats); backends render them as ISO strings where
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -458,3 +459,13 @@ class GateWrite:
     state: dict[str, Any]
     expect_version: int
     expires_at: float | None = None
+
+
+def check_distinct(gates: Sequence[GateWrite]) -> None:
+    """Refuse two writes of one gate in one ``create_run`` (one transaction writes an item once).
+
+    Raises:
+        ValueError: A ``(scope, key)`` appears twice.
+    """
+    if len({(g.scope, g.key) for g in gates}) != len(gates):
+        raise ValueError("create_run: the same gate (scope, key) is written more than once")

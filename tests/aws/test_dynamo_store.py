@@ -264,6 +264,21 @@ def test_transaction_conflicts_are_retried_then_refused() -> None:
         stub.assert_no_pending_responses()
 
 
+def test_a_create_refused_for_no_known_reason_raises_rather_than_passing_for_a_copy() -> None:
+    # Only the run item and the gates carry conditions; a refusal elsewhere would be a bug or
+    # an AWS change, and taking it for "the run exists" would drop the start silently.
+    client = boto3.client("dynamodb", region_name="us-east-1", endpoint_url="http://127.0.0.1:9",
+                          aws_access_key_id="x", aws_secret_access_key="x")
+    store = DynamoStore(TABLE, client=client)
+    with Stubber(client) as stub:
+        stub.add_client_error("transact_write_items",
+                              **_cancelled("None", "ConditionalCheckFailed", "None"))
+        with pytest.raises(StoreError) as info:
+            store.create_run(make_run(), [])
+        assert info.value.code == "TransactionCanceled" and info.value.is_retriable
+        stub.assert_no_pending_responses()
+
+
 # -- the client and the commit log ---------------------------------------------------------
 
 

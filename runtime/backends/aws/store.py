@@ -37,6 +37,7 @@ from runtime.records import (
     RunState,
     RunStatus,
     Waiter,
+    check_distinct,
 )
 
 if TYPE_CHECKING:
@@ -401,7 +402,7 @@ class DynamoStore:
                 one (retriable: the run may or may not exist, so the caller must try again
                 rather than take it for a duplicate).
         """
-        _check_distinct(gates)
+        check_distinct(gates)
         now = self.clock.now()
         expires = (run.ended_at or now) + self.retention if run.status.finished else None
         gate_puts = [self._gate_put(g) for g in gates]  # refuses an oversized state first
@@ -421,21 +422,20 @@ class DynamoStore:
             raise StoreError(
                 f"run {run.run_id}: TransactWriteItems met conflicting transactions "
                 f"{_CONFLICT_TRIES} times in a row", code="TransactionConflict")
+        # The run existing wins over any gate that moved. Its own reason says so, unless it
+        # was caught in a conflict (a concurrent create of the same run): then ask the table.
         run_code = codes[0] if codes else "None"
-        if run_code == _REFUSED:
-            return False  # the run exists: that wins over any gate that moved
+        if run_code == _REFUSED or (run_code != "None" and self._run_exists(run.run_id)):
+            return False
         first_gate = len(actions) - len(gates)
         moved = [g for i, g in enumerate(gates)
                  if first_gate + i < len(codes) and codes[first_gate + i] == _REFUSED]
-        # The run item's own reason should say whether it exists; when it does not (e.g. it
-        # was in conflict with a concurrent create), ask the table.
-        if run_code != "None" and self._run_exists(run.run_id):
-            return False
-        if moved:
-            raise GateMovedError("gate moved: " + ", ".join(
-                f"{g.scope!r} key {g.key[:100]!r} (expected version {g.expect_version})"
-                for g in moved))
-        return False  # no other action has a condition; kept for safety
+        if not moved:  # only the run and the gates have conditions: never taken for a copy
+            raise StoreError(f"run {run.run_id}: TransactWriteItems refused with reasons "
+                             f"{codes}", code="TransactionCanceled")
+        raise GateMovedError("gate moved: " + ", ".join(
+            f"{g.scope!r} key {g.key[:100]!r} (expected version {g.expect_version})"
+            for g in moved))
 
     def put_gate(self, write: GateWrite) -> bool:
         """Write a gate if its version is still ``write.expect_version``: one conditional Put.
@@ -688,13 +688,6 @@ class DynamoStore:
             if state is not None:
                 found[state.run.run_id] = state.run
         return found
-
-
-def _check_distinct(gates: Sequence[GateWrite]) -> None:
-    """Refuse two writes of one gate in a transaction (DynamoDB allows one action per item)."""
-    seen = {(g.scope, g.key) for g in gates}
-    if len(seen) != len(gates):
-        raise ValueError("create_run: the same gate (scope, key) is written more than once")
 
 
 def _chunks(values: Iterable[Any], size: int) -> Iterator[list[Any]]:

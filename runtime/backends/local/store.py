@@ -34,6 +34,7 @@ from runtime.records import (
     StepRecord,
     StepWrite,
     Waiter,
+    check_distinct,
     outgoing_from_json,
 )
 
@@ -316,8 +317,7 @@ class SqliteStore:
             GateMovedError: The run does not exist but a gate's version moved on; nothing
                 was written.
         """
-        if len({(g.scope, g.key) for g in gates}) != len(gates):
-            raise ValueError("create_run: the same gate (scope, key) is written more than once")
+        check_distinct(gates)
         with self.db.write() as conn:
             if conn.execute(
                 "SELECT 1 FROM runs WHERE run_id = ?", (run.run_id,)
