@@ -474,22 +474,17 @@ def _flow_spec(
                 f"'event.data.order_id', got {idempotency!r}"
             )
         _compile(idempotency, f"{where} idempotency")
-    if isinstance(concurrency, bool):
-        raise ConfigurationError(f"{where}: concurrency must be a limit or Concurrency(...)")
-    if isinstance(concurrency, int):
-        concurrency = {"limit": concurrency}
     items = (
-        list(concurrency)
-        if isinstance(concurrency, Sequence) and not isinstance(concurrency, str)
-        else [] if concurrency is None else [concurrency]
+        [] if concurrency is None
+        else list(concurrency) if isinstance(concurrency, list | tuple) else [concurrency]
     )
     if len(items) > 2:
         raise ConfigurationError(
             f"{where}: concurrency takes at most 2 constraints, got {len(items)}"
         )
-    limits = tuple(
+    limits = tuple(  # a bare number is the limit (True is refused by the strict int)
         _model(fn_id, f"concurrency[{i}]" if len(items) > 1 else "concurrency", Concurrency,
-               {"limit": c} if isinstance(c, int) and not isinstance(c, bool) else c)
+               {"limit": c} if isinstance(c, int) else c)
         for i, c in enumerate(items)
     )
     spec = FlowSpec(
@@ -504,12 +499,10 @@ def _flow_spec(
     )
     if spec.window is not None:
         name = "batch_events" if spec.batch is not None else "debounce"
-        both = spec.batch is not None and spec.debounce is not None
-        others = [n for n, v in (("debounce", spec.debounce if both else None),
-                                 ("idempotency", spec.idempotency),
-                                 ("rate_limit", spec.rate_limit),
-                                 ("singleton", spec.singleton),
-                                 ("throttle", spec.throttle)) if v is not None]
+        rules = {"debounce": spec.debounce if spec.batch is not None else None,
+                 "idempotency": spec.idempotency, "rate_limit": spec.rate_limit,
+                 "singleton": spec.singleton, "throttle": spec.throttle}
+        others = [rule for rule, value in rules.items() if value is not None]
         if others:
             raise ConfigurationError(
                 f"{where}: {name} cannot be combined with {', '.join(others)} (the run of a "
