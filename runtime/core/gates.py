@@ -512,13 +512,18 @@ def _skipped(run: RunRecord, now: float, reason: str) -> RunRecord:
 
 
 def why_waiting(
-    fn: FunctionDef | None, run: RunRecord, store: Store, now: float
+    fn: FunctionDef | None,
+    run: RunRecord,
+    store: Store,
+    now: float,
+    lines: dict[tuple[str, str], list[str]] | None = None,
 ) -> dict[str, Any] | None:
     """Why flow control holds ``run`` back now, for people: ``{kind, message, until}``.
 
     ``skipped`` (the rule that skipped it), ``throttled`` (until its turn), ``queued``
     (waiting for a concurrency slot, with how many are ahead); ``None`` when nothing holds
-    it. Reads one gate per concurrency constraint of a running run.
+    it. Reads the gate of each concurrency constraint of a running run, once per listing
+    when the caller passes one ``lines`` dict for all its runs.
     """
     if run.status is RunStatus.SKIPPED:
         reason = run.error.message if run.error else "skipped by flow control"
@@ -533,8 +538,11 @@ def why_waiting(
         return None
     event = run.events[0] if run.events else {}
     for c in fn.flow.concurrency:
-        scope, key = concurrency_gate(fn, c, event)
-        line = waiting_line(store.gate(scope, key).state, now)
+        gate = concurrency_gate(fn, c, event)
+        cache = lines if lines is not None else {}
+        if gate not in cache:
+            cache[gate] = waiting_line(store.gate(*gate).state, now)
+        line, key = cache[gate], gate[1]
         mine = [i for i, work in enumerate(line) if work.startswith(f"{run.run_id}/")]
         if mine:
             where = f" key {key!r}" if c.key else ""

@@ -230,9 +230,11 @@ class _Api:
         fns = await run_in_threadpool(render)
         return JSONResponse({"app_id": self.backend.app.id, "functions": fns})
 
-    def _waiting(self, run: RunRecord) -> dict[str, Any] | None:
+    def _waiting(
+        self, run: RunRecord, lines: dict[tuple[str, str], list[str]] | None = None
+    ) -> dict[str, Any] | None:
         fn = self.backend.app.functions.get(run.function_id)
-        return why_waiting(fn, run, self.backend.store, self.backend.clock.now())
+        return why_waiting(fn, run, self.backend.store, self.backend.clock.now(), lines)
 
     async def list_runs(self, request: Request) -> Response:
         params = request.query_params
@@ -243,7 +245,8 @@ class _Api:
         )
         def render() -> list[dict[str, Any]]:
             runs = self.backend.list_runs(query)
-            return [views.run_summary(r, self._waiting(r)) for r in runs]
+            lines: dict[tuple[str, str], list[str]] = {}  # each concurrency gate read once
+            return [views.run_summary(r, self._waiting(r, lines)) for r in runs]
 
         return JSONResponse({"runs": await run_in_threadpool(render)})
 

@@ -97,6 +97,20 @@ def test_a_run_waiting_for_a_concurrency_slot_says_where_it_is_in_line(tmp_path:
     assert waiting == [{"kind": "queued", "until": None,
                         "message": "queued behind concurrency limit 1 key 'u1' (0 ahead)"}]
     assert sum(r["status"] == "Completed" for r in by_user.values()) == 1
+    _send(backend, client, "job/narrow", {"user": "u1"})  # a second run in the same line
+    reads: list[tuple[str, str]] = []
+    gate = backend.store.gate
+
+    def counted(scope: str, key: str) -> Any:
+        reads.append((scope, key))
+        return gate(scope, key)
+
+    backend.store.gate = counted  # type: ignore[method-assign]
+    listed = _runs(client, "narrow")
+    assert [r["waiting"]["message"] for r in listed if r["waiting"]] == [
+        "queued behind concurrency limit 1 key 'u1' (1 ahead)",
+        "queued behind concurrency limit 1 key 'u1' (0 ahead)"]
+    assert reads == [(scope, "u1")]  # one read of the line for the whole listing
 
 
 def test_functions_list_their_flow_control_and_open_windows(tmp_path: Path) -> None:
