@@ -1,0 +1,54 @@
+"""Every Python example in the README runs as written (the flow-control one has its own test;
+the AWS ones run against the emulators in tests/aws/test_readme_aws.py)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from runtime import App
+from runtime.testing import Harness
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def examples() -> list[str]:
+    """The README's ```python blocks, in order."""
+    return re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+
+
+def example(containing: str) -> str:
+    found = [e for e in examples() if containing in e]
+    assert len(found) == 1, f"{len(found)} README examples contain {containing!r}"
+    return found[0]
+
+
+def run_example(source: str, **scope: Any) -> dict[str, Any]:
+    scope = dict(scope)
+    exec(compile(source, "README.md", "exec"), scope)
+    return scope
+
+
+def test_every_example_is_run_by_a_test() -> None:
+    # The markers the tests below (and the flow-control and AWS ones) pick their examples by.
+    markers = ["def send_welcome_email", "id=\"charge-card\"", "runtime.send(",
+               "def test_welcome", "Harness.aws(app, emulators)"]
+    assert sorted(sum(m in e for m in markers) for e in examples()) == [1] * len(examples())
+
+
+def test_the_writing_functions_example_runs(tmp_path: Path) -> None:
+    scope = run_example(example("def send_welcome_email"))
+    app: App = scope["app"]
+    h = Harness.local(app, path=tmp_path / "db.sqlite3")
+    h.send("user/signup", {"user_id": "ada"})
+    assert h.only_run("send-welcome-email").step("get-user").output["id"] == "ada"
+    h.advance("3d")
+    h.send("payment/confirmed", {"user_id": "ada"})
+    run = h.only_run("send-welcome-email")
+    assert run.status == "Completed" and run.output == {"paid": True}
+
+
+def test_the_pytest_example_runs_against_the_example_functions(tmp_path: Path) -> None:
+    scope = run_example(example("def test_welcome"))
+    scope["test_welcome"](tmp_path)
