@@ -1,7 +1,8 @@
 """Benchmark: cold import time of the Lambda handlers (what a cold start pays before work).
 
 Each sample is a fresh interpreter importing the handler module, then loading the app from
-functions/ as the handler does on its first record (timed separately). A fresh interpreter
+functions/ as the handler does on its first record (``load_app(deployed=True)``: CEL and cron
+parsing left to first use, see runtime/checks.py), timed separately. A fresh interpreter
 that only runs ``import boto3`` is sampled in the same rounds, interleaved, as the yardstick:
 a handler needs boto3 anyway, so the ratio (handler import + load_app) / (import boto3) is
 what stepkit adds on top of the SDK. Prints figures; it is not a test.
@@ -22,7 +23,7 @@ t0 = time.perf_counter()
 import {module}
 t1 = time.perf_counter()
 from runtime.discovery import load_app
-load_app()
+load_app(deployed=True)
 t2 = time.perf_counter()
 print(t1 - t0, t2 - t1)
 """
@@ -43,7 +44,7 @@ def sample(code: str) -> tuple[float, float]:
 
 def heaviest(module: str, top: int = 16) -> list[tuple[int, str]]:
     """The heaviest imports of ``module`` and of ``load_app()`` after it (``-X importtime``)."""
-    code = f"import {module}\nfrom runtime.discovery import load_app\nload_app()"
+    code = f"import {module}\nfrom runtime.discovery import load_app\nload_app(deployed=True)"
     err = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", code],
         check=True, capture_output=True, text=True,

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadDateError, croniter
+from runtime.checks import parser_checks
 
 __all__ = ["CronError", "CronSchedule"]
 
@@ -61,6 +61,10 @@ def _check_fields(spec: str, expression: str) -> None:
         raise CronError(
             f"cron {spec!r}: H (hashed), R (random) and W (nearest weekday) are not supported"
         )
+    if not parser_checks():  # a Lambda's app, checked by `cdk synth` (runtime.checks)
+        return
+    from croniter import CroniterBadDateError, croniter  # only where a cron is evaluated
+
     try:
         croniter(expression, datetime(2000, 1, 1)).get_next(datetime)
     except CroniterBadDateError:
@@ -179,6 +183,8 @@ class CronSchedule:
         # times, croniter fires fall-back times twice and misses 30-minute DST shifts.) The
         # map is monotonic, so skipping instants not after the last one drops repeats (fall
         # back, collapsed gaps) and times already passed when ``after`` is in a fold.
+        from croniter import croniter
+
         walls = croniter(self.expression, last.astimezone(zone).replace(tzinfo=None))
         while True:
             instant = _instant(walls.get_next(datetime), zone)
@@ -235,6 +241,8 @@ class CronSchedule:
                 ``#`` in a way AWS does not accept.
 
         """
+        from croniter import croniter
+
         expanded, nth_raw = croniter.expand(self.expression)
         minute, hour, dom, month, dow = (list(field) for field in expanded)
         nth = cast(Mapping[int, set[Any]], nth_raw)

@@ -11,21 +11,28 @@ import os
 import pkgutil
 import sys
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 from types import ModuleType
 
 from runtime.app import App
+from runtime.checks import checked_at_deploy
 from runtime.errors import ConfigurationError
 
 DEFAULT_PACKAGE = "functions"
 
 
-def load_app(package: str | None = None, *, root: str | Path | None = None) -> App:
+def load_app(
+    package: str | None = None, *, root: str | Path | None = None, deployed: bool = False
+) -> App:
     """Import ``package`` and every module in it, and return the one ``App`` they define.
 
     Args:
         package: The functions package name (default ``$STEPKIT_FUNCTIONS`` or ``functions``).
         root: Directory containing the package (default: the current directory).
+        deployed: The app is the one ``cdk synth`` loaded with every check (a Lambda
+            handler's): registration leaves CEL and cron parsing to first use
+            (:mod:`runtime.checks`), which keeps celpy and croniter off a cold start.
 
     Raises:
         ConfigurationError: The package is missing, fails to import, or defines no app or
@@ -35,11 +42,12 @@ def load_app(package: str | None = None, *, root: str | Path | None = None) -> A
     base = str(Path(root or os.getcwd()).resolve())
     if base not in sys.path:
         sys.path.insert(0, base)
-    modules = [_import(package)]
-    pkg_path = getattr(modules[0], "__path__", None)
-    if pkg_path is not None:
-        for info in sorted(pkgutil.walk_packages(pkg_path, prefix=f"{package}."), key=_name):
-            modules.append(_import(info.name))
+    with checked_at_deploy() if deployed else nullcontext():
+        modules = [_import(package)]
+        pkg_path = getattr(modules[0], "__path__", None)
+        if pkg_path is not None:
+            for info in sorted(pkgutil.walk_packages(pkg_path, prefix=f"{package}."), key=_name):
+                modules.append(_import(info.name))
     apps: dict[int, App] = {}
     for module in modules:
         for value in vars(module).values():

@@ -28,6 +28,8 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from runtime.checks import parser_checks
+
 if TYPE_CHECKING:
     from celpy import Runner
 
@@ -92,20 +94,30 @@ class Expression:
 
     def __init__(self, source: str, *, where: str) -> None:
         """Compile ``source``; see :meth:`compile`."""
+        self.source = source
+        self.where = where
+        self._program: Runner | None = None
+        if parser_checks():
+            self._program = self._parse()
+
+    def _parse(self) -> Runner:
         from runtime import _cel  # celpy and its grammar load on first use, not at import
 
         try:
-            program = _cel.compile_program(source)
+            return _cel.compile_program(self.source)
         except _cel.CELParseError as exc:
             caret = str(exc).rstrip("\n")
             line, column = getattr(exc, "line", None), getattr(exc, "column", None)
             at = f" at line {line}, column {column}" if line is not None else ""
             raise ExpressionError(
-                f"{where}: invalid CEL expression {source!r}: syntax error{at}:\n{caret}"
+                f"{self.where}: invalid CEL expression {self.source!r}: syntax error{at}:\n{caret}"
             ) from None
-        self.source = source
-        self.where = where
-        self._program: Runner = program
+
+    def _runner(self) -> Runner:
+        """The parsed program; parsed here in a Lambda (:mod:`runtime.checks`)."""
+        if self._program is None:
+            self._program = self._parse()
+        return self._program
 
     @classmethod
     def check_names(cls, source: str, allowed: Sequence[str], *, where: str) -> None:
@@ -139,7 +151,9 @@ class Expression:
         Raises:
             ExpressionError: On a syntax error; the message names ``where`` and shows
                 celpy's caret under the failing position. Unknown names and type errors
-                are only found when evaluating (and then mean "no match").
+                are only found when evaluating (and then mean "no match"). In a Lambda
+                handler, whose app ``cdk synth`` already checked, parsing waits for the
+                first evaluation (:mod:`runtime.checks`).
 
         """
         return cls(source, where=where)
@@ -173,7 +187,7 @@ class Expression:
         """
         from runtime import _cel
 
-        return _cel.evaluate(self._program, variables)
+        return _cel.evaluate(self._runner(), variables)
 
     def value(self, variables: Mapping[str, Any]) -> Any:
         """Evaluate to a JSON-like value (a key, a number) with ``variables`` bound.
@@ -183,7 +197,7 @@ class Expression:
         """
         from runtime import _cel
 
-        return _cel.value(self._program, variables)
+        return _cel.value(self._runner(), variables)
 
     def __repr__(self) -> str:
         return f"Expression({self.source!r}, where={self.where!r})"

@@ -17,5 +17,5 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """
     global _entry
     if _entry is None:
-        _entry = Service.from_env(load_app()).lambda_handler(router=True)
+        _entry = Service.from_env(load_app(deployed=True)).lambda_handler(router=True)
     return _entry(event, context)
