@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runtime.discovery import load_app
-from runtime.handlers.service import LambdaHandler, Service
+from runtime.handlers.service import LambdaHandler, deployed_entry
 
 _entry: LambdaHandler | None = None
 
@@ -17,5 +16,5 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """
     global _entry
     if _entry is None:
-        _entry = Service.from_env(load_app(deployed=True)).lambda_handler(router=True)
+        _entry = deployed_entry(router=True)
     return _entry(event, context)

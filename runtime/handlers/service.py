@@ -1,6 +1,9 @@
 """Builds the orchestrator a Lambda handler uses, and turns SQS records into work.
 
 Kept import-light: boto3 clients are created once per container (cold start), never per record.
+Powertools is imported before anything of stepkit's that loads pydantic (``runtime`` itself
+loads nothing): its batch package builds pydantic models of every event source when pydantic
+is already loaded, and leaves them out otherwise (0.15 s; ``tests/unit/test_import_weight.py``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from runtime.backends.aws.store import DynamoStore
 from runtime.core.clock import SystemClock
 from runtime.core.orchestrator import Orchestrator
 from runtime.core.protocols import Clock
+from runtime.discovery import load_app
 from runtime.engine import Limits
 from runtime.errors import InvalidEventError
 from runtime.events import SYSTEM_PREFIX, validate_event
@@ -86,6 +90,11 @@ def event_from_envelope(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+def deployed_entry(*, router: bool) -> LambdaHandler:
+    """The entry of a Lambda: the deployed app (see ``load_app(deployed=True)``) over AWS."""
+    return Service.from_env(load_app(deployed=True)).lambda_handler(router=router)
 
 
 class Service:
