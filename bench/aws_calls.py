@@ -17,6 +17,7 @@ from collections import Counter
 from typing import Any
 
 from runtime import App, Context, TriggerEvent
+from runtime.backends.aws.table import item_bytes
 from runtime.core.clock import FakeClock
 from runtime.testing.aws import AwsBackend
 from runtime.testing.emulators import aws_emulators
@@ -57,10 +58,11 @@ class Meter:
             # DynamoDB Local reports 2 units per transaction whatever it holds, so count as
             # AWS bills: 2 WRU per KB (rounded up) of each item written. An Update is billed
             # on the item's size; our updates touch the run item, which stays under 1 KB
-            # unless the output is large (the output is set once, at the end).
+            # unless the output is large (the output is set once, at the end). A commit of
+            # steps alone is a conditional PutItem, whose units DynamoDB Local reports.
             for action in params["TransactItems"]:
                 item = action.get("Put", {}).get("Item")
-                size = _item_bytes(item) if item else 1024
+                size = item_bytes(item) if item else 1024
                 self.wru += 2 * max(1, -(-size // 1024))
         elif model.name in _CAPACITY_OPS:
             params["ReturnConsumedCapacity"] = "TOTAL"
@@ -75,24 +77,6 @@ class Meter:
             self.rru += units
         else:
             self.wru += units
-
-
-def _value_bytes(value: dict[str, Any]) -> int:
-    """DynamoDB's size of one attribute value (strings in UTF-8, numbers ~1 byte per 2 digits)."""
-    kind, v = next(iter(value.items()))
-    if kind == "S":
-        return len(v.encode())
-    if kind == "N":
-        return len(str(v)) // 2 + 1
-    if kind == "M":
-        return 3 + _item_bytes(v)
-    if kind == "L":
-        return 3 + sum(1 + _value_bytes(x) for x in v)
-    return 1
-
-
-def _item_bytes(item: dict[str, Any]) -> int:
-    return sum(len(name.encode()) + _value_bytes(value) for name, value in item.items())
 
 
 def steps_app(n: int) -> App:

@@ -395,6 +395,24 @@ class RunPatch:
     ended_at: float | None = None
     clear_error: bool = False  # drop an earlier attempt's error (the run completed after all)
 
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form: only the fields it sets."""
+        raw: dict[str, Any] = {"status": self.status.value if self.status else None,
+                               "attempt": self.attempt, "output": self.output,
+                               "error": self.error.to_json() if self.error else None,
+                               "ended_at": self.ended_at, "clear_error": self.clear_error or None}
+        return {k: v for k, v in raw.items() if v is not None}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> RunPatch:
+        """Inverse of :meth:`to_json`."""
+        return cls(
+            status=RunStatus(raw["status"]) if "status" in raw else None,
+            attempt=raw.get("attempt"), output=raw.get("output"),
+            error=ErrorInfo.from_json(raw["error"]) if "error" in raw else None,
+            ended_at=raw.get("ended_at"), clear_error=bool(raw.get("clear_error")),
+        )
+
 
 @dataclass(frozen=True)
 class Commit:
@@ -412,6 +430,50 @@ class Commit:
     add_waiters: tuple[Waiter, ...] = ()
     remove_waiters: tuple[Waiter, ...] = ()
     outbox: tuple[Outgoing, ...] = ()
+
+
+def commit_holds(state: RunState | None, commit: Commit) -> bool:
+    """Whether ``commit``'s conditions hold on ``state`` (the run as stored, or ``None``).
+
+    The run must exist, be unfinished and at ``expect_version``; every step write's stored
+    record must be absent (``expect_status`` is ``None``) or have the expected status and
+    attempt. A store that checks this on the exact stored version, and makes its write
+    conditional on that version not having moved, applies the same rule as one that checks
+    inside a transaction.
+    """
+    if state is None or state.run.status.finished or state.run.version != commit.expect_version:
+        return False
+    for w in commit.steps:
+        stored = state.steps.get(w.record.key)
+        if w.expect_status is None:
+            if stored is not None:
+                return False
+        elif stored is None or (stored.status, stored.attempt) != (w.expect_status,
+                                                                     w.expect_attempt):
+            return False
+    return True
+
+
+def patched(run: RunRecord, patch: RunPatch | None) -> RunRecord:
+    """``run`` with the fields ``patch`` sets (version, last message and outbox untouched)."""
+    if patch is None:
+        return run
+    changes: dict[str, Any] = {
+        name: value for name in ("status", "attempt", "output", "error", "ended_at")
+        if (value := getattr(patch, name)) is not None
+    }
+    if patch.clear_error:
+        changes["error"] = None
+    return replace(run, **changes)
+
+
+def applied(state: RunState, commit: Commit) -> RunState:
+    """The run state once ``commit`` is applied: the version after it, its steps and patch."""
+    run = replace(patched(state.run, commit.run), version=commit.expect_version + 1,
+                  last_msg=commit.msg_id, outbox=commit.outbox)
+    steps = dict(state.steps)
+    steps.update((w.record.key, w.record) for w in commit.steps)
+    return RunState(run, steps)
 
 
 @dataclass(frozen=True)

@@ -153,7 +153,12 @@ class Store(Protocol):
         ...
 
     def list_runs(self, query: RunQuery) -> list[RunRecord]:
-        """Runs matching ``query``, newest first."""
+        """Runs matching ``query``, newest first.
+
+        A listed record's status, attempt, output, error and times are current; its
+        ``last_msg`` and ``outbox`` (what only a worker needs) may be left empty, and its
+        ``version`` may be that of the last commit that changed the run record itself.
+        """
         ...
 
     def list_events(self, limit: int = 50) -> list[dict[str, Any]]:

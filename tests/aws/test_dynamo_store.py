@@ -20,6 +20,7 @@ from runtime.records import (
     Gate,
     GateWrite,
     RunPatch,
+    RunState,
     RunStatus,
     StepKind,
     StepRecord,
@@ -103,15 +104,17 @@ def test_load_of_250_steps_is_one_paginated_query(store: DynamoStore, ddb: Any) 
     store.create_run(make_run(), [])
     big = "x" * 9000  # 250 steps x 9 KB: more than DynamoDB's 1 MB per Query page
     keys = [f"s{i:03}" for i in range(250)]
-    for version, chunk in enumerate((keys[:90], keys[90:180], keys[180:])):
+    chunks = [keys[i:i + 40] for i in range(0, 250, 40)]  # 40 steps: a 360 KB log item
+    for version, chunk in enumerate(chunks):
         writes = tuple(StepWrite(step(k, output=[k, big])) for k in chunk)
         assert store.commit("r1", Commit(f"m{version}", version, steps=writes))
+    store = DynamoStore(store.table, client=store.client, clock=store.clock)  # a cold container
     calls = record_calls(ddb)
     state = store.load("r1")
     assert state is not None
     assert len(state.steps) == 250
     assert state.steps["s249"] == step("s249", output=["s249", big])
-    assert state.run.version == 3
+    assert state.run.version == len(chunks)
     ops = [op for op, _ in calls]
     assert ops == ["Query"] * len(ops) and len(ops) >= 3
     # One chain: the first call starts the partition, each next one continues the previous.
@@ -123,35 +126,35 @@ def test_load_of_250_steps_is_one_paginated_query(store: DynamoStore, ddb: Any) 
 def test_load_reads_again_when_it_sees_a_half_applied_commit(store: DynamoStore,
                                                             ddb: Any) -> None:
     store.create_run(make_run(), [])
-    store.commit("r1", Commit("m1", 0, steps=(StepWrite(step("a")),)))
+    # A commit that changes the run writes its log entry and the run item in one transaction.
+    store.commit("r1", Commit("m1", 0, steps=(StepWrite(step("a")),), run=RunPatch(attempt=1)))
     torn = {"left": 1}
 
     def tear(parsed: dict[str, Any], **_: Any) -> None:
-        # Pretend the Query read step "a" before commit m1 reached it.
+        # Pretend the Query read the log before commit m1 reached it, the run item after.
         if torn["left"]:
             torn["left"] -= 1
-            parsed["Items"] = [i for i in parsed["Items"] if i["sk"]["S"] != "STEP#a"]
+            parsed["Items"] = [i for i in parsed["Items"] if i["sk"]["S"] != "LOG#0000000001"]
 
+    cold = DynamoStore(store.table, client=store.client, clock=store.clock)
     ddb.meta.events.register("after-call.dynamodb.Query", tear)
     calls = record_calls(ddb)
-    state = store.load("r1")
+    state = cold.load("r1")
     assert state is not None
-    assert set(state.steps) == {"a"}
+    assert set(state.steps) == {"a"} and state.run.attempt == 1
     assert [op for op, _ in calls] == ["Query", "Query"]
 
 
 def test_load_gives_up_on_a_view_that_stays_torn(store: DynamoStore, ddb: Any) -> None:
     store.create_run(make_run(), [])
-    store.commit("r1", Commit("m1", 0))
+    store.commit("r1", Commit("m1", 0, run=RunPatch(attempt=1)))
 
     def tear(parsed: dict[str, Any], **_: Any) -> None:
-        for item in parsed["Items"]:
-            if item["sk"]["S"] == "OUTBOX":
-                item["version"] = {"N": "0"}
+        parsed["Items"] = [i for i in parsed["Items"] if i["sk"]["S"] != "LOG#0000000001"]
 
     ddb.meta.events.register("after-call.dynamodb.Query", tear)
     with pytest.raises(StoreError, match="r1") as info:
-        store.load("r1")
+        DynamoStore(store.table, client=store.client, clock=store.clock).load("r1")
     assert info.value.code == "TornRead"
 
 
@@ -169,24 +172,23 @@ def test_items_are_legible_in_the_console(store: DynamoStore, ddb: Any) -> None:
     rec = StepRecord(key="charge", id="charge", kind=StepKind.RUN, status=StepStatus.COMPLETED,
                      output={"ok": True, "amount": 12.5}, started_at=START, ended_at=START + 1.5)
     store.commit("r1", Commit("m1", 0, steps=(StepWrite(rec),)))
-    item = raw(ddb, "RUN#r1", "STEP#charge")
+    item = raw(ddb, "RUN#r1", "LOG#0000000001")  # the commit's one item: a line of history
+    assert item["step"] == {"S": "charge"}
     assert item["status"] == {"S": "completed"}
-    assert item["kind"] == {"S": "run"}
-    assert json.loads(item["output"]["S"]) == {"ok": True, "amount": 12.5}
-    assert item["started_at"] == {"S": "2026-03-02T08:00:00.000Z"}
-    assert item["ended_at"] == {"S": "2026-03-02T08:00:01.500Z"}
-    assert item["attempt"] == {"N": "0"}
-    assert item["branch"] == {"BOOL": False}
+    assert item["msg_id"] == {"S": "m1"}
+    assert item["committed_at"] == {"S": "2026-03-02T08:00:00.000Z"}
+    [written] = json.loads(item["steps"]["S"])
+    assert written["output"] == {"ok": True, "amount": 12.5}
+    assert (written["kind"], written["started_at"], written["ended_at"]) == (
+        "run", START, START + 1.5)
     run = raw(ddb, "RUN#r1", "RUN")
     assert run["status"] == {"S": "Running"}
     assert run["created_at"] == {"S": "2026-03-02T08:00:00.000Z"}
-    assert run["version"] == {"N": "1"}
+    assert run["version"] == {"N": "0"}  # a step's commit does not rewrite the run item
     assert run["gsi1pk"] == {"S": "FN#fn"}
     assert run["gsi2pk"] == {"S": "STATUS#Running"}
     assert run["gsi1sk"] == {"S": "2026-03-02T08:00:00.000Z#r1"}
     assert json.loads(raw(ddb, "RUN#r1", "TRIGGER")["events"]["S"]) == [{"id": "e1", "name": "a"}]
-    outbox = raw(ddb, "RUN#r1", "OUTBOX")
-    assert outbox["msg_id"] == {"S": "m1"}
     assert "expires_at" not in run  # running: kept
 
 
@@ -198,10 +200,11 @@ def test_finished_runs_expire_after_retention_and_steps_later(store: DynamoStore
     store.commit("r1", Commit("m2", 1, run=RunPatch(status=RunStatus.COMPLETED,
                                                     ended_at=START + 90)))
     expires = int(START + 90 + 30 * DAY)
-    for sk in ("RUN", "TRIGGER", "OUTBOX"):
+    for sk in ("RUN", "TRIGGER"):
         assert raw(ddb, "RUN#r1", sk)["expires_at"] == {"N": str(expires)}, sk
-    # Steps go with the run (the run reaper); this is only the backstop if it gives up.
-    assert raw(ddb, "RUN#r1", "STEP#a")["expires_at"] == {"N": str(int(START + 396 * DAY))}
+    # The log goes with the run (the run reaper); this is only the backstop if it gives up.
+    log = raw(ddb, "RUN#r1", "LOG#0000000001")
+    assert log["expires_at"] == {"N": str(int(START + 396 * DAY))}
     waiter_item = raw(ddb, "WAIT#order/paid#data.x=1", "r1#w")  # indexed by its match value
     assert waiter_item["expires_at"] == {"N": str(int(START + 500 + DAY))}
     # DynamoDB deletes lazily (DynamoDB Local never does): past its TTL the run reads as gone.
@@ -215,13 +218,32 @@ def test_finished_runs_expire_after_retention_and_steps_later(store: DynamoStore
 
 def test_more_than_100_items_is_refused_before_calling_aws(store: DynamoStore, ddb: Any) -> None:
     store.create_run(make_run(), [])
+    store.load("r1")
     calls = record_calls(ddb)
-    writes = tuple(StepWrite(step(f"s{i}")) for i in range(99))  # + run + outbox + log = 102
-    with pytest.raises(StoreError, match=r"run r1: one commit would write 102 items") as info:
-        store.commit("r1", Commit("m1", 0, steps=writes))
+    waiters = tuple(waiter(key=f"w{i}") for i in range(99))  # + the log and the run item = 101
+    patch = RunPatch(attempt=1)
+    with pytest.raises(StoreError, match=r"run r1: one commit would write 101 items") as info:
+        store.commit("r1", Commit("m1", 0, run=patch, add_waiters=waiters))
     assert info.value.code == "TooManyItems"
-    assert calls == []
-    assert store.commit("r1", Commit("m1", 0, steps=writes[:97]))  # exactly 100 is fine
+    assert [op for op, _ in calls] == ["UpdateItem"]  # the index registry, before the commit
+    assert store.commit("r1", Commit("m1", 0, run=patch, add_waiters=waiters[:98]))  # 100 fits
+    # Steps are no items of their own: a hundred of them are one log entry.
+    steps = tuple(StepWrite(step(f"s{i}")) for i in range(150))
+    assert store.commit("r1", Commit("m2", 1, steps=steps))
+
+
+def test_a_log_item_over_the_item_limit_is_refused_naming_the_run(store: DynamoStore,
+                                                                 ddb: Any) -> None:
+    store.create_run(make_run(), [])
+    big = "x" * 100_000
+    fits = tuple(StepWrite(step(k, output=[k, big])) for k in "abc")  # 300 KB
+    assert store.commit("r1", Commit("m0", 0, steps=fits))
+    over = tuple(StepWrite(step(k, output=[k, big])) for k in "defg")  # 400 KB
+    with pytest.raises(StoreError, match=r"run r1: commit 2 would write a log item of") as info:
+        store.commit("r1", Commit("m1", 1, steps=over))
+    assert info.value.code == "ItemTooLarge" and not info.value.is_retriable
+    state = DynamoStore(store.table, client=store.client, clock=store.clock).load("r1")
+    assert state is not None and set(state.steps) == {"a", "b", "c"}
 
 
 def test_aws_errors_become_store_errors(aws: AwsEmulators) -> None:
@@ -247,19 +269,26 @@ def test_transaction_conflicts_are_retried_then_refused() -> None:
     client = boto3.client("dynamodb", region_name="us-east-1", endpoint_url="http://127.0.0.1:9",
                           aws_access_key_id="x", aws_secret_access_key="x")
     store = DynamoStore(TABLE, client=client)
+    patch = RunPatch(attempt=1)  # a commit that changes the run: a transaction
+
+    def commit() -> bool:
+        store._cache.clear()
+        store._remember(RunState(make_run(), {}))
+        return store.commit("r1", Commit("m1", 0, run=patch))
+
     with Stubber(client) as stub:
         stub.add_client_error("transact_write_items", **_cancelled("None", "TransactionConflict"))
         stub.add_response("transact_write_items", {})
-        assert store.commit("r1", Commit("m1", 0)) is True  # a conflict, then through
+        assert commit() is True  # a conflict, then through
         for _ in range(4):
             stub.add_client_error("transact_write_items", **_cancelled("TransactionConflict"))
-        assert store.commit("r1", Commit("m1", 0)) is False  # conflicts persisted
+        assert commit() is False  # conflicts persisted
         stub.add_client_error("transact_write_items",
                               **_cancelled("TransactionConflict", "ConditionalCheckFailed"))
-        assert store.commit("r1", Commit("m1", 0)) is False  # refused at once
+        assert commit() is False  # refused at once
         stub.add_client_error("transact_write_items", **_cancelled("ThrottlingError"))
         with pytest.raises(StoreError) as info:
-            store.commit("r1", Commit("m1", 0))
+            commit()
         assert info.value.code == "TransactionCanceledException"
         stub.assert_no_pending_responses()
 
@@ -292,9 +321,10 @@ def test_a_warm_load_reads_only_the_commits_since(store: DynamoStore, ddb: Any) 
     store.create_run(make_run(), [])
     for v in range(20):
         assert store.commit("r1", Commit(f"m{v}", v, steps=(StepWrite(step(f"s{v}")),)))
-    assert store.load("r1") is not None  # cold: the whole run
+    other = DynamoStore(store.table, client=store.client, clock=store.clock)  # another container
+    assert other.load("r1") is not None  # cold: the whole run
     for v in range(20, 23):
-        assert store.commit("r1", Commit(f"m{v}", v, steps=(StepWrite(step(f"s{v}")),)))
+        assert other.commit("r1", Commit(f"m{v}", v, steps=(StepWrite(step(f"s{v}")),)))
     read: list[int] = []
     ddb.meta.events.register(
         "after-call.dynamodb.Query", lambda parsed, **_: read.append(len(parsed["Items"]))
@@ -303,23 +333,11 @@ def test_a_warm_load_reads_only_the_commits_since(store: DynamoStore, ddb: Any) 
     assert state is not None
     assert state.run.version == 23 and len(state.steps) == 23
     assert state.steps["s22"] == step("s22")
-    assert read == [5]  # three log entries, the outbox and the run: not the 23 steps
+    assert read == [3]  # the three log entries since: not the 23 steps
+    assert other.load("r1") == state and read == [3, 0]  # it knows its own commits
     # and what it assembled equals a cold load of the same run
     fresh = DynamoStore(store.table, client=store.client, clock=store.clock)
     assert fresh.load("r1") == state
-
-
-def test_a_commit_too_large_to_log_makes_the_next_load_whole(
-    store: DynamoStore, ddb: Any
-) -> None:
-    store.create_run(make_run(), [])
-    assert store.load("r1") is not None
-    big = "x" * 120_000
-    writes = tuple(StepWrite(step(k, output=[k, big])) for k in ("a", "b", "c"))
-    assert store.commit("r1", Commit("m0", 0, steps=writes))
-    state = store.load("r1")
-    assert state is not None and set(state.steps) == {"a", "b", "c"}
-    assert state.steps["c"].output == ["c", big]
 
 
 # -- gates ---------------------------------------------------------------------------------

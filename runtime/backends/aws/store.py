@@ -10,7 +10,6 @@ become :class:`StoreError`).
 from __future__ import annotations
 
 import heapq
-import json
 import random
 import time
 from collections import OrderedDict
@@ -36,8 +35,12 @@ from runtime.records import (
     RunRecord,
     RunState,
     RunStatus,
+    StepRecord,
     Waiter,
+    applied,
     check_distinct,
+    commit_holds,
+    patched,
 )
 
 if TYPE_CHECKING:
@@ -91,41 +94,59 @@ def _cancellation_codes(exc: ClientError) -> list[str]:
     return [str(r.get("Code", "None")) for r in reasons]  # one per action, in request order
 
 
+def _fold(base: RunState, logs: dict[int, t.Item], since: int) -> RunState | None:
+    """``base`` (the run at version ``since``) with the log entries after it applied.
+
+    ``None`` when ``logs`` is not exactly the entries ``since+1 .. max`` (a Query may see a
+    later entry and miss an earlier one written while it paged): read again.
+    """
+    top = max(logs, default=since)
+    if sorted(logs) != list(range(since + 1, top + 1)):
+        return None
+    run, steps = base.run, dict(base.steps)
+    for v in range(since + 1, top + 1):
+        _, records, patch, msg_id, outbox = t.log_entry(logs[v])
+        steps.update((rec.key, rec) for rec in records)
+        run = replace(patched(run, patch), version=v, last_msg=msg_id, outbox=outbox)
+    return RunState(run, steps)
+
+
 def _assemble(rows: Iterable[t.Item], now: float) -> tuple[RunState | None, bool]:
     """Build a run's state from its partition's items; also say whether the read was torn.
 
-    A Query is only read-committed *per item*: it may see a concurrent commit applied to some
-    items of the run and not yet to others. Every commit writes the run item and the outbox
-    item (both carrying the new version) and stamps the steps it writes with that version, so
-    a view is whole exactly when the run and outbox versions agree, no step is newer, and
-    every step the outbox lists has that version.
+    The run item reflects the commits up to its ``version`` R (it is rewritten only by
+    commits that change the run); the steps come from the log entries 0..R, and the log
+    entries after R are applied on top. A Query is only read-committed per item, so it may
+    see a run item updated by a transaction whose log entry it read before the entry
+    existed: the view is whole when the entries are exactly 0..top with R <= top.
     """
-    run = events = outbox = None
-    steps: list[t.Item] = []
+    run = events = None
+    logs: dict[int, t.Item] = {}
     for row in rows:
         sk = row["sk"]["S"]
         if sk == t.RUN_SK:
             run = row
         elif sk == t.EVENTS_SK:
             events = row
-        elif sk == t.OUTBOX_SK:
-            outbox = row
-        elif sk.startswith(t.STEP_PREFIX):
-            steps.append(row)
+        elif sk.startswith(t.LOG_PREFIX):
+            logs[int(row["version"]["N"])] = row
     if run is None or float(run.get(t.TTL_ATTRIBUTE, {"N": "inf"})["N"]) < now:
         return None, False  # absent, or expired and awaiting TTL deletion (lazy on AWS)
-    if events is None or outbox is None:
+    if events is None or 0 not in logs:
         return None, True  # a create in flight
-    version = int(run["version"]["N"])
-    stamps = {row["key"]["S"]: int(row["run_version"]["N"]) for row in steps}
-    written: list[str] = json.loads(outbox["written_steps"]["S"])
-    torn = (
-        int(outbox["version"]["N"]) != version
-        or any(v > version for v in stamps.values())
-        or any(stamps.get(k) != version for k in written)
-    )
-    records = {rec.key: rec for rec in map(t.step_from, steps)}
-    return RunState(t.run_from(run, events, outbox), records), torn
+    record = t.run_from(run, events)
+    head, rest = record.version, {v: row for v, row in logs.items() if v > record.version}
+    if head not in logs:
+        return None, True
+    steps: dict[str, StepRecord] = {}
+    for v in sorted(v for v in logs if v <= head):
+        steps.update((rec.key, rec) for rec in t.log_entry(logs[v])[1])
+    _, _, _, msg_id, outbox = t.log_entry(logs[head])
+    base = RunState(replace(record, last_msg=msg_id, outbox=outbox), steps)
+    state = _fold(base, rest, head)
+    if state is None or len(logs) != max(logs) + 1:
+        return None, True
+    return state, False
 
 
 class DynamoStore:
@@ -165,9 +186,9 @@ class DynamoStore:
     def load(self, run_id: str) -> RunState | None:
         """Load the run and its steps: one strongly consistent, paginated Query.
 
-        Cold, the Query reads the run's items (all but its commit log); warm (this store
-        loaded the run before), it reads only the log entries after the cached version plus
-        the run and outbox items, and applies them to the cached state.
+        Cold, the Query reads the run's partition (run item, events, commit log); warm (this
+        store loaded or committed the run before), it reads only the log entries after the
+        cached version and applies them to the cached state: usually one item, or none.
         """
         cached = self._cache.get(run_id)
         state = self._catch_up(run_id, cached) if cached is not None else None
@@ -176,18 +197,14 @@ class DynamoStore:
         if state is None:
             self._cache.pop(run_id, None)
             return None
-        self._cache[run_id] = state
-        self._cache.move_to_end(run_id)
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        self._remember(state)
         return state
 
     def _load_whole(self, run_id: str) -> RunState | None:
         for attempt in range(_TORN_TRIES):
             rows = self._query(
-                KeyConditionExpression="pk = :pk AND sk > :log",
-                ExpressionAttributeValues={
-                    ":pk": t.s(t.RUN_PREFIX + run_id), ":log": t.s(t.LOG_END)},
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": t.s(t.RUN_PREFIX + run_id)},
                 ConsistentRead=True,
             )
             state, torn = _assemble(rows, self.clock.now())
@@ -201,42 +218,33 @@ class DynamoStore:
         """The cached state plus the commits since; ``None`` means: load it whole instead."""
         since = cached.run.version
         for attempt in range(_TORN_TRIES):
-            run = outbox = None
-            logs: dict[int, t.Item] = {}
-            for row in self._query(
+            logs = {int(row["version"]["N"]): row for row in self._query(
                 KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
                 ExpressionAttributeValues={
                     ":pk": t.s(t.RUN_PREFIX + run_id),
                     ":lo": t.s(t.log_sk(since + 1)),
-                    ":hi": t.s(t.RUN_SK),
+                    ":hi": t.s(t.LOG_END),
                 },
                 ConsistentRead=True,
-            ):
-                sk = row["sk"]["S"]
-                if sk == t.RUN_SK:
-                    run = row
-                elif sk == t.OUTBOX_SK:
-                    outbox = row
-                else:
-                    logs[int(row["version"]["N"])] = row
-            if run is None or outbox is None or int(run["version"]["N"]) < since:
-                return None  # gone, expired soon below, or not the run we cached
-            version = int(run["version"]["N"])
-            if int(outbox["version"]["N"]) == version and all(
-                v in logs for v in range(since + 1, version + 1)
-            ):
-                steps = dict(cached.steps)
-                for v in range(since + 1, version + 1):
-                    written = t.log_steps(logs[v])
-                    if written is None:
-                        return None  # a commit too large to log: read the run whole
-                    steps.update((rec.key, rec) for rec in written)
-                record = replace(t.run_from(run, None, outbox), events=cached.run.events)
-                if float(run.get(t.TTL_ATTRIBUTE, {"N": "inf"})["N"]) < self.clock.now():
-                    return None
-                return RunState(record, steps)
-            time.sleep(0.005 * 2**attempt)  # a commit half-applied: it completes in ms
+            )}
+            state = _fold(cached, logs, since)
+            if state is not None:
+                run = state.run
+                if run.status.finished and (run.ended_at or 0) + self.retention < self.clock.now():
+                    return None  # expired: awaiting TTL deletion
+                return state
+            time.sleep(0.005 * 2**attempt)  # an entry written while the Query paged
         return None
+
+    def _remember(self, state: RunState) -> None:
+        """Keep ``state`` as this container's latest view of its run (never an older one)."""
+        run_id = state.run.run_id
+        cached = self._cache.get(run_id)
+        if cached is None or cached.run.version <= state.run.version:
+            self._cache[run_id] = state
+            self._cache.move_to_end(run_id)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
 
     def gate(self, scope: str, key: str) -> Gate:
         """The gate ``(scope, key)``: one strongly consistent GetItem.
@@ -299,13 +307,14 @@ class DynamoStore:
         """The commit ``msg_id`` applied, from the run's commit log (newest first).
 
         Only a redelivered message asks, so reading the log is rare; the filter runs
-        server-side, newest entries first, and stops at the first match.
+        server-side, newest entries first, and stops at the first match. Entry 0 (the
+        run's creation) is no commit.
         """
         rows = self._query(
             KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
             FilterExpression="msg_id = :m",
             ExpressionAttributeValues={
-                ":pk": t.s(t.RUN_PREFIX + run_id), ":lo": t.s(t.LOG_PREFIX),
+                ":pk": t.s(t.RUN_PREFIX + run_id), ":lo": t.s(t.log_sk(1)),
                 ":hi": t.s(t.LOG_END), ":m": t.s(msg_id)},
             ScanIndexForward=False,
             ConsistentRead=True,
@@ -391,7 +400,9 @@ class DynamoStore:
     def create_run(
         self, run: RunRecord, waiters: Sequence[Waiter], gates: Sequence[GateWrite] = ()
     ) -> bool:
-        """Create the run, its events, outbox and waiters, and write ``gates``: one transaction.
+        """Create the run, its events, log entry 0 (its outbox) and waiters, and write ``gates``.
+
+        One transaction.
 
         Returns:
             Whether it was created (``False``: the run exists; nothing written).
@@ -407,16 +418,18 @@ class DynamoStore:
         expires = (run.ended_at or now) + self.retention if run.status.finished else None
         gate_puts = [self._gate_put(g) for g in gates]  # refuses an oversized state first
         self._register_paths(waiters)
+        log = t.log_item(run.run_id, 0, run.last_msg, at=now, outbox=run.outbox,
+                         ttl=expires or now + self.retention + 366 * t.DAY)
         actions = [
-            self._put(t.run_item(run, expires), "attribute_not_exists(pk)"),
+            self._put(t.run_item(replace(run, version=0), expires), "attribute_not_exists(pk)"),
             self._put(t.events_item(run, expires)),
-            self._put(t.outbox_item(run.run_id, run.version, run.last_msg, run.outbox, (),
-                                    expires)),
+            self._put(log),
             *(self._put(t.waiter_item(w)) for w in waiters),
             *gate_puts,
         ]
         codes = self._transact_codes(run.run_id, actions)
         if codes is None:
+            self._remember(RunState(replace(run, version=0), {}))
             return True
         if _REFUSED not in codes:
             raise StoreError(
@@ -457,51 +470,66 @@ class DynamoStore:
         return True
 
     def commit(self, run_id: str, commit: Commit) -> bool:
-        """Apply ``commit`` as one transaction if its conditions hold (see the Store protocol)."""
+        """Apply ``commit`` if its conditions hold (see the Store protocol).
+
+        The conditions are checked on the run as stored at ``expect_version`` (this store's
+        cached view, caught up first if it is older), and the commit's log entry
+        ``LOG#<expect_version+1>`` is written only if it does not exist yet: a version is
+        taken once, so the check cannot go stale between the read and the write. A commit
+        that changes only steps (nearly every one) is that one conditional ``PutItem``; one
+        that changes the run (status, attempt, output, error) also rewrites the run item, and
+        one that adds or removes waiters writes them, in one transaction.
+        """
+        state = self._cache.get(run_id)
+        if state is None or state.run.version != commit.expect_version:
+            state = self.load(run_id)
+        if not commit_holds(state, commit):
+            return False
+        assert state is not None  # commit_holds refuses a missing run
         now, patch, version = self.clock.now(), commit.run, commit.expect_version + 1
-        expires = None
-        if patch is not None and patch.status is not None and patch.status.finished:
-            expires = (patch.ended_at or now) + self.retention
-        changes = {"version": t.n(version), "last_msg": t.s(commit.msg_id)}
+        after = applied(state, commit)
+        # A backstop only: the run reaper deletes the log with its run (ARCHITECTURE.md).
+        log = t.log_item(run_id, version, commit.msg_id, at=now, patch=patch,
+                         steps=[w.record for w in commit.steps], outbox=commit.outbox,
+                         ttl=now + self.retention + 366 * t.DAY)
+        size = t.item_bytes(log)
+        if size > t.MAX_LOG_ITEM_BYTES:
+            raise StoreError(
+                f"run {run_id}: commit {version} would write a log item of {size} bytes, more "
+                f"than the {t.MAX_LOG_ITEM_BYTES} an item may hold", code="ItemTooLarge",
+                retriable=False)
+        put = self._put(log, "attribute_not_exists(pk)")
+        if patch is None and not commit.add_waiters and not commit.remove_waiters:
+            try:
+                with _aws(f"PutItem (run {run_id} log)"):
+                    self.client.put_item(**put["Put"])
+            except StoreError as exc:
+                if exc.code == "ConditionalCheckFailedException":
+                    return False  # the version was taken: a duplicate or a race lost
+                raise
+            self._remember(after)
+            return True
+        actions: list[TransactWriteItemTypeDef] = [put]
         if patch is not None:
-            changes.update(t.run_fields(status=patch.status, attempt=patch.attempt,
-                                        output=patch.output, error=patch.error,
-                                        ended_at=patch.ended_at, expires=expires))
+            expires = (after.run.ended_at or now) + self.retention \
+                if after.run.status.finished else None
+            changes = {"version": t.n(version), **t.run_fields(
+                status=patch.status, attempt=patch.attempt, output=patch.output,
+                error=patch.error, ended_at=patch.ended_at, expires=expires)}
             if patch.clear_error:
                 changes["error"] = t.js(None)  # reads back as no error
-        names = {f"#a{i}": name for i, name in enumerate(changes)}
-        values = {f":a{i}": value for i, value in enumerate(changes.values())}
-        run_key = t.key(t.RUN_PREFIX + run_id, t.RUN_SK)
-        actions: list[TransactWriteItemTypeDef] = [{"Update": {
-            "TableName": self.table, "Key": run_key,
-            "UpdateExpression": "SET " + ", ".join(f"#a{i} = :a{i}" for i in range(len(names))),
-            # A missing run fails this too: its version attribute does not exist.
-            "ConditionExpression": "#version = :expect AND #status = :running",
-            "ExpressionAttributeNames": {**names, "#version": "version", "#status": "status"},
-            "ExpressionAttributeValues": {**values, ":expect": t.n(commit.expect_version),
-                                          ":running": t.s(RunStatus.RUNNING.value)},
-        }}, self._put(t.outbox_item(run_id, version, commit.msg_id, commit.outbox,
-                                    [w.record.key for w in commit.steps], expires))]
-        # A backstop only: the run reaper deletes steps and log with their run (ARCHITECTURE.md).
-        step_ttl = now + self.retention + 366 * t.DAY
-        actions.append(self._put(t.log_item(run_id, version, commit.msg_id,
-                                            [w.record for w in commit.steps], step_ttl,
-                                            commit.outbox)))
-        if expires is not None:  # the events item leaves with the run
+            names = {f"#a{i}": name for i, name in enumerate(changes)}
+            values = {f":a{i}": value for i, value in enumerate(changes.values())}
             actions.append({"Update": {
-                "TableName": self.table, "Key": t.key(t.RUN_PREFIX + run_id, t.EVENTS_SK),
-                "UpdateExpression": "SET #x = :x",
-                "ExpressionAttributeNames": {"#x": t.TTL_ATTRIBUTE},
-                "ExpressionAttributeValues": {":x": t.n(int(expires))}}})
-        for w in commit.steps:
-            item = t.step_item(run_id, w.record, version, step_ttl)
-            if w.expect_status is None:
-                actions.append(self._put(item, "attribute_not_exists(pk)"))
-            else:
-                actions.append(self._put(
-                    item, "#status = :s AND #attempt = :a",
-                    {"#status": "status", "#attempt": "attempt"},
-                    {":s": t.s(w.expect_status.value), ":a": t.n(w.expect_attempt)}))
+                "TableName": self.table, "Key": t.key(t.RUN_PREFIX + run_id, t.RUN_SK),
+                "UpdateExpression": "SET " + ", ".join(f"{k} = :a{k[2:]}" for k in names),
+                "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}})
+            if expires is not None:  # the events item leaves with the run
+                actions.append({"Update": {
+                    "TableName": self.table, "Key": t.key(t.RUN_PREFIX + run_id, t.EVENTS_SK),
+                    "UpdateExpression": "SET #x = :x",
+                    "ExpressionAttributeNames": {"#x": t.TTL_ATTRIBUTE},
+                    "ExpressionAttributeValues": {":x": t.n(int(expires))}}})
         # One transaction may touch an item once: a waiter both added and removed is a Put.
         self._register_paths(commit.add_waiters)
         added = {t.waiter_key(w): w for w in commit.add_waiters}
@@ -509,7 +537,10 @@ class DynamoStore:
         actions += [self._put(t.waiter_item(w)) for w in added.values()]
         actions += [{"Delete": {"TableName": self.table, "Key": t.key(*k)}}
                     for k in sorted(removed)]
-        return self._transact(run_id, actions)
+        if not self._transact(run_id, actions):
+            return False
+        self._remember(after)
+        return True
 
     def remember_event(self, event: dict[str, Any], *, now: float, ttl: float) -> bool:
         """Log ``event`` unless its id was received within ``ttl`` seconds; whether it is new."""
@@ -664,9 +695,12 @@ class DynamoStore:
             yield row[f"{index}sk"]["S"], row["pk"]["S"].removeprefix(t.RUN_PREFIX)
 
     def _fetch_runs(self, run_ids: Sequence[str]) -> dict[str, RunRecord]:
-        """Read current run records (run, events, outbox items) by id, leaving out expired ones."""
-        keys = [t.key(t.RUN_PREFIX + r, sk) for r in run_ids
-                for sk in (t.RUN_SK, t.EVENTS_SK, t.OUTBOX_SK)]
+        """Read run records (run, events items) by id, leaving out expired ones.
+
+        A listing's record is the run item's: its status, output and error are current (every
+        commit that changes them rewrites it), its ``version`` the last such commit's.
+        """
+        keys = [t.key(t.RUN_PREFIX + r, sk) for r in run_ids for sk in (t.RUN_SK, t.EVENTS_SK)]
         by_run: dict[str, list[t.Item]] = {}
         for chunk in _chunks(keys, 100):  # BatchGetItem's limit
             pending: dict[str, Any] = {self.table: {"Keys": chunk, "ConsistentRead": True}}
@@ -684,9 +718,12 @@ class DynamoStore:
                                  code="UnprocessedKeys")
         now, found = self.clock.now(), {}
         for rows in by_run.values():
-            state, _ = _assemble(rows, now)  # no steps fetched: a listing needs none
-            if state is not None:
-                found[state.run.run_id] = state.run
+            items = {row["sk"]["S"]: row for row in rows}
+            run = items.get(t.RUN_SK)
+            if run is None or float(run.get(t.TTL_ATTRIBUTE, {"N": "inf"})["N"]) < now:
+                continue  # absent, or expired and awaiting TTL deletion
+            record = t.run_from(run, items.get(t.EVENTS_SK))
+            found[record.run_id] = record
         return found
 
 

@@ -1,14 +1,19 @@
 """The DynamoDB table that holds an app's run state: key schema, indexes, TTL and item layout.
 
 One table per app, on-demand, every item keyed by readable string prefixes so the DynamoDB
-console is a usable debugger (``RUN#<id>`` / ``STEP#<key>``, ``WAIT#<event>``, ``EVENT#<id>``,
-``GATE#<scope>`` / ``<key>``).
+console is a usable debugger (``RUN#<id>`` / ``RUN``, ``TRIGGER`` and ``LOG#<version>``,
+``WAIT#<event>``, ``EVENT#<id>``, ``GATE#<scope>`` / ``<key>``).
 The test harness creates the table from :func:`table_spec`; the CDK app mirrors it. The
 second half of this module maps records to items and back (the layout, not the operations:
 those are in ``store.py``).
 
-Index projections are chosen for the write path, which is hot (every commit updates the run
-item, at least bumping ``version``), not the listing path, which is a console/dev-server read:
+A run is its commit log: one ``LOG#<version>`` item per commit holds the step records it
+wrote, its change to the run and its outbox, so a step costs one write of its own log item.
+The ``RUN`` item is the run's header for listings and the console; it is rewritten only when
+the run itself changes (its status, handler attempt, output or error).
+
+Index projections are chosen for the write path: an update that changes no projected
+attribute writes nothing to an index.
 
 * ``gsi1`` (runs by function and time) projects only ``status``: the one attribute its queries
   filter on. An update that changes no projected attribute writes nothing to an index, so a
@@ -37,11 +42,10 @@ from runtime.records import (
     GateWrite,
     Outgoing,
     ParentRef,
+    RunPatch,
     RunRecord,
     RunStatus,
-    StepKind,
     StepRecord,
-    StepStatus,
     Waiter,
     WaiterKind,
     outgoing_from_json,
@@ -116,18 +120,21 @@ def ttl_spec(name: str) -> dict[str, Any]:
 
 Item: TypeAlias = "dict[str, AttributeValueTypeDef]"
 
-RUN_PREFIX, STEP_PREFIX, WAIT_PREFIX, EVENT_PREFIX = "RUN#", "STEP#", "WAIT#", "EVENT#"
-RUN_SK, OUTBOX_SK, EVENT_SK = "RUN", "OUTBOX", "EVENT"
-# A run's partition sorts as LOG#..., OUTBOX, RUN, STEP#..., TRIGGER: the commit log first,
-# so a full load is one range (sk > LOG_END) and a warm load another (LOG#<v+1> .. RUN).
+RUN_PREFIX, WAIT_PREFIX, EVENT_PREFIX = "RUN#", "WAIT#", "EVENT#"
+RUN_SK, EVENT_SK = "RUN", "EVENT"
+# A run's partition sorts as LOG#..., RUN, TRIGGER: the commit log first, so a cold load is
+# one Query of the partition and a warm one a range of the log (LOG#<v+1> .. LOG$).
 EVENTS_SK = "TRIGGER"  # the triggering events
 LOG_PREFIX, LOG_END = "LOG#", "LOG$"  # '$' sorts right after '#'
-MAX_LOGGED_BYTES = 300 * 1024  # leaves room under the 400 KB item limit
+#: The most a commit-log item may hold (DynamoDB refuses items over 400 KB, names included).
+MAX_LOG_ITEM_BYTES = 390 * 1024
 
 
 def log_sk(version: int) -> str:
     """The sort key of the commit-log item of ``version`` (zero-padded so it sorts)."""
     return f"{LOG_PREFIX}{version:010d}"
+
+
 FN_PREFIX, STATUS_PREFIX, DAY_PREFIX = "FN#", "STATUS#", "EVENTS#"
 DAY = 86400
 
@@ -190,7 +197,12 @@ def run_fields(*, status: RunStatus | None = None, attempt: int | None = None,
 
 
 def run_item(run: RunRecord, expires: float | None) -> Item:
-    """Encode the run item (``RUN#<id>`` / ``RUN``): all but its events and outbox."""
+    """Encode the run item (``RUN#<id>`` / ``RUN``): all but its events, as of ``run.version``.
+
+    The item is written when the run is created and updated only by commits that change the
+    run itself (a status, the handler's attempt, its output or error): a step's commit writes
+    its log item alone. ``version`` says which commit the item reflects.
+    """
     sort = f"{iso(run.created_at)}#{run.run_id}"
     item: Item = {
         **key(RUN_PREFIX + run.run_id, RUN_SK),
@@ -204,8 +216,6 @@ def run_item(run: RunRecord, expires: float | None) -> Item:
         item["deadline"], item["deadline_ts"] = s(iso(run.deadline)), n(run.deadline)
     if run.parent is not None:
         item["parent"] = js(asdict(run.parent))
-    if run.last_msg is not None:
-        item["last_msg"] = s(run.last_msg)
     if run.held_by is not None:
         item["held_by"] = s(run.held_by)
     if run.held_until is not None:
@@ -221,42 +231,30 @@ def events_item(run: RunRecord, expires: float | None) -> Item:
     return item
 
 
-def outbox_item(run_id: str, version: int, msg_id: str | None, outbox: Sequence[Outgoing],
-                written: Sequence[str], expires: float | None) -> Item:
-    """Encode what the last commit (``msg_id``, which made ``version``) had to send.
+def log_item(run_id: str, version: int, msg_id: str | None, *, at: float, ttl: float,
+             steps: Sequence[StepRecord] = (), patch: RunPatch | None = None,
+             outbox: Sequence[Outgoing] = ()) -> Item:
+    """Encode the commit-log entry of ``version``: everything that commit changed.
 
-    ``written_steps`` lists the step keys that commit wrote, so a reader can tell a
-    half-applied commit from a whole one.
+    The log is the run's history and the only copy of its steps: the step records the
+    commit wrote (``steps``), its change to the run record (``run``), the message that made
+    it (``msg_id``) and what it had to send (``outbox``, re-sent if that message is
+    delivered again). Append-only: a reader holding the run at version ``v`` catches up by
+    reading the entries after ``v``. ``step`` and ``status`` repeat a one-step commit's key
+    and status, so the console reads as a timeline.
     """
     item: Item = {
-        **key(RUN_PREFIX + run_id, OUTBOX_SK), "version": n(version),
-        "outbox": js([o.to_json() for o in outbox]), "written_steps": js(list(written)),
-    }
-    if msg_id is not None:
-        item["msg_id"] = s(msg_id)
-    if expires is not None:
-        item[TTL_ATTRIBUTE] = n(int(expires))
-    return item
-
-
-def log_item(run_id: str, version: int, msg_id: str, steps: Sequence[StepRecord],
-             ttl: float, outbox: Sequence[Outgoing] = ()) -> Item:
-    """Encode the commit-log entry of ``version``: the step records that commit wrote.
-
-    Append-only, so a reader that has the state at version ``v`` catches up by reading only
-    the entries after ``v`` instead of every step again. A commit whose records would not fit
-    in one item (400 KB) logs only its step keys; a reader meeting that loads the run whole.
-    """
-    records = json.dumps([rec.to_json() for rec in steps], ensure_ascii=False,
-                         separators=(",", ":"))
-    item: Item = {
-        **key(RUN_PREFIX + run_id, log_sk(version)), "version": n(version), "msg_id": s(msg_id),
-        "step_keys": js([rec.key for rec in steps]), TTL_ATTRIBUTE: n(int(ttl)),
+        **key(RUN_PREFIX + run_id, log_sk(version)), "version": n(version),
+        "steps": js([rec.to_json() for rec in steps]), TTL_ATTRIBUTE: n(int(ttl)),
         "outbox": js([o.to_json() for o in outbox]),
     }
-    # The outbox is always kept (a redelivery re-sends it); the records only if both fit.
-    if len(records.encode()) + len(item["outbox"]["S"].encode()) <= MAX_LOGGED_BYTES:
-        item["steps"] = s(records)
+    _time(item, "committed", at)
+    if msg_id is not None:
+        item["msg_id"] = s(msg_id)
+    if len(steps) == 1:
+        item["step"], item["status"] = s(steps[0].key), s(steps[0].status.value)
+    if patch is not None:
+        item["run"] = js(patch.to_json())
     return item
 
 
@@ -265,19 +263,25 @@ def log_committed(row: Item) -> Committed:
     return Committed(
         int(row["version"]["N"]),
         tuple(outgoing_from_json(o) for o in _json(row, "outbox") or ()),
-        tuple(_json(row, "step_keys") or ()),
+        tuple(raw["key"] for raw in _json(row, "steps") or ()),
     )
 
 
-def log_steps(row: Item) -> list[StepRecord] | None:
-    """Inverse of :func:`log_item`: the step records of one commit (``None``: not logged)."""
-    if "steps" not in row:
-        return None
-    return [StepRecord.from_json(raw) for raw in json.loads(row["steps"]["S"])]
+def log_entry(row: Item) -> tuple[int, list[StepRecord], RunPatch | None, str | None,
+                                  tuple[Outgoing, ...]]:
+    """Inverse of :func:`log_item`: ``(version, steps, run patch, msg_id, outbox)``."""
+    patch = _json(row, "run")
+    return (
+        int(row["version"]["N"]),
+        [StepRecord.from_json(raw) for raw in _json(row, "steps") or ()],
+        RunPatch.from_json(patch) if patch is not None else None,
+        row["msg_id"]["S"] if "msg_id" in row else None,
+        tuple(outgoing_from_json(o) for o in _json(row, "outbox") or ()),
+    )
 
 
-def run_from(run: Item, events: Item | None, outbox: Item | None) -> RunRecord:
-    """Inverse of :func:`run_item` + :func:`events_item` + :func:`outbox_item`."""
+def run_from(run: Item, events: Item | None) -> RunRecord:
+    """Inverse of :func:`run_item` + :func:`events_item` (as of the run item's ``version``)."""
     error, parent = _json(run, "error"), _json(run, "parent")
     return RunRecord(
         run_id=run["run_id"]["S"],
@@ -292,50 +296,29 @@ def run_from(run: Item, events: Item | None, outbox: Item | None) -> RunRecord:
         error=ErrorInfo.from_json(error) if error else None,
         parent=ParentRef(**parent) if parent else None,
         deadline=_ts(run, "deadline_ts"),
-        # The outbox item holds the pair (msg_id, outbox) so they are always read together.
-        last_msg=outbox["msg_id"]["S"] if outbox and "msg_id" in outbox else None,
-        outbox=tuple(outgoing_from_json(o) for o in _json(outbox, "outbox") or ())
-        if outbox else (),
         held_by=run["held_by"]["S"] if "held_by" in run else None,
         held_until=_ts(run, "held_until_ts"),
     )
 
 
-def step_item(run_id: str, rec: StepRecord, version: int, ttl: float) -> Item:
-    """Encode a step (``RUN#<id>`` / ``STEP#<key>``), stamped with the version it made."""
-    item: Item = {
-        **key(RUN_PREFIX + run_id, STEP_PREFIX + rec.key),
-        "key": s(rec.key), "step_id": s(rec.id), "kind": s(rec.kind.value),
-        "status": s(rec.status.value), "attempt": n(rec.attempt), "branch": {"BOOL": rec.branch},
-        "detail": js(rec.detail), "run_version": n(version), TTL_ATTRIBUTE: n(int(ttl)),
-    }
-    if rec.output is not None:
-        item["output"] = js(rec.output)
-    if rec.error is not None:
-        item["error"] = js(rec.error.to_json())
-    _time(item, "wake", rec.wake_at)
-    _time(item, "started", rec.started_at)
-    _time(item, "ended", rec.ended_at)
-    return item
+def item_bytes(item: Item) -> int:
+    """An item's size as DynamoDB counts it (names + values; numbers ~1 byte per 2 digits)."""
+    return sum(len(name.encode()) + _value_bytes(value) for name, value in item.items())
 
 
-def step_from(row: Item) -> StepRecord:
-    """Inverse of :func:`step_item`."""
-    error = _json(row, "error")
-    return StepRecord(
-        key=row["key"]["S"],
-        id=row["step_id"]["S"],
-        kind=StepKind(row["kind"]["S"]),
-        status=StepStatus(row["status"]["S"]),
-        attempt=int(row["attempt"]["N"]),
-        output=_json(row, "output"),
-        error=ErrorInfo.from_json(error) if error else None,
-        wake_at=_ts(row, "wake_ts"),
-        branch=bool(row["branch"]["BOOL"]),
-        started_at=_ts(row, "started_ts"),
-        ended_at=_ts(row, "ended_ts"),
-        detail=_json(row, "detail") or {},
-    )
+def _value_bytes(value: Any) -> int:
+    kind, v = next(iter(value.items()))
+    if kind == "S":
+        return len(v.encode())
+    if kind == "N":
+        return len(str(v)) // 2 + 1
+    if kind == "M":
+        return 3 + item_bytes(v)
+    if kind in ("L",):
+        return 3 + sum(1 + _value_bytes(x) for x in v)
+    if kind == "SS":
+        return sum(len(x.encode()) for x in v)
+    return 1
 
 
 WAIT_PATHS_SK = "!paths"  # in WAIT#<name>: the paths its waiters are indexed by
