@@ -309,19 +309,24 @@ class LocalChaos:
                 while not idle.done.is_set():
                     with idle.busy():
                         batch = queue.receive(1)
-                        if batch:
+                        # Each settling write leases the worker's next message, as it does
+                        # in the backend's own loops: busy until the chain ends.
+                        nxt = batch[0] if batch else None
+                        while nxt is not None:
+                            delivery, nxt = nxt, None
                             try:
-                                backend._process(batch[0], retry_delay=0.0)
+                                nxt = backend._process(delivery, retry_delay=0.0,
+                                                       receive_next=not idle.done.is_set())
                             except SimulatedCrash:
                                 # The lease would expire on its own; on a fake clock, now.
-                                queue.release(batch[0], 0.0)
+                                queue.release(delivery, 0.0)
                             idle.count()
+                            if idle.handled > max_messages:
+                                raise RuntimeError(f"chaos settle handled {idle.handled} "
+                                                   "messages: a run-away loop?")
                     if not batch:
                         idle.check()
                         idle.done.wait(0.002)
-                    elif idle.handled > max_messages:
-                        raise RuntimeError(f"chaos settle handled {idle.handled} messages: "
-                                           "a run-away loop?")
 
         run_workers(self.chaos.workers, work, idle)
         return idle.handled

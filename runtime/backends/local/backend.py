@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -133,6 +134,7 @@ class LocalBackend:
         """
         self.tick_crons()
         handled = 0
+        nxt: Delivery | None = None  # leased by the previous message's settling write
         while True:
             if handled >= max_messages:
                 if self.queue.visible_count():
@@ -141,18 +143,38 @@ class LocalBackend:
                         f"a run-away loop? (raise max_messages if this much work is expected)"
                     )
                 return handled
-            batch = self.queue.receive(1)
-            if not batch:
-                return handled
-            self._process(batch[0], retry_delay=0.0)
+            if nxt is None:
+                batch = self.queue.receive(1)
+                if not batch:
+                    return handled
+                nxt = batch[0]
             handled += 1
+            nxt = self._process(nxt, retry_delay=0.0, receive_next=handled < max_messages)
 
-    def _process(self, delivery: Delivery, *, retry_delay: float) -> None:
+    def _process(
+        self, delivery: Delivery, *, retry_delay: float, receive_next: bool = False
+    ) -> Delivery | None:
+        """Handle one delivery; settle it and, if asked, lease the next message.
+
+        A first delivery is handled in a unit of the database: once a commit lands, its
+        transaction stays open, and the outbox sends, event routing, the ack of this message
+        and the lease of the next join it, committed once at the end. A failure (or a crash)
+        before that rolls all of it back and leaves this message to be delivered again, as if
+        the handling had failed before its commit. A redelivery writes one write at a time,
+        as the commit/outbox protocol expects of a recovery: its commit lands even if what
+        follows fails again (a send, an event's routing), so only that is retried, and the
+        commit failing a run on a last delivery stays landed.
+
+        Returns:
+            The next delivery, leased in the same write as this one's ack, or ``None``.
+        """
         msg = delivery.message
         try:
-            self.orchestrator.handle(
-                msg, receive_count=delivery.receipt, max_receives=self.queue.max_receives
-            )
+            with self.store.db.unit() if delivery.receipt == 1 else nullcontext():
+                self.orchestrator.handle(
+                    msg, receive_count=delivery.receipt, max_receives=self.queue.max_receives
+                )
+                return self.queue.settle(delivery, receive_next=receive_next)
         except Exception as exc:
             # Errors in user code are recorded by the engine; reaching here means the
             # platform failed (storage, a bug), which a later retry may get past.
@@ -165,8 +187,7 @@ class LocalBackend:
                     "message %s (%s of run %s) dead-lettered after %d receives",
                     msg.id, msg.kind.value, msg.run_id, delivery.receipt,
                 )
-            return
-        self.queue.delete(delivery)
+            return None
 
     def next_due(self) -> float | None:
         """The earliest time after now at which a queued message or a cron fire is due."""
@@ -250,27 +271,35 @@ class LocalBackend:
         self._threads = []
 
     def _work(self) -> None:
-        while not self._stop.is_set():
-            try:
-                batch = self.queue.receive(1)
-            except Exception:
-                self.log.exception("receiving from the queue failed")
-                self._stop.wait(1.0)
-                continue
-            if not batch:
-                self._stop.wait(_IDLE_POLL)
-                continue
+        nxt: Delivery | None = None  # leased by the previous message's settling write
+        while nxt is not None or not self._stop.is_set():
+            if nxt is None:
+                try:
+                    batch = self.queue.receive(1)
+                except Exception:
+                    self.log.exception("receiving from the queue failed")
+                    self._stop.wait(1.0)
+                    continue
+                if not batch:
+                    self._stop.wait(_IDLE_POLL)
+                    continue
+                nxt = batch[0]
+                with self._in_hand_lock:
+                    self._in_hand[nxt.seq] = nxt
+            delivery, nxt = nxt, None
             # Back off between retries: a platform failure rarely clears within milliseconds.
-            delay = min(2.0 ** (batch[0].receipt - 1), _MAX_RETRY_DELAY)
-            with self._in_hand_lock:
-                self._in_hand[batch[0].seq] = batch[0]
+            delay = min(2.0 ** (delivery.receipt - 1), _MAX_RETRY_DELAY)
             try:
-                self._process(batch[0], retry_delay=delay)
-            except Exception:  # delete/release failed: the lease expiry redelivers it
-                self.log.exception("settling message %s failed", batch[0].message.id)
+                nxt = self._process(
+                    delivery, retry_delay=delay, receive_next=not self._stop.is_set()
+                )
+            except Exception:  # release failed: the lease expiry redelivers it
+                self.log.exception("settling message %s failed", delivery.message.id)
             finally:
                 with self._in_hand_lock:
-                    self._in_hand.pop(batch[0].seq, None)
+                    self._in_hand.pop(delivery.seq, None)
+                    if nxt is not None:  # its lease is renewed from now on
+                        self._in_hand[nxt.seq] = nxt
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.queue.visibility_timeout / 3):

@@ -10,6 +10,7 @@ to the dead letters instead of looping for ever.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,24 +111,56 @@ class SqliteQueue:
     def receive(self, max_n: int = 1) -> list[Delivery]:
         """Claim up to ``max_n`` visible messages, earliest due first, for one lease each."""
         now = self.clock.now()
+        # An idle poll costs a read, not the write lock (other workers are committing).
+        if self.db.connection().execute(
+            "SELECT 1 FROM queue WHERE dead = 0 AND visible_at <= ? LIMIT 1", (now,)
+        ).fetchone() is None:
+            return []
         with self.db.write() as conn:
-            # A visible message already received max_receives times is one whose worker died
-            # (or whose handler kept failing): dead-letter it rather than deliver it again.
-            conn.execute(
-                "UPDATE queue SET dead = 1, lease_until = NULL, last_error ="
-                " coalesce(last_error, 'visibility timeout expired') WHERE dead = 0"
-                " AND visible_at <= ? AND receive_count >= ?",
-                (now, self.max_receives),
-            )
-            order = "random()" if self.shuffle else "visible_at, seq"
+            return self._lease(conn, now, max_n)
+
+    def settle(self, delivery: Delivery, *, receive_next: bool = False) -> Delivery | None:
+        """Remove a message whose handling succeeded and, if asked, lease the next one.
+
+        One write: inside the worker's unit (:meth:`Database.unit`) it joins the transaction
+        of the message's commit, so the commit, its sends, this ack and the next lease land
+        together. The delete is unconditional even if the lease expired meanwhile: the work
+        is done, and a copy another worker holds is harmless because handling is idempotent.
+
+        Returns:
+            The next delivery (leased exactly as :meth:`receive` would), or ``None``.
+        """
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM queue WHERE seq = ?", (delivery.seq,))
+            if not receive_next:
+                return None
+            batch = self._lease(conn, self.clock.now(), 1)
+            return batch[0] if batch else None
+
+    def _lease(self, conn: sqlite3.Connection, now: float, max_n: int) -> list[Delivery]:
+        """Lease up to ``max_n`` visible messages, inside the caller's write transaction."""
+        order = "random()" if self.shuffle else "visible_at, seq"
+        lease = now + self.visibility_timeout
+        out: list[Delivery] = []
+        while len(out) < max_n:
+            # Every row looked at leaves the visible set (leased or dead): this ends.
             rows = conn.execute(
                 "SELECT seq, receive_count, body FROM queue WHERE dead = 0 AND visible_at <= ?"
                 f" ORDER BY {order} LIMIT ?",
-                (now, max_n),
+                (now, max_n - len(out)),
             ).fetchall()
-            lease = now + self.visibility_timeout
-            out: list[Delivery] = []
+            if not rows:
+                break
             for seq, count, body in rows:
+                if count >= self.max_receives:
+                    # Visible after max_receives receipts: its worker died (or its handler
+                    # kept failing). Dead-letter it rather than deliver it again.
+                    conn.execute(
+                        "UPDATE queue SET dead = 1, lease_until = NULL, last_error ="
+                        " coalesce(last_error, 'visibility timeout expired') WHERE seq = ?",
+                        (seq,),
+                    )
+                    continue
                 try:
                     message = Message.from_json(_loads(body))
                 except (ValueError, TypeError, KeyError) as exc:
@@ -143,16 +176,11 @@ class SqliteQueue:
                     (lease, lease, count + 1, seq),
                 )
                 out.append(Delivery(seq, count + 1, message))
-            return out
+        return out
 
     def delete(self, delivery: Delivery) -> None:
-        """Remove a message whose handling succeeded.
-
-        Unconditional even if the lease expired meanwhile: the work is done, and a copy
-        another worker holds is harmless because handling is idempotent.
-        """
-        with self.db.write() as conn:
-            conn.execute("DELETE FROM queue WHERE seq = ?", (delivery.seq,))
+        """Remove a message whose handling succeeded (:meth:`settle` without a next lease)."""
+        self.settle(delivery)
 
     def extend(self, deliveries: Sequence[Delivery]) -> None:
         """Renew the leases of deliveries still being handled (a worker's heartbeat)."""

@@ -4,6 +4,11 @@ Every change is one ``BEGIN IMMEDIATE`` transaction: SQLite then takes the write
 so two workers (threads or processes) racing to commit the same run serialize, and the loser
 sees the winner's version and is refused — the atomic conditional write the orchestrator's
 idempotency rests on.
+
+While a worker handles a queue message (:meth:`Database.unit`), the transaction of a commit
+that lands stays open: the writes that follow it (the sends of its outbox, the routing of its
+events, the ack of the message and the lease of the next one) join it as savepoints, and the
+whole is committed once at the end, or rolled back if the handling fails.
 """
 
 from __future__ import annotations
@@ -147,7 +152,7 @@ class Database:
         self.path = Path(path)
         self.durability = durability
         self._busy_timeout = busy_timeout
-        self._local = threading.local()
+        self._local = threading.local()  # conn, pid, unit (a _Unit while handling a message)
         self._lock = threading.Lock()
         self._opened: list[tuple[int, sqlite3.Connection]] = []
         self._closed = False
@@ -189,15 +194,39 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """Open a write transaction (``BEGIN IMMEDIATE``), committed unless the block raises."""
+        """Open a write transaction (``BEGIN IMMEDIATE``), committed unless the block raises.
+
+        Inside a :meth:`unit` whose transaction is held, the block is a savepoint of it
+        instead: it lands with the unit or not at all, and a block that raises undoes only
+        its own writes.
+        """
         conn = self.connection()
+        unit: _Unit | None = getattr(self._local, "unit", None)
+        if unit is not None and unit.held:
+            if not conn.in_transaction:  # SQLite rolled it back itself (disk full, I/O error)
+                raise sqlite3.OperationalError("the held transaction was rolled back")
+            conn.execute("SAVEPOINT unit_write")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK TO unit_write")
+                conn.execute("RELEASE unit_write")
+                raise
+            conn.execute("RELEASE unit_write")
+            return
         conn.execute("BEGIN IMMEDIATE")
+        self._local.hold = False
         try:
             yield conn
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        finally:
+            hold, self._local.hold = self._local.hold, False
+        if hold and unit is not None:
+            unit.held = True  # committed when the unit ends
+            return
         try:
             conn.execute("COMMIT")
         except BaseException:
@@ -205,10 +234,65 @@ class Database:
                 conn.execute("ROLLBACK")
             raise
 
+    def hold(self) -> None:
+        """Keep the current write transaction open until the :meth:`unit` ends (if in one).
+
+        Called by a commit that landed: what the handling of the message writes after it
+        joins its transaction. Outside a unit, the transaction commits as usual.
+        """
+        unit: _Unit | None = getattr(self._local, "unit", None)
+        if unit is not None and not unit.held:
+            self._local.hold = True
+
+    def holding(self) -> bool:
+        """Whether this thread holds a unit's open transaction (its writes may yet roll back)."""
+        unit: _Unit | None = getattr(self._local, "unit", None)
+        return unit is not None and unit.held
+
+    @contextmanager
+    def unit(self) -> Iterator[None]:
+        """Group this thread's writes from the first held commit on into one transaction.
+
+        Until a write calls :meth:`hold`, writes commit one by one as usual (so nothing is
+        held while user code runs before a commit). From then on every write joins the held
+        transaction, which commits when the block ends, or rolls back if it raises
+        (``BaseException`` included: a crash lands nothing of it).
+        """
+        if getattr(self._local, "unit", None) is not None:
+            raise RuntimeError("units do not nest")
+        unit = _Unit()
+        self._local.unit = unit
+        try:
+            yield
+        except BaseException:
+            self._local.unit = None
+            if unit.held:
+                conn = self.connection()
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            raise
+        self._local.unit = None
+        if unit.held:
+            conn = self.connection()
+            if not conn.in_transaction:
+                raise sqlite3.OperationalError("the held transaction was rolled back")
+            try:
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
-        """Open a read transaction: every query in the block sees the same snapshot."""
+        """Open a read transaction: every query in the block sees the same snapshot.
+
+        Inside a held write transaction, the block reads in it (its own writes included).
+        """
         conn = self.connection()
+        if conn.in_transaction:
+            yield conn
+            return
         conn.execute("BEGIN")
         try:
             yield conn
@@ -230,6 +314,15 @@ class Database:
             self._opened = []
         for conn in mine:
             conn.close()
+
+
+class _Unit:
+    """One message's handling (:meth:`Database.unit`): whether its transaction is held open."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held = False
 
 
 class SqliteStore:
@@ -298,6 +391,8 @@ class SqliteStore:
         steps = dict(cached[2]) if cached is not None else {}
         for k, j in rows:
             steps[k] = StepRecord.from_json(json.loads(j))
+        if self.db.holding():  # read what may yet roll back: keep it out of the cache
+            return RunState(RunRecord.from_json(raw), steps)
         with self._cache_lock:
             self._cache[run_id] = (version, created, steps)
             self._cache.move_to_end(run_id)
@@ -427,6 +522,8 @@ class SqliteStore:
                     "step_keys": [w.record.key for w in commit.steps],
                 })),
             )
+            # Handling a queue message: its sends and its ack join this transaction.
+            self.db.hold()
             return True
 
     def remove_waiters(self, waiters: Sequence[Waiter]) -> None:
