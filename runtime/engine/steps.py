@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _IN_FLIGHT = (StepStatus.SCHEDULED, StepStatus.SLEEPING, StepStatus.WAITING, StepStatus.INVOKING)
+_FINAL = frozenset(status for status in StepStatus if status.final)
 _EVENT_IDS = uuid.UUID("8b1c3f5e-2d4a-4c6b-9e7f-0a1b2c3d4e5f")
 
 
@@ -122,13 +123,25 @@ class Steps:
     # -- the common template -------------------------------------------------------------
 
     def _lookup(self, step_id: str, kind: StepKind) -> tuple[StepRef, StepRecord | None]:
+        key, rec = self._find(step_id, kind)
+        return self._ref(key, step_id, kind, rec), rec
+
+    def _find(self, step_id: str, kind: StepKind) -> tuple[str, StepRecord | None]:
+        """The step's key and its record.
+
+        Replay runs this for every step of the history on every invocation, so it builds
+        nothing a memoized step does not need.
+        """
         s = self._s
         if not isinstance(step_id, str) or not step_id:
             raise NonRetriableError(f"step id must be a non-empty string, got {step_id!r}")
         # Counted per branch: a branch's keys never depend on how far its siblings got.
-        scope = s.scope if s.scoped else ""
-        n = s.counters[(scope, step_id)]
-        s.counters[(scope, step_id)] += 1
+        scope = s.scope
+        if scope and not s.scoped:
+            scope = ""
+        counted = (scope, step_id)
+        n = s.counters[counted]
+        s.counters[counted] = n + 1
         key = step_id if n == 0 else f"{step_id}:{n}"
         if scope:
             key = f"{key}@{scope}"
@@ -147,19 +160,24 @@ class Steps:
             )
             s.fatal = err2
             raise err2
+        return key, rec
+
+    def _ref(self, key: str, step_id: str, kind: StepKind, rec: StepRecord | None) -> StepRef:
         attempt = rec.attempt if rec is not None else 0
-        return StepRef(key, step_id, kind, attempt, s.parallel_depth > 0), rec
+        return StepRef(key, step_id, kind, attempt, self._s.parallel_depth > 0)
 
     def _memo(self, rec: StepRecord | None) -> bool:
-        if rec is None or not rec.status.final:
+        if rec is None or rec.status not in _FINAL:
             return False
         s = self._s
         s.visited.add(rec.key)
         s.scope_visited[s.scope] += 1
-        if rec.ended_at is not None:
-            s.checkpoint = max(s.checkpoint, rec.ended_at)
+        ended = rec.ended_at
+        if ended is not None:
+            if ended > s.checkpoint:
+                s.checkpoint = ended
             if s.scope:
-                s.scope_checkpoint[s.scope] = max(s.scope_checkpoint[s.scope], rec.ended_at)
+                s.scope_checkpoint[s.scope] = max(s.scope_checkpoint[s.scope], ended)
         if rec.status is StepStatus.FAILED:
             err = rec.error
             raise StepError(rec.id, err.name if err else "Error", err.message if err else "")
@@ -184,12 +202,13 @@ class Steps:
         Raises:
             StepError: The step failed for good (retries exhausted or non-retriable).
         """
-        ref, rec = self._lookup(step_id, StepKind.RUN)
+        key, rec = self._find(step_id, StepKind.RUN)
         if self._memo(rec):
             assert rec is not None
             return rec.output  # type: ignore[no-any-return]
         if not callable(fn):
             raise NonRetriableError(f"step '{step_id}': fn is not callable ({type(fn).__name__})")
+        ref = self._ref(key, step_id, StepKind.RUN, rec)
         raise self._suspend(ref, rec, fn=fn, args=args, kwargs=kwargs)
 
     def sleep(self, step_id: str, duration: str | float | timedelta) -> None:
