@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from runtime.events import Event
     from runtime.flow import (
         BatchEvents,
+        Checkpointing,
         Concurrency,
         Debounce,
         Priority,
@@ -43,6 +44,7 @@ __all__ = [
     "AwsOptions",
     "BatchEvents",
     "CancelOn",
+    "Checkpointing",
     "Concurrency",
     "ConfigurationError",
     "Context",

@@ -20,6 +20,7 @@ from runtime.events import FUNCTION_FAILED
 from runtime.expressions import Expression, ExpressionError, match_expression
 from runtime.flow import (
     BatchEvents,
+    Checkpointing,
     Concurrency,
     Debounce,
     FlowSpec,
@@ -133,6 +134,8 @@ class FunctionDef:
     finish_timeout: timedelta | None
     aws: AwsOptions = field(default_factory=AwsOptions)
     flow: FlowSpec = field(default_factory=FlowSpec)
+    #: With checkpointing: how long one invocation keeps performing steps (None: one step).
+    checkpoint: timedelta | None = None
 
     def __call__(self, ctx: Context) -> Any:
         """Call the handler directly (for unit tests of pure logic)."""
@@ -214,6 +217,7 @@ class App:
         priority: Priority | Mapping[str, Any] | None = None,
         debounce: Debounce | Mapping[str, Any] | None = None,
         batch_events: BatchEvents | Mapping[str, Any] | None = None,
+        checkpointing: bool | Checkpointing | Mapping[str, Any] | None = None,
         **unknown: Any,
     ) -> Callable[[Handler], FunctionDef]:
         """Register a durable function.
@@ -242,6 +246,8 @@ class App:
                 events stop coming for ``period``.
             batch_events: :class:`~runtime.flow.BatchEvents`: one run for many events
                 (``ctx.events``), when the batch is full or its timeout passes.
+            checkpointing: ``True`` or :class:`~runtime.flow.Checkpointing`: consecutive
+                steps run in one invocation, each recorded before the next.
             **unknown: Refused with a clear error (a misspelt option never passes silently).
 
         Raises:
@@ -252,10 +258,11 @@ class App:
         settings = _aws_options(id, aws)
         flow = _flow_spec(id, idempotency, throttle, rate_limit, concurrency, singleton, priority,
                           debounce, batch_events)
+        checkpoint = _checkpoint(id, checkpointing, settings)
 
         def register(handler: Handler) -> FunctionDef:
             fn = self._build(id, handler, trigger, retries, cancel_on, timeouts, settings)
-            fn = replace(fn, flow=flow)
+            fn = replace(fn, flow=flow, checkpoint=checkpoint)
             self._add(fn)
             if on_failure is not None:
                 failure = self._build(
@@ -326,7 +333,11 @@ class App:
             )
         cancels = [cancel_on] if isinstance(cancel_on, CancelOn) else list(cancel_on)
         specs = []
-        for c in cancels:
+        for i, c in enumerate(cancels):
+            if not isinstance(c, CancelOn):
+                raise ConfigurationError(
+                    f"{where}: cancel_on[{i}] is {type(c).__name__} {c!r}; use "
+                    f"CancelOn(event=...) (e.g. CancelOn(event={c!r}) for an event name)")
             cwhere = f"{where} cancel_on '{c.event}'"
             _check_event_name(c.event, f"{where} cancel_on")
             if c.match and c.if_:
@@ -385,7 +396,7 @@ class App:
 
 _OPTIONS = ("id", "trigger", "retries", "cancel_on", "timeouts", "on_failure", "aws",
             "idempotency", "throttle", "rate_limit", "concurrency", "singleton", "priority",
-            "debounce", "batch_events")
+            "debounce", "batch_events", "checkpointing")
 # Keyword options of earlier versions: reserved concurrency dead-lettered throttled messages.
 _RENAMED = {"memory_mb": "memory_mb", "timeout_s": "timeout_s",
             "reserved_concurrency": "max_concurrency", "batch_size": "sqs_batch_size"}
@@ -452,6 +463,22 @@ def _model(fn_id: Any, option: str, model: type[Any], value: Any) -> Any:
         return model.model_validate(dict(value))
     except ValidationError as exc:
         raise ConfigurationError(f"function '{fn_id}': {_describe(exc, option)}") from None
+
+
+def _checkpoint(fn_id: Any, value: Any, aws: AwsOptions) -> timedelta | None:
+    """Validate ``checkpointing=`` into how long one invocation may keep going (or None)."""
+    if value is None or value is False:
+        return None
+    option = Checkpointing() if value is True else _model(fn_id, "checkpointing",
+                                                           Checkpointing, value)
+    timeout = timedelta(seconds=aws.timeout_s)
+    runtime = option.max_runtime or timeout / 2
+    if runtime >= timeout:
+        raise ConfigurationError(
+            f"function '{fn_id}': checkpointing max_runtime ({runtime}) must be shorter than "
+            f"the Lambda timeout (aws timeout_s={aws.timeout_s}), so the invocation hands the "
+            "run back before it is killed")
+    return runtime
 
 
 def _flow_spec(

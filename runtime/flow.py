@@ -70,6 +70,8 @@ _SECOND = timedelta(seconds=1)
 UpToAMinute = Annotated[timedelta, BeforeValidator(_between(_SECOND, timedelta(minutes=1)))]
 UpToADay = Annotated[timedelta, BeforeValidator(_between(_SECOND, timedelta(days=1)))]
 UpToAWeek = Annotated[timedelta, BeforeValidator(_between(_SECOND, timedelta(days=7)))]
+UpToFifteenMinutes = Annotated[timedelta,
+                               BeforeValidator(_between(_SECOND, timedelta(minutes=15)))]
 #: CEL over ``event``, checked (names and syntax) when the option is built.
 Cel = Annotated[str, BeforeValidator(_check_expression)]
 
@@ -147,6 +149,21 @@ class BatchEvents(_Option):
     timeout: UpToAMinute
     key: Cel | None = None
     if_: Cel | None = Field(default=None, alias="if")
+
+
+class Checkpointing(_Option):
+    """Run consecutive ``step.run`` steps in one invocation, recording each before the next.
+
+    Opt-in (Inngest's ``checkpointing``): instead of one step per invocation, a worker that
+    performed a step and recorded its result replays on and performs the next, until the
+    run sleeps, waits, invokes, fans out or finishes, or ``max_runtime`` has passed; then it
+    hands the run back to its queue. Every result is committed before the next step starts,
+    so a crash loses none: the message is delivered again and the run goes on from its last
+    recorded step. ``max_runtime`` must stay under the Lambda timeout (``aws.timeout_s``);
+    by default it is half of it.
+    """
+
+    max_runtime: UpToFifteenMinutes | None = None
 
 
 @dataclass(frozen=True)

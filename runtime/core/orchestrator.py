@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -42,7 +43,7 @@ from runtime.core.ids import new_run_id, run_id_for_event
 from runtime.core.metrics import observe_commit, observe_created
 from runtime.core.protocols import Bus, Clock, Metrics, NoMetrics, Queue, RunQuery, Store
 from runtime.engine import Limits, execute
-from runtime.engine.decisions import ScheduleBranches
+from runtime.engine.decisions import ScheduleBranches, StepSucceeded
 from runtime.errors import GateMovedError, StepkitError
 from runtime.events import (
     SCHEDULED_TIMER,
@@ -70,6 +71,7 @@ from runtime.records import (
     StepWrite,
     Waiter,
     WaiterKind,
+    applied,
 )
 
 EVENT_DEDUP_SECONDS = 24 * 3600
@@ -96,6 +98,34 @@ class CommitContentionError(StepkitError):
 
 def _matches(expression: str, event: dict[str, Any]) -> bool:
     return not expression or _compiled(expression).matches_vars({"async": event})
+
+
+def _only_continue(outbox: Sequence[Outgoing], run_id: str) -> Message | None:
+    """The outbox's one message if it is the run's next CONTINUE, due now; else ``None``."""
+    if len(outbox) != 1:
+        return None
+    [only] = outbox
+    if (isinstance(only, Message) and only.kind is MessageKind.CONTINUE
+            and only.run_id == run_id and only.due is None and not (only.payload or {})):
+        return only
+    return None
+
+
+def chained(last_msg: str | None, msg_id: str) -> bool:
+    """Whether a checkpointed chain that ``msg_id`` began or went on with made ``last_msg``.
+
+    A chain's CONTINUEs are ``<base>~v<version>``, ``<base>`` being the id of the message
+    that began it; the CONTINUE for version N makes version N+1. So ``last_msg`` is the
+    chain's work past ``msg_id`` when both share the base and ``last_msg`` is a chain
+    CONTINUE for ``msg_id``'s version or a later one (a chain's own first message has none).
+    """
+    if last_msg is None or "~v" not in last_msg:
+        return False
+    base, _, version = last_msg.partition("~v")
+    mine, _, own = msg_id.partition("~v")
+    if base != mine:
+        return False
+    return not own or (version.isdigit() and own.isdigit() and int(version) >= int(own))
 
 
 def _late(fn: FunctionDef, event: dict[str, Any], now: float) -> bool:
@@ -488,7 +518,7 @@ class Orchestrator:
         if state is None:
             self.log.warning("message %s for unknown run %s dropped", msg.kind, msg.run_id)
             return
-        mine = state.run.last_msg == msg.id
+        mine = state.run.last_msg == msg.id or chained(state.run.last_msg, msg.id)
         if redelivered and (mine or self.store.committed(msg.run_id, msg.id) is not None):
             self._resend(fn, msg, state, hard=last)  # a message commits once: re-send it
             return
@@ -507,7 +537,8 @@ class Orchestrator:
         state = self.store.load(msg.run_id)
         if state is None:
             return
-        if state.run.last_msg == msg.id or self.store.committed(msg.run_id, msg.id) is not None:
+        if (state.run.last_msg == msg.id or chained(state.run.last_msg, msg.id)
+                or self.store.committed(msg.run_id, msg.id) is not None):
             # Its commit landed (perhaps failing the run on an earlier last delivery) and a
             # crash lost the sends: send them, as on any redelivery.
             self._resend(fn, msg, state, hard=True)
@@ -686,7 +717,11 @@ class Orchestrator:
         if state is None:
             return
         out: list[Outgoing] = []
-        done = self.store.committed(msg.run_id, msg.id)
+        # A checkpointed chain this message began (or went on with) committed the run's last
+        # change: what is left to send is that commit's outbox, not its first one's.
+        last = state.run.last_msg
+        done = self.store.committed(msg.run_id, last if last and chained(last, msg.id)
+                                    else msg.id)
         if done is not None:
             out.extend(done.outbox)
             for key in done.step_keys:  # a wait it committed may have missed its event
@@ -780,6 +815,8 @@ class Orchestrator:
         self, fn: FunctionDef, state: RunState, msg: Message, now: float, target: str | None
     ) -> bool:
         """Replay the handler (holding any concurrency slots) and commit its decision."""
+        if target is None and fn.checkpoint is not None:
+            return self._checkpointed(fn, state, msg, now)
         run = state.run
         logger = logging.LoggerAdapter(
             self.log, {"run_id": run.run_id, "function_id": fn.id, "step": target or ""}
@@ -806,6 +843,56 @@ class Orchestrator:
         raise CommitContentionError(
             f"run {run.run_id}: branch '{target}' lost {_COMMIT_TRIES} commit races in a row"
         )
+
+    def _checkpointed(self, fn: FunctionDef, state: RunState, msg: Message, now: float) -> bool:
+        """Perform consecutive steps of the main line, each committed before the next.
+
+        With ``checkpointing``, a step's commit whose only work left is the run's next
+        CONTINUE does not send it: this invocation replays on as if it had received it (the
+        state it just committed is the run's, since its commit took that version), until a
+        decision that needs the queue (a sleep, a wait, branches, a retry's delay, the end),
+        the function's ``max_runtime``, or a lost race (a cancel, a timeout); then the last
+        commit's outbox is sent. Each CONTINUE of the chain has the id
+        ``<first message id>~v<version>``, and its commit records that id, so a redelivery of
+        any message of the chain finds the run's last commit among its own
+        (:func:`chained`) and re-sends that commit's outbox: a crash anywhere in the chain
+        loses no recorded step and strands no run.
+        """
+        run_id, base = state.run.run_id, msg.id.partition("~v")[0]
+        logger = logging.LoggerAdapter(self.log, {"run_id": run_id, "function_id": fn.id,
+                                                  "step": ""})
+        assert fn.checkpoint is not None
+        stop_at = time.monotonic() + fn.checkpoint.total_seconds()
+        last: Commit | None = None  # the last commit that landed: its outbox is sent at the end
+        while True:
+            decision = execute(fn, state, now=now, target=None, limits=self.limits,
+                               logger=logger)
+            commit = commit_for(self.app, fn, state, msg, decision, now)
+            if commit is None:
+                break
+            commit = replace(commit, outbox=tuple(
+                replace(o, id=f"{base}~v{o.version}")
+                if isinstance(o, Message) and o.kind is MessageKind.CONTINUE
+                and o.run_id == run_id and o.version is not None else o
+                for o in commit.outbox))
+            if not self._commit(fn.id, run_id, commit):
+                break  # the run moved on without us (a cancel, a timeout): stop here
+            last = commit
+            self._after_commit(state, commit)
+            nxt = _only_continue(commit.outbox, run_id)
+            now = self.clock.now()
+            state = applied(state, commit)
+            if (nxt is None or not isinstance(decision, StepSucceeded)
+                    or time.monotonic() >= stop_at
+                    or (state.run.deadline is not None and now >= state.run.deadline)):
+                break
+            self.store.persist()  # recorded for good before the next step's side effects
+            msg = nxt  # performed here rather than sent
+        if last is not None:
+            # The last commit's sends: the next CONTINUE (stale, and dropped, if the run moved
+            # on without us), or what the decision that ended the chain needs.
+            self._flush(last.outbox)
+        return last is not None
 
     def _next_slice(self, fn: FunctionDef, state: RunState, msg: Message, now: float) -> bool:
         """Schedule the next slice of a wide parallel group, at the run's current version.

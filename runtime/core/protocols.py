@@ -103,6 +103,14 @@ class Store(Protocol):
         """
         ...
 
+    def persist(self) -> None:
+        """Make every commit this thread made so far durable now, before more user code runs.
+
+        A store that writes each commit durably as it lands (DynamoDB) does nothing; one that
+        groups a message's writes into one transaction (SQLite) commits the group so far.
+        """
+        ...
+
     def committed(self, run_id: str, msg_id: str) -> Committed | None:
         """The commit message ``msg_id`` applied to the run, if any (from the commit log).
 

@@ -123,7 +123,8 @@ class FaultyStore:
               "gate", "list_gates")
     # create_run passes its gates through (``*args, **kwargs``); put_gate's "failed after it
     # landed" is a gate written whose writer must read it again.
-    _WRITES = ("create_run", "remember_event", "log_event", "remove_waiters", "put_gate")
+    _WRITES = ("create_run", "remember_event", "log_event", "remove_waiters", "put_gate",
+               "persist")
 
     def __init__(self, inner: Any, faults: Faults) -> None:
         self.inner = inner

@@ -469,6 +469,9 @@ class DynamoStore:
             raise
         return True
 
+    def persist(self) -> None:
+        """Nothing to do: every commit is durable once its write returns."""
+
     def commit(self, run_id: str, commit: Commit) -> bool:
         """Apply ``commit`` if its conditions hold (see the Store protocol).
 

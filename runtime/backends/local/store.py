@@ -224,7 +224,7 @@ class Database:
             raise
         finally:
             hold, self._local.hold = self._local.hold, False
-        if hold and unit is not None:
+        if unit is not None and (hold or unit.eager):
             unit.held = True  # committed when the unit ends
             return
         try:
@@ -244,23 +244,50 @@ class Database:
         if unit is not None and not unit.held:
             self._local.hold = True
 
+    def release(self) -> None:
+        """Commit the unit's held transaction now; later writes commit one by one again.
+
+        For a handling that goes on to run user code after a commit (a checkpointed chain):
+        what it committed must be durable before the next step, and no lock held meanwhile.
+        """
+        unit: _Unit | None = getattr(self._local, "unit", None)
+        if unit is None or not unit.held:
+            return
+        conn = self.connection()
+        unit.held = False
+        if not conn.in_transaction:
+            raise sqlite3.OperationalError("the held transaction was rolled back")
+        try:
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def in_unit(self) -> bool:
+        """Whether this thread is inside a :meth:`unit`."""
+        return getattr(self._local, "unit", None) is not None
+
     def holding(self) -> bool:
         """Whether this thread holds a unit's open transaction (its writes may yet roll back)."""
         unit: _Unit | None = getattr(self._local, "unit", None)
         return unit is not None and unit.held
 
     @contextmanager
-    def unit(self) -> Iterator[None]:
+    def unit(self, *, eager: bool = False) -> Iterator[None]:
         """Group this thread's writes from the first held commit on into one transaction.
 
         Until a write calls :meth:`hold`, writes commit one by one as usual (so nothing is
         held while user code runs before a commit). From then on every write joins the held
         transaction, which commits when the block ends, or rolls back if it raises
         (``BaseException`` included: a crash lands nothing of it).
+
+        Args:
+            eager: Hold from the first write on (for work that runs no user code).
         """
         if getattr(self._local, "unit", None) is not None:
             raise RuntimeError("units do not nest")
-        unit = _Unit()
+        unit = _Unit(eager)
         self._local.unit = unit
         try:
             yield
@@ -319,9 +346,10 @@ class Database:
 class _Unit:
     """One message's handling (:meth:`Database.unit`): whether its transaction is held open."""
 
-    __slots__ = ("held",)
+    __slots__ = ("eager", "held")
 
-    def __init__(self) -> None:
+    def __init__(self, eager: bool) -> None:
+        self.eager = eager  # hold from the first write on, without waiting for a commit
         self.held = False
 
 
@@ -483,6 +511,10 @@ class SqliteStore:
     def _purge_gates(self, conn: sqlite3.Connection) -> None:
         """Delete gates expired for a while (a deleted gate reads as version 0)."""
         conn.execute("DELETE FROM gates WHERE expires_at < ?", (self.clock.now() - _GATE_GRACE,))
+
+    def persist(self) -> None:
+        """Commit the writes this thread's message handling holds open (see the Store protocol)."""
+        self.db.release()
 
     def commit(self, run_id: str, commit: Commit) -> bool:
         """Apply ``commit`` atomically if its conditions hold (see the Store protocol)."""
