@@ -35,6 +35,7 @@ from runtime.backends.aws.resources import (
     HandlerConfig,
 )
 from runtime.backends.aws.store import DynamoStore
+from runtime.backends.aws.timers import SchedulerTimers
 from runtime.core.clock import SystemClock
 from runtime.core.orchestrator import Orchestrator
 from runtime.core.protocols import Clock
@@ -103,7 +104,8 @@ class Service:
     Args:
         app: The app (from ``functions/``).
         config: Names from the environment.
-        clients: boto3 clients by service name (``dynamodb``, ``sqs``, ``events``).
+        clients: boto3 clients by service name (``dynamodb``, ``sqs``, ``events``; a
+            ``scheduler`` one is made on the first long timer when absent).
         clock: Time source (a fake one in tests).
     """
 
@@ -136,7 +138,8 @@ class Service:
             self.sqs,
         )
         self.metrics = CloudWatchMetrics(app.id)
-        queue = SqsQueue(self._queue_url, self.clock, self.sqs)
+        timers = SchedulerTimers.for_handler(self.resources, config, clients)
+        queue = SqsQueue(self._queue_url, self.clock, self.sqs, timers=timers)
         self.orchestrator = Orchestrator(
             app,
             store,

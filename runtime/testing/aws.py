@@ -8,7 +8,9 @@ Provisions the app's resources from :class:`~runtime.backends.aws.resources.AppR
   reappear after the visibility timeout, and reach the DLQ after the redrive count), and lets a
   crash (a ``BaseException``) leave the whole batch in flight, as a dying Lambda does;
 - EventBridge Scheduler: reads the created schedules back and fires their targets when the
-  fake clock passes a fire time (croniter over the AWS expression, so the translation is tested).
+  fake clock passes a fire time (croniter over the AWS expression, so the translation is tested),
+  and fires the one-time ``at()`` timers the handlers create in the app's schedule group once
+  the clock passes their time, then deletes them (as ``ActionAfterCompletion=DELETE`` does).
 
 moto's SQS and EventBridge follow the same fake clock (see :mod:`runtime.testing.moto_clock`).
 """
@@ -25,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from botocore.exceptions import ClientError
@@ -72,6 +75,25 @@ class _Schedule:
     cron: CronSchedule
     target_url: str
     input: str
+
+
+@dataclass(frozen=True)
+class _Timer:
+    """A one-time schedule: ``at`` in epoch seconds."""
+
+    name: str
+    at: float
+    target_url: str
+    input: str
+    delete_after: bool
+
+
+def _at_time(expression: str, timezone: str) -> float:
+    """Epoch seconds of Scheduler's ``at(yyyy-mm-ddThh:mm:ss)`` in ``timezone``."""
+    m = re.fullmatch(r"at\((\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\)", expression.strip())
+    if not m:
+        raise ValueError(f"not a one-time expression: {expression!r}")
+    return datetime.fromisoformat(m.group(1)).replace(tzinfo=ZoneInfo(timezone)).timestamp()
 
 
 class _DueTracker:
@@ -147,8 +169,9 @@ class AwsBackend:
         batch_size: Records per handler invocation (Lambda's SQS batch size).
         visibility_timeout: Seconds a received record stays invisible (a crashed batch's wait).
         limits: Per-run limits.
+        timers: Long timers on Scheduler one-time schedules, as deployed; ``False``: every
+            delay on SQS, a long one by timer hops (a Lambda without a timer role).
     """
-
 
     def __init__(
         self,
@@ -159,6 +182,7 @@ class AwsBackend:
         batch_size: int = 10,
         visibility_timeout: int = 300,
         limits: Limits = Limits(),  # noqa: B008 - frozen
+        timers: bool = True,
     ) -> None:
         self.app = app
         self.clock = clock
@@ -170,6 +194,10 @@ class AwsBackend:
         self.consumers: list[_Consumer] = []
         self._urls_by_arn: dict[str, str] = {}
         self._limits = limits
+        self._timers = timers
+        #: The one-time schedules read back, by name (names are never reused while pending).
+        self._pending: dict[str, _Timer] = {}
+        self._fired: set[str] = set()  # fired and kept (ActionAfterCompletion=NONE)
         # Due times of every delayed message sent, so the harness can skip straight to them.
         self._dues: list[float] = []
         self._dues_lock = threading.Lock()
@@ -210,6 +238,7 @@ class AwsBackend:
         )
 
     def _service(self, function_id: str | None, url: str, dlq_url: str = "") -> Service:
+        arn = next(a for a, u in self._urls_by_arn.items() if u == url)
         config = HandlerConfig(
             app_id=self.app.id,
             table=self.resources.table,
@@ -218,6 +247,8 @@ class AwsBackend:
             function_id=function_id,
             retention_days=30,
             dlq_url=dlq_url or None,
+            queue_arn=arn if self._timers else None,
+            timer_role_arn=self.timer_role_arn if self._timers else None,
         )
         service = Service(self.app, config, self.clients, self.clock, limits=self._limits)
         service.orchestrator.queue = _DueTracker(service.orchestrator.queue, self._dues, self.clock)
@@ -234,7 +265,15 @@ class AwsBackend:
         for sch in self.schedules:
             fire = sch.cron.next_after(at).timestamp()
             found = fire if found is None else min(found, fire)
+        for timer in self._read_timers():
+            if timer.at > now:
+                found = timer.at if found is None else min(found, timer.at)
         return found
+
+    @property
+    def timer_role_arn(self) -> str:
+        """The role the handlers' timer schedules name (moto checks only its form)."""
+        return f"arn:aws:iam::123456789012:role/{self.resources.app_id}-timers"
 
     def _provision(self, visibility_timeout: int) -> None:
         r = self.resources
@@ -242,6 +281,7 @@ class AwsBackend:
         ddb.create_table(**table_spec(r.table))
         ddb.update_time_to_live(**ttl_spec(r.table))
         self.clients["events"].create_event_bus(Name=r.bus)
+        self.clients["scheduler"].create_schedule_group(Name=r.schedule_group)
         url, arn, dlq = self._queue(r.router_queue, r.router_dlq, visibility_timeout)
         self._rule(r.router_rule, r.router_pattern(), arn)
         self.consumers.append(_Consumer(url, arn, dlq, self._service(None, url, dlq), router=True))
@@ -280,10 +320,38 @@ class AwsBackend:
                 )
         return found
 
+    def _read_timers(self) -> list[_Timer]:
+        """The one-time schedules of the app's group, as created (read back from the emulator).
+
+        Each is read once (``GetSchedule``) when first listed; ones gone from the list are
+        forgotten.
+        """
+        scheduler, group = self.clients["scheduler"], self.resources.schedule_group
+        names = [item["Name"]
+                 for page in scheduler.get_paginator("list_schedules").paginate(GroupName=group)
+                 for item in page["Schedules"]]
+        known = {n: self._pending[n] for n in names if n in self._pending}
+        for name in names:
+            if name in known or name in self._fired:
+                continue
+            s = scheduler.get_schedule(Name=name, GroupName=group)
+            if not s["ScheduleExpression"].startswith("at("):
+                continue
+            at = _at_time(s["ScheduleExpression"], s.get("ScheduleExpressionTimezone") or "UTC")
+            target = s["Target"]
+            known[name] = _Timer(name, at, self._urls_by_arn[target["Arn"]], target["Input"],
+                                 s.get("ActionAfterCompletion") == "DELETE")
+        self._pending = known
+        return list(known.values())
+
     # -- the parts moto cannot play -------------------------------------------------------
 
     def fire_schedules(self) -> int:
-        """Send each schedule's input for every fire time since the last check."""
+        """Send each schedule's input for every fire time since the last check.
+
+        Cron schedules fire for every fire time since the last check; one-time timers whose
+        time has come fire once and are deleted (``ActionAfterCompletion=DELETE``).
+        """
         now = self.clock.now()
         start = datetime.fromtimestamp(self._schedules_checked, UTC)
         end = datetime.fromtimestamp(now, UTC)
@@ -294,6 +362,17 @@ class AwsBackend:
                 self.clients["sqs"].send_message(QueueUrl=s.target_url, MessageBody=body)
                 fired += 1
         self._schedules_checked = now
+        for timer in self._read_timers():
+            if timer.at > now:
+                continue
+            self.clients["sqs"].send_message(QueueUrl=timer.target_url, MessageBody=timer.input)
+            if timer.delete_after:
+                self.clients["scheduler"].delete_schedule(
+                    Name=timer.name, GroupName=self.resources.schedule_group)
+            else:
+                self._fired.add(timer.name)
+            del self._pending[timer.name]
+            fired += 1
         return fired
 
     def poll(self, consumer: _Consumer, service: Service | None = None,

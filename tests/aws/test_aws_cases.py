@@ -138,7 +138,8 @@ def test_twenty_minute_sleep_crosses_the_sqs_delay_limit_by_hops(aws: AwsEmulato
         ctx.step.sleep("twenty", "20m")
         return "awake"
 
-    h = _harness(app, aws)
+    # Without a timer role (timers on Scheduler: tests/aws/test_long_timers.py).
+    h = _harness(app, aws, timers=False)
     backend = _backend(h)
     sent: list[int] = []
     service = next(c.service for c in backend.consumers if c.service.config.function_id == "nap")
@@ -273,7 +274,7 @@ def test_timer_hops_of_a_long_sleep_never_touch_run_state(aws: AwsEmulators) -> 
         ctx.step.sleep("long", "2h")
         return "awake"
 
-    h = _harness(app, aws)
+    h = _harness(app, aws, timers=False)  # hops: a Lambda without a timer role
     backend = _backend(h)
     h.send("nap/go")
     ddb_calls: list[str] = []

@@ -25,14 +25,22 @@ ENV_TABLE = "STEPKIT_TABLE"
 ENV_BUS = "STEPKIT_BUS"
 ENV_FUNCTION = "STEPKIT_FUNCTION"  # absent on the event router
 ENV_QUEUE_URL = "STEPKIT_QUEUE_URL"  # the function's own queue
+ENV_QUEUE_ARN = "STEPKIT_QUEUE_ARN"  # its ARN: the other queues' ARNs are derived from it
 ENV_DLQ_URL = "STEPKIT_DLQ_URL"  # its dead-letter queue: records that can never succeed
 ENV_RETENTION_DAYS = "STEPKIT_RETENTION_DAYS"
 ENV_STAGE = "STEPKIT_STAGE"  # the stage in every resource name (absent: none)
 ENV_TRACING = "STEPKIT_TRACING"  # "true": X-Ray tracing is active, use Powertools Tracer
+#: The role EventBridge Scheduler sends long timers with (absent: long timers hop on SQS).
+ENV_TIMER_ROLE = "STEPKIT_TIMER_ROLE_ARN"
 
 MAX_SQS_DELAY = 900
 MAX_RECEIVES = 5  # deliveries before a message moves to the DLQ
 DEFAULT_RETENTION_DAYS = 30
+#: How long EventBridge and Scheduler keep retrying a delivery to a queue (their maximum: a
+#: day), and how often (EventBridge's maximum; Scheduler allows the same), before the
+#: delivery DLQ: every rule target, cron schedule and timer schedule has this policy.
+DELIVERY_MAX_EVENT_AGE_S = 24 * 3600
+DELIVERY_MAX_RETRY_ATTEMPTS = 185
 _STAGE = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
 
 
@@ -195,10 +203,22 @@ class AppResources:
         """
         return f"{any_queue_url.rsplit('/', 1)[0]}/{name}"
 
+    def queue_arn(self, name: str, any_queue_arn: str) -> str:
+        """The ARN of the queue ``name``, from the ARN of another queue of the app.
+
+        Like URLs, they differ only in the name (``arn:<partition>:sqs:<region>:<account>:<name>``).
+        """
+        return f"{any_queue_arn.rsplit(':', 1)[0]}:{name}"
+
     def lambda_env(
-        self, fn: FunctionDef | None, queue_url: str, retention_days: int, dlq_url: str = ""
+        self, fn: FunctionDef | None, queue_url: str, retention_days: int, dlq_url: str = "",
+        *, queue_arn: str = "", timer_role_arn: str = "",
     ) -> dict[str, str]:
-        """Environment variables of a worker (``fn``) or of the router (``fn=None``)."""
+        """Environment variables of a worker (``fn``) or of the router (``fn=None``).
+
+        ``queue_arn`` and ``timer_role_arn`` (both or neither) put timers due beyond SQS's
+        900 s on EventBridge Scheduler (see ``runtime.backends.aws.timers``).
+        """
         env = {
             ENV_APP: self.app_id,
             ENV_TABLE: self.table,
@@ -212,6 +232,10 @@ class AppResources:
             env[ENV_STAGE] = self.stage
         if dlq_url:
             env[ENV_DLQ_URL] = dlq_url
+        if queue_arn:
+            env[ENV_QUEUE_ARN] = queue_arn
+        if timer_role_arn:
+            env[ENV_TIMER_ROLE] = timer_role_arn
         return env
 
 
@@ -227,6 +251,8 @@ class HandlerConfig:
     retention_days: int
     dlq_url: str | None = None
     stage: str | None = None
+    queue_arn: str | None = None
+    timer_role_arn: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HandlerConfig:
@@ -254,4 +280,6 @@ class HandlerConfig:
             retention_days=retention,
             dlq_url=env.get(ENV_DLQ_URL) or None,
             stage=env.get(ENV_STAGE) or None,
+            queue_arn=env.get(ENV_QUEUE_ARN) or None,
+            timer_role_arn=env.get(ENV_TIMER_ROLE) or None,
         )
