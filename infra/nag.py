@@ -81,3 +81,26 @@ def acknowledge_untraced(scope: IConstruct) -> None:
     whole stack) that is not traced when the stack is synthesized; tracing may be set after
     this call."""
     Aspects.of(scope).add(_AcknowledgeUntraced())
+
+
+#: The one wildcard resource of the stack, as cdk-nag names it: the schedules of a group.
+TIMER_SCHEDULES = ("Resource::arn:<AWS::Partition>:scheduler:<AWS::Region>:<AWS::AccountId>:"
+                   "schedule/{group}/*")
+
+
+def acknowledge_timer_schedules(policy: IConstruct, group: str) -> None:
+    """The one wildcard resource of the stack: the schedules of the app's group.
+
+    Only that resource is acknowledged, so any other wildcard still fails the synth.
+
+    Args:
+        policy: The policy letting Lambdas create timer schedules.
+        group: The app's schedule group.
+    """
+    _acknowledge(
+        policy, f"AwsSolutions-IAM5[{TIMER_SCHEDULES.format(group=group)}]",
+        "Each long timer is a one-time schedule named at run time after its message, so "
+        "CreateSchedule cannot name its resource ahead; the wildcard is only the schedule "
+        "names within the app's own schedule group, and the only role it may pass is the "
+        "timer role, only to Scheduler.",
+    )

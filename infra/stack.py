@@ -30,6 +30,7 @@ from infra.constructs.function_runtime import QueueWorker
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.run_reaper import RunReaper
 from infra.constructs.state_table import StateTable
+from infra.constructs.timers import TimerSchedules
 from infra.constructs.tracing import enable_tracing
 from runtime.app import App, FunctionDef
 from runtime.backends.aws.resources import DEFAULT_RETENTION_DAYS, AppResources
@@ -168,6 +169,7 @@ class StepkitStack(cdk.Stack):
         router: The event router.
         workers: The queue-fed Lambdas by function id.
         delivery: The delivery DLQ of every rule and schedule target.
+        timers: The Scheduler role of long timers, and the Lambdas' right to create them.
         alarms: The topic every alarm notifies.
         monitoring: Alarms and dashboard.
         reaper: Deletes a run's steps and log when TTL deletes its run item.
@@ -196,6 +198,8 @@ class StepkitStack(cdk.Stack):
         self.delivery = DeliveryDlq(self, "Delivery", queue_name=self.resources.delivery_dlq)
         self.schedule_group = scheduler.CfnScheduleGroup(
             self, "Schedules", name=self.resources.schedule_group)
+        self.timers = TimerSchedules(self, "Timers", group_name=self.resources.schedule_group,
+                                     dlq=self.delivery)
         self.router = EventRouter(
             self, "Router", resources=self.resources, bus=self.events.bus, code=self._code,
             environment=self._environment, log_retention=settings.log_retention(),
@@ -213,8 +217,7 @@ class StepkitStack(cdk.Stack):
             topic=self.alarms.topic, service=app.id, function_ids=[fn.id for fn in app],
             delivery_dlq=self.delivery.queue, bus_name=self.resources.bus,
             rules=[c.rule for c in found if isinstance(c, QueueRule)],
-            schedule_group=self.resources.schedule_group
-            if any(isinstance(c, CronSchedules) for c in found) else None,
+            schedule_group=self.resources.schedule_group,  # cron fires and long timers
         )
         self._add_outputs()
 
@@ -258,12 +261,17 @@ class StepkitStack(cdk.Stack):
     def _wire(self, worker: QueueWorker, fn: FunctionDef | None) -> None:
         """Environment and grants: the table, the bus, its own queue and DLQ."""
         env = self.resources.lambda_env(fn, worker.queue.queue_url, self.settings.retention_days,
-                                        worker.dlq.queue_url)
+                                        worker.dlq.queue_url, queue_arn=worker.queue.queue_arn,
+                                        timer_role_arn=self.timers.role.role_arn)
         for name, value in env.items():
             worker.function.add_environment(name, value)
         self.state.grant_state_access(worker.role)
         self.events.bus.grant_put_events_to(worker.role)
-        worker.queue.grant(worker.role, "sqs:SendMessage")  # delays and timer hops
+        worker.queue.grant(worker.role, "sqs:SendMessage")  # its next steps, short delays
+        # Timers beyond SQS's 900 s delay: the router's too (debounce and batch windows).
+        self.timers.grant_create(worker.role)
+        if fn is not None:
+            self.timers.deliver_to(worker.queue)
         # Records that can never succeed go straight to the DLQ, not after MAX_RECEIVES tries.
         worker.dlq.grant(worker.role, "sqs:SendMessage")
         if self.settings.tracing:

@@ -17,11 +17,13 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra import nag
+from runtime.backends.aws.resources import DELIVERY_MAX_EVENT_AGE_S, DELIVERY_MAX_RETRY_ATTEMPTS
 
 #: How long EventBridge and Scheduler keep retrying a delivery (their maximum: a day), and
-#: how often (EventBridge's maximum; Scheduler allows the same), with their own back-off.
-MAX_EVENT_AGE_S = 24 * 3600
-MAX_RETRY_ATTEMPTS = 185
+#: how often (EventBridge's maximum; Scheduler allows the same), with their own back-off. The
+#: handlers give their timer schedules the same policy, so it is defined next to them.
+MAX_EVENT_AGE_S = DELIVERY_MAX_EVENT_AGE_S
+MAX_RETRY_ATTEMPTS = DELIVERY_MAX_RETRY_ATTEMPTS
 DLQ_RETENTION = cdk.Duration.days(14)  # the SQS maximum: time to look and redrive
 
 

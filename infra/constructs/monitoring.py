@@ -177,8 +177,8 @@ class Monitoring(Construct):
                 )
                 self.schedule_alarms[metric_name] = _alarm_at_first(
                     metric, self, f"Schedule{metric_name}",
-                    f"schedule group {schedule_group}: {metric_name} (cron fires not put on "
-                    "their queue; retried ones land in the delivery DLQ)",
+                    f"schedule group {schedule_group}: {metric_name} (cron fires or long "
+                    "timers not put on their queue; retried ones land in the delivery DLQ)",
                 )
         self.run_alarms: dict[str, cloudwatch.Alarm] = {}
         run_widgets: list[cloudwatch.IWidget] = []

@@ -117,6 +117,20 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def timer_role(resources: Resources) -> str:
+    """The logical id of the role Scheduler delivers long timers with."""
+    (found,) = [k for k, v in of_type(resources, "AWS::IAM::Role").items()
+                if "long timers" in props(v).get("Description", "")]
+    return found
+
+
+def timer_schedules(res: AppResources) -> dict[str, Any]:
+    """The ARN pattern of the schedules in the app's group (as synthesized)."""
+    return {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":scheduler:",
+                              {"Ref": "AWS::Region"}, ":", {"Ref": "AWS::AccountId"},
+                              f":schedule/{res.schedule_group}/*"]]}
+
+
 # -- per-function runtime -------------------------------------------------------------------
 
 
@@ -148,6 +162,8 @@ def test_lambdas_run_the_handlers_on_arm64_with_the_stepkit_environment(
         expected = res.lambda_env(fn, "QUEUE", 30, "DLQ")
         expected["STEPKIT_QUEUE_URL"] = {"Ref": queue_id(resources, queue)}
         expected["STEPKIT_DLQ_URL"] = {"Ref": queue_id(resources, dlq)}
+        expected["STEPKIT_QUEUE_ARN"] = arn(queue_id(resources, queue))
+        expected["STEPKIT_TIMER_ROLE_ARN"] = arn(timer_role(resources))
         expected |= {"POWERTOOLS_SERVICE_NAME": app.id, "POWERTOOLS_LOG_LEVEL": "INFO"}
         if fn:  # its own settings (the example welcome function declares both)
             expected |= fn.aws.environment
@@ -323,11 +339,45 @@ def test_the_delivery_dlq_is_encrypted_and_keeps_messages_14_days(
 # -- permissions ----------------------------------------------------------------------------
 
 
-def test_no_wildcards_in_iam_policies(resources: Resources) -> None:
+def test_no_wildcards_in_iam_policies(res: AppResources, resources: Resources) -> None:
     for p in of_type(resources, "AWS::IAM::Policy").values():
         for s in props(p)["PolicyDocument"]["Statement"]:
             assert not any("*" in a for a in actions(s)), s
+            if s["Resource"] == timer_schedules(res):  # named at run time: see the next test
+                continue
             assert "*" not in json.dumps(s["Resource"]), s
+
+
+def test_lambdas_may_create_timer_schedules_in_the_apps_group_delivered_by_its_role(
+    app: App, res: AppResources, resources: Resources
+) -> None:
+    role = timer_role(resources)
+    trust = props(resources[role])["AssumeRolePolicyDocument"]["Statement"]
+    assert [(s["Principal"], s["Condition"]) for s in trust] == [
+        ({"Service": "scheduler.amazonaws.com"},
+         {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}})]
+    # Scheduler delivers timers to the function queues, and failed ones to the delivery DLQ.
+    statements = role_statements(resources, arn(role))
+    assert {(a, s["Effect"]) for s in statements for a in actions(s)} == \
+        {("sqs:SendMessage", "Allow")}
+    targets = [*(f.queue for f in res.functions), res.delivery_dlq]
+    assert sorted(json.dumps(r) for s in statements for r in as_list(s["Resource"])) == \
+        sorted(json.dumps(arn(queue_id(resources, q))) for q in targets)
+    # Every stepkit Lambda (the router too: debounce windows) may create schedules in the
+    # app's group and pass this role, only to Scheduler; nothing else of Scheduler or IAM.
+    for fn in [*app, None]:
+        _, p = lambda_of(resources, fn.id if fn else None)
+        timer_grants = [s for s in role_statements(resources, p["Role"])
+                        if any(a.split(":")[0] in ("scheduler", "iam") for a in actions(s))]
+        assert [(actions(s), s["Resource"], s.get("Condition")) for s in timer_grants] == [
+            (["scheduler:CreateSchedule"], timer_schedules(res), None),
+            (["iam:PassRole"], arn(role),
+             {"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}}),
+        ]
+    _, reaper = reaper_ids(resources)
+    reaper_role = props(resources[reaper])["Role"]
+    assert not [s for s in role_statements(resources, reaper_role)
+                if any(a.startswith(("scheduler:", "iam:")) for a in actions(s))]
 
 
 def test_each_lambda_touches_only_its_queues_the_table_and_the_bus(
@@ -346,7 +396,8 @@ def test_each_lambda_touches_only_its_queues_the_table_and_the_bus(
                 granted.setdefault(a.split(":")[0], []).extend(as_list(s["Resource"]))
         # Its declared secrets only (the example welcome function reads one SSM parameter).
         secrets = [r.partition(":")[2] for r in (fn.aws.secrets.values() if fn else ())]
-        assert set(granted) == {"sqs", "dynamodb", "events", "logs"} | (
+        # scheduler and iam: creating long timers (the test above)
+        assert set(granted) == {"sqs", "dynamodb", "events", "logs", "scheduler", "iam"} | (
             {"ssm"} if secrets else set())
         assert [json.dumps(r) for r in granted.get("ssm", [])] == [
             json.dumps({"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":ssm:",
