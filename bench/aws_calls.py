@@ -131,8 +131,21 @@ def measure(emulators: Any, n: int, *, cache: bool = True) -> dict[str, Any]:
             "elapsed": elapsed, "busy_ms": busy / max(invocations, 1) * 1000}
 
 
-def sleep_day(emulators: Any) -> dict[str, Any]:
-    """Meter one day of a sleeping run: the timer hops between its sleep and its wake-up."""
+def sleep_day(emulators: Any, *, timers: bool = True) -> dict[str, Any]:
+    """Every AWS request of one 1-day sleep, from the sleep's commit to the run's wake-up.
+
+    Counted by botocore hooks on every client: what the sleep's commit sends for its wake-up
+    (a ``CreateSchedule``, or without timers an SQS send delayed 900 s), then everything up to
+    the wake-up's handler reading the run (its first DynamoDB call): timer hops (receive, send,
+    delete, each one Lambda invocation), the schedule's delivery (the harness sends it as
+    Scheduler does: one ``SendMessage``) and the receive that hands the wake-up to the Lambda.
+    Left out: empty receives (an event source polls the same whether anyone sleeps or not)
+    and the harness reading schedules back (which Scheduler does inside AWS).
+
+    Args:
+        emulators: The running emulators (reset here).
+        timers: Long timers on Scheduler, as deployed; ``False``: SQS timer hops.
+    """
     emulators.reset()
     app = App("bench")
 
@@ -140,18 +153,41 @@ def sleep_day(emulators: Any) -> dict[str, Any]:
     def nap(ctx: Context) -> None:
         ctx.step.sleep("day", "1d")
 
-    clock = FakeClock()
-    backend = AwsBackend(app, emulators, clock)
+    clock = FakeClock(float(int(time.time())))  # a whole second: the day ends on one
+    backend = AwsBackend(app, emulators, clock, timers=timers)
+    calls: Counter[str] = Counter()
+    state = {"slept": False, "woke": False}
+    standing_in = {"ListSchedules", "GetSchedule", "DeleteSchedule"}
+
+    def committed(params: dict[str, Any], model: Any, event_name: str, **_: Any) -> None:
+        # Before the sleep: only the commit's send of the wake-up counts.
+        delayed = any(e.get("DelaySeconds") for e in params.get("Entries", []))
+        if not state["slept"] and (model.name == "CreateSchedule" or delayed):
+            calls[f"{event_name.split('.')[1]}.{model.name}"] += 1
+
+    def made(parsed: dict[str, Any], model: Any, event_name: str, **_: Any) -> None:
+        service = event_name.split(".")[1]
+        if service == "dynamodb" and state["slept"]:
+            state["woke"] = True
+        if not state["slept"] or state["woke"] or model.name in standing_in:
+            return
+        if model.name == "ReceiveMessage" and not parsed.get("Messages"):
+            return
+        calls[f"{service}.{model.name}"] += 1
+
+    for client in backend.clients.values():
+        client.meta.events.register("provide-client-params", committed)
+        client.meta.events.register("after-call", made)
     backend.send({"name": "bench/nap"})
     backend.run_until_idle()
-    meter = Meter()
-    for client in backend.clients.values():
-        meter.attach(client)
-    handled = 0
-    for _ in range(86400 // 900 - 1):  # the hops strictly inside the day
+    state["slept"] = True
+    steps = 0
+    while not state["woke"] and steps < 200:
         clock.advance(900)
-        handled += backend.run_until_idle()
-    return {"hops": handled, "calls": meter.calls, "rru": meter.rru, "wru": meter.wru}
+        backend.run_until_idle()
+        steps += 1
+    return {"calls": calls, "requests": sum(calls.values()),
+            "invocations": calls["sqs.ReceiveMessage"], "woke": state["woke"]}
 
 
 def main() -> None:
@@ -162,6 +198,7 @@ def main() -> None:
         rows = [measure(emulators, n) for n in args.sizes]
         uncached = measure(emulators, 100, cache=False)
         day = sleep_day(emulators)
+        hopping = sleep_day(emulators, timers=False)
     print("AWS API calls per step (linear N-step run; every call counted by botocore hooks)")
     header = (f"{'steps':>6} {'calls/step':>10} {'ddb':>5} {'sqs':>5} {'events':>6} "
               f"{'lambda':>6} {'RRU/run':>9} {'RRU/step':>8} {'WRU/step':>8} "
@@ -183,17 +220,18 @@ def main() -> None:
     print(f"without the run-state cache, 100 steps read {uncached['rru']:.0f} RRU "
           f"(vs {next((r['rru'] for r in rows if r['n'] == 100), float('nan')):.0f} with it): "
           "every invocation re-reads the whole history, quadratic in steps")
-    hops = day["hops"]
-    sends = day["calls"]["sqs.SendMessageBatch"]
-    ddb = sum(v for k, v in day["calls"].items() if k.startswith("dynamodb."))
-    # Per hop, Lambda's event source receives and deletes the message and invokes the handler
-    # once; the handler re-sends it. (The harness's empty polls are left out: a real event
-    # source polls the same whether or not anyone sleeps.)
-    per_day = hops * (3 * SQS_REQUEST + LAMBDA_REQUEST + LAMBDA_GB_SECOND_ARM * LAMBDA_MEMORY_GB
-                      * 0.02)
-    print(f"\none day of sleep: {hops} timer hops, {sends} SQS sends, {ddb} DynamoDB calls "
-          f"(RRU {day['rru']:.0f}, WRU {day['wru']:.0f}): about ${per_day:.6f} per sleeping run "
-          "per day (3 SQS requests + 1 Lambda invocation of ~20 ms per hop)")
+    # Per request: SQS $0.40/M; a Scheduler delivery $1/M (its SendMessage is also an SQS
+    # request); a Lambda invocation of ~20 ms. CreateSchedule is not priced here.
+    print("\none day of sleep: every AWS request from the sleep's commit to the run's wake-up")
+    for label, d in (("Scheduler timer", day), ("SQS timer hops", hopping)):
+        ops = ", ".join(f"{op} {n}" for op, n in sorted(d["calls"].items()))
+        cost = (sum(n for op, n in d["calls"].items() if op.startswith("sqs.")) * SQS_REQUEST
+                + d["calls"]["sqs.SendMessage"] * 1.00 / 1e6
+                + d["invocations"] * (LAMBDA_REQUEST
+                                      + LAMBDA_GB_SECOND_ARM * LAMBDA_MEMORY_GB * 0.02))
+        print(f"  {label:<16} {d['requests']:>4} requests, {d['invocations']:>3} Lambda "
+              f"invocations (the wake-up's included), about ${cost:.6f}"
+              f"{'' if d['woke'] else ' (NOT WOKEN)'}: {ops}")
     print("WRU of transactions are computed from the items written (DynamoDB Local "
           "under-reports them); RRU are as DynamoDB Local reports them")
     print("\nprices: Lambda arm64 $0.20/M requests + $0.0000133334/GB-s at 256 MB x the measured "
