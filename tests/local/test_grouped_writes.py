@@ -38,9 +38,11 @@ def linear_app(steps: int, calls: list[int]) -> App:
 def test_a_step_is_one_write_transaction(tmp_path: Path) -> None:
     calls: list[int] = []
     backend = LocalBackend(linear_app(20, calls), tmp_path / "db.sqlite3", clock=FakeClock(T0))
-    backend.send({"name": "go"})
     statements: list[str] = []
     backend.store.db.connection().set_trace_callback(statements.append)
+    backend.send({"name": "go"})  # routed in one write: timeline, start message, dedup log
+    assert sum(s.startswith("BEGIN IMMEDIATE") for s in statements) == 1
+    statements.clear()
     backend.run_until_idle()
     backend.store.db.connection().set_trace_callback(None)
     [run] = backend.list_runs()

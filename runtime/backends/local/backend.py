@@ -17,7 +17,7 @@ from typing import Any
 
 from runtime.app import App, FunctionDef
 from runtime.backends.local.queue import Delivery, SqliteQueue
-from runtime.backends.local.store import SqliteStore
+from runtime.backends.local.store import Database, SqliteStore
 from runtime.core.clock import SystemClock
 from runtime.core.orchestrator import Orchestrator
 from runtime.core.protocols import Clock, RunQuery
@@ -43,15 +43,24 @@ _MAX_RETRY_DELAY = 60.0
 class _InProcessBus:
     """Publishes events by routing them straight to the orchestrator (no broker locally)."""
 
-    def __init__(self) -> None:
+    def __init__(self, db: Database) -> None:
+        self.db = db
         self.orchestrator: Orchestrator | None = None
 
     def publish(self, events: Sequence[dict[str, Any]]) -> None:
-        """Route each event: dedup, start triggered runs, resolve waiters."""
+        """Route each event: dedup, start triggered runs, resolve waiters.
+
+        Each routing is one write transaction (it runs no user code), unless it is part of
+        a worker's handling of a message, whose unit its writes then follow.
+        """
         if self.orchestrator is None:
             raise RuntimeError("bus used before its orchestrator was attached")
         for event in events:
-            self.orchestrator.route_event(event)
+            if self.db.in_unit():
+                self.orchestrator.route_event(event)
+                continue
+            with self.db.unit(eager=True):
+                self.orchestrator.route_event(event)
 
 
 class LocalBackend:
@@ -99,7 +108,7 @@ class LocalBackend:
             max_receives=max_receives,
         )
         self.store.db.ensure_schema(_CRON_SCHEMA)
-        bus = _InProcessBus()
+        bus = _InProcessBus(self.store.db)
         self.orchestrator = Orchestrator(
             app, self.store, self.queue, bus, self.clock, limits=limits, logger=logger
         )
