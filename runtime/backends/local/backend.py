@@ -79,7 +79,7 @@ class LocalBackend:
         limits: Per-run limits.
         logger: Where run, step and worker logs go.
         durability: ``"normal"`` (default: survives a process crash) or ``"full"`` (also
-            power loss; about twice the cost per step). See ``Database``.
+            power loss; about 1.4x the time per step). See ``Database``.
 
     """
 
