@@ -112,13 +112,18 @@ class AwsClient:
 
     def __init__(self, deployment: Deployment | None = None, *, clients: Any = None) -> None:
         with one_line_errors():
+            from runtime.backends.aws.payloads import S3Payloads
+            from runtime.backends.aws.resources import ENV_PAYLOAD_BUCKET
             from runtime.backends.aws.store import DynamoStore
 
             self.deployment = deployment or Deployment.resolve()
             self._clients = clients
             self._events = clients["events"] if clients else None
+            bucket = os.environ.get(ENV_PAYLOAD_BUCKET)  # the stack's PayloadBucketName
             self.store = DynamoStore(
-                self.deployment.table, client=clients["dynamodb"] if clients else None
+                self.deployment.table, client=clients["dynamodb"] if clients else None,
+                payloads=S3Payloads(bucket, clients.get("s3") if clients else None)
+                if bucket else None,
             )
         self._dlqs: DeadLetterQueues | None = None
 

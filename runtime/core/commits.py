@@ -99,6 +99,9 @@ def commit_for(
             status=StepStatus.COMPLETED if done else StepStatus.FAILED,
             output=d.output if isinstance(d, StepSucceeded) else None,
             error=d.error if isinstance(d, StepFailed) else None,
+            # Counted against the run's 32 MiB (Limits.max_run_bytes); small ones are noise.
+            detail={"output_bytes": d.size}
+            if isinstance(d, StepSucceeded) and d.size >= 1024 else {},
         )
         _log.info("step %s of run %s %s", s.key, run.run_id, w.record.status.value)
         return replace(base, steps=(w,), outbox=(nxt,))

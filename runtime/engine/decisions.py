@@ -28,6 +28,7 @@ class StepSucceeded:
 
     step: StepRef
     output: Any
+    size: int = 0  # bytes of JSON, counted against the run's limit
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -34,7 +35,7 @@ from runtime.engine.decisions import (
 )
 from runtime.engine.steps import Interrupt, PlannedOp, ReplayState
 from runtime.errors import NonRetriableError, RetryAfterError, StepError, StepLimitError
-from runtime.records import ErrorInfo, RunState, StepKind
+from runtime.records import ErrorInfo, RunState, StepKind, StepRecord
 
 if TYPE_CHECKING:
     from runtime.app import FunctionDef
@@ -50,7 +51,13 @@ class Limits:
     """Per-run limits."""
 
     max_steps: int = 1000
-    max_output_bytes: int = 256 * 1024
+    max_output_bytes: int = 4 * 1024 * 1024  # a step's or the handler's output (Inngest: 4 MB)
+    max_run_bytes: int = 32 * 1024 * 1024  # all of a run's step outputs and its own
+
+
+def outputs_bytes(steps: Mapping[str, StepRecord]) -> int:
+    """What a run's recorded step outputs weigh, as counted against ``max_run_bytes``."""
+    return sum(int(rec.detail.get("output_bytes", 0)) for rec in steps.values())
 
 
 def execute(
@@ -92,7 +99,8 @@ def execute(
     if raised is not None:
         return _handler_error(fn, rs, raised)
     try:
-        return RunCompleted(_json_value(output, "the handler", limits))
+        value, _ = _json_value(output, "the handler", limits, outputs_bytes(state.steps))
+        return RunCompleted(value)
     except StepLimitError as exc:
         return RunFailed(_info(exc))
 
@@ -144,7 +152,9 @@ def _perform(
     finally:
         rs.performing = False
     try:
-        return StepSucceeded(ref, _json_value(result, f"step '{ref.id}'", limits))
+        value, size = _json_value(result, f"step '{ref.id}'", limits,
+                                  outputs_bytes(rs.history))
+        return StepSucceeded(ref, value, size)
     except StepLimitError as exc:
         return StepFailed(ref, _info(exc))
 
@@ -209,8 +219,12 @@ def _info(exc: BaseException) -> ErrorInfo:
     return ErrorInfo(type(exc).__name__, message, retriable, stack)
 
 
-def _json_value(value: Any, where: str, limits: Limits) -> Any:
-    """Round-trip ``value`` through JSON, so the first run returns what replays will."""
+def _json_value(value: Any, where: str, limits: Limits, used: int) -> tuple[Any, int]:
+    """Round-trip ``value`` through JSON, so the first run returns what replays will.
+
+    Returns the value and its size in bytes of JSON, checked against the limits of one
+    output and of the run (``used``: what its recorded outputs weigh already).
+    """
     try:
         text = json.dumps(value, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError):
@@ -222,10 +236,16 @@ def _json_value(value: Any, where: str, limits: Limits) -> Any:
     size = len(text.encode())
     if size > limits.max_output_bytes:
         raise StepLimitError(
-            f"{where} output is {size} bytes, over the {limits.max_output_bytes}-byte limit; "
-            "store large data elsewhere and return a reference"
+            f"{where} output is {size} bytes of JSON, over the {limits.max_output_bytes}-byte "
+            "limit of one output; store large data elsewhere and return a reference"
         )
-    return json.loads(text)
+    if used + size > limits.max_run_bytes:
+        raise StepLimitError(
+            f"{where} output is {size} bytes of JSON, and the run's outputs would then weigh "
+            f"{used + size} bytes, over the {limits.max_run_bytes}-byte limit of one run; "
+            "store large data elsewhere and return references"
+        )
+    return json.loads(text), size
 
 
 def _find_non_json(value: Any, path: str, seen: set[int]) -> tuple[str, str]:

@@ -27,6 +27,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from runtime.app import App
 from runtime.backends.aws.bus import AppBus, EventBridgeBus
+from runtime.backends.aws.payloads import S3Payloads
 from runtime.backends.aws.queue import SqsQueue
 from runtime.backends.aws.resources import (
     ENV_TRACING,
@@ -105,7 +106,8 @@ class Service:
         app: The app (from ``functions/``).
         config: Names from the environment.
         clients: boto3 clients by service name (``dynamodb``, ``sqs``, ``events``; a
-            ``scheduler`` one is made on the first long timer when absent).
+            ``scheduler`` one is made on the first long timer when absent, an ``s3`` one on
+            the first large output).
         clock: Time source (a fake one in tests).
     """
 
@@ -129,6 +131,8 @@ class Service:
             retention_days=config.retention_days,
             client=clients["dynamodb"],
             clock=self.clock,
+            payloads=S3Payloads(config.payload_bucket, clients.get("s3"))
+            if config.payload_bucket else None,
         )
         self.sqs = clients["sqs"]
         self.resources = AppResources.for_app(app, stage=config.stage)

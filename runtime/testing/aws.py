@@ -33,6 +33,7 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 from botocore.exceptions import ClientError
 
 from runtime.app import App
+from runtime.backends.aws.payloads import S3Payloads
 from runtime.backends.aws.resources import MAX_RECEIVES, AppResources, HandlerConfig
 from runtime.backends.aws.store import DynamoStore
 from runtime.backends.aws.table import table_spec, ttl_spec
@@ -189,8 +190,11 @@ class AwsBackend:
         self.batch_size = batch_size
         self.region = emulators.region
         emulators.clock.follow(clock.now)
-        self.clients = {s: emulators.client(s) for s in ("dynamodb", "sqs", "events", "scheduler")}
+        self.clients = {s: emulators.client(s)
+                        for s in ("dynamodb", "sqs", "events", "scheduler", "s3")}
         self.resources = AppResources.for_app(app)
+        #: Where outputs over 64 KiB go, as the deployed stack's bucket (a name S3 accepts).
+        self.payload_bucket = f"{self.resources.table}-payloads".lower()[:63]
         self.consumers: list[_Consumer] = []
         self._urls_by_arn: dict[str, str] = {}
         self._limits = limits
@@ -202,7 +206,8 @@ class AwsBackend:
         self._dues: list[float] = []
         self._dues_lock = threading.Lock()
         self._provision(visibility_timeout)
-        self.store = DynamoStore(self.resources.table, client=self.clients["dynamodb"], clock=clock)
+        self.store = DynamoStore(self.resources.table, client=self.clients["dynamodb"], clock=clock,
+                                 payloads=S3Payloads(self.payload_bucket, self.clients["s3"]))
         self.router = next(c.service for c in self.consumers if c.router)
         self.schedules = self._read_schedules()
         self.visibility_timeout = visibility_timeout
@@ -249,6 +254,7 @@ class AwsBackend:
             dlq_url=dlq_url or None,
             queue_arn=arn if self._timers else None,
             timer_role_arn=self.timer_role_arn if self._timers else None,
+            payload_bucket=self.payload_bucket,
         )
         service = Service(self.app, config, self.clients, self.clock, limits=self._limits)
         service.orchestrator.queue = _DueTracker(service.orchestrator.queue, self._dues, self.clock)
@@ -282,6 +288,7 @@ class AwsBackend:
         ddb.update_time_to_live(**ttl_spec(r.table))
         self.clients["events"].create_event_bus(Name=r.bus)
         self.clients["scheduler"].create_schedule_group(Name=r.schedule_group)
+        self.clients["s3"].create_bucket(Bucket=self.payload_bucket)
         url, arn, dlq = self._queue(r.router_queue, r.router_dlq, visibility_timeout)
         self._rule(r.router_rule, r.router_pattern(), arn)
         self.consumers.append(_Consumer(url, arn, dlq, self._service(None, url, dlq), router=True))

@@ -11,6 +11,8 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
+from runtime.backends.aws import table as t
+from runtime.backends.aws.payloads import PayloadError, S3Payloads, is_ref
 from runtime.backends.aws.store import DynamoStore, StoreError
 from runtime.backends.aws.table import table_spec, ttl_spec
 from runtime.core.clock import FakeClock
@@ -478,3 +480,43 @@ def test_list_gates_reads_the_whole_partition_consistently(store: DynamoStore, d
     assert [k for k, _ in store.list_gates("batch:fn")] == ["", "#e", "-d", "b", "c", "k" * 512]
     clock.advance(6)  # past its expiry; DynamoDB Local never deletes it
     assert [k for k, _ in store.list_gates("batch:fn")] == ["", "#e", "-d", "b", "c"]
+
+
+# -- large outputs out of line ---------------------------------------------------------------
+
+
+def test_outputs_over_64_kib_live_in_s3_and_read_back(ddb: Any, aws: AwsEmulators,
+                                                      clock: FakeClock) -> None:
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket="payloads")
+    store = DynamoStore(TABLE, client=ddb, clock=clock, payloads=S3Payloads("payloads", s3))
+    store.create_run(make_run(), [])
+    small, big = {"n": 1}, ["y" * (4 * 1024 * 1024 - 8)]  # 4 MiB of JSON
+    assert store.commit("r1", Commit("m0", 0, steps=(StepWrite(step("a", output=small)),
+                                                     StepWrite(step("b", output=big)))))
+    assert store.commit("r1", Commit("m1", 1, run=RunPatch(
+        status=RunStatus.COMPLETED, output=big, ended_at=START + 5)))
+    log = raw(ddb, "RUN#r1", "LOG#0000000001")
+    assert t.item_bytes(log) < 2048  # the log entry holds a reference, not the 4 MiB
+    [a, b] = json.loads(log["steps"]["S"])
+    assert a["output"] == small and is_ref(b["output"])
+    assert is_ref(json.loads(raw(ddb, "RUN#r1", "RUN")["output"]["S"]))
+    objects = s3.list_objects_v2(Bucket="payloads")["Contents"]
+    assert [o["Key"] for o in objects] == [b["output"]["$stepkit_payload"]["key"]]  # one object
+    cold = DynamoStore(TABLE, client=ddb, clock=clock, payloads=S3Payloads("payloads", s3))
+    state = cold.load("r1")
+    assert state is not None
+    assert state.steps["a"].output == small and state.steps["b"].output == big
+    assert state.run.output == big
+    assert cold.list_runs(RunQuery())[0].output == big
+
+
+def test_a_payload_that_does_not_match_its_digest_is_refused(ddb: Any, aws: AwsEmulators,
+                                                            clock: FakeClock) -> None:
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket="payloads")
+    payloads = S3Payloads("payloads", s3)
+    ref = payloads.offload("r1", "z" * 100_000)
+    s3.put_object(Bucket="payloads", Key=ref["$stepkit_payload"]["key"], Body=b'"tampered"')
+    with pytest.raises(PayloadError, match="does not match its digest"):
+        payloads.resolve(ref)

@@ -142,20 +142,55 @@ def test_step_output_must_be_json(make_harness: Any) -> None:
     assert "a set at output['tags']" in step.error.message
 
 
-def test_step_output_size_limit(make_harness: Any) -> None:
-    app = App("shop")
+MiB = 1024 * 1024
 
-    @app.function(id="big-output", trigger=TriggerEvent("a/b"))
-    def big(ctx: Context) -> Any:
-        return ctx.step.run("big", lambda: "x" * (300 * 1024))
+
+def test_a_4_mib_step_output_round_trips_and_one_byte_more_fails_naming_the_step(
+    make_harness: Any,
+) -> None:
+    app = App("docs")
+    size = {"n": 4 * MiB - 2}  # a JSON string of exactly 4 MiB, quotes included
+
+    @app.function(id="render", trigger=TriggerEvent("doc/render"), retries=0)
+    def render(ctx: Context) -> Any:
+        page = ctx.step.run("render-page", lambda: "x" * size["n"])
+        return {"length": len(page), "same": page == "x" * size["n"]}
 
     h = make_harness(app)
-    h.send("a/b")
-    run = h.only_run("big-output")
-    assert run.status == "Failed"
-    err = run.step("big").error
+    h.send("doc/render")
+    run = h.only_run("render")
+    assert run.status == "Completed"
+    assert run.output == {"length": 4 * MiB - 2, "same": True}
+    assert run.step("render-page").output == "x" * (4 * MiB - 2)
+
+    size["n"] += 1  # 4 MiB + 1 byte
+    h.send("doc/render")
+    failed = h.runs("render", status="Failed")
+    assert len(failed) == 1
+    err = failed[0].step("render-page").error
     assert err is not None and err.name == "StepLimitError"
-    assert "step 'big' output is" in err.message and "262144-byte limit" in err.message
+    assert err.message.startswith(f"step 'render-page' output is {4 * MiB + 1} bytes of JSON, "
+                                  f"over the {4 * MiB}-byte limit of one output")
+
+
+def test_a_runs_outputs_are_capped_in_total(make_harness: Any) -> None:
+    from runtime.engine import Limits
+
+    app = App("docs")
+
+    @app.function(id="pages", trigger=TriggerEvent("doc/pages"), retries=0)
+    def pages(ctx: Context) -> Any:
+        return [len(ctx.step.run(f"page-{i}", lambda: "x" * 3000)) for i in range(4)]
+
+    # Each page is 3002 bytes of JSON: three fit in 10 000, the fourth does not.
+    h = make_harness(app, limits=Limits(max_output_bytes=4000, max_run_bytes=10_000))
+    h.send("doc/pages")
+    run = h.only_run("pages")
+    assert run.status == "Failed"
+    assert [run.step(f"page-{i}").status for i in range(4)] == ["completed"] * 3 + ["failed"]
+    err = run.step("page-3").error
+    assert err is not None and "the run's outputs would then weigh 12008 bytes, over the " \
+        "10000-byte limit of one run" in err.message
 
 
 def test_max_steps_per_run(make_harness: Any) -> None:

@@ -32,6 +32,8 @@ ENV_STAGE = "STEPKIT_STAGE"  # the stage in every resource name (absent: none)
 ENV_TRACING = "STEPKIT_TRACING"  # "true": X-Ray tracing is active, use Powertools Tracer
 #: The role EventBridge Scheduler sends long timers with (absent: long timers hop on SQS).
 ENV_TIMER_ROLE = "STEPKIT_TIMER_ROLE_ARN"
+#: The S3 bucket holding outputs too large for a DynamoDB item (absent: kept in the item).
+ENV_PAYLOAD_BUCKET = "STEPKIT_PAYLOAD_BUCKET"
 
 MAX_SQS_DELAY = 900
 MAX_RECEIVES = 5  # deliveries before a message moves to the DLQ
@@ -212,12 +214,13 @@ class AppResources:
 
     def lambda_env(
         self, fn: FunctionDef | None, queue_url: str, retention_days: int, dlq_url: str = "",
-        *, queue_arn: str = "", timer_role_arn: str = "",
+        *, queue_arn: str = "", timer_role_arn: str = "", payload_bucket: str = "",
     ) -> dict[str, str]:
         """Environment variables of a worker (``fn``) or of the router (``fn=None``).
 
         ``queue_arn`` and ``timer_role_arn`` (both or neither) put timers due beyond SQS's
-        900 s on EventBridge Scheduler (see ``runtime.backends.aws.timers``).
+        900 s on EventBridge Scheduler (see ``runtime.backends.aws.timers``);
+        ``payload_bucket`` keeps outputs over 64 KiB in S3 (``runtime.backends.aws.payloads``).
         """
         env = {
             ENV_APP: self.app_id,
@@ -236,6 +239,8 @@ class AppResources:
             env[ENV_QUEUE_ARN] = queue_arn
         if timer_role_arn:
             env[ENV_TIMER_ROLE] = timer_role_arn
+        if payload_bucket:
+            env[ENV_PAYLOAD_BUCKET] = payload_bucket
         return env
 
 
@@ -253,6 +258,7 @@ class HandlerConfig:
     stage: str | None = None
     queue_arn: str | None = None
     timer_role_arn: str | None = None
+    payload_bucket: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HandlerConfig:
@@ -282,4 +288,5 @@ class HandlerConfig:
             stage=env.get(ENV_STAGE) or None,
             queue_arn=env.get(ENV_QUEUE_ARN) or None,
             timer_role_arn=env.get(ENV_TIMER_ROLE) or None,
+            payload_bucket=env.get(ENV_PAYLOAD_BUCKET) or None,
         )

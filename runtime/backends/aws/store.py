@@ -13,7 +13,7 @@ import heapq
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from itertools import islice
@@ -23,6 +23,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from runtime.backends.aws import table as t
+from runtime.backends.aws.payloads import S3Payloads
 from runtime.core.clock import SystemClock
 from runtime.core.protocols import Clock, RunQuery
 from runtime.errors import GateMovedError, StepkitError
@@ -94,7 +95,12 @@ def _cancellation_codes(exc: ClientError) -> list[str]:
     return [str(r.get("Code", "None")) for r in reasons]  # one per action, in request order
 
 
-def _fold(base: RunState, logs: dict[int, t.Item], since: int) -> RunState | None:
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _fold(base: RunState, logs: dict[int, t.Item], since: int,
+          resolve: Callable[[Any], Any] = _identity) -> RunState | None:
     """``base`` (the run at version ``since``) with the log entries after it applied.
 
     ``None`` when ``logs`` is not exactly the entries ``since+1 .. max`` (a Query may see a
@@ -106,12 +112,19 @@ def _fold(base: RunState, logs: dict[int, t.Item], since: int) -> RunState | Non
     run, steps = base.run, dict(base.steps)
     for v in range(since + 1, top + 1):
         _, records, patch, msg_id, outbox = t.log_entry(logs[v])
-        steps.update((rec.key, rec) for rec in records)
+        steps.update((rec.key, _resolved(rec, resolve)) for rec in records)
+        if patch is not None and patch.output is not None:
+            patch = replace(patch, output=resolve(patch.output))
         run = replace(patched(run, patch), version=v, last_msg=msg_id, outbox=outbox)
     return RunState(run, steps)
 
 
-def _assemble(rows: Iterable[t.Item], now: float) -> tuple[RunState | None, bool]:
+def _resolved(rec: StepRecord, resolve: Callable[[Any], Any]) -> StepRecord:
+    return rec if rec.output is None else replace(rec, output=resolve(rec.output))
+
+
+def _assemble(rows: Iterable[t.Item], now: float,
+              resolve: Callable[[Any], Any] = _identity) -> tuple[RunState | None, bool]:
     """Build a run's state from its partition's items; also say whether the read was torn.
 
     The run item reflects the commits up to its ``version`` R (it is rewritten only by
@@ -135,15 +148,16 @@ def _assemble(rows: Iterable[t.Item], now: float) -> tuple[RunState | None, bool
     if events is None or 0 not in logs:
         return None, True  # a create in flight
     record = t.run_from(run, events)
+    record = replace(record, output=resolve(record.output))
     head, rest = record.version, {v: row for v, row in logs.items() if v > record.version}
     if head not in logs:
         return None, True
     steps: dict[str, StepRecord] = {}
     for v in sorted(v for v in logs if v <= head):
-        steps.update((rec.key, rec) for rec in t.log_entry(logs[v])[1])
+        steps.update((rec.key, _resolved(rec, resolve)) for rec in t.log_entry(logs[v])[1])
     _, _, _, msg_id, outbox = t.log_entry(logs[head])
     base = RunState(replace(record, last_msg=msg_id, outbox=outbox), steps)
-    state = _fold(base, rest, head)
+    state = _fold(base, rest, head, resolve)
     if state is None or len(logs) != max(logs) + 1:
         return None, True
     return state, False
@@ -169,11 +183,14 @@ class DynamoStore:
         client: DynamoDBClient | None = None,
         clock: Clock | None = None,
         cache_size: int = 256,
+        payloads: S3Payloads | None = None,
     ) -> None:
         self.table = table_name
         self.retention = retention_days * t.DAY
         self.client: DynamoDBClient = client or boto3.client("dynamodb")
         self.clock: Clock = clock or SystemClock()
+        # Where outputs over 64 KiB go (None: kept in the item, up to its 400 KB).
+        self.payloads = payloads
         # Runs this container loaded lately. A warm Lambda that handles a run's next message
         # reads only the commit-log entries since (linear in steps, not quadratic).
         self._cache: OrderedDict[str, RunState] = OrderedDict()
@@ -207,7 +224,7 @@ class DynamoStore:
                 ExpressionAttributeValues={":pk": t.s(t.RUN_PREFIX + run_id)},
                 ConsistentRead=True,
             )
-            state, torn = _assemble(rows, self.clock.now())
+            state, torn = _assemble(rows, self.clock.now(), self._resolve)
             if not torn:
                 return state
             time.sleep(0.005 * 2**attempt)  # the commit completes within milliseconds
@@ -227,7 +244,7 @@ class DynamoStore:
                 },
                 ConsistentRead=True,
             )}
-            state = _fold(cached, logs, since)
+            state = _fold(cached, logs, since, self._resolve)
             if state is not None:
                 run = state.run
                 if run.status.finished and (run.ended_at or 0) + self.retention < self.clock.now():
@@ -491,9 +508,14 @@ class DynamoStore:
         assert state is not None  # commit_holds refuses a missing run
         now, patch, version = self.clock.now(), commit.run, commit.expect_version + 1
         after = applied(state, commit)
+        records = [w.record if w.record.output is None
+                   else replace(w.record, output=self._offload(run_id, w.record.output))
+                   for w in commit.steps]
+        if patch is not None and patch.output is not None:
+            patch = replace(patch, output=self._offload(run_id, patch.output))
         # A backstop only: the run reaper deletes the log with its run (ARCHITECTURE.md).
         log = t.log_item(run_id, version, commit.msg_id, at=now, patch=patch,
-                         steps=[w.record for w in commit.steps], outbox=commit.outbox,
+                         steps=records, outbox=commit.outbox,
                          ttl=now + self.retention + 366 * t.DAY)
         size = t.item_bytes(log)
         if size > t.MAX_LOG_ITEM_BYTES:
@@ -596,6 +618,14 @@ class DynamoStore:
         return t.event_from(row) if row else None
 
     # -- plumbing --------------------------------------------------------------------------
+
+    def _offload(self, run_id: str, value: Any) -> Any:
+        """``value``, or a reference to the S3 object holding it when it is large."""
+        return value if self.payloads is None else self.payloads.offload(run_id, value)
+
+    def _resolve(self, value: Any) -> Any:
+        """The value an item holds (an S3 reference is read)."""
+        return value if self.payloads is None else self.payloads.resolve(value)
 
     def _register_paths(self, waiters: Sequence[Waiter]) -> None:
         """Record the paths ``waiters`` are indexed by, before the waiters themselves.
@@ -726,7 +756,7 @@ class DynamoStore:
             if run is None or float(run.get(t.TTL_ATTRIBUTE, {"N": "inf"})["N"]) < now:
                 continue  # absent, or expired and awaiting TTL deletion
             record = t.run_from(run, items.get(t.EVENTS_SK))
-            found[record.run_id] = record
+            found[record.run_id] = replace(record, output=self._resolve(record.output))
         return found
 
 
