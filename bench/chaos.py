@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -161,8 +162,28 @@ def build_app(name: str, ledger: Ledger) -> App:
     return app
 
 
-def count_commits(h: Harness, ledger: Ledger) -> None:
-    """Count, below every fault, each step result a commit actually recorded."""
+def count_commits(h: Harness, ledger: Ledger) -> Callable[[], None]:
+    """Count, below every fault, each step result a commit actually recorded.
+
+    Returns what to call once the work is done, to finish the count. Locally a commit that
+    returned may yet roll back with the rest of its message's transaction, so SQLite itself
+    counts, in triggers that land or roll back with the step writes.
+    """
+    store = getattr(h.backend, "store", None)
+    if store is not None and hasattr(store, "db"):
+        with store.db.write() as conn:
+            conn.execute("CREATE TABLE bench_recorded (run_id TEXT, key TEXT)")
+            for event in ("INSERT", "UPDATE OF json"):
+                conn.execute(
+                    f"CREATE TRIGGER bench_{event.split()[0].lower()} AFTER {event} ON steps"
+                    " WHEN json_extract(NEW.json, '$.status') IN ('completed', 'failed')"
+                    " BEGIN INSERT INTO bench_recorded VALUES (NEW.run_id, NEW.key); END")
+
+        def read() -> None:
+            rows = store.db.connection().execute("SELECT run_id, key FROM bench_recorded")
+            ledger.recorded.update((run_id, key) for run_id, key in rows)
+
+        return read
     stores = []
     own = getattr(h.backend, "orchestrator", None)
     if own is not None:
@@ -182,6 +203,7 @@ def count_commits(h: Harness, ledger: Ledger) -> None:
             return landed
 
         inner.commit = commit
+    return lambda: None
 
 
 def bench(backend: str, runs: int, emulators: Any = None) -> dict[str, Any]:
@@ -194,7 +216,7 @@ def bench(backend: str, runs: int, emulators: Any = None) -> dict[str, Any]:
     else:
         h = Harness.aws(app, emulators, start=START)
     h.enable_chaos(chaos)
-    count_commits(h, ledger)
+    count_recorded = count_commits(h, ledger)
     t0 = time.perf_counter()
     sent: list[tuple[str, str, int]] = []
     for i in range(runs):
@@ -207,6 +229,7 @@ def bench(backend: str, runs: int, emulators: Any = None) -> dict[str, Any]:
             h.send("bench/stop", {"n": i}, settle=False)
     h.advance("2h")
     elapsed = time.perf_counter() - t0
+    count_recorded()
 
     by_event: dict[str, Any] = {}
     batches: collections.Counter[str] = collections.Counter()

@@ -122,3 +122,32 @@ def test_no_step_runs_while_its_worker_holds_the_write_lock(tmp_path: Path) -> N
     backend.run_until_idle()
     assert free == [True] * 5
     backend.close()
+
+
+def test_a_failure_after_a_commit_keeps_the_commit_and_redoes_only_the_sends(
+    tmp_path: Path,
+) -> None:
+    calls: list[int] = []
+    backend = LocalBackend(linear_app(3, calls), tmp_path / "db.sqlite3", clock=FakeClock(T0))
+    queue = backend.orchestrator.queue
+    failed: list[bool] = []
+
+    class FailingQueue:
+        """Fails once, sending the outbox of the second step's commit."""
+
+        def send(self, messages: Sequence[Message]) -> None:
+            if calls == [0, 1] and not failed:
+                failed.append(True)
+                raise OSError("queue unavailable")
+            queue.send(messages)
+
+    backend.orchestrator.queue = FailingQueue()
+    backend.send({"name": "go"})
+    backend.run_until_idle()  # the failed message is released at once and redelivered
+    [run] = backend.list_runs()
+    assert failed and run.status == "Completed" and run.output == 3
+    # What one write at a time would have left: s1's commit landed before the send failed,
+    # so its redelivery re-sent the outbox without running s1 again.
+    assert calls == [0, 1, 2]
+    assert backend.queue.pending_count() == 0 and backend.dead_letters() == []
+    backend.close()

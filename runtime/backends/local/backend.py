@@ -167,11 +167,12 @@ class LocalBackend:
 
         A first delivery is handled in a unit of the database: once a commit lands, its
         transaction stays open, and the outbox sends, event routing, the ack of this message
-        and the lease of the next join it, committed once at the end. A failure (or a crash)
-        before that rolls all of it back and leaves this message to be delivered again, as if
-        the handling had failed before its commit. A redelivery writes one write at a time,
-        as the commit/outbox protocol expects of a recovery: its commit lands even if what
-        follows fails again (a send, an event's routing), so only that is retried, and the
+        and the lease of the next join it, committed once at the end. A crash before that
+        rolls all of it back and leaves this message to be delivered again, as if it had
+        crashed before its commit; a failure (an exception) first commits what completed, as
+        one write at a time would have, and the message is released. A redelivery writes one
+        write at a time, as the commit/outbox protocol expects of a recovery: its commit
+        lands even if it then crashes, so only what follows is redone; in particular the
         commit failing a run on a last delivery stays landed.
 
         Returns:

@@ -280,8 +280,11 @@ class Database:
 
         Until a write calls :meth:`hold`, writes commit one by one as usual (so nothing is
         held while user code runs before a commit). From then on every write joins the held
-        transaction, which commits when the block ends, or rolls back if it raises
-        (``BaseException`` included: a crash lands nothing of it).
+        transaction, which commits when the block ends. If the block raises an ``Exception``
+        (a failed send, say), what the held writes completed is committed before it
+        propagates: exactly what writing them one by one would have left, each write that
+        raised having undone its own savepoint. Any other ``BaseException`` (a crash, an
+        interrupt) rolls all of it back, as a killed process would.
 
         Args:
             eager: Hold from the first write on (for work that runs no user code).
@@ -292,6 +295,11 @@ class Database:
         self._local.unit = unit
         try:
             yield
+        except Exception:
+            self._local.unit = None
+            if unit.held and self.connection().in_transaction:
+                self._commit_held()
+            raise
         except BaseException:
             self._local.unit = None
             if unit.held:
@@ -301,15 +309,18 @@ class Database:
             raise
         self._local.unit = None
         if unit.held:
-            conn = self.connection()
-            if not conn.in_transaction:
+            if not self.connection().in_transaction:
                 raise sqlite3.OperationalError("the held transaction was rolled back")
-            try:
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            self._commit_held()
+
+    def _commit_held(self) -> None:
+        conn = self.connection()
+        try:
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
