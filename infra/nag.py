@@ -104,3 +104,41 @@ def acknowledge_timer_schedules(policy: IConstruct, group: str) -> None:
         "names within the app's own schedule group, and the only role it may pass is the "
         "timer role, only to Scheduler.",
     )
+
+
+def acknowledge_payload_bucket(bucket: IConstruct) -> None:
+    """The payload bucket keeps no server access log.
+
+    Args:
+        bucket: The app's payload bucket (``infra/constructs/payloads.py``).
+    """
+    _acknowledge(
+        bucket, "AwsSolutions-S1",
+        "Only the app's own Lambda roles can reach its objects (PutObject and GetObject on "
+        "runs/*, TLS only, all public access blocked), and which run wrote each object is in "
+        "its key and in the state table. An access log would need a second bucket, itself "
+        "unlogged, and a log record for every large output; CloudTrail S3 data events give "
+        "an audit trail where one is required.",
+    )
+
+
+#: The payload objects, as cdk-nag names them: every key under runs/ of the bucket.
+PAYLOAD_OBJECTS = "Resource::<{bucket}.Arn>/runs/*"
+
+
+def acknowledge_payload_objects(policy: IConstruct, bucket: str) -> None:
+    """The payload objects are named at run time, after their run and digest.
+
+    Only that resource is acknowledged, so any other wildcard still fails the synth.
+
+    Args:
+        policy: The policy letting Lambdas put and get payload objects.
+        bucket: The bucket's logical id.
+    """
+    _acknowledge(
+        policy, f"AwsSolutions-IAM5[{PAYLOAD_OBJECTS.format(bucket=bucket)}]",
+        "Each object is named when an output is stored, runs/<run id>/<sha256 of its "
+        "content>.json, so no key can be named ahead; the wildcard is only the keys under "
+        "runs/ of the app's own bucket, and only for PutObject and GetObject (no list, no "
+        "delete).",
+    )

@@ -2,7 +2,8 @@
 
 Names, event patterns, schedules and environment variables all come from ``AppResources``;
 this module composes one construct per concern and wires the grants between them, so each
-Lambda can touch only its own queue, the state table (and its indexes) and the bus.
+Lambda can touch only its own queue, the state table (and its indexes), the payload objects
+and the bus.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from infra.constructs.event_bus import AppEventBus, CronSchedules, QueueRule
 from infra.constructs.event_router import EventRouter
 from infra.constructs.function_runtime import QueueWorker
 from infra.constructs.monitoring import Monitoring
+from infra.constructs.payloads import PayloadBucket
 from infra.constructs.run_reaper import RunReaper
 from infra.constructs.state_table import StateTable
 from infra.constructs.timers import TimerSchedules
@@ -165,6 +167,7 @@ class StepkitStack(cdk.Stack):
     Attributes:
         resources: The ``AppResources`` everything here is named from.
         state: The state table.
+        payloads: The bucket of outputs too large for the table's items.
         events: The event bus.
         router: The event router.
         workers: The queue-fed Lambdas by function id.
@@ -189,6 +192,8 @@ class StepkitStack(cdk.Stack):
                              "POWERTOOLS_LOG_LEVEL": settings.log_level}
         self.state = StateTable(self, "State", table_name=self.resources.table,
                                 retain=settings.retain_state)
+        self.payloads = PayloadBucket(self, "Payloads", retention_days=settings.retention_days,
+                                      retain=settings.retain_state)
         self.reaper = RunReaper(self, "Reaper", table=self.state.table, code=self._code,
                                 environment=self._environment,
                                 log_retention=settings.log_retention())
@@ -259,13 +264,16 @@ class StepkitStack(cdk.Stack):
                     target.queue.grant(worker.role, "sqs:SendMessage")
 
     def _wire(self, worker: QueueWorker, fn: FunctionDef | None) -> None:
-        """Environment and grants: the table, the bus, its own queue and DLQ."""
+        """Environment and grants: the table, the payload bucket, the bus, its own queue and
+        DLQ."""
         env = self.resources.lambda_env(fn, worker.queue.queue_url, self.settings.retention_days,
                                         worker.dlq.queue_url, queue_arn=worker.queue.queue_arn,
-                                        timer_role_arn=self.timers.role.role_arn)
+                                        timer_role_arn=self.timers.role.role_arn,
+                                        payload_bucket=self.payloads.bucket.bucket_name)
         for name, value in env.items():
             worker.function.add_environment(name, value)
         self.state.grant_state_access(worker.role)
+        self.payloads.grant_access(worker.role)
         self.events.bus.grant_put_events_to(worker.role)
         worker.queue.grant(worker.role, "sqs:SendMessage")  # its next steps, short delays
         # Timers beyond SQS's 900 s delay: the router's too (debounce and batch windows).
@@ -307,6 +315,9 @@ class StepkitStack(cdk.Stack):
         region = cdk.Aws.REGION
         cdk.CfnOutput(self, "TableName", value=table.table_name,
                       description="DynamoDB table holding every run's state")
+        cdk.CfnOutput(self, "PayloadBucketName", value=self.payloads.bucket.bucket_name,
+                      description="S3 bucket of outputs over 64 KiB (the CLI's "
+                      "STEPKIT_PAYLOAD_BUCKET with --aws)")
         cdk.CfnOutput(self, "BusName", value=bus.event_bus_name,
                       description="EventBridge bus to send events to (Source = app id)")
         cdk.CfnOutput(self, "BusArn", value=bus.event_bus_arn)

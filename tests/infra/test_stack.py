@@ -25,13 +25,19 @@ from aws_cdk.assertions import Template
 from cdk_nag import AwsSolutionsChecks
 
 from infra.bundling import PROJECT_ROOT
+from infra.constructs.payloads import PAYLOAD_ACTIONS, RUN_MARGIN_DAYS
 from infra.constructs.run_reaper import BATCH_SIZE as REAPER_BATCH
 from infra.constructs.run_reaper import HANDLER as REAPER_HANDLER
 from infra.constructs.state_table import STATE_ACTIONS
 from infra.stack import StackSettings, StepkitStack
 from runtime import App, AwsOptions, TriggerCron, TriggerEvent
 from runtime.app import FunctionDef
-from runtime.backends.aws.resources import MAX_RECEIVES, AppResources
+from runtime.backends.aws.resources import (
+    DEFAULT_RETENTION_DAYS,
+    ENV_PAYLOAD_BUCKET,
+    MAX_RECEIVES,
+    AppResources,
+)
 from runtime.backends.aws.table import table_spec, ttl_spec
 from runtime.discovery import load_app
 
@@ -86,8 +92,25 @@ def queue_id(resources: Resources, name: str) -> str:
     return found
 
 
+def auto_delete_ids(resources: Resources) -> list[str]:
+    """The logical id of CDK's Lambda that empties the payload bucket on deletion, if any."""
+    return [props(c)["ServiceToken"]["Fn::GetAtt"][0]
+            for c in of_type(resources, "Custom::S3AutoDeleteObjects").values()]
+
+
+def stepkit_lambdas(resources: Resources) -> Resources:
+    """Every Lambda of the stack that runs stepkit code (not CDK's auto-delete provider)."""
+    return {k: v for k, v in of_type(resources, "AWS::Lambda::Function").items()
+            if k not in auto_delete_ids(resources)}
+
+
+def payload_bucket(resources: Resources) -> str:
+    (found,) = of_type(resources, "AWS::S3::Bucket")
+    return found
+
+
 def lambda_of(resources: Resources, function_id: str | None) -> tuple[str, dict[str, Any]]:
-    (found,) = [(k, props(v)) for k, v in of_type(resources, "AWS::Lambda::Function").items()
+    (found,) = [(k, props(v)) for k, v in stepkit_lambdas(resources).items()
                 if props(v)["Handler"] != REAPER_HANDLER
                 and props(v)["Environment"]["Variables"].get("STEPKIT_FUNCTION") == function_id]
     return found
@@ -140,8 +163,9 @@ def test_one_lambda_queue_dlq_and_mapping_per_function_plus_the_router(
     n = len(list(app)) + 1
     counts = Counter(r["Type"] for r in resources.values())
     # ... the one delivery DLQ, and the run reaper: a Lambda, its failure queue, its stream
-    # mapping, its logs.
-    assert counts["AWS::Lambda::Function"] == n + 1
+    # mapping, its logs; and CDK's Lambda that empties the payload bucket on `cdk destroy`.
+    assert counts["AWS::Lambda::Function"] == n + 2
+    assert len(stepkit_lambdas(resources)) == n + 1
     assert counts["AWS::SQS::Queue"] == 2 * n + 2
     assert counts["AWS::Lambda::EventSourceMapping"] == n + 1
     assert counts["AWS::Logs::LogGroup"] == n + 1
@@ -164,6 +188,7 @@ def test_lambdas_run_the_handlers_on_arm64_with_the_stepkit_environment(
         expected["STEPKIT_DLQ_URL"] = {"Ref": queue_id(resources, dlq)}
         expected["STEPKIT_QUEUE_ARN"] = arn(queue_id(resources, queue))
         expected["STEPKIT_TIMER_ROLE_ARN"] = arn(timer_role(resources))
+        expected[ENV_PAYLOAD_BUCKET] = {"Ref": payload_bucket(resources)}
         expected |= {"POWERTOOLS_SERVICE_NAME": app.id, "POWERTOOLS_LOG_LEVEL": "INFO"}
         if fn:  # its own settings (the example welcome function declares both)
             expected |= fn.aws.environment
@@ -340,10 +365,12 @@ def test_the_delivery_dlq_is_encrypted_and_keeps_messages_14_days(
 
 
 def test_no_wildcards_in_iam_policies(res: AppResources, resources: Resources) -> None:
+    payload_objects = {"Fn::Join": ["", [arn(payload_bucket(resources)), "/runs/*"]]}
     for p in of_type(resources, "AWS::IAM::Policy").values():
         for s in props(p)["PolicyDocument"]["Statement"]:
             assert not any("*" in a for a in actions(s)), s
-            if s["Resource"] == timer_schedules(res):  # named at run time: see the next test
+            # Named at run time: timer schedules (the next test) and payload objects.
+            if s["Resource"] in (timer_schedules(res), payload_objects):
                 continue
             assert "*" not in json.dumps(s["Resource"]), s
 
@@ -396,9 +423,9 @@ def test_each_lambda_touches_only_its_queues_the_table_and_the_bus(
                 granted.setdefault(a.split(":")[0], []).extend(as_list(s["Resource"]))
         # Its declared secrets only (the example welcome function reads one SSM parameter).
         secrets = [r.partition(":")[2] for r in (fn.aws.secrets.values() if fn else ())]
-        # scheduler and iam: creating long timers (the test above)
-        assert set(granted) == {"sqs", "dynamodb", "events", "logs", "scheduler", "iam"} | (
-            {"ssm"} if secrets else set())
+        # scheduler and iam: creating long timers (the test above); s3: large outputs
+        assert set(granted) == {"sqs", "dynamodb", "events", "logs", "scheduler", "iam",
+                                "s3"} | ({"ssm"} if secrets else set())
         assert [json.dumps(r) for r in granted.get("ssm", [])] == [
             json.dumps({"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":ssm:",
                                           {"Ref": "AWS::Region"}, ":",
@@ -427,6 +454,103 @@ def test_state_actions_are_exactly_what_the_store_calls() -> None:
     kinds = set(re.findall(r"\{\s*\"(Put|Update|Delete|ConditionCheck)\":", source))
     used |= {f"dynamodb:{k}Item" for k in kinds}
     assert used == set(STATE_ACTIONS)
+
+
+def test_payload_actions_are_exactly_what_s3_payloads_calls() -> None:
+    """Keeps PAYLOAD_ACTIONS in step with payloads.py, as STATE_ACTIONS is with store.py."""
+    source = (PROJECT_ROOT / "runtime/backends/aws/payloads.py").read_text()
+    calls = set(re.findall(r"client\.(\w+)\(", source))
+    assert {"s3:" + "".join(w.title() for w in c.split("_")) for c in calls} == \
+        set(PAYLOAD_ACTIONS)
+
+
+# -- the payload bucket ---------------------------------------------------------------------
+
+
+def test_payload_bucket_is_encrypted_private_tls_only_and_unversioned(
+    resources: Resources
+) -> None:
+    bucket = payload_bucket(resources)
+    p = props(resources[bucket])
+    assert p["BucketEncryption"] == {"ServerSideEncryptionConfiguration": [
+        {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}
+    assert p["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True}
+    assert p["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    assert "VersioningConfiguration" not in p  # content-addressed objects are never rewritten
+    assert "BucketName" not in p  # bucket names are global: CloudFormation picks one
+    (policy,) = [props(b) for b in of_type(resources, "AWS::S3::BucketPolicy").values()
+                 if props(b)["Bucket"] == {"Ref": bucket}]
+    assert {"Action": "s3:*", "Effect": "Deny", "Principal": {"AWS": "*"},
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            "Resource": [arn(bucket), {"Fn::Join": ["", [arn(bucket), "/*"]]}]} in \
+        policy["PolicyDocument"]["Statement"]
+    # The bucket policy allows only CDK's auto-delete Lambda (emptying it on `cdk destroy`);
+    # the stepkit roles' access is their IAM policy's (below).
+    (provider,) = auto_delete_ids(resources)
+    allowed = [s for s in policy["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    assert [s["Principal"] for s in allowed] == [
+        {"AWS": props(resources[provider])["Role"]}]
+
+
+def lifecycle(resources: Resources) -> dict[str, Any]:
+    (rule,) = props(resources[payload_bucket(resources)])["LifecycleConfiguration"]["Rules"]
+    return rule
+
+
+def test_payload_objects_expire_a_year_after_the_retention(resources: Resources) -> None:
+    # An object is written while its run runs, and the run's items start their retention
+    # only when it ends: the same margin as the log items' backstop TTL.
+    assert lifecycle(resources) == {
+        "Id": "expire-after-retention", "Status": "Enabled",
+        "ExpirationInDays": DEFAULT_RETENTION_DAYS + 366,
+        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+    }
+    assert RUN_MARGIN_DAYS == 366
+
+
+def test_retention_context_moves_the_payload_expiry_and_retain_state_keeps_the_bucket() -> None:
+    app = App("shop")
+    app.function(id="tick", trigger=TriggerEvent("a/b"))(noop)
+    cdk_app = cdk.App(context={"stepkit:retentionDays": "7", "stepkit:bundle": "false",
+                               "stepkit:retainState": "true"})
+    stack = StepkitStack(cdk_app, "test", app=app,
+                         settings=StackSettings.from_context(cdk_app.node))
+    resources = Template.from_stack(stack).to_json()["Resources"]
+    assert lifecycle(resources)["ExpirationInDays"] == 7 + 366
+    bucket = resources[payload_bucket(resources)]
+    assert (bucket["DeletionPolicy"], bucket["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    assert of_type(resources, "Custom::S3AutoDeleteObjects") == {}
+    assert len(of_type(resources, "AWS::Lambda::Function")) == 3  # no auto-delete provider
+
+
+def test_payload_bucket_is_emptied_and_deleted_with_the_stack_by_default(
+    resources: Resources
+) -> None:
+    bucket = payload_bucket(resources)
+    assert resources[bucket]["DeletionPolicy"] == "Delete"  # stepkit:retainState=false
+    ((_, auto_delete),) = of_type(resources, "Custom::S3AutoDeleteObjects").items()
+    assert props(auto_delete)["BucketName"] == {"Ref": bucket}
+
+
+def test_each_lambda_finds_the_bucket_and_may_only_put_and_get_payload_objects(
+    app: App, resources: Resources
+) -> None:
+    bucket = payload_bucket(resources)
+    objects = {"Fn::Join": ["", [arn(bucket), "/runs/*"]]}
+    for fn in [*app, None]:
+        _, p = lambda_of(resources, fn.id if fn else None)
+        assert p["Environment"]["Variables"][ENV_PAYLOAD_BUCKET] == {"Ref": bucket}
+        s3 = [s for s in role_statements(resources, p["Role"])
+              if any(a.startswith("s3:") for a in actions(s))]
+        assert [(s["Effect"], sorted(actions(s)), s["Resource"]) for s in s3] == \
+            [("Allow", ["s3:GetObject", "s3:PutObject"], objects)]
+    # The run reaper deletes items, not objects: the lifecycle rule expires those.
+    _, reaper = reaper_ids(resources)
+    reaper_role = props(resources[reaper])["Role"]
+    assert not [s for s in role_statements(resources, reaper_role)
+                if any(a.startswith("s3:") for a in actions(s))]
 
 
 # -- the table, monitoring, outputs ---------------------------------------------------------
@@ -458,7 +582,7 @@ def test_alarms_on_every_dlq_and_lambda_and_a_dashboard(
         sorted([*(queue_id(resources, d) for d in dlqs), reaper_failed])
     error_alarms = [a for a in alarms if a["MetricName"] == "Errors"]
     assert sorted(a["Dimensions"][0]["Value"]["Ref"] for a in error_alarms) == \
-        sorted(k for k in of_type(resources, "AWS::Lambda::Function") if k != reaper)
+        sorted(k for k in stepkit_lambdas(resources) if k != reaper)
     for a in alarms:
         assert (a["Threshold"], a["ComparisonOperator"]) == (0, "GreaterThanThreshold")
     ((_, dashboard),) = of_type(resources, "AWS::CloudWatch::Dashboard").items()
@@ -542,7 +666,7 @@ def test_alarm_email_context_subscribes_the_address_and_a_bad_one_is_named() -> 
 
 
 def test_tracing_is_off_by_default(resources: Resources) -> None:
-    for _, fn in of_type(resources, "AWS::Lambda::Function").items():
+    for _, fn in stepkit_lambdas(resources).items():
         assert "TracingConfig" not in props(fn)
         assert "STEPKIT_TRACING" not in props(fn)["Environment"]["Variables"]
     assert "xray:" not in json.dumps(of_type(resources, "AWS::IAM::Policy"))
@@ -561,7 +685,7 @@ def test_tracing_context_makes_every_lambda_trace_actively(tmp_path: Path) -> No
     cdk.Validations.of(cdk_app).add_plugins(AwsSolutionsChecks(cdk_app))
     cdk_app.synth()  # cdk-nag passes: the one wildcard (X-Ray) is acknowledged with a reason
     resources = Template.from_stack(stack).to_json()["Resources"]
-    functions = of_type(resources, "AWS::Lambda::Function")
+    functions = stepkit_lambdas(resources)
     assert len(functions) == 3  # the function, the router and the run reaper
     for _, fn in functions.items():
         p = props(fn)
@@ -576,7 +700,9 @@ def test_tracing_context_makes_every_lambda_trace_actively(tmp_path: Path) -> No
 def test_outputs(synthesized: tuple) -> None:
     outputs = synthesized[3]["Outputs"]
     assert {"TableName", "BusName", "BusArn", "TableItemsUrl", "DashboardUrl",
-            "AlarmTopicArn"} <= set(outputs)
+            "AlarmTopicArn", "PayloadBucketName"} <= set(outputs)
+    # What `stepkit ... --aws` needs in STEPKIT_PAYLOAD_BUCKET to read large outputs.
+    assert outputs["PayloadBucketName"]["Value"] == {"Ref": payload_bucket(synthesized[2])}
     (topic,) = of_type(synthesized[2], "AWS::SNS::Topic")
     assert outputs["AlarmTopicArn"]["Value"] == {"Ref": topic}
     url = json.dumps(outputs["TableItemsUrl"]["Value"])
@@ -623,8 +749,7 @@ def test_every_lambda_may_continue_runs_through_its_own_queue(resources: Resourc
     # every step and every 900 s timer hop of a run is such a hop. (The run reaper, fed by
     # the table's stream, sends nothing and keeps Lambda's default.)
     _, reaper = reaper_ids(resources)
-    functions = {k: f for k, f in of_type(resources, "AWS::Lambda::Function").items()
-                 if k != reaper}
+    functions = {k: f for k, f in stepkit_lambdas(resources).items() if k != reaper}
     assert functions
     assert {k: props(f).get("RecursiveLoop") for k, f in functions.items()} == {
         k: "Allow" for k in functions}
