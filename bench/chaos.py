@@ -6,8 +6,9 @@ delivery, on each backend; prints what the platform promises and what it cost.
 
 Runs (in equal shares): sequential steps, a 50-wide parallel group, a sleep between steps,
 send-then-wait against a responder, invoke of a child function, a cancel_on run that is
-cancelled while it sleeps, and flow control: a function limited to 3 executing steps,
-a throttled one (5 starts a minute) and a batched one (5 events or 10 s). Faults: 8 workers,
+cancelled while it sleeps, flow control (a function limited to 3 executing steps, a
+throttled one (5 starts a minute) and a batched one (5 events or 10 s)), and a checkpointed
+one (steps chained in one invocation, a sleep, more steps). Faults: 8 workers,
 20 % of sends duplicated, 5 % of commits followed by a crash before their sends, 10 % of
 store/queue/bus calls failing (half of them after taking effect).
 
@@ -44,7 +45,8 @@ from runtime.testing import Harness
 from runtime.testing.chaos import Chaos
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
-KINDS = ("seq", "fan", "sleep", "ask", "invoke", "cancel", "limited", "paced", "batched")
+KINDS = ("seq", "fan", "sleep", "ask", "invoke", "cancel", "limited", "paced", "batched",
+         "chain")
 LIMIT = 3
 
 
@@ -152,6 +154,15 @@ def build_app(name: str, ledger: Ledger) -> App:
                   throttle={"limit": 5, "period": "1m"})
     def paced(ctx: Context) -> Any:
         return step(ctx, "call")
+
+    @app.function(id="chain", trigger=TriggerEvent("bench/chain"), checkpointing=True)
+    def chain(ctx: Context) -> int:
+        for i in range(4):  # one invocation, each result committed before the next step
+            step(ctx, f"c{i}")
+        ctx.step.sleep("nap", "30m")
+        for i in range(4, 8):
+            step(ctx, f"c{i}")
+        return 8
 
     @app.function(id="batched", trigger=TriggerEvent("bench/batched"),
                   batch_events={"max_size": 5, "timeout": "10s"})

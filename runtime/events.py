@@ -14,6 +14,9 @@ from ulid import ULID
 from runtime.errors import InvalidEventError
 
 MAX_EVENT_BYTES = 256 * 1024
+#: ``step.invoke`` data: the child's triggering event travels queue to queue, not on the bus,
+#: so it may be as large as a step's output (on AWS, over 64 KiB it is kept in S3).
+MAX_INVOKE_BYTES = 4 * 1024 * 1024
 SYSTEM_PREFIX = "stepkit/"
 FUNCTION_FAILED = "stepkit/function.failed"
 FUNCTION_FINISHED = "stepkit/function.finished"

@@ -31,6 +31,7 @@ from runtime.engine.decisions import (
     StepSucceeded,
     WaitForEvent,
 )
+from runtime.engine.replay import COUNTED_OUTPUT_BYTES
 from runtime.errors import FunctionNotFoundError
 from runtime.events import (
     FUNCTION_CANCELLED,
@@ -101,7 +102,7 @@ def commit_for(
             error=d.error if isinstance(d, StepFailed) else None,
             # Counted against the run's 32 MiB (Limits.max_run_bytes); small ones are noise.
             detail={"output_bytes": d.size}
-            if isinstance(d, StepSucceeded) and d.size >= 1024 else {},
+            if isinstance(d, StepSucceeded) and d.size >= COUNTED_OUTPUT_BYTES else {},
         )
         _log.info("step %s of run %s %s", s.key, run.run_id, w.record.status.value)
         return replace(base, steps=(w,), outbox=(nxt,))

@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -53,6 +53,10 @@ class Limits:
     max_steps: int = 1000
     max_output_bytes: int = 4 * 1024 * 1024  # a step's or the handler's output (Inngest: 4 MB)
     max_run_bytes: int = 32 * 1024 * 1024  # all of a run's step outputs and its own
+
+
+#: Outputs smaller than this are not counted against a run's total (nor recorded for it).
+COUNTED_OUTPUT_BYTES = 1024
 
 
 def outputs_bytes(steps: Mapping[str, StepRecord]) -> int:
@@ -99,7 +103,7 @@ def execute(
     if raised is not None:
         return _handler_error(fn, rs, raised)
     try:
-        value, _ = _json_value(output, "the handler", limits, outputs_bytes(state.steps))
+        value, _ = _json_value(output, "the handler", limits, lambda: outputs_bytes(state.steps))
         return RunCompleted(value)
     except StepLimitError as exc:
         return RunFailed(_info(exc))
@@ -153,7 +157,7 @@ def _perform(
         rs.performing = False
     try:
         value, size = _json_value(result, f"step '{ref.id}'", limits,
-                                  outputs_bytes(rs.history))
+                                  lambda: outputs_bytes(rs.history))
         return StepSucceeded(ref, value, size)
     except StepLimitError as exc:
         return StepFailed(ref, _info(exc))
@@ -219,11 +223,13 @@ def _info(exc: BaseException) -> ErrorInfo:
     return ErrorInfo(type(exc).__name__, message, retriable, stack)
 
 
-def _json_value(value: Any, where: str, limits: Limits, used: int) -> tuple[Any, int]:
+def _json_value(value: Any, where: str, limits: Limits,
+                used: Callable[[], int]) -> tuple[Any, int]:
     """Round-trip ``value`` through JSON, so the first run returns what replays will.
 
     Returns the value and its size in bytes of JSON, checked against the limits of one
-    output and of the run (``used``: what its recorded outputs weigh already).
+    output and of the run (``used``: what its recorded outputs weigh already; summed only
+    for an output that counts, so a run of small steps pays nothing for the check).
     """
     try:
         text = json.dumps(value, allow_nan=False, separators=(",", ":"))
@@ -239,10 +245,11 @@ def _json_value(value: Any, where: str, limits: Limits, used: int) -> tuple[Any,
             f"{where} output is {size} bytes of JSON, over the {limits.max_output_bytes}-byte "
             "limit of one output; store large data elsewhere and return a reference"
         )
-    if used + size > limits.max_run_bytes:
+    total = used() + size if size >= COUNTED_OUTPUT_BYTES else 0
+    if total > limits.max_run_bytes:
         raise StepLimitError(
             f"{where} output is {size} bytes of JSON, and the run's outputs would then weigh "
-            f"{used + size} bytes, over the {limits.max_run_bytes}-byte limit of one run; "
+            f"{total} bytes, over the {limits.max_run_bytes}-byte limit of one run; "
             "store large data elsewhere and return references"
         )
     return json.loads(text), size

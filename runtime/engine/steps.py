@@ -19,7 +19,7 @@ from runtime.durations import MAX_SLEEP, parse_duration, parse_instant
 from runtime.engine.decisions import StepRef
 from runtime.errors import NondeterminismError, NonRetriableError, StepError, StepLimitError
 from runtime.events import _NAME as _EVENT_NAME
-from runtime.events import MAX_EVENT_BYTES, Event, validate_events
+from runtime.events import MAX_EVENT_BYTES, MAX_INVOKE_BYTES, Event, validate_events
 from runtime.expressions import Expression, ExpressionError, interpolate, match_expression
 from runtime.records import RunRecord, StepKind, StepRecord, StepStatus
 
@@ -303,15 +303,16 @@ class Steps:
             return rec.output
         function_id = function if isinstance(function, str) else function.id
         try:
-            size = len(json.dumps(dict(data or {}), allow_nan=False).encode())
+            size = len(json.dumps(dict(data or {}), allow_nan=False,
+                                  separators=(",", ":")).encode())
         except (TypeError, ValueError) as exc:
             raise NonRetriableError(
                 f"step.invoke '{step_id}': data is not JSON-serialisable: {exc}"
             ) from None
-        if size > MAX_EVENT_BYTES:
+        if size > MAX_INVOKE_BYTES:
             raise NonRetriableError(
-                f"step.invoke '{step_id}': data is {size} bytes, over the {MAX_EVENT_BYTES}-byte "
-                "event limit (it becomes the child's triggering event)"
+                f"step.invoke '{step_id}': data is {size} bytes of JSON, over the "
+                f"{MAX_INVOKE_BYTES}-byte limit (it becomes the child's triggering event)"
             )
         until = None
         if timeout is not None:

@@ -27,8 +27,8 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from runtime.app import App
 from runtime.backends.aws.bus import AppBus, EventBridgeBus
-from runtime.backends.aws.payloads import S3Payloads
-from runtime.backends.aws.queue import SqsQueue
+from runtime.backends.aws.payloads import REF_KEY, S3Payloads
+from runtime.backends.aws.queue import STORED, SqsQueue
 from runtime.backends.aws.resources import (
     ENV_TRACING,
     MAX_RECEIVES,
@@ -126,13 +126,14 @@ class Service:
         self.logger = Logger(service=app.id)
         #: Powertools Tracer when the Lambda's X-Ray tracing is active (``STEPKIT_TRACING``).
         self.tracer: Any = None
+        self.payloads = (S3Payloads(config.payload_bucket, clients.get("s3"))
+                         if config.payload_bucket else None)
         store = DynamoStore(
             config.table,
             retention_days=config.retention_days,
             client=clients["dynamodb"],
             clock=self.clock,
-            payloads=S3Payloads(config.payload_bucket, clients.get("s3"))
-            if config.payload_bucket else None,
+            payloads=self.payloads,
         )
         self.sqs = clients["sqs"]
         self.resources = AppResources.for_app(app, stage=config.stage)
@@ -143,7 +144,8 @@ class Service:
         )
         self.metrics = CloudWatchMetrics(app.id)
         timers = SchedulerTimers.for_handler(self.resources, config, clients)
-        queue = SqsQueue(self._queue_url, self.clock, self.sqs, timers=timers)
+        queue = SqsQueue(self._queue_url, self.clock, self.sqs, timers=timers,
+                         payloads=self.payloads)
         self.orchestrator = Orchestrator(
             app,
             store,
@@ -224,6 +226,14 @@ class Service:
         if kind == "cron":
             at = datetime.fromisoformat(str(raw["scheduled_time"]).replace("Z", "+00:00"))
             return self.orchestrator.cron_message(self.app.get(fn_id), raw["cron"], at.timestamp())
+        if kind == STORED:  # too large for SQS: the message is in the payload bucket
+            if self.payloads is None or not isinstance(raw.get(REF_KEY), dict):
+                raise BadMessageError("a stored message without a reference it can read "
+                                      "(is STEPKIT_PAYLOAD_BUCKET set?)")
+            raw = self.payloads.resolve({REF_KEY: raw.get(REF_KEY)})
+            if not isinstance(raw, dict):
+                raise BadMessageError("a stored message that is not a JSON object")
+            kind = raw.get("type")
         if kind == "message":
             return Message.from_json(raw)
         raise BadMessageError(f"unrecognised queue record (keys: {sorted(raw)[:8]})")

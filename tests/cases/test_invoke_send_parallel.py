@@ -174,3 +174,37 @@ def test_send_event_payload_limit(make_harness: Any) -> None:
     run = h.only_run("too-much")
     assert run.status == "Failed"
     assert run.error is not None and "over the 262144-byte limit of one send" in run.error
+
+
+def test_invoke_data_up_to_4_mib_reaches_the_child_and_one_byte_more_fails_the_run(
+    make_harness: Any,
+) -> None:
+    app = App("docs")
+    mib = 1024 * 1024
+    sizes = {"n": 4 * mib - 11}  # {"blob":"x…"}: exactly 4 MiB of JSON
+
+    @app.function(id="summarize", trigger=TriggerEvent("doc/never"))
+    def summarize(ctx: Context) -> dict[str, Any]:
+        blob = ctx.event.data["blob"]
+        return {"length": len(blob), "head": blob[:3]}
+
+    @app.function(id="pipeline", trigger=TriggerEvent("doc/new"), retries=0)
+    def pipeline(ctx: Context) -> Any:
+        return ctx.step.invoke("summarize", function="summarize",
+                               data={"blob": "x" * sizes["n"]})
+
+    h = make_harness(app)
+    h.send("doc/new")
+    run = h.only_run("pipeline")
+    assert run.status == "Completed", run.error
+    assert run.output == {"length": 4 * mib - 11, "head": "xxx"}
+    child = h.only_run("summarize")
+    assert len(child.state.run.events[0]["data"]["blob"]) == 4 * mib - 11
+
+    sizes["n"] += 1
+    h.send("doc/new")
+    [failed] = h.runs("pipeline", status="Failed")  # refused before any child is started
+    assert failed.error is not None
+    assert (f"step.invoke 'summarize': data is {4 * mib + 1} bytes of JSON, over the "
+            f"{4 * mib}-byte limit") in failed.error
+    assert len(h.runs("summarize")) == 1

@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from runtime.backends.aws.payloads import REF_KEY, S3Payloads
 from runtime.backends.aws.resources import MAX_SQS_DELAY
 from runtime.backends.aws.timers import SchedulerTimers
 from runtime.core.protocols import Clock
@@ -14,22 +15,45 @@ from runtime.errors import StepkitError
 from runtime.records import Message
 
 _BATCH = 10
+#: SQS's limit on a message body (256 KiB), less room for the attributes SQS counts with it.
+MAX_MESSAGE_BYTES = 250 * 1024
+MAX_BATCH_BYTES = 256 * 1024  # SendMessageBatch: the bodies of one call together
+#: The ``type`` of a body that holds a reference to a message kept in S3.
+STORED = "stored"
 
 
 class QueueError(StepkitError):
     """SQS refused messages."""
 
 
+def _batches(entries: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """``entries`` in SendMessageBatch calls: at most 10, and 256 KiB of bodies, each.
+
+    SQS refuses a batch whose bodies add up to more than one message may hold (moto does
+    not): ten 64 KiB matches must go in three calls, not one.
+    """
+    batches: list[list[dict[str, Any]]] = []
+    size = 0
+    for e in entries:
+        n = len(str(e["MessageBody"]).encode())
+        if not batches or len(batches[-1]) == _BATCH or size + n > MAX_BATCH_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(e)
+        size += n
+    return batches
+
+
 def send_bodies(client: Any, url: str, entries: list[dict[str, Any]]) -> None:
-    """Send ``entries`` (``MessageBody``, ...) with ``SendMessageBatch``, 10 at a time.
+    """Send ``entries`` (``MessageBody``, ...) with ``SendMessageBatch`` (see ``_batches``).
 
     Failed entries are retried once.
 
     Raises:
         QueueError: Some still failed.
     """
-    for i in range(0, len(entries), _BATCH):
-        chunk = [{**e, "Id": str(n)} for n, e in enumerate(entries[i : i + _BATCH])]
+    for batch in _batches(entries):
+        chunk = [{**e, "Id": str(n)} for n, e in enumerate(batch)]
         result = client.send_message_batch(QueueUrl=url, Entries=chunk)
         failed = result.get("Failed") or []
         if failed:
@@ -56,19 +80,27 @@ class SqsQueue:
     early and re-enqueued by the worker for the remainder (a timer hop), without loading
     the run.
 
+    A message over SQS's 256 KiB (an invoked child's START with large data) is put to the
+    payload bucket and travels as a reference (``{"type": "stored", ...}``), which the worker
+    reads back (the pattern of Amazon's SQS extended client); without a bucket it is refused
+    here, naming it, since moto would accept what SQS refuses.
+
     Args:
         queue_url: The URL of a function's queue, by function id.
         clock: Time source for delays.
         client: A boto3 ``sqs`` client.
         timers: Where messages due beyond 900 s go; ``None``: SQS timer hops.
+        payloads: Where bodies too large for SQS go; ``None``: they are refused.
     """
 
     def __init__(self, queue_url: Callable[[str], str], clock: Clock, client: Any,
-                 *, timers: SchedulerTimers | None = None) -> None:
+                 *, timers: SchedulerTimers | None = None,
+                 payloads: S3Payloads | None = None) -> None:
         self.queue_url = queue_url
         self.clock = clock
         self.client = client
         self.timers = timers
+        self.payloads = payloads
 
     def send(self, messages: Sequence[Message]) -> None:
         """Enqueue each message on its function's queue, delayed until it is due.
@@ -80,7 +112,7 @@ class SqsQueue:
         now = self.clock.now()
         by_url: dict[str, list[dict[str, Any]]] = {}
         for m in messages:
-            body = json.dumps(m.to_json(), separators=(",", ":"))
+            body = self.body(m)
             if (self.timers is not None and m.due is not None
                     and math.ceil(m.due - now) > MAX_SQS_DELAY and self.timers.schedule(m, body)):
                 continue
@@ -90,6 +122,25 @@ class SqsQueue:
             })
         for url, entries in by_url.items():
             send_bodies(self.client, url, entries)
+
+    def body(self, message: Message) -> str:
+        """The SQS body of ``message``: its JSON, or a reference to it when too large.
+
+        Raises:
+            QueueError: It is too large and there is no payload bucket.
+        """
+        body = json.dumps(message.to_json(), separators=(",", ":"))
+        size = len(body.encode())
+        if size <= MAX_MESSAGE_BYTES:
+            return body
+        if self.payloads is None:
+            raise QueueError(
+                f"{message.kind.value} message {message.id} of run {message.run_id} is {size} "
+                f"bytes, over the {MAX_MESSAGE_BYTES} bytes we put in one SQS message (SQS takes "
+                "256 KiB with attributes), and no payload bucket is configured "
+                "(STEPKIT_PAYLOAD_BUCKET)")
+        ref = self.payloads.offload(message.run_id, message.to_json())
+        return json.dumps({"type": STORED, REF_KEY: ref[REF_KEY]}, separators=(",", ":"))
 
     @staticmethod
     def delay(message: Message, now: float) -> int:

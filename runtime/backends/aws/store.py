@@ -10,6 +10,7 @@ become :class:`StoreError`).
 from __future__ import annotations
 
 import heapq
+import json
 import random
 import time
 from collections import OrderedDict
@@ -23,7 +24,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from runtime.backends.aws import table as t
-from runtime.backends.aws.payloads import S3Payloads
+from runtime.backends.aws.payloads import INLINE_MAX_BYTES, S3Payloads, is_ref
 from runtime.core.clock import SystemClock
 from runtime.core.protocols import Clock, RunQuery
 from runtime.errors import GateMovedError, StepkitError
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 MAX_TRANSACTION_ITEMS = 100  # DynamoDB's limit on actions in one TransactWriteItems
 _CONFLICT_TRIES = 4  # TransactionConflict: another transaction held one of our items
 _REFUSED = "ConditionalCheckFailed"  # a cancellation reason: that action's condition failed
+_LARGE_ATTRS = ("events", "outbox")  # of the trigger and log items: S3 when large
 _TORN_TRIES = 5  # load saw a commit half-applied (see _assemble)
 
 
@@ -439,8 +441,8 @@ class DynamoStore:
                          ttl=expires or now + self.retention + 366 * t.DAY)
         actions = [
             self._put(t.run_item(replace(run, version=0), expires), "attribute_not_exists(pk)"),
-            self._put(t.events_item(run, expires)),
-            self._put(log),
+            self._put(self._offload_attrs(run.run_id, t.events_item(run, expires))),
+            self._put(self._offload_attrs(run.run_id, log)),
             *(self._put(t.waiter_item(w)) for w in waiters),
             *gate_puts,
         ]
@@ -514,9 +516,9 @@ class DynamoStore:
         if patch is not None and patch.output is not None:
             patch = replace(patch, output=self._offload(run_id, patch.output))
         # A backstop only: the run reaper deletes the log with its run (ARCHITECTURE.md).
-        log = t.log_item(run_id, version, commit.msg_id, at=now, patch=patch,
-                         steps=records, outbox=commit.outbox,
-                         ttl=now + self.retention + 366 * t.DAY)
+        log = self._offload_attrs(run_id, t.log_item(
+            run_id, version, commit.msg_id, at=now, patch=patch, steps=records,
+            outbox=commit.outbox, ttl=now + self.retention + 366 * t.DAY))
         size = t.item_bytes(log)
         if size > t.MAX_LOG_ITEM_BYTES:
             raise StoreError(
@@ -623,6 +625,26 @@ class DynamoStore:
         """``value``, or a reference to the S3 object holding it when it is large."""
         return value if self.payloads is None else self.payloads.offload(run_id, value)
 
+    def _offload_attrs(self, run_id: str, item: t.Item) -> t.Item:
+        """``item`` with a large ``events`` or ``outbox`` (an invoked child's data) in S3."""
+        if self.payloads is None:
+            return item
+        for name in _LARGE_ATTRS:
+            raw = item.get(name, {}).get("S")
+            if raw is not None and len(raw) > INLINE_MAX_BYTES:  # characters: bytes or fewer
+                item = {**item, name: t.js(self.payloads.offload(run_id, json.loads(raw)))}
+        return item
+
+    def _inline_attrs(self, row: t.Item) -> t.Item:
+        """Inverse of :meth:`_offload_attrs`: a stored ``events`` or ``outbox`` read back."""
+        for name in _LARGE_ATTRS:
+            raw = row.get(name, {}).get("S")
+            if raw is not None and raw.startswith("{") and self.payloads is not None:
+                value = json.loads(raw)  # a list unless it is a reference
+                if is_ref(value):
+                    row = {**row, name: t.js(self.payloads.resolve(value))}
+        return row
+
     def _resolve(self, value: Any) -> Any:
         """The value an item holds (an S3 reference is read)."""
         return value if self.payloads is None else self.payloads.resolve(value)
@@ -713,7 +735,7 @@ class DynamoStore:
         with _aws("Query"):
             pages = self.client.get_paginator("query").paginate(TableName=self.table, **kwargs)
             for page in pages:
-                yield from page["Items"]
+                yield from map(self._inline_attrs, page["Items"])
 
     def _index(self, index: str, pk: str, page: int,
                status: RunStatus | None = None) -> Iterator[tuple[str, str]]:
@@ -741,7 +763,7 @@ class DynamoStore:
                 with _aws("BatchGetItem"):
                     out = self.client.batch_get_item(RequestItems=pending)
                 for row in out["Responses"].get(self.table, []):
-                    by_run.setdefault(row["pk"]["S"], []).append(row)
+                    by_run.setdefault(row["pk"]["S"], []).append(self._inline_attrs(row))
                 pending = dict(out.get("UnprocessedKeys") or {})
                 if not pending:
                     break
