@@ -274,6 +274,7 @@ def _die() -> None:
 def test_large_payloads_fail_clearly_or_travel_by_reference(make_harness: Any) -> None:
     app = App("big")
     blob = "x" * 200_000  # under one event's 256 KB, but trigger + output would be over
+    # (and invoke data may be 4 MiB: past that, the invoke fails the run saying why)
 
     @app.function(id="child", trigger=TriggerEvent("big/never"))
     def child(ctx: Context) -> str:
@@ -286,7 +287,7 @@ def test_large_payloads_fail_clearly_or_travel_by_reference(make_harness: Any) -
 
     @app.function(id="too-big", trigger=TriggerEvent("big/go"))
     def too_big(ctx: Context) -> None:
-        ctx.step.invoke("call", function="child", data={"blob": blob * 2})
+        ctx.step.invoke("call", function="child", data={"blob": "x" * (4 * 1024 * 1024)})
 
     @app.function(id="loud", trigger=TriggerEvent("big/go"))
     def loud(ctx: Context) -> None:
