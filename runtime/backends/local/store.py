@@ -254,16 +254,10 @@ class Database:
         unit: _Unit | None = getattr(self._local, "unit", None)
         if unit is None or not unit.held:
             return
-        conn = self.connection()
         unit.held = False
-        if not conn.in_transaction:
+        if not self.connection().in_transaction:
             raise sqlite3.OperationalError("the held transaction was rolled back")
-        try:
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        self._commit_held()
 
     def in_unit(self) -> bool:
         """Whether this thread is inside a :meth:`unit`."""
