@@ -52,16 +52,24 @@ def send(
     app_id: str | None = None,
     bus: str | None = None,
     client: Any = None,
+    payload_bucket: str | None = None,
+    s3_client: Any = None,
 ) -> list[str]:
     """Send events to a deployed app's EventBridge bus; return their ids.
 
     Events are validated first (all or none is sent), then published as PutEvents entries
-    (``Source`` = app id, ``DetailType`` = event name, ``Detail`` = the event JSON).
+    (``Source`` = app id, ``DetailType`` = event name, ``Detail`` = the event JSON). An event
+    over EventBridge's 256 KB (up to 4 MiB) is put to the app's payload bucket first
+    (``payload_bucket``, default ``STEPKIT_PAYLOAD_BUCKET``: the stack output
+    ``PayloadBucketName``; the sender needs ``s3:PutObject`` on its ``runs/*``).
 
     Raises:
-        InvalidEventError: An event is invalid or its entry is over 256 KB.
+        InvalidEventError: An event is invalid, or its entry is over 256 KB and no payload
+            bucket is given.
     """
     from runtime.backends.aws.bus import EventBridgeBus
+    from runtime.backends.aws.payloads import S3Payloads
+    from runtime.backends.aws.resources import ENV_PAYLOAD_BUCKET
 
     target = Deployment.resolve(app_id=app_id, bus=bus, table="-")
     if client is None:
@@ -69,5 +77,8 @@ def send(
 
         client = boto3.client("events")
     valid = validate_events(events, now_ms=int(time.time() * 1000))
-    EventBridgeBus(target.app_id, target.bus, client).publish([e.to_json() for e in valid])
+    bucket = payload_bucket or os.environ.get(ENV_PAYLOAD_BUCKET)
+    payloads = S3Payloads(bucket, s3_client) if bucket else None
+    EventBridgeBus(target.app_id, target.bus, client, payloads=payloads).publish(
+        [e.to_json() for e in valid])
     return [e.id for e in valid]

@@ -13,10 +13,11 @@ from ulid import ULID
 
 from runtime.errors import InvalidEventError
 
-MAX_EVENT_BYTES = 256 * 1024
-#: ``step.invoke`` data: the child's triggering event travels queue to queue, not on the bus,
-#: so it may be as large as a step's output (on AWS, over 64 KiB it is kept in S3).
-MAX_INVOKE_BYTES = 4 * 1024 * 1024
+#: One event, as JSON (as Inngest allows). EventBridge takes 256 KB per entry, so on AWS a
+#: larger event travels through the payload bucket (``runtime.backends.aws.bus``).
+MAX_EVENT_BYTES = 4 * 1024 * 1024
+#: ``step.invoke`` data: it becomes the child's triggering event.
+MAX_INVOKE_BYTES = MAX_EVENT_BYTES
 SYSTEM_PREFIX = "stepkit/"
 FUNCTION_FAILED = "stepkit/function.failed"
 FUNCTION_FINISHED = "stepkit/function.finished"

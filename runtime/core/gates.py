@@ -23,10 +23,12 @@ from runtime.errors import GateMovedError, StepkitError
 from runtime.expressions import Expression
 from runtime.flow import (
     IDEMPOTENCY_SECONDS,
+    MAX_BATCH_BYTES,
     Admission,
     Concurrency,
     SlotDecision,
     acquire_slot,
+    event_bytes,
     flow_key,
     flushed,
     flushed_run,
@@ -403,6 +405,8 @@ class Windows:
     def gathers(self, fn: FunctionDef, event: dict[str, Any]) -> bool:
         """Whether ``event`` waits in a window (a batch's ``if`` may send it straight on)."""
         batch = fn.flow.batch
+        if event_bytes(event) > MAX_BATCH_BYTES:
+            return False  # too large to keep in a window's gate: it starts its own run
         if fn.flow.debounce is not None:
             return True
         if batch is None:

@@ -52,13 +52,17 @@ class BadMessageError(ValueError):
     """A queue record that is none of the shapes stepkit sends (it ends in the DLQ)."""
 
 
-def event_from_envelope(raw: dict[str, Any]) -> dict[str, Any]:
+def event_from_envelope(raw: dict[str, Any],
+                        payloads: S3Payloads | None = None) -> dict[str, Any]:
     """The stepkit event in an EventBridge delivery, with gaps filled from the envelope.
 
     ``Detail`` is the event JSON. Anything that can call PutEvents may send one, so a missing
     ``name`` is the ``DetailType``, a missing ``id`` the EventBridge event id and a missing
     ``ts`` its ``time``: every target (each function's queue and the router) receives the
-    same envelope, so they agree on the id, which is what deduplicates runs.
+    same envelope, so they agree on the id, which is what deduplicates runs. An event too
+    large for EventBridge travels as ``{id, name, ts, "$stepkit_payload"}`` and is read back
+    from the payload bucket; its object must be the event's own (under ``runs/<event id>/``,
+    with that id and name), so a forged reference cannot bring in another run's data.
 
     Raises:
         BadMessageError: The detail is not a valid event.
@@ -78,6 +82,8 @@ def event_from_envelope(raw: dict[str, Any]) -> dict[str, Any]:
             f"EventBridge delivery's DetailType '{kind}' differs from its event's name "
             f"'{detail['name']}'"
         )
+    if REF_KEY in detail:
+        detail = _stored_event(detail, kind, payloads)
     event = dict(detail)
     event.setdefault("name", kind)
     if not event.get("id"):
@@ -89,6 +95,21 @@ def event_from_envelope(raw: dict[str, Any]) -> dict[str, Any]:
         return validate_event(event, now_ms=int(time.time() * 1000)).to_json()
     except InvalidEventError as exc:
         raise BadMessageError(f"EventBridge delivery carries an invalid event: {exc}") from None
+
+
+def _stored_event(detail: dict[str, Any], kind: str,
+                  payloads: S3Payloads | None) -> dict[str, Any]:
+    """The event a bus delivery refers to (see :func:`event_from_envelope`)."""
+    ref, event_id = detail.get(REF_KEY), str(detail.get("id") or "")
+    if payloads is None or not isinstance(ref, dict) or not event_id:
+        raise BadMessageError("a stored event without a reference this Lambda can read "
+                              "(is STEPKIT_PAYLOAD_BUCKET set?)")
+    if not str(ref.get("key", "")).startswith(f"runs/{event_id}/"):
+        raise BadMessageError(f"event {event_id}: its stored object is not its own")
+    event = payloads.resolve({REF_KEY: ref})
+    if not isinstance(event, dict) or event.get("id") != event_id or event.get("name") != kind:
+        raise BadMessageError(f"event {event_id}: its stored object is another event")
+    return event
 
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -138,7 +159,7 @@ class Service:
         self.sqs = clients["sqs"]
         self.resources = AppResources.for_app(app, stage=config.stage)
         self.bus = AppBus(
-            EventBridgeBus(app.id, config.bus, clients["events"]),
+            EventBridgeBus(app.id, config.bus, clients["events"], payloads=self.payloads),
             self.resources.queue_url(self.resources.router_queue, config.queue_url),
             self.sqs,
         )
@@ -221,7 +242,8 @@ class Service:
         if fn_id is None:
             raise BadMessageError("a worker needs STEPKIT_FUNCTION")
         if "detail-type" in raw:  # a trigger rule's delivery of an app event
-            return self.orchestrator.start_message(self.app.get(fn_id), event_from_envelope(raw))
+            return self.orchestrator.start_message(self.app.get(fn_id),
+                                                   event_from_envelope(raw, self.payloads))
         kind = raw.get("type")
         if kind == "cron":
             at = datetime.fromisoformat(str(raw["scheduled_time"]).replace("Z", "+00:00"))
@@ -286,7 +308,7 @@ class Service:
                 ).to_json()
             elif isinstance(raw, dict) and "detail-type" in raw:
                 own = False
-                event = event_from_envelope(raw)
+                event = event_from_envelope(raw, self.payloads)
             else:
                 raise BadMessageError("router record is neither an event nor a bus delivery")
         except json.JSONDecodeError as exc:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from runtime import App, Context, InvalidEventError, TriggerEvent
+from runtime.backends.aws.bus import EventBridgeBus
 from runtime.backends.aws.resources import ENV_APP, ENV_BUS, ENV_QUEUE_URL, ENV_TABLE, HandlerConfig
 from runtime.errors import ConfigurationError
 from runtime.testing import Harness
@@ -163,17 +164,26 @@ def test_twenty_minute_sleep_crosses_the_sqs_delay_limit_by_hops(aws: AwsEmulato
     assert sent[2:] == [0]
 
 
-def test_event_over_256_kb_is_refused(aws: AwsEmulators) -> None:
+def test_an_event_over_eventbridges_256_kb_needs_the_payload_bucket(aws: AwsEmulators) -> None:
     app = App("big")
     h = _harness(app, aws)
-    with pytest.raises(InvalidEventError, match="over the 262144-byte"):
-        h.send("big/event", {"blob": "x" * 270_000})
-    # Just under the event limit, but the EventBridge entry (plus Source and DetailType) is over.
     backend = _backend(h)
+    # Just under 256 KB of event, but the EventBridge entry (plus Source and DetailType) is over.
     event = {"id": "e1", "name": "big/event", "data": {"blob": ""}, "user": {}, "ts": 1}
     event["data"]["blob"] = "x" * (262_144 - len(json.dumps(event, separators=(",", ":"))))
-    with pytest.raises(InvalidEventError, match=r"EventBridge entry is .* over the 262144-byte"):
-        backend.router.bus.publish([event])
+    bare = EventBridgeBus(app.id, backend.resources.bus, backend.clients["events"])
+    with pytest.raises(InvalidEventError, match=r"EventBridge entry is .* over the 262144-byte "
+                                                r"limit; with a payload bucket"):
+        bare.publish([event])
+    # With the bucket (as deployed), the entry is a reference and the object the event.
+    sent: list[dict[str, Any]] = []
+    backend.clients["events"].meta.events.register(
+        "provide-client-params.events.PutEvents",
+        lambda params, **_: sent.extend(params["Entries"]))
+    backend.router.bus.publish([event])
+    detail = json.loads(sent[0]["Detail"])
+    assert sorted(detail) == ["$stepkit_payload", "id", "name", "ts"]
+    assert detail["$stepkit_payload"]["key"].startswith("runs/e1/")
 
 
 def test_plain_put_events_with_the_documented_entry_shape_starts_a_run(

@@ -327,6 +327,15 @@ def test_batches_by_key_and_if(make_harness: Any) -> None:
     assert sorted(r.output for r in h.runs("write-rows", "Completed")) == [[1, 2], [3], [4]]
 
 
+def test_an_event_too_large_for_a_window_starts_its_own_run(make_harness: Any) -> None:
+    h = make_harness(_batch_app(max_size=10, timeout="5s"))
+    h.send([{"name": "row/added", "data": {"n": n}} for n in (1, 2)])
+    h.send("row/added", {"n": 3, "blob": "b" * (400 * 1024)})  # over a window's 300 KiB
+    assert [r.output for r in h.runs("write-rows", "Completed")] == [[3]]  # at once, alone
+    h.advance("6s")
+    assert sorted(r.output for r in h.runs("write-rows", "Completed")) == [[1, 2], [3]]
+
+
 # -- concurrency ---------------------------------------------------------------------------
 
 

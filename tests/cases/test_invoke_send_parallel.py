@@ -166,14 +166,14 @@ def test_send_event_payload_limit(make_harness: Any) -> None:
 
     @app.function(id="too-much", trigger=TriggerEvent("big/go"))
     def too_much(ctx: Context) -> Any:
-        blob = "x" * 100_000
+        blob = "x" * 1_500_000  # three of them: over the 4 MiB of one send
         return ctx.step.send_event("send", [{"name": "n/x", "data": {"b": blob}}] * 3)
 
     h = make_harness(app)
     h.send("big/go")
     run = h.only_run("too-much")
     assert run.status == "Failed"
-    assert run.error is not None and "over the 262144-byte limit of one send" in run.error
+    assert run.error is not None and "over the 4194304-byte limit of one send" in run.error
 
 
 def test_invoke_data_up_to_4_mib_reaches_the_child_and_one_byte_more_fails_the_run(

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from runtime import App, Context, TriggerEvent
+import pytest
+
+from runtime import App, Context, InvalidEventError, TriggerEvent
 from tests.conftest import START
 
 
@@ -140,3 +142,26 @@ def test_wait_for_event_with_if_expression(make_harness: Any) -> None:
     ids = h.send("payment/confirmed", {"order_id": "o'1", "amount": 100})
     run = h.only_run("big-payment")
     assert run.status == "Completed" and run.output == ids[0]
+
+
+def test_events_up_to_4_mib_trigger_runs_filter_and_resolve_waits(make_harness: Any) -> None:
+    app = App("media")
+    mib = 1024 * 1024
+
+    @app.function(id="transcode", trigger=TriggerEvent("video/uploaded",
+                                                       if_="event.data.kind == 'mp4'"))
+    def transcode(ctx: Context) -> dict[str, Any]:
+        frames = ctx.event.data["frames"]
+        got = ctx.step.wait_for_event("approved", event="video/approved", timeout="1h",
+                                      match="data.video")
+        return {"frames": len(frames), "notes": len(got.data["notes"]) if got else None}
+
+    h = make_harness(app)
+    h.send("video/uploaded", {"kind": "mp4", "video": "v1", "frames": "f" * (3 * mib)})
+    h.send("video/uploaded", {"kind": "avi", "video": "v2", "frames": "f" * (3 * mib)})
+    h.send("video/approved", {"video": "v1", "notes": "n" * (2 * mib)})
+    run = h.only_run("transcode")  # the avi was filtered out by the trigger's `if`
+    assert run.status == "Completed"
+    assert run.output == {"frames": 3 * mib, "notes": 2 * mib}
+    with pytest.raises(InvalidEventError, match="over the 4194304-byte event limit"):
+        h.send("video/uploaded", {"frames": "f" * (4 * mib)})

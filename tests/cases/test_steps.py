@@ -103,8 +103,8 @@ def test_event_validation_names_field_and_position(make_harness: Any) -> None:
         h.send([{"name": "ok/one"}, {"name": "ok/two", "data": [1, 2]}])
     with pytest.raises(InvalidEventError, match="reserved"):
         h.send("stepkit/function.failed", {})
-    with pytest.raises(InvalidEventError, match="over the 262144-byte"):
-        h.send("big/event", {"blob": "x" * 300_000})
+    with pytest.raises(InvalidEventError, match="over the 4194304-byte event limit"):
+        h.send("big/event", {"blob": "x" * (4 * 1024 * 1024)})
 
 
 def test_registration_errors_are_clear() -> None:

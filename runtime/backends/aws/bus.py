@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from runtime.backends.aws.payloads import REF_KEY, S3Payloads
 from runtime.backends.aws.queue import send_bodies
 from runtime.errors import InvalidEventError, StepkitError
 from runtime.events import SYSTEM_PREFIX
@@ -30,33 +31,54 @@ def _entry_size(entry: dict[str, Any]) -> int:
 class EventBridgeBus:
     """Publishes app events to the app's bus (``DetailType`` = name, ``Detail`` = the event).
 
+    An event whose entry would pass EventBridge's 256 KB is put to the payload bucket first
+    (as ``runs/<event id>/<sha256>.json``) and travels as ``{id, name, ts,
+    "$stepkit_payload"}``, which the handlers read back; without a bucket it is refused.
+
     Args:
         app_id: The entries' ``Source``.
         bus_name: The custom bus.
         client: A boto3 ``events`` client.
+        payloads: Where events too large for an entry go (``None``: refused).
     """
 
-    def __init__(self, app_id: str, bus_name: str, client: Any) -> None:
+    def __init__(self, app_id: str, bus_name: str, client: Any,
+                 payloads: S3Payloads | None = None) -> None:
         self.app_id = app_id
         self.bus_name = bus_name
         self.client = client
+        self.payloads = payloads
 
     def publish(self, events: Sequence[dict[str, Any]]) -> None:
         """Publish events: ``DetailType`` = event name, ``Detail`` = the event JSON."""
-        self._put([self._entry(e["name"], e, f"event '{e['name']}' ({e['id']})") for e in events])
+        self._put([self._event_entry(e) for e in events])
 
-    def _entry(self, detail_type: str, detail: dict[str, Any], what: str) -> dict[str, Any]:
-        entry = {
+    def _event_entry(self, event: dict[str, Any]) -> dict[str, Any]:
+        what = f"event '{event['name']}' ({event['id']})"
+        if self.payloads is None or _entry_size(self._raw(event["name"], event)) \
+                <= MAX_ENTRY_BYTES:
+            return self._entry(event["name"], event, what)
+        ref = self.payloads.offload(event["id"], event)
+        stub = {"id": event["id"], "name": event["name"], "ts": event.get("ts"),
+                REF_KEY: ref[REF_KEY]}
+        return self._entry(event["name"], stub, what)
+
+    def _raw(self, detail_type: str, detail: dict[str, Any]) -> dict[str, Any]:
+        return {
             "Source": self.app_id,
             "DetailType": detail_type,
             "Detail": json.dumps(detail, separators=(",", ":")),
             "EventBusName": self.bus_name,
         }
+
+    def _entry(self, detail_type: str, detail: dict[str, Any], what: str) -> dict[str, Any]:
+        entry = self._raw(detail_type, detail)
         size = _entry_size(entry)
         if size > MAX_ENTRY_BYTES:
             raise InvalidEventError(
                 f"{what}: the EventBridge entry is {size} bytes, over the {MAX_ENTRY_BYTES}-byte "
-                "limit; send a reference to large data instead"
+                "limit; with a payload bucket (STEPKIT_PAYLOAD_BUCKET, the stack's "
+                "PayloadBucketName) events up to 4 MiB travel through S3"
             )
         return entry
 

@@ -61,6 +61,9 @@ class S3Payloads:
     def offload(self, run_id: str, value: Any) -> Any:
         """``value`` itself if it is small, else a reference to the object now holding it.
 
+        ``run_id`` names the owner: a run, or for an event (and its log and timeline
+        entries) the event's id; every object is under ``runs/`` all the same.
+
         Raises:
             PayloadError: S3 refused or failed the put (retriable: the commit is not made).
         """

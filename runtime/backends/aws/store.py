@@ -24,7 +24,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from runtime.backends.aws import table as t
-from runtime.backends.aws.payloads import INLINE_MAX_BYTES, S3Payloads, is_ref
+from runtime.backends.aws.payloads import INLINE_MAX_BYTES, REF_KEY, S3Payloads, is_ref
 from runtime.core.clock import SystemClock
 from runtime.core.protocols import Clock, RunQuery
 from runtime.errors import GateMovedError, StepkitError
@@ -52,7 +52,9 @@ if TYPE_CHECKING:
 MAX_TRANSACTION_ITEMS = 100  # DynamoDB's limit on actions in one TransactWriteItems
 _CONFLICT_TRIES = 4  # TransactionConflict: another transaction held one of our items
 _REFUSED = "ConditionalCheckFailed"  # a cancellation reason: that action's condition failed
-_LARGE_ATTRS = ("events", "outbox")  # of the trigger and log items: S3 when large
+# Of the trigger, log, event-log and timeline items: kept in S3 when large.
+_LARGE_ATTRS = ("events", "outbox", "event")
+_REF_JSON = '{"' + REF_KEY + '"'  # how a reference stored as an attribute begins (t.js)
 _TORN_TRIES = 5  # load saw a commit half-applied (see _assemble)
 
 
@@ -575,7 +577,7 @@ class DynamoStore:
             with _aws("PutItem (event log)"):
                 self.client.put_item(
                     TableName=self.table,
-                    Item=t.event_item(event, now, ttl),
+                    Item=self._offload_attrs(event["id"], t.event_item(event, now, ttl)),
                     # TTL deletion is lazy (absent locally): an expired entry counts as absent.
                     ConditionExpression="attribute_not_exists(pk) OR received_ts <= :cutoff",
                     ExpressionAttributeValues={":cutoff": t.n(now - ttl)},
@@ -598,7 +600,8 @@ class DynamoStore:
     def log_event(self, event: dict[str, Any], *, now: float, ttl: float) -> None:
         """Keep ``event`` in its name's timeline for ``ttl`` seconds (an idempotent Put)."""
         with _aws("PutItem (event timeline)"):
-            self.client.put_item(TableName=self.table, Item=t.timeline_item(event, now, ttl))
+            self.client.put_item(TableName=self.table, Item=self._offload_attrs(
+                event["id"], t.timeline_item(event, now, ttl)))
 
     def events_since(self, name: str, since_ms: int, *, now: float) -> list[dict[str, Any]]:
         """Timeline events named ``name`` with ``ts >= since_ms``: one consistent Query."""
@@ -617,7 +620,7 @@ class DynamoStore:
             row = self.client.get_item(
                 TableName=self.table, Key=t.timeline_key(name, ts, event_id), ConsistentRead=True,
             ).get("Item")
-        return t.event_from(row) if row else None
+        return t.event_from(self._inline_attrs(row)) if row else None
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -626,7 +629,7 @@ class DynamoStore:
         return value if self.payloads is None else self.payloads.offload(run_id, value)
 
     def _offload_attrs(self, run_id: str, item: t.Item) -> t.Item:
-        """``item`` with a large ``events`` or ``outbox`` (an invoked child's data) in S3."""
+        """``item`` with a large ``events``, ``outbox`` or ``event`` (past 64 KiB) in S3."""
         if self.payloads is None:
             return item
         for name in _LARGE_ATTRS:
@@ -636,11 +639,11 @@ class DynamoStore:
         return item
 
     def _inline_attrs(self, row: t.Item) -> t.Item:
-        """Inverse of :meth:`_offload_attrs`: a stored ``events`` or ``outbox`` read back."""
+        """Inverse of :meth:`_offload_attrs`: a stored attribute read back."""
         for name in _LARGE_ATTRS:
             raw = row.get(name, {}).get("S")
-            if raw is not None and raw.startswith("{") and self.payloads is not None:
-                value = json.loads(raw)  # a list unless it is a reference
+            if raw is not None and raw.startswith(_REF_JSON) and self.payloads is not None:
+                value = json.loads(raw)
                 if is_ref(value):
                     row = {**row, name: t.js(self.payloads.resolve(value))}
         return row
