@@ -7,7 +7,7 @@ seconds since the Unix epoch (floats); backends render them as ISO strings where
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 from uuid import uuid4
@@ -109,12 +109,17 @@ class StepRecord:
     detail: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        raw = asdict(self)
-        raw["kind"] = self.kind.value
-        raw["status"] = self.status.value
-        raw["error"] = self.error.to_json() if self.error else None
-        return raw
+        """JSON-ready form (a new dict; ``output`` and ``detail`` are shared, not copied).
+
+        Built field by field: ``asdict`` deep-copies the output, on every commit.
+        """
+        return {
+            "key": self.key, "id": self.id, "kind": self.kind.value,
+            "status": self.status.value, "attempt": self.attempt, "output": self.output,
+            "error": self.error.to_json() if self.error else None, "wake_at": self.wake_at,
+            "branch": self.branch, "started_at": self.started_at, "ended_at": self.ended_at,
+            "detail": self.detail,
+        }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> StepRecord:
@@ -331,7 +336,8 @@ class Message:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form (the queue message body)."""
-        raw = {k: v for k, v in asdict(self).items() if v is not None}
+        # Field by field: asdict would deep-copy the payload (a START's events) each time.
+        raw = {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None}
         raw["kind"] = self.kind.value
         raw["type"] = "message"
         return raw
