@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -13,7 +14,7 @@ from pydantic import ValidationError
 
 from runtime.cron import CronSchedule
 from runtime.deploy import AwsOptions
-from runtime.durations import MAX_SLEEP, parse_duration
+from runtime.durations import MAX_SLEEP, user_duration
 from runtime.errors import ConfigurationError, FunctionNotFoundError
 from runtime.events import _NAME as _EVENT_NAME
 from runtime.events import FUNCTION_FAILED
@@ -159,7 +160,7 @@ def _duration(value: str | timedelta | None, where: str) -> timedelta | None:
     if value is None:
         return None
     try:
-        return parse_duration(value, where=where)
+        return user_duration(value, where=where)
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
 
@@ -300,6 +301,11 @@ class App:
         _check_id(fn_id, "function")
         if not callable(handler):
             raise ConfigurationError(f"{where}: handler is not callable")
+        if inspect.iscoroutinefunction(handler) or inspect.isasyncgenfunction(handler):
+            raise ConfigurationError(
+                f"{where}: the handler is an async function; handlers and steps run "
+                "synchronously (one step per invocation, replayed), so define it with 'def' "
+                "and run async code inside a step with asyncio.run(...)")
         triggers = [trigger] if isinstance(trigger, TriggerEvent | TriggerCron) else list(trigger)
         if not triggers:
             raise ConfigurationError(f"{where}: needs at least one trigger")

@@ -29,6 +29,39 @@ def parse_duration(value: str | float | timedelta, *, where: str) -> timedelta:
     return result
 
 
+def user_duration(value: object, *, where: str) -> timedelta:
+    """Parse a duration a user wrote: like :func:`parse_duration`, but no bare number.
+
+    A bare number is a trap: Inngest reads ``5000`` as milliseconds, Python APIs as seconds
+    (``sleep("nap", 5000)`` would sleep 1 h 23 min here). The error shows both readings.
+
+    Raises:
+        ValueError: The value is a bare number, or not a non-negative duration.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError(
+            f"{where}: {value!r} is a bare number, which reads as seconds in Python and as "
+            f"milliseconds in Inngest; write the unit: '{value}s' ({_spoken(value)}) or "
+            f"'{value}ms' ({_spoken(value / 1000)}), or pass a timedelta"
+        )
+    return parse_duration(value, where=where)  # type: ignore[arg-type]  # it names bad types
+
+
+def _spoken(seconds: float) -> str:
+    """``5000`` -> ``1h23m20s``: a number of seconds the way the parser writes it."""
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        return str(seconds)
+    whole, out = int(seconds), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if abs(whole) >= size:
+            out.append(f"{whole // size}{unit}")
+            whole %= size
+    rest = whole + (seconds - int(seconds))
+    if rest or not out:
+        out.append(f"{rest:g}s")
+    return "".join(out)
+
+
 def _duration(value: str | float | timedelta, where: str) -> timedelta:
     if isinstance(value, float) and value != value:
         raise ValueError(f"{where}: duration must be a number of seconds, got NaN")

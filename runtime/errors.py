@@ -40,12 +40,12 @@ class RetryAfterError(StepkitError):
 
     Args:
         message: What went wrong.
-        after: A delay, in the forms ``step.sleep`` takes (``"10m"``, ``"1h30m"``, seconds,
+        after: A delay, in the forms ``step.sleep`` takes (``"10m"``, ``"1h30m"`` or
             a ``timedelta``), or an aware ``datetime`` to retry at. An invalid value fails
             the step for good, with an error naming the step.
     """
 
-    def __init__(self, message: str, after: str | float | timedelta | datetime) -> None:
+    def __init__(self, message: str, after: str | timedelta | datetime) -> None:
         super().__init__(message)
         self.after = after
 

@@ -7,6 +7,7 @@ is the user's handler and, for a new ``step.run``, that step's function.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import traceback
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from runtime.durations import MAX_SLEEP, parse_duration
+from runtime.durations import MAX_SLEEP, user_duration
 from runtime.engine.context import Context
 from runtime.engine.decisions import (
     Decision,
@@ -102,6 +103,11 @@ def execute(
         return Noop(f"branch '{target}' was not reached by the handler")
     if raised is not None:
         return _handler_error(fn, rs, raised)
+    if inspect.iscoroutine(output):
+        output.close()
+        return RunFailed(_info(NonRetriableError(
+            "the handler returned a coroutine (it calls an async function without awaiting "
+            "it); handlers run synchronously: use asyncio.run(...) inside a step")))
     try:
         value, _ = _json_value(output, "the handler", limits, lambda: outputs_bytes(state.steps))
         return RunCompleted(value)
@@ -155,6 +161,14 @@ def _perform(
         return _step_error(fn, rs, ref, exc)
     finally:
         rs.performing = False
+    if inspect.iscoroutine(result) or inspect.isasyncgen(result):
+        if inspect.iscoroutine(result):
+            result.close()  # never awaited: no "coroutine was never awaited" warning either
+        err = NonRetriableError(
+            f"step '{ref.id}' returned a coroutine (an async function was called without "
+            "awaiting it); steps run synchronously: use a plain function, and asyncio.run(...) "
+            "inside it for async code")
+        return StepFailed(ref, _info(err))
     try:
         value, size = _json_value(result, f"step '{ref.id}'", limits,
                                   lambda: outputs_bytes(rs.history))
@@ -201,7 +215,7 @@ def _retry_at(exc: Exception, rs: ReplayState, seed: str, attempt: int, *, where
             if after.tzinfo is None:
                 raise ValueError(f"RetryAfterError in {where}: a datetime must be timezone-aware")
             return max(rs.now, after.timestamp())
-        delay = parse_duration(after, where=f"RetryAfterError in {where}")  # names bad types
+        delay = user_duration(after, where=f"RetryAfterError in {where}")  # names bad types
         if delay > MAX_SLEEP:
             raise ValueError(f"RetryAfterError in {where}: {delay} is over the one-year limit")
         return rs.now + delay.total_seconds()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from runtime.durations import MAX_SLEEP, parse_duration, parse_instant
+from runtime.durations import MAX_SLEEP, parse_instant, user_duration
 from runtime.engine.decisions import StepRef
 from runtime.errors import NondeterminismError, NonRetriableError, StepError, StepLimitError
 from runtime.events import _NAME as _EVENT_NAME
@@ -229,13 +229,13 @@ class Steps:
         ref = self._ref(key, step_id, StepKind.RUN, rec)
         raise self._suspend(ref, rec, fn=fn, args=args, kwargs=kwargs)
 
-    def sleep(self, step_id: str, duration: str | float | timedelta) -> None:
+    def sleep(self, step_id: str, duration: str | timedelta) -> None:
         """Pause the run for ``duration`` ("30s", "15m", "1h", "3d", "1w" or a timedelta)."""
         ref, rec = self._lookup(step_id, StepKind.SLEEP)
         if self._memo(rec):
             return
         try:
-            delta = parse_duration(duration, where=f"step.sleep '{step_id}'")
+            delta = user_duration(duration, where=f"step.sleep '{step_id}'")
         except ValueError as exc:
             raise NonRetriableError(str(exc)) from None
         self._check_sleep(step_id, delta)
@@ -265,7 +265,7 @@ class Steps:
         step_id: str,
         *,
         event: str,
-        timeout: str | float | timedelta,
+        timeout: str | timedelta,
         match: str | None = None,
         if_: str | None = None,
     ) -> Event | None:
@@ -286,7 +286,7 @@ class Steps:
         if match and if_:
             raise NonRetriableError(f"{where}: give match or if_, not both")
         try:
-            delta = parse_duration(timeout, where=f"{where} timeout")
+            delta = user_duration(timeout, where=f"{where} timeout")
             if not isinstance(event, str) or not _EVENT_NAME.match(event):
                 raise ValueError(f"{where}: invalid event name {event!r}")
             source = match_expression(match) if match else (if_ or "")
@@ -308,7 +308,7 @@ class Steps:
         *,
         function: FunctionDef | str,
         data: Mapping[str, Any] | None = None,
-        timeout: str | float | timedelta | None = None,
+        timeout: str | timedelta | None = None,
     ) -> Any:
         """Run another function as a child run and return its output.
 
@@ -335,7 +335,7 @@ class Steps:
         until = None
         if timeout is not None:
             try:
-                delta = parse_duration(timeout, where=f"step.invoke '{step_id}' timeout")
+                delta = user_duration(timeout, where=f"step.invoke '{step_id}' timeout")
             except ValueError as exc:
                 raise NonRetriableError(str(exc)) from None
             until = self._s.now + delta.total_seconds()

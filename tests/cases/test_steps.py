@@ -12,6 +12,7 @@ from runtime import (
     ConfigurationError,
     Context,
     InvalidEventError,
+    Timeouts,
     TriggerEvent,
 )
 
@@ -291,3 +292,56 @@ def test_circular_step_output_fails_the_step_clearly(make_harness: Any) -> None:
     assert err is not None and err.retriable is False
     assert "step 'make-loop'" in err.message
     assert "a circular reference at output['self']" in err.message
+
+
+def test_async_handlers_are_refused_at_registration_and_async_steps_fail_saying_why(
+    make_harness: Any,
+) -> None:
+    app = App("shop")
+
+    async def handler(ctx: Context) -> None:
+        return None
+
+    with pytest.raises(ConfigurationError, match=r"function 'async-fn': the handler is an "
+                                                 r"async function; .* asyncio\.run"):
+        app.function(id="async-fn", trigger=TriggerEvent("a/b"))(handler)
+
+    async def fetch() -> int:
+        return 1
+
+    @app.function(id="async-step", trigger=TriggerEvent("a/b"))
+    def uses_async_step(ctx: Context) -> Any:
+        return ctx.step.run("fetch", fetch)
+
+    @app.function(id="async-inside", trigger=TriggerEvent("a/b"))
+    def returns_coroutine(ctx: Context) -> Any:
+        return fetch()
+
+    h = make_harness(app)
+    h.send("a/b")
+    step = h.only_run("async-step").step("fetch")
+    assert step.status == "failed" and step.error is not None
+    assert "step 'fetch' returned a coroutine" in step.error.message
+    assert "asyncio.run" in step.error.message
+    run = h.only_run("async-inside")
+    assert run.status == "Failed" and run.error is not None
+    assert "the handler returned a coroutine" in run.error
+
+
+def test_bare_numbers_for_durations_are_refused_showing_both_readings(make_harness: Any) -> None:
+    app = App("shop")
+
+    @app.function(id="nap", trigger=TriggerEvent("a/b"))
+    def nap(ctx: Context) -> None:
+        ctx.step.sleep("nap", 5000)  # type: ignore[arg-type]  # what an Inngest user writes
+
+    with pytest.raises(ConfigurationError, match=r"timeouts.finish: 60 is a bare number"):
+        app.function(id="slow", trigger=TriggerEvent("a/b"),
+                     timeouts=Timeouts(finish=60))(nap)  # type: ignore[arg-type]
+    h = make_harness(app)
+    h.send("a/b")
+    run = h.only_run("nap")
+    assert run.status == "Failed" and run.error is not None
+    assert ("step.sleep 'nap': 5000 is a bare number, which reads as seconds in Python and as "
+            "milliseconds in Inngest; write the unit: '5000s' (1h23m20s) or '5000ms' (5s)"
+            ) in run.error
