@@ -44,6 +44,7 @@ def load_app(
         sys.path.insert(0, base)
     with checked_at_deploy() if deployed else nullcontext():
         modules = [_import(package)]
+        _check_is_here(modules[0], package, base)
         pkg_path = getattr(modules[0], "__path__", None)
         if pkg_path is not None:
             for info in sorted(pkgutil.walk_packages(pkg_path, prefix=f"{package}."), key=_name):
@@ -62,6 +63,22 @@ def load_app(
         names = ", ".join(sorted(a.id for a in apps.values()))
         raise ConfigurationError(f"package '{package}' defines several apps ({names}); use one")
     return next(iter(apps.values()))
+
+
+def _check_is_here(module: ModuleType, package: str, base: str) -> None:
+    """Refuse the default ``functions`` package when it is another project's.
+
+    An editable install puts stepkit's own checkout on the import path, so ``stepkit dev``
+    run anywhere else would silently serve stepkit's example app instead of saying there is
+    no ``functions/`` here. (A package named explicitly may live anywhere.)
+    """
+    origin = Path(getattr(module, "__file__", None) or "").resolve()
+    if package == DEFAULT_PACKAGE and not origin.is_relative_to(base):
+        raise ConfigurationError(
+            f"no '{package}/' package in {base}: the '{package}' on the import path is "
+            f"{origin.parent}, another project's. Run stepkit in your project's directory "
+            f"(the one holding {package}/), or name your package with --functions "
+            "(STEPKIT_FUNCTIONS)")
 
 
 def _name(info: pkgutil.ModuleInfo) -> str:

@@ -441,3 +441,18 @@ def test_dev_refuses_a_db_that_is_not_sqlite_without_a_traceback(tmp_path: Path)
         assert done.returncode != 0
         assert "Traceback" not in done.stderr
         assert f"cannot use --db {db}" in done.stderr
+
+
+def test_dev_outside_a_project_says_there_is_no_functions_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The editable install puts this checkout (and its example functions/) on the import
+    # path: run elsewhere, stepkit dev must not serve that app as if it were the user's.
+    import functions  # noqa: F401 - importable from here, as from anywhere
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    result = stepkit("dev", "--port", "0")
+    assert result.exit_code == 1
+    assert f"no 'functions/' package in {tmp_path.resolve()}" in result.output
+    assert "another project's" in result.output and "--functions" in result.output
