@@ -108,7 +108,30 @@ class DevClient:
 
     def send(self, events: dict[str, Any] | list[dict[str, Any]]) -> list[str]:
         """Send events; return their ids."""
-        return list(self._request("POST", "/api/events", body=events)["ids"])
+        return list(self.send_reporting(events)["ids"])
+
+    def send_reporting(self, events: dict[str, Any] | list[dict[str, Any]]) -> dict[str, Any]:
+        """Send events; the ids, and those received before (``duplicates``)."""
+        data: dict[str, Any] = self._request("POST", "/api/events", body=events)
+        return data
+
+    def functions(self) -> dict[str, Any]:
+        """The app's functions, with their triggers, options and open windows."""
+        data: dict[str, Any] = self._request("GET", "/api/functions")
+        return data
+
+    def events(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        """Recently received events, newest first."""
+        return list(self._request("GET", "/api/events", params={"limit": limit})["events"])
+
+    def cancel(self, run_id: str) -> dict[str, Any]:
+        """Cancel a run; whether this call cancelled it, and its status."""
+        data: dict[str, Any] = self._request("POST", f"/api/runs/{quote(run_id, safe='')}/cancel")
+        return data
+
+    def rerun(self, run_id: str) -> str:
+        """Start a new run with a run's events; the new run's id."""
+        return str(self._request("POST", f"/api/runs/{quote(run_id, safe='')}/rerun")["run_id"])
 
     def runs(
         self, *, function_id: str | None = None, status: str | None = None, limit: int = 20
@@ -346,6 +369,7 @@ def render_run(run: dict[str, Any]) -> str:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="stepkit", message="%(prog)s %(version)s")
 def cli() -> None:
     """stepkit: durable functions. Develop locally with `stepkit dev`."""
 
@@ -494,13 +518,94 @@ def _listen(host: str, port: int) -> socket.socket:
 @aws_option
 def send(name: str, data: Any, user: Any, event_id: str | None, url: str, use_aws: bool) -> None:
     """Send the event NAME to the dev server (or the deployed bus) and print its id."""
+    if data is None:
+        click.echo("note: no --data given: sending {} as the event's data", err=True)
     event: dict[str, Any] = {"name": name, "data": data or {}}
     if user is not None:
         event["user"] = user
     if event_id:
         event["id"] = event_id
-    for sent in _client(url, use_aws).send(event):
+    client = _client(url, use_aws)
+    if use_aws:
+        for sent in client.send(event):
+            click.echo(sent)
+        return
+    result = client.send_reporting(event)
+    for sent in result["ids"]:
         click.echo(sent)
+    for dup in result.get("duplicates") or ():
+        click.echo(f"note: event id {dup} was received before: it starts no new run "
+                   "(ids are remembered for 24 h)", err=True)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@url_option
+def functions(as_json: bool, url: str) -> None:
+    """List the app's functions: triggers, retries and flow control."""
+    found = _client(url).functions()
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    rows = [[f["id"], ", ".join(_trigger(t) for t in f.get("triggers", [])),
+             str(f.get("retries", "")), _flow(f)] for f in found["functions"]]
+    click.echo(f"app {found['app_id']}")
+    click.echo(table(["FUNCTION", "TRIGGERS", "RETRIES", "FLOW CONTROL"], rows))
+
+
+def _trigger(t: dict[str, Any]) -> str:
+    if t.get("cron"):
+        return f"cron {t['cron']}"
+    return str(t.get("event", "")) + (f" if {t['if']}" if t.get("if") else "")
+
+
+def _flow(f: dict[str, Any]) -> str:
+    flow = f.get("flow") or {}
+    return ", ".join(sorted(k for k, v in flow.items() if v)) or "-"
+
+
+@cli.command()
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@url_option
+def events(limit: int, as_json: bool, url: str) -> None:
+    """List recently received events, newest first."""
+    found = _client(url).events(limit=limit)
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    rows = [[e.get("id", ""), e.get("name", ""), fmt_time(_event_time(e)),
+             json.dumps(e.get("data", {}), separators=(",", ":"))[:60]] for e in found]
+    click.echo(table(["EVENT ID", "NAME", "TIME", "DATA"], rows))
+
+
+def _event_time(event: dict[str, Any]) -> str | None:
+    ts = event.get("ts")
+    if not isinstance(ts, int | float):
+        return None
+    from runtime.durations import format_instant
+
+    return format_instant(ts / 1000)
+
+
+@cli.command()
+@click.argument("run_id")
+@url_option
+def cancel(run_id: str, url: str) -> None:
+    """Cancel run RUN_ID (its steps in flight finish; no new step starts)."""
+    result = _client(url).cancel(run_id)
+    if result.get("cancelled"):
+        click.echo(f"run {run_id} cancelled")
+    else:
+        click.echo(f"run {run_id} was not running (status {result.get('status')})")
+
+
+@cli.command()
+@click.argument("run_id")
+@url_option
+def rerun(run_id: str, url: str) -> None:
+    """Start a new run of RUN_ID's function with the same events; print its id."""
+    click.echo(_client(url).rerun(run_id))
 
 
 @cli.command()

@@ -31,6 +31,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from runtime.core.gates import open_windows, why_waiting
+from runtime.core.orchestrator import EVENT_DEDUP_SECONDS
 from runtime.core.protocols import Clock, RunQuery, Store
 from runtime.devserver import views
 from runtime.dlq import DeadLetter
@@ -207,11 +208,20 @@ class _Api:
 
     async def send_events(self, request: Request) -> Response:
         payload = await _json_body(request)
+        given = [str(e["id"]) for e in (payload if isinstance(payload, list) else [payload])
+                 if isinstance(e, dict) and isinstance(e.get("id"), str) and e["id"]]
+
+        def seen() -> list[str]:  # ids received before: such an event starts no new run
+            now = self.backend.clock.now()
+            return [i for i in given
+                    if self.backend.store.event_seen(i, now=now, ttl=EVENT_DEDUP_SECONDS)]
+
+        duplicates = await run_in_threadpool(seen)
         try:
             ids = await run_in_threadpool(self.backend.send, payload)
         except InvalidEventError as exc:
             raise ApiError(400, str(exc)) from None
-        return JSONResponse({"ids": ids})
+        return JSONResponse({"ids": ids, "duplicates": duplicates})
 
     async def list_events(self, request: Request) -> Response:
         events = await run_in_threadpool(self.backend.list_events, _limit(request))

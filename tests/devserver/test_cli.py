@@ -456,3 +456,63 @@ def test_dev_outside_a_project_says_there_is_no_functions_package(
     assert result.exit_code == 1
     assert f"no 'functions/' package in {tmp_path.resolve()}" in result.output
     assert "another project's" in result.output and "--functions" in result.output
+
+
+# -- functions, events, cancel, rerun, --version, send's notes ---------------------------------
+
+
+def test_send_says_what_it_sends_without_data_and_reports_a_reused_id(
+    backend: LocalBackend, url: str
+) -> None:
+    first = stepkit("send", "user/signup", "--id", "e-1", "--url", url)
+    assert first.exit_code == 0, first.output
+    assert first.stdout.split() == ["e-1"]
+    assert "no --data given: sending {} as the event's data" in first.stderr
+    backend.run_until_idle()
+    again = stepkit("send", "user/signup", "--id", "e-1", "--data", "{}", "--url", url)
+    assert again.exit_code == 0, again.output
+    assert again.stdout.split() == ["e-1"]
+    assert "event id e-1 was received before: it starts no new run" in again.stderr
+    backend.run_until_idle()
+    assert len(backend.list_runs()) == 1
+
+
+def test_functions_events_cancel_and_rerun(backend: LocalBackend, url: str) -> None:
+    listed = stepkit("functions", "--url", url)
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.splitlines()[0] == "app clitest"
+    assert listed.output.splitlines()[1].split() == ["FUNCTION", "TRIGGERS", "RETRIES",
+                                                     "FLOW", "CONTROL"]
+    assert listed.output.splitlines()[2].split() == ["greet", "user/signup", "2", "-"]
+    assert json.loads(stepkit("functions", "--json", "--url", url).output)["functions"][0][
+        "id"] == "greet"
+
+    sent = stepkit("send", "user/signup", "--data", '{"name": "ada"}', "--url", url)
+    (event_id,) = sent.stdout.split()
+    backend.run_until_idle()
+    shown = stepkit("events", "--url", url)
+    assert shown.exit_code == 0, shown.output
+    header, row = shown.output.splitlines()
+    assert header.split() == ["EVENT", "ID", "NAME", "TIME", "DATA"]
+    assert row.split()[:2] == [event_id, "user/signup"] and '{"name":"ada"}' in row
+    assert json.loads(stepkit("events", "--json", "--url", url).output)[0]["id"] == event_id
+
+    (run,) = backend.list_runs()
+    again = stepkit("rerun", run.run_id, "--url", url)
+    assert again.exit_code == 0, again.output
+    new_id = again.output.strip()
+    backend.run_until_idle()
+    assert {r.run_id for r in backend.list_runs()} == {run.run_id, new_id}
+
+    stopped = stepkit("cancel", run.run_id, "--url", url)
+    assert stopped.exit_code == 0, stopped.output
+    assert stopped.output.strip() == f"run {run.run_id} cancelled"
+    assert stepkit("cancel", run.run_id, "--url", url).output.strip() == (
+        f"run {run.run_id} was not running (status Cancelled)")
+    assert stepkit("cancel", "nope", "--url", url).exit_code == 1
+
+
+def test_version() -> None:
+    result = stepkit("--version")
+    assert result.exit_code == 0
+    assert re.fullmatch(r"stepkit \d+\.\d+\.\d+\S*\n", result.output)
