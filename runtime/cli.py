@@ -335,6 +335,8 @@ def render_run(run: dict[str, Any]) -> str:
     ]
     if run.get("waiting"):
         lines.append(f"Waiting   {run['waiting']['message']}")
+    for i, doing in enumerate(run.get("activity") or ()):
+        lines.append(f"{'Doing' if i == 0 else '':<10}{doing['message']}")
     if run.get("error") and (run.get("waiting") or {}).get("kind") != "skipped":
         lines.append(f"Error     {_short_error(run['error'])}")
     if run["status"] == "Completed":

@@ -404,3 +404,26 @@ def test_dlq_endpoints_list_and_redrive_and_name_bad_requests(env: Env) -> None:
     resp = env.client.post("/api/dlq/redrive")  # no body: everything
     assert resp.json() == {"redriven": [dead["message_id"]]}
     assert env.client.get("/api/dlq").json()["count"] == 0
+
+
+def test_a_run_says_what_it_is_doing_and_a_finished_runs_pending_steps_are_abandoned(
+    env: Env,
+) -> None:
+    env.send("user/signup", {"name": "ada"})
+    run = env.only_run("greet")
+    assert run["activity"] == [{
+        "kind": "sleeping", "step": "nap", "until": "2026-03-02T09:00:00.000Z",
+        "message": "sleeping in step 'nap' until 2026-03-02T09:00:00Z"}]
+    assert env.client.post(f"/api/runs/{run['run_id']}/cancel").json()["cancelled"] is True
+    run = env.run(run["run_id"])
+    assert run["status"] == "Cancelled" and run["activity"] == []
+    nap = next(s for s in run["steps"] if s["key"] == "nap")
+    assert nap["status"] == "abandoned"  # not "sleeping until ..." on a cancelled run
+
+    env.send("job/flaky")
+    flaky = env.only_run("flaky")
+    [doing] = flaky["activity"]
+    assert doing["kind"] == "retrying" and doing["step"] == "boom"
+    assert (doing["attempt"], doing["of"]) == (2, 2)
+    assert doing["last_error"] == "ValueError: the flaky service is down"
+    assert doing["message"].startswith("retrying step 'boom': attempt 2 of 2 at 2026-03-02T08:00:")

@@ -516,3 +516,15 @@ def test_version() -> None:
     result = stepkit("--version")
     assert result.exit_code == 0
     assert re.fullmatch(r"stepkit \d+\.\d+\.\d+\S*\n", result.output)
+
+
+def test_run_says_what_the_run_is_doing(backend: LocalBackend, url: str) -> None:
+    stepkit("send", "user/signup", "--data", '{"name": "ada"}', "--url", url)
+    backend.run_until_idle()
+    (run,) = backend.list_runs()
+    shown = stepkit("run", run.run_id, "--url", url)
+    assert "Doing     sleeping in step 'nap' until 2026-03-02T09:00:00Z" in shown.output
+    stepkit("cancel", run.run_id, "--url", url)
+    shown = stepkit("run", run.run_id, "--url", url)
+    assert "Doing" not in shown.output
+    assert re.search(r"^nap\s+sleep\s+abandoned\s", shown.output, re.M)

@@ -145,6 +145,9 @@ def test_dashboard_shows_a_retrying_step_error(backend: LocalBackend, tmp_path: 
     assert 'class="pill s-retrying"' in dom
     assert "ConnectionError: payment gateway timed out" in dom
     assert "next attempt" in dom
+    # What the run is doing, in its header: the step, the attempt, when, and the last error.
+    assert "<dt>Doing</dt><dd>retrying step 'charge-card': attempt 2 of " in dom
+    assert "(last error ConnectionError: payment gateway timed out)</dd>" in dom
 
 
 def test_dashboard_shows_how_many_messages_are_dead_lettered(

@@ -223,7 +223,8 @@ function renderRun(run) {
   if (run.failed_attempts) meta.push(["Handler failures", String(run.failed_attempts)]);
   if (run.parent) meta.push(["Invoked by", run.parent.run_id + " (" + run.parent.key + ")"]);
   if (run.waiting) meta.push(["Waiting", run.waiting.message]);
-  else if (run.error) meta.push(["Error", run.error.name + ": " + run.error.message]);
+  (run.activity || []).forEach((a, i) => meta.push([i === 0 ? "Doing" : "", a.message]));
+  if (!run.waiting && run.error) meta.push(["Error", run.error.name + ": " + run.error.message]);
   $("run-meta").replaceChildren(...meta.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
 
   renderSteps(run);
