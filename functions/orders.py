@@ -9,7 +9,9 @@ from functions.fakes import authorize_payment, record, stock_level
 from runtime import CancelOn, Context, TriggerEvent
 
 
-@app.function(id="process-order", trigger=TriggerEvent("order/created"))
+# One run per order however many times its event is sent: it charges a card.
+@app.function(id="process-order", trigger=TriggerEvent("order/created"),
+              idempotency="event.data.order_id")
 def process_order(ctx: Context) -> dict[str, Any]:
     """Check stock and payment in parallel, report a backorder, then charge and ship."""
     order = ctx.event.data

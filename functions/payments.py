@@ -9,7 +9,8 @@ from functions.fakes import record
 from runtime import Context, TriggerEvent
 
 
-@app.function(id="await-payment", trigger=TriggerEvent("invoice/created"))
+@app.function(id="await-payment", trigger=TriggerEvent("invoice/created"),
+              idempotency="event.data.invoice_id")
 def await_payment(ctx: Context) -> dict[str, Any]:
     """Mark the invoice paid when `payment/confirmed` arrives for it, or remind after a day."""
     invoice_id = ctx.event.data["invoice_id"]

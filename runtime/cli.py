@@ -603,6 +603,28 @@ def cancel(run_id: str, url: str) -> None:
 
 
 @cli.command()
+@click.option("--functions", "package", default=None, envvar="STEPKIT_FUNCTIONS",
+              help="The package defining the app (env STEPKIT_FUNCTIONS)  [default: functions]")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def check(package: str | None, as_json: bool) -> None:
+    """Review functions/ for durable-function mistakes; exit 1 on critical or error findings.
+
+    Missing ids, waits without a timeout, payments without an idempotency key (errors);
+    calls out with no concurrency limit, vague step ids, bare-number sleeps (warnings);
+    default retries (info). Each finding names the file, line and fix.
+    """
+    from runtime.check import FAILING, check_project, render
+
+    findings = check_project(Path.cwd(), package or "functions")
+    if as_json:
+        click.echo(json.dumps([f.to_json() for f in findings], indent=2))
+    else:
+        click.echo(render(findings))
+    if any(f.severity in FAILING for f in findings):
+        raise SystemExit(1)
+
+
+@cli.command()
 @click.argument("run_id")
 @url_option
 def rerun(run_id: str, url: str) -> None:
