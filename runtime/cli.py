@@ -129,6 +129,11 @@ class DevClient:
         data: dict[str, Any] = self._request("POST", f"/api/runs/{quote(run_id, safe='')}/cancel")
         return data
 
+    def invoke(self, function_id: str, data: dict[str, Any]) -> str:
+        """Start a run of a function by hand; its id."""
+        path = f"/api/functions/{quote(function_id, safe='')}/invoke"
+        return str(self._request("POST", path, body={"data": data})["run_id"])
+
     def rerun(self, run_id: str) -> str:
         """Start a new run with a run's events; the new run's id."""
         return str(self._request("POST", f"/api/runs/{quote(run_id, safe='')}/rerun")["run_id"])
@@ -622,6 +627,17 @@ def check(package: str | None, as_json: bool) -> None:
         click.echo(render(findings))
     if any(f.severity in FAILING for f in findings):
         raise SystemExit(1)
+
+
+@cli.command()
+@click.argument("function_id")
+@click.option("--data", callback=_json_object, help="The run's event data, a JSON object.")
+@url_option
+def invoke(function_id: str, data: Any, url: str) -> None:
+    """Start a run of FUNCTION_ID by hand (its event: stepkit/function.invoked); print its id."""
+    if data is None:
+        click.echo("note: no --data given: invoking with {}", err=True)
+    click.echo(_client(url).invoke(function_id, data or {}))
 
 
 @cli.command()

@@ -46,6 +46,7 @@ from runtime.engine import Limits, execute
 from runtime.engine.decisions import ScheduleBranches, StepSucceeded
 from runtime.errors import GateMovedError, StepkitError
 from runtime.events import (
+    FUNCTION_INVOKED,
     SCHEDULED_TIMER,
     SYSTEM_PREFIX,
     Event,
@@ -468,6 +469,28 @@ class Orchestrator:
             # A rerun is asked for by hand: idempotency, rate limit and singleton let it by.
             payload={"events": list(state.run.events), "direct": True, "rerun": True},
         )
+        self.queue.send([msg])
+        return new_id
+
+    def invoke(self, function_id: str, data: Mapping[str, Any] | None = None) -> str:
+        """Start a run of a function by hand, with ``data``; return its id.
+
+        The run's event is ``stepkit/function.invoked`` (as a ``step.invoke`` child's), so the
+        function's triggers and their ``if`` do not apply; flow control's start rules are let
+        by, as for a rerun.
+
+        Raises:
+            FunctionNotFoundError: No such function.
+            InvalidEventError: ``data`` is not a JSON object within the event limits.
+        """
+        fn = self.app.get(function_id)
+        now = self.clock.now()
+        new_id = new_run_id(now)
+        [event] = validate_events(
+            [{"id": new_id, "name": FUNCTION_INVOKED, "data": dict(data or {})}],
+            now_ms=int(now * 1000), allow_system=True)
+        msg = Message(MessageKind.START, fn.id, new_id, id=f"start-{new_id}",
+                      payload={"events": [event.to_json()], "direct": True, "rerun": True})
         self.queue.send([msg])
         return new_id
 

@@ -81,6 +81,10 @@ class DevBackend(Protocol):
         """Start a new run with the same events; its id."""
         ...
 
+    def invoke(self, function_id: str, data: dict[str, Any] | None = None) -> str:
+        """Start a run of a function by hand; its id."""
+        ...
+
     def dead_letter_rows(self) -> list[DeadLetter]:
         """Dead-lettered messages, oldest first."""
         ...
@@ -120,6 +124,7 @@ def create_app(backend: DevBackend) -> Starlette:
         Route("/api/runs/{run_id}", api.get_run, methods=["GET"]),
         Route("/api/runs/{run_id}/cancel", api.cancel, methods=["POST"]),
         Route("/api/runs/{run_id}/rerun", api.rerun, methods=["POST"]),
+        Route("/api/functions/{function_id}/invoke", api.invoke, methods=["POST"]),
         Route("/api/dlq", api.list_dead_letters, methods=["GET"]),
         Route("/api/dlq/redrive", api.redrive, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
@@ -301,6 +306,21 @@ class _Api:
         except LookupError as exc:
             raise ApiError(404, str(exc)) from None
         return JSONResponse({"run_id": new_id})
+
+    async def invoke(self, request: Request) -> Response:
+        raw = await request.body()
+        body = await _json_body(request) if raw.strip() else {}
+        data = body.get("data", {}) if isinstance(body, dict) else None
+        if not isinstance(data, dict):
+            raise ApiError(400, 'expected a JSON object like {"data": {"user_id": "ada"}}')
+        try:
+            run_id = await run_in_threadpool(
+                self.backend.invoke, request.path_params["function_id"], data)
+        except FunctionNotFoundError as exc:
+            raise ApiError(404, str(exc)) from None
+        except InvalidEventError as exc:
+            raise ApiError(400, str(exc)) from None
+        return JSONResponse({"run_id": run_id})
 
     async def list_dead_letters(self, request: Request) -> Response:
         found = await run_in_threadpool(self.backend.dead_letter_rows)

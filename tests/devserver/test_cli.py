@@ -528,3 +528,17 @@ def test_run_says_what_the_run_is_doing(backend: LocalBackend, url: str) -> None
     shown = stepkit("run", run.run_id, "--url", url)
     assert "Doing" not in shown.output
     assert re.search(r"^nap\s+sleep\s+abandoned\s", shown.output, re.M)
+
+
+def test_invoke_starts_a_run_by_hand(backend: LocalBackend, url: str) -> None:
+    result = stepkit("invoke", "greet", "--data", '{"name": "grace"}', "--url", url)
+    assert result.exit_code == 0, result.output
+    run_id = result.stdout.strip()
+    backend.run_until_idle()
+    state = backend.get_run(run_id)
+    assert state is not None and state.run.function_id == "greet"
+    assert state.run.events[0]["name"] == "stepkit/function.invoked"
+    assert state.steps["fetch-name"].output == "grace"  # the data is the run's event data
+    missing = stepkit("invoke", "nope", "--url", url)
+    assert missing.exit_code == 1 and "no function 'nope'" in missing.output
+    assert "no --data given" in missing.stderr

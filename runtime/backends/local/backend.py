@@ -350,6 +350,10 @@ class LocalBackend:
         """Start a new run with the same events; return its id."""
         return self.orchestrator.rerun(run_id)
 
+    def invoke(self, function_id: str, data: dict[str, Any] | None = None) -> str:
+        """Start a run of ``function_id`` by hand with ``data``; return its id."""
+        return self.orchestrator.invoke(function_id, data)
+
     def dead_letters(self) -> list[Message]:
         """Messages that used up their deliveries."""
         return self.queue.dead_letters()
