@@ -525,21 +525,17 @@ def _listen(host: str, port: int) -> socket.socket:
 @aws_option
 def send(name: str, data: Any, user: Any, event_id: str | None, url: str, use_aws: bool) -> None:
     """Send the event NAME to the dev server (or the deployed bus) and print its id."""
-    if data is None:
-        click.echo("note: no --data given: sending {} as the event's data", err=True)
     event: dict[str, Any] = {"name": name, "data": data or {}}
     if user is not None:
         event["user"] = user
     if event_id:
         event["id"] = event_id
     client = _client(url, use_aws)
-    if use_aws:
-        for sent in client.send(event):
-            click.echo(sent)
-        return
-    result = client.send_reporting(event)
+    result = {"ids": client.send(event)} if use_aws else client.send_reporting(event)
     for sent in result["ids"]:
         click.echo(sent)
+    if data is None:  # said once it is sent (a failure says only what failed)
+        click.echo("note: no --data given: sent {} as the event's data", err=True)
     for dup in result.get("duplicates") or ():
         click.echo(f"note: event id {dup} was received before: it starts no new run "
                    "(ids are remembered for 24 h)", err=True)
@@ -635,9 +631,9 @@ def check(package: str | None, as_json: bool) -> None:
 @url_option
 def invoke(function_id: str, data: Any, url: str) -> None:
     """Start a run of FUNCTION_ID by hand (its event: stepkit/function.invoked); print its id."""
-    if data is None:
-        click.echo("note: no --data given: invoking with {}", err=True)
     click.echo(_client(url).invoke(function_id, data or {}))
+    if data is None:
+        click.echo("note: no --data given: invoked with {}", err=True)
 
 
 @cli.command()
