@@ -47,10 +47,14 @@ class TriggerEvent:
     Args:
         event: The event name, e.g. ``"user/signup"``.
         if_: CEL over ``event``, e.g. ``"event.data.plan == 'pro'"``.
+        data: A pydantic model of the event's ``data``: events of this name are validated
+            against it when sent through stepkit (dev server, CLI, ``Harness``), and the
+            handler gets ``ctx.data`` as an instance of it.
     """
 
     event: str
     if_: str | None = None
+    data: type[Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ class EventFilter:
 
     event: str
     condition: Expression | None
+    model: type[Any] | None = None  # the pydantic model of the event's data, if declared
 
     def matches(self, event: dict[str, Any]) -> bool:
         """Whether ``event`` triggers this filter."""
@@ -319,7 +324,12 @@ class App:
             if isinstance(t, TriggerEvent):
                 _check_event_name(t.event, f"{where} trigger {i}")
                 cond = _compile(t.if_, f"{where} trigger '{t.event}' if") if t.if_ else None
-                events.append(EventFilter(t.event, cond))
+                if t.data is not None and not (isinstance(t.data, type)
+                                               and hasattr(t.data, "model_validate")):
+                    raise ConfigurationError(
+                        f"{where} trigger {i}: data= must be a pydantic model class (a "
+                        f"BaseModel subclass), got {t.data!r}")
+                events.append(EventFilter(t.event, cond, t.data))
             elif isinstance(t, TriggerCron):
                 try:
                     crons.append(CronSchedule.parse(t.cron))

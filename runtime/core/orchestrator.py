@@ -44,7 +44,7 @@ from runtime.core.metrics import observe_commit, observe_created
 from runtime.core.protocols import Bus, Clock, Metrics, NoMetrics, Queue, RunQuery, Store
 from runtime.engine import Limits, execute
 from runtime.engine.decisions import ScheduleBranches, StepSucceeded
-from runtime.errors import GateMovedError, StepkitError
+from runtime.errors import GateMovedError, InvalidEventError, StepkitError
 from runtime.events import (
     FUNCTION_INVOKED,
     SCHEDULED_TIMER,
@@ -192,8 +192,28 @@ class Orchestrator:
         valid = validate_events(
             events, now_ms=int(self.clock.now() * 1000), allow_system=allow_system
         )
+        for i, e in enumerate(valid):
+            self._check_typed(e, i if len(valid) > 1 else None)
         self.bus.publish([e.to_json() for e in valid])
         return [e.id for e in valid]
+
+    def _check_typed(self, event: Event, index: int | None) -> None:
+        """Validate ``event.data`` against every ``data=`` model declared for its name.
+
+        Raises:
+            InvalidEventError: It does not match one, naming the event, model and function.
+        """
+        where = "event" if index is None else f"event[{index}]"
+        for fn in self.app:
+            for f in fn.events:
+                if f.model is None or f.event != event.name:
+                    continue
+                try:
+                    f.model.model_validate(event.data)
+                except ValueError as exc:
+                    raise InvalidEventError(
+                        f"{where}.data: '{event.name}' does not match {f.model.__name__} "
+                        f"(declared by function '{fn.id}'): {exc}") from None
 
     def route_event(self, event: dict[str, Any], *, start_runs: bool = True) -> None:
         """Handle one published event: start triggered runs, hand matched waiters their work.

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from runtime.engine.steps import ReplayState, Steps
+from runtime.errors import NonRetriableError
 from runtime.events import Event
 
 _UUIDS = uuid.UUID("0f7d4a2e-5c1b-4e8a-9d3f-6b2a1c0e9f87")
@@ -68,8 +69,11 @@ class Context:
         self,
         state: ReplayState,
         logger: logging.Logger | logging.LoggerAdapter[Any],
+        data_model: type[Any] | None = None,
     ) -> None:
         self._state = state
+        self._model = data_model
+        self._data: Any = None
         self.events = [Event.model_validate(e) for e in state.run.events]
         self.event = self.events[0]
         self.run_id = state.run.run_id
@@ -77,6 +81,27 @@ class Context:
         self.step = Steps(state)
         self.logger = ReplayLogger(logger, state)
         self._uuids = 0
+
+    @property
+    def data(self) -> Any:
+        """The triggering event's data, typed when its trigger declares a ``data=`` model.
+
+        An instance of that model, or the dict when there is none.
+
+        Raises:
+            NonRetriableError: The data does not match the model (an event that reached the
+                run without passing stepkit's send, e.g. a plain ``PutEvents``).
+        """
+        if self._model is None:
+            return self.event.data
+        if self._data is None:
+            try:
+                self._data = self._model.model_validate(self.event.data)
+            except ValueError as exc:  # pydantic's ValidationError is a ValueError
+                raise NonRetriableError(
+                    f"event '{self.event.name}' ({self.event.id}): its data does not match "
+                    f"{self._model.__name__}: {exc}") from None
+        return self._data
 
     def now(self) -> datetime:
         """The time of the run's latest checkpoint; the same value on every replay.

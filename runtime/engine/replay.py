@@ -87,7 +87,9 @@ def execute(
     rs = ReplayState(
         run=state.run, history=state.steps, now=now, target=target, max_steps=limits.max_steps
     )
-    ctx = Context(rs, logger or _log)
+    name = state.run.events[0].get("name") if state.run.events else None
+    model = next((f.model for f in fn.events if f.model is not None and f.event == name), None)
+    ctx = Context(rs, logger or _log, model)
     try:
         output = fn.handler(ctx)
         raised: Exception | None = None

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import pytest
+from pydantic import BaseModel
 
 from runtime import (
     App,
@@ -345,3 +346,48 @@ def test_bare_numbers_for_durations_are_refused_showing_both_readings(make_harne
     assert ("step.sleep 'nap': 5000 is a bare number, which reads as seconds in Python and as "
             "milliseconds in Inngest; write the unit: '5000s' (1h23m20s) or '5000ms' (5s)"
             ) in run.error
+
+
+class Signup(BaseModel):
+    user_id: str
+    plan: Literal["free", "pro"] = "free"
+
+
+def test_typed_events_are_validated_at_send_and_given_to_the_handler_typed(
+    make_harness: Any,
+) -> None:
+    app = App("shop")
+
+    @app.function(id="welcome", trigger=TriggerEvent("user/signup", data=Signup))
+    def welcome(ctx: Context) -> str:
+        signup: Signup = ctx.data
+        return ctx.step.run("greet", lambda: f"{signup.user_id} on {signup.plan}")
+
+    h = make_harness(app)
+    h.send("user/signup", {"user_id": "ada", "plan": "pro"})
+    assert h.only_run("welcome").output == "ada on pro"
+    with pytest.raises(InvalidEventError, match=r"event\.data: 'user/signup' does not match "
+                                                r"Signup \(declared by function 'welcome'\)"
+                                                r"[\s\S]*plan"):
+        h.send("user/signup", {"user_id": "bob", "plan": "gold"})
+    assert len(h.runs("welcome")) == 1  # nothing sent
+    with pytest.raises(ConfigurationError, match=r"data= must be a pydantic model class"):
+        app.function(id="bad", trigger=TriggerEvent("a/b", data=dict))(welcome)
+
+
+def test_typed_data_that_bypassed_send_fails_the_run_saying_why() -> None:
+    from runtime.engine import execute
+    from runtime.engine.decisions import RunFailed
+    from runtime.records import RunRecord, RunState
+
+    app = App("shop")
+
+    @app.function(id="welcome", trigger=TriggerEvent("user/signup", data=Signup))
+    def welcome(ctx: Context) -> str:
+        return str(ctx.data.user_id)
+
+    event = {"id": "e1", "name": "user/signup", "data": {"plan": "pro"}, "user": {}, "ts": 1}
+    state = RunState(RunRecord(run_id="r1", function_id="welcome", events=(event,)), {})
+    decision = execute(app.get("welcome"), state, now=1.0)  # e.g. a plain PutEvents on AWS
+    assert isinstance(decision, RunFailed) and not decision.error.retriable
+    assert "event 'user/signup' (e1): its data does not match Signup" in decision.error.message
