@@ -18,10 +18,11 @@ import click
 from runtime.backends.aws.resources import ENV_STAGE
 from runtime.client import Deployment, send
 from runtime.core.gates import why_waiting
+from runtime.core.ids import new_run_id
 from runtime.core.protocols import RunQuery
 from runtime.devserver.views import run_detail, run_summary
 from runtime.errors import StepkitError
-from runtime.records import RunStatus
+from runtime.records import Message, MessageKind, RunStatus
 
 if TYPE_CHECKING:
     from runtime.backends.aws.dlq import DeadLetterQueues
@@ -154,6 +155,68 @@ class AwsClient:
         if state is None:
             raise click.ClickException(f"no run '{run_id}' in table {self.deployment.table}")
         return run_detail(state, waiting=why_waiting(None, state.run, self.store, time.time()))
+
+    @_one_line
+    def events(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        """Recently received events, newest first (the table's event log)."""
+        return self.store.list_events(limit)
+
+    @_one_line
+    def cancel(self, run_id: str) -> dict[str, Any]:
+        """Queue a cancel for the run's worker; the run's status as it is now."""
+        state = self.store.load(run_id)
+        if state is None:
+            raise click.ClickException(f"no run '{run_id}' in table {self.deployment.table}")
+        if state.run.status.finished:
+            return {"cancelled": False, "status": state.run.status.value}
+        self._enqueue(Message(MessageKind.CANCEL, state.run.function_id, run_id,
+                              payload={"reason": "cancelled by user"}))
+        return {"cancelled": None, "queued": True, "status": state.run.status.value}
+
+    @_one_line
+    def rerun(self, run_id: str) -> str:
+        """Queue a new run of the run's function with its events; the new run's id."""
+        state = self.store.load(run_id)
+        if state is None:
+            raise click.ClickException(f"no run '{run_id}' in table {self.deployment.table}")
+        new_id = new_run_id(time.time())
+        self._enqueue(Message(MessageKind.START, state.run.function_id, new_id,
+                              id=f"start-{new_id}", payload={
+                                  "events": list(state.run.events), "direct": True,
+                                  "rerun": True}))
+        return new_id
+
+    @_one_line
+    def invoke(self, function_id: str, data: dict[str, Any]) -> str:
+        """Queue a run of ``function_id`` started by hand; its id."""
+        from runtime.events import FUNCTION_INVOKED, validate_events
+
+        new_id = new_run_id(time.time())
+        [event] = validate_events([{"id": new_id, "name": FUNCTION_INVOKED, "data": data}],
+                                  now_ms=int(time.time() * 1000), allow_system=True)
+        self._enqueue(Message(MessageKind.START, function_id, new_id, id=f"start-{new_id}",
+                              payload={"events": [event.to_json()], "direct": True,
+                                       "rerun": True}))
+        return new_id
+
+    def _enqueue(self, message: Message) -> None:
+        """Send a message to its function's queue, as a worker would (large ones via S3)."""
+        import boto3
+
+        from runtime.backends.aws.queue import SqsQueue
+        from runtime.backends.aws.resources import function_queue_name
+        from runtime.core.clock import SystemClock
+
+        sqs = self._clients["sqs"] if self._clients else boto3.client("sqs")
+        name = function_queue_name(self.deployment.app_id, message.function_id,
+                                   os.environ.get(ENV_STAGE) or None)
+        try:
+            url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        except sqs.exceptions.QueueDoesNotExist:
+            raise click.ClickException(
+                f"no queue '{name}': is '{message.function_id}' a function of the deployed "
+                f"app '{self.deployment.app_id}'?") from None
+        SqsQueue(lambda _: url, SystemClock(), sqs, payloads=self.store.payloads).send([message])
 
     def dead_letter_queues(self) -> DeadLetterQueues:
         """The app's DLQs (names derived from ``functions/`` as the CDK app derives them)."""

@@ -571,9 +571,10 @@ def _flow(f: dict[str, Any]) -> str:
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
 @url_option
-def events(limit: int, as_json: bool, url: str) -> None:
+@aws_option
+def events(limit: int, as_json: bool, url: str, use_aws: bool) -> None:
     """List recently received events, newest first."""
-    found = _client(url).events(limit=limit)
+    found = _client(url, use_aws).events(limit=limit)
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
@@ -594,10 +595,13 @@ def _event_time(event: dict[str, Any]) -> str | None:
 @cli.command()
 @click.argument("run_id")
 @url_option
-def cancel(run_id: str, url: str) -> None:
+@aws_option
+def cancel(run_id: str, url: str, use_aws: bool) -> None:
     """Cancel run RUN_ID (its steps in flight finish; no new step starts)."""
-    result = _client(url).cancel(run_id)
-    if result.get("cancelled"):
+    result = _client(url, use_aws).cancel(run_id)
+    if result.get("queued"):
+        click.echo(f"run {run_id}: cancel sent to its function's queue (its worker applies it)")
+    elif result.get("cancelled"):
         click.echo(f"run {run_id} cancelled")
     else:
         click.echo(f"run {run_id} was not running (status {result.get('status')})")
@@ -629,9 +633,10 @@ def check(package: str | None, as_json: bool) -> None:
 @click.argument("function_id")
 @click.option("--data", callback=_json_object, help="The run's event data, a JSON object.")
 @url_option
-def invoke(function_id: str, data: Any, url: str) -> None:
+@aws_option
+def invoke(function_id: str, data: Any, url: str, use_aws: bool) -> None:
     """Start a run of FUNCTION_ID by hand (its event: stepkit/function.invoked); print its id."""
-    click.echo(_client(url).invoke(function_id, data or {}))
+    click.echo(_client(url, use_aws).invoke(function_id, data or {}))
     if data is None:
         click.echo("note: no --data given: invoked with {}", err=True)
 
@@ -639,9 +644,10 @@ def invoke(function_id: str, data: Any, url: str) -> None:
 @cli.command()
 @click.argument("run_id")
 @url_option
-def rerun(run_id: str, url: str) -> None:
+@aws_option
+def rerun(run_id: str, url: str, use_aws: bool) -> None:
     """Start a new run of RUN_ID's function with the same events; print its id."""
-    click.echo(_client(url).rerun(run_id))
+    click.echo(_client(url, use_aws).rerun(run_id))
 
 
 @cli.command()

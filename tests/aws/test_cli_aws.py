@@ -84,3 +84,41 @@ def test_runs_aws_say_which_runs_flow_control_holds_back(
     assert kinds == [("Completed", None), ("Running", "throttled"), ("Skipped", "skipped")]
     table = CliRunner().invoke(cli, ["runs", "--aws"])
     assert "throttled until" in table.output and "rate limit of 2 per 1:00:00" in table.output
+
+
+def test_cli_cancels_reruns_invokes_and_lists_events_of_the_deployed_app(
+    aws: AwsEmulators, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = App("shop")
+
+    @app.function(id="drip", trigger=TriggerEvent("user/signup"))
+    def drip(ctx: Context) -> str:
+        ctx.step.sleep("wait-a-day", "1d")
+        return str(ctx.event.data.get("user_id"))
+
+    h = Harness.aws(app, aws)  # the real clock: the CLI reads with it
+    assert isinstance(h.backend, AwsBackend)
+    r = h.backend.resources
+    for name, value in ((ENV_APP, r.app_id), (ENV_BUS, r.bus), (ENV_TABLE, r.table)):
+        monkeypatch.setenv(name, value)
+    runner = CliRunner()
+    h.send("user/signup", {"user_id": "ada"})
+    [run] = h.runs("drip")
+    listed = json.loads(runner.invoke(cli, ["events", "--aws", "--json"]).output)
+    assert [e["name"] for e in listed] == ["user/signup"]
+
+    again = runner.invoke(cli, ["rerun", run.id, "--aws"])
+    assert again.exit_code == 0, again.output
+    invoked = runner.invoke(cli, ["invoke", "drip", "--data", '{"user_id": "bob"}', "--aws"])
+    assert invoked.exit_code == 0, invoked.output
+    stopped = runner.invoke(cli, ["cancel", run.id, "--aws"])
+    assert stopped.exit_code == 0, stopped.output
+    assert "cancel sent to its function's queue" in stopped.output
+    h.settle()
+    assert h.run(run.id).status == "Cancelled"
+    others = {v.id: v for v in h.runs("drip") if v.id != run.id}
+    assert set(others) == {again.output.strip(), invoked.output.strip()}
+    assert all(v.status == "Running" for v in others.values())  # asleep, as the first was
+    assert others[invoked.output.strip()].state.run.events[0]["data"] == {"user_id": "bob"}
+    unknown = runner.invoke(cli, ["invoke", "nope", "--aws"])
+    assert unknown.exit_code == 1 and "no queue" in unknown.output

@@ -55,6 +55,14 @@ def _name(*parts: str, limit: int) -> str:
     return f"{name[: limit - 9]}-{digest}"
 
 
+def function_queue_name(app_id: str, function_id: str, stage: str | None = None) -> str:
+    """The queue of ``function_id`` in app ``app_id`` (as :meth:`AppResources.for_app` names it).
+
+    For tools that know a run's function but not the app's code (the CLI's ``--aws``).
+    """
+    return _name(f"{app_id}-{stage}" if stage else app_id, function_id, limit=76)
+
+
 class Schedule(NamedTuple):
     """An EventBridge Scheduler schedule for one cron trigger."""
 
@@ -149,7 +157,7 @@ class AppResources:
             fns.append(
                 FunctionResources(
                     function_id=fn.id,
-                    queue=_name(a, fn.id, limit=76),
+                    queue=function_queue_name(app.id, fn.id, stage or None),
                     dlq=_name(a, fn.id, "dlq", limit=80),
                     trigger_rule=_name(a, fn.id, "trigger", limit=64),
                     event_names=tuple(f.event for f in fn.events),
