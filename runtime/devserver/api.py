@@ -229,8 +229,19 @@ class _Api:
         return JSONResponse({"ids": ids, "duplicates": duplicates})
 
     async def list_events(self, request: Request) -> Response:
-        events = await run_in_threadpool(self.backend.list_events, _limit(request))
-        return JSONResponse({"events": events})
+        limit = _limit(request)
+
+        def render() -> list[dict[str, Any]]:
+            events = self.backend.list_events(limit)
+            started: dict[str, list[dict[str, Any]]] = {}
+            for run in self.backend.list_runs(RunQuery(limit=1000)):  # the dev server's
+                for e in run.events:
+                    started.setdefault(str(e.get("id")), []).append({
+                        "run_id": run.run_id, "function_id": run.function_id,
+                        "status": run.status.value})
+            return [{**e, "runs": started.get(str(e.get("id")), [])} for e in events]
+
+        return JSONResponse({"events": await run_in_threadpool(render)})
 
     async def list_functions(self, request: Request) -> Response:
         def render() -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ Set ``STEPKIT_SCREENSHOT=/path/shot.png`` to also save a screenshot of the page.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -181,3 +182,35 @@ def test_dashboard_says_why_a_run_is_held_back(backend: LocalBackend, tmp_path: 
     assert '<div class="why window">batching 1/50 until 2026-03-02T08:11:30Z</div>' in dom
     assert '<span class="trigger flow" title=' in dom and ">batch events</span>" in dom
     assert "<dt>Waiting</dt><dd>throttled until 2026-03-02T09:11:00Z</dd>" in dom
+
+
+def test_dashboard_events_tab_shows_payload_and_the_runs_an_event_started(
+    backend: LocalBackend, tmp_path: Path
+) -> None:
+    browser = chromium()
+    event = next(e for e in backend.list_events() if e["name"] == "shop/charge")
+    (run,) = [r for r in backend.list_runs() if r.function_id == "charge"]
+    with serve(backend) as url:
+        dom = browse(browser, f"{url}/#event={event['id']}", tmp_path, "--dump-dom")
+    assert f'data-event-id="{event["id"]}"' in dom  # listed in the events table
+    assert f'<code id="event-id">{event["id"]}</code>' in dom
+    assert '<span id="event-name-shown" class="muted">shop/charge</span>' in dom
+    assert f'<li data-run-id="{run.run_id}"><a href="#run={run.run_id}">' in dom
+    assert "&quot;card&quot;: &quot;4242&quot;" in dom or '"card": "4242"' in dom  # payload
+    # Times say their zone.
+    assert re.search(r">[A-Z][a-z]{2} \d+ \d\d:\d\d:\d\d\.\d{3} (UTC|GMT)<", dom)
+
+
+def test_dashboard_search_finds_a_run_or_an_event_by_id(
+    backend: LocalBackend, tmp_path: Path
+) -> None:
+    browser = chromium()
+    (run,) = [r for r in backend.list_runs() if r.function_id == "charge"]
+    event = next(e for e in backend.list_events() if e["name"] == "shop/charge")
+    with serve(backend) as url:
+        by_run = browse(browser, f"{url}/#q={run.run_id}", tmp_path, "--dump-dom")
+        by_event = browse(browser, f"{url}/#q={event['id']}", tmp_path, "--dump-dom")
+        missing = browse(browser, f"{url}/#q=nope", tmp_path, "--dump-dom")
+    assert f'<code id="run-id">{run.run_id}</code>' in by_run
+    assert f'<code id="event-id">{event["id"]}</code>' in by_event
+    assert "no run or recent event with id nope" in missing

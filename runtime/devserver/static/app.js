@@ -55,8 +55,11 @@ function pill(status) {
 function fmtTime(iso) {
   if (!iso) return "—";
   const d = new Date(iso);
+  const zone = new Intl.DateTimeFormat(undefined, { timeZoneName: "short" })
+    .formatToParts(d).find((p) => p.type === "timeZoneName");
   return d.toLocaleDateString(undefined, { month: "short", day: "numeric" }) + " " +
-    d.toLocaleTimeString(undefined, { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0");
+    d.toLocaleTimeString(undefined, { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0") +
+    (zone ? " " + zone.value : "");
 }
 
 function timeCell(iso) {
@@ -172,6 +175,11 @@ function select(runId) {
 }
 
 function route() {
+  const q = /^#q=(.+)$/.exec(location.hash);
+  if (q) { findById(decodeURIComponent(q[1])); return; }
+  const ev = /^#event=(.+)$/.exec(location.hash);
+  state.event = ev ? decodeURIComponent(ev[1]) : null;
+  renderEvent();
   const m = /^#run=(.+)$/.exec(location.hash);
   const runId = m ? decodeURIComponent(m[1]) : null;
   if (runId !== state.selected) {
@@ -336,6 +344,65 @@ async function rerunRun() {
   refreshRuns();
 }
 
+// -- events and search ---------------------------------------------------------------------------
+
+async function refreshEvents() {
+  const data = await api("GET", "/api/events?limit=100");
+  state.events = data.events;
+  const body = $("events");
+  body.replaceChildren();
+  if (!data.events.length) body.append(h("tr", {}, h("td", { colspan: 4, class: "empty" }, "no events yet")));
+  for (const e of data.events) {
+    body.append(h("tr", { "data-event-id": e.id, onclick: () => { location.hash = "event=" + e.id; } },
+      h("td", { class: "mono" }, e.id),
+      h("td", { class: "mono" }, e.name),
+      timeCell(e.ts ? new Date(e.ts).toISOString() : null),
+      h("td", {}, String((e.runs || []).length))));
+  }
+  renderEvent();
+}
+
+function renderEvent() {
+  const panel = $("event-panel");
+  const e = state.event && (state.events || []).find((x) => x.id === state.event);
+  panel.hidden = !state.event;
+  if (!state.event) return;
+  $("event-id").textContent = state.event;
+  if (!e) {
+    $("event-name-shown").textContent = "";
+    $("event-meta").replaceChildren(h("dt", {}, "Not found"), h("dd", {}, "no recent event with this id"));
+    $("event-runs").replaceChildren();
+    $("event-payload").textContent = "";
+    return;
+  }
+  $("event-name-shown").textContent = e.name;
+  $("event-meta").replaceChildren(h("dt", {}, "Name"), h("dd", {}, e.name),
+    h("dt", {}, "Sent"), h("dd", {}, fmtTime(e.ts ? new Date(e.ts).toISOString() : null)));
+  const runs = (e.runs || []).map((r) => h("li", { "data-run-id": r.run_id },
+    h("a", { href: "#run=" + r.run_id }, r.run_id), " ", r.function_id, " ", pill(r.status)));
+  $("event-runs").replaceChildren(...(runs.length ? runs : [h("li", { class: "muted" }, "no runs")]));
+  $("event-payload").textContent = json(e);
+}
+
+async function findById(id) {
+  const out = $("search-result");
+  id = id.trim();
+  if (!id) return;
+  try {
+    await api("GET", "/api/runs/" + encodeURIComponent(id));
+    message(out, "", true);
+    location.hash = "run=" + id;
+    return;
+  } catch (err) { /* not a run: maybe an event */ }
+  if (!state.events) await refreshEvents().catch(() => {});
+  if ((state.events || []).some((e) => e.id === id)) {
+    message(out, "", true);
+    location.hash = "event=" + id;
+    return;
+  }
+  message(out, "no run or recent event with id " + id, false);
+}
+
 // -- send an event ---------------------------------------------------------------------------
 
 async function sendEvent(ev) {
@@ -378,6 +445,7 @@ async function refreshAll() {
   await refreshRuns();
   await refreshRun();
   await refreshDeadLetters().catch(() => {});
+  await refreshEvents().catch(() => {});
 }
 
 function start() {
@@ -387,10 +455,12 @@ function start() {
   $("cancel-run").addEventListener("click", cancelRun);
   $("rerun-run").addEventListener("click", rerunRun);
   $("close-run").addEventListener("click", () => { location.hash = ""; });
+  $("close-event").addEventListener("click", () => { location.hash = ""; });
+  $("search-form").addEventListener("submit", (ev) => { ev.preventDefault(); findById($("search").value); });
   window.addEventListener("hashchange", route);
   setInterval(() => { if ($("auto-refresh").checked) refreshAll(); }, REFRESH_MS);
   loadFunctions().catch((err) => { $("functions").replaceChildren(h("li", { class: "muted" }, err.message)); });
-  refreshRuns().then(route);
+  refreshEvents().catch(() => {}).then(refreshRuns).then(route);
   refreshDeadLetters().catch(() => {});
 }
 
