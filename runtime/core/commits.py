@@ -15,6 +15,7 @@ from typing import Any
 
 from runtime.app import App, FunctionDef
 from runtime.core.ids import child_run_id
+from runtime.durations import format_instant
 from runtime.engine.decisions import (
     Decision,
     Invoke,
@@ -100,9 +101,13 @@ def commit_for(
             status=StepStatus.COMPLETED if done else StepStatus.FAILED,
             output=d.output if isinstance(d, StepSucceeded) else None,
             error=d.error if isinstance(d, StepFailed) else None,
-            # Counted against the run's 32 MiB (Limits.max_run_bytes); small ones are noise.
-            detail={"output_bytes": d.size}
-            if isinstance(d, StepSucceeded) and d.size >= COUNTED_OUTPUT_BYTES else {},
+            detail={
+                **_failed_attempts(state, s, d.error if isinstance(d, StepFailed) else None,
+                                   now),
+                # Counted against the run's 32 MiB (Limits.max_run_bytes); small ones are not.
+                **({"output_bytes": d.size} if isinstance(d, StepSucceeded)
+                   and d.size >= COUNTED_OUTPUT_BYTES else {}),
+            },
         )
         _log.info("step %s of run %s %s", s.key, run.run_id, w.record.status.value)
         return replace(base, steps=(w,), outbox=(nxt,))
@@ -114,6 +119,7 @@ def commit_for(
             attempt=s.attempt + 1,
             error=d.error,
             wake_at=d.at,
+            detail=_failed_attempts(state, s, d.error, now),
         )
         retry = (
             Message(
@@ -264,6 +270,25 @@ def _invoke_commit(
     if d.until is not None:
         outbox.append(Message(MessageKind.WAKE, fn.id, run.run_id, key=s.key, due=d.until))
     return replace(base, steps=(w,), outbox=tuple(outbox))
+
+
+MAX_ATTEMPT_HISTORY = 20  # as many attempts as retries allow (0-20)
+
+
+def _failed_attempts(state: RunState, s: StepRef, error: ErrorInfo | None,
+                     now: float) -> dict[str, Any]:
+    """The step's ``detail`` with its failed attempts so far: ``{"errors": [...]}``.
+
+    Each failed attempt keeps its number, when it failed and its error (cut to 500
+    characters), so the dashboard and CLI can show the history of a retried step, not only
+    its last error. ``error`` is ``None`` for a step that succeeded (after failures or not).
+    """
+    old = state.steps.get(s.key)
+    errors = list((old.detail if old else {}).get("errors") or [])
+    if error is not None:
+        errors.append({"attempt": s.attempt + 1, "at": format_instant(now),
+                       "error": f"{error.name}: {error.message}"[:500]})
+    return {"errors": errors[-MAX_ATTEMPT_HISTORY:]} if errors else {}
 
 
 def finish_outbox(

@@ -427,3 +427,17 @@ def test_a_run_says_what_it_is_doing_and_a_finished_runs_pending_steps_are_aband
     assert (doing["attempt"], doing["of"]) == (2, 2)
     assert doing["last_error"] == "ValueError: the flaky service is down"
     assert doing["message"].startswith("retrying step 'boom': attempt 2 of 2 at 2026-03-02T08:00:")
+
+
+def test_a_steps_failed_attempts_are_kept_each_with_its_error(env: Env) -> None:
+    env.send("job/flaky")
+    env.clock.advance("1m")  # past the retry's backoff, before the 09:00 cron fires
+    env.backend.run_until_idle()
+    run = env.only_run("flaky")
+    boom = next(s for s in run["steps"] if s["key"] == "boom")
+    assert boom["status"] == "failed"
+    assert [(e["attempt"], e["error"]) for e in boom["detail"]["errors"]] == [
+        (1, "ValueError: the flaky service is down"),
+        (2, "ValueError: the flaky service is down"),
+    ]
+    assert boom["detail"]["errors"][0]["at"] == "2026-03-02T08:00:00.000Z"

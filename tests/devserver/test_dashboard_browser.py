@@ -146,6 +146,9 @@ def test_dashboard_shows_a_retrying_step_error(backend: LocalBackend, tmp_path: 
     assert 'class="pill s-retrying"' in dom
     assert "ConnectionError: payment gateway timed out" in dom
     assert "next attempt" in dom
+    # Each failed attempt, with when and why (not only the last error).
+    assert re.search(r'<li data-attempt="1">attempt 1 failed [^<]*\d (UTC|GMT): '
+                     r"ConnectionError: payment gateway timed out</li>", dom)
     # What the run is doing, in its header: the step, the attempt, when, and the last error.
     assert "<dt>Doing</dt><dd>retrying step 'charge-card': attempt 2 of " in dom
     assert "(last error ConnectionError: payment gateway timed out)</dd>" in dom

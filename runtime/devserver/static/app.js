@@ -309,6 +309,12 @@ function renderSteps(run) {
       const cells = [];
       if (open && step.output !== null) cells.push(h("pre", {}, json(step.output)));
       if (step.error) cells.push(h("pre", { class: "error" }, open ? errorText(step.error) : step.error.name + ": " + step.error.message));
+      const failures = (step.detail || {}).errors || [];
+      if (failures.length) {
+        cells.push(h("ol", { class: "attempts" }, failures.map((f) =>
+          h("li", { "data-attempt": f.attempt },
+            "attempt " + f.attempt + " failed " + fmtTime(f.at) + ": " + f.error))));
+      }
       if (open && Object.keys(step.detail || {}).length) cells.push(h("pre", {}, json(step.detail)));
       if (open && !cells.length) cells.push(h("div", { class: "muted" }, "no output"));
       body.append(h("tr", { class: "step-io" }, h("td", { colspan: 7 }, cells)));
