@@ -16,6 +16,7 @@ import logging
 import signal
 import socket
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -425,13 +426,19 @@ def cli() -> None:
     type=click.Choice(["normal", "full"], case_sensitive=False),
     help="normal: commits survive a crash of the server; full: also power loss (slower).",
 )
+@click.option("--reload", is_flag=True,
+              help="Restart when a file of the functions package changes (runs are kept).")
 def dev(
     port: int, host: str, db: Path, package: str | None, workers: int, log_level: str,
-    durability: str,
+    durability: str, reload: bool,
 ) -> None:
     """Run the app locally: workers, crons, the API and the dashboard."""
     from runtime.discovery import load_app
     from runtime.errors import ConfigurationError
+
+    if reload:
+        _reload(port, package)
+        return
 
     level = getattr(logging, log_level.upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
@@ -463,6 +470,34 @@ def dev(
         click.echo("stopping: finishing the work in hand")
         backend.close()
         sock.close()
+
+
+def _reload(port: int, package: str | None) -> None:
+    """Run ``stepkit dev`` (without ``--reload``) and restart it when ``functions/`` changes.
+
+    Each restart stops the server cleanly (SIGINT: the work in hand finishes) and starts a
+    fresh process, which imports the package anew; runs live in the SQLite file, so they
+    carry on under the new code.
+    """
+    import shlex
+
+    from watchfiles import run_process
+
+    if port == 0:
+        raise click.ClickException("--reload needs a fixed --port (the restarted server "
+                                   "must come back where the dashboard looks for it)")
+    root = Path.cwd() / (package or "functions").replace(".", "/")
+    if not root.exists():
+        raise click.ClickException(f"--reload: nothing to watch at {root}")
+    args = [a for a in sys.argv[1:] if a != "--reload"]
+    command = shlex.join([sys.executable, "-m", "runtime.cli", *args])
+
+    def changed(changes: set[tuple[Any, str]]) -> None:
+        names = sorted({Path(p).name for _, p in changes})
+        click.echo(f"reloading: {', '.join(names)} changed")
+
+    run_process(root, target=command, target_type="command", callback=changed,
+                watch_filter=lambda _change, path: path.endswith(".py"))
 
 
 def _serve(backend: DevBackend, sock: socket.socket, log_level: str) -> None:

@@ -542,3 +542,61 @@ def test_invoke_starts_a_run_by_hand(backend: LocalBackend, url: str) -> None:
     missing = stepkit("invoke", "nope", "--url", url)
     assert missing.exit_code == 1 and "no function 'nope'" in missing.output
     assert "no --data given" not in missing.output  # a failure says only what failed
+
+
+def test_dev_reload_restarts_on_a_change_to_the_functions_and_keeps_the_runs(
+    project: Path,
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime.cli", "dev", "--reload", "--port", str(port),
+         "--functions", "devproj_functions", "--workers", "1"],
+        cwd=project, env={**os.environ, "PYTHONPATH": path, "NO_COLOR": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+    def functions() -> list[str] | None:
+        try:
+            got = httpx.get(url + "/api/functions", timeout=1, trust_env=False).json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        return sorted(f["id"] for f in got["functions"])
+
+    def wait_for(expected: list[str]) -> None:
+        deadline = time.monotonic() + 30
+        while functions() != expected:
+            assert time.monotonic() < deadline, f"functions never became {expected}"
+            time.sleep(0.1)
+
+    try:
+        wait_for(["hello"])
+        stepkit("send", "demo/hello", "--data", "{}", "--url", url)
+        run_id = _wait_completed(url)
+        (project / "devproj_functions" / "more.py").write_text(textwrap.dedent("""
+            from devproj_functions import app
+            from runtime import TriggerEvent
+
+            @app.function(id="goodbye", trigger=TriggerEvent("demo/bye"))
+            def goodbye(ctx):
+                return "bye"
+        """))
+        wait_for(["goodbye", "hello"])  # the restarted server loaded the new module
+        assert run_id in stepkit("runs", "--url", url).output  # and kept the runs
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    assert "reloading: more.py changed" in out
+
+
+def test_dev_reload_needs_a_fixed_port(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(project)
+    result = stepkit("dev", "--reload", "--port", "0", "--functions", "devproj_functions")
+    assert result.exit_code == 1 and "--reload needs a fixed --port" in result.output
