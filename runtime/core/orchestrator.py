@@ -492,6 +492,26 @@ class Orchestrator:
         self.queue.send([msg])
         return new_id
 
+    def skip_sleep(self, run_id: str, key: str) -> bool:
+        """End a sleeping step now (the dev server's "skip"); whether there was one to end.
+
+        Queued as a WAKE marked ``skip`` under an id derived from the step, so it is applied
+        by a worker with every guarantee a wake has, and asking twice wakes it once.
+
+        Raises:
+            LookupError: No such run.
+        """
+        state = self.store.load(run_id)
+        if state is None:
+            raise LookupError(f"no run '{run_id}'")
+        rec = state.steps.get(key)
+        if state.run.status.finished or rec is None or rec.status is not StepStatus.SLEEPING:
+            return False
+        self.queue.send([Message(MessageKind.WAKE, state.run.function_id, run_id,
+                                 id=f"skip-{run_id}-{key}", key=key,
+                                 payload={"skip": True})])
+        return True
+
     def invoke(self, function_id: str, data: Mapping[str, Any] | None = None) -> str:
         """Start a run of a function by hand, with ``data``; return its id.
 
@@ -1040,7 +1060,8 @@ class Orchestrator:
         rec = state.steps.get(msg.key or "")
         if rec is None or rec.wake_at is None:
             return False
-        if rec.wake_at > now + 0.001:
+        skip = bool((msg.payload or {}).get("skip")) and rec.status is StepStatus.SLEEPING
+        if rec.wake_at > now + 0.001 and not skip:
             self.queue.send([msg.with_due(rec.wake_at)])
             return True
         if rec.status is StepStatus.SLEEPING or rec.status is StepStatus.WAITING:

@@ -85,6 +85,10 @@ class DevBackend(Protocol):
         """Start a run of a function by hand; its id."""
         ...
 
+    def skip_sleep(self, run_id: str, key: str) -> bool:
+        """End a sleeping step now; whether there was one."""
+        ...
+
     def dead_letter_rows(self) -> list[DeadLetter]:
         """Dead-lettered messages, oldest first."""
         ...
@@ -125,6 +129,7 @@ def create_app(backend: DevBackend) -> Starlette:
         Route("/api/runs/{run_id}/cancel", api.cancel, methods=["POST"]),
         Route("/api/runs/{run_id}/rerun", api.rerun, methods=["POST"]),
         Route("/api/functions/{function_id}/invoke", api.invoke, methods=["POST"]),
+        Route("/api/runs/{run_id}/steps/{key}/skip", api.skip_sleep, methods=["POST"]),
         Route("/api/dlq", api.list_dead_letters, methods=["GET"]),
         Route("/api/dlq/redrive", api.redrive, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
@@ -317,6 +322,13 @@ class _Api:
         except LookupError as exc:
             raise ApiError(404, str(exc)) from None
         return JSONResponse({"run_id": new_id})
+
+    async def skip_sleep(self, request: Request) -> Response:
+        state = await self._state(request.path_params["run_id"])
+        self._registered(state, "skip a sleep of")
+        key = request.path_params["key"]
+        skipped = await run_in_threadpool(self.backend.skip_sleep, state.run.run_id, key)
+        return JSONResponse({"skipped": skipped})
 
     async def invoke(self, request: Request) -> Response:
         raw = await request.body()

@@ -441,3 +441,16 @@ def test_a_steps_failed_attempts_are_kept_each_with_its_error(env: Env) -> None:
         (2, "ValueError: the flaky service is down"),
     ]
     assert boom["detail"]["errors"][0]["at"] == "2026-03-02T08:00:00.000Z"
+
+
+def test_skip_ends_a_sleep_now_once(env: Env) -> None:
+    env.send("user/signup", {"name": "ada"})
+    run = env.only_run("greet")
+    skip = f"/api/runs/{run['run_id']}/steps/nap/skip"
+    assert env.client.post(skip).json() == {"skipped": True}
+    assert env.client.post(skip).json() == {"skipped": True}  # still sleeping until handled
+    env.backend.run_until_idle()
+    run = env.run(run["run_id"])
+    assert run["status"] == "Completed" and run["output"] == "hello ada"  # no clock moved
+    assert env.client.post(skip).json() == {"skipped": False}  # nothing left to skip
+    assert env.client.post("/api/runs/nope/steps/nap/skip").status_code == 404

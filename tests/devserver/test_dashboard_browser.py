@@ -137,6 +137,16 @@ def test_dashboard_renders_runs_and_a_step_timeline(backend: LocalBackend, tmp_p
     assert "&quot;total&quot;: 7" in dom or '"total": 7' in dom  # the run's output JSON
 
 
+def test_dashboard_offers_to_skip_a_sleep(backend: LocalBackend, tmp_path: Path) -> None:
+    browser = chromium()
+    sleeping = next(r for r in backend.list_runs()
+                    if r.function_id == "checkout" and not r.status.finished)
+    with serve(backend) as url:
+        dom = browse(browser, f"{url}/#run={sleeping.run_id}", tmp_path, "--dump-dom")
+    assert dom.count('data-skip="') == 1 and 'data-skip="cool-off"' in dom
+    assert ">Skip sleep</button>" in dom
+
+
 def test_dashboard_shows_a_retrying_step_error(backend: LocalBackend, tmp_path: Path) -> None:
     browser = chromium()
     (failing,) = [r for r in backend.list_runs() if r.function_id == "charge"]

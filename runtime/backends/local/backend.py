@@ -350,6 +350,10 @@ class LocalBackend:
         """Start a new run with the same events; return its id."""
         return self.orchestrator.rerun(run_id)
 
+    def skip_sleep(self, run_id: str, key: str) -> bool:
+        """End a sleeping step now (dev only); whether there was one to end."""
+        return self.orchestrator.skip_sleep(run_id, key)
+
     def invoke(self, function_id: str, data: dict[str, Any] | None = None) -> str:
         """Start a run of ``function_id`` by hand with ``data``; return its id."""
         return self.orchestrator.invoke(function_id, data)

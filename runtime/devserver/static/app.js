@@ -299,7 +299,12 @@ function renderSteps(run) {
       onclick: () => toggleStep(step.key, run),
     },
       h("td", {}, pill(step.status)),
-      h("td", {}, h("code", {}, step.key), note ? h("div", { class: "muted" }, note) : null),
+      h("td", {}, h("code", {}, step.key), note ? h("div", { class: "muted" }, note) : null,
+        step.status === "sleeping" && run.status === "Running"
+          ? h("button", { type: "button", class: "skip", "data-skip": step.key,
+              title: "end this sleep now (dev server only)",
+              onclick: (ev) => { ev.stopPropagation(); skipSleep(run.run_id, step.key); } }, "Skip sleep")
+          : null),
       h("td", {}, step.kind),
       h("td", {}, attempts),
       timeCell(step.started_at),
@@ -320,6 +325,17 @@ function renderSteps(run) {
       body.append(h("tr", { class: "step-io" }, h("td", { colspan: 7 }, cells)));
     }
   }
+}
+
+async function skipSleep(runId, key) {
+  try {
+    const res = await api("POST", "/api/runs/" + encodeURIComponent(runId) + "/steps/" +
+      encodeURIComponent(key) + "/skip");
+    message($("run-message"), res.skipped ? "sleep '" + key + "' skipped" : "not sleeping", res.skipped);
+  } catch (err) {
+    message($("run-message"), err.message, false);
+  }
+  setTimeout(refreshAll, 300);
 }
 
 function toggleStep(key, run) {
