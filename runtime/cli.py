@@ -130,6 +130,11 @@ class DevClient:
         data: dict[str, Any] = self._request("POST", f"/api/runs/{quote(run_id, safe='')}/cancel")
         return data
 
+    def fire_cron(self, function_id: str) -> str:
+        """Fire a function's cron trigger now; the run's id."""
+        path = f"/api/functions/{quote(function_id, safe='')}/cron"
+        return str(self._request("POST", path)["run_id"])
+
     def invoke(self, function_id: str, data: dict[str, Any]) -> str:
         """Start a run of a function by hand; its id."""
         path = f"/api/functions/{quote(function_id, safe='')}/invoke"
@@ -662,6 +667,14 @@ def check(package: str | None, as_json: bool) -> None:
         click.echo(render(findings))
     if any(f.severity in FAILING for f in findings):
         raise SystemExit(1)
+
+
+@cli.command()
+@click.argument("function_id")
+@url_option
+def fire(function_id: str, url: str) -> None:
+    """Fire FUNCTION_ID's cron trigger now, as the schedule would; print the run's id."""
+    click.echo(_client(url).fire_cron(function_id))
 
 
 @cli.command()

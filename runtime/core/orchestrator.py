@@ -492,6 +492,24 @@ class Orchestrator:
         self.queue.send([msg])
         return new_id
 
+    def fire_cron_now(self, function_id: str) -> str:
+        """Fire a function's cron trigger now, by hand; the run's id.
+
+        The run is the one a scheduled fire at this instant would start (same event shape,
+        ``stepkit/scheduled.timer``, and derived id), so firing twice in the same millisecond
+        starts one run.
+
+        Raises:
+            FunctionNotFoundError: No such function.
+            ValueError: It has no cron trigger.
+        """
+        fn = self.app.get(function_id)
+        if not fn.crons:
+            raise ValueError(f"function '{fn.id}' has no cron trigger to fire")
+        msg = self.cron_message(fn, fn.crons[0].spec, self.clock.now())
+        self.queue.send([msg])
+        return msg.run_id
+
     def skip_sleep(self, run_id: str, key: str) -> bool:
         """End a sleeping step now (the dev server's "skip"); whether there was one to end.
 

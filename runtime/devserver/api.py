@@ -89,6 +89,10 @@ class DevBackend(Protocol):
         """End a sleeping step now; whether there was one."""
         ...
 
+    def fire_cron(self, function_id: str) -> str:
+        """Fire a function's cron now; the run's id."""
+        ...
+
     def dead_letter_rows(self) -> list[DeadLetter]:
         """Dead-lettered messages, oldest first."""
         ...
@@ -129,6 +133,7 @@ def create_app(backend: DevBackend) -> Starlette:
         Route("/api/runs/{run_id}/cancel", api.cancel, methods=["POST"]),
         Route("/api/runs/{run_id}/rerun", api.rerun, methods=["POST"]),
         Route("/api/functions/{function_id}/invoke", api.invoke, methods=["POST"]),
+        Route("/api/functions/{function_id}/cron", api.fire_cron, methods=["POST"]),
         Route("/api/runs/{run_id}/steps/{key}/skip", api.skip_sleep, methods=["POST"]),
         Route("/api/dlq", api.list_dead_letters, methods=["GET"]),
         Route("/api/dlq/redrive", api.redrive, methods=["POST"]),
@@ -322,6 +327,16 @@ class _Api:
         except LookupError as exc:
             raise ApiError(404, str(exc)) from None
         return JSONResponse({"run_id": new_id})
+
+    async def fire_cron(self, request: Request) -> Response:
+        try:
+            run_id = await run_in_threadpool(self.backend.fire_cron,
+                                             request.path_params["function_id"])
+        except FunctionNotFoundError as exc:
+            raise ApiError(404, str(exc)) from None
+        except ValueError as exc:
+            raise ApiError(409, str(exc)) from None
+        return JSONResponse({"run_id": run_id})
 
     async def skip_sleep(self, request: Request) -> Response:
         state = await self._state(request.path_params["run_id"])

@@ -454,3 +454,15 @@ def test_skip_ends_a_sleep_now_once(env: Env) -> None:
     assert run["status"] == "Completed" and run["output"] == "hello ada"  # no clock moved
     assert env.client.post(skip).json() == {"skipped": False}  # nothing left to skip
     assert env.client.post("/api/runs/nope/steps/nap/skip").status_code == 404
+
+
+def test_a_cron_fires_by_hand_as_its_schedule_would(env: Env) -> None:
+    resp = env.client.post("/api/functions/flaky/cron")
+    assert resp.status_code == 200, resp.text
+    run_id = resp.json()["run_id"]
+    env.backend.run_until_idle()
+    run = env.run(run_id)
+    assert run["event"] == "stepkit/scheduled.timer"
+    assert run["events"][0]["data"] == {"cron": "0 9 * * *"}
+    assert env.client.post("/api/functions/greet/cron").status_code == 409  # no cron trigger
+    assert env.client.post("/api/functions/nope/cron").status_code == 404

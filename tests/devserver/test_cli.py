@@ -21,7 +21,7 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 
-from runtime import App, Context, TriggerEvent
+from runtime import App, Context, TriggerCron, TriggerEvent
 from runtime.backends.local import LocalBackend
 from runtime.cli import cli, fmt_duration
 from runtime.core.clock import FakeClock
@@ -600,3 +600,19 @@ def test_dev_reload_needs_a_fixed_port(project: Path, monkeypatch: pytest.Monkey
     monkeypatch.chdir(project)
     result = stepkit("dev", "--reload", "--port", "0", "--functions", "devproj_functions")
     assert result.exit_code == 1 and "--reload needs a fixed --port" in result.output
+
+
+def test_fire_starts_a_cron_run_by_hand(tmp_path: Path) -> None:
+    crons = App("crons")
+
+    @crons.function(id="nightly", trigger=TriggerCron("0 2 * * *"))
+    def nightly(ctx: Context) -> str:
+        return "done"
+
+    with LocalBackend(crons, tmp_path / "c.sqlite3", clock=FakeClock(START)) as b, \
+            serve(b) as u:
+        result = stepkit("fire", "nightly", "--url", u)
+        assert result.exit_code == 0, result.output
+        b.run_until_idle()
+        state = b.get_run(result.output.strip())
+        assert state is not None and state.run.output == "done"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime import App, Context, TriggerEvent
+from runtime import App, Context, TriggerCron, TriggerEvent
 from runtime.backends.local import LocalBackend
 from runtime.core.clock import FakeClock
 from runtime.devserver.background import serve_in_background as serve
@@ -54,6 +54,11 @@ def charge(ctx: Context) -> None:
               throttle={"limit": 1, "period": "1h"})
 def paced(ctx: Context) -> str:
     return "ok"
+
+
+@app.function(id="nightly", trigger=TriggerCron("0 2 * * *"))  # never due in these tests
+def nightly(ctx: Context) -> str:
+    return "done"
 
 
 @app.function(id="receipts", trigger=TriggerEvent("shop/receipt"),
@@ -122,6 +127,8 @@ def test_dashboard_renders_runs_and_a_step_timeline(backend: LocalBackend, tmp_p
 
     # The functions list and the runs table, filled in by the page's script.
     assert 'class="fn-id"' in dom and ">checkout<" in dom and ">charge<" in dom
+    # Functions with a cron trigger can be fired by hand; the others cannot.
+    assert re.findall(r'data-fire="([^"]+)"', dom) == ["nightly"]
     for run in runs.values():
         assert f'data-run-id="{run.run_id}"' in dom, f"run {run.run_id} not in the runs table"
     assert 'class="pill s-Running"' in dom and 'class="pill s-Completed"' in dom

@@ -350,6 +350,10 @@ class LocalBackend:
         """Start a new run with the same events; return its id."""
         return self.orchestrator.rerun(run_id)
 
+    def fire_cron(self, function_id: str) -> str:
+        """Fire a function's cron trigger now; the run's id."""
+        return self.orchestrator.fire_cron_now(function_id)
+
     def skip_sleep(self, run_id: str, key: str) -> bool:
         """End a sleeping step now (dev only); whether there was one to end."""
         return self.orchestrator.skip_sleep(run_id, key)

@@ -116,6 +116,10 @@ async function loadFunctions() {
       h("span", { class: "fn-id", title: "show runs of " + fn.id, onclick: () => filterBy(fn.id) }, fn.id),
       fn.triggers.map((t) => h("span", { class: "trigger" }, triggerText(t))),
       h("span", { class: "trigger" }, "retries " + fn.retries),
+      fn.triggers.some((t) => t.type === "cron")
+        ? h("button", { type: "button", class: "skip", "data-fire": fn.id, title: "fire its cron now",
+            onclick: () => fireCron(fn.id) }, "Fire cron now")
+        : null,
       Object.keys(fn.flow || {}).map((name) =>
         h("span", { class: "trigger flow", title: json(fn.flow[name]) }, name.replace("_", " "))),
       (fn.windows || []).map((w) => h("div", { class: "why window" }, w.message))));
@@ -325,6 +329,16 @@ function renderSteps(run) {
       body.append(h("tr", { class: "step-io" }, h("td", { colspan: 7 }, cells)));
     }
   }
+}
+
+async function fireCron(fnId) {
+  try {
+    const res = await api("POST", "/api/functions/" + encodeURIComponent(fnId) + "/cron");
+    select(res.run_id);
+  } catch (err) {
+    message($("send-result"), err.message, false);
+  }
+  setTimeout(refreshAll, 300);
 }
 
 async function skipSleep(runId, key) {
