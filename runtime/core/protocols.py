@@ -39,6 +39,8 @@ class RunQuery:
     function_id: str | None = None
     status: RunStatus | None = None
     limit: int = 50
+    #: Only runs created at or after this time (epoch seconds).
+    since: float | None = None
 
 
 class Store(Protocol):

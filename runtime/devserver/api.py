@@ -35,6 +35,7 @@ from runtime.core.orchestrator import EVENT_DEDUP_SECONDS
 from runtime.core.protocols import Clock, RunQuery, Store
 from runtime.devserver import views
 from runtime.dlq import DeadLetter
+from runtime.durations import parse_instant
 from runtime.errors import FunctionNotFoundError, InvalidEventError
 from runtime.records import RunRecord, RunState, RunStatus
 
@@ -180,6 +181,16 @@ async def _healthz(request: Request) -> Response:
     return JSONResponse({"ok": True})
 
 
+def _since(raw: str | None) -> float | None:
+    """The ``since`` filter: an ISO 8601 instant (``2026-03-02T08:00:00Z``), or none."""
+    if not raw:
+        return None
+    try:
+        return parse_instant(raw, where="since").timestamp()
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
 def _limit(request: Request, default: int = 50) -> int:
     raw = request.query_params.get("limit")
     if raw is None or raw == "":
@@ -278,7 +289,9 @@ class _Api:
             function_id=params.get("function_id") or None,
             status=_status(params.get("status")),
             limit=_limit(request),
+            since=_since(params.get("since")),
         )
+
         def render() -> list[dict[str, Any]]:
             runs = self.backend.list_runs(query)
             lines: dict[tuple[str, str], list[str]] = {}  # each concurrency gate read once

@@ -466,3 +466,14 @@ def test_a_cron_fires_by_hand_as_its_schedule_would(env: Env) -> None:
     assert run["events"][0]["data"] == {"cron": "0 9 * * *"}
     assert env.client.post("/api/functions/greet/cron").status_code == 409  # no cron trigger
     assert env.client.post("/api/functions/nope/cron").status_code == 404
+
+
+def test_runs_can_be_filtered_by_time(env: Env) -> None:
+    env.send("user/signup", {"name": "ada"})
+    env.clock.advance("10m")
+    env.send("user/signup", {"name": "bob"})
+    everyone = env.runs()
+    recent = env.runs(since="2026-03-02T08:05:00Z")
+    assert len(everyone) == 2 and [r["run_id"] for r in recent] == [everyone[0]["run_id"]]
+    bad = env.client.get("/api/runs", params={"since": "yesterday"})
+    assert bad.status_code == 400 and "since" in bad.json()["error"]

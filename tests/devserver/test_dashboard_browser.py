@@ -234,3 +234,15 @@ def test_dashboard_search_finds_a_run_or_an_event_by_id(
     assert f'<code id="run-id">{run.run_id}</code>' in by_run
     assert f'<code id="event-id">{event["id"]}</code>' in by_event
     assert "no run or recent event with id nope" in missing
+
+
+def test_dashboard_pages_past_100_runs(backend: LocalBackend, tmp_path: Path) -> None:
+    browser = chromium()
+    with serve(backend) as url:
+        few = browse(browser, url, tmp_path, "--dump-dom")
+        backend.send([{"name": "shop/paced", "data": {}} for _ in range(101)])
+        backend.run_until_idle()
+        many = browse(browser, url, tmp_path, "--dump-dom")
+    assert '<button id="more-runs" type="button" hidden="">' in few  # all shown: no more
+    assert '<button id="more-runs" type="button">Show 100 more</button>' in many
+    assert many.count("data-run-id=") >= 100

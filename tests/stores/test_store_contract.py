@@ -568,6 +568,12 @@ def test_list_runs_filters_newest_first(store: Store) -> None:
     assert ids(RunQuery(function_id="nope")) == []
     assert ids(RunQuery(limit=0)) == []
     assert store.list_runs(RunQuery(function_id="f2")) == [make_run("b", "f2", START + 2)]
+    # A time filter: created at or after `since`, with any other filter.
+    assert ids(RunQuery(since=START + 2)) == ["c", "b"]
+    assert ids(RunQuery(since=START + 2.0005)) == ["c"]  # finer than a millisecond
+    assert ids(RunQuery(function_id="f1", since=START + 2)) == ["c"]
+    assert ids(RunQuery(status=RunStatus.FAILED, since=START + 2)) == []
+    assert ids(RunQuery(since=START + 4)) == []
 
 
 # -- concurrency ---------------------------------------------------------------------------

@@ -376,15 +376,17 @@ class DynamoStore:
         if query.limit <= 0:
             return []
         found: Iterable[tuple[str, str]]
+        since = query.since
         if query.function_id is not None:
             found = self._index(t.GSI_RUNS_BY_FUNCTION, t.FN_PREFIX + query.function_id,
-                                query.limit, query.status)
+                                query.limit, query.status, since)
         elif query.status is not None:
             found = self._index(t.GSI_RUNS_BY_STATUS, t.STATUS_PREFIX + query.status.value,
-                                query.limit)
+                                query.limit, since=since)
         else:  # one newest-first stream per status, merged
             found = heapq.merge(*(self._index(t.GSI_RUNS_BY_STATUS, t.STATUS_PREFIX + s.value,
-                                              query.limit) for s in RunStatus), reverse=True)
+                                              query.limit, since=since) for s in RunStatus),
+                                reverse=True)
         runs: list[RunRecord] = []
         for chunk in _chunks((run_id for _, run_id in found), query.limit):
             fetched = self._fetch_runs(chunk)
@@ -392,6 +394,8 @@ class DynamoStore:
                 run = fetched.get(run_id)
                 # Indexes lag the table: re-check the filter on the item just read.
                 if run is None or (query.status is not None and run.status != query.status):
+                    continue
+                if since is not None and run.created_at < since:  # the key is in whole ms
                     continue
                 runs.append(run)
                 if len(runs) == query.limit:
@@ -740,15 +744,25 @@ class DynamoStore:
             for page in pages:
                 yield from map(self._inline_attrs, page["Items"])
 
-    def _index(self, index: str, pk: str, page: int,
-               status: RunStatus | None = None) -> Iterator[tuple[str, str]]:
-        """``(sort key, run_id)`` in one partition of a runs index, newest first."""
-        kwargs: dict[str, Any] = {"ExpressionAttributeValues": {":p": t.s(pk)}}
+    def _index(self, index: str, pk: str, page: int, status: RunStatus | None = None,
+               since: float | None = None) -> Iterator[tuple[str, str]]:
+        """``(sort key, run_id)`` in one partition of a runs index, newest first.
+
+        ``since`` bounds the sort key (``<created ISO>#<run_id>``) from below, so the Query
+        reads only the runs created since then.
+        """
+        values: dict[str, Any] = {":p": t.s(pk)}
+        kwargs: dict[str, Any] = {}
         if status is not None:  # gsi1 projects status for this
-            kwargs = {"FilterExpression": "#s = :s", "ExpressionAttributeNames": {"#s": "status"},
-                      "ExpressionAttributeValues": {":p": t.s(pk), ":s": t.s(status.value)}}
-        rows = self._query(IndexName=index, KeyConditionExpression=f"{index}pk = :p",
-                           ScanIndexForward=False, PaginationConfig={"PageSize": page}, **kwargs)
+            kwargs = {"FilterExpression": "#s = :s", "ExpressionAttributeNames": {"#s": "status"}}
+            values[":s"] = t.s(status.value)
+        condition = f"{index}pk = :p"
+        if since is not None:
+            condition += f" AND {index}sk >= :since"
+            values[":since"] = t.s(t.iso(since))
+        rows = self._query(IndexName=index, KeyConditionExpression=condition,
+                           ScanIndexForward=False, PaginationConfig={"PageSize": page},
+                           ExpressionAttributeValues=values, **kwargs)
         for row in rows:
             yield row[f"{index}sk"]["S"], row["pk"]["S"].removeprefix(t.RUN_PREFIX)
 

@@ -667,6 +667,9 @@ class SqliteStore:
         if query.status is not None:
             where.append("status = ?")
             params.append(query.status.value)
+        if query.since is not None:
+            where.append("created_at >= ?")
+            params.append(query.since)
         sql = "SELECT json FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)

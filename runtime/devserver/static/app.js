@@ -2,7 +2,8 @@
 "use strict";
 
 const REFRESH_MS = 2000;
-const state = { selected: null, openSteps: new Set(), functionsLoaded: false };
+const state = { selected: null, openSteps: new Set(), functionsLoaded: false, limit: 100 };
+const MAX_RUNS = 1000;  // the API's largest page
 
 // -- helpers ---------------------------------------------------------------------------------
 
@@ -137,11 +138,13 @@ function filterBy(fnId) {
 // -- runs ------------------------------------------------------------------------------------
 
 async function refreshRuns() {
-  const params = new URLSearchParams({ limit: "100" });
+  const params = new URLSearchParams({ limit: String(state.limit) });
   const fn = $("filter-function").value;
   const status = $("filter-status").value;
+  const since = $("filter-since").value;
   if (fn) params.set("function_id", fn);
   if (status) params.set("status", status);
+  if (since) params.set("since", new Date(Date.now() - Number(since) * 1000).toISOString());
   const body = $("runs");
   let data;
   try {
@@ -151,6 +154,7 @@ async function refreshRuns() {
     return;
   }
   body.replaceChildren();
+  $("more-runs").hidden = data.runs.length < state.limit || state.limit >= MAX_RUNS;
   if (!data.runs.length) {
     body.append(h("tr", {}, h("td", { colspan: 6, class: "empty" },
       "no runs yet — send an event to start one")));
@@ -488,6 +492,11 @@ function start() {
   $("send-form").addEventListener("submit", sendEvent);
   $("filter-function").addEventListener("change", refreshRuns);
   $("filter-status").addEventListener("change", refreshRuns);
+  $("filter-since").addEventListener("change", refreshRuns);
+  $("more-runs").addEventListener("click", () => {
+    state.limit = Math.min(state.limit + 100, MAX_RUNS);
+    refreshRuns();
+  });
   $("cancel-run").addEventListener("click", cancelRun);
   $("rerun-run").addEventListener("click", rerunRun);
   $("close-run").addEventListener("click", () => { location.hash = ""; });
