@@ -561,9 +561,11 @@ def _listen(host: str, port: int) -> socket.socket:
 @click.option("--data", callback=_json_object, help="Event data, a JSON object.")
 @click.option("--user", callback=_json_object, help="Event user, a JSON object.")
 @click.option("--id", "event_id", default=None, help="Event id (resending an id is a no-op).")
+@click.option("--json", "as_json", is_flag=True, help="Print the ids (and duplicates) as JSON.")
 @url_option
 @aws_option
-def send(name: str, data: Any, user: Any, event_id: str | None, url: str, use_aws: bool) -> None:
+def send(name: str, data: Any, user: Any, event_id: str | None, as_json: bool, url: str,
+         use_aws: bool) -> None:
     """Send the event NAME to the dev server (or the deployed bus) and print its id."""
     event: dict[str, Any] = {"name": name, "data": data or {}}
     if user is not None:
@@ -572,6 +574,9 @@ def send(name: str, data: Any, user: Any, event_id: str | None, url: str, use_aw
         event["id"] = event_id
     client = _client(url, use_aws)
     result = {"ids": client.send(event)} if use_aws else client.send_reporting(event)
+    if as_json:
+        click.echo(json.dumps({"duplicates": [], **result}, indent=2))
+        return
     for sent in result["ids"]:
         click.echo(sent)
     if data is None:  # said once it is sent (a failure says only what failed)
@@ -634,12 +639,15 @@ def _event_time(event: dict[str, Any]) -> str | None:
 
 @cli.command()
 @click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @url_option
 @aws_option
-def cancel(run_id: str, url: str, use_aws: bool) -> None:
+def cancel(run_id: str, as_json: bool, url: str, use_aws: bool) -> None:
     """Cancel run RUN_ID (its steps in flight finish; no new step starts)."""
     result = _client(url, use_aws).cancel(run_id)
-    if result.get("queued"):
+    if as_json:
+        click.echo(json.dumps({"run_id": run_id, **result}, indent=2))
+    elif result.get("queued"):
         click.echo(f"run {run_id}: cancel sent to its function's queue (its worker applies it)")
     elif result.get("cancelled"):
         click.echo(f"run {run_id} cancelled")
@@ -671,31 +679,38 @@ def check(package: str | None, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("function_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the new run's id as JSON.")
 @url_option
-def fire(function_id: str, url: str) -> None:
+def fire(function_id: str, as_json: bool, url: str) -> None:
     """Fire FUNCTION_ID's cron trigger now, as the schedule would; print the run's id."""
-    click.echo(_client(url).fire_cron(function_id))
+    _echo_run_id(_client(url).fire_cron(function_id), as_json)
+
+
+def _echo_run_id(run_id: str, as_json: bool) -> None:
+    click.echo(json.dumps({"run_id": run_id}) if as_json else run_id)
 
 
 @cli.command()
 @click.argument("function_id")
 @click.option("--data", callback=_json_object, help="The run's event data, a JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print the new run's id as JSON.")
 @url_option
 @aws_option
-def invoke(function_id: str, data: Any, url: str, use_aws: bool) -> None:
+def invoke(function_id: str, data: Any, as_json: bool, url: str, use_aws: bool) -> None:
     """Start a run of FUNCTION_ID by hand (its event: stepkit/function.invoked); print its id."""
-    click.echo(_client(url, use_aws).invoke(function_id, data or {}))
+    _echo_run_id(_client(url, use_aws).invoke(function_id, data or {}), as_json)
     if data is None:
         click.echo("note: no --data given: invoked with {}", err=True)
 
 
 @cli.command()
 @click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the new run's id as JSON.")
 @url_option
 @aws_option
-def rerun(run_id: str, url: str, use_aws: bool) -> None:
+def rerun(run_id: str, as_json: bool, url: str, use_aws: bool) -> None:
     """Start a new run of RUN_ID's function with the same events; print its id."""
-    click.echo(_client(url, use_aws).rerun(run_id))
+    _echo_run_id(_client(url, use_aws).rerun(run_id), as_json)
 
 
 @cli.command()

@@ -616,3 +616,17 @@ def test_fire_starts_a_cron_run_by_hand(tmp_path: Path) -> None:
         b.run_until_idle()
         state = b.get_run(result.output.strip())
         assert state is not None and state.run.output == "done"
+
+
+def test_every_command_that_answers_has_json(backend: LocalBackend, url: str) -> None:
+    sent = stepkit("send", "user/signup", "--data", '{"name": "ada"}', "--id", "j-1",
+                   "--json", "--url", url)
+    assert json.loads(sent.stdout) == {"ids": ["j-1"], "duplicates": []}
+    backend.run_until_idle()
+    (run,) = backend.list_runs()
+    again = json.loads(stepkit("rerun", run.run_id, "--json", "--url", url).stdout)
+    invoked = json.loads(stepkit("invoke", "greet", "--data", '{"name": "x"}', "--json",
+                                 "--url", url).stdout)
+    assert set(again) == set(invoked) == {"run_id"}
+    cancelled = json.loads(stepkit("cancel", run.run_id, "--json", "--url", url).stdout)
+    assert cancelled == {"run_id": run.run_id, "cancelled": True, "status": "Cancelled"}
