@@ -157,6 +157,16 @@ class AwsClient:
         return run_detail(state, waiting=why_waiting(None, state.run, self.store, time.time()))
 
     @_one_line
+    def functions(self) -> dict[str, Any]:
+        """The app's functions as deployed from this project's ``functions/``."""
+        from runtime.devserver.views import function_json
+        from runtime.discovery import load_app
+
+        app = load_app()
+        return {"app_id": app.id, "functions": [function_json(fn) for fn in
+                                                sorted(app, key=lambda f: f.id)]}
+
+    @_one_line
     def events(self, *, limit: int = 50) -> list[dict[str, Any]]:
         """Recently received events, newest first (the table's event log)."""
         return self.store.list_events(limit)

@@ -589,9 +589,10 @@ def send(name: str, data: Any, user: Any, event_id: str | None, as_json: bool, u
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
 @url_option
-def functions(as_json: bool, url: str) -> None:
+@aws_option
+def functions(as_json: bool, url: str, use_aws: bool) -> None:
     """List the app's functions: triggers, retries and flow control."""
-    found = _client(url).functions()
+    found = _client(url, use_aws).functions()
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return

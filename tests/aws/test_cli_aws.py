@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -122,3 +123,15 @@ def test_cli_cancels_reruns_invokes_and_lists_events_of_the_deployed_app(
     assert others[invoked.output.strip()].state.run.events[0]["data"] == {"user_id": "bob"}
     unknown = runner.invoke(cli, ["invoke", "nope", "--aws"])
     assert unknown.exit_code == 1 and "no queue" in unknown.output
+
+
+def test_functions_aws_lists_the_projects_functions(
+    aws: AwsEmulators, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(repo)  # the example app's project
+    result = CliRunner().invoke(cli, ["functions", "--aws", "--json"])
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output)
+    assert found["app_id"] == "demo"
+    assert "process-order" in [f["id"] for f in found["functions"]]
