@@ -184,16 +184,20 @@ class AwsClient:
         return {"cancelled": None, "queued": True, "status": state.run.status.value}
 
     @_one_line
-    def rerun(self, run_id: str) -> str:
-        """Queue a new run of the run's function with its events; the new run's id."""
+    def rerun(self, run_id: str, from_step: str | None = None) -> str:
+        """Queue a new run of the run's function with its events (a fork, ``from_step``)."""
         state = self.store.load(run_id)
         if state is None:
             raise click.ClickException(f"no run '{run_id}' in table {self.deployment.table}")
+        payload: dict[str, Any] = {"events": list(state.run.events), "direct": True,
+                                   "rerun": True}
+        if from_step is not None:
+            if from_step not in state.steps:
+                raise click.ClickException(f"run '{run_id}' has no step '{from_step}'")
+            payload["fork"] = {"run_id": run_id, "step": from_step}
         new_id = new_run_id(time.time())
         self._enqueue(Message(MessageKind.START, state.run.function_id, new_id,
-                              id=f"start-{new_id}", payload={
-                                  "events": list(state.run.events), "direct": True,
-                                  "rerun": True}))
+                              id=f"start-{new_id}", payload=payload))
         return new_id
 
     @_one_line

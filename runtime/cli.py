@@ -140,9 +140,11 @@ class DevClient:
         path = f"/api/functions/{quote(function_id, safe='')}/invoke"
         return str(self._request("POST", path, body={"data": data})["run_id"])
 
-    def rerun(self, run_id: str) -> str:
-        """Start a new run with a run's events; the new run's id."""
-        return str(self._request("POST", f"/api/runs/{quote(run_id, safe='')}/rerun")["run_id"])
+    def rerun(self, run_id: str, from_step: str | None = None) -> str:
+        """Start a new run with a run's events (a fork, ``from_step``); the new run's id."""
+        body = {"from": from_step} if from_step else None
+        path = f"/api/runs/{quote(run_id, safe='')}/rerun"
+        return str(self._request("POST", path, body=body)["run_id"])
 
     def runs(
         self, *, function_id: str | None = None, status: str | None = None, limit: int = 20
@@ -706,12 +708,14 @@ def invoke(function_id: str, data: Any, as_json: bool, url: str, use_aws: bool) 
 
 @cli.command()
 @click.argument("run_id")
+@click.option("--from", "from_step", default=None, metavar="STEP",
+              help="Fork: reuse the results recorded before STEP, run STEP and what follows.")
 @click.option("--json", "as_json", is_flag=True, help="Print the new run's id as JSON.")
 @url_option
 @aws_option
-def rerun(run_id: str, as_json: bool, url: str, use_aws: bool) -> None:
+def rerun(run_id: str, from_step: str | None, as_json: bool, url: str, use_aws: bool) -> None:
     """Start a new run of RUN_ID's function with the same events; print its id."""
-    _echo_run_id(_client(url, use_aws).rerun(run_id), as_json)
+    _echo_run_id(_client(url, use_aws).rerun(run_id, from_step), as_json)
 
 
 @cli.command()

@@ -444,9 +444,10 @@ class Orchestrator:
         observe_commit(self.metrics, function_id, commit)
         return True
 
-    def _create(self, run: RunRecord, waiters: Sequence[Waiter]) -> RunRecord | None:
+    def _create(self, run: RunRecord, waiters: Sequence[Waiter],
+                steps: Sequence[StepRecord] = ()) -> RunRecord | None:
         """``Store.create_run``, reporting a run this call created; the run, if it did."""
-        if not self.store.create_run(run, waiters):
+        if not self.store.create_run(run, waiters, (), steps):
             return None
         observe_created(self.metrics, run)
         return run
@@ -475,11 +476,27 @@ class Orchestrator:
         """Send, retrying in place: on a message's last delivery there is no redelivery."""
         self._in_place(lambda: self._flush(outbox), "sending an outbox")
 
-    def rerun(self, run_id: str) -> str:
-        """Start a new run of the same function with the same events; return its id."""
+    def rerun(self, run_id: str, from_step: str | None = None) -> str:
+        """Start a new run of the same function with the same events; return its id.
+
+        With ``from_step`` it is a fork (DBOS's word): the new run starts with the results
+        the original recorded before that step (completed or failed for good, started
+        before it), so its replay returns them, and it performs ``from_step`` and what
+        follows again.
+
+        Raises:
+            LookupError: No such run, or no such step in it.
+        """
         state = self.store.load(run_id)
         if state is None:
             raise LookupError(f"no run '{run_id}'")
+        payload: dict[str, Any] = {"events": list(state.run.events), "direct": True,
+                                   "rerun": True}
+        if from_step is not None:
+            if from_step not in state.steps:
+                raise LookupError(f"run '{run_id}' has no step '{from_step}' (has: "
+                                  f"{', '.join(sorted(state.steps)) or 'none'})")
+            payload["fork"] = {"run_id": run_id, "step": from_step}
         new_id = new_run_id(self.clock.now())
         msg = Message(
             MessageKind.START,
@@ -487,10 +504,28 @@ class Orchestrator:
             new_id,
             id=f"start-{new_id}",
             # A rerun is asked for by hand: idempotency, rate limit and singleton let it by.
-            payload={"events": list(state.run.events), "direct": True, "rerun": True},
+            payload=payload,
         )
         self.queue.send([msg])
         return new_id
+
+    def _forked_steps(self, fork: Mapping[str, Any]) -> dict[str, StepRecord]:
+        """The records a fork starts with: the original's, recorded before the fork step."""
+        original = self.store.load(str(fork.get("run_id")))
+        if original is None:  # kept at least as long as the fork's START: a retention race
+            return {}
+        target = original.steps.get(str(fork.get("step")))
+        if target is None:
+            return {}
+        # Before it: started earlier, or at the same instant but recorded earlier (stores
+        # keep records in the order they were first written; a fake clock stands still).
+        order = {key: i for i, key in enumerate(original.steps)}
+
+        def rank(rec: StepRecord) -> tuple[float, int]:
+            return (rec.started_at or 0.0, order[rec.key])
+
+        return {rec.key: rec for rec in original.steps.values()
+                if rec.status.final and rank(rec) < rank(target)}
 
     def fire_cron_now(self, function_id: str) -> str:
         """Fire a function's cron trigger now, by hand; the run's id.
@@ -704,9 +739,11 @@ class Orchestrator:
             waiters = []
         run = replace(run, outbox=tuple(outbox))
         gated = not late and not payload.get("rerun")
-        created = self._create_gated(fn, run, waiters) if gated else self._create(run, waiters)
+        seed = self._forked_steps(payload["fork"]) if payload.get("fork") else {}
+        created = (self._create_gated(fn, run, waiters) if gated
+                   else self._create(run, waiters, list(seed.values())))
         if created is not None:
-            self._begin(fn, created, msg, now)
+            self._begin(fn, created, msg, now, seed)
             return
         # The run exists. A first delivery is a copy (a re-sent event, a duplicated message):
         # its run is someone else's work. A redelivery may be our own start that crashed.
@@ -737,14 +774,16 @@ class Orchestrator:
             run = replace(run, outbox=(timer,))
         return run, cancel_waiters(fn, run, now)
 
-    def _begin(self, fn: FunctionDef, created: RunRecord, msg: Message, now: float) -> None:
+    def _begin(self, fn: FunctionDef, created: RunRecord, msg: Message, now: float,
+               steps: Mapping[str, StepRecord] | None = None) -> None:
         """A run just created: send its outbox, look back for cancels, run its first step."""
         self._started(created)
         self._flush(created.outbox)
         if not created.status.finished:
-            self._flush(self._cancel_lookback(fn, RunState(created, {})))
+            state = RunState(created, dict(steps or {}))
+            self._flush(self._cancel_lookback(fn, state))
             if created.held_by is None:
-                self._invoke(fn, RunState(created, {}), msg, now, target=None)
+                self._invoke(fn, state, msg, now, target=None)
 
     def _resume(self, fn: FunctionDef, run_id: str, msg_id: str, now: float, last: bool) -> None:
         """A redelivered start of a run that exists: finish what a crash may have cut short.

@@ -20,6 +20,7 @@ from runtime.records import (
     RunRecord,
     RunState,
     RunStatus,
+    StepRecord,
     Waiter,
 )
 
@@ -51,12 +52,14 @@ class Store(Protocol):
         ...
 
     def create_run(
-        self, run: RunRecord, waiters: Sequence[Waiter], gates: Sequence[GateWrite] = ()
+        self, run: RunRecord, waiters: Sequence[Waiter], gates: Sequence[GateWrite] = (),
+        steps: Sequence[StepRecord] = (),
     ) -> bool:
         """Create ``run`` (and its cancel waiters) unless a run with its id exists.
 
         ``gates`` are written in the same transaction: the flow-control decision that let
-        the run start lands with the run, or neither does.
+        the run start lands with the run, or neither does. So are ``steps``, records the
+        run starts with (a fork's results copied from the run it forks).
 
         Returns:
             Whether it was created (``False``: a run with its id exists; nothing written).

@@ -78,8 +78,8 @@ class DevBackend(Protocol):
         """Cancel a running run; whether this call cancelled it."""
         ...
 
-    def rerun(self, run_id: str) -> str:
-        """Start a new run with the same events; its id."""
+    def rerun(self, run_id: str, from_step: str | None = None) -> str:
+        """Start a new run with the same events (a fork, ``from_step``); its id."""
         ...
 
     def invoke(self, function_id: str, data: dict[str, Any] | None = None) -> str:
@@ -335,8 +335,13 @@ class _Api:
     async def rerun(self, request: Request) -> Response:
         state = await self._state(request.path_params["run_id"])
         self._registered(state, "rerun")
+        raw = await request.body()
+        body = await _json_body(request) if raw.strip() else {}
+        from_step = body.get("from") if isinstance(body, dict) else None
+        if from_step is not None and not isinstance(from_step, str):
+            raise ApiError(400, 'expected {"from": "<step key>"} or no body')
         try:
-            new_id = await run_in_threadpool(self.backend.rerun, state.run.run_id)
+            new_id = await run_in_threadpool(self.backend.rerun, state.run.run_id, from_step)
         except LookupError as exc:
             raise ApiError(404, str(exc)) from None
         return JSONResponse({"run_id": new_id})

@@ -55,8 +55,8 @@ class TestBackend(Protocol):
         """Cancel a run."""
         ...
 
-    def rerun(self, run_id: str) -> str:
-        """Start a new run with the same events."""
+    def rerun(self, run_id: str, from_step: str | None = None) -> str:
+        """Start a new run with the same events (a fork, ``from_step``)."""
         ...
 
     def dead_letters(self) -> list[Message]:
@@ -279,9 +279,9 @@ class Harness:
         self.settle()
         return done
 
-    def rerun(self, run_id: str) -> str:
-        """Rerun and settle; return the new run id."""
-        new = self.backend.rerun(run_id)
+    def rerun(self, run_id: str, from_step: str | None = None) -> str:
+        """Rerun (a fork, with ``from_step``) and settle; return the new run id."""
+        new = self.backend.rerun(run_id, from_step)
         self.settle()
         return new
 

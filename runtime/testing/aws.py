@@ -553,9 +553,9 @@ class AwsBackend:
         """Cancel a run."""
         return self.router.orchestrator.cancel(run_id, "cancelled by user")
 
-    def rerun(self, run_id: str) -> str:
-        """Start a new run with the same events."""
-        return self.router.orchestrator.rerun(run_id)
+    def rerun(self, run_id: str, from_step: str | None = None) -> str:
+        """Start a new run with the same events (a fork, ``from_step``)."""
+        return self.router.orchestrator.rerun(run_id, from_step)
 
     def dead_letter_bodies(self) -> list[str]:
         """The raw bodies in every DLQ (left in place)."""

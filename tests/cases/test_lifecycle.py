@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from runtime import App, CancelOn, Context, Timeouts, TriggerCron, TriggerEvent
 
 
@@ -147,3 +149,31 @@ def test_cron_time_zone_follows_daylight_saving(make_harness: Any) -> None:
     assert len(h.runs("digest")) == 7
     h.advance("1h")  # 13:10 UTC
     assert len(h.runs("digest")) == 8
+
+
+def test_rerun_from_a_step_reuses_the_results_recorded_before_it(make_harness: Any) -> None:
+    app = App("docs")
+    calls: list[str] = []
+
+    def work(name: str) -> str:
+        calls.append(name)
+        return f"{name}-{calls.count(name)}"
+
+    @app.function(id="pipeline", trigger=TriggerEvent("doc/new"))
+    def pipeline(ctx: Context) -> list[str]:
+        return [ctx.step.run(n, work, n) for n in ("extract", "transform", "load")]
+
+    h = make_harness(app)
+    h.send("doc/new")
+    first = h.only_run("pipeline")
+    assert first.output == ["extract-1", "transform-1", "load-1"]
+    fork = h.rerun(first.id, "transform")
+    h.settle()
+    forked = h.run(fork)
+    assert forked.status == "Completed"
+    # extract's recorded result is reused; transform and what follows run again.
+    assert forked.output == ["extract-1", "transform-2", "load-2"]
+    assert h.once(calls) == ["extract", "transform", "load"] if h.chaos else calls == [
+        "extract", "transform", "load", "transform", "load"]
+    with pytest.raises(LookupError, match="has no step 'nope'"):
+        h.rerun(first.id, "nope")

@@ -630,3 +630,17 @@ def test_every_command_that_answers_has_json(backend: LocalBackend, url: str) ->
     assert set(again) == set(invoked) == {"run_id"}
     cancelled = json.loads(stepkit("cancel", run.run_id, "--json", "--url", url).stdout)
     assert cancelled == {"run_id": run.run_id, "cancelled": True, "status": "Cancelled"}
+
+
+def test_rerun_from_a_step_forks_the_run(backend: LocalBackend, url: str) -> None:
+    stepkit("send", "user/signup", "--data", '{"name": "ada"}', "--url", url)
+    backend.run_until_idle()
+    (run,) = backend.list_runs()
+    fork = stepkit("rerun", run.run_id, "--from", "nap", "--url", url)
+    assert fork.exit_code == 0, fork.output
+    backend.run_until_idle()
+    state = backend.get_run(fork.stdout.strip())
+    assert state is not None and set(state.steps) == {"fetch-name", "nap"}
+    assert state.steps["fetch-name"] == backend.get_run(run.run_id).steps["fetch-name"]  # reused
+    missing = stepkit("rerun", run.run_id, "--from", "nope", "--url", url)
+    assert missing.exit_code == 1 and "has no step 'nope'" in missing.output

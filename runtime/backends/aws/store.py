@@ -423,7 +423,8 @@ class DynamoStore:
     # -- writes ----------------------------------------------------------------------------
 
     def create_run(
-        self, run: RunRecord, waiters: Sequence[Waiter], gates: Sequence[GateWrite] = ()
+        self, run: RunRecord, waiters: Sequence[Waiter], gates: Sequence[GateWrite] = (),
+        steps: Sequence[StepRecord] = (),
     ) -> bool:
         """Create the run, its events, log entry 0 (its outbox) and waiters, and write ``gates``.
 
@@ -443,8 +444,13 @@ class DynamoStore:
         expires = (run.ended_at or now) + self.retention if run.status.finished else None
         gate_puts = [self._gate_put(g) for g in gates]  # refuses an oversized state first
         self._register_paths(waiters)
-        log = t.log_item(run.run_id, 0, run.last_msg, at=now, outbox=run.outbox,
+        seeded = [rec if rec.output is None
+                  else replace(rec, output=self._offload(run.run_id, rec.output)) for rec in steps]
+        log = t.log_item(run.run_id, 0, run.last_msg, at=now, outbox=run.outbox, steps=seeded,
                          ttl=expires or now + self.retention + 366 * t.DAY)
+        if t.item_bytes(log) > t.MAX_LOG_ITEM_BYTES:
+            raise StoreError(f"run {run.run_id}: its first log entry would pass the item limit",
+                             code="ItemTooLarge", retriable=False)
         actions = [
             self._put(t.run_item(replace(run, version=0), expires), "attribute_not_exists(pk)"),
             self._put(self._offload_attrs(run.run_id, t.events_item(run, expires))),
@@ -454,7 +460,7 @@ class DynamoStore:
         ]
         codes = self._transact_codes(run.run_id, actions)
         if codes is None:
-            self._remember(RunState(replace(run, version=0), {}))
+            self._remember(RunState(replace(run, version=0), {rec.key: rec for rec in steps}))
             return True
         if _REFUSED not in codes:
             raise StoreError(

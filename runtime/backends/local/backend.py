@@ -346,9 +346,9 @@ class LocalBackend:
         """Cancel a running run; whether this call cancelled it."""
         return self.orchestrator.cancel(run_id, "cancelled by user")
 
-    def rerun(self, run_id: str) -> str:
-        """Start a new run with the same events; return its id."""
-        return self.orchestrator.rerun(run_id)
+    def rerun(self, run_id: str, from_step: str | None = None) -> str:
+        """Start a new run with the same events (a fork, ``from_step``); return its id."""
+        return self.orchestrator.rerun(run_id, from_step)
 
     def fire_cron(self, function_id: str) -> str:
         """Fire a function's cron trigger now; the run's id."""

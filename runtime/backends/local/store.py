@@ -435,7 +435,8 @@ class SqliteStore:
         return RunState(RunRecord.from_json(raw), dict(steps))
 
     def create_run(
-        self, run: RunRecord, waiters: Sequence[Waiter], gates: Sequence[GateWrite] = ()
+        self, run: RunRecord, waiters: Sequence[Waiter], gates: Sequence[GateWrite] = (),
+        steps: Sequence[StepRecord] = (),
     ) -> bool:
         """Create ``run`` and its waiters, and write ``gates``, unless a run with its id exists.
 
@@ -463,6 +464,9 @@ class SqliteStore:
                 (run.run_id, run.function_id, run.status.value, run.created_at, run.version,
                  dumps(run.to_json())),
             )
+            conn.executemany(
+                "INSERT INTO steps (run_id, key, json, run_version) VALUES (?, ?, ?, 0)",
+                [(run.run_id, rec.key, dumps(rec.to_json())) for rec in steps])
             _put_waiters(conn, waiters)
             if gates:
                 self._purge_gates(conn)
