@@ -473,10 +473,15 @@ def patched(run: RunRecord, patch: RunPatch | None) -> RunRecord:
     return replace(run, **changes)
 
 
+def committed_run(run: RunRecord, commit: Commit) -> RunRecord:
+    """The run record once ``commit`` is applied: its patch, the version after it, its outbox."""
+    return replace(patched(run, commit.run), version=commit.expect_version + 1,
+                   last_msg=commit.msg_id, outbox=commit.outbox)
+
+
 def applied(state: RunState, commit: Commit) -> RunState:
     """The run state once ``commit`` is applied: the version after it, its steps and patch."""
-    run = replace(patched(state.run, commit.run), version=commit.expect_version + 1,
-                  last_msg=commit.msg_id, outbox=commit.outbox)
+    run = committed_run(state.run, commit)
     steps = dict(state.steps)
     steps.update((w.record.key, w.record) for w in commit.steps)
     return RunState(run, steps)

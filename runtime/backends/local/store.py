@@ -21,7 +21,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -40,6 +39,7 @@ from runtime.records import (
     StepWrite,
     Waiter,
     check_distinct,
+    committed_run,
     outgoing_from_json,
 )
 
@@ -546,7 +546,7 @@ class SqliteStore:
                     " run_version = excluded.run_version",
                     (run_id, w.record.key, dumps(w.record.to_json()), commit.expect_version + 1),
                 )
-            run = _patched(run, commit)
+            run = committed_run(run, commit)
             conn.execute(
                 "UPDATE runs SET status = ?, version = ?, json = ? WHERE run_id = ?",
                 (run.status.value, run.version, dumps(run.to_json()), run_id),
@@ -723,25 +723,6 @@ def _put_gate(conn: sqlite3.Connection, write: GateWrite) -> None:
         " VALUES (?, ?, ?, ?, ?)",
         (write.scope, write.key, write.expect_version + 1, dumps(write.state),
          write.expires_at),
-    )
-
-
-def _patched(run: RunRecord, commit: Commit) -> RunRecord:
-    """Apply ``commit`` to ``run``: the patch fields that are set, version bump, outbox."""
-    changes: dict[str, Any] = {}
-    if commit.run is not None:
-        for name in ("status", "attempt", "output", "error", "ended_at"):
-            value = getattr(commit.run, name)
-            if value is not None:
-                changes[name] = value
-        if commit.run.clear_error:
-            changes["error"] = None
-    return replace(
-        run,
-        **changes,
-        version=commit.expect_version + 1,
-        last_msg=commit.msg_id,
-        outbox=commit.outbox,
     )
 
 
