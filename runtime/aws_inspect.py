@@ -18,7 +18,6 @@ import click
 from runtime.backends.aws.resources import ENV_STAGE
 from runtime.client import Deployment, send
 from runtime.core.gates import why_waiting
-from runtime.core.ids import new_run_id
 from runtime.core.protocols import RunQuery
 from runtime.devserver.views import run_detail, run_summary
 from runtime.errors import StepkitError
@@ -186,32 +185,26 @@ class AwsClient:
     @_one_line
     def rerun(self, run_id: str, from_step: str | None = None) -> str:
         """Queue a new run of the run's function with its events (a fork, ``from_step``)."""
+        from runtime.core.orchestrator import rerun_message
+
         state = self.store.load(run_id)
         if state is None:
             raise click.ClickException(f"no run '{run_id}' in table {self.deployment.table}")
-        payload: dict[str, Any] = {"events": list(state.run.events), "direct": True,
-                                   "rerun": True}
-        if from_step is not None:
-            if from_step not in state.steps:
-                raise click.ClickException(f"run '{run_id}' has no step '{from_step}'")
-            payload["fork"] = {"run_id": run_id, "step": from_step}
-        new_id = new_run_id(time.time())
-        self._enqueue(Message(MessageKind.START, state.run.function_id, new_id,
-                              id=f"start-{new_id}", payload=payload))
-        return new_id
+        try:
+            msg = rerun_message(state, from_step, time.time())
+        except LookupError as exc:
+            raise click.ClickException(str(exc)) from None
+        self._enqueue(msg)
+        return msg.run_id
 
     @_one_line
     def invoke(self, function_id: str, data: dict[str, Any]) -> str:
         """Queue a run of ``function_id`` started by hand; its id."""
-        from runtime.events import FUNCTION_INVOKED, validate_events
+        from runtime.core.orchestrator import invoke_message
 
-        new_id = new_run_id(time.time())
-        [event] = validate_events([{"id": new_id, "name": FUNCTION_INVOKED, "data": data}],
-                                  now_ms=int(time.time() * 1000), allow_system=True)
-        self._enqueue(Message(MessageKind.START, function_id, new_id, id=f"start-{new_id}",
-                              payload={"events": [event.to_json()], "direct": True,
-                                       "rerun": True}))
-        return new_id
+        msg = invoke_message(function_id, data, time.time())
+        self._enqueue(msg)
+        return msg.run_id
 
     def _enqueue(self, message: Message) -> None:
         """Send a message to its function's queue, as a worker would (large ones via S3)."""

@@ -101,6 +101,41 @@ def _matches(expression: str, event: dict[str, Any]) -> bool:
     return not expression or _compiled(expression).matches_vars({"async": event})
 
 
+def rerun_message(state: RunState, from_step: str | None, now: float) -> Message:
+    """The START of a rerun of ``state``'s run (a fork from ``from_step``, if given).
+
+    A rerun is asked for by hand: ``direct`` (its trigger's ``if`` is not applied again) and
+    ``rerun`` (idempotency, rate limit and singleton let it by).
+
+    Raises:
+        LookupError: The run has no step ``from_step``.
+    """
+    payload: dict[str, Any] = {"events": list(state.run.events), "direct": True,
+                               "rerun": True}
+    if from_step is not None:
+        if from_step not in state.steps:
+            raise LookupError(f"run '{state.run.run_id}' has no step '{from_step}' (has: "
+                              f"{', '.join(sorted(state.steps)) or 'none'})")
+        payload["fork"] = {"run_id": state.run.run_id, "step": from_step}
+    new_id = new_run_id(now)
+    return Message(MessageKind.START, state.run.function_id, new_id, id=f"start-{new_id}",
+                   payload=payload)
+
+
+def invoke_message(function_id: str, data: Mapping[str, Any] | None, now: float) -> Message:
+    """The START of a run started by hand: its event ``stepkit/function.invoked`` with ``data``.
+
+    Raises:
+        InvalidEventError: ``data`` is not a JSON object within the event limits.
+    """
+    new_id = new_run_id(now)
+    [event] = validate_events(
+        [{"id": new_id, "name": FUNCTION_INVOKED, "data": dict(data or {})}],
+        now_ms=int(now * 1000), allow_system=True)
+    return Message(MessageKind.START, function_id, new_id, id=f"start-{new_id}",
+                   payload={"events": [event.to_json()], "direct": True, "rerun": True})
+
+
 def _only_continue(outbox: Sequence[Outgoing], run_id: str) -> Message | None:
     """The outbox's one message if it is the run's next CONTINUE, due now; else ``None``."""
     if len(outbox) != 1:
@@ -490,24 +525,9 @@ class Orchestrator:
         state = self.store.load(run_id)
         if state is None:
             raise LookupError(f"no run '{run_id}'")
-        payload: dict[str, Any] = {"events": list(state.run.events), "direct": True,
-                                   "rerun": True}
-        if from_step is not None:
-            if from_step not in state.steps:
-                raise LookupError(f"run '{run_id}' has no step '{from_step}' (has: "
-                                  f"{', '.join(sorted(state.steps)) or 'none'})")
-            payload["fork"] = {"run_id": run_id, "step": from_step}
-        new_id = new_run_id(self.clock.now())
-        msg = Message(
-            MessageKind.START,
-            state.run.function_id,
-            new_id,
-            id=f"start-{new_id}",
-            # A rerun is asked for by hand: idempotency, rate limit and singleton let it by.
-            payload=payload,
-        )
+        msg = rerun_message(state, from_step, self.clock.now())
         self.queue.send([msg])
-        return new_id
+        return msg.run_id
 
     def _forked_steps(self, fork: Mapping[str, Any]) -> dict[str, StepRecord]:
         """The records a fork starts with: the original's, recorded before the fork step."""
@@ -576,16 +596,9 @@ class Orchestrator:
             FunctionNotFoundError: No such function.
             InvalidEventError: ``data`` is not a JSON object within the event limits.
         """
-        fn = self.app.get(function_id)
-        now = self.clock.now()
-        new_id = new_run_id(now)
-        [event] = validate_events(
-            [{"id": new_id, "name": FUNCTION_INVOKED, "data": dict(data or {})}],
-            now_ms=int(now * 1000), allow_system=True)
-        msg = Message(MessageKind.START, fn.id, new_id, id=f"start-{new_id}",
-                      payload={"events": [event.to_json()], "direct": True, "rerun": True})
+        msg = invoke_message(self.app.get(function_id).id, data, self.clock.now())
         self.queue.send([msg])
-        return new_id
+        return msg.run_id
 
     def list_runs(self, query: RunQuery) -> list[RunRecord]:
         """Runs, newest first."""
