@@ -948,8 +948,8 @@ class Orchestrator:
         self, fn: FunctionDef, state: RunState, msg: Message, now: float, target: str | None
     ) -> bool:
         """Replay the handler (holding any concurrency slots) and commit its decision."""
-        if target is None and fn.checkpoint is not None:
-            return self._checkpointed(fn, state, msg, now)
+        if target is None:
+            return self._main_line(fn, state, msg, now)
         run = state.run
         logger = logging.LoggerAdapter(
             self.log, {"run_id": run.run_id, "function_id": fn.id, "step": target or ""}
@@ -963,8 +963,6 @@ class Orchestrator:
                 self._flush(commit.outbox)
                 self._after_commit(state, commit)
                 return True
-            if target is None:
-                return False  # the main line moved on without us: this message was stale
             # A branch lost only a version race with a sibling: re-check and commit again.
             fresh = self.store.load(run.run_id)
             if fresh is None or fresh.run.status.finished:
@@ -977,9 +975,10 @@ class Orchestrator:
             f"run {run.run_id}: branch '{target}' lost {_COMMIT_TRIES} commit races in a row"
         )
 
-    def _checkpointed(self, fn: FunctionDef, state: RunState, msg: Message, now: float) -> bool:
-        """Perform consecutive steps of the main line, each committed before the next.
+    def _main_line(self, fn: FunctionDef, state: RunState, msg: Message, now: float) -> bool:
+        """Replay the main line and commit its decision; whether a commit landed.
 
+        A commit refused means the main line moved on without us: the message was stale.
         With ``checkpointing``, a step's commit whose only work left is the run's next
         CONTINUE does not send it: this invocation replays on as if it had received it (the
         state it just committed is the run's, since its commit took that version), until a
@@ -994,8 +993,8 @@ class Orchestrator:
         run_id, base = state.run.run_id, msg.id.partition("~v")[0]
         logger = logging.LoggerAdapter(self.log, {"run_id": run_id, "function_id": fn.id,
                                                   "step": ""})
-        assert fn.checkpoint is not None
-        stop_at = time.monotonic() + fn.checkpoint.total_seconds()
+        chain = fn.checkpoint is not None
+        stop_at = time.monotonic() + (fn.checkpoint.total_seconds() if fn.checkpoint else 0)
         last: Commit | None = None  # the last commit that landed: its outbox is sent at the end
         while True:
             decision = execute(fn, state, now=now, target=None, limits=self.limits,
@@ -1003,22 +1002,23 @@ class Orchestrator:
             commit = commit_for(self.app, fn, state, msg, decision, now)
             if commit is None:
                 break
-            commit = replace(commit, outbox=tuple(
-                replace(o, id=f"{base}~v{o.version}")
-                if isinstance(o, Message) and o.kind is MessageKind.CONTINUE
-                and o.run_id == run_id and o.version is not None else o
-                for o in commit.outbox))
+            if chain:
+                commit = replace(commit, outbox=tuple(
+                    replace(o, id=f"{base}~v{o.version}")
+                    if isinstance(o, Message) and o.kind is MessageKind.CONTINUE
+                    and o.run_id == run_id and o.version is not None else o
+                    for o in commit.outbox))
             if not self._commit(fn.id, run_id, commit):
                 break  # the run moved on without us (a cancel, a timeout): stop here
             last = commit
             self._after_commit(state, commit)
             nxt = _only_continue(commit.outbox, run_id)
             now = self.clock.now()
-            state = applied(state, commit)
-            if (nxt is None or not isinstance(decision, StepSucceeded)
+            if (not chain or nxt is None or not isinstance(decision, StepSucceeded)
                     or time.monotonic() >= stop_at
                     or (state.run.deadline is not None and now >= state.run.deadline)):
                 break
+            state = applied(state, commit)
             self.store.persist()  # recorded for good before the next step's side effects
             msg = nxt  # performed here rather than sent
         if last is not None:
