@@ -995,7 +995,8 @@ class Orchestrator:
                                                   "step": ""})
         chain = fn.checkpoint is not None
         stop_at = time.monotonic() + (fn.checkpoint.total_seconds() if fn.checkpoint else 0)
-        last: Commit | None = None  # the last commit that landed: its outbox is sent at the end
+        last: Commit | None = None  # the last commit that landed, while its sends are due
+        landed = False
         while True:
             decision = execute(fn, state, now=now, target=None, limits=self.limits,
                                logger=logger)
@@ -1009,23 +1010,29 @@ class Orchestrator:
                     and o.run_id == run_id and o.version is not None else o
                     for o in commit.outbox))
             if not self._commit(fn.id, run_id, commit):
-                break  # the run moved on without us (a cancel, a timeout): stop here
-            last = commit
-            self._after_commit(state, commit)
+                break  # the run moved on without us (stale, or a cancel mid-chain): stop here
+            landed = True
             nxt = _only_continue(commit.outbox, run_id)
             now = self.clock.now()
             if (not chain or nxt is None or not isinstance(decision, StepSucceeded)
                     or time.monotonic() >= stop_at
                     or (state.run.deadline is not None and now >= state.run.deadline)):
+                # Its sends first, as soon as the commit landed: what follows (the lookback
+                # of a wait) may fail, and the run must not wait for a redelivery to go on.
+                self._flush(commit.outbox)
+                self._after_commit(state, commit)
+                last = None
                 break
+            self._after_commit(state, commit)
+            last = commit
             state = applied(state, commit)
             self.store.persist()  # recorded for good before the next step's side effects
             msg = nxt  # performed here rather than sent
         if last is not None:
-            # The last commit's sends: the next CONTINUE (stale, and dropped, if the run moved
-            # on without us), or what the decision that ended the chain needs.
+            # A chain cut short by a refused or empty commit: the last landed commit's sends
+            # (its CONTINUE: stale, and dropped, if the run moved on without us).
             self._flush(last.outbox)
-        return last is not None
+        return landed
 
     def _next_slice(self, fn: FunctionDef, state: RunState, msg: Message, now: float) -> bool:
         """Schedule the next slice of a wide parallel group, at the run's current version.
