@@ -261,7 +261,7 @@ def bench(backend: str, runs: int, emulators: Any = None) -> dict[str, Any]:
     stuck = sum(not v.status.finished for v in all_runs)
     for view in all_runs:
         for rec in view.steps.values():
-            if rec.kind.value == "run" and rec.status.value == "completed":
+            if rec.kind.value == "run" and rec.status.value == "Completed":
                 wrong += rec.output != expected(view.id, rec.key)
     twice = sum(1 for n in ledger.recorded.values() if n > 1)
     repeated = sum(1 for n in ledger.executed.values() if n > 1)

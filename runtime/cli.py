@@ -42,12 +42,12 @@ _STATUS_COLOURS = {
     "Failed": "red",
     "Cancelled": "yellow",
     "Skipped": "magenta",
-    "completed": "green",
-    "failed": "red",
-    "retrying": "yellow",
-    "sleeping": "blue",
-    "waiting": "magenta",
-    "invoking": "magenta",
+    "Retrying": "yellow",
+    "Sleeping": "blue",
+    "Waiting": "magenta",
+    "Invoking": "magenta",
+    "Scheduled": "cyan",
+    "Abandoned": "yellow",
 }
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -281,7 +281,7 @@ def _step_note(step: dict[str, Any]) -> str:
     if step.get("error"):
         return _short_error(step["error"])
     detail = step.get("detail") or {}
-    if step["status"] in ("sleeping", "retrying") and step.get("wake_at"):
+    if step["status"] in ("Sleeping", "Retrying") and step.get("wake_at"):
         return f"until {fmt_time(step['wake_at'])}"
     if step["kind"] == "wait_for_event" and detail.get("event"):
         return f"for {detail['event']}"

@@ -41,15 +41,28 @@ class StepKind(StrEnum):
 
 
 class StepStatus(StrEnum):
-    """Where a step is; the first four are pending, the last two final."""
+    """Where a step is; the first five are pending, the last two final.
 
-    SCHEDULED = "scheduled"  # a parallel branch queued as its own piece of work
-    RETRYING = "retrying"  # an attempt failed; the next is scheduled
-    SLEEPING = "sleeping"
-    WAITING = "waiting"
-    INVOKING = "invoking"
-    COMPLETED = "completed"
-    FAILED = "failed"
+    Capitalized like :class:`RunStatus`, so a run and its steps read the same everywhere
+    (API, CLI, dashboard, DynamoDB items).
+    """
+
+    SCHEDULED = "Scheduled"  # a parallel branch queued as its own piece of work
+    RETRYING = "Retrying"  # an attempt failed; the next is scheduled
+    SLEEPING = "Sleeping"
+    WAITING = "Waiting"
+    INVOKING = "Invoking"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+
+    @classmethod
+    def _missing_(cls, value: object) -> StepStatus | None:
+        """Read records written before statuses were capitalized (``"completed"``)."""
+        if isinstance(value, str):
+            for member in cls:
+                if member.value.lower() == value.lower():
+                    return member
+        return None
 
     @property
     def final(self) -> bool:

@@ -117,7 +117,7 @@ def step_attempts(rec: StepRecord) -> int:
     return rec.attempt  # retrying: the failed ones; scheduled: none yet
 
 
-#: What a step was doing when its run ended: shown as ``abandoned`` (the record keeps its own).
+#: What a step was doing when its run ended: shown as ``Abandoned`` (the record keeps its own).
 _PENDING = (StepStatus.SCHEDULED, StepStatus.RETRYING, *_IN_PROGRESS)
 
 
@@ -129,7 +129,7 @@ def step_json(rec: StepRecord, fn: FunctionDef | None = None,
         rec: The step record.
         fn: The step's function, when registered, to give ``max_attempts`` of ``run`` steps.
         run_finished: The run has ended: a step still pending (a sleep a cancel cut short)
-            shows as ``abandoned`` rather than "sleeping until ...".
+            shows as ``Abandoned`` rather than "sleeping until ...".
 
     """
     max_attempts = fn.retries + 1 if fn is not None and rec.kind is StepKind.RUN else None
@@ -138,7 +138,7 @@ def step_json(rec: StepRecord, fn: FunctionDef | None = None,
         "key": rec.key,
         "id": rec.id,
         "kind": rec.kind.value,
-        "status": "abandoned" if abandoned else rec.status.value,
+        "status": "Abandoned" if abandoned else rec.status.value,
         "attempts": step_attempts(rec),
         "max_attempts": max_attempts,
         "started_at": iso(rec.started_at),

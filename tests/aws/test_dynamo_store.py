@@ -176,7 +176,7 @@ def test_items_are_legible_in_the_console(store: DynamoStore, ddb: Any) -> None:
     store.commit("r1", Commit("m1", 0, steps=(StepWrite(rec),)))
     item = raw(ddb, "RUN#r1", "LOG#0000000001")  # the commit's one item: a line of history
     assert item["step"] == {"S": "charge"}
-    assert item["status"] == {"S": "completed"}
+    assert item["status"] == {"S": "Completed"}
     assert item["msg_id"] == {"S": "m1"}
     assert item["committed_at"] == {"S": "2026-03-02T08:00:00.000Z"}
     [written] = json.loads(item["steps"]["S"])

@@ -122,4 +122,4 @@ def test_tracing_context_wraps_the_handler_in_powertools_tracer(
     event = next_batch(h, backend, consumer, "ada")
     assert handler(event, FakeLambdaContext("req-3")) == {"batchItemFailures": []}
     assert h.only_run("welcome").status == "Running"  # its first step ran: the work was done
-    assert h.only_run("welcome").step("greet").status == "completed"
+    assert h.only_run("welcome").step("greet").status == "Completed"

@@ -40,7 +40,7 @@ def test_checkpointed_steps_run_in_one_invocation_until_a_sleep(make_harness: An
     run = h.only_run("pipeline")
     assert run.status == "Running"
     assert [k for k in run.steps if k.startswith("s")] == [f"s{i}" for i in range(6)]
-    assert run.step("cool-down").status == "sleeping"
+    assert run.step("cool-down").status == "Sleeping"
     if not h.chaos:
         # One START did all six steps and the sleep (a step per invocation would take 7);
         # on AWS the event's delivery to the router is one more message.
@@ -53,7 +53,7 @@ def test_checkpointed_steps_run_in_one_invocation_until_a_sleep(make_harness: An
     expected = [f"s{i}" for i in range(6)] + [f"t{i}" for i in range(4)]
     assert calls == expected if not h.chaos else h.once(calls) == expected
     # Every step has its own record, written once under its own key.
-    assert all(run.step(k).status == "completed" for k in expected)
+    assert all(run.step(k).status == "Completed" for k in expected)
 
 
 def test_a_crash_mid_chain_loses_no_recorded_step(make_harness: Any) -> None:
@@ -67,7 +67,7 @@ def test_a_crash_mid_chain_loses_no_recorded_step(make_harness: Any) -> None:
         assert sorted(run.steps) == ["s0", "s1", "s2"]  # committed before the crash: kept
     h.advance("10m")  # the dead worker's lease runs out: its message is delivered again
     run = h.only_run("pipeline")
-    assert run.step("cool-down").status == "sleeping"
+    assert run.step("cool-down").status == "Sleeping"
     if not h.chaos:
         # The redelivery went on from the last recorded step: s0-s2 did not run again.
         assert calls == ["s0", "s1", "s2", "s3", "s3", "s4", "s5"]

@@ -395,7 +395,7 @@ def test_a_sleeping_run_holds_no_slot(make_harness: Any) -> None:
     h.send("drip/start", {"n": 3})
     h.advance("5m")  # (chaos: a duplicate may hold the slot a moment; the others poll)
     runs = h.runs("drip")
-    assert len(runs) == 3 and all(r.step("wait").status == "sleeping" for r in runs)
+    assert len(runs) == 3 and all(r.step("wait").status == "Sleeping" for r in runs)
     h.advance("2d")
     assert sorted(r.output for r in h.runs("drip", status="Completed")) == ["1", "2", "3"]
 

@@ -147,7 +147,7 @@ def test_retry_after_takes_a_duration_string(make_harness: Any) -> None:
 
     h = make_harness(app)
     h.send("api/go")
-    assert h.only_run("polite").step("call").status == "retrying"
+    assert h.only_run("polite").step("call").status == "Retrying"
     h.advance("9m")
     assert h.only_run("polite").status == "Running"
     h.advance("2m")

@@ -40,7 +40,7 @@ def test_step_retries_then_succeeds(make_harness: Any) -> None:
     step = run.step("call-api")
     if not h.chaos:
         assert attempts == [0, 1, 2]
-        assert step.status == "completed" and step.attempt == 2
+        assert step.status == "Completed" and step.attempt == 2
     else:  # an attempt may run twice (at-least-once), and the fake fails by call count
         assert h.once(attempts) == list(range(step.attempt + 1)) and len(calls) >= 3
 
@@ -82,7 +82,7 @@ def test_exhausted_step_raises_catchable_step_error(make_harness: Any) -> None:
     assert run.status == "Completed"
     assert run.output == "fallback after primary: ConnectionError"
     primary = run.step("primary")
-    assert primary.status == "failed" and primary.error is not None
+    assert primary.status == "Failed" and primary.error is not None
     assert primary.attempt == 2
     if not h.chaos:
         assert len(calls) == 3 and primary.error.message == "boom 3"
@@ -129,7 +129,7 @@ def test_non_retriable_error_fails_step_and_run_at_once(make_harness: Any) -> No
     assert h.once(calls) == [1]  # never retried (chaos may repeat the one attempt)
     assert run.status == "Failed"
     step = run.step("charge-card")
-    assert step.status == "failed" and step.attempt == 0
+    assert step.status == "Failed" and step.attempt == 0
     assert step.error is not None and step.error.retriable is False
 
 

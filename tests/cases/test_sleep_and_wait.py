@@ -27,7 +27,7 @@ def test_sleep_three_days_with_the_skipping_clock(make_harness: Any) -> None:
     assert len(h.once(sent)) == 1
     run = h.only_run("drip")
     nap = run.step("wait-3-days")
-    assert nap.status == "sleeping"
+    assert nap.status == "Sleeping"
     assert nap.wake_at == START.timestamp() + 3 * 86400
     h.advance("2d")
     assert len(h.once(sent)) == 1
@@ -36,7 +36,7 @@ def test_sleep_three_days_with_the_skipping_clock(make_harness: Any) -> None:
     assert h.once(sent)[1] - sent[0] >= 3 * 86400
     run = h.only_run("drip")
     assert run.status == "Completed"
-    assert run.step("wait-3-days").status == "completed"
+    assert run.step("wait-3-days").status == "Completed"
 
 
 def test_sleep_until_and_timedelta(make_harness: Any) -> None:
@@ -52,7 +52,7 @@ def test_sleep_until_and_timedelta(make_harness: Any) -> None:
     h = make_harness(app)
     h.send("a/b")
     h.advance("4h")
-    assert h.only_run("until").step("until").status == "sleeping"
+    assert h.only_run("until").step("until").status == "Sleeping"
     h.advance("3h")
     run = h.only_run("until")
     assert run.status == "Completed"
@@ -99,7 +99,7 @@ def test_wait_for_event_match(make_harness: Any) -> None:
     h = make_harness(_payment_app())
     h.send("order/created", {"order_id": "o1"})
     run = h.only_run("await-payment")
-    assert run.step("wait-payment").status == "waiting"
+    assert run.step("wait-payment").status == "Waiting"
     h.send("payment/confirmed", {"order_id": "o1", "amount": 30})
     run = h.only_run("await-payment")
     assert run.status == "Completed"

@@ -37,7 +37,7 @@ def test_memoized_steps_are_not_re_executed_on_replay(make_harness: Any) -> None
     # Exactly once per step in order; in chaos mode a step whose commit failed runs again
     # (at-least-once), so there the repeats are collapsed and the order still checked.
     assert calls == ["a", "b", "c"] if not h.chaos else h.once(calls) == ["a", "b", "c"]
-    assert [run.step(k).status for k in "abc"] == ["completed"] * 3
+    assert [run.step(k).status for k in "abc"] == ["Completed"] * 3
 
 
 def test_reused_step_ids_get_occurrence_counters(make_harness: Any) -> None:
@@ -138,7 +138,7 @@ def test_step_output_must_be_json(make_harness: Any) -> None:
     run = h.only_run("bad-output")
     assert run.status == "Failed"
     step = run.step("make-set")
-    assert step.status == "failed" and step.attempt == 0
+    assert step.status == "Failed" and step.attempt == 0
     assert step.error is not None
     assert "step 'make-set'" in step.error.message
     assert "a set at output['tags']" in step.error.message
@@ -189,7 +189,7 @@ def test_a_runs_outputs_are_capped_in_total(make_harness: Any) -> None:
     h.send("doc/pages")
     run = h.only_run("pages")
     assert run.status == "Failed"
-    assert [run.step(f"page-{i}").status for i in range(4)] == ["completed"] * 3 + ["failed"]
+    assert [run.step(f"page-{i}").status for i in range(4)] == ["Completed"] * 3 + ["Failed"]
     err = run.step("page-3").error
     assert err is not None and "the run's outputs would then weigh 12008 bytes, over the " \
         "10000-byte limit of one run" in err.message
@@ -321,7 +321,7 @@ def test_async_handlers_are_refused_at_registration_and_async_steps_fail_saying_
     h = make_harness(app)
     h.send("a/b")
     step = h.only_run("async-step").step("fetch")
-    assert step.status == "failed" and step.error is not None
+    assert step.status == "Failed" and step.error is not None
     assert "step 'fetch' returned a coroutine" in step.error.message
     assert "asyncio.run" in step.error.message
     run = h.only_run("async-inside")

@@ -184,8 +184,8 @@ def test_run_timeline_with_timestamps_and_durations(env: Env) -> None:
     assert run["created_at"] == "2026-03-02T08:00:00.000Z"
     assert run["ended_at"] is None and run["duration_ms"] is None
     assert [(s["key"], s["status"]) for s in run["steps"]] == [
-        ("fetch", "completed"),
-        ("nap", "sleeping"),
+        ("fetch", "Completed"),
+        ("nap", "Sleeping"),
     ]
     nap = run["steps"][1]
     assert nap["wake_at"] == "2026-03-02T09:00:00.000Z"
@@ -207,7 +207,7 @@ def test_run_timeline_with_timestamps_and_durations(env: Env) -> None:
         "key": "fetch",
         "id": "fetch",
         "kind": "run",
-        "status": "completed",
+        "status": "Completed",
         "attempts": 1,
         "max_attempts": 3,
         "started_at": "2026-03-02T08:00:00.000Z",
@@ -227,7 +227,7 @@ def test_retries_show_attempts_and_errors(env: Env) -> None:
     env.send("job/flaky")
     run = env.only_run("flaky")
     (boom,) = run["steps"]
-    assert boom["status"] == "retrying"
+    assert boom["status"] == "Retrying"
     assert (boom["attempts"], boom["max_attempts"]) == (1, 2)
     assert boom["error"]["name"] == "ValueError"
     assert boom["error"]["message"] == "the flaky service is down"
@@ -237,7 +237,7 @@ def test_retries_show_attempts_and_errors(env: Env) -> None:
     run = env.run(run["run_id"])
     assert run["status"] == "Failed"
     (boom,) = run["steps"]
-    assert (boom["status"], boom["attempts"]) == ("failed", 2)
+    assert (boom["status"], boom["attempts"]) == ("Failed", 2)
     assert run["error"]["name"] == "StepError"
     assert "the flaky service is down" in run["error"]["message"]
 
@@ -418,7 +418,7 @@ def test_a_run_says_what_it_is_doing_and_a_finished_runs_pending_steps_are_aband
     run = env.run(run["run_id"])
     assert run["status"] == "Cancelled" and run["activity"] == []
     nap = next(s for s in run["steps"] if s["key"] == "nap")
-    assert nap["status"] == "abandoned"  # not "sleeping until ..." on a cancelled run
+    assert nap["status"] == "Abandoned"  # not "sleeping until ..." on a cancelled run
 
     env.send("job/flaky")
     flaky = env.only_run("flaky")
@@ -435,7 +435,7 @@ def test_a_steps_failed_attempts_are_kept_each_with_its_error(env: Env) -> None:
     env.backend.run_until_idle()
     run = env.only_run("flaky")
     boom = next(s for s in run["steps"] if s["key"] == "boom")
-    assert boom["status"] == "failed"
+    assert boom["status"] == "Failed"
     assert [(e["attempt"], e["error"]) for e in boom["detail"]["errors"]] == [
         (1, "ValueError: the flaky service is down"),
         (2, "ValueError: the flaky service is down"),

@@ -97,11 +97,11 @@ def test_send_then_runs_then_run(backend: LocalBackend, url: str) -> None:
         "DURATION",
         "NOTE",
     ]
-    assert lines[head + 1].split() == ["fetch-name", "run", "completed", "1/3", "+0ms", "0ms"]
+    assert lines[head + 1].split() == ["fetch-name", "run", "Completed", "1/3", "+0ms", "0ms"]
     assert lines[head + 2].split() == [
         "nap",
         "sleep",
-        "sleeping",
+        "Sleeping",
         "1",
         "+0ms",
         "-",
@@ -116,7 +116,7 @@ def test_send_then_runs_then_run(backend: LocalBackend, url: str) -> None:
     assert "Status    Completed" in done.output
     assert 'Output    "hello ada"' in done.output
     assert "Duration  1h" in done.output
-    assert re.search(r"^say-hello\s+run\s+completed\s+1/3\s+\+1h\s+0ms\s*$", done.output, re.M)
+    assert re.search(r"^say-hello\s+run\s+Completed\s+1/3\s+\+1h\s+0ms\s*$", done.output, re.M)
 
     raw = stepkit("run", run_id, "--json", "--url", url)
     body = json.loads(raw.output)
@@ -527,7 +527,7 @@ def test_run_says_what_the_run_is_doing(backend: LocalBackend, url: str) -> None
     stepkit("cancel", run.run_id, "--url", url)
     shown = stepkit("run", run.run_id, "--url", url)
     assert "Doing" not in shown.output
-    assert re.search(r"^nap\s+sleep\s+abandoned\s", shown.output, re.M)
+    assert re.search(r"^nap\s+sleep\s+Abandoned\s", shown.output, re.M)
 
 
 def test_invoke_starts_a_run_by_hand(backend: LocalBackend, url: str) -> None:

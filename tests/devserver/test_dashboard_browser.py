@@ -160,7 +160,7 @@ def test_dashboard_shows_a_retrying_step_error(backend: LocalBackend, tmp_path: 
     with serve(backend) as url:
         dom = browse(browser, f"{url}/#run={failing.run_id}", tmp_path, "--dump-dom")
     assert 'data-step-key="charge-card"' in dom
-    assert 'class="pill s-retrying"' in dom
+    assert 'class="pill s-Retrying"' in dom
     assert "ConnectionError: payment gateway timed out" in dom
     assert "next attempt" in dom
     # Each failed attempt, with when and why (not only the last error).

@@ -283,8 +283,8 @@ function stepBar(step, sp) {
 
 function stepNote(step) {
   const d = step.detail || {};
-  if (step.status === "sleeping" && step.wake_at) return "until " + fmtTime(step.wake_at);
-  if (step.status === "retrying" && step.wake_at) return "next attempt " + fmtTime(step.wake_at);
+  if (step.status === "Sleeping" && step.wake_at) return "until " + fmtTime(step.wake_at);
+  if (step.status === "Retrying" && step.wake_at) return "next attempt " + fmtTime(step.wake_at);
   if (step.kind === "wait_for_event" && d.event) return "for " + d.event;
   if (step.kind === "invoke" && d.function_id) return d.function_id + " → " + (d.child_run_id || "");
   return null;
@@ -308,7 +308,7 @@ function renderSteps(run) {
     },
       h("td", {}, pill(step.status)),
       h("td", {}, h("code", {}, step.key), note ? h("div", { class: "muted" }, note) : null,
-        step.status === "sleeping" && run.status === "Running"
+        step.status === "Sleeping" && run.status === "Running"
           ? h("button", { type: "button", class: "skip", "data-skip": step.key,
               title: "end this sleep now (dev server only)",
               onclick: (ev) => { ev.stopPropagation(); skipSleep(run.run_id, step.key); } }, "Skip sleep")
