@@ -3,11 +3,19 @@
 Endpoints (all JSON; errors are ``{"error": "<message>"}`` with a 4xx status):
 
 - ``POST /api/events``: one event or a list; ``{"ids": [...]}``.
-- ``GET /api/events?limit=``: recently received events, newest first.
+- ``GET /api/events?limit=``: recently received events, newest first, each with the runs it
+  started.
+- ``GET /api/events/{event_id}``: one recent event with the runs it started (``runs``) and the
+  runs whose ``wait_for_event`` it resolved (``waits``).
 - ``GET /api/functions``: registered functions and their triggers.
 - ``GET /api/runs?function_id=&status=&limit=``: runs, newest first.
 - ``GET /api/runs/{run_id}``: a run with its step timeline.
-- ``POST /api/runs/{run_id}/cancel`` and ``POST /api/runs/{run_id}/rerun``.
+- ``POST /api/runs/{run_id}/cancel``.
+- ``POST /api/runs/{run_id}/rerun``, optionally with ``{"from": "<step key>"}`` (a fork: the new
+  run reuses the results recorded before that step); ``{"run_id": <new run>}``.
+- ``POST /api/functions/{function_id}/invoke`` with ``{"data": {...}}``: start a run by hand.
+- ``POST /api/functions/{function_id}/cron``: fire a function's cron now.
+- ``POST /api/runs/{run_id}/steps/{key}/skip``: end a sleeping step now (dev only).
 - ``GET /api/dlq``: dead-lettered messages, oldest first, and their ``count``.
 - ``POST /api/dlq/redrive`` with ``{"queue": ..., "id": ...}`` (both optional): put dead
   messages back to work; ``{"redriven": [ids]}``.
@@ -30,6 +38,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from runtime.backends.local.store import SqliteStore
 from runtime.core.gates import open_windows, why_waiting
 from runtime.core.orchestrator import EVENT_DEDUP_SECONDS
 from runtime.core.protocols import Clock, RunQuery, Store
@@ -37,7 +46,7 @@ from runtime.devserver import views
 from runtime.dlq import DeadLetter
 from runtime.durations import parse_instant
 from runtime.errors import FunctionNotFoundError, InvalidEventError
-from runtime.records import RunRecord, RunState, RunStatus
+from runtime.records import RunRecord, RunState, RunStatus, StepKind
 
 if TYPE_CHECKING:
     from runtime.app import App
@@ -128,6 +137,7 @@ def create_app(backend: DevBackend) -> Starlette:
         Route("/healthz", _healthz, methods=["GET"]),
         Route("/api/events", api.send_events, methods=["POST"]),
         Route("/api/events", api.list_events, methods=["GET"]),
+        Route("/api/events/{event_id}", api.get_event, methods=["GET"]),
         Route("/api/functions", api.list_functions, methods=["GET"]),
         Route("/api/runs", api.list_runs, methods=["GET"]),
         Route("/api/runs/{run_id}", api.get_run, methods=["GET"]),
@@ -249,20 +259,42 @@ class _Api:
             raise ApiError(400, str(exc)) from None
         return JSONResponse({"ids": ids, "duplicates": duplicates})
 
+    def _started(self) -> dict[str, list[dict[str, Any]]]:
+        """The runs each event started (by event id), from the newest runs."""
+        started: dict[str, list[dict[str, Any]]] = {}
+        for run in self.backend.list_runs(RunQuery(limit=MAX_LIMIT)):  # the dev server's
+            for e in run.events:
+                started.setdefault(str(e.get("id")), []).append({
+                    "run_id": run.run_id, "function_id": run.function_id,
+                    "status": run.status.value})
+        return started
+
     async def list_events(self, request: Request) -> Response:
         limit = _limit(request)
 
         def render() -> list[dict[str, Any]]:
             events = self.backend.list_events(limit)
-            started: dict[str, list[dict[str, Any]]] = {}
-            for run in self.backend.list_runs(RunQuery(limit=1000)):  # the dev server's
-                for e in run.events:
-                    started.setdefault(str(e.get("id")), []).append({
-                        "run_id": run.run_id, "function_id": run.function_id,
-                        "status": run.status.value})
+            started = self._started()
             return [{**e, "runs": started.get(str(e.get("id")), [])} for e in events]
 
         return JSONResponse({"events": await run_in_threadpool(render)})
+
+    async def get_event(self, request: Request) -> Response:
+        event_id = request.path_params["event_id"]
+
+        def render() -> dict[str, Any] | None:
+            found = next((e for e in self.backend.list_events(MAX_LIMIT)
+                          if str(e.get("id")) == event_id), None)
+            if found is None:
+                return None
+            return {**found, "runs": self._started().get(event_id, []),
+                    "waits": resolved_waits(self.backend, event_id)}
+
+        event = await run_in_threadpool(render)
+        if event is None:
+            raise ApiError(404, f"no recent event '{event_id}' (the newest {MAX_LIMIT} are kept "
+                                "in view)")
+        return JSONResponse(event)
 
     async def list_functions(self, request: Request) -> Response:
         def render() -> list[dict[str, Any]]:
@@ -402,3 +434,39 @@ class _Api:
         if chosen["id"] is not None and not redriven:
             raise ApiError(404, f"no dead-lettered message '{chosen['id']}'")
         return JSONResponse({"redriven": redriven})
+
+
+def resolved_waits(backend: DevBackend, event_id: str) -> list[dict[str, Any]]:
+    """The runs whose ``wait_for_event`` step the event ``event_id`` resolved, newest first.
+
+    A resolved wait records the matching event as its output. Steps a fork copied from its
+    original (started before the fork itself was created) are left out: the event resolved the
+    original's wait, not theirs. Over the local SQLite store this is one query; over another
+    store, the newest runs are read one by one.
+    """
+    store = backend.store
+    if isinstance(store, SqliteStore):
+        with store.db.read() as conn:
+            rows = conn.execute(
+                "SELECT r.run_id, r.function_id, r.status, s.key FROM steps s"
+                " JOIN runs r ON r.run_id = s.run_id"
+                " WHERE json_extract(s.json, '$.kind') = ?"
+                " AND json_extract(s.json, '$.output.id') = ?"
+                " AND COALESCE(json_extract(s.json, '$.started_at'), r.created_at) >= r.created_at"
+                " ORDER BY r.created_at DESC, r.run_id DESC, s.rowid LIMIT ?",
+                (StepKind.WAIT.value, event_id, MAX_LIMIT),
+            ).fetchall()
+        return [{"run_id": run_id, "function_id": function_id,
+                 "status": str(status), "step": key}
+                for run_id, function_id, status, key in rows]
+    found: list[dict[str, Any]] = []
+    for run in backend.list_runs(RunQuery(limit=MAX_LIMIT)):
+        state = backend.get_run(run.run_id)
+        for rec in (state.steps.values() if state is not None else ()):
+            output = rec.output
+            if (rec.kind is StepKind.WAIT and isinstance(output, dict)
+                    and output.get("id") == event_id
+                    and (rec.started_at is None or rec.started_at >= run.created_at)):
+                found.append({"run_id": run.run_id, "function_id": run.function_id,
+                              "status": run.status.value, "step": rec.key})
+    return found
