@@ -5,6 +5,10 @@
 - ``stepkit runs``: list runs; ``stepkit run RUN_ID``: one run and its step timeline.
 - ``stepkit dlq list|redrive``: what sits in the dead-letter queues; put it back to work.
 
+Answers are tables drawn with rich, statuses in colour, when stdout is a terminal (rich
+honours ``NO_COLOR``), and plain aligned text when it is not (piped, captured), so scripts
+read the same text as before; ``--json`` prints JSON either way.
+
 Exit codes: 0 on success, 1 on errors (unreachable server, rejected request, bad app), and
 click's 2 for usage errors (unknown option, invalid ``--data`` JSON...).
 """
@@ -19,6 +23,7 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -50,6 +55,7 @@ _STATUS_COLOURS = {
     "Abandoned": "yellow",
 }
 F = TypeVar("F", bound=Callable[..., Any])
+_JSON_HELP = "Print JSON (the API's shape) instead of a table."
 
 
 # -- talking to a dev server -------------------------------------------------------------------
@@ -179,7 +185,7 @@ def url_option(fn: F) -> F:
         default=DEFAULT_URL,
         envvar="STEPKIT_URL",
         show_default=True,
-        help="The dev server's URL (env STEPKIT_URL).",
+        help="Talk to the dev server at this URL (env STEPKIT_URL; unused with --aws).",
     )(fn)
 
 
@@ -189,8 +195,9 @@ def aws_option(fn: F) -> F:
         "--aws",
         "use_aws",
         is_flag=True,
-        help="Use the deployed app (names from STEPKIT_APP/STEPKIT_BUS/STEPKIT_TABLE, else "
-        "derived from functions/ as the CDK app does).",
+        help="Talk to the app deployed on AWS instead of the dev server (names from "
+        "STEPKIT_APP/STEPKIT_BUS/STEPKIT_TABLE, else derived from functions/ as the CDK app "
+        "does; STEPKIT_STAGE for a stage).",
     )(fn)
 
 
@@ -270,6 +277,106 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], status_col: int
     return "\n".join(lines)
 
 
+# -- output: rich on a terminal, plain text when piped ------------------------------------------
+#
+# A command builds its answer once, as lines and tables of plain cell text (the ``*_view``
+# functions below); ``emit`` then prints it with rich when the stream is a terminal, or as the
+# plain aligned text scripts read (``plain``) when it is not. Both show the same cells.
+
+
+@dataclass(frozen=True)
+class Styled:
+    """Text in a colour (and bold) on a terminal; plain text when piped."""
+
+    text: str
+    colour: str | None = None
+    bold: bool | None = None
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table's headers and cells, the one source of both renderings."""
+
+    headers: Sequence[str]
+    rows: Sequence[Sequence[str]]
+    #: The column of statuses, coloured as ``_STATUS_COLOURS`` says (-1: none).
+    status_col: int = -1
+
+
+#: A line of text (its parts side by side), or a table.
+Part = str | Styled | tuple[str | Styled, ...] | Table
+
+
+def _plain_part(part: Part) -> str:
+    if isinstance(part, Table):
+        return table(part.headers, part.rows, part.status_col)
+    if isinstance(part, Styled):
+        return click.style(part.text, fg=part.colour, bold=part.bold)
+    if isinstance(part, tuple):
+        return "".join(_plain_part(p) for p in part)
+    return part
+
+
+def plain(parts: Sequence[Part]) -> str:
+    """The parts as plain text (``click.echo`` drops their colour codes when piped)."""
+    return "\n".join(_plain_part(p) for p in parts)
+
+
+def _is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is a terminal (the one switch between rich and plain output)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def emit(parts: Sequence[Part], *, err: bool = False) -> None:
+    """Print ``parts`` to stdout (stderr with ``err``): with rich on a terminal, else plain.
+
+    On a terminal, rich honours ``NO_COLOR`` (tables, no colour) and ``TERM=dumb``. Piped,
+    the output is the plain text :func:`plain` renders, so scripts read it unchanged.
+    """
+    stream = sys.stderr if err else sys.stdout
+    if _is_terminal(stream):
+        try:
+            from rich.console import Console
+        except ModuleNotFoundError:  # an install without rich: the plain text says it all
+            pass
+        else:
+            _print_rich(Console(file=stream, force_terminal=True, highlight=False), parts)
+            return
+    click.echo(plain(parts), err=err)
+
+
+def _print_rich(console: Any, parts: Sequence[Part]) -> None:
+    from rich import box
+    from rich.table import Table as RichTable
+    from rich.text import Text
+
+    def text(part: str | Styled | tuple[str | Styled, ...]) -> Text:
+        if isinstance(part, tuple):
+            return Text.assemble(*(text(p) for p in part))
+        if isinstance(part, Styled):
+            style = " ".join(s for s in ("bold" if part.bold else "", part.colour or "") if s)
+            return Text(part.text, style=style)
+        return Text(part)  # never markup: cells hold user data such as "[1]"
+
+    for part in parts:
+        if not isinstance(part, Table):
+            console.print(text(part))
+            continue
+        grid = RichTable(box=box.SIMPLE_HEAD, header_style="bold", show_edge=False,
+                         pad_edge=False)
+        last = len(part.headers) - 1
+        for i, header in enumerate(part.headers):  # ids stay whole; the last column wraps
+            grid.add_column(header, no_wrap=i != last, overflow="fold")
+        for row in part.rows:
+            grid.add_row(*(
+                Text(cell, style=_STATUS_COLOURS.get(cell, "")) if i == part.status_col
+                else Text(cell) for i, cell in enumerate(row)))
+        console.print(grid)
+
+
 def _short_error(error: dict[str, Any] | None) -> str:
     if not error:
         return ""
@@ -290,10 +397,10 @@ def _step_note(step: dict[str, Any]) -> str:
     return ""
 
 
-def render_runs(runs: Sequence[dict[str, Any]]) -> str:
-    """Render the ``stepkit runs`` table."""
+def runs_view(runs: Sequence[dict[str, Any]]) -> list[Part]:
+    """The ``stepkit runs`` table."""
     if not runs:
-        return "no runs"
+        return ["no runs"]
     rows = [
         [
             r["run_id"],
@@ -309,13 +416,18 @@ def render_runs(runs: Sequence[dict[str, Any]]) -> str:
     headers = ["RUN ID", "FUNCTION", "STATUS", "EVENT", "CREATED", "DURATION", "WHY"]
     if not any(row[-1] for row in rows):  # nothing held back: no empty column
         headers, rows = headers[:-1], [row[:-1] for row in rows]
-    return table(headers, rows, 2)
+    return [Table(headers, rows, 2)]
 
 
-def render_dead_letters(messages: Sequence[dict[str, Any]]) -> str:
-    """Render the ``stepkit dlq list`` table."""
+def render_runs(runs: Sequence[dict[str, Any]]) -> str:
+    """Render the ``stepkit runs`` table as plain text."""
+    return plain(runs_view(runs))
+
+
+def dead_letters_view(messages: Sequence[dict[str, Any]]) -> list[Part]:
+    """The ``stepkit dlq list`` table."""
     if not messages:
-        return "no dead-lettered messages"
+        return ["no dead-lettered messages"]
     rows = [
         [
             m["queue"],
@@ -331,16 +443,21 @@ def render_dead_letters(messages: Sequence[dict[str, Any]]) -> str:
         for m in messages
     ]
     headers = ["QUEUE", "ID", "KIND", "FUNCTION", "RUN", "STEP", "RECEIVES", "SENT", "ERROR"]
-    return table(headers, rows)
+    return [Table(headers, rows)]
 
 
-def render_run(run: dict[str, Any]) -> str:
-    """Render the ``stepkit run`` header and step timeline."""
-    status = click.style(run["status"], fg=_STATUS_COLOURS.get(run["status"]), bold=True)
-    lines = [
+def render_dead_letters(messages: Sequence[dict[str, Any]]) -> str:
+    """Render the ``stepkit dlq list`` table as plain text."""
+    return plain(dead_letters_view(messages))
+
+
+def run_view(run: dict[str, Any]) -> list[Part]:
+    """The ``stepkit run`` header and step timeline."""
+    status = Styled(run["status"], _STATUS_COLOURS.get(run["status"]), bold=True)
+    lines: list[Part] = [
         f"Run       {run['run_id']}",
         f"Function  {run['function_id']}",
-        f"Status    {status}",
+        ("Status    ", status),
         f"Event     {run.get('event') or '-'}",
         f"Created   {fmt_time(run.get('created_at'))}",
         f"Ended     {fmt_time(run.get('ended_at'))}",
@@ -358,7 +475,7 @@ def render_run(run: dict[str, Any]) -> str:
     steps = run.get("steps") or []
     if not steps:
         lines.append("no steps")
-        return "\n".join(lines)
+        return lines
     rows = []
     for s in steps:
         attempts = str(s["attempts"])
@@ -376,8 +493,13 @@ def render_run(run: dict[str, Any]) -> str:
             ]
         )
     headers = ["STEP", "KIND", "STATUS", "ATTEMPTS", "STARTED", "DURATION", "NOTE"]
-    lines.append(table(headers, rows, 2))
-    return "\n".join(lines)
+    lines.append(Table(headers, rows, 2))
+    return lines
+
+
+def render_run(run: dict[str, Any]) -> str:
+    """Render the ``stepkit run`` header and step timeline as plain text."""
+    return plain(run_view(run))
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -589,7 +711,7 @@ def send(name: str, data: Any, user: Any, event_id: str | None, as_json: bool, u
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 @url_option
 @aws_option
 def functions(as_json: bool, url: str, use_aws: bool) -> None:
@@ -598,10 +720,15 @@ def functions(as_json: bool, url: str, use_aws: bool) -> None:
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
+    emit(functions_view(found))
+
+
+def functions_view(found: dict[str, Any]) -> list[Part]:
+    """The ``stepkit functions`` listing: the app, then a table of its functions."""
     rows = [[f["id"], ", ".join(_trigger(t) for t in f.get("triggers", [])),
              str(f.get("retries", "")), _flow(f)] for f in found["functions"]]
-    click.echo(f"app {found['app_id']}")
-    click.echo(table(["FUNCTION", "TRIGGERS", "RETRIES", "FLOW CONTROL"], rows))
+    headers = ["FUNCTION", "TRIGGERS", "RETRIES", "FLOW CONTROL"]
+    return [f"app {found['app_id']}", Table(headers, rows)]
 
 
 def _trigger(t: dict[str, Any]) -> str:
@@ -616,8 +743,9 @@ def _flow(f: dict[str, Any]) -> str:
 
 
 @cli.command()
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000),
+              help="List at most this many events (the newest).")
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 @url_option
 @aws_option
 def events(limit: int, as_json: bool, url: str, use_aws: bool) -> None:
@@ -626,9 +754,14 @@ def events(limit: int, as_json: bool, url: str, use_aws: bool) -> None:
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
+    emit(events_view(found))
+
+
+def events_view(found: Sequence[dict[str, Any]]) -> list[Part]:
+    """The ``stepkit events`` table."""
     rows = [[e.get("id", ""), e.get("name", ""), fmt_time(_event_time(e)),
              json.dumps(e.get("data", {}), separators=(",", ":"))[:60]] for e in found]
-    click.echo(table(["EVENT ID", "NAME", "TIME", "DATA"], rows))
+    return [Table(["EVENT ID", "NAME", "TIME", "DATA"], rows)]
 
 
 def _event_time(event: dict[str, Any]) -> str | None:
@@ -726,8 +859,9 @@ def rerun(run_id: str, from_step: str | None, as_json: bool, url: str, use_aws: 
     type=click.Choice([s.value for s in RunStatus], case_sensitive=False),
     help="Only runs with this status.",
 )
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000),
+              help="List at most this many runs (the newest).")
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 @url_option
 @aws_option
 def runs(
@@ -736,25 +870,31 @@ def runs(
     """List recent runs, newest first."""
     client = _client(url, use_aws)
     found = client.runs(function_id=function_id, status=status, limit=limit)
-    click.echo(json.dumps(found, indent=2) if as_json else render_runs(found))
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+    else:
+        emit(runs_view(found))
     try:
         notice = dlq_notice(client.dead_letter_count())
     except click.ClickException:
         notice = None  # the notice is a courtesy: never fail the listing for it
     if notice:
         # On stderr under --json, so the JSON on stdout stays parseable.
-        click.echo(click.style(notice, fg="red"), err=as_json)
+        emit([Styled(notice, "red")], err=as_json)
 
 
 @cli.command()
 @click.argument("run_id")
-@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 @url_option
 @aws_option
 def run(run_id: str, as_json: bool, url: str, use_aws: bool) -> None:
     """Show run RUN_ID and its step timeline."""
     found = _client(url, use_aws).run(run_id)
-    click.echo(json.dumps(found, indent=2) if as_json else render_run(found))
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+    else:
+        emit(run_view(found))
 
 
 @cli.group()
@@ -769,7 +909,10 @@ def dlq() -> None:
 def dlq_list(as_json: bool, url: str, use_aws: bool) -> None:
     """List what sits in the dead-letter queues (the messages stay there)."""
     found = _client(url, use_aws).dead_letters()
-    click.echo(json.dumps(found, indent=2) if as_json else render_dead_letters(found))
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+    else:
+        emit(dead_letters_view(found))
 
 
 @dlq.command("redrive")

@@ -644,3 +644,106 @@ def test_rerun_from_a_step_forks_the_run(backend: LocalBackend, url: str) -> Non
     assert state.steps["fetch-name"] == backend.get_run(run.run_id).steps["fetch-name"]  # reused
     missing = stepkit("rerun", run.run_id, "--from", "nope", "--url", url)
     assert missing.exit_code == 1 and "has no step 'nope'" in missing.output
+
+
+# -- rich on a terminal, --since, help ---------------------------------------------------------
+
+BLUE, GREEN = "\x1b[34m", "\x1b[32m"
+
+
+@pytest.fixture
+def terminal(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """stdout and stderr count as a terminal (80 columns would wrap the tables)."""
+    monkeypatch.setattr("runtime.cli._is_terminal", lambda stream: True)
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("TERM", "xterm-256color")
+    for name in ("NO_COLOR", "FORCE_COLOR", "COLORTERM"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_a_terminal_gets_rich_tables_with_coloured_statuses(
+    backend: LocalBackend, url: str, terminal: pytest.MonkeyPatch
+) -> None:
+    stepkit("send", "user/signup", "--data", '{"name": "ada"}', "--id", "e-rich", "--url", url)
+    backend.run_until_idle()
+    (run,) = backend.list_runs()
+
+    listed = stepkit("runs", "--url", url)
+    assert listed.exit_code == 0, listed.output
+    out = listed.output
+    assert "─" in out  # rich's rule under the header: not the plain table
+    for cell in ("RUN ID", "FUNCTION", "STATUS", run.run_id, "greet", "user/signup",
+                 "2026-03-02 08:00:00Z"):
+        assert cell in out
+    assert f"{BLUE}Running" in out  # the status in its colour
+
+    shown = stepkit("run", run.run_id, "--url", url).output
+    assert "Status    \x1b[1;34mRunning" in shown  # bold and blue
+    assert f"{GREEN}Completed" in shown and f"{BLUE}Sleeping" in shown
+    for cell in ("ATTEMPTS", "fetch-name", "1/3", "nap", "until 2026-03-02 09:00:00Z"):
+        assert cell in shown
+
+    functions = stepkit("functions", "--url", url).output
+    assert "app clitest" in functions and "FLOW CONTROL" in functions and "─" in functions
+    events = stepkit("events", "--url", url).output
+    assert "e-rich" in events and '{"name":"ada"}' in events and "─" in events
+
+    # --json is the same, terminal or not
+    terminal.undo()
+    piped = stepkit("runs", "--json", "--url", url).output
+    terminal.setattr("runtime.cli._is_terminal", lambda stream: True)
+    assert stepkit("runs", "--json", "--url", url).output == piped
+
+
+def test_no_color_keeps_the_rich_table_without_colour(
+    backend: LocalBackend, url: str, terminal: pytest.MonkeyPatch
+) -> None:
+    stepkit("send", "user/signup", "--data", '{"name": "ada"}', "--url", url)
+    backend.run_until_idle()
+    terminal.setenv("NO_COLOR", "1")
+    out = stepkit("runs", "--url", url).output
+    assert "─" in out and "Running" in out
+    assert BLUE not in out and GREEN not in out
+
+
+def test_piped_output_is_plain_text(backend: LocalBackend, url: str) -> None:
+    stepkit("send", "user/signup", "--data", '{"name": "ada"}', "--url", url)
+    backend.run_until_idle()
+    (run,) = backend.list_runs()
+    for args in (["runs"], ["run", run.run_id], ["functions"], ["events"], ["dlq", "list"]):
+        out = stepkit(*args, "--url", url).output
+        assert "\x1b" not in out and "─" not in out, (args, out)
+
+
+def test_the_dead_letter_notice_is_red_on_a_terminal(
+    backend: LocalBackend, url: str, terminal: pytest.MonkeyPatch
+) -> None:
+    from runtime.records import Message, MessageKind
+
+    backend.queue.max_receives = 1
+    backend.queue.send([Message(MessageKind.CONTINUE, "greet", "r1", id="m1", version=3)])
+    for delivery in backend.queue.receive(1):
+        backend.queue.release(delivery, error="boom")
+    out = stepkit("runs", "--url", url).output
+    assert "\x1b[31m1 message in dead-letter queues: stepkit dlq list" in out
+    listed = stepkit("dlq", "list", "--url", url).output
+    assert "─" in listed and "RECEIVES" in listed and "continue" in listed and "boom" in listed
+
+
+def test_every_option_says_what_it_does() -> None:
+    import click
+
+    def commands(cmd: click.Command, path: str) -> Iterator[tuple[str, click.Command]]:
+        yield path, cmd
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                yield from commands(sub, f"{path} {name}")
+
+    for path, cmd in commands(cli, "stepkit"):
+        assert cmd.help, f"{path} has no help"
+        for param in cmd.params:
+            if isinstance(param, click.Option):
+                assert param.help and len(param.help) > 10, f"{path} {param.opts}: no help"
+        shown = stepkit(*path.split()[1:], "--help")
+        assert shown.exit_code == 0, shown.output
