@@ -135,13 +135,15 @@ class AwsClient:
 
     @_one_line
     def runs(
-        self, *, function_id: str | None = None, status: str | None = None, limit: int = 20
+        self, *, function_id: str | None = None, status: str | None = None, limit: int = 20,
+        since: float | None = None,
     ) -> list[dict[str, Any]]:
-        """Runs, newest first."""
+        """Runs, newest first (``since``: created at or after, epoch seconds)."""
         query = RunQuery(
             function_id=function_id,
             status=RunStatus(status.capitalize()) if status else None,
             limit=limit,
+            since=since,
         )
         now = time.time()
         return [run_summary(r, why_waiting(None, r, self.store, now))

@@ -22,6 +22,7 @@ import socket
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -153,10 +154,14 @@ class DevClient:
         return str(self._request("POST", path, body=body)["run_id"])
 
     def runs(
-        self, *, function_id: str | None = None, status: str | None = None, limit: int = 20
+        self, *, function_id: str | None = None, status: str | None = None, limit: int = 20,
+        since: float | None = None,
     ) -> list[dict[str, Any]]:
-        """Return runs, newest first, as the API renders them."""
-        params = {"function_id": function_id, "status": status, "limit": limit}
+        """Return runs, newest first, as the API renders them (``since``: epoch seconds)."""
+        from runtime.durations import format_instant
+
+        params = {"function_id": function_id, "status": status, "limit": limit,
+                  "since": None if since is None else format_instant(since)}
         return list(self._request("GET", "/api/runs", params=params)["runs"])
 
     def run(self, run_id: str) -> dict[str, Any]:
@@ -210,6 +215,34 @@ def _client(url: str, use_aws: bool = False) -> Any:
 
 
 # -- output helpers ----------------------------------------------------------------------------
+
+
+def _now() -> float:
+    """The time ``--since 2h`` counts back from (tests replace it)."""
+    return time.time()
+
+
+def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """Parse ``--since`` (click callback); the instant, in epoch seconds.
+
+    A duration (``2h``, ``30m``, as :func:`runtime.durations.parse_duration` reads it) means
+    that long before now; anything else must be an ISO 8601 time (naive: UTC).
+    """
+    from runtime.durations import parse_duration, parse_instant
+
+    if value is None:
+        return None
+    try:  # before 1970 is "all of them": every run is younger
+        return max(0.0, _now() - parse_duration(value, where="--since").total_seconds())
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parse_instant(value, where="--since").timestamp())
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is neither a duration back from now (like '2h', '30m', '1d12h') nor an "
+            "ISO 8601 time (like '2026-03-02T08:00:00Z'; without a zone it is UTC)"
+        ) from None
 
 
 def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
@@ -859,17 +892,21 @@ def rerun(run_id: str, from_step: str | None, as_json: bool, url: str, use_aws: 
     type=click.Choice([s.value for s in RunStatus], case_sensitive=False),
     help="Only runs with this status.",
 )
+@click.option("--since", callback=_since, metavar="WHEN",
+              help="Only runs created since then: a duration back from now ('2h', '30m', "
+              "'1d') or an ISO 8601 time ('2026-03-02T08:00:00Z'; without a zone, UTC).")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000),
               help="List at most this many runs (the newest).")
 @click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 @url_option
 @aws_option
 def runs(
-    function_id: str | None, status: str | None, limit: int, as_json: bool, url: str, use_aws: bool
+    function_id: str | None, status: str | None, since: float | None, limit: int, as_json: bool,
+    url: str, use_aws: bool,
 ) -> None:
     """List recent runs, newest first."""
     client = _client(url, use_aws)
-    found = client.runs(function_id=function_id, status=status, limit=limit)
+    found = client.runs(function_id=function_id, status=status, limit=limit, since=since)
     if as_json:
         click.echo(json.dumps(found, indent=2))
     else:

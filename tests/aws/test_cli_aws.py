@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import runtime
 from runtime import App, Context, TriggerEvent
 from runtime.backends.aws.resources import ENV_APP, ENV_BUS, ENV_TABLE
 from runtime.cli import cli
+from runtime.durations import format_instant
 from runtime.testing import Harness
 from runtime.testing.aws import AwsBackend
 from runtime.testing.emulators import AwsEmulators
@@ -58,6 +60,16 @@ def test_cli_sends_and_inspects_runs_of_the_deployed_app(
     assert events[0] in {event_id, ids[0]}
     missing = runner.invoke(cli, ["run", "nope", "--aws"])
     assert missing.exit_code == 1 and "no run 'nope'" in missing.output
+
+    recent = runner.invoke(cli, ["runs", "--aws", "--since", "1h", "--json"])
+    assert recent.exit_code == 0, recent.output
+    assert [r["run_id"] for r in json.loads(recent.output)] == [r["run_id"] for r in runs]
+    later = format_instant(time.time() + 3600)
+    none = runner.invoke(cli, ["runs", "--aws", "--since", later])
+    assert none.exit_code == 0, none.output
+    assert none.output.strip() == "no runs"
+    bad = runner.invoke(cli, ["runs", "--aws", "--since", "lately"])
+    assert bad.exit_code == 2 and "Invalid value for '--since'" in bad.output
 
 
 def test_runs_aws_say_which_runs_flow_control_holds_back(

@@ -731,6 +731,41 @@ def test_the_dead_letter_notice_is_red_on_a_terminal(
     assert "─" in listed and "RECEIVES" in listed and "continue" in listed and "boom" in listed
 
 
+def test_runs_since_a_duration_or_a_time(
+    backend: LocalBackend, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stepkit("send", "user/signup", "--data", '{"name": "early"}', "--url", url)
+    backend.run_until_idle()
+    backend.clock.advance("2h")  # type: ignore[attr-defined]
+    stepkit("send", "user/signup", "--data", '{"name": "late"}', "--url", url)
+    backend.run_until_idle()
+    early, late = sorted(backend.list_runs(), key=lambda r: r.created_at)
+    # The CLI counts a duration back from its own clock: 3 h after the first run.
+    monkeypatch.setattr("runtime.cli._now", lambda: START.timestamp() + 3 * 3600)
+
+    def since(value: str) -> list[str]:
+        result = stepkit("runs", "--since", value, "--json", "--url", url)
+        assert result.exit_code == 0, result.output
+        return [r["run_id"] for r in json.loads(result.output)]
+
+    assert since("2h") == [late.run_id]
+    assert since("1h30m") == [late.run_id]
+    assert since("4h") == [late.run_id, early.run_id]
+    assert since("2026-03-02T09:00:00Z") == [late.run_id]
+    assert since("2026-03-02T09:00:00") == [late.run_id]  # naive: UTC
+    assert since("2026-03-02T10:00:00+02:00") == [late.run_id, early.run_id]
+    assert since("2026-03-02") == [late.run_id, early.run_id]
+    assert since("2026-03-03T00:00:00Z") == []
+    assert since("100000w") == [late.run_id, early.run_id]  # before 1970: every run
+    table = stepkit("runs", "--since", "2h", "--url", url).output
+    assert late.run_id in table and early.run_id not in table
+    for bad in ("yesterday", "5000", "-2h", ""):
+        result = stepkit("runs", "--since", bad, "--url", url)
+        assert result.exit_code == 2, (bad, result.output)
+        assert "Invalid value for '--since'" in result.output
+        assert "duration back from now" in result.output and "ISO 8601" in result.output
+
+
 def test_every_option_says_what_it_does() -> None:
     import click
 
