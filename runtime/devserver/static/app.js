@@ -2,7 +2,13 @@
 "use strict";
 
 const REFRESH_MS = 2000;
-const state = { selected: null, openSteps: new Set(), functionsLoaded: false, limit: 100 };
+const state = {
+  selected: null, openSteps: new Set(), functionsLoaded: false, limit: 100,
+  event: null, eventDetail: null,  // the event shown, and its /api/events/{id} detail
+  invokeFn: null,                  // the function the invoke form is for
+  starting: null,                  // a run this page started, until the API has it
+  flash: null,                     // {runId, nodes}: a note shown once that run is on screen
+};
 const MAX_RUNS = 1000;  // the API's largest page
 
 // -- helpers ---------------------------------------------------------------------------------
@@ -96,6 +102,30 @@ function message(el, text, ok) {
   el.className = "result " + (ok ? "ok" : "error");
 }
 
+function runLink(runId) {
+  return h("a", { href: "#run=" + runId, "data-run-link": runId }, runId);
+}
+
+/** A success message made of text and nodes (links to runs). */
+function richMessage(el, ...nodes) {
+  el.replaceChildren(...nodes);
+  el.className = "result ok";
+}
+
+/** Parse a JSON object typed by hand: [value, null] or [null, "what is wrong"]. */
+function parseObject(raw) {
+  let data;
+  try {
+    data = JSON.parse(raw.trim() || "{}");
+  } catch (err) {
+    return [null, "data is not valid JSON: " + err.message + "; nothing was sent"];
+  }
+  if (data === null || typeof data !== "object" || Array.isArray(data)) {
+    return [null, "data must be a JSON object, like {\"id\": 1}; nothing was sent"];
+  }
+  return [data, null];
+}
+
 // -- functions -------------------------------------------------------------------------------
 
 function triggerText(t) {
@@ -113,14 +143,18 @@ async function loadFunctions() {
   const chosen = select.value;
   select.replaceChildren(h("option", { value: "" }, "all"));
   for (const fn of data.functions) {
-    list.append(h("li", {},
+    list.append(h("li", { "data-function": fn.id, class: fn.id === state.invokeFn ? "invoking" : null },
       h("span", { class: "fn-id", title: "show runs of " + fn.id, onclick: () => filterBy(fn.id) }, fn.id),
       fn.triggers.map((t) => h("span", { class: "trigger" }, triggerText(t))),
       h("span", { class: "trigger" }, "retries " + fn.retries),
-      fn.triggers.some((t) => t.type === "cron")
-        ? h("button", { type: "button", class: "skip", "data-fire": fn.id, title: "fire its cron now",
-            onclick: () => fireCron(fn.id) }, "Fire cron now")
-        : null,
+      h("div", { class: "fn-actions" },
+        h("button", { type: "button", class: "mini", "data-invoke": fn.id,
+          title: "start a run of " + fn.id + " now, with data you give",
+          onclick: () => openInvoke(fn.id) }, "Invoke"),
+        fn.triggers.some((t) => t.type === "cron")
+          ? h("button", { type: "button", class: "mini", "data-fire": fn.id, title: "fire its cron now",
+              onclick: () => fireCron(fn.id) }, "Fire cron now")
+          : null),
       Object.keys(fn.flow || {}).map((name) =>
         h("span", { class: "trigger flow", title: json(fn.flow[name]) }, name.replace("_", " "))),
       (fn.windows || []).map((w) => h("div", { class: "why window" }, w.message))));
@@ -133,6 +167,51 @@ async function loadFunctions() {
 function filterBy(fnId) {
   $("filter-function").value = fnId;
   refreshRuns();
+}
+
+// -- invoke a function now ---------------------------------------------------------------------
+
+/** Open the invoke form for a function, with ``data`` (an object) in it when given. */
+function openInvoke(fnId, data) {
+  state.invokeFn = fnId;
+  $("invoke-panel").hidden = false;
+  $("invoke-fn").textContent = fnId;
+  if (data !== undefined) $("invoke-data").value = json(data);
+  $("invoke-result").textContent = "";
+  for (const li of $("functions").querySelectorAll("li[data-function]")) {
+    li.classList.toggle("invoking", li.dataset.function === fnId);
+  }
+  $("invoke-panel").scrollIntoView({ block: "nearest" });
+  $("invoke-data").focus();
+}
+
+function closeInvoke() {
+  state.invokeFn = null;
+  $("invoke-panel").hidden = true;
+  for (const li of $("functions").querySelectorAll("li.invoking")) li.classList.remove("invoking");
+}
+
+async function invokeFunction(ev) {
+  ev.preventDefault();
+  const out = $("invoke-result");
+  const fnId = state.invokeFn;
+  if (!fnId) return;
+  const [data, problem] = parseObject($("invoke-data").value);
+  if (problem) { message(out, problem, false); return; }
+  const button = $("invoke-submit");
+  button.disabled = true;
+  try {
+    const res = await api("POST", "/api/functions/" + encodeURIComponent(fnId) + "/invoke", { data });
+    richMessage(out, "started run ", runLink(res.run_id));
+    state.flash = { runId: res.run_id, nodes: ["invoked " + fnId + " by hand"] };
+    state.starting = res.run_id;
+    select(res.run_id);
+  } catch (err) {
+    message(out, err.message, false);
+  } finally {
+    button.disabled = false;
+  }
+  setTimeout(refreshAll, 300);
 }
 
 // -- runs ------------------------------------------------------------------------------------
@@ -186,7 +265,12 @@ function route() {
   const q = /^#q=(.+)$/.exec(location.hash);
   if (q) { findById(decodeURIComponent(q[1])); return; }
   const ev = /^#event=(.+)$/.exec(location.hash);
-  state.event = ev ? decodeURIComponent(ev[1]) : null;
+  const eventId = ev ? decodeURIComponent(ev[1]) : null;
+  if (eventId !== state.event) {
+    state.event = eventId;
+    state.eventDetail = null;
+    refreshEventDetail().then(renderEvent);
+  }
   renderEvent();
   const m = /^#run=(.+)$/.exec(location.hash);
   const runId = m ? decodeURIComponent(m[1]) : null;
@@ -197,7 +281,10 @@ function route() {
     $("run-error").open = true;
   }
   state.selected = runId;
-  $("run-message").textContent = "";
+  const flash = state.flash;
+  state.flash = null;
+  if (flash && flash.runId === runId) richMessage($("run-message"), ...flash.nodes);
+  else $("run-message").textContent = "";
   for (const tr of $("runs").querySelectorAll("tr[data-run-id]")) {
     tr.classList.toggle("selected", tr.dataset.runId === runId);
   }
@@ -212,22 +299,34 @@ async function refreshRun() {
   try {
     run = await api("GET", "/api/runs/" + encodeURIComponent(runId));
   } catch (err) {
+    if (runId !== state.selected) return;
+    // A run just invoked or rerun from here is queued until a worker creates it: say so.
+    const queued = state.starting === runId;
+    state.run = null;
     $("run-panel").hidden = false;
     $("run-id").textContent = runId;
-    $("run-status").replaceChildren();
-    message($("run-message"), err.message, false);
+    $("run-status").replaceChildren(queued ? pill("Queued") : "");
+    for (const id of ["cancel-run", "rerun-run", "invoke-run-fn"]) $(id).disabled = true;
+    $("run-meta").replaceChildren(...(queued
+      ? [h("dt", {}, "Doing"), h("dd", {}, "queued: it starts when a worker picks it up")] : []));
+    if (!queued) message($("run-message"), err.message, false);
     $("steps").replaceChildren();
+    for (const id of ["run-event", "run-output", "run-error"]) $(id).hidden = true;
     return;
   }
   if (runId !== state.selected) return;
+  if (state.starting === runId) state.starting = null;
   renderRun(run);
 }
 
 function renderRun(run) {
+  state.run = run;
   $("run-panel").hidden = false;
   $("run-id").textContent = run.run_id;
   $("run-status").replaceChildren(pill(run.status));
   $("cancel-run").disabled = run.status !== "Running";
+  $("rerun-run").disabled = false;
+  $("invoke-run-fn").disabled = false;
 
   const meta = [
     ["Function", run.function_id],
@@ -312,7 +411,11 @@ function renderSteps(run) {
           ? h("button", { type: "button", class: "skip", "data-skip": step.key,
               title: "end this sleep now (dev server only)",
               onclick: (ev) => { ev.stopPropagation(); skipSleep(run.run_id, step.key); } }, "Skip sleep")
-          : null),
+          : null,
+        h("button", { type: "button", class: "mini outline", "data-rerun-from": step.key,
+          title: "start a new run that reuses the results recorded before this step, " +
+            "then performs this step and what follows again",
+          onclick: (ev) => { ev.stopPropagation(); rerunRun(step.key); } }, "Rerun from here")),
       h("td", {}, step.kind),
       h("td", {}, attempts),
       timeCell(step.started_at),
@@ -373,15 +476,27 @@ async function cancelRun() {
   refreshAll();
 }
 
-async function rerunRun() {
+/** Rerun the selected run: whole, or from step ``fromStep`` (a fork), then show the new run. */
+async function rerunRun(fromStep) {
+  const original = state.selected;
+  const body = typeof fromStep === "string" ? { from: fromStep } : undefined;
   try {
-    const res = await api("POST", "/api/runs/" + encodeURIComponent(state.selected) + "/rerun");
+    const res = await api("POST", "/api/runs/" + encodeURIComponent(original) + "/rerun", body);
+    state.flash = { runId: res.run_id, nodes: ["started as a rerun of ", runLink(original),
+      body ? " from step '" + fromStep + "' (the results before it reused)" : ""] };
+    state.starting = res.run_id;
     select(res.run_id);
-    message($("run-message"), "started rerun " + res.run_id, true);
   } catch (err) {
     message($("run-message"), err.message, false);
   }
-  refreshRuns();
+  setTimeout(refreshAll, 300);
+}
+
+function invokeRunFunction() {
+  const run = state.run;
+  if (!run) return;
+  const first = run.events[0];
+  openInvoke(run.function_id, first && first.data && typeof first.data === "object" ? first.data : {});
 }
 
 // -- events and search ---------------------------------------------------------------------------
@@ -399,29 +514,57 @@ async function refreshEvents() {
       timeCell(e.ts ? new Date(e.ts).toISOString() : null),
       h("td", {}, String((e.runs || []).length))));
   }
+  await refreshEventDetail();
   renderEvent();
+}
+
+/** Fetch the shown event's detail (the runs it started, the waits it resolved): only for it. */
+async function refreshEventDetail() {
+  const id = state.event;
+  if (!id) return;
+  let detail;
+  try {
+    detail = await api("GET", "/api/events/" + encodeURIComponent(id));
+  } catch (err) {
+    detail = { error: err.message };
+  }
+  if (id === state.event) state.eventDetail = detail;
+}
+
+function runItem(r, extra) {
+  return h("li", { "data-run-id": r.run_id },
+    h("a", { href: "#run=" + r.run_id }, r.run_id), " ", r.function_id, " ", pill(r.status), extra || null);
 }
 
 function renderEvent() {
   const panel = $("event-panel");
-  const e = state.event && (state.events || []).find((x) => x.id === state.event);
+  const detail = state.eventDetail && !state.eventDetail.error ? state.eventDetail : null;
+  const e = detail || (state.event && (state.events || []).find((x) => x.id === state.event));
   panel.hidden = !state.event;
   if (!state.event) return;
   $("event-id").textContent = state.event;
   if (!e) {
+    const missing = state.eventDetail ? state.eventDetail.error : "loading…";
     $("event-name-shown").textContent = "";
-    $("event-meta").replaceChildren(h("dt", {}, "Not found"), h("dd", {}, "no recent event with this id"));
+    $("event-meta").replaceChildren(h("dt", {}, state.eventDetail ? "Not found" : ""), h("dd", {}, missing));
     $("event-runs").replaceChildren();
+    $("event-waits").replaceChildren();
     $("event-payload").textContent = "";
     return;
   }
   $("event-name-shown").textContent = e.name;
   $("event-meta").replaceChildren(h("dt", {}, "Name"), h("dd", {}, e.name),
     h("dt", {}, "Sent"), h("dd", {}, fmtTime(e.ts ? new Date(e.ts).toISOString() : null)));
-  const runs = (e.runs || []).map((r) => h("li", { "data-run-id": r.run_id },
-    h("a", { href: "#run=" + r.run_id }, r.run_id), " ", r.function_id, " ", pill(r.status)));
+  const runs = (e.runs || []).map((r) => runItem(r));
   $("event-runs").replaceChildren(...(runs.length ? runs : [h("li", { class: "muted" }, "no runs")]));
-  $("event-payload").textContent = json(e);
+  const waits = detail ? detail.waits.map((w) => runItem(w, h("span", { class: "muted" },
+    " in step ", h("code", { "data-wait-step": w.step }, w.step)))) : null;
+  $("event-waits").replaceChildren(...(waits === null ? [h("li", { class: "muted" }, "loading…")]
+    : waits.length ? waits : [h("li", { class: "muted" }, "no waiting run matched it")]));
+  const payload = { ...e };
+  delete payload.runs;
+  delete payload.waits;
+  $("event-payload").textContent = json(payload);
 }
 
 async function findById(id) {
@@ -434,12 +577,12 @@ async function findById(id) {
     location.hash = "run=" + id;
     return;
   } catch (err) { /* not a run: maybe an event */ }
-  if (!state.events) await refreshEvents().catch(() => {});
-  if ((state.events || []).some((e) => e.id === id)) {
+  try {
+    await api("GET", "/api/events/" + encodeURIComponent(id));
     message(out, "", true);
     location.hash = "event=" + id;
     return;
-  }
+  } catch (err) { /* neither */ }
   message(out, "no run or recent event with id " + id, false);
 }
 
@@ -449,18 +592,8 @@ async function sendEvent(ev) {
   ev.preventDefault();
   const out = $("send-result");
   const name = $("event-name").value.trim();
-  const raw = $("event-data").value.trim() || "{}";
-  let data;
-  try {
-    data = JSON.parse(raw);
-  } catch (err) {
-    message(out, "data is not valid JSON: " + err.message, false);
-    return;
-  }
-  if (data === null || typeof data !== "object" || Array.isArray(data)) {
-    message(out, "data must be a JSON object, like {\"id\": 1}", false);
-    return;
-  }
+  const [data, problem] = parseObject($("event-data").value);
+  if (problem) { message(out, problem, false); return; }
   try {
     const res = await api("POST", "/api/events", { name, data });
     message(out, "sent " + res.ids.join(", "), true);
@@ -498,7 +631,10 @@ function start() {
     refreshRuns();
   });
   $("cancel-run").addEventListener("click", cancelRun);
-  $("rerun-run").addEventListener("click", rerunRun);
+  $("rerun-run").addEventListener("click", () => rerunRun());
+  $("invoke-run-fn").addEventListener("click", invokeRunFunction);
+  $("invoke-form").addEventListener("submit", invokeFunction);
+  $("close-invoke").addEventListener("click", closeInvoke);
   $("close-run").addEventListener("click", () => { location.hash = ""; });
   $("close-event").addEventListener("click", () => { location.hash = ""; });
   $("search-form").addEventListener("submit", (ev) => { ev.preventDefault(); findById($("search").value); });
