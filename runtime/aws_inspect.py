@@ -1,4 +1,4 @@
-"""The CLI's view of a deployed app (``stepkit send|runs|run|dlq --aws``).
+"""The CLI's view of a deployed app (``stepkit ... --aws``).
 
 Every failure reaches the user as one line that says what to do (no region, no credentials,
 a table or queue that is not deployed, an endpoint that cannot be reached), never a traceback.
@@ -7,6 +7,7 @@ a table or queue that is not deployed, an endpoint that cannot be reached), neve
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -208,37 +209,68 @@ class AwsClient:
         self._enqueue(msg)
         return msg.run_id
 
-    def _enqueue(self, message: Message) -> None:
-        """Send a message to its function's queue, as a worker would (large ones via S3)."""
+    @_one_line
+    def fire_cron(self, function_id: str) -> str:
+        """Send what the function's cron schedule sends, for a fire at this second; the run id.
+
+        The body is the schedule's input as the stack defines it (:class:`AppResources`, from
+        this project's ``functions/``), its scheduled time filled in as EventBridge Scheduler
+        fills it, sent to the function's queue; the worker starts the run a scheduled fire at
+        that second would (the same run id, so a fire it already started starts nothing).
+        """
+        from runtime.backends.aws.resources import AppResources
+        from runtime.core.orchestrator import Orchestrator
+        from runtime.discovery import load_app
+
+        app = load_app()
+        fn = app.get(function_id)  # FunctionNotFoundError names the registered functions
+        schedules = AppResources.for_app(app, stage=self._stage()).function(fn.id).schedules
+        if not schedules:
+            raise click.ClickException(f"function '{fn.id}' has no cron trigger to fire")
+        at = float(int(time.time()))  # Scheduler's scheduled time is in whole seconds
+        body = schedules[0].input_at(at)
+        self._sqs().send_message(QueueUrl=self._queue_url(fn.id), MessageBody=body)
+        return Orchestrator.cron_message(fn, json.loads(body)["cron"], at).run_id
+
+    def _stage(self) -> str | None:
+        return os.environ.get(ENV_STAGE) or None
+
+    def _sqs(self) -> Any:
         import boto3
 
-        from runtime.backends.aws.queue import SqsQueue
-        from runtime.backends.aws.resources import function_queue_name
-        from runtime.core.clock import SystemClock
+        return self._clients["sqs"] if self._clients else boto3.client("sqs")
 
-        sqs = self._clients["sqs"] if self._clients else boto3.client("sqs")
-        name = function_queue_name(self.deployment.app_id, message.function_id,
-                                   os.environ.get(ENV_STAGE) or None)
+    def _queue_url(self, function_id: str) -> str:
+        """The URL of a function's queue in the deployed app (a clear error if it has none)."""
+        from runtime.backends.aws.resources import function_queue_name
+
+        sqs = self._sqs()
+        name = function_queue_name(self.deployment.app_id, function_id, self._stage())
         try:
-            url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+            return str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
         except sqs.exceptions.QueueDoesNotExist:
             raise click.ClickException(
-                f"no queue '{name}': is '{message.function_id}' a function of the deployed "
+                f"no queue '{name}': is '{function_id}' a function of the deployed "
                 f"app '{self.deployment.app_id}'?") from None
-        SqsQueue(lambda _: url, SystemClock(), sqs, payloads=self.store.payloads).send([message])
+
+    def _enqueue(self, message: Message) -> None:
+        """Send a message to its function's queue, as a worker would (large ones via S3)."""
+        from runtime.backends.aws.queue import SqsQueue
+        from runtime.core.clock import SystemClock
+
+        url = self._queue_url(message.function_id)
+        SqsQueue(lambda _: url, SystemClock(), self._sqs(),
+                 payloads=self.store.payloads).send([message])
 
     def dead_letter_queues(self) -> DeadLetterQueues:
         """The app's DLQs (names derived from ``functions/`` as the CDK app derives them)."""
         if self._dlqs is None:
-            import boto3
-
             from runtime.backends.aws.dlq import DeadLetterQueues
             from runtime.backends.aws.resources import AppResources
             from runtime.discovery import load_app
 
-            resources = AppResources.for_app(load_app(), stage=os.environ.get(ENV_STAGE) or None)
-            sqs = self._clients["sqs"] if self._clients else boto3.client("sqs")
-            self._dlqs = DeadLetterQueues(resources, sqs)
+            resources = AppResources.for_app(load_app(), stage=self._stage())
+            self._dlqs = DeadLetterQueues(resources, self._sqs())
         return self._dlqs
 
     @_one_line

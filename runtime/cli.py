@@ -850,9 +850,14 @@ def check(package: str | None, as_json: bool) -> None:
 @click.argument("function_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the new run's id as JSON.")
 @url_option
-def fire(function_id: str, as_json: bool, url: str) -> None:
-    """Fire FUNCTION_ID's cron trigger now, as the schedule would; print the run's id."""
-    _echo_run_id(_client(url).fire_cron(function_id), as_json)
+@aws_option
+def fire(function_id: str, as_json: bool, url: str, use_aws: bool) -> None:
+    """Fire FUNCTION_ID's cron trigger now, as the schedule would; print the run's id.
+
+    With --aws, the function's queue gets exactly what its EventBridge Scheduler schedule
+    sends, for a fire at this second (so firing twice within a second starts one run).
+    """
+    _echo_run_id(_client(url, use_aws).fire_cron(function_id), as_json)
 
 
 def _echo_run_id(run_id: str, as_json: bool) -> None:

@@ -1,17 +1,18 @@
-"""`stepkit send|runs|run --aws` and `runtime.send` against the emulated deployment."""
+"""`stepkit ... --aws` and `runtime.send` against the emulated deployment."""
 
 from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 import runtime
-from runtime import App, Context, TriggerEvent
-from runtime.backends.aws.resources import ENV_APP, ENV_BUS, ENV_TABLE
+from runtime import App, Context, TriggerCron, TriggerEvent
+from runtime.backends.aws.resources import ENV_APP, ENV_BUS, ENV_TABLE, AppResources
 from runtime.cli import cli
 from runtime.durations import format_instant
 from runtime.testing import Harness
@@ -19,6 +20,20 @@ from runtime.testing.aws import AwsBackend
 from runtime.testing.emulators import AwsEmulators
 
 pytestmark = pytest.mark.aws
+
+# The app `stepkit fire --aws` reads as this project's functions/ (STEPKIT_FUNCTIONS names
+# this module): the schedule input and queue come from it, as the CDK app derives them.
+crons = App("cronshop")
+
+
+@crons.function(id="new-year", trigger=TriggerCron("TZ=Europe/Paris 0 0 1 1 *"))
+def new_year(ctx: Context) -> dict[str, object]:
+    return ctx.step.run("greet", lambda: {"cron": ctx.event.data["cron"], "ts": ctx.event.ts})
+
+
+@crons.function(id="on-demand", trigger=TriggerEvent("job/requested"))
+def on_demand(ctx: Context) -> str:
+    return "ok"
 
 
 def test_cli_sends_and_inspects_runs_of_the_deployed_app(
@@ -147,3 +162,51 @@ def test_functions_aws_lists_the_projects_functions(
     found = json.loads(result.output)
     assert found["app_id"] == "demo"
     assert "process-order" in [f["id"] for f in found["functions"]]
+
+
+def test_fire_aws_sends_what_the_schedule_sends_and_the_run_completes(
+    aws: AwsEmulators, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = Harness.aws(crons, aws)
+    assert isinstance(h.backend, AwsBackend)
+    r = h.backend.resources
+    for name, value in ((ENV_APP, r.app_id), (ENV_BUS, r.bus), (ENV_TABLE, r.table),
+                        ("STEPKIT_FUNCTIONS", __name__)):
+        monkeypatch.setenv(name, value)
+    runner = CliRunner()
+    sqs = h.backend.clients["sqs"]
+    queue_url = sqs.get_queue_url(QueueName=r.function("new-year").queue)["QueueUrl"]
+    (schedule,) = r.function("new-year").schedules
+    deployed = h.backend.clients["scheduler"].get_schedule(Name=schedule.name)["Target"]
+
+    before = int(time.time())
+    fired = runner.invoke(cli, ["fire", "new-year", "--aws"])
+    assert fired.exit_code == 0, fired.output
+    run_id = fired.output.strip()
+    # On the queue: the schedule's input as deployed, with the fire's time filled in.
+    (record,) = sqs.receive_message(QueueUrl=queue_url, VisibilityTimeout=0)["Messages"]
+    body = json.loads(record["Body"])
+    at = datetime.fromisoformat(body["scheduled_time"].replace("Z", "+00:00"))
+    assert before <= at.timestamp() <= time.time()
+    assert record["Body"] == deployed["Input"].replace(
+        "<aws.scheduler.scheduled-time>", at.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    assert deployed["Input"] == AppResources.for_app(crons).function("new-year").schedules[0].input
+
+    h.settle()
+    view = h.run(run_id)
+    assert view.status == "Completed"
+    assert view.output == {"cron": "TZ=Europe/Paris 0 0 1 1 *", "ts": int(at.timestamp()) * 1000}
+    assert view.state.run.events[0]["name"] == "stepkit/scheduled.timer"
+
+    as_json = runner.invoke(cli, ["fire", "new-year", "--aws", "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    assert set(json.loads(as_json.output)) == {"run_id"}
+    h.settle()
+
+    no_cron = runner.invoke(cli, ["fire", "on-demand", "--aws"])
+    assert no_cron.exit_code == 1
+    assert "Error: function 'on-demand' has no cron trigger to fire" in no_cron.output
+    unknown = runner.invoke(cli, ["fire", "nope", "--aws"])
+    assert unknown.exit_code == 1
+    assert "no function 'nope' in app 'cronshop' (registered: new-year, on-demand)" in (
+        unknown.output)

@@ -89,3 +89,14 @@ def test_unreachable_endpoint(bare_env: pytest.MonkeyPatch) -> None:
     for command in (["runs"], ["send", "user/signup"], ["dlq", "list"]):
         error = one_line_error(stepkit(*command))
         assert error.startswith("Error: cannot reach AWS (Could not connect to the endpoint URL")
+
+
+@pytest.mark.parametrize("region", [None, "eu-west-1"])
+def test_fire_without_region_or_credentials(
+    bare_env: pytest.MonkeyPatch, region: str | None
+) -> None:
+    bare_env.chdir(Path(__file__).resolve().parents[2])  # the example app: a cron function
+    if region:
+        bare_env.setenv("AWS_DEFAULT_REGION", region)
+    error = one_line_error(stepkit("fire", "daily-digest"))
+    assert error.startswith("Error: no AWS credentials" if region else "Error: no AWS region")

@@ -766,6 +766,12 @@ def test_runs_since_a_duration_or_a_time(
         assert "duration back from now" in result.output and "ISO 8601" in result.output
 
 
+def test_fire_refuses_a_function_without_a_cron(url: str) -> None:
+    result = stepkit("fire", "greet", "--url", url)
+    assert result.exit_code == 1
+    assert "function 'greet' has no cron trigger to fire" in result.output
+
+
 def test_every_option_says_what_it_does() -> None:
     import click
 

@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from runtime.app import App, FunctionDef
@@ -44,6 +45,8 @@ DEFAULT_RETENTION_DAYS = 30
 DELIVERY_MAX_EVENT_AGE_S = 24 * 3600
 DELIVERY_MAX_RETRY_ATTEMPTS = 185
 _STAGE = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
+#: What EventBridge Scheduler replaces in a schedule's input with the fire's scheduled time.
+SCHEDULED_TIME = "<aws.scheduler.scheduled-time>"
 
 
 def _name(*parts: str, limit: int) -> str:
@@ -70,6 +73,14 @@ class Schedule(NamedTuple):
     expression: str  # AWS form, e.g. "cron(0 8 * * ? *)"
     timezone: str
     input: str  # the JSON the schedule sends to the function's queue
+
+    def input_at(self, at: float) -> str:
+        """The input as Scheduler sends it for the fire time ``at`` (epoch seconds).
+
+        Its scheduled time is ISO 8601 UTC in whole seconds, e.g. ``2026-03-02T08:00:00Z``.
+        """
+        scheduled = datetime.fromtimestamp(int(at), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return self.input.replace(SCHEDULED_TIME, scheduled)
 
 
 @dataclass(frozen=True)
@@ -101,7 +112,7 @@ def _schedule_input(function_id: str, cron_spec: str) -> str:
         "type": "cron",
         "function_id": function_id,
         "cron": cron_spec,
-        "scheduled_time": "<aws.scheduler.scheduled-time>",
+        "scheduled_time": SCHEDULED_TIME,
     }
     return json.dumps(body, separators=(",", ":"))
 
