@@ -496,6 +496,15 @@ def run_view(run: dict[str, Any]) -> list[Part]:
         f"Ended     {fmt_time(run.get('ended_at'))}",
         f"Duration  {fmt_duration(run.get('duration_ms'))}",
     ]
+    if run.get("parent"):
+        lines.append(f"Invoked   by run {run['parent']['run_id']} (step "
+                     f"'{run['parent']['key']}')")
+    if run.get("rerun_of"):
+        origin = run["rerun_of"]
+        lines.append(f"Rerun of  {origin['run_id']}"
+                     + (f" from step '{origin['from_step']}'" if origin.get("from_step") else ""))
+    if run.get("reruns"):
+        lines.append("Reruns    " + ", ".join(r["run_id"] for r in run["reruns"]))
     if run.get("waiting"):
         lines.append(f"Waiting   {run['waiting']['message']}")
     for i, doing in enumerate(run.get("activity") or ()):

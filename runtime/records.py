@@ -154,6 +154,14 @@ class ParentRef:
 
 
 @dataclass(frozen=True)
+class RerunOf:
+    """The run this run reruns, and the step it was forked from (``None``: from the start)."""
+
+    run_id: str
+    step: str | None = None
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """One run of a function.
 
@@ -170,6 +178,7 @@ class RunRecord:
         output: The handler's return value once completed.
         error: Why it failed or was cancelled.
         parent: The invoking step, for runs started by ``step.invoke``.
+        rerun_of: The run this one reruns (by hand: ``stepkit rerun``, the API, the dashboard).
         deadline: When the run times out (``timeouts.finish``).
         last_msg: Id of the message whose commit was last applied, so a redelivery of it after a
             crash re-sends the outbox instead of being dropped as stale.
@@ -189,6 +198,7 @@ class RunRecord:
     output: Any = None
     error: ErrorInfo | None = None
     parent: ParentRef | None = None
+    rerun_of: RerunOf | None = None
     deadline: float | None = None
     last_msg: str | None = None
     outbox: tuple[Outgoing, ...] = ()
@@ -218,6 +228,7 @@ class RunRecord:
             "output": self.output,
             "error": self.error.to_json() if self.error else None,
             "parent": asdict(self.parent) if self.parent else None,
+            "rerun_of": asdict(self.rerun_of) if self.rerun_of else None,
             "deadline": self.deadline,
             "last_msg": self.last_msg,
             "outbox": [o.to_json() for o in self.outbox],
@@ -240,6 +251,7 @@ class RunRecord:
             output=raw.get("output"),
             error=ErrorInfo.from_json(raw["error"]) if raw.get("error") else None,
             parent=ParentRef(**raw["parent"]) if raw.get("parent") else None,
+            rerun_of=RerunOf(**raw["rerun_of"]) if raw.get("rerun_of") else None,
             deadline=raw.get("deadline"),
             last_msg=raw.get("last_msg"),
             outbox=tuple(outgoing_from_json(o) for o in raw.get("outbox") or ()),

@@ -62,6 +62,7 @@ from runtime.records import (
     MessageKind,
     Outgoing,
     ParentRef,
+    RerunOf,
     RunPatch,
     RunRecord,
     RunState,
@@ -110,13 +111,12 @@ def rerun_message(state: RunState, from_step: str | None, now: float) -> Message
     Raises:
         LookupError: The run has no step ``from_step``.
     """
+    if from_step is not None and from_step not in state.steps:
+        raise LookupError(f"run '{state.run.run_id}' has no step '{from_step}' (has: "
+                          f"{', '.join(sorted(state.steps)) or 'none'})")
     payload: dict[str, Any] = {"events": list(state.run.events), "direct": True,
-                               "rerun": True}
-    if from_step is not None:
-        if from_step not in state.steps:
-            raise LookupError(f"run '{state.run.run_id}' has no step '{from_step}' (has: "
-                              f"{', '.join(sorted(state.steps)) or 'none'})")
-        payload["fork"] = {"run_id": state.run.run_id, "step": from_step}
+                               "rerun": True,
+                               "rerun_of": {"run_id": state.run.run_id, "step": from_step}}
     new_id = new_run_id(now)
     return Message(MessageKind.START, state.run.function_id, new_id, id=f"start-{new_id}",
                    payload=payload)
@@ -529,12 +529,12 @@ class Orchestrator:
         self.queue.send([msg])
         return msg.run_id
 
-    def _forked_steps(self, fork: Mapping[str, Any]) -> dict[str, StepRecord]:
+    def _forked_steps(self, fork: RerunOf) -> dict[str, StepRecord]:
         """The records a fork starts with: the original's, recorded before the fork step."""
-        original = self.store.load(str(fork.get("run_id")))
+        original = self.store.load(fork.run_id)
         if original is None:  # kept at least as long as the fork's START: a retention race
             return {}
-        target = original.steps.get(str(fork.get("step")))
+        target = original.steps.get(str(fork.step))
         if target is None:
             return {}
         # Before it: started earlier, or at the same instant but recorded earlier (stores
@@ -742,7 +742,10 @@ class Orchestrator:
                 self._resume(fn, resume, f"flush-{resume}", now, last)
             return
         parent = ParentRef(**payload["parent"]) if payload.get("parent") else None
-        run, waiters = self._new_run(fn, msg.run_id, events, msg.id, now, parent)
+        # ("fork": a START queued before reruns recorded their original)
+        origin = payload.get("rerun_of") or payload.get("fork")
+        rerun_of = RerunOf(str(origin["run_id"]), origin.get("step")) if origin else None
+        run, waiters = self._new_run(fn, msg.run_id, events, msg.id, now, parent, rerun_of)
         outbox = list(run.outbox)
         late = _late(fn, events[0], now)
         if late:
@@ -752,7 +755,7 @@ class Orchestrator:
             waiters = []
         run = replace(run, outbox=tuple(outbox))
         gated = not late and not payload.get("rerun")
-        seed = self._forked_steps(payload["fork"]) if payload.get("fork") else {}
+        seed = self._forked_steps(rerun_of) if rerun_of and rerun_of.step else {}
         created = (self._create_gated(fn, run, waiters) if gated
                    else self._create(run, waiters, list(seed.values())))
         if created is not None:
@@ -771,6 +774,7 @@ class Orchestrator:
         msg_id: str,
         now: float,
         parent: ParentRef | None = None,
+        rerun_of: RerunOf | None = None,
     ) -> tuple[RunRecord, list[Waiter]]:
         """A new run record (with its finish timer in its outbox) and its cancel waiters."""
         run = RunRecord(
@@ -779,6 +783,7 @@ class Orchestrator:
             events=events,
             created_at=now,
             parent=parent,
+            rerun_of=rerun_of,
             deadline=now + fn.finish_timeout.total_seconds() if fn.finish_timeout else None,
             last_msg=msg_id,
         )

@@ -341,7 +341,13 @@ class _Api:
         state = await self._state(request.path_params["run_id"])
         fn = self.backend.app.functions.get(state.run.function_id)
         waiting = await run_in_threadpool(self._waiting, state.run)
-        return JSONResponse(views.run_detail(state, fn, waiting))
+        reruns = await run_in_threadpool(self._reruns, state.run)
+        return JSONResponse(views.run_detail(state, fn, waiting, reruns))
+
+    def _reruns(self, run: RunRecord) -> list[RunRecord]:
+        """Runs that rerun ``run`` (a rerun is of the same function), newest first."""
+        same = self.backend.list_runs(RunQuery(function_id=run.function_id, limit=1000))
+        return [r for r in same if r.rerun_of is not None and r.rerun_of.run_id == run.run_id]
 
     def _registered(self, state: RunState, action: str) -> None:
         if state.run.function_id not in self.backend.app.functions:

@@ -6,6 +6,7 @@ durations are whole milliseconds, so the dashboard, the CLI and scripts all read
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from runtime.durations import format_instant
@@ -160,7 +161,8 @@ def timeline(steps: dict[str, StepRecord]) -> list[StepRecord]:
 
 
 def run_detail(
-    state: RunState, fn: FunctionDef | None = None, waiting: dict[str, Any] | None = None
+    state: RunState, fn: FunctionDef | None = None, waiting: dict[str, Any] | None = None,
+    reruns: Sequence[RunRecord] = (),
 ) -> dict[str, Any]:
     """Render a run with its events, output, error and step timeline.
 
@@ -168,10 +170,11 @@ def run_detail(
         state: The run and its step records.
         fn: The run's function, or ``None`` if it is no longer registered.
         waiting: Why flow control holds it back, if it does.
+        reruns: Runs that rerun this one, newest first.
 
     """
     run = state.run
-    parent = run.parent
+    parent, origin = run.parent, run.rerun_of
     return {
         **run_summary(run, waiting),
         "events": list(run.events),
@@ -184,6 +187,12 @@ def run_detail(
             if parent is not None
             else None
         ),
+        "rerun_of": (
+            {"run_id": origin.run_id, "from_step": origin.step} if origin is not None else None
+        ),
+        "reruns": [{"run_id": r.run_id, "status": r.status.value,
+                    "from_step": r.rerun_of.step if r.rerun_of else None,
+                    "created_at": iso(r.created_at)} for r in reruns],
         "steps": [step_json(rec, fn, run.status.finished) for rec in timeline(state.steps)],
         "activity": activity(state, fn),
     }

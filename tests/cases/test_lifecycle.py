@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from runtime import App, CancelOn, Context, Timeouts, TriggerCron, TriggerEvent
+from runtime.records import RerunOf
 
 
 def _order_app(fulfilled: list[str]) -> App:
@@ -55,6 +56,9 @@ def test_cancel_and_rerun_from_the_api(make_harness: Any) -> None:
     assert new_id != run.id
     assert h.run(new_id).status == "Completed"
     assert h.once(fulfilled) == ["o1"]
+    # The rerun says where it came from; the original is left as it was.
+    assert h.run(new_id).state.run.rerun_of == RerunOf(run.id, None)
+    assert h.run(run.id).state.run.rerun_of is None
 
 
 def test_start_and_finish_timeouts(make_harness: Any) -> None:
@@ -173,6 +177,7 @@ def test_rerun_from_a_step_reuses_the_results_recorded_before_it(make_harness: A
     assert forked.status == "Completed"
     # extract's recorded result is reused; transform and what follows run again.
     assert forked.output == ["extract-1", "transform-2", "load-2"]
+    assert forked.state.run.rerun_of == RerunOf(first.id, "transform")
     assert h.once(calls) == ["extract", "transform", "load"] if h.chaos else calls == [
         "extract", "transform", "load", "transform", "load"]
     with pytest.raises(LookupError, match="has no step 'nope'"):

@@ -644,6 +644,10 @@ def test_rerun_from_a_step_forks_the_run(backend: LocalBackend, url: str) -> Non
     assert state.steps["fetch-name"] == backend.get_run(run.run_id).steps["fetch-name"]  # reused
     missing = stepkit("rerun", run.run_id, "--from", "nope", "--url", url)
     assert missing.exit_code == 1 and "has no step 'nope'" in missing.output
+    # Each side names the other.
+    shown = stepkit("run", fork.stdout.strip(), "--url", url).output
+    assert f"Rerun of  {run.run_id} from step 'nap'" in shown
+    assert f"Reruns    {fork.stdout.strip()}" in stepkit("run", run.run_id, "--url", url).output
 
 
 # -- rich on a terminal, --since, help ---------------------------------------------------------

@@ -304,9 +304,15 @@ def test_rerun_from_a_step_reuses_what_came_before_and_shows_the_new_run(
         browser.wait_text("#run-status", "Completed")
         for key in ("compute-total", "cool-off", "send-receipt"):
             browser.find(f'#steps tr[data-step-key="{key}"]')
-        # The link goes back to the original.
+        # The run itself records its original (not only this page's message).
+        meta = browser.wait_text("#run-meta", "Rerun of")
+        assert f"Rerun of\n{done} from step 'send-receipt'" in meta
+        # The link goes back to the original, which lists its reruns.
         browser.click(f'#run-message a[data-run-link="{done}"]')
         browser.wait_text("#run-id", done)
+        assert f"Reruns\n{fork} (from 'send-receipt')" in browser.wait_text("#run-meta", "Reruns")
+        browser.click(f'#run-meta a[data-run-link="{fork}"]')
+        browser.wait_text("#run-id", fork)
 
     state = backend.get_run(fork)
     assert state is not None and state.run.status is RunStatus.COMPLETED

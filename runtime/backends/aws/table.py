@@ -42,6 +42,7 @@ from runtime.records import (
     GateWrite,
     Outgoing,
     ParentRef,
+    RerunOf,
     RunPatch,
     RunRecord,
     RunStatus,
@@ -216,6 +217,8 @@ def run_item(run: RunRecord, expires: float | None) -> Item:
         item["deadline"], item["deadline_ts"] = s(iso(run.deadline)), n(run.deadline)
     if run.parent is not None:
         item["parent"] = js(asdict(run.parent))
+    if run.rerun_of is not None:
+        item["rerun_of"] = js(asdict(run.rerun_of))
     if run.held_by is not None:
         item["held_by"] = s(run.held_by)
     if run.held_until is not None:
@@ -295,6 +298,7 @@ def run_from(run: Item, events: Item | None) -> RunRecord:
         output=_json(run, "output"),
         error=ErrorInfo.from_json(error) if error else None,
         parent=ParentRef(**parent) if parent else None,
+        rerun_of=RerunOf(**rerun_of) if (rerun_of := _json(run, "rerun_of")) else None,
         deadline=_ts(run, "deadline_ts"),
         held_by=run["held_by"]["S"] if "held_by" in run else None,
         held_until=_ts(run, "held_until_ts"),

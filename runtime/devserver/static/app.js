@@ -337,6 +337,15 @@ function renderRun(run) {
   ];
   if (run.failed_attempts) meta.push(["Handler failures", String(run.failed_attempts)]);
   if (run.parent) meta.push(["Invoked by", run.parent.run_id + " (" + run.parent.key + ")"]);
+  if (run.rerun_of) {
+    const from = run.rerun_of.from_step;
+    meta.push(["Rerun of", [runLink(run.rerun_of.run_id),
+                            from ? " from step '" + from + "'" : ""]]);
+  }
+  if ((run.reruns || []).length) {
+    meta.push(["Reruns", run.reruns.flatMap((r, i) => [i ? ", " : "", runLink(r.run_id),
+                                                      r.from_step ? " (from '" + r.from_step + "')" : ""])]);
+  }
   if (run.waiting) meta.push(["Waiting", run.waiting.message]);
   (run.activity || []).forEach((a, i) => meta.push([i === 0 ? "Doing" : "", a.message]));
   if (!run.waiting && run.error) meta.push(["Error", run.error.name + ": " + run.error.message]);
