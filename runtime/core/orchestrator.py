@@ -1045,10 +1045,19 @@ class Orchestrator:
         Only a ScheduleBranches decision is committed: anything else is the main line's own
         work, done by its CONTINUE.
 
+        Unlike other messages, a slice message is not tied to a version or a step, so nothing
+        in the run stops a copy of it from scheduling the slice after the one it already
+        scheduled. A message commits once (a redelivery re-sends *its* commit's outbox), so
+        each try first asks whether this message id has a commit: if so, this is a copy
+        and the slice is someone's work already (its sends, if a crash lost them, come with
+        that delivery's redelivery).
+
         Raises:
             CommitContentionError: The group's branches kept moving the version on.
         """
         for _ in range(_COMMIT_TRIES):
+            if self.store.committed(state.run.run_id, msg.id) is not None:
+                return False
             decision = execute(fn, state, now=now, target=None, limits=self.limits)
             if not isinstance(decision, ScheduleBranches):
                 return False

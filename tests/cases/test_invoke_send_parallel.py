@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import replace
 from typing import Any
 
+import pytest
+
 from runtime import App, Context, NonRetriableError, StepError, TriggerEvent
+from runtime.core.orchestrator import Orchestrator
+from runtime.testing.chaos import SimulatedCrash
 
 
 def _invoke_app() -> App:
@@ -159,6 +165,61 @@ def test_wide_parallel_group_is_scheduled_in_slices(make_harness: Any) -> None:
     assert run.status == "Completed"
     assert run.output == sum(i * i for i in range(120))
     assert len(run.steps) == 120 and all(s.branch for s in run.steps.values())
+
+
+def test_a_copy_of_a_slice_message_does_not_schedule_a_second_slice(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The message that schedules a wide group's next slice dies after its commit, before its
+    # sends; a copy of it (a duplicated delivery) arrives after another branch committed and
+    # before the redelivery. A message commits once: the copy must not schedule the slice
+    # after, under the same message id, or the redelivery would re-send that commit's
+    # branches and the first slice's would never be sent (found by chaos mode: a run left
+    # Running with 50 branches scheduled and no message anywhere).
+    app = App("shop")
+
+    @app.function(id="wide", trigger=TriggerEvent("wide/go"))
+    def wide(ctx: Context) -> Any:
+        results = ctx.step.parallel(
+            [lambda: ctx.step.sleep("pause", "10s")]  # commits while the copy is on its way
+            + [lambda i=i: ctx.step.run(f"item-{i}", lambda i=i: i * i) for i in range(1, 120)]
+        )
+        return sum(r for r in results if r)
+
+    real_next_slice = Orchestrator._next_slice
+    died: list[str] = []
+
+    def next_slice_then_die(self: Orchestrator, fn: Any, state: Any, msg: Any,
+                            now: float) -> bool:
+        if died:
+            return bool(real_next_slice(self, fn, state, msg, now))
+
+        def die(outbox: Any) -> None:
+            died.append(msg.id)
+            # A copy, due with the pause's wake and sent after it: delivered in the batch
+            # that holds the wake, right after the wake's commit.
+            self.queue.send([replace(msg, due=now + 10)])
+            raise SimulatedCrash("killed after scheduling a slice, before its sends")
+
+        monkeypatch.setattr(self, "_flush", die)
+        try:
+            return bool(real_next_slice(self, fn, state, msg, now))
+        finally:
+            monkeypatch.delattr(self, "_flush")
+
+    monkeypatch.setattr(Orchestrator, "_next_slice", next_slice_then_die)
+    h = make_harness(app)
+    h.send("wide/go", settle=False)
+    if h.chaos:
+        h.settle()  # the dead worker's message is redelivered at once
+    else:
+        with pytest.raises(SimulatedCrash):
+            h.settle()
+    h.advance("10m")  # the pause, the copy, then the redelivery once the lease lapses
+    run = h.only_run("wide")
+    assert died
+    assert run.status == "Completed", Counter(s.status.value for s in run.steps.values())
+    assert run.output == sum(i * i for i in range(1, 120))
 
 
 def test_send_event_payload_limit(make_harness: Any) -> None:
