@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from runtime.activity import activity as run_activity
 from runtime.durations import format_instant
 from runtime.records import ErrorInfo, RunRecord, RunState, StepKind, StepRecord, StepStatus
 
@@ -199,46 +200,6 @@ def run_detail(
 
 
 def activity(state: RunState, fn: FunctionDef | None = None) -> list[dict[str, Any]]:
-    """What a running run is doing, one entry per step in flight (empty once it ended).
+    """What a running run is doing (see :func:`runtime.activity.activity`)."""
+    return run_activity(state, fn.retries if fn is not None else None)
 
-    Each has a ``kind`` (``sleeping``, ``waiting``, ``invoking``, ``retrying``, ``scheduled``,
-    or ``running`` when no step is pending: its next piece of work is queued or under way),
-    the ``step``, its times and a ``message`` for people.
-    """
-    if state.run.status.finished:
-        return []
-    out: list[dict[str, Any]] = []
-    for rec in timeline(state.steps):
-        until, when = iso(rec.wake_at), fmt_iso(rec.wake_at)
-        if rec.status is StepStatus.SLEEPING:
-            out.append({"kind": "sleeping", "step": rec.key, "until": until,
-                        "message": f"sleeping in step '{rec.key}' until {when}"})
-        elif rec.status is StepStatus.WAITING:
-            name = rec.detail.get("event")
-            out.append({"kind": "waiting", "step": rec.key, "event": name, "until": until,
-                        "message": f"waiting for event '{name}' in step '{rec.key}'"
-                                   + (f" until {when}" if rec.wake_at is not None else "")})
-        elif rec.status is StepStatus.INVOKING:
-            child, target = rec.detail.get("child_run_id"), rec.detail.get("function_id")
-            out.append({"kind": "invoking", "step": rec.key, "function": target,
-                        "child_run_id": child, "until": until,
-                        "message": f"invoking '{target}' (run {child}) in step '{rec.key}'"})
-        elif rec.status is StepStatus.RETRYING:
-            total = fn.retries + 1 if fn is not None else None
-            error = f"{rec.error.name}: {rec.error.message}" if rec.error else None
-            out.append({"kind": "retrying", "step": rec.key, "attempt": rec.attempt + 1,
-                        "of": total, "next_at": until, "last_error": error,
-                        "message": f"retrying step '{rec.key}': attempt {rec.attempt + 1}"
-                                   + (f" of {total}" if total else "") + f" at {when}"
-                                   + (f" (last error {error[:200]})" if error else "")})
-        elif rec.status is StepStatus.SCHEDULED:
-            out.append({"kind": "scheduled", "step": rec.key,
-                        "message": f"parallel step '{rec.key}' queued"})
-    if not out:
-        out.append({"kind": "running", "message": "running: its next step is queued or under way"})
-    return out
-
-
-def fmt_iso(ts: float | None) -> str:
-    """An instant for a message: ``2026-03-02T08:00:00Z`` (seconds, UTC, zone shown)."""
-    return "-" if ts is None else format_instant(ts, timespec="seconds")

@@ -192,6 +192,14 @@ def test_items_are_legible_in_the_console(store: DynamoStore, ddb: Any) -> None:
     assert run["gsi1sk"] == {"S": "2026-03-02T08:00:00.000Z#r1"}
     assert json.loads(raw(ddb, "RUN#r1", "TRIGGER")["events"]["S"]) == [{"id": "e1", "name": "a"}]
     assert "expires_at" not in run  # running: kept
+    assert "doing" not in item  # the step has its result
+    # A step left pending says what it waits for, in the same item.
+    nap = StepRecord(key="nap", id="nap", kind=StepKind.SLEEP, status=StepStatus.SLEEPING,
+                     started_at=START, wake_at=START + 3 * 86400)
+    store.commit("r1", Commit("m2", 1, steps=(StepWrite(nap),)))
+    item = raw(ddb, "RUN#r1", "LOG#0000000002")
+    assert (item["status"], item["doing"]) == (
+        {"S": "Sleeping"}, {"S": "sleeping in step 'nap' until 2026-03-05T08:00:00Z"})
 
 
 def test_finished_runs_expire_after_retention_and_steps_later(store: DynamoStore, ddb: Any,

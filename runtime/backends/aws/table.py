@@ -35,6 +35,7 @@ from dataclasses import asdict
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from runtime.activity import step_activity
 from runtime.durations import format_instant
 from runtime.records import (
     Committed,
@@ -47,6 +48,7 @@ from runtime.records import (
     RunRecord,
     RunStatus,
     StepRecord,
+    StepStatus,
     Waiter,
     WaiterKind,
     outgoing_from_json,
@@ -244,7 +246,8 @@ def log_item(run_id: str, version: int, msg_id: str | None, *, at: float, ttl: f
     it (``msg_id``) and what it had to send (``outbox``, re-sent if that message is
     delivered again). Append-only: a reader holding the run at version ``v`` catches up by
     reading the entries after ``v``. ``step`` and ``status`` repeat a one-step commit's key
-    and status, so the console reads as a timeline.
+    and status, and ``doing`` says what a step it left pending waits for (sleeping until T,
+    waiting for an event, invoking, retrying at T), so the console reads as a timeline.
     """
     item: Item = {
         **key(RUN_PREFIX + run_id, log_sk(version)), "version": n(version),
@@ -256,6 +259,9 @@ def log_item(run_id: str, version: int, msg_id: str | None, *, at: float, ttl: f
         item["msg_id"] = s(msg_id)
     if len(steps) == 1:
         item["step"], item["status"] = s(steps[0].key), s(steps[0].status.value)
+        doing = step_activity(steps[0])
+        if doing is not None and steps[0].status is not StepStatus.SCHEDULED:
+            item["doing"] = s(doing["message"])  # "sleeping in step 'x' until ..."
     if patch is not None:
         item["run"] = js(patch.to_json())
     return item
