@@ -35,6 +35,10 @@ from infra.bundling import (
 )
 from infra.stack import StackSettings, StepkitStack
 
+# One worker synthesizes every stack (scripts/test.sh: --dist loadgroup): aws-cdk-lib and
+# its jsii Node process load once per run, not once per worker.
+pytestmark = pytest.mark.xdist_group("cdk")
+
 #: Acknowledged cdk-nag rules, each with its reason in infra/nag.py. A new one should be a
 #: deliberate decision, so it has to be added here too.
 ACKNOWLEDGED = {

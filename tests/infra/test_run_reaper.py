@@ -21,6 +21,10 @@ from tests.infra.test_stack import (
     synth,
 )
 
+# One worker synthesizes every stack (scripts/test.sh: --dist loadgroup): aws-cdk-lib and
+# its jsii Node process load once per run, not once per worker.
+pytestmark = pytest.mark.xdist_group("cdk")
+
 app = App("reapshop")
 
 

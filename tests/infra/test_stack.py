@@ -41,6 +41,10 @@ from runtime.backends.aws.resources import (
 from runtime.backends.aws.table import table_spec, ttl_spec
 from runtime.discovery import load_app
 
+# One worker synthesizes every stack (scripts/test.sh: --dist loadgroup): aws-cdk-lib and
+# its jsii Node process load once per run, not once per worker.
+pytestmark = pytest.mark.xdist_group("cdk")
+
 Resources = dict[str, dict[str, Any]]
 
 
