@@ -140,6 +140,16 @@ class _MotoQueues:
     def __init__(self, emulators: AwsEmulators) -> None:
         self._where = (emulators.account_id, emulators.region) if emulators.moto else None
 
+    def schedule_names(self, group: str) -> frozenset[str] | None:
+        """Names of the schedules in ``group`` now (``None`` when unknown)."""
+        if self._where is None:
+            return None
+        from moto.scheduler.models import scheduler_backends
+
+        account, region = self._where
+        found = scheduler_backends[account][region].schedule_groups.get(group)
+        return None if found is None else frozenset(list(found.schedules))
+
     def ready(self, url: str) -> int:
         """Messages a receive on ``url`` would see now (1 when unknown)."""
         if self._where is None:
@@ -239,6 +249,7 @@ class AwsBackend:
         self._dues: list[float] = []
         self._dues_lock = threading.Lock()
         self._provision(visibility_timeout)
+        self._receiving = {c.url: threading.Lock() for c in self.consumers}
         self.store = DynamoStore(self.resources.table, client=self.clients["dynamodb"], clock=clock,
                                  payloads=S3Payloads(self.payload_bucket, self.clients["s3"]))
         self.router = next(c.service for c in self.consumers if c.router)
@@ -367,6 +378,9 @@ class AwsBackend:
         forgotten.
         """
         scheduler, group = self.clients["scheduler"], self.resources.schedule_group
+        now_there = self._ready.schedule_names(group)
+        if now_there is not None and now_there == self._pending.keys() | self._fired:
+            return list(self._pending.values())  # none created or deleted since the last read
         names = [item["Name"]
                  for page in scheduler.get_paginator("list_schedules").paginate(GroupName=group)
                  for item in page["Schedules"]]
@@ -430,16 +444,20 @@ class AwsBackend:
         Returns:
             Records handled successfully (in chaos mode: records received).
         """
-        if not self._ready.ready(consumer.url):
-            return 0
         sqs = self.clients["sqs"]
-        got = sqs.receive_message(
-            QueueUrl=consumer.url,
-            MaxNumberOfMessages=self.batch_size,
-            WaitTimeSeconds=0,  # the fake clock does not move by itself: never long-poll
-            AttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        ).get("Messages", [])
+        # One receive at a time per queue (the receive only, not the handling): a worker
+        # that finds the queue emptied by another's receive asks nothing, instead of four
+        # workers racing for one message with three empty answers.
+        with self._receiving[consumer.url]:
+            if not self._ready.ready(consumer.url):
+                return 0
+            got = sqs.receive_message(
+                QueueUrl=consumer.url,
+                MaxNumberOfMessages=self.batch_size,
+                WaitTimeSeconds=0,  # the fake clock does not move by itself: never long-poll
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            ).get("Messages", [])
         if not got:
             return 0
         if chaos is not None:
