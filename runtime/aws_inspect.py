@@ -174,6 +174,25 @@ class AwsClient:
         return self.store.list_events(limit)
 
     @_one_line
+    def event(self, event_id: str) -> dict[str, Any]:
+        """A logged event and the runs it triggered (``waits``: not indexed by event here)."""
+        from runtime.core.ids import run_id_for_event
+        from runtime.discovery import load_app
+
+        found = next((e for e in self.store.list_events(1000) if e.get("id") == event_id),
+                     None)
+        if found is None:
+            raise click.ClickException(
+                f"no event '{event_id}' in the event log of table {self.deployment.table} "
+                "(it keeps today's and yesterday's)")
+        runs = []
+        for fn in sorted(load_app(), key=lambda f: f.id):
+            state = self.store.load(run_id_for_event(fn.id, event_id))
+            if state is not None:
+                runs.append(run_summary(state.run))
+        return {**found, "runs": runs, "waits": None}
+
+    @_one_line
     def cancel(self, run_id: str) -> dict[str, Any]:
         """Queue a cancel for the run's worker; the run's status as it is now."""
         state = self.store.load(run_id)

@@ -132,6 +132,11 @@ class DevClient:
         """Recently received events, newest first."""
         return list(self._request("GET", "/api/events", params={"limit": limit})["events"])
 
+    def event(self, event_id: str) -> dict[str, Any]:
+        """One recent event with the runs it started and the waits it resolved."""
+        data: dict[str, Any] = self._request("GET", f"/api/events/{quote(event_id, safe='')}")
+        return data
+
     def cancel(self, run_id: str) -> dict[str, Any]:
         """Cancel a run; whether this call cancelled it, and its status."""
         data: dict[str, Any] = self._request("POST", f"/api/runs/{quote(run_id, safe='')}/cancel")
@@ -804,6 +809,46 @@ def events_view(found: Sequence[dict[str, Any]]) -> list[Part]:
     rows = [[e.get("id", ""), e.get("name", ""), fmt_time(_event_time(e)),
              json.dumps(e.get("data", {}), separators=(",", ":"))[:60]] for e in found]
     return [Table(["EVENT ID", "NAME", "TIME", "DATA"], rows)]
+
+
+@cli.command()
+@click.argument("event_id")
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
+@url_option
+@aws_option
+def event(event_id: str, as_json: bool, url: str, use_aws: bool) -> None:
+    """Show event EVENT_ID: its payload, the runs it started and the waits it resolved.
+
+    With --aws the waits are not listed (the table keeps no index of them by event).
+    """
+    found = _client(url, use_aws).event(event_id)
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    emit(event_view(found))
+
+
+def event_view(found: dict[str, Any]) -> list[Part]:
+    """The ``stepkit event`` page: payload, runs started, waits resolved."""
+    payload = {k: v for k, v in found.items() if k not in ("runs", "waits")}
+    lines: list[Part] = [
+        f"Event     {found.get('id', '')}",
+        f"Name      {found.get('name', '')}",
+        f"Time      {fmt_time(_event_time(found))}",
+        "Payload   " + json.dumps(payload.get("data", {}), separators=(",", ":")),
+        "",
+    ]
+    runs = found.get("runs") or []
+    lines.append(Table(["RUN ID", "FUNCTION", "STATUS"],
+                       [[r.get("run_id", ""), r.get("function_id", ""), r.get("status", "")]
+                        for r in runs]) if runs else "started no run")
+    waits = found.get("waits")
+    if waits is not None:
+        lines.append("")
+        lines.append(Table(["RESOLVED WAIT IN RUN", "FUNCTION", "STEP"],
+                           [[w.get("run_id", ""), w.get("function_id", ""), w.get("step", "")]
+                            for w in waits]) if waits else "resolved no wait")
+    return lines
 
 
 def _event_time(event: dict[str, Any]) -> str | None:

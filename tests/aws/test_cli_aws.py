@@ -210,3 +210,31 @@ def test_fire_aws_sends_what_the_schedule_sends_and_the_run_completes(
     assert unknown.exit_code == 1
     assert "no function 'nope' in app 'cronshop' (registered: new-year, on-demand)" in (
         unknown.output)
+
+
+def test_event_aws_shows_the_logged_event_and_the_runs_it_started(
+    aws: AwsEmulators, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = Harness.aws(crons, aws)  # the real clock: the CLI reads today's event log
+    assert isinstance(h.backend, AwsBackend)
+    r = h.backend.resources
+    for name, value in ((ENV_APP, r.app_id), (ENV_BUS, r.bus), (ENV_TABLE, r.table),
+                        ("STEPKIT_FUNCTIONS", __name__)):
+        monkeypatch.setenv(name, value)
+    runner = CliRunner()
+    sent = runner.invoke(cli, ["send", "job/requested", "--data", '{"job": 7}', "--aws"])
+    assert sent.exit_code == 0, sent.output
+    event_id = sent.output.strip()
+    h.settle()
+    (run,) = h.runs("on-demand")
+
+    shown = runner.invoke(cli, ["event", event_id, "--aws", "--json"])
+    assert shown.exit_code == 0, shown.output
+    found = json.loads(shown.output)
+    assert (found["id"], found["name"], found["data"]) == (event_id, "job/requested", {"job": 7})
+    assert [(x["run_id"], x["status"]) for x in found["runs"]] == [(run.id, "Completed")]
+    assert found["waits"] is None  # not indexed by event in the table: said, not guessed
+    text = runner.invoke(cli, ["event", event_id, "--aws"]).output
+    assert "Name      job/requested" in text and run.id in text
+    missing = runner.invoke(cli, ["event", "nope", "--aws"])
+    assert missing.exit_code == 1 and "no event 'nope' in the event log" in missing.output

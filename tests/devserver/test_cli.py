@@ -792,3 +792,48 @@ def test_every_option_says_what_it_does() -> None:
                 assert param.help and len(param.help) > 10, f"{path} {param.opts}: no help"
         shown = stepkit(*path.split()[1:], "--help")
         assert shown.exit_code == 0, shown.output
+
+
+# -- stepkit event ------------------------------------------------------------------------------
+
+waits_app = App("waits")
+
+
+@waits_app.function(id="order", trigger=TriggerEvent("shop/order"))
+def order(ctx: Context) -> bool:
+    paid = ctx.step.wait_for_event("wait-payment", event="shop/paid", timeout="1h",
+                                   if_="async.data.order == event.data.order")
+    return paid is not None
+
+
+def test_event_shows_its_payload_the_runs_it_started_and_the_waits_it_resolved(
+    tmp_path: Path,
+) -> None:
+    with LocalBackend(waits_app, tmp_path / "dev.sqlite3", clock=FakeClock(START)) as b, \
+            serve(b) as url:
+        (ordered,) = stepkit("send", "shop/order", "--data", '{"order": "o1"}',
+                             "--url", url).stdout.split()
+        b.run_until_idle()
+        (paid,) = stepkit("send", "shop/paid", "--data", '{"order": "o1"}',
+                          "--url", url).stdout.split()
+        b.run_until_idle()
+        (run,) = b.list_runs()
+        assert run.status == "Completed"
+
+        shown = stepkit("event", ordered, "--url", url)
+        assert shown.exit_code == 0, shown.output
+        out = shown.output
+        assert f"Event     {ordered}" in out and "Name      shop/order" in out
+        assert 'Payload   {"order":"o1"}' in out
+        assert re.search(rf"^{run.run_id}\s+order\s+Completed\s*$", out, re.M)
+        assert "resolved no wait" in out
+
+        payment = stepkit("event", paid, "--url", url).output
+        assert "started no run" in payment
+        assert re.search(rf"^{run.run_id}\s+order\s+wait-payment\s*$", payment, re.M)
+        as_json = json.loads(stepkit("event", paid, "--json", "--url", url).output)
+        assert as_json["waits"] == [{"run_id": run.run_id, "function_id": "order",
+                                     "status": "Completed", "step": "wait-payment"}]
+
+        missing = stepkit("event", "nope", "--url", url)
+        assert missing.exit_code == 1 and "no recent event 'nope'" in missing.output
