@@ -164,15 +164,22 @@ def test_functions_aws_lists_the_projects_functions(
     assert "process-order" in [f["id"] for f in found["functions"]]
 
 
-def test_fire_aws_sends_what_the_schedule_sends_and_the_run_completes(
-    aws: AwsEmulators, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _deployed_crons(aws: AwsEmulators,
+                    monkeypatch: pytest.MonkeyPatch) -> tuple[Harness, AppResources]:
+    """``crons`` on the emulators, with the env the CLI's --aws reads (its functions/ too)."""
     h = Harness.aws(crons, aws)
     assert isinstance(h.backend, AwsBackend)
     r = h.backend.resources
     for name, value in ((ENV_APP, r.app_id), (ENV_BUS, r.bus), (ENV_TABLE, r.table),
                         ("STEPKIT_FUNCTIONS", __name__)):
         monkeypatch.setenv(name, value)
+    return h, r
+
+
+def test_fire_aws_sends_what_the_schedule_sends_and_the_run_completes(
+    aws: AwsEmulators, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h, r = _deployed_crons(aws, monkeypatch)
     runner = CliRunner()
     sqs = h.backend.clients["sqs"]
     queue_url = sqs.get_queue_url(QueueName=r.function("new-year").queue)["QueueUrl"]
@@ -215,12 +222,7 @@ def test_fire_aws_sends_what_the_schedule_sends_and_the_run_completes(
 def test_event_aws_shows_the_logged_event_and_the_runs_it_started(
     aws: AwsEmulators, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    h = Harness.aws(crons, aws)  # the real clock: the CLI reads today's event log
-    assert isinstance(h.backend, AwsBackend)
-    r = h.backend.resources
-    for name, value in ((ENV_APP, r.app_id), (ENV_BUS, r.bus), (ENV_TABLE, r.table),
-                        ("STEPKIT_FUNCTIONS", __name__)):
-        monkeypatch.setenv(name, value)
+    h, _ = _deployed_crons(aws, monkeypatch)  # the real clock: the CLI reads today's log
     runner = CliRunner()
     sent = runner.invoke(cli, ["send", "job/requested", "--data", '{"job": 7}', "--aws"])
     assert sent.exit_code == 0, sent.output

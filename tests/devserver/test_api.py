@@ -43,9 +43,9 @@ def flaky(ctx: Context) -> None:
 class Env:
     """A backend on a fake clock and a test client over the dev server."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, served: App = app) -> None:
         self.clock = FakeClock(START)
-        self.backend = LocalBackend(app, tmp_path / "dev.sqlite3", clock=self.clock)
+        self.backend = LocalBackend(served, tmp_path / "dev.sqlite3", clock=self.clock)
         self.client = TestClient(create_app(self.backend))
 
     def send(self, name: str, data: dict[str, Any] | None = None) -> str:

@@ -8,15 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from starlette.testclient import TestClient
 
 from runtime import App, Context, TriggerEvent
 from runtime.backends.local import LocalBackend
-from runtime.core.clock import FakeClock
 from runtime.core.protocols import RunQuery, Store
-from runtime.devserver import create_app
 from runtime.devserver.api import resolved_waits
 from runtime.records import RunRecord, RunState
+from tests.devserver.test_api import Env
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
@@ -38,34 +36,10 @@ def order(ctx: Context) -> dict[str, Any]:
     return {"paid": paid is not None, "data": ctx.event.data}
 
 
-class Env:
-    def __init__(self, tmp_path: Path) -> None:
-        self.clock = FakeClock(START)
-        self.backend = LocalBackend(app, tmp_path / "dev.sqlite3", clock=self.clock)
-        self.client = TestClient(create_app(self.backend))
-
-    def send(self, name: str, data: dict[str, Any]) -> str:
-        resp = self.client.post("/api/events", json={"name": name, "data": data})
-        assert resp.status_code == 200, resp.text
-        self.backend.run_until_idle()
-        ids: list[str] = resp.json()["ids"]
-        return ids[0]
-
-    def run(self, run_id: str) -> dict[str, Any]:
-        resp = self.client.get(f"/api/runs/{run_id}")
-        assert resp.status_code == 200, resp.text
-        run: dict[str, Any] = resp.json()
-        return run
-
-    def advance(self, by: str) -> None:
-        self.clock.advance(by)
-        self.backend.run_until_idle()
-
-
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
     calls.clear()
-    e = Env(tmp_path)
+    e = Env(tmp_path, app)
     try:
         yield e
     finally:
