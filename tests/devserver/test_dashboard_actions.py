@@ -105,7 +105,13 @@ class Browser:
         return self.wait(f"element {css!r}", shown)
 
     def click(self, css: str) -> None:
-        self._call("POST", f"/element/{self.find(css)}/click", {})
+        """Click ``css``; found again if the page re-rendered it in between (its 2 s refresh
+        replaces the run's header and rows: a stale reference is retried, not failed)."""
+        def clicked() -> bool:
+            self._call("POST", f"/element/{self.find(css)}/click", {})
+            return True
+
+        self.wait(f"a click on {css!r}", clicked)
 
     def type(self, css: str, text: str) -> None:
         ref = self.find(css)
