@@ -224,9 +224,12 @@ def _status(raw: str | None) -> RunStatus | None:
     raise ApiError(400, f"status: expected one of {allowed}, got {raw!r}")
 
 
-async def _json_body(request: Request) -> Any:
+async def _json_body(request: Request, *, optional: bool = False) -> Any:
+    """The request's JSON; an empty body is ``{}`` when ``optional``, else an error."""
     body = await request.body()
     if not body.strip():
+        if optional:
+            return {}
         raise ApiError(400, "request body is empty; send an event object or a list of them")
     try:
         return json.loads(body)
@@ -373,8 +376,7 @@ class _Api:
     async def rerun(self, request: Request) -> Response:
         state = await self._state(request.path_params["run_id"])
         self._registered(state, "rerun")
-        raw = await request.body()
-        body = await _json_body(request) if raw.strip() else {}
+        body = await _json_body(request, optional=True)
         from_step = body.get("from") if isinstance(body, dict) else None
         if from_step is not None and not isinstance(from_step, str):
             raise ApiError(400, 'expected {"from": "<step key>"} or no body')
@@ -402,8 +404,7 @@ class _Api:
         return JSONResponse({"skipped": skipped})
 
     async def invoke(self, request: Request) -> Response:
-        raw = await request.body()
-        body = await _json_body(request) if raw.strip() else {}
+        body = await _json_body(request, optional=True)
         data = body.get("data", {}) if isinstance(body, dict) else None
         if not isinstance(data, dict):
             raise ApiError(400, 'expected a JSON object like {"data": {"user_id": "ada"}}')
@@ -421,8 +422,7 @@ class _Api:
         return JSONResponse({"count": len(found), "messages": [d.to_json() for d in found]})
 
     async def redrive(self, request: Request) -> Response:
-        raw = await request.body()
-        body = await _json_body(request) if raw.strip() else {}
+        body = await _json_body(request, optional=True)
         if not isinstance(body, dict):
             raise ApiError(400, 'expected a JSON object like {"queue": "fn", "id": "12"}')
         chosen: dict[str, str | None] = {}
