@@ -447,24 +447,15 @@ def resolved_waits(backend: DevBackend, event_id: str) -> list[dict[str, Any]]:
 
     A resolved wait records the matching event as its output. Steps a fork copied from its
     original (started before the fork itself was created) are left out: the event resolved the
-    original's wait, not theirs. Over the local SQLite store this is one query; over another
-    store, the newest runs are read one by one.
+    original's wait, not theirs. Over the local SQLite store this is one query
+    (``SqliteStore.waits_resolved_by``); over another store, the newest runs are read one by
+    one.
     """
     store = backend.store
-    if isinstance(store, SqliteStore):
-        with store.db.read() as conn:
-            rows = conn.execute(
-                "SELECT r.run_id, r.function_id, r.status, s.key FROM steps s"
-                " JOIN runs r ON r.run_id = s.run_id"
-                " WHERE json_extract(s.json, '$.kind') = ?"
-                " AND json_extract(s.json, '$.output.id') = ?"
-                " AND COALESCE(json_extract(s.json, '$.started_at'), r.created_at) >= r.created_at"
-                " ORDER BY r.created_at DESC, r.run_id DESC, s.rowid LIMIT ?",
-                (StepKind.WAIT.value, event_id, MAX_LIMIT),
-            ).fetchall()
-        return [{"run_id": run_id, "function_id": function_id,
-                 "status": str(status), "step": key}
-                for run_id, function_id, status, key in rows]
+    if isinstance(store, SqliteStore):  # one query, in the store that knows its tables
+        return [{"run_id": run_id, "function_id": function_id, "status": status, "step": key}
+                for run_id, function_id, status, key in store.waits_resolved_by(event_id,
+                                                                                MAX_LIMIT)]
     found: list[dict[str, Any]] = []
     for run in backend.list_runs(RunQuery(limit=MAX_LIMIT)):
         state = backend.get_run(run.run_id)

@@ -35,6 +35,7 @@ from runtime.records import (
     GateWrite,
     RunRecord,
     RunState,
+    StepKind,
     StepRecord,
     StepWrite,
     Waiter,
@@ -687,6 +688,25 @@ class SqliteStore:
             "SELECT json FROM events ORDER BY received_at DESC, rowid DESC LIMIT ?", (limit,)
         ).fetchall()
         return [cast(dict[str, Any], json.loads(j)) for (j,) in rows]
+
+    def waits_resolved_by(self, event_id: str, limit: int) -> list[tuple[str, str, str, str]]:
+        """``(run_id, function_id, status, step key)`` of each wait the event resolved.
+
+        Newest run first; a resolved wait's output is the event. Steps a fork copied from its
+        original (started before the fork was created) are left out: the event resolved the
+        original's wait, not theirs.
+        """
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT r.run_id, r.function_id, r.status, s.key FROM steps s"
+                " JOIN runs r ON r.run_id = s.run_id"
+                " WHERE json_extract(s.json, '$.kind') = ?"
+                " AND json_extract(s.json, '$.output.id') = ?"
+                " AND COALESCE(json_extract(s.json, '$.started_at'), r.created_at) >= r.created_at"
+                " ORDER BY r.created_at DESC, r.run_id DESC, s.rowid LIMIT ?",
+                (StepKind.WAIT.value, event_id, limit),
+            ).fetchall()
+        return [(str(a), str(b), str(c), str(d)) for a, b, c, d in rows]
 
     def close(self) -> None:
         """Close this process's connections."""
