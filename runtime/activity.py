@@ -23,6 +23,13 @@ def _when(ts: float | None) -> str:
     return "-" if ts is None else format_instant(ts, timespec="seconds")
 
 
+def timeline(steps: dict[str, StepRecord]) -> list[StepRecord]:
+    """Order steps by start time; ties keep the store's order (the order they first ran)."""
+    return sorted(
+        steps.values(), key=lambda r: r.started_at if r.started_at is not None else float("inf")
+    )
+
+
 def step_activity(rec: StepRecord, retries: int | None = None) -> dict[str, Any] | None:
     """What a pending step is doing, or ``None`` for a step that has its result.
 
@@ -67,8 +74,6 @@ def activity(state: RunState, retries: int | None = None) -> list[dict[str, Any]
     """
     if state.run.status.finished:
         return []
-    steps = sorted(state.steps.values(),
-                   key=lambda r: r.started_at if r.started_at is not None else float("inf"))
-    out = [a for rec in steps if (a := step_activity(rec, retries)) is not None]
+    out = [a for rec in timeline(state.steps) if (a := step_activity(rec, retries)) is not None]
     return out or [{"kind": "running",
                     "message": "running: its next step is queued or under way"}]

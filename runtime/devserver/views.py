@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from runtime.activity import activity as run_activity
+from runtime.activity import timeline
 from runtime.durations import format_instant
 from runtime.records import ErrorInfo, RunRecord, RunState, StepKind, StepRecord, StepStatus
 
@@ -152,13 +153,6 @@ def step_json(rec: StepRecord, fn: FunctionDef | None = None,
         "branch": rec.branch,
         "detail": rec.detail,
     }
-
-
-def timeline(steps: dict[str, StepRecord]) -> list[StepRecord]:
-    """Order steps by start time; ties keep the store's order (the order they first ran)."""
-    return sorted(
-        steps.values(), key=lambda r: r.started_at if r.started_at is not None else float("inf")
-    )
 
 
 def run_detail(
