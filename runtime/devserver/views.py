@@ -120,9 +120,6 @@ def step_attempts(rec: StepRecord) -> int:
     return rec.attempt  # retrying: the failed ones; scheduled: none yet
 
 
-#: What a step was doing when its run ended: shown as ``Abandoned`` (the record keeps its own).
-_PENDING = (StepStatus.SCHEDULED, StepStatus.RETRYING, *_IN_PROGRESS)
-
 
 def step_json(rec: StepRecord, fn: FunctionDef | None = None,
               run_finished: bool = False) -> dict[str, Any]:
@@ -136,7 +133,7 @@ def step_json(rec: StepRecord, fn: FunctionDef | None = None,
 
     """
     max_attempts = fn.retries + 1 if fn is not None and rec.kind is StepKind.RUN else None
-    abandoned = run_finished and rec.status in _PENDING
+    abandoned = run_finished and not rec.status.final  # shown as Abandoned
     return {
         "key": rec.key,
         "id": rec.id,
