@@ -368,6 +368,14 @@ def _is_terminal(stream: Any) -> bool:
         return False
 
 
+def answer(found: Any, as_json: bool, view: Callable[[Any], Sequence[Part]]) -> None:
+    """Print a command's answer: as JSON with ``--json``, else through its ``view``."""
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+    else:
+        emit(view(found))
+
+
 def emit(parts: Sequence[Part], *, err: bool = False) -> None:
     """Print ``parts`` to stdout (stderr with ``err``): with rich on a terminal, else plain.
 
@@ -764,10 +772,7 @@ def send(name: str, data: Any, user: Any, event_id: str | None, as_json: bool, u
 def functions(as_json: bool, url: str, use_aws: bool) -> None:
     """List the app's functions: triggers, retries and flow control."""
     found = _client(url, use_aws).functions()
-    if as_json:
-        click.echo(json.dumps(found, indent=2))
-        return
-    emit(functions_view(found))
+    answer(found, as_json, functions_view)
 
 
 def functions_view(found: dict[str, Any]) -> list[Part]:
@@ -798,10 +803,7 @@ def _flow(f: dict[str, Any]) -> str:
 def events(limit: int, as_json: bool, url: str, use_aws: bool) -> None:
     """List recently received events, newest first."""
     found = _client(url, use_aws).events(limit=limit)
-    if as_json:
-        click.echo(json.dumps(found, indent=2))
-        return
-    emit(events_view(found))
+    answer(found, as_json, events_view)
 
 
 def events_view(found: Sequence[dict[str, Any]]) -> list[Part]:
@@ -822,10 +824,7 @@ def event(event_id: str, as_json: bool, url: str, use_aws: bool) -> None:
     With --aws the waits are not listed (the table keeps no index of them by event).
     """
     found = _client(url, use_aws).event(event_id)
-    if as_json:
-        click.echo(json.dumps(found, indent=2))
-        return
-    emit(event_view(found))
+    answer(found, as_json, event_view)
 
 
 def event_view(found: dict[str, Any]) -> list[Part]:
@@ -966,10 +965,7 @@ def runs(
     """List recent runs, newest first."""
     client = _client(url, use_aws)
     found = client.runs(function_id=function_id, status=status, limit=limit, since=since)
-    if as_json:
-        click.echo(json.dumps(found, indent=2))
-    else:
-        emit(runs_view(found))
+    answer(found, as_json, runs_view)
     try:
         notice = dlq_notice(client.dead_letter_count())
     except click.ClickException:
@@ -987,10 +983,7 @@ def runs(
 def run(run_id: str, as_json: bool, url: str, use_aws: bool) -> None:
     """Show run RUN_ID and its step timeline."""
     found = _client(url, use_aws).run(run_id)
-    if as_json:
-        click.echo(json.dumps(found, indent=2))
-    else:
-        emit(run_view(found))
+    answer(found, as_json, run_view)
 
 
 @cli.group()
@@ -1005,10 +998,7 @@ def dlq() -> None:
 def dlq_list(as_json: bool, url: str, use_aws: bool) -> None:
     """List what sits in the dead-letter queues (the messages stay there)."""
     found = _client(url, use_aws).dead_letters()
-    if as_json:
-        click.echo(json.dumps(found, indent=2))
-    else:
-        emit(dead_letters_view(found))
+    answer(found, as_json, dead_letters_view)
 
 
 @dlq.command("redrive")
