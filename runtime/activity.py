@@ -37,6 +37,8 @@ def step_activity(rec: StepRecord, retries: int | None = None) -> dict[str, Any]
         rec: The step record.
         retries: The function's retries, to say "attempt k of n" (unknown: "attempt k").
     """
+    if rec.status.final:  # nearly every commit's step: nothing to format (the worker's path)
+        return None
     until, when = _iso(rec.wake_at), _when(rec.wake_at)
     if rec.status is StepStatus.SLEEPING:
         return {"kind": "sleeping", "step": rec.key, "until": until,
