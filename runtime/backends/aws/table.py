@@ -48,7 +48,6 @@ from runtime.records import (
     RunRecord,
     RunStatus,
     StepRecord,
-    StepStatus,
     Waiter,
     WaiterKind,
     outgoing_from_json,
@@ -260,7 +259,7 @@ def log_item(run_id: str, version: int, msg_id: str | None, *, at: float, ttl: f
     if len(steps) == 1:
         item["step"], item["status"] = s(steps[0].key), s(steps[0].status.value)
         doing = step_activity(steps[0])
-        if doing is not None and steps[0].status is not StepStatus.SCHEDULED:
+        if doing is not None:
             item["doing"] = s(doing["message"])  # "sleeping in step 'x' until ..."
     if patch is not None:
         item["run"] = js(patch.to_json())
