@@ -348,8 +348,9 @@ class _Api:
         return JSONResponse(views.run_detail(state, fn, waiting, reruns))
 
     def _reruns(self, run: RunRecord) -> list[RunRecord]:
-        """Runs that rerun ``run`` (a rerun is of the same function), newest first."""
-        same = self.backend.list_runs(RunQuery(function_id=run.function_id, limit=1000))
+        """Runs that rerun ``run`` (of the same function, created after it), newest first."""
+        same = self.backend.list_runs(RunQuery(function_id=run.function_id,
+                                               since=run.created_at, limit=MAX_LIMIT))
         return [r for r in same if r.rerun_of is not None and r.rerun_of.run_id == run.run_id]
 
     def _registered(self, state: RunState, action: str) -> None:
