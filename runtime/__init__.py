@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from runtime.client import send
     from runtime.deploy import AwsOptions, PolicyStatement, VpcConfig
     from runtime.engine.context import Context
-    from runtime.engine.steps import Steps
     from runtime.errors import (
         ConfigurationError,
         InvalidEventError,
@@ -38,6 +37,7 @@ if TYPE_CHECKING:
         Throttle,
     )
     from runtime.secrets import secret
+    from runtime.steps import Steps
 
 __all__ = [
     "App",
@@ -78,8 +78,8 @@ def __getattr__(name: str) -> Any:
     if name not in __all__:
         raise AttributeError(f"module 'runtime' has no attribute {name!r}")
     # Import statements, not importlib: infra/import_graph.py follows them into the asset.
-    from runtime import app, client, deploy, errors, events, flow, secrets
-    from runtime.engine import context, steps
+    from runtime import app, client, deploy, errors, events, flow, secrets, steps
+    from runtime.engine import context
 
     for module in (app, client, deploy, errors, events, flow, secrets, context, steps):
         if name in vars(module):

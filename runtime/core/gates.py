@@ -99,7 +99,11 @@ class GateIO(Protocol):
 
     store: Store
     queue: Queue
-    clock: Clock
+
+    @property
+    def clock(self) -> Clock:
+        """The time source."""
+        ...
 
     def cancel(self, run_id: str, reason: str) -> bool:
         """Cancel a running run (idempotent)."""

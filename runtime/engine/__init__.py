@@ -2,6 +2,7 @@
 
 from runtime.engine.context import Context
 from runtime.engine.decisions import Decision
-from runtime.engine.replay import Limits, backoff, execute
+from runtime.engine.outcomes import Limits, backoff
+from runtime.engine.replay import execute
 
 __all__ = ["Context", "Decision", "Limits", "backoff", "execute"]

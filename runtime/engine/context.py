@@ -7,7 +7,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from runtime.engine.steps import ReplayState, Steps
+from runtime import steps as step_kinds  # the module: its kinds import the engine in turn
+from runtime.engine.template import ReplayState
 from runtime.errors import NonRetriableError
 from runtime.events import Event
 
@@ -78,7 +79,7 @@ class Context:
         self.event = self.events[0]
         self.run_id = state.run.run_id
         self.attempt = state.run.attempt
-        self.step = Steps(state)
+        self.step = step_kinds.Steps(state)
         self.logger = ReplayLogger(logger, state)
         self._uuids = 0
 

@@ -1,12 +1,13 @@
 """What one invocation of the engine decided: a value, never I/O.
 
-Backends turn a decision into one atomic commit plus the messages it implies.
+The orchestrator turns a decision into one atomic commit plus the messages it implies
+(:func:`runtime.core.commits.commit_for`, through each step kind's own commit).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from runtime.records import ErrorInfo, StepKind
 
@@ -49,54 +50,6 @@ class StepFailed:
 
 
 @dataclass(frozen=True)
-class Sleep:
-    """Suspend until ``until``."""
-
-    step: StepRef
-    until: float
-
-
-@dataclass(frozen=True)
-class WaitForEvent:
-    """Suspend until an event named ``event`` matches ``expression`` or ``until`` passes."""
-
-    step: StepRef
-    event: str
-    expression: str
-    until: float
-
-
-@dataclass(frozen=True)
-class Invoke:
-    """Start a run of ``function_id`` with ``data`` and suspend until it ends or ``until``."""
-
-    step: StepRef
-    function_id: str
-    data: dict[str, Any]
-    until: float | None
-
-
-@dataclass(frozen=True)
-class SendEvents:
-    """Publish events (ids already assigned, deterministically) and record their ids."""
-
-    step: StepRef
-    events: tuple[dict[str, Any], ...]
-
-
-@dataclass(frozen=True)
-class ScheduleBranches:
-    """Run each step as its own piece of work (parallel branches).
-
-    ``more``: the group has further new branches than one commit may schedule; the commit
-    continues the main line at once to schedule the next slice.
-    """
-
-    steps: tuple[StepRef, ...]
-    more: bool = False
-
-
-@dataclass(frozen=True)
 class RunCompleted:
     """The handler returned."""
 
@@ -125,17 +78,9 @@ class Noop:
     reason: str
 
 
-Decision = (
-    StepSucceeded
-    | StepRetry
-    | StepFailed
-    | Sleep
-    | WaitForEvent
-    | Invoke
-    | SendEvents
-    | ScheduleBranches
-    | RunCompleted
-    | RunFailed
-    | RunRetry
-    | Noop
-)
+class Decision(Protocol):
+    """Any decision of the engine: a frozen value, never I/O.
+
+    The ones every step kind shares are here; each step kind defines its own beside its
+    ``ctx.step`` method (:mod:`runtime.steps`), with the commit that records it.
+    """

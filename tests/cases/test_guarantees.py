@@ -21,7 +21,9 @@ from runtime import (
 )
 from runtime.backends.aws.store import DynamoStore
 from runtime.backends.local.store import SqliteStore
-from runtime.core.orchestrator import Orchestrator
+from runtime.core.intake import Intake
+from runtime.core.ports import Ports
+from runtime.core.resolving import Resolver
 from runtime.errors import ConfigurationError, InvalidEventError
 from runtime.records import StepStatus
 from runtime.testing.chaos import Chaos, SimulatedCrash
@@ -379,15 +381,15 @@ def test_an_event_whose_routing_failed_half_way_is_routed_again_in_full(
     h = make_harness(app)
     h.send("chat/start", {"q": 1})
     failed: list[str] = []
-    real = Orchestrator.match_messages
+    real = Intake.match_messages
 
-    def throttled_once(self: Orchestrator, event: dict[str, Any]) -> list[Any]:
+    def throttled_once(self: Intake, event: dict[str, Any]) -> list[Any]:
         if event["name"] == "chat/reply" and not failed:
             failed.append(event["id"])  # logged and remembered nothing yet: routing failed
             raise ConnectionError("throttled while reading waiters")
         return real(self, event)
 
-    monkeypatch.setattr(Orchestrator, "match_messages", throttled_once)
+    monkeypatch.setattr(Intake, "match_messages", throttled_once)
     reply = {"id": "reply-1", "name": "chat/reply", "data": {"q": 1, "a": "yes"}}
     try:
         h.send(reply)
@@ -459,7 +461,7 @@ def test_a_message_that_can_never_be_done_fails_its_run_with_the_reason(
     def unreachable(*_: Any) -> bool:
         raise ConnectionError("the state table is unreachable")
 
-    monkeypatch.setattr(Orchestrator, "_wake", unreachable)
+    monkeypatch.setattr(Resolver, "on_wake", unreachable)
     h = make_harness(app)
     h.send("shop/go")
     h.advance("2h")
@@ -491,15 +493,15 @@ def test_a_crash_after_failing_the_run_on_a_last_delivery_still_sends_its_failur
         ctx.step.run("hog", _die)
 
     crashed: list[str] = []
-    real = Orchestrator._flush_hard
+    real = Ports.send_hard
 
-    def crash_once(self: Orchestrator, outbox: Any) -> None:
+    def crash_once(self: Ports, outbox: Any) -> None:
         if not crashed:
             crashed.append("after the commit, before its sends")
             raise SimulatedCrash("killed before sending the failure")
         real(self, outbox)
 
-    monkeypatch.setattr(Orchestrator, "_flush_hard", crash_once)
+    monkeypatch.setattr(Ports, "send_hard", crash_once)
     h = make_harness(app)
     if not h.chaos:
         h.enable_chaos(Chaos(workers=1, duplicate=0, crash=0, errors=0, max_receives=5))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from runtime import App, Context, NonRetriableError, StepError, TriggerEvent
-from runtime.core.orchestrator import Orchestrator
+from runtime.core.replaying import Replayer
 from runtime.testing.chaos import SimulatedCrash
 
 
@@ -186,10 +186,10 @@ def test_a_copy_of_a_slice_message_does_not_schedule_a_second_slice(
         )
         return sum(r for r in results if r)
 
-    real_next_slice = Orchestrator._next_slice
+    real_next_slice = Replayer.next_slice
     died: list[str] = []
 
-    def next_slice_then_die(self: Orchestrator, fn: Any, state: Any, msg: Any,
+    def next_slice_then_die(self: Replayer, fn: Any, state: Any, msg: Any,
                             now: float) -> bool:
         if died:
             return bool(real_next_slice(self, fn, state, msg, now))
@@ -198,16 +198,16 @@ def test_a_copy_of_a_slice_message_does_not_schedule_a_second_slice(
             died.append(msg.id)
             # A copy, due with the pause's wake and sent after it: delivered in the batch
             # that holds the wake, right after the wake's commit.
-            self.queue.send([replace(msg, due=now + 10)])
+            self.ports.queue.send([replace(msg, due=now + 10)])
             raise SimulatedCrash("killed after scheduling a slice, before its sends")
 
-        monkeypatch.setattr(self, "_flush", die)
+        monkeypatch.setattr(self.ports, "send", die)
         try:
             return bool(real_next_slice(self, fn, state, msg, now))
         finally:
-            monkeypatch.delattr(self, "_flush")
+            monkeypatch.delattr(self.ports, "send")
 
-    monkeypatch.setattr(Orchestrator, "_next_slice", next_slice_then_die)
+    monkeypatch.setattr(Replayer, "next_slice", next_slice_then_die)
     h = make_harness(app)
     h.send("wide/go", settle=False)
     if h.chaos:

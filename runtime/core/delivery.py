@@ -1,0 +1,97 @@
+"""Delivery semantics: redeliveries re-send, copies do nothing, last deliveries never strand.
+
+A message commits once. Its redelivery (the queue's receive count above one, or a message
+marked ``resend``) whose work is done re-sends what *its own* commit had to send, from the
+commit log, whatever came after; a copy that made no commit re-sends nothing, so duplicates
+never multiply. On a message's last deliveries before the dead-letter queue, work that
+cannot be done fails its run with the reason instead of leaving it in flight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from runtime.app import FunctionDef
+from runtime.core.finishing import Finisher
+from runtime.core.matching import cancel_lookback, wait_lookback
+from runtime.core.ports import Ports
+from runtime.core.replaying import chained, runs_code
+from runtime.records import Message, MessageKind, Outgoing, RunState, StepStatus
+
+
+def mine(state: RunState, msg: Message) -> bool:
+    """Whether the run's last commit is ``msg``'s (or a checkpoint chain's it began)."""
+    return state.run.last_msg == msg.id or chained(state.run.last_msg, msg.id)
+
+
+class Delivery:
+    """What a redelivered, or last, delivery of a message does."""
+
+    def __init__(self, ports: Ports, finisher: Finisher) -> None:
+        self.ports = ports
+        self.finisher = finisher
+
+    def committed(self, state: RunState, msg: Message) -> bool:
+        """Whether ``msg`` already made its commit (the last one, or one in the log)."""
+        return mine(state, msg) or self.ports.store.committed(msg.run_id, msg.id) is not None
+
+    def resend(self, fn: FunctionDef, msg: Message, state: RunState | None = None, *,
+               hard: bool = False) -> None:
+        """A redelivered message whose work is done: re-send what its commit had to send.
+
+        The commit log keeps every commit's outbox under the id of the message that made it,
+        so this is exact whatever commits came after (a sibling branch's, a resolve's), and
+        a copy that made no commit re-sends nothing: duplicates never multiply.
+        """
+        p = self.ports
+        state = state or p.store.load(msg.run_id)
+        if state is None:
+            return
+        out: list[Outgoing] = []
+        # A checkpointed chain this message began (or went on with) committed the run's last
+        # change: what is left to send is that commit's outbox, not its first one's.
+        last = state.run.last_msg
+        done = p.store.committed(msg.run_id, last if last and chained(last, msg.id) else msg.id)
+        if done is not None:
+            out.extend(done.outbox)
+            for key in done.step_keys:  # a wait it committed may have missed its event
+                rec = state.steps.get(key)
+                if rec is not None and rec.status is StepStatus.WAITING:
+                    out.extend(wait_lookback(p, state, rec))
+        elif state.run.last_msg == msg.id:  # a start whose run was created, nothing more
+            out.extend(state.run.outbox)
+        if msg.kind is MessageKind.START and not state.run.status.finished:
+            out.extend(cancel_lookback(p, fn, state))
+        if out:
+            p.log.info("run %s: redelivered %s re-sends %d", msg.run_id, msg.kind, len(out))
+            (p.send_hard if hard else p.send)(out)
+
+    def last_delivery(self, fn: FunctionDef, msg: Message, receive_count: int,
+                      again: Callable[[], None]) -> None:
+        """The last deliveries of a message before the dead-letter queue: never strand the run.
+
+        A message that would run user code fails its run (:meth:`Finisher.give_up`): every
+        earlier delivery ended without a result. Any other message (a wake, match, resolve,
+        cancel, timeout) is handled again as a redelivery (``again``), retried here; if it
+        still cannot be done, its run is failed with the reason rather than left waiting for
+        work that is gone.
+        """
+        p = self.ports
+        state = p.store.load(msg.run_id)
+        if state is None:
+            return
+        if self.committed(state, msg):
+            # Its commit landed (perhaps failing the run on an earlier last delivery) and a
+            # crash lost the sends: send them, as on any redelivery.
+            self.resend(fn, msg, state, hard=True)
+            return
+        if state.run.status.finished:
+            return
+        if runs_code(state, msg):
+            self.finisher.give_up(fn, msg, receive_count)
+            return
+        try:
+            p.in_place(again, f"{msg.kind.value} message {msg.id} of run {msg.run_id}")
+        except Exception as exc:
+            p.log.exception("giving up on %s message %s", msg.kind.value, msg.id)
+            self.finisher.give_up(fn, msg, receive_count, cause=exc)

@@ -1,0 +1,106 @@
+"""Dispatch: one queue message to the part that does its kind of work.
+
+The rules every delivery passes first are here: an early message hops to its due time; the
+last deliveries before the dead-letter queue never strand a run (:mod:`delivery`); a
+redelivery whose work is done re-sends its commit's outbox; a message whose commit is the
+run's last, or for a finished run, does nothing. Then :data:`Dispatcher.table` names the
+one handler of each message kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from runtime.app import FunctionDef
+from runtime.core.delivery import Delivery, mine
+from runtime.core.finishing import Finisher
+from runtime.core.ports import Ports
+from runtime.core.replaying import Replayer
+from runtime.core.resolving import Resolver
+from runtime.core.starting import Starter
+from runtime.messages import CancelPayload, resent
+from runtime.records import Message, MessageKind, RunState
+from runtime.steps.base import DUE_SLACK
+
+#: A message kind's handler: (function, run state, message, now, redelivered) -> whether it
+#: did the message's work.
+Handler = Callable[[FunctionDef, RunState, Message, float, bool], bool]
+
+
+class Dispatcher:
+    """Performs queue messages: delivery rules first, then the handler of the message's kind."""
+
+    def __init__(self, ports: Ports, starter: Starter, replayer: Replayer, resolver: Resolver,
+                 finisher: Finisher, delivery: Delivery) -> None:
+        self.ports = ports
+        self.starter = starter
+        self.delivery = delivery
+        self.finisher = finisher
+        #: The handler of each kind of message about an existing, unfinished run (START
+        #: and FLUSH create runs and are handled before the run is read).
+        self.table: dict[MessageKind, Handler] = {
+            MessageKind.CONTINUE: replayer.on_continue,
+            MessageKind.BRANCH: replayer.on_branch,
+            MessageKind.WAKE: lambda fn, state, msg, now, _: resolver.on_wake(state, msg, now),
+            MessageKind.MATCH: lambda fn, state, msg, now, _: resolver.on_match(state, msg),
+            MessageKind.RESOLVE: lambda fn, state, msg, now, _: resolver.on_child_finished(
+                state, msg),
+            MessageKind.TIMEOUT: lambda fn, state, msg, now, _: finisher.on_timeout(
+                fn, state, msg, now),
+            MessageKind.CANCEL: lambda fn, state, msg, now, _: finisher.cancel(
+                state.run.run_id, CancelPayload.of(msg).reason, msg.id),
+        }
+
+    def handle(self, msg: Message, *, receive_count: int = 1,
+               max_receives: int | None = None) -> None:
+        """Perform one queue message. Safe to call again with the same message.
+
+        Args:
+            msg: The message.
+            receive_count: Which delivery of this queue entry this is (SQS's
+                ``ApproximateReceiveCount``). Above one, the earlier delivery failed or
+                crashed, possibly after its commit: work already done is re-sent, not redone.
+            max_receives: The queue's deliveries before dead-lettering. On the last one, a
+                message that would run user code fails its run instead
+                (:meth:`Finisher.give_up`).
+        """
+        p = self.ports
+        now = p.clock.now()
+        if msg.due is not None and msg.due > now + DUE_SLACK:
+            p.hop(msg, msg.due)  # delivered early (a delay queue's cap): hop again
+            return
+        fn = p.app.get(msg.function_id)
+        redelivered = receive_count > 1 or resent(msg)
+        # The last two deliveries before the dead-letter queue: the first of them gives up,
+        # the second is there in case giving up itself failed.
+        last = max_receives is not None and receive_count >= max(max_receives - 1, 2)
+        if last and msg.kind is not MessageKind.START:
+            self.delivery.last_delivery(
+                fn, msg, receive_count, lambda: self.handle(msg, receive_count=receive_count))
+            return
+        if msg.kind is MessageKind.FLUSH:
+            self.starter.on_flush(fn, msg, now, redelivered, last)
+            return
+        if msg.kind is MessageKind.START:
+            self._start(fn, msg, now, redelivered, last, receive_count)
+            return
+        state = p.store.load(msg.run_id)
+        if state is None:
+            p.log.warning("message %s for unknown run %s dropped", msg.kind, msg.run_id)
+            return
+        if redelivered and self.delivery.committed(state, msg):
+            self.delivery.resend(fn, msg, state, hard=last)  # a message commits once
+            return
+        if mine(state, msg) or state.run.status.finished:
+            return
+        self.table[msg.kind](fn, state, msg, now, redelivered)
+
+    def _start(self, fn: FunctionDef, msg: Message, now: float, redelivered: bool, last: bool,
+               receive_count: int) -> None:
+        """START; on its last deliveries, a run that never got past its start is failed."""
+        if last:
+            state = self.ports.store.load(msg.run_id)
+            if state is None or (state.run.version == 0 and not state.run.status.finished):
+                self.finisher.give_up(fn, msg, receive_count)
+                return
+        self.starter.on_start(fn, msg, now, redelivered, last)

@@ -1,0 +1,165 @@
+"""Typed payloads of queue messages, with the same JSON on the wire.
+
+A :class:`~runtime.records.Message` carries its payload as the JSON object the queue holds;
+these classes are the only code that reads or builds one, so each key is named once.
+Every class renders only the keys it sets, as the payloads were written before they had
+types, so messages already in queues read the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from runtime.records import Message, MessageKind, ParentRef, RerunOf
+
+
+def resent(msg: Message) -> bool:
+    """Whether ``msg`` is marked to re-send its commit's outbox (a redrive, a by-hand cancel).
+
+    Such a message is treated as a redelivery even on its first receive.
+    """
+    return bool((msg.payload or {}).get("resend"))
+
+
+@dataclass(frozen=True)
+class StartPayload:
+    """A START's payload: the triggering events and how the run was asked for.
+
+    Attributes:
+        events: The triggering event(s), JSON-ready.
+        parent: The invoking step, for a ``step.invoke`` child.
+        direct: Started by hand, by a cron fire or by a parent: triggers' ``if`` is not
+            applied (again).
+        rerun: Started by hand (a rerun, an invoke): flow control's start rules let it by.
+        rerun_of: The run it reruns, and the step it forks from.
+    """
+
+    events: tuple[dict[str, Any], ...]
+    parent: ParentRef | None = None
+    direct: bool = False
+    rerun: bool = False
+    rerun_of: RerunOf | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The payload as queued."""
+        raw: dict[str, Any] = {"events": list(self.events)}
+        if self.parent is not None:
+            raw["parent"] = asdict(self.parent)
+        if self.direct:
+            raw["direct"] = True
+        if self.rerun:
+            raw["rerun"] = True
+        if self.rerun_of is not None:
+            raw["rerun_of"] = {"run_id": self.rerun_of.run_id, "step": self.rerun_of.step}
+        return raw
+
+    @classmethod
+    def of(cls, msg: Message) -> StartPayload:
+        """The payload of START ``msg``."""
+        raw = msg.payload or {}
+        parent = raw.get("parent")
+        # "fork": a START queued before reruns recorded their original.
+        origin = raw.get("rerun_of") or raw.get("fork")
+        return cls(
+            events=tuple(raw["events"]),
+            parent=ParentRef(**parent) if parent else None,
+            direct=bool(raw.get("direct") or parent),
+            rerun=bool(raw.get("rerun")),
+            rerun_of=RerunOf(str(origin["run_id"]), origin.get("step")) if origin else None,
+        )
+
+    def message(self, function_id: str, run_id: str) -> Message:
+        """The START message of run ``run_id`` (its id derived from the run's, so a copy is one)."""
+        return Message(MessageKind.START, function_id, run_id, id=f"start-{run_id}",
+                       payload=self.to_json())
+
+
+@dataclass(frozen=True)
+class EventRef:
+    """Where a matched event too large to travel inline is kept: the event timeline."""
+
+    name: str
+    ts: int
+    event_id: str
+
+
+@dataclass(frozen=True)
+class MatchPayload:
+    """A MATCH's payload: the event that matched the wait, inline or by reference."""
+
+    event: dict[str, Any] | None = None
+    ref: EventRef | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The payload as queued."""
+        if self.event is not None:
+            return {"event": self.event}
+        return {"ref": asdict(self.ref)} if self.ref is not None else {}
+
+    @classmethod
+    def of(cls, msg: Message) -> MatchPayload:
+        """The payload of MATCH ``msg``."""
+        raw = msg.payload or {}
+        ref = raw.get("ref")
+        return cls(event=raw.get("event"), ref=EventRef(**ref) if ref else None)
+
+
+@dataclass(frozen=True)
+class CancelPayload:
+    """A CANCEL's payload: why, and whether to re-send (a cancel committed by its sender)."""
+
+    reason: str
+    resend: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The payload as queued."""
+        return {"reason": self.reason, "resend": True} if self.resend else {"reason": self.reason}
+
+    @classmethod
+    def of(cls, msg: Message) -> CancelPayload:
+        """The payload of CANCEL ``msg``."""
+        raw = msg.payload or {}
+        return cls(str(raw.get("reason") or "cancelled"), bool(raw.get("resend")))
+
+
+@dataclass(frozen=True)
+class ResolvePayload:
+    """A RESOLVE's payload: the invoked child run that finished."""
+
+    child_run_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The payload as queued."""
+        return {"child_run_id": self.child_run_id}
+
+    @classmethod
+    def of(cls, msg: Message) -> ResolvePayload:
+        """The payload of RESOLVE ``msg``."""
+        return cls(str((msg.payload or {}).get("child_run_id", "")))
+
+
+def is_slice(msg: Message) -> bool:
+    """Whether CONTINUE ``msg`` schedules a wide parallel group's next slice.
+
+    Such a CONTINUE carries ``{"slice": true}`` and no version: it is not tied to one.
+    """
+    return bool((msg.payload or {}).get("slice"))
+
+
+def slice_message(function_id: str, run_id: str) -> Message:
+    """The CONTINUE that schedules a wide parallel group's next slice (at any version)."""
+    return Message(MessageKind.CONTINUE, function_id, run_id, payload={"slice": True})
+
+
+
+def is_skip(msg: Message) -> bool:
+    """Whether WAKE ``msg`` ends a sleep now, by hand (the dev server's "skip")."""
+    return bool((msg.payload or {}).get("skip"))
+
+
+def skip_message(function_id: str, run_id: str, key: str) -> Message:
+    """The WAKE that ends sleeping step ``key`` now; asking twice wakes it once (one id)."""
+    return Message(MessageKind.WAKE, function_id, run_id, id=f"skip-{run_id}-{key}", key=key,
+                   payload={"skip": True})
+
