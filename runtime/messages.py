@@ -8,7 +8,7 @@ types, so messages already in queues read the same.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from runtime.records import Message, MessageKind, ParentRef, RerunOf
@@ -163,3 +163,32 @@ def skip_message(function_id: str, run_id: str, key: str) -> Message:
     return Message(MessageKind.WAKE, function_id, run_id, id=f"skip-{run_id}-{key}", key=key,
                    payload={"skip": True})
 
+
+
+@dataclass(frozen=True)
+class FlushPayload:
+    """A FLUSH's payload: the debounce or batch window (gate) and the round of its timer."""
+
+    scope: str
+    key: str
+    round: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The payload as queued."""
+        return {"scope": self.scope, "key": self.key, "round": self.round}
+
+    @classmethod
+    def of(cls, msg: Message) -> FlushPayload:
+        """The payload of FLUSH ``msg``."""
+        raw = msg.payload or {}
+        return cls(str(raw["scope"]), str(raw["key"]), int(raw["round"]))
+
+
+def poll_round(msg: Message) -> int:
+    """How many times ``msg`` has polled for a concurrency slot (0: it has not waited)."""
+    return int((msg.payload or {}).get("poll") or 0)
+
+
+def with_poll(msg: Message, poll: int, due: float) -> Message:
+    """``msg`` re-sent to poll for a concurrency slot again (round ``poll``), due at ``due``."""
+    return replace(msg, payload={**(msg.payload or {}), "poll": poll}, due=due)

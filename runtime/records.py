@@ -346,7 +346,8 @@ class Message:
         attempt: For BRANCH, the attempt it performs.
         due: Epoch seconds before which it must not run; queues that cannot delay that long
             deliver early and the worker re-enqueues it for the rest (a timer hop).
-        payload: For START: ``events`` and optionally ``parent``.
+        payload: The kind's JSON payload, read and built only through
+            :mod:`runtime.messages` (``StartPayload``, ``MatchPayload``...).
     """
 
     kind: MessageKind

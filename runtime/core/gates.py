@@ -42,6 +42,7 @@ from runtime.flow import (
     waiting_line,
     window_expiry,
 )
+from runtime.messages import FlushPayload, poll_round, with_poll
 from runtime.records import (
     ErrorInfo,
     GateWrite,
@@ -52,6 +53,7 @@ from runtime.records import (
     RunStatus,
     Waiter,
 )
+from runtime.steps.base import DUE_SLACK
 
 _TRIES = 32
 T = TypeVar("T")
@@ -291,7 +293,7 @@ class FlowGates:
         for c in fn.flow.concurrency:
             scope, key = concurrency_gate(fn, c, event)
             slot = Slot(scope, key, uuid.uuid4().hex)
-            poll = int((msg.payload or {}).get("poll") or 0)
+            poll = poll_round(msg)
             decision = self._acquire(slot, work, c.limit, lease_s, rank, poll, redelivered)
             if not decision.acquired:
                 self.release(taken)
@@ -299,11 +301,10 @@ class FlowGates:
                     _log.debug("run %s: stale poll %s round %d dropped", run.run_id, msg.id,
                                poll)
                     return None
-                payload = {**(again.payload or {}), "poll": decision.poll}
                 due = now + poll_delay(decision.position, c.limit)
                 _log.debug("run %s: %s waits for %s %r (position %d, round %d)", run.run_id,
                            again.id, scope, key, decision.position, decision.poll)
-                self.queue.send([replace(again, payload=payload, due=due)])
+                self.queue.send([with_poll(again, decision.poll, due)])
                 return None
             taken.append(slot)
         return taken
@@ -465,7 +466,7 @@ class Windows:
         self.io.queue.send([Message(
             MessageKind.FLUSH, fn.id, str(state["pending"]),
             id=f"flush-{state['pending']}-{state['round']}", due=float(state["due"]),
-            payload={"scope": scope, "key": key, "round": int(state["round"])},
+            payload=FlushPayload(scope, key, int(state["round"])).to_json(),
         )])
 
     def due(self, fn: FunctionDef, msg: Message, redelivered: bool) -> bool:
@@ -477,8 +478,8 @@ class Windows:
         Raises:
             GateContentionError: The window kept changing under us.
         """
-        payload = msg.payload or {}
-        scope, key, rnd = str(payload["scope"]), str(payload["key"]), int(payload["round"])
+        flush = FlushPayload.of(msg)
+        scope, key, rnd = flush.scope, flush.key, flush.round
         for _ in range(_TRIES):
             gate = self.io.store.gate(scope, key)
             state = gate.state or {}
@@ -487,7 +488,7 @@ class Windows:
             if int(state["round"]) > rnd and not redelivered:
                 return False  # a copy of an older round of this timer: the newer goes on
             now = self.io.clock.now()
-            if float(state["due"]) > now + 0.001:  # a new event moved the end: wait again
+            if float(state["due"]) > now + DUE_SLACK:  # a new event moved the end: wait again
                 again = {**state, "round": int(state["round"]) + 1}
                 if self.io.store.put_gate(GateWrite(scope, key, again, gate.version, None)):
                     self._arm(fn, scope, key, again)
