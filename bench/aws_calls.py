@@ -19,8 +19,8 @@ from typing import Any
 from runtime import App, Context, TriggerEvent
 from runtime.backends.aws.table import item_bytes
 from runtime.core.clock import FakeClock
-from runtime.testing.aws import AwsBackend
-from runtime.testing.emulators import aws_emulators
+from stepkit_emulators.aws import AwsBackend
+from stepkit_emulators.emulators import aws_emulators
 
 # Public prices, us-east-1 (USD).
 LAMBDA_REQUEST = 0.20 / 1e6

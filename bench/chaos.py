@@ -292,7 +292,7 @@ def main() -> None:
     results = []
     for backend in args.backend or ["local", "aws"]:
         if backend == "aws":
-            from runtime.testing.emulators import aws_emulators
+            from stepkit_emulators.emulators import aws_emulators
 
             with aws_emulators() as emulators:
                 results.append(bench("aws", args.runs, emulators))

@@ -29,7 +29,7 @@ from runtime.records import Message, RunRecord, RunState, RunStatus, StepRecord
 
 if TYPE_CHECKING:
     from runtime.testing.chaos import Chaos
-    from runtime.testing.emulators import AwsEmulators
+    from stepkit_emulators.emulators import AwsEmulators
 
 
 class TestBackend(Protocol):
@@ -193,15 +193,26 @@ class Harness:
         start: datetime | float | None = None,
         **options: Any,
     ) -> Harness:
-        """A harness on the AWS backend against running emulators (see ``runtime.testing.aws``).
+        """A harness on the AWS backend against running emulators (see ``stepkit_emulators.aws``).
 
         Args:
             app: The app under test.
             emulators: DynamoDB Local + moto, with fresh state.
             start: The fake clock's start time (default: now).
             **options: Passed to ``AwsBackend``.
+
+        Raises:
+            ModuleNotFoundError: The emulator package or moto is not installed.
         """
-        from runtime.testing.aws import AwsBackend
+        try:  # imported here: the emulators are an extra, never a dependency of runtime
+            from stepkit_emulators.aws import AwsBackend
+        except ModuleNotFoundError as e:
+            if (e.name or "").partition(".")[0] not in {"stepkit_emulators", "moto"}:
+                raise
+            raise ModuleNotFoundError(
+                "Harness.aws needs the AWS emulators: pip install 'stepkit[emulators]'",
+                name=e.name,
+            ) from e
 
         clock = FakeClock(start)
         return cls(app, AwsBackend(app, emulators, clock, **options), clock)

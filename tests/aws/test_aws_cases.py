@@ -13,9 +13,9 @@ from runtime.backends.aws.bus import EventBridgeBus
 from runtime.backends.aws.resources import ENV_APP, ENV_BUS, ENV_QUEUE_URL, ENV_TABLE, HandlerConfig
 from runtime.errors import ConfigurationError
 from runtime.testing import Harness
-from runtime.testing.aws import AwsBackend, aws_cron_to_unix
-from runtime.testing.emulators import AwsEmulators
-from runtime.testing.lambda_events import sqs_lambda_event
+from stepkit_emulators.aws import AwsBackend, aws_cron_to_unix
+from stepkit_emulators.emulators import AwsEmulators
+from stepkit_emulators.lambda_events import sqs_lambda_event
 from tests.conftest import START
 
 pytestmark = pytest.mark.aws

@@ -11,7 +11,7 @@ from click.testing import CliRunner, Result
 
 from runtime.backends.aws.resources import ENV_APP, ENV_BUS, ENV_TABLE
 from runtime.cli import cli
-from runtime.testing.emulators import AwsEmulators
+from stepkit_emulators.emulators import AwsEmulators
 
 _AWS_ENV = (
     "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",

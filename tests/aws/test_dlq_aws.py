@@ -16,8 +16,8 @@ from runtime.backends.aws.resources import ENV_APP, ENV_BUS, ENV_TABLE
 from runtime.backends.aws.store import DynamoStore, StoreError
 from runtime.cli import cli
 from runtime.testing import Harness
-from runtime.testing.aws import AwsBackend
-from runtime.testing.emulators import AwsEmulators
+from stepkit_emulators.aws import AwsBackend
+from stepkit_emulators.emulators import AwsEmulators
 
 pytestmark = pytest.mark.aws
 

@@ -29,7 +29,7 @@ from runtime.records import (
     StepStatus,
     StepWrite,
 )
-from runtime.testing.emulators import AwsEmulators
+from stepkit_emulators.emulators import AwsEmulators
 from tests.stores.helpers import DAY, START, make_run, step, waiter
 
 pytestmark = pytest.mark.aws

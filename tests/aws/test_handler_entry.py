@@ -20,9 +20,9 @@ from runtime.backends.aws.resources import (
 )
 from runtime.handlers.service import Service
 from runtime.testing import Harness
-from runtime.testing.aws import AwsBackend
-from runtime.testing.emulators import AwsEmulators
-from runtime.testing.lambda_events import sqs_lambda_event
+from stepkit_emulators.aws import AwsBackend
+from stepkit_emulators.emulators import AwsEmulators
+from stepkit_emulators.lambda_events import sqs_lambda_event
 
 pytestmark = pytest.mark.aws
 

@@ -11,9 +11,9 @@ from runtime import App, Context, TriggerEvent
 from runtime.backends.aws.resources import ENV_APP, ENV_BUS, ENV_FUNCTION, ENV_QUEUE_URL, ENV_TABLE
 from runtime.handlers.service import Service
 from runtime.testing import Harness
-from runtime.testing.aws import AwsBackend
-from runtime.testing.emulators import AwsEmulators
-from runtime.testing.lambda_events import sqs_lambda_event
+from stepkit_emulators.aws import AwsBackend
+from stepkit_emulators.emulators import AwsEmulators
+from stepkit_emulators.lambda_events import sqs_lambda_event
 
 pytestmark = pytest.mark.aws
 

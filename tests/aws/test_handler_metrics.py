@@ -9,7 +9,7 @@ import pytest
 
 from runtime import App, Context, TriggerEvent
 from runtime.testing import Harness
-from runtime.testing.emulators import AwsEmulators
+from stepkit_emulators.emulators import AwsEmulators
 
 pytestmark = pytest.mark.aws
 

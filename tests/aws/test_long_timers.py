@@ -20,8 +20,8 @@ from runtime.backends.aws.timers import (
 )
 from runtime.records import Message, MessageKind
 from runtime.testing import Harness
-from runtime.testing.aws import AwsBackend
-from runtime.testing.emulators import AwsEmulators
+from stepkit_emulators.aws import AwsBackend
+from stepkit_emulators.emulators import AwsEmulators
 from tests.conftest import START
 
 pytestmark = pytest.mark.aws

@@ -7,12 +7,12 @@ from contextlib import contextmanager
 
 import pytest
 
-import runtime.testing.emulators
+import stepkit_emulators.emulators
 from runtime import App, Context, TriggerEvent
 from runtime.backends.aws.resources import ENV_APP, ENV_BUS, ENV_TABLE
 from runtime.testing import Harness
-from runtime.testing.aws import AwsBackend
-from runtime.testing.emulators import AwsEmulators
+from stepkit_emulators.aws import AwsBackend
+from stepkit_emulators.emulators import AwsEmulators
 from tests.unit.test_readme_examples import example, run_example
 
 pytestmark = pytest.mark.aws
@@ -45,7 +45,7 @@ def test_the_emulator_harness_example(aws: AwsEmulators, monkeypatch: pytest.Mon
     def running() -> Iterator[AwsEmulators]:  # the session's emulators, not a second pair
         yield aws
 
-    monkeypatch.setattr(runtime.testing.emulators, "aws_emulators", running)
+    monkeypatch.setattr(stepkit_emulators.emulators, "aws_emulators", running)
     scope = run_example(example("Harness.aws(app, emulators)"), app=_app())
     h: Harness = scope["h"]
     h.send("user/signup", {"user_id": "grace"})

@@ -10,8 +10,8 @@ from runtime import App, Context, TriggerEvent
 from runtime.backends.aws import reaper
 from runtime.handlers import reaper as reaper_handler
 from runtime.testing import Harness
-from runtime.testing.aws import AwsBackend
-from runtime.testing.emulators import AwsEmulators
+from stepkit_emulators.aws import AwsBackend
+from stepkit_emulators.emulators import AwsEmulators
 
 pytestmark = pytest.mark.aws
 

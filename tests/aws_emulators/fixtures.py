@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from runtime.testing.emulators import AwsEmulators, aws_emulators
+from stepkit_emulators.emulators import AwsEmulators, aws_emulators
 
 
 @pytest.fixture(scope="session")

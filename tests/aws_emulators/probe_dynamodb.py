@@ -12,7 +12,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from runtime.testing.emulators import DynamoDBLocal
+from stepkit_emulators.emulators import DynamoDBLocal
 
 
 def show(title: str, value: Any) -> None:

@@ -11,8 +11,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from runtime.testing.emulators import MotoServer
-from runtime.testing.moto_clock import MotoClock
+from stepkit_emulators.emulators import MotoServer
+from stepkit_emulators.moto_clock import MotoClock
 
 
 def show(title: str, value: Any) -> None:

@@ -13,9 +13,9 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from runtime.testing.emulators import AwsEmulators, EmulatorError, find_dynamodb_local_dir
-from runtime.testing.lambda_events import sqs_lambda_event
-from runtime.testing.moto_clock import PATCH_TARGETS, MotoClock, MotoClockError
+from stepkit_emulators.emulators import AwsEmulators, EmulatorError, find_dynamodb_local_dir
+from stepkit_emulators.lambda_events import sqs_lambda_event
+from stepkit_emulators.moto_clock import PATCH_TARGETS, MotoClock, MotoClockError
 
 
 def _create_table(ddb: Any, name: str) -> None:

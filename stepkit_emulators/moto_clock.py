@@ -141,7 +141,7 @@ class MotoClock:
                 if not hasattr(module, attr):
                     raise MotoClockError(
                         f"{module_name}.{attr} is gone: moto changed how it reads time; "
-                        "re-read moto/sqs/models.py and update runtime/testing/moto_clock.py"
+                        "re-read moto/sqs/models.py and update stepkit_emulators/moto_clock.py"
                     )
                 saved.append((module, attr, getattr(module, attr)))
             for module, attr, _ in saved:

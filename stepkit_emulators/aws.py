@@ -12,7 +12,7 @@ Provisions the app's resources from :class:`~runtime.backends.aws.resources.AppR
   and fires the one-time ``at()`` timers the handlers create in the app's schedule group once
   the clock passes their time, then deletes them (as ``ActionAfterCompletion=DELETE`` does).
 
-moto's SQS and EventBridge follow the same fake clock (see :mod:`runtime.testing.moto_clock`).
+moto's SQS and EventBridge follow the same fake clock (see :mod:`stepkit_emulators.moto_clock`).
 """
 
 from __future__ import annotations
@@ -52,9 +52,9 @@ from runtime.testing.chaos import (
     run_workers,
     wrap_orchestrator,
 )
-from runtime.testing.emulators import AwsEmulators
 from runtime.testing.faults import DuplicatingQueue
-from runtime.testing.lambda_events import sqs_lambda_event
+from stepkit_emulators.emulators import AwsEmulators
+from stepkit_emulators.lambda_events import sqs_lambda_event
 
 _SCHEDULED_TIME = "<aws.scheduler.scheduled-time>"
 
@@ -132,7 +132,7 @@ class _MotoQueues:
     from queues that have something: every record still comes through ``ReceiveMessage``
     (receive counts, visibility, redrive), only the empty answers are skipped.
 
-    moto's model follows the fake clock (:mod:`runtime.testing.moto_clock`), so "visible"
+    moto's model follows the fake clock (:mod:`stepkit_emulators.moto_clock`), so "visible"
     here is what a receive at this instant would see. With moto out of process there is
     nothing to read and every queue counts as possibly non-empty.
     """
