@@ -175,6 +175,11 @@ def _ts(row: Item, name: str) -> float | None:
     return float(row[name]["N"]) if name in row else None
 
 
+def expires_at(row: Item) -> float | None:
+    """An item's :data:`TTL_ATTRIBUTE` (``None``: it never expires)."""
+    return _ts(row, TTL_ATTRIBUTE)
+
+
 def _json(row: Item, name: str) -> Any:
     return json.loads(row[name]["S"]) if name in row else None
 

@@ -91,4 +91,3 @@ def put_gate(conn: sqlite3.Connection, write: GateWrite) -> None:
         (write.scope, write.key, write.expect_version + 1, dumps(write.state),
          write.expires_at),
     )
-
