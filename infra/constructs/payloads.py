@@ -24,7 +24,7 @@ PAYLOAD_ACTIONS = ("s3:GetObject", "s3:PutObject")
 #: Added to the retention: an object is written while its run runs, but the run's items only
 #: start their retention when it ends, and a run may sleep up to 366 days
 #: (``runtime.durations.MAX_SLEEP``). The same margin as the backstop TTL of log items
-#: (written + retention + 366 days, ``runtime/backends/aws/store.py``), for the same reason:
+#: (written + retention + 366 days, ``runtime/backends/aws/run_store.py``), for the same reason:
 #: an expiry counted from the write cannot know when the run will end.
 RUN_MARGIN_DAYS = 366
 

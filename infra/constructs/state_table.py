@@ -24,7 +24,7 @@ _TYPES = {
 
 #: What ``DynamoStore`` does, and nothing more: its Query (table and indexes), BatchGetItem,
 #: PutItem, and the Put/Update/Delete parts of TransactWriteItems (which has no IAM action of
-#: its own). tests/infra/test_stack.py checks this list against store.py's calls.
+#: its own). tests/infra/test_stack.py checks this list against the store's calls.
 STATE_ACTIONS = (
     "dynamodb:BatchGetItem",
     "dynamodb:DeleteItem",

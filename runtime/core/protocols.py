@@ -2,7 +2,10 @@
 
 A backend provides a :class:`Store` (run state, with atomic conditional commits), a
 :class:`Queue` (delayed delivery of messages to function workers), a :class:`Bus` (event
-publication) and a :class:`Clock`.
+publication) and a :class:`Clock`. A store is four small Protocols, one per concern:
+:class:`RunStore` (runs and their commits), :class:`GateStore` (flow-control gates),
+:class:`WaiterStore` (runs waiting for events) and :class:`EventLog` (events received); code
+that needs one concern can ask for that one alone.
 """
 
 from __future__ import annotations
@@ -44,8 +47,8 @@ class RunQuery:
     since: float | None = None
 
 
-class Store(Protocol):
-    """Durable run state. Each method is one atomic operation."""
+class RunStore(Protocol):
+    """Runs, their step records and the commits that change them. Each method is atomic."""
 
     def load(self, run_id: str) -> RunState | None:
         """The run and all its step records, or ``None``."""
@@ -67,32 +70,6 @@ class Store(Protocol):
         Raises:
             GateMovedError: The run does not exist but a gate's version is no longer its
                 ``expect_version``; nothing was written.
-        """
-        ...
-
-    def gate(self, scope: str, key: str) -> Gate:
-        """The gate ``(scope, key)``, read consistently.
-
-        A gate past its ``expires_at`` reads with ``state=None`` and its stored version; one
-        never written (or deleted) reads as ``Gate()``.
-        """
-        ...
-
-    def list_gates(self, scope: str, limit: int = 100) -> list[tuple[str, Gate]]:
-        """Up to ``limit`` unexpired gates of ``scope`` with a state, as ``(key, gate)``.
-
-        For inspection (the dashboard's open debounce and batch windows), not the hot path.
-        """
-        ...
-
-    def put_gate(self, write: GateWrite) -> bool:
-        """Write a gate's new state if its version is still ``write.expect_version``.
-
-        The version becomes ``expect_version + 1``; version 0 means "does not exist" (a
-        deleted gate counts as version 0).
-
-        Returns:
-            Whether it was written; ``False`` is a normal outcome (a race lost: read again).
         """
         ...
 
@@ -124,9 +101,48 @@ class Store(Protocol):
         """
         ...
 
-    def remove_waiters(self, waiters: Sequence[Waiter]) -> None:
-        """Delete waiters (idempotent; not atomic: for those one commit could not hold)."""
+    def list_runs(self, query: RunQuery) -> list[RunRecord]:
+        """Runs matching ``query``, newest first.
+
+        A listed record's status, attempt, output, error and times are current; its
+        ``last_msg`` and ``outbox`` (what only a worker needs) may be left empty, and its
+        ``version`` may be that of the last commit that changed the run record itself.
+        """
         ...
+
+
+class GateStore(Protocol):
+    """Flow-control gates: JSON states written on condition of their version."""
+
+    def gate(self, scope: str, key: str) -> Gate:
+        """The gate ``(scope, key)``, read consistently.
+
+        A gate past its ``expires_at`` reads with ``state=None`` and its stored version; one
+        never written (or deleted) reads as ``Gate()``.
+        """
+        ...
+
+    def list_gates(self, scope: str, limit: int = 100) -> list[tuple[str, Gate]]:
+        """Up to ``limit`` unexpired gates of ``scope`` with a state, as ``(key, gate)``.
+
+        For inspection (the dashboard's open debounce and batch windows), not the hot path.
+        """
+        ...
+
+    def put_gate(self, write: GateWrite) -> bool:
+        """Write a gate's new state if its version is still ``write.expect_version``.
+
+        The version becomes ``expect_version + 1``; version 0 means "does not exist" (a
+        deleted gate counts as version 0).
+
+        Returns:
+            Whether it was written; ``False`` is a normal outcome (a race lost: read again).
+        """
+        ...
+
+
+class WaiterStore(Protocol):
+    """Waiters: the runs an event may resume or cancel, indexed by what they match."""
 
     def waiters_for(self, event: dict[str, Any]) -> list[Waiter]:
         """Waiters ``event`` may match: at least every live one it matches.
@@ -136,6 +152,14 @@ class Store(Protocol):
         before the call must be found (read consistently).
         """
         ...
+
+    def remove_waiters(self, waiters: Sequence[Waiter]) -> None:
+        """Delete waiters (idempotent; not atomic: for those one commit could not hold)."""
+        ...
+
+
+class EventLog(Protocol):
+    """Events received: the dedup log of ids, and the timeline waits look back over."""
 
     def remember_event(self, event: dict[str, Any], *, now: float, ttl: float) -> bool:
         """Record an event id in the event log unless seen within ``ttl`` seconds.
@@ -165,18 +189,13 @@ class Store(Protocol):
         """One timeline event by name, ``ts`` and id (``None`` once expired or never logged)."""
         ...
 
-    def list_runs(self, query: RunQuery) -> list[RunRecord]:
-        """Runs matching ``query``, newest first.
-
-        A listed record's status, attempt, output, error and times are current; its
-        ``last_msg`` and ``outbox`` (what only a worker needs) may be left empty, and its
-        ``version`` may be that of the last commit that changed the run record itself.
-        """
-        ...
-
     def list_events(self, limit: int = 50) -> list[dict[str, Any]]:
         """Recently received events, newest first."""
         ...
+
+
+class Store(RunStore, GateStore, WaiterStore, EventLog, Protocol):
+    """Durable run state: every concern of a store, as a backend provides it."""
 
 
 class Queue(Protocol):

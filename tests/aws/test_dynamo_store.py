@@ -283,7 +283,7 @@ def test_transaction_conflicts_are_retried_then_refused() -> None:
 
     def commit() -> bool:
         store._cache.clear()
-        store._remember(RunState(make_run(), {}))
+        store._cache.put(RunState(make_run(), {}))
         return store.commit("r1", Commit("m1", 0, run=patch))
 
     with Stubber(client) as stub:

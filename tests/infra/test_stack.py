@@ -449,8 +449,15 @@ def test_each_lambda_touches_only_its_queues_the_table_and_the_bus(
 
 
 def test_state_actions_are_exactly_what_the_store_calls() -> None:
-    """Keeps STATE_ACTIONS in step with store.py: a new call needs a grant, a dropped one none."""
-    source = (PROJECT_ROOT / "runtime/backends/aws/store.py").read_text()
+    """Keeps STATE_ACTIONS in step with the store: a new call needs a grant, a dropped one none.
+
+    The store is ``DynamoStore`` and the parts it is made of, each in its own module.
+    """
+    from runtime.backends.aws.store import DynamoStore
+
+    modules = {c.__module__ for c in DynamoStore.__mro__ if c.__module__.startswith("runtime.")}
+    assert "runtime.backends.aws.dynamo" in modules and len(modules) == 6
+    source = "\n".join(Path(str(sys.modules[m].__file__)).read_text() for m in sorted(modules))
     calls = set(re.findall(r"client\.(\w+)\(", source))
     calls |= {f"{m}" for m in re.findall(r"get_paginator\(\"(\w+)\"\)", source)}
     calls -= {"get_paginator", "transact_write_items"}  # the latter: per-item actions below
@@ -461,7 +468,7 @@ def test_state_actions_are_exactly_what_the_store_calls() -> None:
 
 
 def test_payload_actions_are_exactly_what_s3_payloads_calls() -> None:
-    """Keeps PAYLOAD_ACTIONS in step with payloads.py, as STATE_ACTIONS is with store.py."""
+    """Keeps PAYLOAD_ACTIONS in step with payloads.py, as STATE_ACTIONS is with the store."""
     source = (PROJECT_ROOT / "runtime/backends/aws/payloads.py").read_text()
     calls = set(re.findall(r"client\.(\w+)\(", source))
     assert {"s3:" + "".join(w.title() for w in c.split("_")) for c in calls} == \

@@ -103,6 +103,27 @@ def test_a_file_from_before_step_versions_gains_the_column_and_loads(tmp_path: P
         store.close()
 
 
+def test_a_commit_on_a_step_stored_before_statuses_were_capitalized_holds(
+    tmp_path: Path,
+) -> None:
+    # The SQLite store asks records.commit_holds, as the DynamoDB store does: a step record
+    # reads "sleeping" as Sleeping, so a commit expecting Sleeping is applied.
+    store = SqliteStore(tmp_path / "db")
+    try:
+        store.create_run(make_run(), [])
+        asleep = step("nap", StepStatus.SLEEPING)
+        assert store.commit("r1", Commit("m1", 0, steps=(StepWrite(asleep),)))
+        with store.db.write() as conn:
+            conn.execute("UPDATE steps SET json = json_set(json, '$.status', 'sleeping')")
+        woken = StepWrite(step("nap"), expect_status=StepStatus.SLEEPING, expect_attempt=0)
+        assert not store.commit("r1", Commit("m2", 0, steps=(woken,)))  # stale version
+        assert store.commit("r1", Commit("m2", 1, steps=(woken,)))
+        state = store.load("r1")
+        assert state is not None and state.steps["nap"].status == StepStatus.COMPLETED
+    finally:
+        store.close()
+
+
 _WORKER = textwrap.dedent("""
     import sys
     from runtime.backends.local.store import SqliteStore

@@ -5,7 +5,7 @@ console is a usable debugger (``RUN#<id>`` / ``RUN``, ``TRIGGER`` and ``LOG#<ver
 ``WAIT#<event>``, ``EVENT#<id>``, ``GATE#<scope>`` / ``<key>``).
 The test harness creates the table from :func:`table_spec`; the CDK app mirrors it. The
 second half of this module maps records to items and back (the layout, not the operations:
-those are in ``store.py``).
+those are in ``store.py`` and the parts it joins).
 
 A run is its commit log: one ``LOG#<version>`` item per commit holds the step records it
 wrote, its change to the run and its outbox, so a step costs one write of its own log item.
@@ -173,6 +173,11 @@ def _time(item: Item, name: str, ts: float | None) -> None:
 
 def _ts(row: Item, name: str) -> float | None:
     return float(row[name]["N"]) if name in row else None
+
+
+def expires_at(row: Item) -> float | None:
+    """An item's :data:`TTL_ATTRIBUTE` (``None``: it never expires)."""
+    return _ts(row, TTL_ATTRIBUTE)
 
 
 def _json(row: Item, name: str) -> Any:

@@ -16,8 +16,9 @@ from types import TracebackType
 from typing import Any
 
 from runtime.app import App, FunctionDef
+from runtime.backends.local.database import Database
 from runtime.backends.local.queue import Delivery, SqliteQueue
-from runtime.backends.local.store import Database, SqliteStore
+from runtime.backends.local.store import SqliteStore
 from runtime.core.clock import SystemClock
 from runtime.core.orchestrator import Orchestrator
 from runtime.core.protocols import Clock, RunQuery

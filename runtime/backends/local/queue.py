@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.backends.local.store import Database, dumps
+from runtime.backends.local.database import Database, dumps
 from runtime.core.protocols import Clock
 from runtime.dlq import DeadLetter, describe_body, redrive_body
 from runtime.records import Message

@@ -1,0 +1,434 @@
+"""Runs in DynamoDB: each run is its commit log, read in one Query and written in one Put.
+
+A commit is one conditional ``PutItem`` of its log entry (or one ``TransactWriteItems`` when
+it also changes the run item or waiters), on the run as this store holds it at the commit's
+version: the loser of two racing workers finds the version taken and gets ``False``. The item
+layout is in ``table.py``; the rules shared with the SQLite store in
+:mod:`runtime.backends.rules`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from runtime.backends.aws import table as t
+from runtime.backends.aws.dynamo import (
+    CONFLICT_TRIES,
+    REFUSED,
+    DynamoTable,
+    StoreError,
+    aws_call,
+    chunks,
+)
+from runtime.backends.aws.gate_store import gate_put
+from runtime.backends.aws.waiter_store import register_paths
+from runtime.backends.rules import commit_holds, expired, gate_moved
+from runtime.core.protocols import RunQuery
+from runtime.records import (
+    Commit,
+    Committed,
+    GateWrite,
+    RunRecord,
+    RunState,
+    RunStatus,
+    StepRecord,
+    Waiter,
+    applied,
+    check_distinct,
+    patched,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
+
+TORN_TRIES = 5  # load saw a commit half-applied (see _assemble)
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _fold(base: RunState, logs: dict[int, t.Item], since: int,
+          resolve: Callable[[Any], Any] = _identity) -> RunState | None:
+    """``base`` (the run at version ``since``) with the log entries after it applied.
+
+    ``None`` when ``logs`` is not exactly the entries ``since+1 .. max`` (a Query may see a
+    later entry and miss an earlier one written while it paged): read again.
+    """
+    top = max(logs, default=since)
+    if sorted(logs) != list(range(since + 1, top + 1)):
+        return None
+    run, steps = base.run, dict(base.steps)
+    for v in range(since + 1, top + 1):
+        _, records, patch, msg_id, outbox = t.log_entry(logs[v])
+        steps.update((rec.key, _resolved(rec, resolve)) for rec in records)
+        if patch is not None and patch.output is not None:
+            patch = replace(patch, output=resolve(patch.output))
+        run = replace(patched(run, patch), version=v, last_msg=msg_id, outbox=outbox)
+    return RunState(run, steps)
+
+
+def _resolved(rec: StepRecord, resolve: Callable[[Any], Any]) -> StepRecord:
+    return rec if rec.output is None else replace(rec, output=resolve(rec.output))
+
+
+def _assemble(rows: Iterable[t.Item], now: float,
+              resolve: Callable[[Any], Any] = _identity) -> tuple[RunState | None, bool]:
+    """Build a run's state from its partition's items; also say whether the read was torn.
+
+    The run item reflects the commits up to its ``version`` R (it is rewritten only by
+    commits that change the run); the steps come from the log entries 0..R, and the log
+    entries after R are applied on top. A Query is only read-committed per item, so it may
+    see a run item updated by a transaction whose log entry it read before the entry
+    existed: the view is whole when the entries are exactly 0..top with R <= top.
+    """
+    run = events = None
+    logs: dict[int, t.Item] = {}
+    for row in rows:
+        sk = row["sk"]["S"]
+        if sk == t.RUN_SK:
+            run = row
+        elif sk == t.EVENTS_SK:
+            events = row
+        elif sk.startswith(t.LOG_PREFIX):
+            logs[int(row["version"]["N"])] = row
+    if run is None or expired(t.expires_at(run), now):
+        return None, False  # absent, or expired and awaiting TTL deletion (lazy on AWS)
+    if events is None or 0 not in logs:
+        return None, True  # a create in flight
+    record = t.run_from(run, events)
+    record = replace(record, output=resolve(record.output))
+    head, rest = record.version, {v: row for v, row in logs.items() if v > record.version}
+    if head not in logs:
+        return None, True
+    steps: dict[str, StepRecord] = {}
+    for v in sorted(v for v in logs if v <= head):
+        steps.update((rec.key, _resolved(rec, resolve)) for rec in t.log_entry(logs[v])[1])
+    _, _, _, msg_id, outbox = t.log_entry(logs[head])
+    base = RunState(replace(record, last_msg=msg_id, outbox=outbox), steps)
+    state = _fold(base, rest, head, resolve)
+    if state is None or len(logs) != max(logs) + 1:
+        return None, True
+    return state, False
+
+
+class DynamoRunStore(DynamoTable):
+    """The :class:`~runtime.core.protocols.RunStore` over DynamoDB."""
+
+    def load(self, run_id: str) -> RunState | None:
+        """Load the run and its steps: one strongly consistent, paginated Query.
+
+        Cold, the Query reads the run's partition (run item, events, commit log); warm (this
+        store loaded or committed the run before), it reads only the log entries after the
+        cached version and applies them to the cached state: usually one item, or none.
+        """
+        cached = self._cache.get(run_id)
+        state = self._catch_up(run_id, cached) if cached is not None else None
+        if state is None:
+            state = self._load_whole(run_id)
+        if state is None:
+            self._cache.drop(run_id)
+            return None
+        self._cache.put(state)
+        return state
+
+    def _load_whole(self, run_id: str) -> RunState | None:
+        for attempt in range(TORN_TRIES):
+            rows = self._query(
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": t.s(t.RUN_PREFIX + run_id)},
+                ConsistentRead=True,
+            )
+            state, torn = _assemble(rows, self.clock.now(), self._resolve)
+            if not torn:
+                return state
+            time.sleep(0.005 * 2**attempt)  # the commit completes within milliseconds
+        raise StoreError(f"run {run_id}: read a half-applied commit {TORN_TRIES} times in a row",
+                         code="TornRead")
+
+    def _catch_up(self, run_id: str, cached: RunState) -> RunState | None:
+        """The cached state plus the commits since; ``None`` means: load it whole instead."""
+        since = cached.run.version
+        for attempt in range(TORN_TRIES):
+            logs = {int(row["version"]["N"]): row for row in self._query(
+                KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
+                ExpressionAttributeValues={
+                    ":pk": t.s(t.RUN_PREFIX + run_id),
+                    ":lo": t.s(t.log_sk(since + 1)),
+                    ":hi": t.s(t.LOG_END),
+                },
+                ConsistentRead=True,
+            )}
+            state = _fold(cached, logs, since, self._resolve)
+            if state is not None:
+                run = state.run
+                if run.status.finished and expired((run.ended_at or 0) + self.retention,
+                                                   self.clock.now()):
+                    return None  # expired: awaiting TTL deletion
+                return state
+            time.sleep(0.005 * 2**attempt)  # an entry written while the Query paged
+        return None
+
+    @property
+    def cache_size(self) -> int:
+        """How many runs the run-state cache keeps (0: none, every load reads it whole)."""
+        return self._cache.size
+
+    @cache_size.setter
+    def cache_size(self, size: int) -> None:
+        self._cache.size = size
+
+    def committed(self, run_id: str, msg_id: str) -> Committed | None:
+        """The commit ``msg_id`` applied, from the run's commit log (newest first).
+
+        Only a redelivered message asks, so reading the log is rare; the filter runs
+        server-side, newest entries first, and stops at the first match. Entry 0 (the
+        run's creation) is no commit.
+        """
+        rows = self._query(
+            KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
+            FilterExpression="msg_id = :m",
+            ExpressionAttributeValues={
+                ":pk": t.s(t.RUN_PREFIX + run_id), ":lo": t.s(t.log_sk(1)),
+                ":hi": t.s(t.LOG_END), ":m": t.s(msg_id)},
+            ScanIndexForward=False,
+            ConsistentRead=True,
+        )
+        for row in rows:
+            return t.log_committed(row)
+        return None
+
+    def list_runs(self, query: RunQuery) -> list[RunRecord]:
+        """List runs matching ``query``, newest first, from the indexes (never a Scan)."""
+        if query.limit <= 0:
+            return []
+        found: Iterable[tuple[str, str]]
+        since = query.since
+        if query.function_id is not None:
+            found = self._index(t.GSI_RUNS_BY_FUNCTION, t.FN_PREFIX + query.function_id,
+                                query.limit, query.status, since)
+        elif query.status is not None:
+            found = self._index(t.GSI_RUNS_BY_STATUS, t.STATUS_PREFIX + query.status.value,
+                                query.limit, since=since)
+        else:  # one newest-first stream per status, merged
+            found = heapq.merge(*(self._index(t.GSI_RUNS_BY_STATUS, t.STATUS_PREFIX + s.value,
+                                              query.limit, since=since) for s in RunStatus),
+                                reverse=True)
+        runs: list[RunRecord] = []
+        for chunk in chunks((run_id for _, run_id in found), query.limit):
+            fetched = self._fetch_runs(chunk)
+            for run_id in chunk:
+                run = fetched.get(run_id)
+                # Indexes lag the table: re-check the filter on the item just read.
+                if run is None or (query.status is not None and run.status != query.status):
+                    continue
+                if since is not None and run.created_at < since:  # the key is in whole ms
+                    continue
+                runs.append(run)
+                if len(runs) == query.limit:
+                    return runs
+        return runs
+
+    def create_run(
+        self, run: RunRecord, waiters: Sequence[Waiter], gates: Sequence[GateWrite] = (),
+        steps: Sequence[StepRecord] = (),
+    ) -> bool:
+        """Create the run, its events, log entry 0 (its outbox) and waiters, and write ``gates``.
+
+        One transaction.
+
+        Returns:
+            Whether it was created (``False``: the run exists; nothing written).
+
+        Raises:
+            GateMovedError: The run does not exist but a gate's version moved on.
+            StoreError: DynamoDB failed, or other transactions kept conflicting with this
+                one (retriable: the run may or may not exist, so the caller must try again
+                rather than take it for a duplicate).
+        """
+        check_distinct(gates)
+        now = self.clock.now()
+        expires = (run.ended_at or now) + self.retention if run.status.finished else None
+        gate_puts = [gate_put(self, g) for g in gates]  # refuses an oversized state first
+        register_paths(self, waiters)
+        seeded = [rec if rec.output is None
+                  else replace(rec, output=self._offload(run.run_id, rec.output)) for rec in steps]
+        log = t.log_item(run.run_id, 0, run.last_msg, at=now, outbox=run.outbox, steps=seeded,
+                         ttl=expires or now + self.retention + 366 * t.DAY)
+        if t.item_bytes(log) > t.MAX_LOG_ITEM_BYTES:
+            raise StoreError(f"run {run.run_id}: its first log entry would pass the item limit",
+                             code="ItemTooLarge", retriable=False)
+        actions = [
+            self.put_action(t.run_item(replace(run, version=0), expires),
+                            "attribute_not_exists(pk)"),
+            self.put_action(self._offload_attrs(run.run_id, t.events_item(run, expires))),
+            self.put_action(self._offload_attrs(run.run_id, log)),
+            *(self.put_action(t.waiter_item(w)) for w in waiters),
+            *gate_puts,
+        ]
+        codes = self._transact_codes(run.run_id, actions)
+        if codes is None:
+            self._cache.put(RunState(replace(run, version=0), {rec.key: rec for rec in steps}))
+            return True
+        if REFUSED not in codes:
+            raise StoreError(
+                f"run {run.run_id}: TransactWriteItems met conflicting transactions "
+                f"{CONFLICT_TRIES} times in a row", code="TransactionConflict")
+        # The run existing wins over any gate that moved. Its own reason says so, unless it
+        # was caught in a conflict (a concurrent create of the same run): then ask the table.
+        run_code = codes[0] if codes else "None"
+        if run_code == REFUSED or (run_code != "None" and self._run_exists(run.run_id)):
+            return False
+        first_gate = len(actions) - len(gates)
+        moved = [g for i, g in enumerate(gates)
+                 if first_gate + i < len(codes) and codes[first_gate + i] == REFUSED]
+        if not moved:  # only the run and the gates have conditions: never taken for a copy
+            raise StoreError(f"run {run.run_id}: TransactWriteItems refused with reasons "
+                             f"{codes}", code="TransactionCanceled")
+        raise gate_moved(moved)
+
+    def persist(self) -> None:
+        """Nothing to do: every commit is durable once its write returns."""
+
+    def commit(self, run_id: str, commit: Commit) -> bool:
+        """Apply ``commit`` if its conditions hold (see the Store protocol).
+
+        The conditions are checked on the run as stored at ``expect_version`` (this store's
+        cached view, caught up first if it is older), and the commit's log entry
+        ``LOG#<expect_version+1>`` is written only if it does not exist yet: a version is
+        taken once, so the check cannot go stale between the read and the write. A commit
+        that changes only steps (nearly every one) is that one conditional ``PutItem``; one
+        that changes the run (status, attempt, output, error) also rewrites the run item, and
+        one that adds or removes waiters writes them, in one transaction.
+        """
+        state = self._cache.get(run_id)
+        if state is None or state.run.version != commit.expect_version:
+            state = self.load(run_id)
+        if not commit_holds(state, commit):
+            return False
+        assert state is not None  # commit_holds refuses a missing run
+        now, patch, version = self.clock.now(), commit.run, commit.expect_version + 1
+        after = applied(state, commit)
+        records = [w.record if w.record.output is None
+                   else replace(w.record, output=self._offload(run_id, w.record.output))
+                   for w in commit.steps]
+        if patch is not None and patch.output is not None:
+            patch = replace(patch, output=self._offload(run_id, patch.output))
+        # A backstop only: the run reaper deletes the log with its run (ARCHITECTURE.md).
+        log = self._offload_attrs(run_id, t.log_item(
+            run_id, version, commit.msg_id, at=now, patch=patch, steps=records,
+            outbox=commit.outbox, ttl=now + self.retention + 366 * t.DAY))
+        size = t.item_bytes(log)
+        if size > t.MAX_LOG_ITEM_BYTES:
+            raise StoreError(
+                f"run {run_id}: commit {version} would write a log item of {size} bytes, more "
+                f"than the {t.MAX_LOG_ITEM_BYTES} an item may hold", code="ItemTooLarge",
+                retriable=False)
+        put = self.put_action(log, "attribute_not_exists(pk)")
+        if patch is None and not commit.add_waiters and not commit.remove_waiters:
+            try:
+                with aws_call(f"PutItem (run {run_id} log)"):
+                    self.client.put_item(**put["Put"])
+            except StoreError as exc:
+                if exc.code == "ConditionalCheckFailedException":
+                    return False  # the version was taken: a duplicate or a race lost
+                raise
+            self._cache.put(after)
+            return True
+        actions: list[TransactWriteItemTypeDef] = [put]
+        if patch is not None:
+            expires = (after.run.ended_at or now) + self.retention \
+                if after.run.status.finished else None
+            changes = {"version": t.n(version), **t.run_fields(
+                status=patch.status, attempt=patch.attempt, output=patch.output,
+                error=patch.error, ended_at=patch.ended_at, expires=expires)}
+            if patch.clear_error:
+                changes["error"] = t.js(None)  # reads back as no error
+            names = {f"#a{i}": name for i, name in enumerate(changes)}
+            values = {f":a{i}": value for i, value in enumerate(changes.values())}
+            actions.append({"Update": {
+                "TableName": self.table, "Key": t.key(t.RUN_PREFIX + run_id, t.RUN_SK),
+                "UpdateExpression": "SET " + ", ".join(f"{k} = :a{k[2:]}" for k in names),
+                "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}})
+            if expires is not None:  # the events item leaves with the run
+                actions.append({"Update": {
+                    "TableName": self.table, "Key": t.key(t.RUN_PREFIX + run_id, t.EVENTS_SK),
+                    "UpdateExpression": "SET #x = :x",
+                    "ExpressionAttributeNames": {"#x": t.TTL_ATTRIBUTE},
+                    "ExpressionAttributeValues": {":x": t.n(int(expires))}}})
+        # One transaction may touch an item once: a waiter both added and removed is a Put.
+        register_paths(self, commit.add_waiters)
+        added = {t.waiter_key(w): w for w in commit.add_waiters}
+        removed = {t.waiter_key(w) for w in commit.remove_waiters} - added.keys()
+        actions += [self.put_action(t.waiter_item(w)) for w in added.values()]
+        actions += [{"Delete": {"TableName": self.table, "Key": t.key(*k)}}
+                    for k in sorted(removed)]
+        if not self._transact(run_id, actions):
+            return False
+        self._cache.put(after)
+        return True
+
+    def _run_exists(self, run_id: str) -> bool:
+        with aws_call("GetItem (run)"):
+            return "Item" in self.client.get_item(
+                TableName=self.table, Key=t.key(t.RUN_PREFIX + run_id, t.RUN_SK),
+                ConsistentRead=True, ProjectionExpression="pk",
+            )
+
+    def _index(self, index: str, pk: str, page: int, status: RunStatus | None = None,
+               since: float | None = None) -> Iterator[tuple[str, str]]:
+        """``(sort key, run_id)`` in one partition of a runs index, newest first.
+
+        ``since`` bounds the sort key (``<created ISO>#<run_id>``) from below, so the Query
+        reads only the runs created since then.
+        """
+        values: dict[str, Any] = {":p": t.s(pk)}
+        kwargs: dict[str, Any] = {}
+        if status is not None:  # gsi1 projects status for this
+            kwargs = {"FilterExpression": "#s = :s", "ExpressionAttributeNames": {"#s": "status"}}
+            values[":s"] = t.s(status.value)
+        condition = f"{index}pk = :p"
+        if since is not None:
+            condition += f" AND {index}sk >= :since"
+            values[":since"] = t.s(t.iso(since))
+        rows = self._query(IndexName=index, KeyConditionExpression=condition,
+                           ScanIndexForward=False, PaginationConfig={"PageSize": page},
+                           ExpressionAttributeValues=values, **kwargs)
+        for row in rows:
+            yield row[f"{index}sk"]["S"], row["pk"]["S"].removeprefix(t.RUN_PREFIX)
+
+    def _fetch_runs(self, run_ids: Sequence[str]) -> dict[str, RunRecord]:
+        """Read run records (run, events items) by id, leaving out expired ones.
+
+        A listing's record is the run item's: its status, output and error are current (every
+        commit that changes them rewrites it), its ``version`` the last such commit's.
+        """
+        keys = [t.key(t.RUN_PREFIX + r, sk) for r in run_ids for sk in (t.RUN_SK, t.EVENTS_SK)]
+        by_run: dict[str, list[t.Item]] = {}
+        for chunk in chunks(keys, 100):  # BatchGetItem's limit
+            pending: dict[str, Any] = {self.table: {"Keys": chunk, "ConsistentRead": True}}
+            for attempt in range(8):
+                with aws_call("BatchGetItem"):
+                    out = self.client.batch_get_item(RequestItems=pending)
+                for row in out["Responses"].get(self.table, []):
+                    by_run.setdefault(row["pk"]["S"], []).append(self._inline_attrs(row))
+                pending = dict(out.get("UnprocessedKeys") or {})
+                if not pending:
+                    break
+                time.sleep(0.01 * 2**attempt)  # throttled: back off, as AWS advises
+            else:
+                raise StoreError("BatchGetItem kept returning unprocessed keys",
+                                 code="UnprocessedKeys")
+        now, found = self.clock.now(), {}
+        for rows in by_run.values():
+            items = {row["sk"]["S"]: row for row in rows}
+            run = items.get(t.RUN_SK)
+            if run is None or expired(t.expires_at(run), now):
+                continue  # absent, or expired and awaiting TTL deletion
+            record = t.run_from(run, items.get(t.EVENTS_SK))
+            found[record.run_id] = replace(record, output=self._resolve(record.output))
+        return found
