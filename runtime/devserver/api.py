@@ -40,6 +40,7 @@ from starlette.staticfiles import StaticFiles
 
 from runtime.control import (
     CONTROL_ERRORS,
+    ControlPlane,
     Events,
     NotAllowedError,
     NotFoundError,
@@ -205,7 +206,7 @@ async def _json_body(request: Request, *, optional: bool = False) -> Any:
 class _Api:
     """The ``/api`` endpoints, over one control plane (its errors become statuses)."""
 
-    def __init__(self, control: InProcessControl) -> None:
+    def __init__(self, control: ControlPlane) -> None:
         self.control = control
 
     async def send_events(self, request: Request) -> Response:
