@@ -28,7 +28,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -38,78 +38,36 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from runtime.backends.local.store import SqliteStore
-from runtime.core.gates import open_windows, why_waiting
-from runtime.core.orchestrator import EVENT_DEDUP_SECONDS
-from runtime.core.protocols import Clock, RunQuery, Store
-from runtime.devserver import views
-from runtime.dlq import DeadLetter
+from runtime.control import (
+    CONTROL_ERRORS,
+    ControlPlane,
+    Events,
+    NotAllowedError,
+    NotFoundError,
+)
+from runtime.control.local import MAX_LIMIT, ControlledBackend, InProcessControl
+from runtime.core.protocols import RunQuery
 from runtime.durations import parse_instant
-from runtime.errors import FunctionNotFoundError, InvalidEventError
-from runtime.records import RunRecord, RunState, RunStatus, StepKind
-
-if TYPE_CHECKING:
-    from runtime.app import App
+from runtime.errors import FunctionNotFoundError, InvalidEventError, StepkitError
+from runtime.records import RunStatus
 
 STATIC_DIR = Path(__file__).parent / "static"
-MAX_LIMIT = 1000
 _log = logging.getLogger("stepkit.devserver")
 
+#: What the dev server needs from a backend (``LocalBackend`` provides it): the in-process
+#: control plane is built over it.
+DevBackend = ControlledBackend
 
-class DevBackend(Protocol):
-    """What the dev server needs from a backend (``LocalBackend`` provides it)."""
 
-    app: App
-    clock: Clock
-
-    @property
-    def store(self) -> Store:
-        """Run state and flow-control gates (read to say why a run is held back)."""
-        ...
-
-    def send(self, events: Any) -> list[str]:
-        """Validate and accept events; raise ``InvalidEventError``; return their ids."""
-        ...
-
-    def get_run(self, run_id: str) -> RunState | None:
-        """Return a run and its steps, or ``None``."""
-        ...
-
-    def list_runs(self, query: RunQuery = ...) -> list[RunRecord]:
-        """Return runs matching ``query``, newest first."""
-        ...
-
-    def list_events(self, limit: int = 50) -> list[dict[str, Any]]:
-        """Return recently received events, newest first."""
-        ...
-
-    def cancel(self, run_id: str) -> bool:
-        """Cancel a running run; whether this call cancelled it."""
-        ...
-
-    def rerun(self, run_id: str, from_step: str | None = None) -> str:
-        """Start a new run with the same events (a fork, ``from_step``); its id."""
-        ...
-
-    def invoke(self, function_id: str, data: dict[str, Any] | None = None) -> str:
-        """Start a run of a function by hand; its id."""
-        ...
-
-    def skip_sleep(self, run_id: str, key: str) -> bool:
-        """End a sleeping step now; whether there was one."""
-        ...
-
-    def fire_cron(self, function_id: str) -> str:
-        """Fire a function's cron now; the run's id."""
-        ...
-
-    def dead_letter_rows(self) -> list[DeadLetter]:
-        """Dead-lettered messages, oldest first."""
-        ...
-
-    def redrive(self, *, queue: str | None = None, message_id: str | None = None) -> list[str]:
-        """Put dead-lettered messages back to work; the ids redriven."""
-        ...
+def _status_of(exc: StepkitError) -> int:
+    """The HTTP status of a control-plane error: the one table of them."""
+    if isinstance(exc, NotFoundError | FunctionNotFoundError):
+        return 404
+    if isinstance(exc, NotAllowedError):
+        return 409
+    if isinstance(exc, InvalidEventError):
+        return 400
+    return 500
 
 
 class ApiError(Exception):
@@ -131,7 +89,7 @@ def create_app(backend: DevBackend) -> Starlette:
         backend: Where events go and runs come from; calls to it run in a worker thread.
 
     """
-    api = _Api(backend)
+    api = _Api(InProcessControl.over(backend))
     routes = [
         Route("/", _index, methods=["GET"]),
         Route("/healthz", _healthz, methods=["GET"]),
@@ -152,6 +110,7 @@ def create_app(backend: DevBackend) -> Starlette:
     ]
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         ApiError: _api_error,
+        **dict.fromkeys(CONTROL_ERRORS, _control_error),
         HTTPException: _http_error,
         Exception: _server_error,
     }
@@ -165,6 +124,11 @@ def _error(status: int, message: str) -> JSONResponse:
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return _error(exc.status, exc.message)
+
+
+async def _control_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StepkitError)
+    return _error(_status_of(exc), str(exc))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -240,83 +204,27 @@ async def _json_body(request: Request, *, optional: bool = False) -> Any:
 
 
 class _Api:
-    """The ``/api`` endpoints, bound to one backend."""
+    """The ``/api`` endpoints, over one control plane (its errors become statuses)."""
 
-    def __init__(self, backend: DevBackend) -> None:
-        self.backend = backend
+    def __init__(self, control: ControlPlane) -> None:
+        self.control = control
 
     async def send_events(self, request: Request) -> Response:
-        payload = await _json_body(request)
-        given = [str(e["id"]) for e in (payload if isinstance(payload, list) else [payload])
-                 if isinstance(e, dict) and isinstance(e.get("id"), str) and e["id"]]
-
-        def seen() -> list[str]:  # ids received before: such an event starts no new run
-            now = self.backend.clock.now()
-            return [i for i in given
-                    if self.backend.store.event_seen(i, now=now, ttl=EVENT_DEDUP_SECONDS)]
-
-        duplicates = await run_in_threadpool(seen)
-        try:
-            ids = await run_in_threadpool(self.backend.send, payload)
-        except InvalidEventError as exc:
-            raise ApiError(400, str(exc)) from None
-        return JSONResponse({"ids": ids, "duplicates": duplicates})
-
-    def _started(self) -> dict[str, list[dict[str, Any]]]:
-        """The runs each event started (by event id), from the newest runs."""
-        started: dict[str, list[dict[str, Any]]] = {}
-        for run in self.backend.list_runs(RunQuery(limit=MAX_LIMIT)):  # the dev server's
-            for e in run.events:
-                started.setdefault(str(e.get("id")), []).append({
-                    "run_id": run.run_id, "function_id": run.function_id,
-                    "status": run.status.value})
-        return started
+        payload: Events = await _json_body(request)
+        sent = await run_in_threadpool(self.control.send, payload)
+        return JSONResponse({"ids": sent.ids, "duplicates": sent.duplicates})
 
     async def list_events(self, request: Request) -> Response:
         limit = _limit(request)
-
-        def render() -> list[dict[str, Any]]:
-            events = self.backend.list_events(limit)
-            started = self._started()
-            return [{**e, "runs": started.get(str(e.get("id")), [])} for e in events]
-
-        return JSONResponse({"events": await run_in_threadpool(render)})
+        found = await run_in_threadpool(lambda: self.control.events(limit=limit))
+        return JSONResponse({"events": found})
 
     async def get_event(self, request: Request) -> Response:
-        event_id = request.path_params["event_id"]
-
-        def render() -> dict[str, Any] | None:
-            found = next((e for e in self.backend.list_events(MAX_LIMIT)
-                          if str(e.get("id")) == event_id), None)
-            if found is None:
-                return None
-            return {**found, "runs": self._started().get(event_id, []),
-                    "waits": resolved_waits(self.backend, event_id)}
-
-        event = await run_in_threadpool(render)
-        if event is None:
-            raise ApiError(404, f"no recent event '{event_id}' (the newest {MAX_LIMIT} are kept "
-                                "in view)")
-        return JSONResponse(event)
+        found = await run_in_threadpool(self.control.event, request.path_params["event_id"])
+        return JSONResponse(found)
 
     async def list_functions(self, request: Request) -> Response:
-        def render() -> list[dict[str, Any]]:
-            now = self.backend.clock.now()
-            return [
-                {**views.function_json(fn), "windows": [
-                    {**w, "until": views.iso(w["until"])}
-                    for w in open_windows(fn, self.backend.store, now)]}
-                for fn in sorted(self.backend.app, key=lambda f: f.id)
-            ]
-
-        fns = await run_in_threadpool(render)
-        return JSONResponse({"app_id": self.backend.app.id, "functions": fns})
-
-    def _waiting(
-        self, run: RunRecord, lines: dict[tuple[str, str], list[str]] | None = None
-    ) -> dict[str, Any] | None:
-        fn = self.backend.app.functions.get(run.function_id)
-        return why_waiting(fn, run, self.backend.store, self.backend.clock.now(), lines)
+        return JSONResponse(await run_in_threadpool(self.control.functions))
 
     async def list_runs(self, request: Request) -> Response:
         params = request.query_params
@@ -326,82 +234,34 @@ class _Api:
             limit=_limit(request),
             since=_since(params.get("since")),
         )
-
-        def render() -> list[dict[str, Any]]:
-            runs = self.backend.list_runs(query)
-            lines: dict[tuple[str, str], list[str]] = {}  # each concurrency gate read once
-            return [views.run_summary(r, self._waiting(r, lines)) for r in runs]
-
-        return JSONResponse({"runs": await run_in_threadpool(render)})
-
-    async def _state(self, run_id: str) -> RunState:
-        state = await run_in_threadpool(self.backend.get_run, run_id)
-        if state is None:
-            raise ApiError(404, f"no run '{run_id}'")
-        return state
+        return JSONResponse({"runs": await run_in_threadpool(self.control.list_runs, query)})
 
     async def get_run(self, request: Request) -> Response:
-        state = await self._state(request.path_params["run_id"])
-        fn = self.backend.app.functions.get(state.run.function_id)
-        waiting = await run_in_threadpool(self._waiting, state.run)
-        reruns = await run_in_threadpool(self._reruns, state.run)
-        return JSONResponse(views.run_detail(state, fn, waiting, reruns))
-
-    def _reruns(self, run: RunRecord) -> list[RunRecord]:
-        """Runs that rerun ``run`` (of the same function, created after it), newest first."""
-        same = self.backend.list_runs(RunQuery(function_id=run.function_id,
-                                               since=run.created_at, limit=MAX_LIMIT))
-        return [r for r in same if r.rerun_of is not None and r.rerun_of.run_id == run.run_id]
-
-    def _registered(self, state: RunState, action: str) -> None:
-        if state.run.function_id not in self.backend.app.functions:
-            raise ApiError(
-                409,
-                f"cannot {action} run '{state.run.run_id}': its function "
-                f"'{state.run.function_id}' is no longer registered in app '{self.backend.app.id}'",
-            )
+        return JSONResponse(await run_in_threadpool(self.control.run,
+                                                    request.path_params["run_id"]))
 
     async def cancel(self, request: Request) -> Response:
-        state = await self._state(request.path_params["run_id"])
-        if state.run.status.finished:
-            return JSONResponse({"cancelled": False, "status": state.run.status.value})
-        self._registered(state, "cancel")
-        try:
-            cancelled = await run_in_threadpool(self.backend.cancel, state.run.run_id)
-        except FunctionNotFoundError as exc:
-            raise ApiError(409, str(exc)) from None
-        fresh = await run_in_threadpool(self.backend.get_run, state.run.run_id)
-        status = (fresh or state).run.status.value
-        return JSONResponse({"cancelled": cancelled, "status": status})
+        done = await run_in_threadpool(self.control.cancel, request.path_params["run_id"])
+        return JSONResponse(done.to_json())
 
     async def rerun(self, request: Request) -> Response:
-        state = await self._state(request.path_params["run_id"])
-        self._registered(state, "rerun")
         body = await _json_body(request, optional=True)
         from_step = body.get("from") if isinstance(body, dict) else None
         if from_step is not None and not isinstance(from_step, str):
             raise ApiError(400, 'expected {"from": "<step key>"} or no body')
-        try:
-            new_id = await run_in_threadpool(self.backend.rerun, state.run.run_id, from_step)
-        except LookupError as exc:
-            raise ApiError(404, str(exc)) from None
+        new_id = await run_in_threadpool(self.control.rerun, request.path_params["run_id"],
+                                         from_step)
         return JSONResponse({"run_id": new_id})
 
     async def fire_cron(self, request: Request) -> Response:
-        try:
-            run_id = await run_in_threadpool(self.backend.fire_cron,
-                                             request.path_params["function_id"])
-        except FunctionNotFoundError as exc:
-            raise ApiError(404, str(exc)) from None
-        except ValueError as exc:
-            raise ApiError(409, str(exc)) from None
+        run_id = await run_in_threadpool(self.control.fire_cron,
+                                         request.path_params["function_id"])
         return JSONResponse({"run_id": run_id})
 
     async def skip_sleep(self, request: Request) -> Response:
-        state = await self._state(request.path_params["run_id"])
-        self._registered(state, "skip a sleep of")
-        key = request.path_params["key"]
-        skipped = await run_in_threadpool(self.backend.skip_sleep, state.run.run_id, key)
+        params = request.path_params
+        skipped = await run_in_threadpool(self.control.skip_sleep, params["run_id"],
+                                          params["key"])
         return JSONResponse({"skipped": skipped})
 
     async def invoke(self, request: Request) -> Response:
@@ -409,18 +269,13 @@ class _Api:
         data = body.get("data", {}) if isinstance(body, dict) else None
         if not isinstance(data, dict):
             raise ApiError(400, 'expected a JSON object like {"data": {"user_id": "ada"}}')
-        try:
-            run_id = await run_in_threadpool(
-                self.backend.invoke, request.path_params["function_id"], data)
-        except FunctionNotFoundError as exc:
-            raise ApiError(404, str(exc)) from None
-        except InvalidEventError as exc:
-            raise ApiError(400, str(exc)) from None
+        run_id = await run_in_threadpool(self.control.invoke,
+                                         request.path_params["function_id"], data)
         return JSONResponse({"run_id": run_id})
 
     async def list_dead_letters(self, request: Request) -> Response:
-        found = await run_in_threadpool(self.backend.dead_letter_rows)
-        return JSONResponse({"count": len(found), "messages": [d.to_json() for d in found]})
+        found = await run_in_threadpool(self.control.dead_letters)
+        return JSONResponse({"count": len(found), "messages": found})
 
     async def redrive(self, request: Request) -> Response:
         body = await _json_body(request, optional=True)
@@ -436,35 +291,6 @@ class _Api:
         if unknown:
             raise ApiError(400, f"unknown field(s) {', '.join(unknown)}; expected queue, id")
         redriven = await run_in_threadpool(
-            lambda: self.backend.redrive(queue=chosen["queue"], message_id=chosen["id"])
+            lambda: self.control.redrive(queue=chosen["queue"], message_id=chosen["id"])
         )
-        if chosen["id"] is not None and not redriven:
-            raise ApiError(404, f"no dead-lettered message '{chosen['id']}'")
         return JSONResponse({"redriven": redriven})
-
-
-def resolved_waits(backend: DevBackend, event_id: str) -> list[dict[str, Any]]:
-    """The runs whose ``wait_for_event`` step the event ``event_id`` resolved, newest first.
-
-    A resolved wait records the matching event as its output. Steps a fork copied from its
-    original (started before the fork itself was created) are left out: the event resolved the
-    original's wait, not theirs. Over the local SQLite store this is one query
-    (``SqliteStore.waits_resolved_by``); over another store, the newest runs are read one by
-    one.
-    """
-    store = backend.store
-    if isinstance(store, SqliteStore):  # one query, in the store that knows its tables
-        return [{"run_id": run_id, "function_id": function_id, "status": status, "step": key}
-                for run_id, function_id, status, key in store.waits_resolved_by(event_id,
-                                                                                MAX_LIMIT)]
-    found: list[dict[str, Any]] = []
-    for run in backend.list_runs(RunQuery(limit=MAX_LIMIT)):
-        state = backend.get_run(run.run_id)
-        for rec in (state.steps.values() if state is not None else ()):
-            output = rec.output
-            if (rec.kind is StepKind.WAIT and isinstance(output, dict)
-                    and output.get("id") == event_id
-                    and (rec.started_at is None or rec.started_at >= run.created_at)):
-                found.append({"run_id": run.run_id, "function_id": run.function_id,
-                              "status": run.status.value, "step": rec.key})
-    return found

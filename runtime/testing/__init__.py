@@ -28,6 +28,7 @@ from runtime.events import Event
 from runtime.records import Message, RunRecord, RunState, RunStatus, StepRecord
 
 if TYPE_CHECKING:
+    from runtime.control import ControlPlane
     from runtime.testing.chaos import Chaos
     from stepkit_emulators.emulators import AwsEmulators
 
@@ -295,6 +296,39 @@ class Harness:
         new = self.backend.rerun(run_id, from_step)
         self.settle()
         return new
+
+    @property
+    def control(self) -> ControlPlane:
+        """The control plane over the backend: the dev server's and the CLI's operations.
+
+        Its actions queue work; settle (or use :meth:`invoke`, :meth:`fire_cron`,
+        :meth:`skip_sleep`, which do) to see them done.
+
+        Raises:
+            TypeError: The backend offers none (only the local backend does today).
+        """
+        control: ControlPlane | None = getattr(self.backend, "control", None)
+        if control is None:
+            raise TypeError(f"{type(self.backend).__name__} offers no control plane")
+        return control
+
+    def invoke(self, function_id: str, data: Mapping[str, Any] | None = None) -> str:
+        """Start a run by hand (as ``stepkit invoke``) and settle; return its id."""
+        run_id = self.control.invoke(function_id, data)
+        self.settle()
+        return run_id
+
+    def fire_cron(self, function_id: str) -> str:
+        """Fire a function's cron now (as ``stepkit fire``) and settle; return the run's id."""
+        run_id = self.control.fire_cron(function_id)
+        self.settle()
+        return run_id
+
+    def skip_sleep(self, run_id: str, key: str) -> bool:
+        """End a sleeping step now (the dashboard's "skip") and settle; whether one slept."""
+        skipped = self.control.skip_sleep(run_id, key)
+        self.settle()
+        return skipped
 
     def duplicate_deliveries(self) -> None:
         """Fault injection: from now on every queue message is delivered twice."""

@@ -10,10 +10,9 @@ from typing import Any
 import pytest
 
 from runtime import App, Context, TriggerEvent
-from runtime.backends.local import LocalBackend
-from runtime.core.protocols import RunQuery, Store
-from runtime.devserver.api import resolved_waits
-from runtime.records import RunRecord, RunState
+from runtime.control.local import InProcessControl
+from runtime.core.protocols import Store
+from runtime.records import RunState
 from tests.devserver.test_api import Env
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -165,21 +164,14 @@ def test_event_detail_of_an_unknown_event_is_404(env: Env) -> None:
     assert "no recent event 'nope'" in resp.json()["error"]
 
 
-class _OtherStoreBackend:
-    """A LocalBackend seen through a store that is not SQLite: the generic path."""
+class _OtherStore:
+    """The SQLite store seen as a store that is not SQLite: the generic path."""
 
-    def __init__(self, backend: LocalBackend) -> None:
-        self.inner = backend
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
 
-    @property
-    def store(self) -> Store:
-        return object()  # type: ignore[return-value]
-
-    def list_runs(self, query: RunQuery = RunQuery()) -> list[RunRecord]:  # noqa: B008
-        return self.inner.list_runs(query)
-
-    def get_run(self, run_id: str) -> RunState | None:
-        return self.inner.get_run(run_id)
+    def load(self, run_id: str) -> RunState | None:
+        return self.inner.load(run_id)
 
 
 def test_waits_resolved_read_run_by_run_over_another_store(env: Env) -> None:
@@ -188,7 +180,10 @@ def test_waits_resolved_read_run_by_run_over_another_store(env: Env) -> None:
     env.advance("1m")
     env.client.post(f"/api/runs/{original}/rerun", json={"from": "ship"})
     env.backend.run_until_idle()
-    generic = resolved_waits(_OtherStoreBackend(env.backend), paid)  # type: ignore[arg-type]
-    assert generic == resolved_waits(env.backend, paid)
+    backend = env.backend
+    other = InProcessControl(backend.orchestrator, app=backend.app, clock=backend.clock,
+                             store=_OtherStore(backend.store))  # type: ignore[arg-type]
+    generic = other.resolved_waits(paid)
+    assert generic == InProcessControl.over(backend).resolved_waits(paid)
     assert generic == [{"run_id": original, "function_id": "order",
                         "status": "Completed", "step": "wait-payment"}]

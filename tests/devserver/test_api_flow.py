@@ -10,7 +10,7 @@ from starlette.testclient import TestClient
 
 from runtime import App, Context, TriggerEvent
 from runtime.backends.local import LocalBackend
-from runtime.cli import render_run, render_runs
+from runtime.cli.runs import render_run, render_runs
 from runtime.core.clock import FakeClock
 from runtime.devserver import create_app
 from runtime.records import GateWrite

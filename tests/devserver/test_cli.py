@@ -23,7 +23,8 @@ from click.testing import CliRunner, Result
 
 from runtime import App, Context, TriggerCron, TriggerEvent
 from runtime.backends.local import LocalBackend
-from runtime.cli import cli, fmt_duration
+from runtime.cli import cli
+from runtime.cli.output import fmt_duration
 from runtime.core.clock import FakeClock
 from runtime.devserver.background import serve_in_background as serve
 
@@ -658,7 +659,7 @@ BLUE, GREEN = "\x1b[34m", "\x1b[32m"
 @pytest.fixture
 def terminal(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """stdout and stderr count as a terminal (80 columns would wrap the tables)."""
-    monkeypatch.setattr("runtime.cli._is_terminal", lambda stream: True)
+    monkeypatch.setattr("runtime.cli.output.is_terminal", lambda stream: True)
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.setenv("TERM", "xterm-256color")
     for name in ("NO_COLOR", "FORCE_COLOR", "COLORTERM"):
@@ -696,7 +697,7 @@ def test_a_terminal_gets_rich_tables_with_coloured_statuses(
     # --json is the same, terminal or not
     terminal.undo()
     piped = stepkit("runs", "--json", "--url", url).output
-    terminal.setattr("runtime.cli._is_terminal", lambda stream: True)
+    terminal.setattr("runtime.cli.output.is_terminal", lambda stream: True)
     assert stepkit("runs", "--json", "--url", url).output == piped
 
 
@@ -745,7 +746,7 @@ def test_runs_since_a_duration_or_a_time(
     backend.run_until_idle()
     early, late = sorted(backend.list_runs(), key=lambda r: r.created_at)
     # The CLI counts a duration back from its own clock: 3 h after the first run.
-    monkeypatch.setattr("runtime.cli._now", lambda: START.timestamp() + 3 * 3600)
+    monkeypatch.setattr("runtime.cli.runs.now", lambda: START.timestamp() + 3 * 3600)
 
     def since(value: str) -> list[str]:
         result = stepkit("runs", "--since", value, "--json", "--url", url)

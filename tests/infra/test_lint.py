@@ -179,7 +179,7 @@ def asset() -> LambdaAsset:
 
 
 #: What only runs on a developer's machine: none of it may reach a Lambda.
-LOCAL_ONLY_SOURCES = ("runtime/cli.py", "runtime/aws_inspect.py", "runtime/devserver",
+LOCAL_ONLY_SOURCES = ("runtime/cli", "runtime/control", "runtime/devserver",
                       "runtime/testing", "runtime/backends/local", "stepkit_emulators")
 LOCAL_ONLY_PACKAGES = ("click", "httpx", "starlette", "uvicorn", "anyio", "h11", "moto",
                        "pytest", "aws_cdk", "cdk_nag", "cfnlint")

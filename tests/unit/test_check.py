@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from runtime.check import check_project
 from runtime.cli import cli
+from runtime.cli.review import check_project
 
 BAD = '''
 import httpx

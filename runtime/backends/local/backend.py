@@ -13,7 +13,7 @@ from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.app import App, FunctionDef
 from runtime.backends.local.database import Database
@@ -27,6 +27,9 @@ from runtime.dlq import DeadLetter
 from runtime.engine import Limits
 from runtime.events import Event
 from runtime.records import Message, RunRecord, RunState
+
+if TYPE_CHECKING:
+    from runtime.control.local import InProcessControl
 
 _CRON_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS cron_state (
@@ -330,6 +333,13 @@ class LocalBackend:
             self._stop.wait(_CRON_POLL)
 
     # -- inspection and control --------------------------------------------------------------
+
+    @property
+    def control(self) -> InProcessControl:
+        """The control plane over this backend (what the dev API serves and the CLI calls)."""
+        from runtime.control.local import InProcessControl
+
+        return InProcessControl.over(self)
 
     def get_run(self, run_id: str) -> RunState | None:
         """Return a run with its steps, or ``None``."""

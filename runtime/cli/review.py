@@ -13,11 +13,15 @@ comment on its ``@app.function`` line.
 from __future__ import annotations
 
 import ast
+import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import click
+
+from runtime.cli.base import cli
 from runtime.errors import ConfigurationError
 
 SEVERITIES = ("critical", "error", "warning", "info")
@@ -206,3 +210,23 @@ def render(findings: list[Finding]) -> str:
     counts = {s: sum(f.severity == s for f in findings) for s in SEVERITIES}
     out.append(", ".join(f"{n} {s}" for s, n in counts.items() if n))
     return "\n".join(out)
+
+
+@cli.command()
+@click.option("--functions", "package", default=None, envvar="STEPKIT_FUNCTIONS",
+              help="The package defining the app (env STEPKIT_FUNCTIONS)  [default: functions]")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def check(package: str | None, as_json: bool) -> None:
+    """Review functions/ for durable-function mistakes; exit 1 on critical or error findings.
+
+    Missing ids, waits without a timeout, payments without an idempotency key (errors);
+    calls out with no concurrency limit, vague step ids, bare-number sleeps (warnings);
+    default retries (info). Each finding names the file, line and fix.
+    """
+    findings = check_project(Path.cwd(), package or "functions")
+    if as_json:
+        click.echo(json.dumps([f.to_json() for f in findings], indent=2))
+    else:
+        click.echo(render(findings))
+    if any(f.severity in FAILING for f in findings):
+        raise SystemExit(1)

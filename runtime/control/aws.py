@@ -1,7 +1,8 @@
-"""The CLI's view of a deployed app (``stepkit ... --aws``).
+"""The control plane of a deployed app: its table, queues and bus (``stepkit ... --aws``).
 
-Every failure reaches the user as one line that says what to do (no region, no credentials,
-a table or queue that is not deployed, an endpoint that cannot be reached), never a traceback.
+Every failure is one of the control plane's errors whose message is one line that says what
+to do (no region, no credentials, a table or queue that is not deployed, an endpoint that
+cannot be reached), never a traceback.
 """
 
 from __future__ import annotations
@@ -10,22 +11,35 @@ import functools
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import click
-
 from runtime.backends.aws.resources import ENV_STAGE
 from runtime.client import Deployment, send
+from runtime.control import (
+    CONTROL_ERRORS,
+    Cancelled,
+    ControlError,
+    DeadLetterNotFoundError,
+    EventNotFoundError,
+    Events,
+    Json,
+    NotAllowedError,
+    NotFoundError,
+    RunNotFoundError,
+    Sent,
+    StepNotFoundError,
+    UnreachableError,
+)
+from runtime.control.views import run_detail, run_summary
 from runtime.core.gates import why_waiting
-from runtime.core.protocols import RunQuery
-from runtime.devserver.views import run_detail, run_summary
 from runtime.errors import StepkitError
-from runtime.records import Message, MessageKind, RunStatus
+from runtime.records import Message, MessageKind, RunState
 
 if TYPE_CHECKING:
     from runtime.backends.aws.dlq import DeadLetterQueues
+    from runtime.core.protocols import RunQuery
 
 T = TypeVar("T")
 
@@ -85,31 +99,46 @@ def explain(exc: BaseException, *, table: str | None = None) -> str | None:
 
 @contextmanager
 def one_line_errors(table: str | None = None) -> Iterator[None]:
-    """Turn AWS and stepkit failures inside the block into one-line click errors."""
+    """Turn AWS and stepkit failures inside the block into the control plane's errors.
+
+    Raises:
+        UnreachableError: AWS could not be used (the message says what to fix).
+        ControlError: Another stepkit error (its message).
+    """
     try:
         yield
-    except click.ClickException:
+    except CONTROL_ERRORS:
         raise
     except Exception as exc:
         message = explain(exc, table=table)
-        if message is None and isinstance(exc, StepkitError):
-            message = str(exc)
-        if message is None:
-            raise
-        raise click.ClickException(message) from None
+        if message is not None:
+            raise UnreachableError(message) from None
+        if isinstance(exc, StepkitError):
+            raise ControlError(str(exc)) from None
+        raise
 
 
 def _one_line(method: Callable[..., T]) -> Callable[..., T]:
     @functools.wraps(method)
-    def wrapper(self: AwsClient, *args: Any, **kwargs: Any) -> T:
+    def wrapper(self: AwsControl, *args: Any, **kwargs: Any) -> T:
         with one_line_errors(self.deployment.table):
             return method(self, *args, **kwargs)
 
     return wrapper
 
 
-class AwsClient:
-    """The CLI's data source for a deployed app: same methods and JSON as the dev client."""
+class AwsControl:
+    """The :class:`~runtime.control.ControlPlane` of a deployed app.
+
+    Actions are messages sent to the function's queue, as a worker would send them (the
+    worker applies them); listings read the table. Names come from the environment, else
+    from this project's ``functions/`` (:meth:`Deployment.resolve`).
+
+    Args:
+        deployment: Where the app lives (default: resolved as above).
+        clients: boto3 clients by service name (default: created as needed).
+
+    """
 
     def __init__(self, deployment: Deployment | None = None, *, clients: Any = None) -> None:
         with one_line_errors():
@@ -129,39 +158,28 @@ class AwsClient:
         self._dlqs: DeadLetterQueues | None = None
 
     @_one_line
-    def send(self, events: dict[str, Any] | list[dict[str, Any]]) -> list[str]:
-        """Send events to the deployed bus."""
+    def send(self, events: Events) -> Sent:
+        """Send events to the deployed bus (which does not say which ids it saw before)."""
         d = self.deployment
-        return send(events, app_id=d.app_id, bus=d.bus, client=self._events)
+        return Sent(send(events, app_id=d.app_id, bus=d.bus, client=self._events))
 
     @_one_line
-    def runs(
-        self, *, function_id: str | None = None, status: str | None = None, limit: int = 20,
-        since: float | None = None,
-    ) -> list[dict[str, Any]]:
+    def list_runs(self, query: RunQuery) -> list[Json]:
         """Runs, newest first (``since``: created at or after, epoch seconds)."""
-        query = RunQuery(
-            function_id=function_id,
-            status=RunStatus(status.capitalize()) if status else None,
-            limit=limit,
-            since=since,
-        )
         now = time.time()
         return [run_summary(r, why_waiting(None, r, self.store, now))
                 for r in self.store.list_runs(query)]
 
     @_one_line
-    def run(self, run_id: str) -> dict[str, Any]:
+    def run(self, run_id: str) -> Json:
         """One run with its step timeline."""
-        state = self.store.load(run_id)
-        if state is None:
-            raise click.ClickException(f"no run '{run_id}' in table {self.deployment.table}")
+        state = self._state(run_id)
         return run_detail(state, waiting=why_waiting(None, state.run, self.store, time.time()))
 
     @_one_line
-    def functions(self) -> dict[str, Any]:
+    def functions(self) -> Json:
         """The app's functions as deployed from this project's ``functions/``."""
-        from runtime.devserver.views import function_json
+        from runtime.control.views import function_json
         from runtime.discovery import load_app
 
         app = load_app()
@@ -169,12 +187,12 @@ class AwsClient:
                                                 sorted(app, key=lambda f: f.id)]}
 
     @_one_line
-    def events(self, *, limit: int = 50) -> list[dict[str, Any]]:
+    def events(self, *, limit: int = 50) -> list[Json]:
         """Recently received events, newest first (the table's event log)."""
         return self.store.list_events(limit)
 
     @_one_line
-    def event(self, event_id: str) -> dict[str, Any]:
+    def event(self, event_id: str) -> Json:
         """A logged event and the runs it triggered (``waits``: not indexed by event here)."""
         from runtime.core.ids import run_id_for_event
         from runtime.discovery import load_app
@@ -182,7 +200,7 @@ class AwsClient:
         found = next((e for e in self.store.list_events(1000) if e.get("id") == event_id),
                      None)
         if found is None:
-            raise click.ClickException(
+            raise EventNotFoundError(
                 f"no event '{event_id}' in the event log of table {self.deployment.table} "
                 "(it keeps today's and yesterday's)")
         runs = []
@@ -193,34 +211,30 @@ class AwsClient:
         return {**found, "runs": runs, "waits": None}
 
     @_one_line
-    def cancel(self, run_id: str) -> dict[str, Any]:
+    def cancel(self, run_id: str) -> Cancelled:
         """Queue a cancel for the run's worker; the run's status as it is now."""
-        state = self.store.load(run_id)
-        if state is None:
-            raise click.ClickException(f"no run '{run_id}' in table {self.deployment.table}")
+        state = self._state(run_id)
         if state.run.status.finished:
-            return {"cancelled": False, "status": state.run.status.value}
+            return Cancelled(False, state.run.status.value)
         self._enqueue(Message(MessageKind.CANCEL, state.run.function_id, run_id,
                               payload={"reason": "cancelled by user"}))
-        return {"cancelled": None, "queued": True, "status": state.run.status.value}
+        return Cancelled(None, state.run.status.value, queued=True)
 
     @_one_line
     def rerun(self, run_id: str, from_step: str | None = None) -> str:
         """Queue a new run of the run's function with its events (a fork, ``from_step``)."""
         from runtime.core.orchestrator import rerun_message
 
-        state = self.store.load(run_id)
-        if state is None:
-            raise click.ClickException(f"no run '{run_id}' in table {self.deployment.table}")
+        state = self._state(run_id)
         try:
             msg = rerun_message(state, from_step, time.time())
         except LookupError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise StepNotFoundError(str(exc)) from None
         self._enqueue(msg)
         return msg.run_id
 
     @_one_line
-    def invoke(self, function_id: str, data: dict[str, Any]) -> str:
+    def invoke(self, function_id: str, data: Mapping[str, Any] | None = None) -> str:
         """Queue a run of ``function_id`` started by hand; its id."""
         from runtime.core.orchestrator import invoke_message
 
@@ -245,11 +259,22 @@ class AwsClient:
         fn = app.get(function_id)  # FunctionNotFoundError names the registered functions
         schedules = AppResources.for_app(app, stage=self._stage()).function(fn.id).schedules
         if not schedules:
-            raise click.ClickException(f"function '{fn.id}' has no cron trigger to fire")
+            raise NotAllowedError(f"function '{fn.id}' has no cron trigger to fire")
         at = float(int(time.time()))  # Scheduler's scheduled time is in whole seconds
         body = schedules[0].input_at(at)
         self._sqs().send_message(QueueUrl=self._queue_url(fn.id), MessageBody=body)
         return Orchestrator.cron_message(fn, json.loads(body)["cron"], at).run_id
+
+    def skip_sleep(self, run_id: str, key: str) -> bool:
+        """Refused: skipping a sleep is the dev server's, a deployed run sleeps its time."""
+        raise NotAllowedError(f"cannot skip a sleep of run '{run_id}' in a deployed app: "
+                              "skipping is for the dev server")
+
+    def _state(self, run_id: str) -> RunState:
+        state = self.store.load(run_id)
+        if state is None:
+            raise RunNotFoundError(f"no run '{run_id}' in table {self.deployment.table}")
+        return state
 
     def _stage(self) -> str | None:
         return os.environ.get(ENV_STAGE) or None
@@ -268,7 +293,7 @@ class AwsClient:
         try:
             return str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
         except sqs.exceptions.QueueDoesNotExist:
-            raise click.ClickException(
+            raise NotFoundError(
                 f"no queue '{name}': is '{function_id}' a function of the deployed "
                 f"app '{self.deployment.app_id}'?") from None
 
@@ -293,7 +318,7 @@ class AwsClient:
         return self._dlqs
 
     @_one_line
-    def dead_letters(self) -> list[dict[str, Any]]:
+    def dead_letters(self) -> list[Json]:
         """What sits in the DLQs, as ``stepkit dlq list --json`` prints it."""
         return [d.to_json() for d in self.dead_letter_queues().messages()]
 
@@ -307,5 +332,5 @@ class AwsClient:
         """Send DLQ messages back to their queues; the ids redriven."""
         done = self.dead_letter_queues().redrive(queue=queue, message_id=message_id)
         if message_id is not None and not done:
-            raise click.ClickException(f"no dead-lettered message '{message_id}'")
+            raise DeadLetterNotFoundError(f"no dead-lettered message '{message_id}'")
         return done
