@@ -1,9 +1,8 @@
 """stepkit: durable functions that run in your own AWS account.
 
 The public API is exactly what this module exports. Each name is imported on first use, so
-importing a submodule runs none of them: a Lambda handler (``runtime.handlers``) imports
-Powertools before pydantic, and Powertools' batch utility builds its own pydantic models only
-when pydantic is loaded already (0.15 s of a cold start, see runtime/handlers/service.py).
+importing a submodule runs none of them: a Lambda handler (``runtime.handlers``) imports what
+its first record needs and no more (see runtime/handlers/service.py).
 """
 
 from __future__ import annotations

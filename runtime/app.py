@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -12,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from runtime.cron import CronSchedule
 from runtime.deploy import AwsOptions
 from runtime.durations import MAX_SLEEP, user_duration
 from runtime.errors import ConfigurationError, FunctionNotFoundError
@@ -32,6 +30,7 @@ from runtime.flow import (
 )
 
 if TYPE_CHECKING:
+    from runtime.cron import CronSchedule
     from runtime.engine.context import Context
 
 Handler = Callable[["Context"], Any]
@@ -331,6 +330,10 @@ class App:
                         f"BaseModel subclass), got {t.data!r}")
                 events.append(EventFilter(t.event, cond, t.data))
             elif isinstance(t, TriggerCron):
+                # Here, not at import: an app without crons keeps cron parsing (and zoneinfo)
+                # off a Lambda cold start.
+                from runtime.cron import CronSchedule
+
                 try:
                     crons.append(CronSchedule.parse(t.cron))
                 except ValueError as exc:
@@ -420,6 +423,8 @@ _RENAMED = {"memory_mb": "memory_mb", "timeout_s": "timeout_s",
 
 def _unknown_options(fn_id: Any, unknown: Mapping[str, Any]) -> str:
     """The error for keyword options ``App.function`` does not take, with a likely fix."""
+    import difflib  # only for this error: off a Lambda cold start
+
     hints = []
     for name in sorted(unknown):
         close = difflib.get_close_matches(name, _OPTIONS, n=1)

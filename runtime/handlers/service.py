@@ -1,9 +1,9 @@
 """Builds the orchestrator a Lambda handler uses, and turns SQS records into work.
 
-Kept import-light: boto3 clients are created once per container (cold start), never per record.
-Powertools is imported before anything of stepkit's that loads pydantic (``runtime`` itself
-loads nothing): its batch package builds pydantic models of every event source when pydantic
-is already loaded, and leaves them out otherwise (0.15 s; ``tests/unit/test_import_weight.py``).
+What a cold start imports is what the first record needs (``bench/cold_import.py`` measures,
+``tests/unit/test_import_weight.py`` checks): boto3 clients are created once per container,
+never per record, and the SQS batch loop is stepkit's own (:mod:`runtime.handlers.batch`), not
+Powertools' batch package, which loads every event source's data class and asyncio.
 """
 
 from __future__ import annotations
@@ -18,12 +18,6 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from runtime.app import App
 from runtime.backends.aws.bus import AppBus, EventBridgeBus
@@ -44,6 +38,7 @@ from runtime.discovery import load_app
 from runtime.engine import Limits
 from runtime.errors import InvalidEventError
 from runtime.events import SYSTEM_PREFIX, validate_event
+from runtime.handlers.batch import SqsRecord, process_partial_response
 from runtime.handlers.metrics import CloudWatchMetrics
 from runtime.records import Message
 
@@ -117,11 +112,13 @@ LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 def deployed_entry(*, router: bool) -> LambdaHandler:
     """The entry of a Lambda: the deployed app (see ``load_app(deployed=True)``) over AWS."""
-    return Service.from_env(load_app(deployed=True)).lambda_handler(router=router)
+    return LambdaApp.from_env(load_app(deployed=True)).lambda_handler(router=router)
 
 
-class Service:
-    """One Lambda's view of the app: the orchestrator over DynamoDB, SQS and EventBridge.
+class LambdaApp:
+    """The app as one Lambda container runs it: its orchestrator, its SQS batches turned into work.
+
+    Built once per container (cold start) over DynamoDB, SQS and EventBridge.
 
     Args:
         app: The app (from ``functions/``).
@@ -177,12 +174,11 @@ class Service:
             logger=logging.getLogger("stepkit"),
             metrics=self.metrics,
         )
-        self.processor = BatchProcessor(event_type=EventType.SQS)
         #: The queue's redrive maxReceiveCount: its last delivery fails the run instead.
         self.max_receives = MAX_RECEIVES
 
     @classmethod
-    def from_env(cls, app: App) -> Service:
+    def from_env(cls, app: App) -> LambdaApp:
         """Build from the Lambda environment (names set by the CDK app)."""
         import boto3
 
@@ -202,10 +198,10 @@ class Service:
             "sqs": boto3.client("sqs"),
             "events": boto3.client("events"),
         }
-        service = cls(app, config, clients)
-        service.logger = service_logger
-        service.tracer = tracer
-        return service
+        lambda_app = cls(app, config, clients)
+        lambda_app.logger = service_logger
+        lambda_app.tracer = tracer
+        return lambda_app
 
     def _queue_url(self, function_id: str) -> str:
         """The queue of ``function_id`` (every app queue is next to this Lambda's own)."""
@@ -260,7 +256,7 @@ class Service:
             return Message.from_json(raw)
         raise BadMessageError(f"unrecognised queue record (keys: {sorted(raw)[:8]})")
 
-    def _dead_letter(self, record: SQSRecord, exc: BadMessageError) -> None:
+    def _dead_letter(self, record: SqsRecord, exc: BadMessageError) -> None:
         """Send a record that can never succeed to the DLQ at once, with the reason.
 
         Without a DLQ configured (a hand-run handler), raise: the queue's redrive applies.
@@ -276,7 +272,7 @@ class Service:
             },
         )
 
-    def worker_record(self, record: SQSRecord) -> None:
+    def worker_record(self, record: SqsRecord) -> None:
         """Handle one function-queue record; raising marks it failed for redelivery."""
         try:
             msg = self.message_from_body(record.body)
@@ -290,7 +286,7 @@ class Service:
         count = int(record.raw_event.get("attributes", {}).get("ApproximateReceiveCount") or 1)
         self.orchestrator.handle(msg, receive_count=count, max_receives=self.max_receives)
 
-    def router_record(self, record: SQSRecord) -> None:
+    def router_record(self, record: SqsRecord) -> None:
         """Handle one router-queue record.
 
         An app event from the bus (its runs are started by the trigger rules), or one of
@@ -330,9 +326,10 @@ class Service:
         """
         handler = self.router_record if router else self.worker_record
         try:
-            response = process_partial_response(
-                event=event, record_handler=handler, processor=self.processor, context=context
-            )
+            return process_partial_response(event, handler)
         finally:
             self.metrics.flush()
-        return dict(response)
+
+
+#: The former name, kept for code that still imports it (the AWS emulator harness).
+Service = LambdaApp

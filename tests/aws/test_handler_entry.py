@@ -18,7 +18,7 @@ from runtime.backends.aws.resources import (
     ENV_TABLE,
     ENV_TRACING,
 )
-from runtime.handlers.service import Service
+from runtime.handlers.service import LambdaApp
 from runtime.testing import Harness
 from stepkit_emulators.aws import AwsBackend
 from stepkit_emulators.emulators import AwsEmulators
@@ -84,7 +84,7 @@ def test_every_line_of_an_invocation_carries_its_request_id_and_cold_start(
     stepkit_handlers: None,
 ) -> None:
     h, backend, consumer = build(aws, monkeypatch, "ctxcheck", tracing=False)
-    service = Service.from_env(h.app)
+    service = LambdaApp.from_env(h.app)
     assert service.tracer is None  # tracing is off unless the stack turns it on
     handler = service.lambda_handler(router=False)
     event = next_batch(h, backend, consumer, "ada")
@@ -116,7 +116,7 @@ def test_tracing_context_wraps_the_handler_in_powertools_tracer(
     from aws_lambda_powertools import Tracer
 
     h, backend, consumer = build(aws, monkeypatch, "tracecheck", tracing=True)
-    service = Service.from_env(h.app)
+    service = LambdaApp.from_env(h.app)
     assert isinstance(service.tracer, Tracer)
     handler = service.lambda_handler(router=False)
     event = next_batch(h, backend, consumer, "ada")

@@ -9,7 +9,7 @@ import pytest
 
 from runtime import App, Context, TriggerEvent
 from runtime.backends.aws.resources import ENV_APP, ENV_BUS, ENV_FUNCTION, ENV_QUEUE_URL, ENV_TABLE
-from runtime.handlers.service import Service
+from runtime.handlers.service import LambdaApp
 from runtime.testing import Harness
 from stepkit_emulators.aws import AwsBackend
 from stepkit_emulators.emulators import AwsEmulators
@@ -41,7 +41,7 @@ def test_every_log_line_of_an_invocation_names_run_and_function(
     stepkit_logger = logging.getLogger("stepkit")
     before = list(stepkit_logger.handlers)
     try:
-        service = Service.from_env(app)  # what the Lambda's cold start does
+        service = LambdaApp.from_env(app)  # what the Lambda's cold start does
         h.send("user/signup", {"user_id": "ada"}, settle=False)
         got = backend.clients["sqs"].receive_message(QueueUrl=consumer.url)["Messages"]
         capsys.readouterr()

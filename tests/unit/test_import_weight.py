@@ -21,12 +21,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: Parsers only registration checks and some evaluations need: celpy (with lark, pendulum and
 #: its grammar) for CEL, croniter for cron specs (EventBridge Scheduler fires them on AWS);
-#: and Powertools' pydantic models of every event source, which its batch package builds
-#: when pydantic is loaded before it. (pydantic itself stays: every replay validates the
-#: run's events into ``Event`` models, and the app's options are pydantic models.)
+#: Powertools' batch package, with its data class (and, when pydantic is loaded, pydantic
+#: model) of every event source and asyncio, which the handlers' own SQS loop does without
+#: (runtime/handlers/batch.py); difflib, for a registration error's hint. (pydantic itself
+#: stays: every replay validates the run's events into ``Event`` models, and the app's
+#: options are pydantic models.)
 OFF_THE_COLD_START = (
     "celpy", "lark", "pendulum", "croniter", "runtime._cel",
-    "aws_lambda_powertools.utilities.parser",
+    "aws_lambda_powertools.utilities.parser", "aws_lambda_powertools.utilities.batch",
+    "aws_lambda_powertools.utilities.data_classes", "asyncio", "difflib",
 )
 
 
