@@ -18,7 +18,7 @@ from typing import Any
 
 from runtime import App, Context, TriggerEvent
 from runtime.backends.aws.table import item_bytes
-from runtime.core.clock import FakeClock
+from runtime.orchestration.clock import FakeClock
 from stepkit_emulators.aws import AwsBackend
 from stepkit_emulators.emulators import aws_emulators
 

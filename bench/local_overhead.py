@@ -25,8 +25,8 @@ from typing import Any
 
 from runtime import App, Context, TriggerEvent
 from runtime.backends.local import LocalBackend
-from runtime.core import orchestrator
-from runtime.core.clock import SystemClock
+from runtime.orchestration import orchestrator
+from runtime.orchestration.clock import SystemClock
 
 SIZES = (10, 100, 1000)
 

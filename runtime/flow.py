@@ -3,7 +3,7 @@
 Everything here is arithmetic over a gate's state (a JSON dict the backends keep under
 ``(scope, key)``, see :class:`~runtime.records.Gate`) and the current time: may this run
 start now, later, or not at all; may this invocation take a concurrency slot, or which one
-waits next. No I/O: :mod:`runtime.core.gates` reads and writes gates through the store with
+waits next. No I/O: :mod:`runtime.orchestration.gates` reads and writes gates through the store with
 conditional writes, and ARCHITECTURE.md says why each decision survives duplicate delivery,
 reordering and crashed workers.
 """

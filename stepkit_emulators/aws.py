@@ -37,12 +37,12 @@ from runtime.backends.aws.payloads import S3Payloads
 from runtime.backends.aws.resources import MAX_RECEIVES, AppResources, HandlerConfig
 from runtime.backends.aws.store import DynamoStore
 from runtime.backends.aws.table import table_spec, ttl_spec
-from runtime.core.clock import FakeClock
-from runtime.core.protocols import RunQuery
 from runtime.cron import CronSchedule
 from runtime.engine import Limits
 from runtime.events import Event
-from runtime.handlers.service import Service
+from runtime.handlers.service import LambdaApp
+from runtime.orchestration.clock import FakeClock
+from runtime.orchestration.protocols import RunQuery
 from runtime.records import Message, RunRecord, RunState
 from runtime.testing.chaos import (
     Chaos,
@@ -66,7 +66,7 @@ class _Consumer:
     url: str
     arn: str
     dlq_url: str
-    service: Service
+    service: LambdaApp
     router: bool
 
 
@@ -286,7 +286,7 @@ class AwsBackend:
             Rule=name, EventBusName=bus, Targets=[{"Id": "queue", "Arn": target_arn}]
         )
 
-    def _service(self, function_id: str | None, url: str, dlq_url: str = "") -> Service:
+    def _service(self, function_id: str | None, url: str, dlq_url: str = "") -> LambdaApp:
         arn = next(a for a, u in self._urls_by_arn.items() if u == url)
         config = HandlerConfig(
             app_id=self.app.id,
@@ -300,7 +300,7 @@ class AwsBackend:
             timer_role_arn=self.timer_role_arn if self._timers else None,
             payload_bucket=self.payload_bucket,
         )
-        service = Service(self.app, config, self.clients, self.clock, limits=self._limits)
+        service = LambdaApp(self.app, config, self.clients, self.clock, limits=self._limits)
         service.orchestrator.queue = _DueTracker(service.orchestrator.queue, self._dues, self.clock)
         return service
 
@@ -429,7 +429,7 @@ class AwsBackend:
             fired += 1
         return fired
 
-    def poll(self, consumer: _Consumer, service: Service | None = None,
+    def poll(self, consumer: _Consumer, service: LambdaApp | None = None,
              chaos: random.Random | None = None) -> int:
         """One event source mapping poll: receive a batch, invoke the handler, delete successes.
 
@@ -515,7 +515,7 @@ class AwsBackend:
     def enable_chaos(self, chaos: Chaos) -> Callable[[], int]:
         """Chaos mode: returns the settle function the harness uses from now on.
 
-        Each worker thread is its own set of Lambda containers (a Service per queue, with
+        Each worker thread is its own set of Lambda containers (a LambdaApp per queue, with
         its own store cache), polling queues in random order; faults are injected between
         each orchestrator and DynamoDB, SQS and EventBridge.
         """
@@ -526,7 +526,7 @@ class AwsBackend:
                        "maxReceiveCount": str(chaos.max_receives)}
             sqs.set_queue_attributes(QueueUrl=c.url,
                                      Attributes={"RedrivePolicy": json.dumps(redrive)})
-        crews: list[dict[str, Service]] = []
+        crews: list[dict[str, LambdaApp]] = []
         for _ in range(chaos.workers):
             crew = {}
             for c in self.consumers:

@@ -23,7 +23,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct, IConstruct
 
 from infra.constructs.function_runtime import QueueWorker
-from runtime.core.metrics import NAMESPACE, RUNS_FINISHED, RUNS_STARTED
+from runtime.orchestration.metrics import NAMESPACE, RUNS_FINISHED, RUNS_STARTED
 from runtime.records import RunStatus
 
 PERIOD = cdk.Duration.minutes(5)

@@ -27,8 +27,8 @@ from runtime.cli.output import (
     short_error,
 )
 from runtime.control import CONTROL_ERRORS
-from runtime.core.protocols import RunQuery
 from runtime.dlq import dlq_notice
+from runtime.orchestration.protocols import RunQuery
 from runtime.records import RunStatus
 
 

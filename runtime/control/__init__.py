@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 from runtime.errors import FunctionNotFoundError, InvalidEventError, StepkitError
 
 if TYPE_CHECKING:
-    from runtime.core.protocols import RunQuery
     from runtime.events import Event
+    from runtime.orchestration.protocols import RunQuery
 
 #: A JSON object in the dev API's shape (a run, a run summary, an event, a dead letter...).
 Json = dict[str, Any]

@@ -33,13 +33,14 @@ from runtime.control import (
     UnreachableError,
 )
 from runtime.control.views import run_detail, run_summary
-from runtime.core.gates import why_waiting
 from runtime.errors import StepkitError
+from runtime.messages import CancelPayload
+from runtime.orchestration.gates import why_waiting
 from runtime.records import Message, MessageKind, RunState
 
 if TYPE_CHECKING:
     from runtime.backends.aws.dlq import DeadLetterQueues
-    from runtime.core.protocols import RunQuery
+    from runtime.orchestration.protocols import RunQuery
 
 T = TypeVar("T")
 
@@ -194,8 +195,8 @@ class AwsControl:
     @_one_line
     def event(self, event_id: str) -> Json:
         """A logged event and the runs it triggered (``waits``: not indexed by event here)."""
-        from runtime.core.ids import run_id_for_event
         from runtime.discovery import load_app
+        from runtime.orchestration.ids import run_id_for_event
 
         found = next((e for e in self.store.list_events(1000) if e.get("id") == event_id),
                      None)
@@ -217,13 +218,13 @@ class AwsControl:
         if state.run.status.finished:
             return Cancelled(False, state.run.status.value)
         self._enqueue(Message(MessageKind.CANCEL, state.run.function_id, run_id,
-                              payload={"reason": "cancelled by user"}))
+                              payload=CancelPayload("cancelled by user").to_json()))
         return Cancelled(None, state.run.status.value, queued=True)
 
     @_one_line
     def rerun(self, run_id: str, from_step: str | None = None) -> str:
         """Queue a new run of the run's function with its events (a fork, ``from_step``)."""
-        from runtime.core.orchestrator import rerun_message
+        from runtime.orchestration.manual import rerun_message
 
         state = self._state(run_id)
         try:
@@ -236,7 +237,7 @@ class AwsControl:
     @_one_line
     def invoke(self, function_id: str, data: Mapping[str, Any] | None = None) -> str:
         """Queue a run of ``function_id`` started by hand; its id."""
-        from runtime.core.orchestrator import invoke_message
+        from runtime.orchestration.manual import invoke_message
 
         msg = invoke_message(function_id, data, time.time())
         self._enqueue(msg)
@@ -252,8 +253,8 @@ class AwsControl:
         that second would (the same run id, so a fire it already started starts nothing).
         """
         from runtime.backends.aws.resources import AppResources
-        from runtime.core.orchestrator import Orchestrator
         from runtime.discovery import load_app
+        from runtime.orchestration.intake import cron_message
 
         app = load_app()
         fn = app.get(function_id)  # FunctionNotFoundError names the registered functions
@@ -263,7 +264,7 @@ class AwsControl:
         at = float(int(time.time()))  # Scheduler's scheduled time is in whole seconds
         body = schedules[0].input_at(at)
         self._sqs().send_message(QueueUrl=self._queue_url(fn.id), MessageBody=body)
-        return Orchestrator.cron_message(fn, json.loads(body)["cron"], at).run_id
+        return cron_message(fn, json.loads(body)["cron"], at).run_id
 
     def skip_sleep(self, run_id: str, key: str) -> bool:
         """Refused: skipping a sleep is the dev server's, a deployed run sleeps its time."""
@@ -300,7 +301,7 @@ class AwsControl:
     def _enqueue(self, message: Message) -> None:
         """Send a message to its function's queue, as a worker would (large ones via S3)."""
         from runtime.backends.aws.queue import SqsQueue
-        from runtime.core.clock import SystemClock
+        from runtime.orchestration.clock import SystemClock
 
         url = self._queue_url(message.function_id)
         SqsQueue(lambda _: url, SystemClock(), self._sqs(),

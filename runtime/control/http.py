@@ -25,7 +25,7 @@ from runtime.control import (
 )
 
 if TYPE_CHECKING:
-    from runtime.core.protocols import RunQuery
+    from runtime.orchestration.protocols import RunQuery
 
 _ERRORS: dict[int, type[ControlError]] = {404: NotFoundError, 409: NotAllowedError}
 

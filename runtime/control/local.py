@@ -21,16 +21,16 @@ from runtime.control import (
     StepNotFoundError,
     views,
 )
-from runtime.core.gates import open_windows, why_waiting
-from runtime.core.orchestrator import EVENT_DEDUP_SECONDS
-from runtime.core.protocols import RunQuery
 from runtime.errors import FunctionNotFoundError
+from runtime.orchestration.gates import open_windows, why_waiting
+from runtime.orchestration.intake import EVENT_DEDUP_SECONDS
+from runtime.orchestration.protocols import RunQuery
 from runtime.records import RunRecord, RunState, StepKind
 
 if TYPE_CHECKING:
     from runtime.app import App
-    from runtime.core.protocols import Clock, Store
     from runtime.dlq import DeadLetter
+    from runtime.orchestration.protocols import Clock, Store
 
 #: How many of the newest runs and events the listings look through (the dev server's view).
 MAX_LIMIT = 1000

@@ -46,9 +46,9 @@ from runtime.control import (
     NotFoundError,
 )
 from runtime.control.local import MAX_LIMIT, ControlledBackend, InProcessControl
-from runtime.core.protocols import RunQuery
 from runtime.durations import parse_instant
 from runtime.errors import FunctionNotFoundError, InvalidEventError, StepkitError
+from runtime.orchestration.protocols import RunQuery
 from runtime.records import RunStatus
 
 STATIC_DIR = Path(__file__).parent / "static"

@@ -1,7 +1,7 @@
 """What one invocation of the engine decided: a value, never I/O.
 
 The orchestrator turns a decision into one atomic commit plus the messages it implies
-(:func:`runtime.core.commits.commit_for`, through each step kind's own commit).
+(:func:`runtime.orchestration.commits.commit_for`, through each step kind's own commit).
 """
 
 from __future__ import annotations

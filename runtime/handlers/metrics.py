@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
-from runtime.core.metrics import (
+from runtime.orchestration.metrics import (
     NAMESPACE,
     RUNS_FINISHED,
     RUNS_STARTED,
@@ -20,7 +20,7 @@ from runtime.records import RunStatus
 
 
 class CloudWatchMetrics:
-    """The Lambda handlers' :class:`~runtime.core.protocols.Metrics`, flushed per invocation.
+    """The Lambda handlers' run :class:`~runtime.orchestration.protocols.Metrics`, per invocation.
 
     ``EphemeralMetrics``, not ``Metrics``: Powertools' ``Metrics`` shares one buffer (and one
     dimension set) across instances, and an invocation may touch several functions' runs.

@@ -31,15 +31,15 @@ from runtime.backends.aws.resources import (
 )
 from runtime.backends.aws.store import DynamoStore
 from runtime.backends.aws.timers import SchedulerTimers
-from runtime.core.clock import SystemClock
-from runtime.core.orchestrator import Orchestrator
-from runtime.core.protocols import Clock
 from runtime.discovery import load_app
 from runtime.engine import Limits
 from runtime.errors import InvalidEventError
 from runtime.events import SYSTEM_PREFIX, validate_event
 from runtime.handlers.batch import SqsRecord, process_partial_response
 from runtime.handlers.metrics import CloudWatchMetrics
+from runtime.orchestration.clock import SystemClock
+from runtime.orchestration.orchestrator import Orchestrator
+from runtime.orchestration.protocols import Clock
 from runtime.records import Message
 
 
@@ -329,7 +329,3 @@ class LambdaApp:
             return process_partial_response(event, handler)
         finally:
             self.metrics.flush()
-
-
-#: The former name, kept for code that still imports it (the AWS emulator harness).
-Service = LambdaApp

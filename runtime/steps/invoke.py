@@ -15,13 +15,13 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from runtime.core.ids import child_run_id
 from runtime.durations import user_duration
 from runtime.engine.decisions import Decision, StepRef
 from runtime.engine.template import Performing, StepTemplate
 from runtime.errors import FunctionNotFoundError, NonRetriableError
 from runtime.events import FUNCTION_INVOKED, MAX_INVOKE_BYTES
 from runtime.messages import StartPayload
+from runtime.orchestration.ids import child_run_id
 from runtime.records import (
     Commit,
     ErrorInfo,

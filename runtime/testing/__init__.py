@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from runtime.app import App
-from runtime.core.clock import FakeClock
-from runtime.core.protocols import RunQuery
 from runtime.durations import parse_duration
 from runtime.events import Event
+from runtime.orchestration.clock import FakeClock
+from runtime.orchestration.protocols import RunQuery
 from runtime.records import Message, RunRecord, RunState, RunStatus, StepRecord
 
 if TYPE_CHECKING:

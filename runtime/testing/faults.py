@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from runtime.core.protocols import Queue
+from runtime.orchestration.protocols import Queue
 from runtime.records import Message
 
 

@@ -15,8 +15,8 @@ from runtime.backends.aws import table as t
 from runtime.backends.aws.payloads import PayloadError, S3Payloads, is_ref
 from runtime.backends.aws.store import DynamoStore, StoreError
 from runtime.backends.aws.table import table_spec, ttl_spec
-from runtime.core.clock import FakeClock
-from runtime.core.protocols import RunQuery
+from runtime.orchestration.clock import FakeClock
+from runtime.orchestration.protocols import RunQuery
 from runtime.records import (
     Commit,
     Gate,

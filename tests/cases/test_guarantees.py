@@ -21,10 +21,10 @@ from runtime import (
 )
 from runtime.backends.aws.store import DynamoStore
 from runtime.backends.local.store import SqliteStore
-from runtime.core.intake import Intake
-from runtime.core.ports import Ports
-from runtime.core.resolving import Resolver
 from runtime.errors import ConfigurationError, InvalidEventError
+from runtime.orchestration.intake import Intake
+from runtime.orchestration.ports import Ports
+from runtime.orchestration.resolving import Resolver
 from runtime.records import StepStatus
 from runtime.testing.chaos import Chaos, SimulatedCrash
 from tests.cases.test_lifecycle import _order_app

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from runtime import App, Context, NonRetriableError, StepError, TriggerEvent
-from runtime.core.replaying import Replayer
+from runtime.orchestration.replaying import Replayer
 from runtime.testing.chaos import SimulatedCrash
 
 

@@ -13,8 +13,8 @@ from starlette.testclient import TestClient
 from runtime import App, Context, TriggerCron, TriggerEvent
 from runtime.backends.local import LocalBackend
 from runtime.control.views import duration_ms, iso, step_attempts, timeline
-from runtime.core.clock import FakeClock
 from runtime.devserver import create_app
+from runtime.orchestration.clock import FakeClock
 from runtime.records import StepKind, StepRecord, StepStatus
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)

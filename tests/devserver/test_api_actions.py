@@ -11,7 +11,7 @@ import pytest
 
 from runtime import App, Context, TriggerEvent
 from runtime.control.local import InProcessControl
-from runtime.core.protocols import Store
+from runtime.orchestration.protocols import Store
 from runtime.records import RunState
 from tests.devserver.test_api import Env
 

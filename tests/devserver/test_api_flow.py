@@ -11,8 +11,8 @@ from starlette.testclient import TestClient
 from runtime import App, Context, TriggerEvent
 from runtime.backends.local import LocalBackend
 from runtime.cli.runs import render_run, render_runs
-from runtime.core.clock import FakeClock
 from runtime.devserver import create_app
+from runtime.orchestration.clock import FakeClock
 from runtime.records import GateWrite
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)

@@ -25,8 +25,8 @@ from runtime import App, Context, TriggerCron, TriggerEvent
 from runtime.backends.local import LocalBackend
 from runtime.cli import cli
 from runtime.cli.output import fmt_duration
-from runtime.core.clock import FakeClock
 from runtime.devserver.background import serve_in_background as serve
+from runtime.orchestration.clock import FakeClock
 
 REPO = Path(__file__).resolve().parents[2]
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)

@@ -22,9 +22,9 @@ from runtime.control import (
     StepNotFoundError,
 )
 from runtime.control.http import HttpControl
-from runtime.core.protocols import RunQuery
 from runtime.devserver.background import serve_in_background
 from runtime.errors import FunctionNotFoundError, InvalidEventError
+from runtime.orchestration.protocols import RunQuery
 from runtime.testing import Harness
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)

@@ -24,8 +24,8 @@ import pytest
 
 from runtime import App, Context, TriggerEvent
 from runtime.backends.local import LocalBackend
-from runtime.core.clock import FakeClock
 from runtime.devserver.background import serve_in_background as serve
+from runtime.orchestration.clock import FakeClock
 from runtime.records import RunStatus
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)

@@ -24,9 +24,10 @@ from typing import Any
 
 import pytest
 
-# The engine's entry points: named here and used only by engine() below.
-from runtime.core.commits import commit_for
 from runtime.engine import Limits, execute
+
+# The engine's entry points: named here and used only by engine() below.
+from runtime.orchestration.commits import commit_for
 from runtime.records import (
     Commit,
     EventOut,

@@ -11,7 +11,7 @@ import pytest
 
 from runtime import App, Context, TriggerEvent
 from runtime.backends.local import LocalBackend
-from runtime.core.clock import FakeClock
+from runtime.orchestration.clock import FakeClock
 from runtime.records import Message
 
 T0 = 1_780_000_000.0

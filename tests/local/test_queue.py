@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from runtime.backends.local.queue import SqliteQueue
-from runtime.core.clock import FakeClock
+from runtime.orchestration.clock import FakeClock
 from runtime.records import Message, MessageKind
 
 T0 = 1_000_000.0

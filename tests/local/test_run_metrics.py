@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime import App, Context, TriggerEvent
-from runtime.core.protocols import Metrics
+from runtime.orchestration.protocols import Metrics
 from runtime.records import RunStatus
 from runtime.testing import Harness
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from runtime import App, Context, TriggerEvent
 from runtime.backends.local import LocalBackend
-from runtime.core.clock import FakeClock
+from runtime.orchestration.clock import FakeClock
 
 T0 = 1_780_000_000.0
 

@@ -17,9 +17,9 @@ import pytest
 from runtime.backends.aws.store import DynamoStore
 from runtime.backends.aws.table import table_spec, ttl_spec
 from runtime.backends.local.store import SqliteStore
-from runtime.core.clock import FakeClock
-from runtime.core.protocols import RunQuery, Store
 from runtime.errors import GateMovedError
+from runtime.orchestration.clock import FakeClock
+from runtime.orchestration.protocols import RunQuery, Store
 from runtime.records import (
     Commit,
     ErrorInfo,

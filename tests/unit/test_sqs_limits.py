@@ -9,7 +9,7 @@ import pytest
 
 from runtime.backends.aws.payloads import REF_KEY
 from runtime.backends.aws.queue import MAX_BATCH_BYTES, QueueError, SqsQueue, _batches
-from runtime.core.clock import FakeClock
+from runtime.orchestration.clock import FakeClock
 from runtime.records import Message, MessageKind
 
 

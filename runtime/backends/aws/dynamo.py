@@ -21,9 +21,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from runtime.backends.aws import table as t
 from runtime.backends.aws.payloads import INLINE_MAX_BYTES, REF_KEY, S3Payloads, is_ref
 from runtime.backends.rules import RunCache
-from runtime.core.clock import SystemClock
-from runtime.core.protocols import Clock
 from runtime.errors import StepkitError
+from runtime.orchestration.clock import SystemClock
+from runtime.orchestration.protocols import Clock
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -10,7 +10,7 @@ from runtime.backends.rules import dedup_cutoff, expired, seen_within
 
 
 class DynamoEventLog(DynamoTable):
-    """The :class:`~runtime.core.protocols.EventLog` over DynamoDB."""
+    """The :class:`~runtime.orchestration.protocols.EventLog` over DynamoDB."""
 
     def remember_event(self, event: dict[str, Any], *, now: float, ttl: float) -> bool:
         """Log ``event`` unless its id was received within ``ttl`` seconds; whether it is new."""

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 class DynamoGateStore(DynamoTable):
-    """The :class:`~runtime.core.protocols.GateStore` over DynamoDB."""
+    """The :class:`~runtime.orchestration.protocols.GateStore` over DynamoDB."""
 
     def gate(self, scope: str, key: str) -> Gate:
         """The gate ``(scope, key)``: one strongly consistent GetItem.

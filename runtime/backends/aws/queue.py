@@ -10,8 +10,8 @@ from typing import Any
 from runtime.backends.aws.payloads import REF_KEY, S3Payloads
 from runtime.backends.aws.resources import MAX_SQS_DELAY
 from runtime.backends.aws.timers import SchedulerTimers
-from runtime.core.protocols import Clock
 from runtime.errors import StepkitError
+from runtime.orchestration.protocols import Clock
 from runtime.records import Message
 
 _BATCH = 10

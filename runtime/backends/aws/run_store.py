@@ -27,7 +27,7 @@ from runtime.backends.aws.dynamo import (
 from runtime.backends.aws.gate_store import gate_put
 from runtime.backends.aws.waiter_store import register_paths
 from runtime.backends.rules import commit_holds, expired, gate_moved
-from runtime.core.protocols import RunQuery
+from runtime.orchestration.protocols import RunQuery
 from runtime.records import (
     Commit,
     Committed,
@@ -117,7 +117,7 @@ def _assemble(rows: Iterable[t.Item], now: float,
 
 
 class DynamoRunStore(DynamoTable):
-    """The :class:`~runtime.core.protocols.RunStore` over DynamoDB."""
+    """The :class:`~runtime.orchestration.protocols.RunStore` over DynamoDB."""
 
     def load(self, run_id: str) -> RunState | None:
         """Load the run and its steps: one strongly consistent, paginated Query.

@@ -24,7 +24,7 @@ __all__ = ["MAX_TRANSACTION_ITEMS", "DynamoStore", "StoreError"]
 
 
 class DynamoStore(DynamoRunStore, DynamoGateStore, DynamoWaiterStore, DynamoEventLog):
-    """The :class:`~runtime.core.protocols.Store` over one DynamoDB table.
+    """The :class:`~runtime.orchestration.protocols.Store` over one DynamoDB table.
 
     Args:
         table_name: The app's state table (created from :func:`table.table_spec`).

@@ -12,7 +12,7 @@ from runtime.records import Waiter
 
 
 class DynamoWaiterStore(DynamoTable):
-    """The :class:`~runtime.core.protocols.WaiterStore` over DynamoDB."""
+    """The :class:`~runtime.orchestration.protocols.WaiterStore` over DynamoDB."""
 
     def waiters_for(self, event: dict[str, Any]) -> list[Waiter]:
         """Waiters ``event`` may match (expired ones included: the caller skips them).

@@ -19,13 +19,13 @@ from runtime.app import App, FunctionDef
 from runtime.backends.local.database import Database
 from runtime.backends.local.queue import Delivery, SqliteQueue
 from runtime.backends.local.store import SqliteStore
-from runtime.core.clock import SystemClock
-from runtime.core.orchestrator import Orchestrator
-from runtime.core.protocols import Clock, RunQuery
 from runtime.cron import CronSchedule
 from runtime.dlq import DeadLetter
 from runtime.engine import Limits
 from runtime.events import Event
+from runtime.orchestration.clock import SystemClock
+from runtime.orchestration.orchestrator import Orchestrator
+from runtime.orchestration.protocols import Clock, RunQuery
 from runtime.records import Message, RunRecord, RunState
 
 if TYPE_CHECKING:

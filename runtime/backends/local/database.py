@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
-from runtime.core.protocols import Clock
+from runtime.orchestration.protocols import Clock
 
 #: ``durability`` -> SQLite's ``synchronous`` (in WAL mode NORMAL survives a process crash).
 DURABILITY = {"normal": "NORMAL", "full": "FULL"}

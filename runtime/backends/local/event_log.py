@@ -10,7 +10,7 @@ from runtime.backends.rules import seen_within
 
 
 class SqliteEventLog(Tables):
-    """The :class:`~runtime.core.protocols.EventLog` over SQLite."""
+    """The :class:`~runtime.orchestration.protocols.EventLog` over SQLite."""
 
     def remember_event(self, event: dict[str, Any], *, now: float, ttl: float) -> bool:
         """Log ``event`` unless its id was received within ``ttl`` seconds; whether it is new."""

@@ -16,7 +16,7 @@ GATE_GRACE = 86400.0
 
 
 class SqliteGateStore(Tables):
-    """The :class:`~runtime.core.protocols.GateStore` over SQLite."""
+    """The :class:`~runtime.orchestration.protocols.GateStore` over SQLite."""
 
     def gate(self, scope: str, key: str) -> Gate:
         """The gate ``(scope, key)``; one past its ``expires_at`` reads with no state."""

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from runtime.backends.local.database import Database, dumps
-from runtime.core.protocols import Clock
 from runtime.dlq import DeadLetter, describe_body, redrive_body
+from runtime.orchestration.protocols import Clock
 from runtime.records import Message
 
 _SCHEMA = (
@@ -62,7 +62,7 @@ class Delivery:
 
 
 class SqliteQueue:
-    """The :class:`~runtime.core.protocols.Queue` over a SQLite table.
+    """The :class:`~runtime.orchestration.protocols.Queue` over a SQLite table.
 
     Args:
         path: The database file, or a :class:`Database` shared with the store.

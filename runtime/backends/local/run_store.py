@@ -11,7 +11,7 @@ from runtime.backends.local.database import Database, Tables, dumps
 from runtime.backends.local.gate_store import gate_version, purge_gates, put_gate
 from runtime.backends.local.waiter_store import delete_waiters, put_waiters
 from runtime.backends.rules import RunCache, commit_holds, gate_moved
-from runtime.core.protocols import Clock, RunQuery
+from runtime.orchestration.protocols import Clock, RunQuery
 from runtime.records import (
     Commit,
     Committed,
@@ -30,7 +30,7 @@ CACHE_RUNS = 256  # runs whose steps a store keeps decoded between loads
 
 
 class SqliteRunStore(Tables):
-    """The :class:`~runtime.core.protocols.RunStore` over SQLite.
+    """The :class:`~runtime.orchestration.protocols.RunStore` over SQLite.
 
     Args:
         db: The database (shared with the queue).

@@ -16,8 +16,8 @@ from runtime.backends.local.event_log import SqliteEventLog
 from runtime.backends.local.gate_store import SqliteGateStore
 from runtime.backends.local.run_store import SqliteRunStore
 from runtime.backends.local.waiter_store import SqliteWaiterStore
-from runtime.core.clock import SystemClock
-from runtime.core.protocols import Clock
+from runtime.orchestration.clock import SystemClock
+from runtime.orchestration.protocols import Clock
 
 __all__ = ["DURABILITY", "Database", "SqliteStore", "dumps"]
 
@@ -90,7 +90,7 @@ _SCHEMA = (
 
 
 class SqliteStore(SqliteRunStore, SqliteGateStore, SqliteWaiterStore, SqliteEventLog):
-    """The :class:`~runtime.core.protocols.Store` over SQLite.
+    """The :class:`~runtime.orchestration.protocols.Store` over SQLite.
 
     Args:
         path: The database file, or a :class:`Database` to share with the queue.

@@ -13,7 +13,7 @@ from runtime.records import Waiter
 
 
 class SqliteWaiterStore(Tables):
-    """The :class:`~runtime.core.protocols.WaiterStore` over SQLite."""
+    """The :class:`~runtime.orchestration.protocols.WaiterStore` over SQLite."""
 
     def waiters_for(self, event: dict[str, Any]) -> list[Waiter]:
         """Waiters ``event`` may match (expired ones included: the caller skips them).

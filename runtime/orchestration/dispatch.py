@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from runtime.app import FunctionDef
-from runtime.core.delivery import Delivery, mine
-from runtime.core.finishing import Finisher
-from runtime.core.ports import Ports
-from runtime.core.replaying import Replayer
-from runtime.core.resolving import Resolver
-from runtime.core.starting import Starter
 from runtime.messages import CancelPayload, resent
+from runtime.orchestration.delivery import Delivery, mine
+from runtime.orchestration.finishing import Finisher
+from runtime.orchestration.ports import Ports
+from runtime.orchestration.replaying import Replayer
+from runtime.orchestration.resolving import Resolver
+from runtime.orchestration.starting import Starter
 from runtime.records import Message, MessageKind, RunState
 from runtime.steps.base import DUE_SLACK
 

@@ -1,4 +1,4 @@
-"""Manual control of runs: cancel, rerun (or fork), invoke by hand, fire a cron, skip a sleep.
+"""Manual control of runs: cancel, rerun (or fork), start by hand, fire a cron, skip a sleep.
 
 Each is a queued message with every guarantee a message has (a rerun's START, a skip's
 WAKE), except cancel, which is also committed at once (its queued copy lands it, or re-sends
@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from runtime.core.finishing import Finisher
-from runtime.core.ids import new_run_id
-from runtime.core.intake import cron_message
-from runtime.core.ports import CommitContentionError, Ports
-from runtime.core.protocols import RunQuery
 from runtime.events import FUNCTION_INVOKED, validate_events
 from runtime.messages import CancelPayload, StartPayload, skip_message
+from runtime.orchestration.finishing import Finisher
+from runtime.orchestration.ids import new_run_id
+from runtime.orchestration.intake import cron_message
+from runtime.orchestration.ports import CommitContentionError, Ports
+from runtime.orchestration.protocols import RunQuery
 from runtime.records import Message, MessageKind, RerunOf, RunRecord, RunState, StepStatus
 
 
@@ -51,7 +51,7 @@ def invoke_message(function_id: str, data: Mapping[str, Any] | None, now: float)
                                                                             new_id)
 
 
-class Control:
+class ManualControl:
     """The by-hand operations on runs (the dev server's buttons, the CLI, the API)."""
 
     def __init__(self, ports: Ports, finisher: Finisher) -> None:

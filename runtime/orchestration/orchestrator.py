@@ -1,6 +1,6 @@
 """Shared run orchestration: messages and events in, engine decisions out as atomic commits.
 
-Backends supply the I/O (:mod:`runtime.core.protocols`); the orchestration holds every rule
+Backends supply the I/O (:mod:`runtime.orchestration.protocols`); the orchestration holds every rule
 about how a decision becomes state, so the local and AWS backends behave the same. This
 module is the facade: it builds the parts, each one idea, over one :class:`Ports`:
 
@@ -15,7 +15,7 @@ part                what it does
 ``replaying``       CONTINUE and BRANCH: replay with concurrency slots, commit, chains
 ``resolving``       WAKE, MATCH, RESOLVE: end a pending step through its kind's module
 ``finishing``       cancel, the finish timeout (TIMEOUT), giving up on a last delivery
-``control``         by hand: cancel, rerun, invoke, fire a cron, skip a sleep
+``manual``          by hand: cancel, rerun, invoke, fire a cron, skip a sleep
 ==================  ===================================================================
 
 Idempotency rests on these rules (ARCHITECTURE.md explains each):
@@ -40,12 +40,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from runtime.app import App, FunctionDef
-from runtime.core.control import Control, invoke_message, rerun_message
-from runtime.core.delivery import Delivery
-from runtime.core.dispatch import Dispatcher
-from runtime.core.finishing import Finisher
-from runtime.core.gates import FlowGates
-from runtime.core.intake import (
+from runtime.engine import Limits
+from runtime.events import Event
+from runtime.orchestration.delivery import Delivery
+from runtime.orchestration.dispatch import Dispatcher
+from runtime.orchestration.finishing import Finisher
+from runtime.orchestration.gates import FlowGates
+from runtime.orchestration.intake import (
     EVENT_DEDUP_SECONDS,
     LOOKBACK_SECONDS,
     Intake,
@@ -53,13 +54,12 @@ from runtime.core.intake import (
     start_message,
     starts,
 )
-from runtime.core.ports import CommitContentionError, Ports
-from runtime.core.protocols import Bus, Clock, Metrics, NoMetrics, Queue, RunQuery, Store
-from runtime.core.replaying import Replayer, chained
-from runtime.core.resolving import Resolver
-from runtime.core.starting import Starter
-from runtime.engine import Limits
-from runtime.events import Event
+from runtime.orchestration.manual import ManualControl, invoke_message, rerun_message
+from runtime.orchestration.ports import CommitContentionError, Ports
+from runtime.orchestration.protocols import Bus, Clock, Metrics, NoMetrics, Queue, RunQuery, Store
+from runtime.orchestration.replaying import Replayer, chained
+from runtime.orchestration.resolving import Resolver
+from runtime.orchestration.starting import Starter
 from runtime.records import Message, RunRecord
 
 __all__ = [
@@ -113,7 +113,7 @@ class Orchestrator:
         self.starting = Starter(p, self, self.gates, self.replaying, self.delivery)
         self.dispatch = Dispatcher(p, self.starting, self.replaying, self.resolving,
                                    self.finishing, self.delivery)
-        self.control = Control(p, self.finishing)
+        self.manual = ManualControl(p, self.finishing)
 
     # The ports, read and replaced through the facade (chaos mode and tests wrap them).
 
@@ -206,24 +206,24 @@ class Orchestrator:
 
     def cancel(self, run_id: str, reason: str) -> bool:
         """Cancel a running run now; whether it was running."""
-        return self.control.cancel(run_id, reason)
+        return self.manual.cancel(run_id, reason)
 
     def rerun(self, run_id: str, from_step: str | None = None) -> str:
         """Start a new run with the same events (a fork from ``from_step``); its id."""
-        return self.control.rerun(run_id, from_step)
+        return self.manual.rerun(run_id, from_step)
 
     def fire_cron_now(self, function_id: str) -> str:
         """Fire a function's cron trigger now, by hand; the run's id."""
-        return self.control.fire_cron_now(function_id)
+        return self.manual.fire_cron_now(function_id)
 
     def skip_sleep(self, run_id: str, key: str) -> bool:
         """End a sleeping step now; whether there was one to end."""
-        return self.control.skip_sleep(run_id, key)
+        return self.manual.skip_sleep(run_id, key)
 
     def invoke(self, function_id: str, data: Mapping[str, Any] | None = None) -> str:
         """Start a run of a function by hand, with ``data``; return its id."""
-        return self.control.start_by_hand(function_id, data)
+        return self.manual.start_by_hand(function_id, data)
 
     def list_runs(self, query: RunQuery) -> list[RunRecord]:
         """Runs, newest first."""
-        return self.control.list_runs(query)
+        return self.manual.list_runs(query)

@@ -16,8 +16,6 @@ from functools import lru_cache
 from typing import Any, Protocol, TypeVar
 
 from runtime.app import FunctionDef
-from runtime.core.ids import new_run_id
-from runtime.core.protocols import Clock, Queue, Store
 from runtime.durations import format_instant
 from runtime.errors import GateMovedError, StepkitError
 from runtime.expressions import Expression
@@ -43,6 +41,8 @@ from runtime.flow import (
     window_expiry,
 )
 from runtime.messages import FlushPayload, poll_round, with_poll
+from runtime.orchestration.ids import new_run_id
+from runtime.orchestration.protocols import Clock, Queue, Store
 from runtime.records import (
     ErrorInfo,
     GateWrite,

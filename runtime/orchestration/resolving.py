@@ -9,8 +9,8 @@ invoke's timeout are each handled in their kind's module.
 
 from __future__ import annotations
 
-from runtime.core.ports import Ports
 from runtime.messages import MatchPayload, ResolvePayload
+from runtime.orchestration.ports import Ports
 from runtime.records import Message, RunState, StepStatus
 from runtime.steps import KINDS
 from runtime.steps.base import Hop, Resolution, resolution_commit

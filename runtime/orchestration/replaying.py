@@ -17,14 +17,14 @@ from dataclasses import replace
 from typing import Any
 
 from runtime.app import FunctionDef
-from runtime.core.commits import MAX_WAITERS_PER_COMMIT, commit_for, waiters_of
-from runtime.core.finishing import Finisher
-from runtime.core.gates import FlowGates
-from runtime.core.matching import wait_lookback
-from runtime.core.ports import Ports
 from runtime.engine import execute
 from runtime.engine.decisions import StepSucceeded
 from runtime.messages import is_slice
+from runtime.orchestration.commits import MAX_WAITERS_PER_COMMIT, commit_for, waiters_of
+from runtime.orchestration.finishing import Finisher
+from runtime.orchestration.gates import FlowGates
+from runtime.orchestration.matching import wait_lookback
+from runtime.orchestration.ports import Ports
 from runtime.records import Commit, Message, MessageKind, Outgoing, RunState, StepStatus, applied
 from runtime.steps.parallel import ScheduleBranches
 

@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from runtime.app import App
-from runtime.core.metrics import observe_commit, observe_created
-from runtime.core.protocols import Bus, Clock, Metrics, Queue, Store
 from runtime.engine import Limits
 from runtime.errors import StepkitError
+from runtime.orchestration.metrics import observe_commit, observe_created
+from runtime.orchestration.protocols import Bus, Clock, Metrics, Queue, Store
 from runtime.records import (
     Commit,
     EventOut,

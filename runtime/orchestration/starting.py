@@ -13,16 +13,16 @@ from dataclasses import replace
 from typing import Any
 
 from runtime.app import FunctionDef
-from runtime.core.commits import cancel_waiters, finish_outbox
-from runtime.core.delivery import Delivery
-from runtime.core.gates import FlowGates, GateIO, Windows
-from runtime.core.intake import starts
-from runtime.core.matching import cancel_lookback
-from runtime.core.metrics import observe_created
-from runtime.core.ports import Ports
-from runtime.core.replaying import Replayer, late
 from runtime.errors import GateMovedError
 from runtime.messages import StartPayload
+from runtime.orchestration.commits import cancel_waiters, finish_outbox
+from runtime.orchestration.delivery import Delivery
+from runtime.orchestration.gates import FlowGates, GateIO, Windows
+from runtime.orchestration.intake import starts
+from runtime.orchestration.matching import cancel_lookback
+from runtime.orchestration.metrics import observe_created
+from runtime.orchestration.ports import Ports
+from runtime.orchestration.replaying import Replayer, late
 from runtime.records import (
     ErrorInfo,
     GateWrite,

@@ -16,10 +16,10 @@ from functools import lru_cache
 from typing import Any
 
 from runtime.app import FunctionDef
-from runtime.core.commits import cancel_waiters
-from runtime.core.ports import Ports
 from runtime.expressions import Expression
 from runtime.messages import CancelPayload, EventRef, MatchPayload
+from runtime.orchestration.commits import cancel_waiters
+from runtime.orchestration.ports import Ports
 from runtime.records import Message, MessageKind, RunState, StepRecord, WaiterKind
 from runtime.steps.wait import lookback
 

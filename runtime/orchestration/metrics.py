@@ -6,7 +6,7 @@ cannot forget to report. The names are shared with the CDK app, which alarms on 
 
 from __future__ import annotations
 
-from runtime.core.protocols import Metrics
+from runtime.orchestration.protocols import Metrics
 from runtime.records import Commit, RunRecord, RunStatus, StepKind, StepStatus
 
 #: The CloudWatch namespace of run metrics; each carries ``service`` (the app id) and

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from runtime.app import FunctionDef
-from runtime.core.commits import MAX_WAITERS_PER_COMMIT, finish_outbox, waiters_of
-from runtime.core.ports import Ports
 from runtime.messages import StartPayload
+from runtime.orchestration.commits import MAX_WAITERS_PER_COMMIT, finish_outbox, waiters_of
+from runtime.orchestration.ports import Ports
 from runtime.records import (
     Commit,
     ErrorInfo,

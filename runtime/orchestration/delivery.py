@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from runtime.app import FunctionDef
-from runtime.core.finishing import Finisher
-from runtime.core.matching import cancel_lookback, wait_lookback
-from runtime.core.ports import Ports
-from runtime.core.replaying import chained, runs_code
+from runtime.orchestration.finishing import Finisher
+from runtime.orchestration.matching import cancel_lookback, wait_lookback
+from runtime.orchestration.ports import Ports
+from runtime.orchestration.replaying import chained, runs_code
 from runtime.records import Message, MessageKind, Outgoing, RunState, StepStatus
 
 

@@ -2,7 +2,7 @@
 
 Routing an event starts the functions it triggers (one START per function, the run id
 derived from the event, so a repeated routing starts nothing more) and hands it to the
-waiters it matches (:mod:`runtime.core.matching`). A cron fire is a START of its own.
+waiters it matches (:mod:`runtime.orchestration.matching`). A cron fire is a START of its own.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from runtime.app import FunctionDef
-from runtime.core.ids import run_id_for_event
-from runtime.core.matching import match_messages
-from runtime.core.ports import Ports
 from runtime.errors import InvalidEventError
 from runtime.events import SCHEDULED_TIMER, SYSTEM_PREFIX, Event, validate_events
 from runtime.messages import StartPayload
+from runtime.orchestration.ids import run_id_for_event
+from runtime.orchestration.matching import match_messages
+from runtime.orchestration.ports import Ports
 from runtime.records import Message
 
 #: How long an event id is remembered, so a re-sent event is routed once.
