@@ -35,7 +35,7 @@ from runtime.control import (
 from runtime.control.views import run_detail, run_summary
 from runtime.errors import StepkitError
 from runtime.messages import CancelPayload
-from runtime.orchestration.gates import why_waiting
+from runtime.orchestration.waiting import why_waiting
 from runtime.records import Message, MessageKind, RunState
 
 if TYPE_CHECKING:

@@ -22,9 +22,10 @@ from runtime.control import (
     views,
 )
 from runtime.errors import FunctionNotFoundError
-from runtime.orchestration.gates import open_windows, why_waiting
 from runtime.orchestration.intake import EVENT_DEDUP_SECONDS
 from runtime.orchestration.protocols import RunQuery
+from runtime.orchestration.waiting import why_waiting
+from runtime.orchestration.windows import open_windows
 from runtime.records import RunRecord, RunState, StepKind
 
 if TYPE_CHECKING:

@@ -93,7 +93,7 @@ def run_summary(run: RunRecord, waiting: dict[str, Any] | None = None) -> dict[s
     """Render a run as one row of the runs list.
 
     ``waiting`` says why flow control holds it back, if it does
-    (:func:`runtime.orchestration.gates.why_waiting`).
+    (:func:`runtime.orchestration.waiting.why_waiting`).
     """
     return {
         "run_id": run.run_id,

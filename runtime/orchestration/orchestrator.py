@@ -12,6 +12,9 @@ part                what it does
 ``dispatch``        delivery rules, then one handler per message kind (its table)
 ``delivery``        redeliveries re-send their own commit's outbox; last deliveries
 ``starting``        START and FLUSH: create the run through flow control, begin it
+``gates``           flow control at a run's start: idempotency, rate limit, singleton, throttle
+``slots``           concurrency slots a step holds while it runs, and their line
+``windows``         debounce and batch windows gathering events until their run starts
 ``replaying``       CONTINUE and BRANCH: replay with concurrency slots, commit, chains
 ``resolving``       WAKE, MATCH, RESOLVE: end a pending step through its kind's module
 ``finishing``       cancel, the finish timeout (TIMEOUT), giving up on a last delivery
@@ -59,6 +62,7 @@ from runtime.orchestration.ports import CommitContentionError, Ports
 from runtime.orchestration.protocols import Bus, Clock, Metrics, NoMetrics, Queue, RunQuery, Store
 from runtime.orchestration.replaying import Replayer, chained
 from runtime.orchestration.resolving import Resolver
+from runtime.orchestration.slots import Slots
 from runtime.orchestration.starting import Starter
 from runtime.records import Message, RunRecord
 
@@ -107,7 +111,8 @@ class Orchestrator:
         self.gates = FlowGates(self)
         self.finishing = Finisher(p)
         self.intake = Intake(p)
-        self.replaying = Replayer(p, self.finishing, self.gates)
+        self.slots = Slots(self)
+        self.replaying = Replayer(p, self.finishing, self.slots)
         self.resolving = Resolver(p)
         self.delivery = Delivery(p, self.finishing)
         self.starting = Starter(p, self, self.gates, self.replaying, self.delivery)

@@ -22,9 +22,9 @@ from runtime.engine.decisions import StepSucceeded
 from runtime.messages import is_slice
 from runtime.orchestration.commits import MAX_WAITERS_PER_COMMIT, commit_for, waiters_of
 from runtime.orchestration.finishing import Finisher
-from runtime.orchestration.gates import FlowGates
 from runtime.orchestration.matching import wait_lookback
 from runtime.orchestration.ports import Ports
+from runtime.orchestration.slots import Slots
 from runtime.records import Commit, Message, MessageKind, Outgoing, RunState, StepStatus, applied
 from runtime.steps.parallel import ScheduleBranches
 
@@ -96,10 +96,10 @@ def branch_due(state: RunState, msg: Message) -> bool:
 class Replayer:
     """Runs the handler for CONTINUE, BRANCH and slice messages, and commits its decision."""
 
-    def __init__(self, ports: Ports, finisher: Finisher, gates: FlowGates) -> None:
+    def __init__(self, ports: Ports, finisher: Finisher, slots: Slots) -> None:
         self.ports = ports
         self.finisher = finisher
-        self.gates = gates
+        self.slots = slots
 
     def on_continue(self, fn: FunctionDef, state: RunState, msg: Message, now: float,
                     redelivered: bool) -> bool:
@@ -135,7 +135,7 @@ class Replayer:
         if run.held_by is not None and run.version == 0 and late(fn, run.events[0], now):
             return self.finisher.cancel(run.run_id, f"not started within {fn.start_timeout}",
                                         msg.id)
-        slots = self.gates.take_slots(fn, state, msg, target, redelivered=redelivered)
+        slots = self.slots.take_slots(fn, state, msg, target, redelivered=redelivered)
         if slots is None:
             return False  # queued behind the concurrency limit; msg comes back
         try:
@@ -143,7 +143,7 @@ class Replayer:
                 return self.main_line(fn, state, msg, now)
             return self.branch(fn, state, msg, now, target)
         finally:
-            self.gates.release(slots)
+            self.slots.release(slots)
 
     def branch(self, fn: FunctionDef, state: RunState, msg: Message, now: float,
                target: str) -> bool:

@@ -17,12 +17,13 @@ from runtime.errors import GateMovedError
 from runtime.messages import StartPayload
 from runtime.orchestration.commits import cancel_waiters, finish_outbox
 from runtime.orchestration.delivery import Delivery
-from runtime.orchestration.gates import FlowGates, GateIO, Windows
+from runtime.orchestration.gates import FlowGates, GateIO
 from runtime.orchestration.intake import starts
 from runtime.orchestration.matching import cancel_lookback
 from runtime.orchestration.metrics import observe_created
 from runtime.orchestration.ports import Ports
 from runtime.orchestration.replaying import Replayer, late
+from runtime.orchestration.windows import Windows
 from runtime.records import (
     ErrorInfo,
     GateWrite,
