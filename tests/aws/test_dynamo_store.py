@@ -107,6 +107,20 @@ def test_event_listing_merges_every_shard_and_reads_only_the_page_shown(
         f"EVENTS#{day}#{n}" for day in ("2026-03-02", "2026-03-01") for n in range(8)}
 
 
+def test_a_names_timeline_is_sharded_and_read_back_oldest_first(store: DynamoStore,
+                                                                 ddb: Any) -> None:
+    ids = [f"t{i:02d}" for i in range(24)]
+    assert len({t.shard(i) for i in ids}) == t.INDEX_SHARDS
+    for i, event_id in enumerate(ids):
+        store.log_event({"id": event_id, "name": "n", "ts": 1000 + i, "data": {}},
+                        now=START, ttl=DAY)
+    assert raw(ddb, f"EVNAME#n#{t.shard('t05')}", t.timeline_sk(1005, "t05"))
+    assert [e["id"] for e in store.events_since("n", 0, now=START)] == ids
+    assert [e["id"] for e in store.events_since("n", 1020, now=START)] == ids[20:]
+    assert store.logged_event("n", 1005, "t05") == {"id": "t05", "name": "n", "ts": 1005,
+                                                    "data": {}}
+
+
 # -- listing -------------------------------------------------------------------------------
 
 

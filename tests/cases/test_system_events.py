@@ -41,6 +41,12 @@ def test_function_finished_carries_ids_and_status_not_the_output(make_harness: A
     assert data == {"function_id": "quote", "run_id": run.id, "status": "Completed",
                     "event": {"id": event_id, "name": "order/created"}}
     assert run.output["total"] == 42  # the output is the run's, read by its id
+    # Nothing in this module waits on or cancels by system events: none is in the timeline,
+    # while the user's event is (a wait's name is a string known only at run time).
+    store = h.backend.store
+    assert store.events_since("stepkit/function.finished", 0, now=h.clock.now()) == []
+    [kept] = store.events_since("order/created", 0, now=h.clock.now())
+    assert kept["id"] == event_id
 
 
 def test_finished_event_full_copies_the_trigger_and_output(make_harness: Any) -> None:

@@ -48,13 +48,16 @@ class DynamoEventLog(DynamoTable):
                 event["id"], t.timeline_item(event, now, ttl)))
 
     def events_since(self, name: str, since_ms: int, *, now: float) -> list[dict[str, Any]]:
-        """Timeline events named ``name`` with ``ts >= since_ms``: one consistent Query."""
-        rows = self._query(
+        """Timeline events named ``name`` with ``ts >= since_ms``, oldest first.
+
+        One consistent Query per shard of the name, merged by ``ts``.
+        """
+        shards = (self._query(
             KeyConditionExpression="pk = :pk AND sk >= :lo",
-            ExpressionAttributeValues={
-                ":pk": t.s(t.TIMELINE_PREFIX + name), ":lo": t.s(t.timeline_sk(since_ms, ""))},
+            ExpressionAttributeValues={":pk": t.s(pk), ":lo": t.s(t.timeline_sk(since_ms, ""))},
             ConsistentRead=True,
-        )
+        ) for pk in t.timeline_pks(name))
+        rows = heapq.merge(*shards, key=lambda r: r["sk"]["S"])
         return [t.event_from(r) for r in rows if not expired(t.expires_at(r), now)]
 
     def logged_event(self, name: str, ts: int, event_id: str) -> dict[str, Any] | None:

@@ -444,9 +444,23 @@ def event_item(event: dict[str, Any], now: float, ttl: float) -> Item:
 TIMELINE_PREFIX = "EVNAME#"
 
 
+def timeline_pk(name: str, event_id: str) -> str:
+    """The timeline partition of an event: its name's shard ``EVNAME#<name>#<n>``.
+
+    Sharded like the listing indexes, so a busy name spreads its writes: a lookback reads
+    every shard of the name (:func:`timeline_pks`).
+    """
+    return f"{TIMELINE_PREFIX}{name}#{shard(event_id)}"
+
+
+def timeline_pks(name: str) -> list[str]:
+    """Every timeline partition of ``name``."""
+    return shard_pks(TIMELINE_PREFIX + name)
+
+
 def timeline_key(name: str, ts: int, event_id: str) -> Item:
-    """Key of an event's timeline entry: one partition per event name, sorted by ``ts``."""
-    return key(TIMELINE_PREFIX + name, timeline_sk(ts, event_id))
+    """Key of an event's timeline entry: in its name's shard, sorted by ``ts``."""
+    return key(timeline_pk(name, event_id), timeline_sk(ts, event_id))
 
 
 def timeline_sk(ts: int, event_id: str) -> str:
