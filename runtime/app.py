@@ -141,6 +141,8 @@ class FunctionDef:
     flow: FlowSpec = field(default_factory=FlowSpec)
     #: With checkpointing: how long one invocation keeps performing steps (None: one step).
     checkpoint: timedelta | None = None
+    #: ``finished_event="full"``: its ``function.finished`` events copy the trigger and output.
+    full_finished_event: bool = False
 
     def __call__(self, ctx: Context) -> Any:
         """Call the handler directly (for unit tests of pure logic)."""
@@ -223,6 +225,7 @@ class App:
         debounce: Debounce | Mapping[str, Any] | None = None,
         batch_events: BatchEvents | Mapping[str, Any] | None = None,
         checkpointing: bool | Checkpointing | Mapping[str, Any] | None = None,
+        finished_event: str = "ids",
         **unknown: Any,
     ) -> Callable[[Handler], FunctionDef]:
         """Register a durable function.
@@ -253,6 +256,9 @@ class App:
                 (``ctx.events``), when the batch is full or its timeout passes.
             checkpointing: ``True`` or :class:`~runtime.flow.Checkpointing`: consecutive
                 steps run in one invocation, each recorded before the next.
+            finished_event: What its ``stepkit/function.finished`` events carry: ``"ids"``
+                (ids, status, error and the trigger's id and name) or ``"full"`` (also the
+                trigger and the output, each while under 64 KiB).
             **unknown: Refused with a clear error (a misspelt option never passes silently).
 
         Raises:
@@ -264,10 +270,14 @@ class App:
         flow = _flow_spec(id, idempotency, throttle, rate_limit, concurrency, singleton, priority,
                           debounce, batch_events)
         checkpoint = _checkpoint(id, checkpointing, settings)
+        if finished_event not in ("ids", "full"):
+            raise ConfigurationError(
+                f"function '{id}': finished_event is {finished_event!r}; use 'ids' or 'full'")
 
         def register(handler: Handler) -> FunctionDef:
             fn = self._build(id, handler, trigger, retries, cancel_on, timeouts, settings)
-            fn = replace(fn, flow=flow, checkpoint=checkpoint)
+            fn = replace(fn, flow=flow, checkpoint=checkpoint,
+                         full_finished_event=finished_event == "full")
             self._add(fn)
             if on_failure is not None:
                 failure = self._build(
@@ -415,7 +425,7 @@ class App:
 
 _OPTIONS = ("id", "trigger", "retries", "cancel_on", "timeouts", "on_failure", "aws",
             "idempotency", "throttle", "rate_limit", "concurrency", "singleton", "priority",
-            "debounce", "batch_events", "checkpointing")
+            "debounce", "batch_events", "checkpointing", "finished_event")
 # Keyword options of earlier versions: reserved concurrency dead-lettered throttled messages.
 _RENAMED = {"memory_mb": "memory_mb", "timeout_s": "timeout_s",
             "reserved_concurrency": "max_concurrency", "batch_size": "sqs_batch_size"}

@@ -80,7 +80,7 @@ def _end(d: RunCompleted | RunFailed, cx: CommitContext) -> Commit:
                      clear_error=error is None),
         # One transaction holds at most 100 items: the orchestrator removes the rest after.
         remove_waiters=waiters_of(cx.fn, cx.state)[:MAX_WAITERS_PER_COMMIT],
-        outbox=finish_outbox(run, status, output, error, cx.now),
+        outbox=finish_outbox(run, status, output, error, cx.now, full=cx.fn.full_finished_event),
     )
 
 
@@ -93,17 +93,28 @@ def finish_outbox(
     output: Any,
     error: ErrorInfo | None,
     now: float,
+    *,
+    full: bool = False,
 ) -> tuple[Outgoing, ...]:
-    """System events (and the parent's wake-up) for a run that just finished."""
-    # System events carry references where a copy could pass the 256 KB event limit: the
-    # trigger when it is large (its id and name instead), the output when it is large (read it
-    # from the run, whose id is here).
+    """System events (and the parent's wake-up) for a run that just finished.
+
+    ``function.finished`` is sent by every run, so by default it carries ids and status:
+    the run's and function's ids, its status and error, and its trigger's id and name (the
+    output is the run's, read by its id). Copying the trigger and output made it the
+    largest write of a run, twice over (the event log and the event's timeline). ``full``
+    (``finished_event="full"``) copies them as ``function.failed`` and ``function.cancelled``
+    do: those are rare, and ``on_failure`` handlers read the trigger.
+    """
+    # Copies stay references where they could pass the 256 KB event limit: the trigger when
+    # it is large (its id and name instead), the output when it is large (read it from the
+    # run, whose id is here).
     trigger = run.events[0]
+    ref = {"id": trigger["id"], "name": trigger["name"]}
     data: dict[str, Any] = {
         "function_id": run.function_id,
         "run_id": run.run_id,
         "status": status.value,
-        "event": trigger if _small(trigger) else {"id": trigger["id"], "name": trigger["name"]},
+        "event": trigger if _small(trigger) else ref,
     }
     if error is not None:
         data["error"] = {"name": error.name, "message": error.message}
@@ -116,7 +127,9 @@ def finish_outbox(
     for name in names:
         eid = uuid.uuid5(_SYSTEM_IDS, f"{run.run_id}/{name}").hex
         body = data
-        if name == FUNCTION_FINISHED:
+        if name == FUNCTION_FINISHED and not full:
+            body = {**data, "event": ref}
+        elif name == FUNCTION_FINISHED:
             big = not _small(output)
             body = {**data, "output_omitted": True} if big else {**data, "output": output}
         out.append(

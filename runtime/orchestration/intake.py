@@ -17,6 +17,7 @@ from runtime.messages import StartPayload
 from runtime.orchestration.ids import run_id_for_event
 from runtime.orchestration.matching import match_messages
 from runtime.orchestration.ports import Ports
+from runtime.orchestration.timeline import keeps
 from runtime.records import Message
 
 #: How long an event id is remembered, so a re-sent event is routed once.
@@ -109,7 +110,9 @@ class Intake:
             return
         # Logged before the waiters are read: a wait committed after that read finds the
         # event in the timeline (its lookback), one committed before is found by the read.
-        p.store.log_event(event, now=now, ttl=LOOKBACK_SECONDS)
+        # Only names a wait or cancel_on may look for are kept (timeline.keeps).
+        if keeps(p.app, event["name"]):
+            p.store.log_event(event, now=now, ttl=LOOKBACK_SECONDS)
         if start_runs:
             p.queue.send([start_message(fn, event) for fn in self.triggered(event)])
         p.queue.send(self.match_messages(event))

@@ -84,7 +84,71 @@ def test_list_events_newest_first_today_then_yesterday(store: DynamoStore,
     assert store.list_events(0) == []
 
 
+def test_event_listing_merges_every_shard_and_reads_only_the_page_shown(
+    store: DynamoStore, ddb: Any
+) -> None:
+    ids = [f"ev{i:02d}" for i in range(40)]
+    assert len({t.shard(i) for i in ids}) == t.INDEX_SHARDS  # every shard holds some
+    for i, event_id in enumerate(ids):
+        store.remember_event({"id": event_id, "name": "n", "data": {"i": i}},
+                             now=START + i, ttl=DAY)
+    raw_item = raw(ddb, "EVENT#ev07", "EVENT")
+    assert raw_item["gsi3pk"] == {"S": f"EVENTS#2026-03-02#{t.shard('ev07')}"}
+    calls = record_calls(ddb)
+    listed = store.list_events(5)
+    assert [e["id"] for e in listed] == ids[::-1][:5]  # newest first across shards
+    assert listed[0]["data"] == {"i": 39}  # the whole event, read from the table
+    assert [e["id"] for e in store.list_events(100)] == ids[::-1]
+    gets = [body for op, body in calls if op == "BatchGetItem"]
+    assert len(gets[0]["RequestItems"][TABLE]["Keys"]) == 5  # the page, not the shards' reads
+    queries = [body for op, body in calls if op == "Query"]
+    assert all(q["Limit"] <= 100 for q in queries)
+    assert {q["ExpressionAttributeValues"][":p"]["S"] for q in queries} == {
+        f"EVENTS#{day}#{n}" for day in ("2026-03-02", "2026-03-01") for n in range(8)}
+
+
+def test_a_names_timeline_is_sharded_and_read_back_oldest_first(store: DynamoStore,
+                                                                 ddb: Any) -> None:
+    ids = [f"t{i:02d}" for i in range(24)]
+    assert len({t.shard(i) for i in ids}) == t.INDEX_SHARDS
+    for i, event_id in enumerate(ids):
+        store.log_event({"id": event_id, "name": "n", "ts": 1000 + i, "data": {}},
+                        now=START, ttl=DAY)
+    assert raw(ddb, f"EVNAME#n#{t.shard('t05')}", t.timeline_sk(1005, "t05"))
+    assert [e["id"] for e in store.events_since("n", 0, now=START)] == ids
+    assert [e["id"] for e in store.events_since("n", 1020, now=START)] == ids[20:]
+    assert store.logged_event("n", 1005, "t05") == {"id": "t05", "name": "n", "ts": 1005,
+                                                    "data": {}}
+
+
 # -- listing -------------------------------------------------------------------------------
+
+
+def test_runs_listings_are_the_same_runs_newest_first_across_shards(
+    store: DynamoStore, ddb: Any
+) -> None:
+    ids = [f"run{i:02d}" for i in range(24)]
+    assert len({t.shard(i) for i in ids}) == t.INDEX_SHARDS
+    for i, run_id in enumerate(ids):
+        store.create_run(make_run(run_id, "f1" if i % 3 else "f2", START + i), [])
+    for run_id in ids[::4]:  # some finish: they move to STATUS#Failed#<the same shard>
+        store.commit(run_id, Commit("m", 0, run=RunPatch(status=RunStatus.FAILED)))
+    newest = ids[::-1]
+    assert [r.run_id for r in store.list_runs(RunQuery(limit=100))] == newest
+    assert [r.run_id for r in store.list_runs(RunQuery(limit=7))] == newest[:7]
+    assert [r.run_id for r in store.list_runs(RunQuery("f1", limit=100))] == [
+        r for r in newest if int(r[3:]) % 3]
+    failed = [r for r in newest if int(r[3:]) % 4 == 0]
+    assert [r.run_id for r in store.list_runs(RunQuery(status=RunStatus.FAILED))] == failed
+    running = [r.run_id for r in store.list_runs(RunQuery(status=RunStatus.RUNNING, limit=5))]
+    assert running == [r for r in newest if r not in failed][:5]
+    assert [r.run_id for r in store.list_runs(RunQuery("f2", RunStatus.FAILED))] == [
+        r for r in failed if int(r[3:]) % 3 == 0]
+    assert [r.run_id for r in store.list_runs(RunQuery(since=START + 20))] == newest[:4]
+    failed_item = raw(ddb, "RUN#run04", "RUN")
+    assert failed_item["gsi2pk"] == {"S": f"STATUS#Failed#{t.shard('run04')}"}
+    assert failed_item["gsi1pk"] == {"S": f"FN#f1#{t.shard('run04')}"}
+
 
 
 def test_list_runs_by_function_and_status_reads_past_non_matching_pages(
@@ -187,8 +251,8 @@ def test_items_are_legible_in_the_console(store: DynamoStore, ddb: Any) -> None:
     assert run["status"] == {"S": "Running"}
     assert run["created_at"] == {"S": "2026-03-02T08:00:00.000Z"}
     assert run["version"] == {"N": "0"}  # a step's commit does not rewrite the run item
-    assert run["gsi1pk"] == {"S": "FN#fn"}
-    assert run["gsi2pk"] == {"S": "STATUS#Running"}
+    assert run["gsi1pk"] == {"S": "FN#fn#1"}  # shard 1 of 8: crc32("r1") % 8
+    assert run["gsi2pk"] == {"S": "STATUS#Running#1"}
     assert run["gsi1sk"] == {"S": "2026-03-02T08:00:00.000Z#r1"}
     assert json.loads(raw(ddb, "RUN#r1", "TRIGGER")["events"]["S"]) == [{"id": "e1", "name": "a"}]
     assert "expires_at" not in run  # running: kept

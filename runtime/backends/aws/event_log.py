@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Iterator
+from itertools import chain, islice
 from typing import Any
 
 from runtime.backends.aws import table as t
@@ -45,13 +48,16 @@ class DynamoEventLog(DynamoTable):
                 event["id"], t.timeline_item(event, now, ttl)))
 
     def events_since(self, name: str, since_ms: int, *, now: float) -> list[dict[str, Any]]:
-        """Timeline events named ``name`` with ``ts >= since_ms``: one consistent Query."""
-        rows = self._query(
+        """Timeline events named ``name`` with ``ts >= since_ms``, oldest first.
+
+        One consistent Query per shard of the name, merged by ``ts``.
+        """
+        shards = (self._query(
             KeyConditionExpression="pk = :pk AND sk >= :lo",
-            ExpressionAttributeValues={
-                ":pk": t.s(t.TIMELINE_PREFIX + name), ":lo": t.s(t.timeline_sk(since_ms, ""))},
+            ExpressionAttributeValues={":pk": t.s(pk), ":lo": t.s(t.timeline_sk(since_ms, ""))},
             ConsistentRead=True,
-        )
+        ) for pk in t.timeline_pks(name))
+        rows = heapq.merge(*shards, key=lambda r: r["sk"]["S"])
         return [t.event_from(r) for r in rows if not expired(t.expires_at(r), now)]
 
     def logged_event(self, name: str, ts: int, event_id: str) -> dict[str, Any] | None:
@@ -63,19 +69,31 @@ class DynamoEventLog(DynamoTable):
         return t.event_from(self._inline_attrs(row)) if row else None
 
     def list_events(self, limit: int = 50) -> list[dict[str, Any]]:
-        """Recently received events, newest first: today's bucket, then yesterday's."""
+        """Recently received events, newest first: today's bucket, then yesterday's.
+
+        Each day's shards are merged newest first from the index (keys only, a page of
+        ``limit`` at a time), yesterday's read only if today's fall short; the page shown is
+        then read with one ``BatchGetItem`` (eventually consistent: a listing for people).
+        """
+        if limit <= 0:
+            return []
         now = self.clock.now()
-        events: list[dict[str, Any]] = []
-        for day in (now, now - t.DAY):
-            rows = self._query(
-                IndexName=t.GSI_EVENTS_BY_DAY,
-                KeyConditionExpression="gsi3pk = :p",
-                ExpressionAttributeValues={":p": t.s(t.DAY_PREFIX + t.iso(day)[:10])},
-                ScanIndexForward=False,
-                PaginationConfig={"PageSize": max(limit, 1)},
-            )
-            for row in rows:
-                if len(events) >= limit:
-                    return events
-                events.append(t.event_from(row))
-        return events
+        newest = chain.from_iterable(
+            heapq.merge(*(self._day_shard(pk, limit)
+                          for pk in t.shard_pks(t.DAY_PREFIX + t.iso(day)[:10])), reverse=True)
+            for day in (now, now - t.DAY))
+        ids = [event_id for _, event_id in islice(newest, limit)]
+        keys = [t.key(t.EVENT_PREFIX + i, t.EVENT_SK) for i in ids]
+        rows = {r["pk"]["S"].removeprefix(t.EVENT_PREFIX): r
+                for r in self._batch_get(keys, consistent=False)}
+        return [t.event_from(rows[i]) for i in ids if i in rows]
+
+    def _day_shard(self, pk: str, page: int) -> Iterator[tuple[str, str]]:
+        """``(sort key, event id)`` of one shard of a day, newest first."""
+        rows = self._query(
+            IndexName=t.GSI_EVENTS_BY_DAY, KeyConditionExpression="gsi3pk = :p",
+            ExpressionAttributeValues={":p": t.s(pk)}, ScanIndexForward=False,
+            PaginationConfig={"PageSize": page},
+        )
+        for row in rows:
+            yield row["gsi3sk"]["S"], row["pk"]["S"].removeprefix(t.EVENT_PREFIX)

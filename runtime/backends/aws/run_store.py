@@ -209,14 +209,14 @@ class DynamoRunStore(DynamoTable):
         found: Iterable[tuple[str, str]]
         since = query.since
         if query.function_id is not None:
-            found = self._index(t.GSI_RUNS_BY_FUNCTION, t.FN_PREFIX + query.function_id,
-                                query.limit, query.status, since)
+            found = self._shards(t.GSI_RUNS_BY_FUNCTION, t.FN_PREFIX + query.function_id,
+                                 query.limit, query.status, since)
         elif query.status is not None:
-            found = self._index(t.GSI_RUNS_BY_STATUS, t.STATUS_PREFIX + query.status.value,
-                                query.limit, since=since)
+            found = self._shards(t.GSI_RUNS_BY_STATUS, t.STATUS_PREFIX + query.status.value,
+                                 query.limit, since=since)
         else:  # one newest-first stream per status, merged
-            found = heapq.merge(*(self._index(t.GSI_RUNS_BY_STATUS, t.STATUS_PREFIX + s.value,
-                                              query.limit, since=since) for s in RunStatus),
+            found = heapq.merge(*(self._shards(t.GSI_RUNS_BY_STATUS, t.STATUS_PREFIX + s.value,
+                                               query.limit, since=since) for s in RunStatus),
                                 reverse=True)
         runs: list[RunRecord] = []
         for chunk in chunks((run_id for _, run_id in found), query.limit):
@@ -343,7 +343,7 @@ class DynamoRunStore(DynamoTable):
         if patch is not None:
             expires = (after.run.ended_at or now) + self.retention \
                 if after.run.status.finished else None
-            changes = {"version": t.n(version), **t.run_fields(
+            changes = {"version": t.n(version), **t.run_fields(run_id,
                 status=patch.status, attempt=patch.attempt, output=patch.output,
                 error=patch.error, ended_at=patch.ended_at, expires=expires)}
             if patch.clear_error:
@@ -379,9 +379,19 @@ class DynamoRunStore(DynamoTable):
                 ConsistentRead=True, ProjectionExpression="pk",
             )
 
+    def _shards(self, index: str, prefix: str, page: int, status: RunStatus | None = None,
+                since: float | None = None) -> Iterator[tuple[str, str]]:
+        """``(sort key, run_id)`` under every shard of key ``prefix``, merged newest first.
+
+        Each shard is one Query read a page of ``page`` keys at a time, and only as far as
+        the merge consumes it: a listing of ``page`` runs reads at most one page per shard.
+        """
+        return heapq.merge(*(self._index(index, pk, page, status, since)
+                             for pk in t.shard_pks(prefix)), reverse=True)
+
     def _index(self, index: str, pk: str, page: int, status: RunStatus | None = None,
                since: float | None = None) -> Iterator[tuple[str, str]]:
-        """``(sort key, run_id)`` in one partition of a runs index, newest first.
+        """``(sort key, run_id)`` in one shard of a runs index, newest first.
 
         ``since`` bounds the sort key (``<created ISO>#<run_id>``) from below, so the Query
         reads only the runs created since then.
@@ -409,20 +419,8 @@ class DynamoRunStore(DynamoTable):
         """
         keys = [t.key(t.RUN_PREFIX + r, sk) for r in run_ids for sk in (t.RUN_SK, t.EVENTS_SK)]
         by_run: dict[str, list[t.Item]] = {}
-        for chunk in chunks(keys, 100):  # BatchGetItem's limit
-            pending: dict[str, Any] = {self.table: {"Keys": chunk, "ConsistentRead": True}}
-            for attempt in range(8):
-                with aws_call("BatchGetItem"):
-                    out = self.client.batch_get_item(RequestItems=pending)
-                for row in out["Responses"].get(self.table, []):
-                    by_run.setdefault(row["pk"]["S"], []).append(self._inline_attrs(row))
-                pending = dict(out.get("UnprocessedKeys") or {})
-                if not pending:
-                    break
-                time.sleep(0.01 * 2**attempt)  # throttled: back off, as AWS advises
-            else:
-                raise StoreError("BatchGetItem kept returning unprocessed keys",
-                                 code="UnprocessedKeys")
+        for row in self._batch_get(keys, consistent=True):
+            by_run.setdefault(row["pk"]["S"], []).append(row)
         now, found = self.clock.now(), {}
         for rows in by_run.values():
             items = {row["sk"]["S"]: row for row in rows}

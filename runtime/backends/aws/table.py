@@ -21,8 +21,15 @@ attribute writes nothing to an index.
   (with ``ALL``) plus a second copy of every run's output.
 * ``gsi2`` (runs by status and time) is ``KEYS_ONLY`` for the same reason; listings fetch the
   current items with one ``BatchGetItem`` (and re-check the filter on them, since indexes lag).
-* ``gsi3`` (events by day) is ``ALL``: event-log items are written once and never updated, and
-  ``list_events`` then needs no second read.
+* ``gsi3`` (events by day) is ``KEYS_ONLY`` too: every event is written once to the table, and
+  with ``ALL`` a second time (up to 64 KiB) to the index; a listing instead reads the page it
+  shows with one ``BatchGetItem``.
+
+Index partition keys are sharded (:data:`INDEX_SHARDS`): ``FN#<fn>#<n>``,
+``STATUS#<status>#<n>``, ``EVENTS#<day>#<n>``, with ``n`` a stable hash of the run or event
+id, so no key takes more than one shard's share of the app's writes (one partition key takes
+at most 1,000 WCU/s, GSIs included, and a throttled index throttles the table). A listing
+queries every shard of its key with its page size and merges them newest first.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import asdict
 from decimal import Decimal
@@ -60,9 +68,41 @@ if TYPE_CHECKING:
 #: Local never does, so readers treat an item whose ``expires_at`` has passed as absent.
 TTL_ATTRIBUTE = "expires_at"
 
-GSI_RUNS_BY_FUNCTION = "gsi1"  # gsi1pk = FN#<function_id>, gsi1sk = <created ISO>#<run_id>
-GSI_RUNS_BY_STATUS = "gsi2"  # gsi2pk = STATUS#<status>,   gsi2sk = <created ISO>#<run_id>
-GSI_EVENTS_BY_DAY = "gsi3"  # gsi3pk = EVENTS#<yyyy-mm-dd>, gsi3sk = <received ISO>#<id>
+GSI_RUNS_BY_FUNCTION = "gsi1"  # gsi1pk = FN#<function_id>#<n>, gsi1sk = <created ISO>#<run_id>
+GSI_RUNS_BY_STATUS = "gsi2"  # gsi2pk = STATUS#<status>#<n>, gsi2sk = <created ISO>#<run_id>
+GSI_EVENTS_BY_DAY = "gsi3"  # gsi3pk = EVENTS#<yyyy-mm-dd>#<n>, gsi3sk = <received ISO>#<id>
+
+#: Partitions per listing key. The hottest key is ``STATUS#Running``: every start writes it
+#: and every finish deletes from it, so at 2,000 run starts+finishes/s app-wide it takes
+#: 2,000 one-WCU index writes/s unsharded (twice the 1,000 WCU/s a partition key takes), and
+#: 250 WCU/s in 8 shards: a quarter of the cap, room for 4x that load. A listing queries every
+#: shard (8 small Queries a key), which is why it is not more.
+INDEX_SHARDS = 8
+
+
+def shard(ident: str) -> int:
+    """The index shard of a run or event id: stable across processes (unlike ``hash``)."""
+    return zlib.crc32(ident.encode()) % INDEX_SHARDS
+
+
+def function_pk(function_id: str, run_id: str) -> str:
+    """The ``gsi1`` key of ``run_id``: its function's shard ``FN#<fn>#<n>``."""
+    return f"{FN_PREFIX}{function_id}#{shard(run_id)}"
+
+
+def status_pk(status: RunStatus, run_id: str) -> str:
+    """The ``gsi2`` key of ``run_id`` while in ``status``: ``STATUS#<status>#<n>``."""
+    return f"{STATUS_PREFIX}{status.value}#{shard(run_id)}"
+
+
+def day_pk(day: str, event_id: str) -> str:
+    """The ``gsi3`` key of an event received on ``day`` (``yyyy-mm-dd``): ``EVENTS#<day>#<n>``."""
+    return f"{DAY_PREFIX}{day}#{shard(event_id)}"
+
+
+def shard_pks(prefix: str) -> list[str]:
+    """Every shard of an index key: ``<prefix>#0`` .. ``<prefix>#<INDEX_SHARDS - 1>``."""
+    return [f"{prefix}#{i}" for i in range(INDEX_SHARDS)]
 
 
 def _index(name: str, projection: dict[str, Any]) -> dict[str, Any]:
@@ -102,7 +142,7 @@ def table_spec(name: str) -> dict[str, Any]:
             _index(GSI_RUNS_BY_FUNCTION,
                    {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["status"]}),
             _index(GSI_RUNS_BY_STATUS, {"ProjectionType": "KEYS_ONLY"}),
-            _index(GSI_EVENTS_BY_DAY, {"ProjectionType": "ALL"}),
+            _index(GSI_EVENTS_BY_DAY, {"ProjectionType": "KEYS_ONLY"}),
         ],
     }
 
@@ -184,13 +224,13 @@ def _json(row: Item, name: str) -> Any:
     return json.loads(row[name]["S"]) if name in row else None
 
 
-def run_fields(*, status: RunStatus | None = None, attempt: int | None = None,
+def run_fields(run_id: str, *, status: RunStatus | None = None, attempt: int | None = None,
                output: Any = None, error: ErrorInfo | None = None,
                ended_at: float | None = None, expires: float | None = None) -> Item:
     """Encode the run attributes a commit may change (``None`` ones left out)."""
     item: Item = {}
     if status is not None:
-        item["status"], item["gsi2pk"] = s(status.value), s(STATUS_PREFIX + status.value)
+        item["status"], item["gsi2pk"] = s(status.value), s(status_pk(status, run_id))
     if attempt is not None:
         item["attempt"] = n(attempt)
     if output is not None:
@@ -214,9 +254,10 @@ def run_item(run: RunRecord, expires: float | None) -> Item:
     item: Item = {
         **key(RUN_PREFIX + run.run_id, RUN_SK),
         "run_id": s(run.run_id), "function_id": s(run.function_id), "version": n(run.version),
-        "gsi1pk": s(FN_PREFIX + run.function_id), "gsi1sk": s(sort), "gsi2sk": s(sort),
-        **run_fields(status=run.status, attempt=run.attempt, output=run.output, error=run.error,
-                     ended_at=run.ended_at, expires=expires),
+        "gsi1pk": s(function_pk(run.function_id, run.run_id)), "gsi1sk": s(sort),
+        "gsi2sk": s(sort),
+        **run_fields(run.run_id, status=run.status, attempt=run.attempt, output=run.output,
+                     error=run.error, ended_at=run.ended_at, expires=expires),
     }
     _time(item, "created", run.created_at)
     if run.deadline is not None:
@@ -393,7 +434,7 @@ def event_item(event: dict[str, Any], now: float, ttl: float) -> Item:
     received = iso(now)
     item: Item = {
         **key(EVENT_PREFIX + event["id"], EVENT_SK), "name": s(event["name"]),
-        "event": js(event), "gsi3pk": s(DAY_PREFIX + received[:10]),
+        "event": js(event), "gsi3pk": s(day_pk(received[:10], event["id"])),
         "gsi3sk": s(f"{received}#{event['id']}"), TTL_ATTRIBUTE: n(int(now + ttl) + 1),
     }
     _time(item, "received", now)
@@ -403,9 +444,23 @@ def event_item(event: dict[str, Any], now: float, ttl: float) -> Item:
 TIMELINE_PREFIX = "EVNAME#"
 
 
+def timeline_pk(name: str, event_id: str) -> str:
+    """The timeline partition of an event: its name's shard ``EVNAME#<name>#<n>``.
+
+    Sharded like the listing indexes, so a busy name spreads its writes: a lookback reads
+    every shard of the name (:func:`timeline_pks`).
+    """
+    return f"{TIMELINE_PREFIX}{name}#{shard(event_id)}"
+
+
+def timeline_pks(name: str) -> list[str]:
+    """Every timeline partition of ``name``."""
+    return shard_pks(TIMELINE_PREFIX + name)
+
+
 def timeline_key(name: str, ts: int, event_id: str) -> Item:
-    """Key of an event's timeline entry: one partition per event name, sorted by ``ts``."""
-    return key(TIMELINE_PREFIX + name, timeline_sk(ts, event_id))
+    """Key of an event's timeline entry: in its name's shard, sorted by ``ts``."""
+    return key(timeline_pk(name, event_id), timeline_sk(ts, event_id))
 
 
 def timeline_sk(ts: int, event_id: str) -> str:
