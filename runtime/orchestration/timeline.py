@@ -4,7 +4,8 @@ The timeline is what a wait committed after its event was sent looks back over (
 lookback, :mod:`runtime.orchestration.matching`). Names the app sends itself (``stepkit/...``:
 one ``function.finished`` per run, more per failure) are kept only when something may look
 for them: a ``cancel_on`` that names one (known at registration), or a ``wait_for_event`` in
-the source of a handler's module whose ``event=`` is that name. A wait whose name is not a
+the source of a handler's module, or of a module of its package it refers to, whose
+``event=`` is that name. A wait whose name is not a
 string in the source (a variable, a constant imported from ``runtime.events``), or a handler
 whose module has no readable source, may wait on any name: then every system name is kept.
 Users' event names are always kept, since a wait's name is a string known only at run time;
@@ -38,12 +39,31 @@ def system_names(app: App, _functions: int) -> frozenset[str] | None:
     Cached per app and number of functions (registering one more reads the source again).
     """
     names = {spec.event for fn in app for spec in fn.cancel_on}
-    for module in sorted({fn.handler.__module__ for fn in app}):
+    for module in sorted({m for fn in app for m in _modules_of(fn.handler)}):
         waits = waited_names(module)
         if waits is None:
             return None
         names |= waits
     return frozenset(n for n in names if n.startswith(SYSTEM_PREFIX))
+
+
+def _modules_of(handler: object) -> set[str]:
+    """The handler's module, and the modules of its package it refers to by name.
+
+    A wait may sit in a helper the handler calls (``from functions.orders import pay``), not
+    only in the handler's own module.
+    """
+    import types
+
+    own = str(getattr(handler, "__module__", ""))
+    top = own.partition(".")[0]
+    found = {own}
+    for value in getattr(handler, "__globals__", {}).values():
+        name = value.__name__ if isinstance(value, types.ModuleType) else getattr(
+            value, "__module__", None)
+        if isinstance(name, str) and name.partition(".")[0] == top:
+            found.add(name)
+    return found
 
 
 def waited_names(module: str) -> set[str] | None:

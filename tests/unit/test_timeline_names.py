@@ -85,3 +85,18 @@ def test_a_handler_without_readable_source_keeps_every_system_name() -> None:
     exec("def h(ctx):\n    return 1\n", namespace)  # a module with no file
     assert waited_names("tl_nowhere") is None
     assert keeps(_app(namespace["h"]), FINISHED)
+
+
+def test_a_wait_in_a_helper_the_handler_calls_keeps_its_system_name(module: Any) -> None:
+    # The handler's own module has no wait; the helper of its package it imports does.
+    helper = module("tlpkg.helpers", (
+        "def wait_finished(ctx):\n"
+        "    return ctx.step.wait_for_event('w', event='stepkit/function.finished',"
+        " timeout='1h')\n"))
+    handlers = module("tlpkg.handlers", (
+        "from tlpkg.helpers import wait_finished\n"
+        "def h(ctx):\n"
+        "    return wait_finished(ctx)\n"))
+    assert helper.wait_finished and waited_names("tlpkg.handlers") == set()
+    app = _app(handlers.h)
+    assert keeps(app, FINISHED) and not keeps(app, FAILED)
