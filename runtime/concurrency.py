@@ -13,14 +13,18 @@ and writes leases and places through the store's :class:`SlotStore` primitives.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 #: Slots per shard: a shard's leases are read in one bounded query (about 10 KB).
 SHARD_SIZE = 50
-#: How many places at the head of a line a taker reads to see who is ranked before it.
-LOOK = 10
+#: Slots per line shard: a key's line is split in ``ceil(limit / LINE_SHARD_SLOTS)`` shards so
+#: that no line partition takes more than ~3 writes per step for 250 slots' worth of steps.
+LINE_SHARD_SLOTS = 250
+#: How many places at the head of each line shard a taker reads (about 2 KB: 1 RCU).
+LOOK = 5
 #: A place lasts this long past its waiter's backstop timer: a waiter whose chain died
 #: leaves the line instead of blocking it.
 PLACE_GRACE = 60.0
@@ -67,6 +71,7 @@ class LinePlace:
     Attributes:
         scope: The limit's scope.
         key: The key value.
+        shard: Which shard of the key's line (:func:`line_shard` of its work).
         rank: Run creation time less priority factor: lower goes first.
         work: ``<run id>/<message id>``: with ``rank``, the place's identity.
         message: The message to send when its turn comes (JSON of a ``Message``).
@@ -77,6 +82,7 @@ class LinePlace:
 
     scope: str
     key: str
+    shard: int
     rank: float
     work: str
     message: dict[str, Any]
@@ -100,11 +106,11 @@ class LinePlace:
                 "woken": self.woken}
 
     @classmethod
-    def of(cls, scope: str, key: str, rank: float, work: str,
+    def of(cls, scope: str, key: str, shard: int, rank: float, work: str,
            raw: dict[str, Any]) -> LinePlace:
         """A stored place read back."""
         woken = raw.get("woken")
-        return cls(scope, key, rank, work, dict(raw["message"]), int(raw["round"]),
+        return cls(scope, key, shard, rank, work, dict(raw["message"]), int(raw["round"]),
                    float(raw["expires"]), None if woken is None else float(woken))
 
 
@@ -123,6 +129,16 @@ def shard_sizes(limit: int) -> list[int]:
     """How many slots each shard of a ``limit`` holds: ``ceil(limit / SHARD_SIZE)`` shards."""
     count = max(1, math.ceil(limit / SHARD_SIZE))
     return [limit // count + (1 if i < limit % count else 0) for i in range(count)]
+
+
+def line_shards(limit: int) -> int:
+    """How many shards a key's line has: one per :data:`LINE_SHARD_SLOTS` slots."""
+    return max(1, math.ceil(limit / LINE_SHARD_SLOTS))
+
+
+def line_shard(work: str, limit: int) -> int:
+    """The line shard ``work`` waits in (the same for every message of one wait)."""
+    return zlib.crc32(work.encode()) % line_shards(limit)
 
 
 def free_indexes(leases: Sequence[SlotLease], size: int, now: float) -> list[int]:

@@ -167,11 +167,15 @@ class SlotStore(Protocol):
         """Delete ``lease`` if it is still its token's (idempotent)."""
         ...
 
-    def line(self, scope: str, key: str, limit: int) -> list[LinePlace]:
-        """The first ``limit`` places of a key's line in rank order (lapsed ones included)."""
+    def line(self, scope: str, key: str, shard: int, limit: int) -> list[LinePlace]:
+        """The first ``limit`` places of one shard of a key's line in rank order.
+
+        Lapsed places are included; read consistently.
+        """
         ...
 
-    def place(self, scope: str, key: str, rank: float, work: str) -> LinePlace | None:
+    def place(self, scope: str, key: str, shard: int, rank: float,
+              work: str) -> LinePlace | None:
         """One place, by its rank and work, read consistently."""
         ...
 
@@ -189,7 +193,7 @@ class SlotStore(Protocol):
         """
         ...
 
-    def leave_line(self, scope: str, key: str, rank: float, work: str) -> None:
+    def leave_line(self, scope: str, key: str, shard: int, rank: float, work: str) -> None:
         """Delete one place (idempotent)."""
         ...
 

@@ -27,6 +27,8 @@ from runtime.concurrency import (
     ahead_of,
     backstop,
     free_indexes,
+    line_shard,
+    line_shards,
     live,
     shard_sizes,
     to_wake,
@@ -43,8 +45,12 @@ _log = logging.getLogger("stepkit")
 #: How many free slots of a shard a taker tries before it looks at another shard.
 _CLAIM_TRIES = 3
 
-#: A concurrency slot one invocation holds (its lease).
-Slot = SlotLease
+@dataclass(frozen=True)
+class Slot:
+    """A concurrency slot one invocation holds: its lease, and its key's limit."""
+
+    lease: SlotLease
+    limit: int
 
 
 def concurrency_gate(
@@ -77,6 +83,11 @@ class Want:
     again: Message
     lease_s: float
 
+    @property
+    def line(self) -> int:
+        """The shard of the key's line the work waits in."""
+        return line_shard(self.work, self.limit)
+
 
 class Slots:
     """Takes and gives back concurrency slots through the store.
@@ -102,6 +113,11 @@ class Slots:
     def clock(self) -> Clock:
         """The time source."""
         return self.io.clock
+
+    def head(self, scope: str, key: str, limit: int, now: float) -> list[LinePlace]:
+        """The live places at the head of each shard of a key's line, in line order."""
+        return live([p for shard in range(line_shards(limit))
+                     for p in self.store.line(scope, key, shard, LOOK)], now)
 
     # -- running a step --------------------------------------------------------------------
 
@@ -140,10 +156,11 @@ class Slots:
             if lease is None:
                 self.release(taken)
                 return None
-            taken.append(lease)
+            taken.append(Slot(lease, c.limit))
         return taken
 
-    def _take(self, want: Want, poll: int, redelivered: bool, gather: bool) -> Slot | None:
+    def _take(self, want: Want, poll: int, redelivered: bool,
+              gather: bool) -> SlotLease | None:
         """A slot of ``want``'s key, or ``None`` (the work waits in line, or was a copy).
 
         Each wait in line is one chain of messages: the place records the chain's round,
@@ -151,7 +168,7 @@ class Slots:
         copies never multiply. A redelivery (its earlier delivery failed, perhaps after
         writing the place) takes the chain over instead, so a chain is never lost either.
         """
-        mine = self.store.place(want.scope, want.key, want.rank, want.work)
+        mine = self.store.place(want.scope, want.key, want.line, want.rank, want.work)
         if mine is not None and mine.round > poll:
             if not redelivered:
                 _log.debug("%s: stale copy of round %d dropped", want.work, poll)
@@ -161,12 +178,13 @@ class Slots:
             lease = self._claim(want)
             if lease is not None:
                 if mine is not None:
-                    self.store.leave_line(want.scope, want.key, want.rank, want.work)
+                    self._leave(want)
                 return lease
             gather = False
         return self._wait(want, mine, poll, gather)
 
-    def _wait(self, want: Want, mine: LinePlace | None, poll: int, gather: bool) -> Slot | None:
+    def _wait(self, want: Want, mine: LinePlace | None, poll: int,
+              gather: bool) -> SlotLease | None:
         """Take (or keep) ``want``'s place in line and arm its backstop timer.
 
         Between our failed take and our place, a release may have found the line without
@@ -175,7 +193,7 @@ class Slots:
         now = self.clock.now()
         delay = backstop(want.lease_s, gather)
         nxt = poll + 1
-        place = LinePlace(want.scope, want.key, want.rank, want.work,
+        place = LinePlace(want.scope, want.key, want.line, want.rank, want.work,
                           with_poll(want.again, nxt, now).with_due(None).to_json(), nxt,
                           now + delay + PLACE_GRACE)
         expect = (mine.round, mine.woken) if mine is not None else (None, None)
@@ -185,21 +203,21 @@ class Slots:
         if not gather:
             lease = self._claim(want)
             if lease is not None:
-                self.store.leave_line(want.scope, want.key, want.rank, want.work)
+                self._leave(want)
                 return lease
         _log.debug("%s waits for %s %r (round %d)", want.work, want.scope, want.key, nxt)
         self.queue.send([with_poll(want.again, nxt, now + delay)])
         return None
 
-    def _claim(self, want: Want) -> Slot | None:
+    def _claim(self, want: Want) -> SlotLease | None:
         """A free slot, unless work ranked before ``want`` waits for it (then it is woken).
 
         Reads the head of the line and the shards in random order until one has a free
         slot (a lapsed lease's slot is free: a crashed holder's slot frees itself).
         """
         now = self.clock.now()
-        head = live(self.store.line(want.scope, want.key, LOOK), now)
-        ahead = ahead_of(head, want.rank, want.work)
+        ahead = ahead_of(self.head(want.scope, want.key, want.limit, now), want.rank,
+                         want.work)
         sizes = shard_sizes(want.limit)
         for shard in random.sample(range(len(sizes)), len(sizes)):
             leases = self.store.shard_leases(want.scope, want.key, shard)
@@ -212,16 +230,20 @@ class Slots:
             for index in random.sample(free, min(len(free), _CLAIM_TRIES)):
                 lease = SlotLease(want.scope, want.key, shard, index, uuid.uuid4().hex,
                                   want.work, now + want.lease_s)
-                if self._claim_one(lease, now):
+                if self._claim_one(Slot(lease, want.limit), now):
                     return lease
         return None
 
-    def _claim_one(self, lease: Slot, now: float) -> bool:
+    def _leave(self, want: Want) -> None:
+        """Leave the line: ``want``'s work took its slot."""
+        self.store.leave_line(want.scope, want.key, want.line, want.rank, want.work)
+
+    def _claim_one(self, slot: Slot, now: float) -> bool:
         """Claim one slot; a write that reported failure may have landed: give it back."""
         try:
-            return self.store.claim_slot(lease, now)
+            return self.store.claim_slot(slot.lease, now)
         except Exception:
-            self.release([lease], wake=False)
+            self.release([slot], wake=False)
             raise
 
     def _wake(self, places: Sequence[LinePlace]) -> None:
@@ -237,12 +259,14 @@ class Slots:
         Best effort: a slot not given back lapses with its lease, and a waiter not woken
         comes back on its backstop timer.
         """
-        for lease in slots:
+        for slot in slots:
+            lease = slot.lease
             try:
                 self.store.free_slot(lease)
                 if wake:
-                    head = self.store.line(lease.scope, lease.key, LOOK)
-                    self._wake(to_wake(head, self.clock.now()))
+                    now = self.clock.now()
+                    head = self.head(lease.scope, lease.key, slot.limit, now)
+                    self._wake(to_wake(head, now))
             except Exception:  # the lease lapses instead; the work itself is done
                 _log.warning("concurrency slot %s %r not released; it lapses with its lease",
                              lease.scope, lease.key, exc_info=True)

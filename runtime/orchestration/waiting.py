@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from runtime.app import FunctionDef
-from runtime.concurrency import live
+from runtime.concurrency import line_shards, live
 from runtime.durations import format_instant
 from runtime.orchestration.protocols import Store
 from runtime.orchestration.slots import concurrency_gate
@@ -24,6 +24,9 @@ def why_waiting(
     lines: dict[tuple[str, str], list[str]] | None = None,
 ) -> dict[str, Any] | None:
     """Why flow control holds ``run`` back now, for people: ``{kind, message, until}``.
+
+    A run further back than :data:`LINE_LOOK` places in every shard of its line is not
+    reported as queued (the read stays bounded however long the line).
 
     ``skipped`` (the rule that skipped it), ``throttled`` (until its turn), ``queued``
     (waiting for a concurrency slot, with how many are ahead); ``None`` when nothing holds
@@ -47,7 +50,9 @@ def why_waiting(
         gate = concurrency_gate(fn, c, event)
         cache = lines if lines is not None else {}
         if gate not in cache:
-            cache[gate] = [p.work for p in live(store.line(*gate, LINE_LOOK), now)]
+            heads = [p for shard in range(line_shards(c.limit))
+                     for p in store.line(*gate, shard, LINE_LOOK)]
+            cache[gate] = [p.work for p in live(heads, now)]
         line, key = cache[gate], gate[1]
         mine = [i for i, work in enumerate(line) if work.startswith(f"{run.run_id}/")]
         if mine:

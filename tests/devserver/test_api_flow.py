@@ -101,9 +101,9 @@ def test_a_run_waiting_for_a_concurrency_slot_says_where_it_is_in_line(tmp_path:
     reads: list[tuple[str, str]] = []
     line = backend.store.line
 
-    def counted(scope: str, key: str, limit: int) -> Any:
+    def counted(scope: str, key: str, shard: int, limit: int) -> Any:
         reads.append((scope, key))
-        return line(scope, key, limit)
+        return line(scope, key, shard, limit)
 
     backend.store.line = counted  # type: ignore[method-assign]
     listed = _runs(client, "narrow")

@@ -225,10 +225,10 @@ def _lease(index: int, token: str, expires: float, shard: int = 0, key: str = "k
 
 
 def _place(work: str, rank: float, rnd: int = 1, woken: float | None = None,
-           key: str = "k") -> LinePlace:
+           key: str = "k", shard: int = 0) -> LinePlace:
     message = Message(MessageKind.CONTINUE, "fn", work.split("/")[0], id="m", version=0)
-    return LinePlace("concurrency:fn", key, rank, work, message.to_json(), rnd, START + 600,
-                     woken)
+    return LinePlace("concurrency:fn", key, shard, rank, work, message.to_json(), rnd,
+                     START + 600, woken)
 
 
 def test_a_slot_is_claimed_once_until_freed_or_lapsed(store: Store) -> None:
@@ -258,17 +258,20 @@ def test_one_of_racing_claims_of_a_slot_wins(store: Store) -> None:
 
 
 def test_a_line_reads_in_rank_order_and_places_change_on_condition(store: Store) -> None:
-    assert store.line("concurrency:fn", "k", 10) == []
+    assert store.line("concurrency:fn", "k", 0, 10) == []
     late, early, tied = _place("r2/m", START + 5), _place("r1/m", START - 120), \
         _place("r0/m", START + 5)
-    for p in (late, early, tied):
+    other = _place("r9/m", START - 500, shard=1)
+    for p in (late, early, tied, other):
         assert store.put_place(p, None) is True
     assert store.put_place(late, None) is False  # it exists
-    assert store.line("concurrency:fn", "k", 10) == [early, tied, late]
-    assert store.line("concurrency:fn", "k", 2) == [early, tied]  # a bounded read
-    assert store.line("concurrency:fn", "k2", 10) == []
-    assert store.place("concurrency:fn", "k", START + 5, "r2/m") == late
-    assert store.place("concurrency:fn", "k", START + 6, "r2/m") is None
+    assert store.line("concurrency:fn", "k", 0, 10) == [early, tied, late]
+    assert store.line("concurrency:fn", "k", 0, 2) == [early, tied]  # a bounded read
+    assert store.line("concurrency:fn", "k", 1, 10) == [other]  # another shard of the line
+    assert store.line("concurrency:fn", "k2", 0, 10) == []
+    assert store.place("concurrency:fn", "k", 0, START + 5, "r2/m") == late
+    assert store.place("concurrency:fn", "k", 0, START + 6, "r2/m") is None
+    assert store.place("concurrency:fn", "k", 1, START + 5, "r2/m") is None
     # The next round needs the stored round (and woken mark); a copy's write is refused.
     nxt = replace(late, round=2)
     assert store.put_place(nxt, 2) is False
@@ -278,11 +281,11 @@ def test_a_line_reads_in_rank_order_and_places_change_on_condition(store: Store)
     wake = replace(nxt, woken=START + 7)
     assert store.put_place(wake, 2) is True
     assert store.put_place(replace(nxt, woken=START + 8), 2) is False  # woken by another
-    assert store.place("concurrency:fn", "k", START + 5, "r2/m") == wake
+    assert store.place("concurrency:fn", "k", 0, START + 5, "r2/m") == wake
     assert store.put_place(replace(nxt, round=3), 2, START + 7) is True
-    store.leave_line("concurrency:fn", "k", START - 120, "r1/m")
-    store.leave_line("concurrency:fn", "k", START - 120, "r1/m")  # idempotent
-    assert [p.work for p in store.line("concurrency:fn", "k", 10)] == ["r0/m", "r2/m"]
+    store.leave_line("concurrency:fn", "k", 0, START - 120, "r1/m")
+    store.leave_line("concurrency:fn", "k", 0, START - 120, "r1/m")  # idempotent
+    assert [p.work for p in store.line("concurrency:fn", "k", 0, 10)] == ["r0/m", "r2/m"]
 
 
 

@@ -13,6 +13,8 @@ from runtime.concurrency import (
     ahead_of,
     backstop,
     free_indexes,
+    line_shard,
+    line_shards,
     live,
     place_sort_key,
     rank_of,
@@ -53,7 +55,7 @@ def test_gcra_forgets_a_tat_in_the_past() -> None:
 
 def _place(work: str, rank: float, expires: float = 100.0, woken: float | None = None
            ) -> LinePlace:
-    return LinePlace("concurrency:fn", "", rank, work, {}, 1, expires, woken)
+    return LinePlace("concurrency:fn", "", 0, rank, work, {}, 1, expires, woken)
 
 
 def _lease(index: int, expires: float) -> SlotLease:
@@ -93,6 +95,14 @@ def test_a_taker_yields_to_work_ranked_before_it_unless_slots_are_left_over() ->
     assert not yields(ahead_of(line, 0.5, "x/"), free=1)  # ranked first
 
 
+def test_a_long_line_is_split_and_each_wait_keeps_its_shard() -> None:
+    assert [line_shards(n) for n in (1, 250, 251, 1000)] == [1, 1, 2, 4]
+    assert line_shard("r/m", 10) == 0
+    shards = {line_shard(f"r{i}/m", 1000) for i in range(100)}
+    assert shards == {0, 1, 2, 3}
+    assert line_shard("r7/m", 1000) == line_shard("r7/m", 1000)
+
+
 def test_a_release_wakes_the_first_place_not_woken_lately() -> None:
     line = [_place("a/", 1, woken=9.0), _place("b/", 2), _place("c/", 3)]
     assert [p.work for p in to_wake(line, now=10.0)] == ["b/"]
@@ -104,7 +114,7 @@ def test_a_release_wakes_the_first_place_not_woken_lately() -> None:
 
 def test_a_place_round_trips_and_the_backstop_is_the_lease() -> None:
     place = _place("a/", 1, woken=2.0)
-    assert LinePlace.of(place.scope, place.key, place.rank, place.work,
+    assert LinePlace.of(place.scope, place.key, 0, place.rank, place.work,
                         place.to_json()) == place
     assert backstop(90.0, gather=False) == 90.0
     assert backstop(90.0, gather=True) == GATHER_SECONDS

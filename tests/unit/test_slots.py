@@ -15,10 +15,10 @@ import pytest
 from runtime import App, Context, TriggerEvent
 from runtime.app import FunctionDef
 from runtime.backends.local.store import SqliteStore
-from runtime.concurrency import SlotLease
+from runtime.concurrency import line_shard
 from runtime.messages import poll_round
 from runtime.orchestration.clock import FakeClock
-from runtime.orchestration.slots import Slots
+from runtime.orchestration.slots import Slot, Slots
 from runtime.records import Message, MessageKind, RunRecord, RunState
 from tests.stores.helpers import START
 
@@ -66,7 +66,7 @@ def _msg(run_id: str, poll: int = 0) -> Message:
 
 
 def _take(slots: Slots, fn: FunctionDef, run_id: str, created_at: float = START,
-          poll: int = 0, redelivered: bool = False) -> list[SlotLease] | None:
+          poll: int = 0, redelivered: bool = False) -> list[Slot] | None:
     return slots.take_slots(fn, _state(run_id, created_at), _msg(run_id, poll), None,
                             redelivered=redelivered)
 
@@ -80,13 +80,14 @@ def test_work_over_the_limit_waits_and_a_release_wakes_the_head(io: _IO) -> None
     # Each waiter armed one backstop timer, at the lease's length; nobody polls.
     assert [(m.run_id, poll_round(m), m.due) for m in io.sent] == [
         ("r3", 1, START + 90), ("r2", 1, START + 90)]
-    assert [p.work for p in io.store.line("concurrency:f", "", 10)] == ["r2/m-r2", "r3/m-r3"]
+    assert [p.work for p in io.store.line("concurrency:f", "", 0, 10)] == ["r2/m-r2",
+                                                                              "r3/m-r3"]
     io.sent.clear()
     slots.release(held)
     assert [(m.run_id, poll_round(m), m.due) for m in io.sent] == [("r2", 1, None)]  # the head
     woken = _take(slots, fn, "r2", created_at=START + 2, poll=1)
     assert woken is not None
-    assert [p.work for p in io.store.line("concurrency:f", "", 10)] == ["r3/m-r3"]
+    assert [p.work for p in io.store.line("concurrency:f", "", 0, 10)] == ["r3/m-r3"]
 
 
 def test_a_copy_of_an_older_round_is_dropped_and_a_redelivery_carries_the_chain(
@@ -107,7 +108,7 @@ def test_a_taker_yields_a_free_slot_to_better_ranked_work_and_wakes_it(io: _IO) 
     held = _take(slots, fn, "r1")
     assert held is not None
     assert _take(slots, fn, "early", created_at=START - 60) is None
-    io.store.free_slot(held[0])  # freed without a wake (a release that crashed half-way)
+    io.store.free_slot(held[0].lease)  # freed without a wake (a release that crashed half-way)
     io.sent.clear()
     assert _take(slots, fn, "late", created_at=START + 5) is None  # a slot is free, but...
     assert [m.run_id for m in io.sent] == ["early", "late"]  # ...early is woken; late waits
@@ -122,13 +123,13 @@ def test_a_slot_freed_while_the_waiter_enters_the_line_is_taken_by_its_retry(
     put_place = io.store.put_place
 
     def release_meanwhile(*args: Any) -> bool:
-        io.store.free_slot(held[0])  # the holder's release found the line still empty
+        io.store.free_slot(held[0].lease)  # the holder's release found the line still empty
         return put_place(*args)
 
     io.store.put_place = release_meanwhile  # type: ignore[method-assign]
     assert _take(slots, fn, "w", created_at=START + 1) is not None
     io.store.put_place = put_place  # type: ignore[method-assign]
-    assert io.sent == [] and io.store.line("concurrency:f", "", 10) == []
+    assert io.sent == [] and io.store.line("concurrency:f", "", 0, 10) == []
 
 
 def test_a_crashed_holders_slot_is_taken_once_its_lease_lapses(io: _IO) -> None:
@@ -153,6 +154,16 @@ def test_a_limit_of_a_thousand_spreads_over_twenty_shards(io: _IO) -> None:
     slots, fn = Slots(io), _fn(limit=1000)
     held = [_take(slots, fn, f"r{i}") for i in range(1000)]
     assert all(h is not None for h in held)
-    assert _take(slots, fn, "one-too-many") is None
+    io.sent.clear()
+    waiters = [f"w{i}" for i in range(8)]
+    for i, w in enumerate(waiters):
+        assert _take(slots, fn, w, created_at=START + 1 + i) is None
     shards = [io.store.shard_leases("concurrency:f", "", s) for s in range(20)]
     assert [len(s) for s in shards] == [50] * 20
+    # The line has four shards; a release wakes the best-ranked waiter, whichever its shard.
+    assert len({line_shard(f"{w}/m-{w}", 1000) for w in waiters}) > 1
+    io.sent.clear()
+    first = held[0]
+    assert first is not None
+    slots.release(first)
+    assert [m.run_id for m in io.sent] == ["w0"]

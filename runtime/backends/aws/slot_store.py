@@ -5,8 +5,9 @@ Layout (each item about 200 bytes for a lease, 0.5 to 1 KB for a place: 1 WCU a 
 - ``SLOT#<scope>#<shard>#<key>`` / ``<index>``: a lease (``token``, ``work``, ``expires``).
   Each shard of a key is its own partition key, so ``limit=1000`` (20 shards) spreads its
   writes over 20 partitions.
-- ``LINE#<scope>#<key>`` / ``<rank>#<work>``: a place in line (``message``, ``round``,
-  ``woken``, ``expires``); a Query reads the head of the line in rank order.
+- ``LINE#<scope>#<shard>#<key>`` / ``<rank>#<work>``: a place in line (``place``: JSON of
+  the message, round, woken and expiry; ``round`` and ``woken`` again for conditions); a
+  Query reads the head of a line shard in rank order. A line has one shard per 250 slots.
 
 Both carry the table's TTL a day after they lapse; readers skip lapsed items first.
 """
@@ -35,9 +36,9 @@ def lease_pk(scope: str, key: str, shard: int) -> str:
     return f"{_LEASE_PREFIX}{scope}#{shard}#{t.gate_sk(key)}"
 
 
-def line_pk(scope: str, key: str) -> str:
-    """The partition key of a key's line."""
-    return f"{_LINE_PREFIX}{scope}#{t.gate_sk(key)}"
+def line_pk(scope: str, key: str, shard: int) -> str:
+    """The partition key of one shard of a key's line."""
+    return f"{_LINE_PREFIX}{scope}#{shard}#{t.gate_sk(key)}"
 
 
 def _ttl(expires: float) -> AttributeValueTypeDef:
@@ -81,34 +82,35 @@ class DynamoSlotStore(DynamoTable):
             if exc.code != "ConditionalCheckFailedException":
                 raise
 
-    def line(self, scope: str, key: str, limit: int) -> list[LinePlace]:
+    def line(self, scope: str, key: str, shard: int, limit: int) -> list[LinePlace]:
         """The head of a key's line: one strongly consistent Query of ``limit`` items."""
         if limit <= 0:
             return []
         with aws_call(f"Query (line {scope})"):
             rows = self.client.query(
                 TableName=self.table, KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues={":pk": t.s(line_pk(scope, key))},
+                ExpressionAttributeValues={":pk": t.s(line_pk(scope, key, shard))},
                 ConsistentRead=True, Limit=limit,
             ).get("Items", [])
-        return [LinePlace.of(scope, key, *rank_of(r["sk"]["S"]), json.loads(r["place"]["S"]))
-                for r in rows]
+        return [LinePlace.of(scope, key, shard, *rank_of(r["sk"]["S"]),
+                             json.loads(r["place"]["S"])) for r in rows]
 
-    def place(self, scope: str, key: str, rank: float, work: str) -> LinePlace | None:
+    def place(self, scope: str, key: str, shard: int, rank: float,
+              work: str) -> LinePlace | None:
         """One place: one strongly consistent GetItem."""
         with aws_call(f"GetItem (line {scope})"):
             row = self.client.get_item(
                 TableName=self.table, ConsistentRead=True,
-                Key=t.key(line_pk(scope, key), place_sort_key(rank, work)),
+                Key=t.key(line_pk(scope, key, shard), place_sort_key(rank, work)),
             ).get("Item")
-        return None if row is None else LinePlace.of(scope, key, rank, work,
+        return None if row is None else LinePlace.of(scope, key, shard, rank, work,
                                                      json.loads(row["place"]["S"]))
 
     def put_place(self, place: LinePlace, expect_round: int | None,
                   expect_woken: float | None = None) -> bool:
         """One conditional PutItem on the stored place's ``round`` and ``woken``."""
         item: t.Item = {
-            **t.key(line_pk(place.scope, place.key), place.sort_key),
+            **t.key(line_pk(place.scope, place.key, place.shard), place.sort_key),
             "place": t.js(place.to_json()), "round": t.n(place.round),
             "woken": t.n(-1.0 if place.woken is None else place.woken),
             t.TTL_ATTRIBUTE: _ttl(place.expires),
@@ -121,11 +123,12 @@ class DynamoSlotStore(DynamoTable):
             {":r": t.n(expect_round), ":w": t.n(-1.0 if expect_woken is None else expect_woken)},
             {"#r": "round"})
 
-    def leave_line(self, scope: str, key: str, rank: float, work: str) -> None:
+    def leave_line(self, scope: str, key: str, shard: int, rank: float, work: str) -> None:
         """One DeleteItem."""
         with aws_call(f"DeleteItem (line {scope})"):
-            self.client.delete_item(TableName=self.table,
-                                    Key=t.key(line_pk(scope, key), place_sort_key(rank, work)))
+            self.client.delete_item(
+                TableName=self.table,
+                Key=t.key(line_pk(scope, key, shard), place_sort_key(rank, work)))
 
     def _put_if(self, what: str, item: t.Item, condition: str, values: t.Item,
                 names: dict[str, str] | None = None) -> bool:

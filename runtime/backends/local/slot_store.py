@@ -49,29 +49,32 @@ class SqliteSlotStore(Tables):
                 " AND token = ?", (lease.scope, lease.key, lease.shard, lease.index, lease.token),
             )
 
-    def line(self, scope: str, key: str, limit: int) -> list[LinePlace]:
-        """The first ``limit`` places of a key's line in rank order."""
+    def line(self, scope: str, key: str, shard: int, limit: int) -> list[LinePlace]:
+        """The first ``limit`` places of one shard of a key's line in rank order."""
         rows = self.db.connection().execute(
-            "SELECT sk, json FROM slot_line WHERE scope = ? AND key = ? ORDER BY sk LIMIT ?",
-            (scope, key, limit),
+            "SELECT sk, json FROM slot_line WHERE scope = ? AND key = ? AND shard = ?"
+            " ORDER BY sk LIMIT ?", (scope, key, shard, limit),
         ).fetchall()
-        return [LinePlace.of(scope, key, *rank_of(sk), json.loads(raw)) for sk, raw in rows]
+        return [LinePlace.of(scope, key, shard, *rank_of(sk), json.loads(raw))
+                for sk, raw in rows]
 
-    def place(self, scope: str, key: str, rank: float, work: str) -> LinePlace | None:
+    def place(self, scope: str, key: str, shard: int, rank: float,
+              work: str) -> LinePlace | None:
         """One place, by its rank and work."""
         row = self.db.connection().execute(
-            "SELECT json FROM slot_line WHERE scope = ? AND key = ? AND sk = ?",
-            (scope, key, place_sort_key(rank, work)),
+            "SELECT json FROM slot_line WHERE scope = ? AND key = ? AND shard = ? AND sk = ?",
+            (scope, key, shard, place_sort_key(rank, work)),
         ).fetchone()
-        return None if row is None else LinePlace.of(scope, key, rank, work, json.loads(row[0]))
+        return None if row is None else LinePlace.of(scope, key, shard, rank, work,
+                                                     json.loads(row[0]))
 
     def put_place(self, place: LinePlace, expect_round: int | None,
                   expect_woken: float | None = None) -> bool:
         """Write ``place`` if the stored one has ``expect_round`` and ``expect_woken``."""
         with self.db.write() as conn:
             row = conn.execute(
-                "SELECT json FROM slot_line WHERE scope = ? AND key = ? AND sk = ?",
-                (place.scope, place.key, place.sort_key),
+                "SELECT json FROM slot_line WHERE scope = ? AND key = ? AND shard = ? AND sk = ?",
+                (place.scope, place.key, place.shard, place.sort_key),
             ).fetchone()
             if row is None:
                 if expect_round is not None:
@@ -82,9 +85,9 @@ class SqliteSlotStore(Tables):
                         or stored.get("woken") != expect_woken):
                     return False
             conn.execute(
-                "INSERT OR REPLACE INTO slot_line (scope, key, sk, expires, json)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (place.scope, place.key, place.sort_key, place.expires,
+                "INSERT OR REPLACE INTO slot_line (scope, key, shard, sk, expires, json)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (place.scope, place.key, place.shard, place.sort_key, place.expires,
                  dumps(place.to_json())),
             )
             # Places lapsed a day ago go (DynamoDB's TTL does the same lazily).
@@ -92,11 +95,12 @@ class SqliteSlotStore(Tables):
                          (self.clock.now() - 86400.0,))
             return True
 
-    def leave_line(self, scope: str, key: str, rank: float, work: str) -> None:
+    def leave_line(self, scope: str, key: str, shard: int, rank: float, work: str) -> None:
         """Delete one place."""
         with self.db.write() as conn:
-            conn.execute("DELETE FROM slot_line WHERE scope = ? AND key = ? AND sk = ?",
-                         (scope, key, place_sort_key(rank, work)))
+            conn.execute(
+                "DELETE FROM slot_line WHERE scope = ? AND key = ? AND shard = ? AND sk = ?",
+                (scope, key, shard, place_sort_key(rank, work)))
 
 
 def _lease(scope: str, key: str, shard: int, index: int, raw: str) -> SlotLease:

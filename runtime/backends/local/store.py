@@ -102,10 +102,11 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS slot_line (
         scope TEXT NOT NULL,
         key TEXT NOT NULL,
+        shard INTEGER NOT NULL,
         sk TEXT NOT NULL,
         expires REAL NOT NULL,
         json TEXT NOT NULL,
-        PRIMARY KEY (scope, key, sk))""",
+        PRIMARY KEY (scope, key, shard, sk))""",
 )
 
 
