@@ -151,8 +151,13 @@ class SlotStore(Protocol):
     under another.
     """
 
-    def shard_leases(self, scope: str, key: str, shard: int) -> list[SlotLease]:
-        """The leases stored in one shard of a key (lapsed ones included), read consistently."""
+    def shard_leases(self, scope: str, key: str, shard: int, *,
+                     consistent: bool = True) -> list[SlotLease]:
+        """The leases stored in one shard of a key (lapsed ones included).
+
+        ``consistent=False`` may miss the latest writes (DynamoDB: half the read units): for
+        a first look whose finding a conditional write then checks.
+        """
         ...
 
     def claim_slot(self, lease: SlotLease, now: float) -> bool:

@@ -15,7 +15,7 @@ import logging
 import random
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from runtime.app import FunctionDef
@@ -44,6 +44,8 @@ from runtime.records import Message, MessageKind, RunState
 _log = logging.getLogger("stepkit")
 #: How many free slots of a shard a taker tries before it looks at another shard.
 _CLAIM_TRIES = 3
+#: The payload key of a woken message: the shard whose slot was just given back.
+_FREED = "freed_shard"
 
 @dataclass(frozen=True)
 class Slot:
@@ -73,6 +75,7 @@ class Want:
         work: ``<run id>/<message id>``.
         again: The message that comes back when the work's turn may have come.
         lease_s: How long a slot is held at most (the Lambda timeout and a margin).
+        freed: The shard a release that woke this work gave a slot back in, if any.
     """
 
     scope: str
@@ -82,6 +85,7 @@ class Want:
     work: str
     again: Message
     lease_s: float
+    freed: int | None = None
 
     @property
     def line(self) -> int:
@@ -150,8 +154,9 @@ class Slots:
         taken: list[Slot] = []
         for c in fn.flow.concurrency:
             scope, key = concurrency_gate(fn, c, event)
+            freed = (msg.payload or {}).get(_FREED)
             want = Want(scope, key, c.limit, rank, f"{run.run_id}/{again.id}", again,
-                        fn.aws.timeout_s + 30.0)
+                        fn.aws.timeout_s + 30.0, freed if isinstance(freed, int) else None)
             lease = self._take(want, poll_round(msg), redelivered, gather)
             if lease is None:
                 self.release(taken)
@@ -175,7 +180,7 @@ class Slots:
                 return None
             poll = mine.round
         if not (gather and mine is None and poll == 0):
-            lease = self._claim(want)
+            lease = self._claim(want, consistent=False)
             if lease is not None:
                 if mine is not None:
                     self._leave(want)
@@ -201,7 +206,7 @@ class Slots:
             _log.debug("%s: another copy moved its place on; this one is dropped", want.work)
             return None
         if not gather:
-            lease = self._claim(want)
+            lease = self._claim(want, consistent=True)
             if lease is not None:
                 self._leave(want)
                 return lease
@@ -209,18 +214,26 @@ class Slots:
         self.queue.send([with_poll(want.again, nxt, now + delay)])
         return None
 
-    def _claim(self, want: Want) -> SlotLease | None:
+    def _claim(self, want: Want, *, consistent: bool) -> SlotLease | None:
         """A free slot, unless work ranked before ``want`` waits for it (then it is woken).
 
-        Reads the head of the line and the shards in random order until one has a free
-        slot (a lapsed lease's slot is free: a crashed holder's slot frees itself).
+        Reads the head of the line and the shards in random order (the one a wake-up names
+        first) until one has a free slot (a lapsed lease's slot is free: a crashed holder's
+        slot frees itself). The first look may read ``consistent=False`` (half the cost;
+        the claim is a conditional write); the look after taking a place in line reads
+        consistently, so a slot given back meanwhile is seen.
         """
         now = self.clock.now()
         ahead = ahead_of(self.head(want.scope, want.key, want.limit, now), want.rank,
                          want.work)
         sizes = shard_sizes(want.limit)
-        for shard in random.sample(range(len(sizes)), len(sizes)):
-            leases = self.store.shard_leases(want.scope, want.key, shard)
+        order = random.sample(range(len(sizes)), len(sizes))
+        if want.freed is not None and want.freed in order:
+            order.remove(want.freed)
+            order.insert(0, want.freed)
+        for shard in order:
+            leases = self.store.shard_leases(want.scope, want.key, shard,
+                                             consistent=consistent)
             free = free_indexes(leases, sizes[shard], now)
             if not free:
                 continue
@@ -246,12 +259,19 @@ class Slots:
             self.release([slot], wake=False)
             raise
 
-    def _wake(self, places: Sequence[LinePlace]) -> None:
-        """Send each place's message now, once: the place is marked woken first."""
+    def _wake(self, places: Sequence[LinePlace], freed: int | None = None) -> None:
+        """Send each place's message now, once: the place is marked woken first.
+
+        ``freed`` (the shard a release gave its slot back in) is what the woken
+        invocation reads first.
+        """
         now = self.clock.now()
         for place in places:
             if self.store.put_place(woken(place, now), place.round, place.woken):
-                self.queue.send([Message.from_json(place.message)])
+                msg = Message.from_json(place.message)
+                if freed is not None:
+                    msg = replace(msg, payload={**(msg.payload or {}), _FREED: freed})
+                self.queue.send([msg])
 
     def release(self, slots: Sequence[Slot], *, wake: bool = True) -> None:
         """Give slots back and wake the head of each line.
@@ -266,7 +286,7 @@ class Slots:
                 if wake:
                     now = self.clock.now()
                     head = self.head(lease.scope, lease.key, slot.limit, now)
-                    self._wake(to_wake(head, now))
+                    self._wake(to_wake(head, now), lease.shard)
             except Exception:  # the lease lapses instead; the work itself is done
                 _log.warning("concurrency slot %s %r not released; it lapses with its lease",
                              lease.scope, lease.key, exc_info=True)

@@ -15,8 +15,9 @@ class SqliteSlotStore(Tables):
     conditional write is a ``BEGIN IMMEDIATE`` transaction that checks, then writes.
     """
 
-    def shard_leases(self, scope: str, key: str, shard: int) -> list[SlotLease]:
-        """The leases stored in one shard of a key (lapsed ones included)."""
+    def shard_leases(self, scope: str, key: str, shard: int, *,
+                     consistent: bool = True) -> list[SlotLease]:
+        """The leases stored in one shard of a key (always read consistently here)."""
         rows = self.db.connection().execute(
             "SELECT idx, json FROM slot_leases WHERE scope = ? AND key = ? AND shard = ?"
             " ORDER BY idx", (scope, key, shard),
