@@ -30,8 +30,9 @@ LOOK = 5
 PLACE_GRACE = 60.0
 #: A woken place whose invocation has not taken a slot within this long may be woken again.
 WAKE_STALE = 30.0
-#: A function with a priority option lets the first step of each run wait this long in line
-#: before it takes a slot, so runs delivered together start in rank order.
+#: A function with a priority option lets the first step of each run that finds only the last
+#: free slot wait this long in line before it takes it, so runs delivered together start in
+#: rank order (with more free slots they all start at once: their order does not matter).
 GATHER_SECONDS = 1.0
 #: Ranks are stored shifted by this much so that sort keys of fixed width order them.
 _RANK_SHIFT = 1e9

@@ -138,8 +138,9 @@ class Slots:
 
         The invocation's message (or, for a START, the run's first message) is sent again
         when a release wakes it, or when its backstop timer fires. With a ``priority``
-        option, a run's first step waits in line a moment before it asks, so that runs
-        delivered together start in rank order.
+        option, a run's first step that finds only the last free slot of a limit without a
+        key waits in line a moment before it takes it, so that runs delivered together start
+        in rank order.
         """
         if not fn.flow.concurrency:
             return []
@@ -157,7 +158,9 @@ class Slots:
             freed = (msg.payload or {}).get(_FREED)
             want = Want(scope, key, c.limit, rank, f"{run.run_id}/{again.id}", again,
                         fn.aws.timeout_s + 30.0, freed if isinstance(freed, int) else None)
-            lease = self._take(want, poll_round(msg), redelivered, gather)
+            # Only a key the whole function (or app) shares gathers: a burst delivered
+            # together meets there; a keyed limit (one per customer) starts at once.
+            lease = self._take(want, poll_round(msg), redelivered, gather and c.key is None)
             if lease is None:
                 self.release(taken)
                 return None
@@ -179,13 +182,14 @@ class Slots:
                 _log.debug("%s: stale copy of round %d dropped", want.work, poll)
                 return None
             poll = mine.round
-        if not (gather and mine is None and poll == 0):
-            lease = self._claim(want, consistent=False)
-            if lease is not None:
-                if mine is not None:
-                    self._leave(want)
-                return lease
-            gather = False
+        # A first step with a priority option leaves the last free slot to the line for a
+        # moment: work delivered with it may rank before it.
+        gather = gather and mine is None and poll == 0
+        lease = self._claim(want, consistent=False, spare=1 if gather else 0)
+        if lease is not None:
+            if mine is not None:
+                self._leave(want)
+            return lease
         return self._wait(want, mine, poll, gather)
 
     def _wait(self, want: Want, mine: LinePlace | None, poll: int,
@@ -214,14 +218,15 @@ class Slots:
         self.queue.send([with_poll(want.again, nxt, now + delay)])
         return None
 
-    def _claim(self, want: Want, *, consistent: bool) -> SlotLease | None:
+    def _claim(self, want: Want, *, consistent: bool, spare: int = 0) -> SlotLease | None:
         """A free slot, unless work ranked before ``want`` waits for it (then it is woken).
 
         Reads the head of the line and the shards in random order (the one a wake-up names
         first) until one has a free slot (a lapsed lease's slot is free: a crashed holder's
         slot frees itself). The first look may read ``consistent=False`` (half the cost;
         the claim is a conditional write); the look after taking a place in line reads
-        consistently, so a slot given back meanwhile is seen.
+        consistently, so a slot given back meanwhile is seen. A shard with no more than
+        ``spare`` free slots is passed over.
         """
         now = self.clock.now()
         ahead = ahead_of(self.head(want.scope, want.key, want.limit, now), want.rank,
@@ -240,6 +245,8 @@ class Slots:
             if yields(ahead, len(free)):
                 self._wake(to_wake(ahead, now, len(free)))
                 return None
+            if len(free) <= spare:
+                continue
             for index in random.sample(free, min(len(free), _CLAIM_TRIES)):
                 lease = SlotLease(want.scope, want.key, shard, index, uuid.uuid4().hex,
                                   want.work, now + want.lease_s)

@@ -140,14 +140,25 @@ def test_a_crashed_holders_slot_is_taken_once_its_lease_lapses(io: _IO) -> None:
     assert _take(slots, fn, "w", created_at=START + 1, poll=1) is not None  # its backstop
 
 
-def test_a_first_step_with_priority_gathers_before_it_takes(io: _IO) -> None:
-    slots, fn = Slots(io), _fn(limit=1, priority=True)
+def test_a_first_step_with_priority_gathers_before_it_takes_the_last_slot(io: _IO) -> None:
+    slots, fn = Slots(io), _fn(limit=2, priority=True)
+    start = Message(MessageKind.START, "f", "r0", id="s0")
+    assert slots.take_slots(fn, _state("r0"), start, None) is not None  # two free: taken
     start = Message(MessageKind.START, "f", "r1", id="s1")
-    assert slots.take_slots(fn, _state("r1"), start, None) is None
+    assert slots.take_slots(fn, _state("r1"), start, None) is None  # the last one: gather
     (back,) = io.sent
     assert (back.id, back.kind, poll_round(back), back.due) == (
         "first-r1", MessageKind.CONTINUE, 1, START + 1.0)
     assert slots.take_slots(fn, _state("r1"), back, None) is not None
+    app = App("a")
+
+    @app.function(id="k", trigger=TriggerEvent("e"), priority={"run": "event.data.p"},
+                  concurrency={"limit": 1, "key": "event.data.p"})
+    def keyed(ctx: Context) -> None:
+        return None
+
+    start = Message(MessageKind.START, "k", "r2", id="s2")
+    assert slots.take_slots(app.get("k"), _state("r2"), start, None) is not None  # keyed
 
 
 def test_a_limit_of_a_thousand_spreads_over_twenty_shards(io: _IO) -> None:
