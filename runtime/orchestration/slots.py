@@ -167,6 +167,23 @@ class Slots:
             taken.append(Slot(lease, c.limit))
         return taken
 
+    def forget(self, fn: FunctionDef, state: RunState, msg: Message) -> None:
+        """A message that waited in line found its run finished: give its turn on.
+
+        Its place leaves the line and the next place is woken in its stead, so a run
+        cancelled while it waited never holds up the work behind it.
+        """
+        if not fn.flow.concurrency or poll_round(msg) == 0:
+            return
+        run, now = state.run, self.clock.now()
+        rank = run.created_at - priority_factor(fn.flow.priority, run.events[0])
+        for c in fn.flow.concurrency:
+            scope, key = concurrency_gate(fn, c, run.events[0])
+            want = Want(scope, key, c.limit, rank, f"{run.run_id}/{msg.id}", msg, 0.0)
+            if self.store.place(scope, key, want.line, rank, want.work) is not None:
+                self._leave(want)
+                self._wake(to_wake(self.head(scope, key, c.limit, now), now))
+
     def _take(self, want: Want, poll: int, redelivered: bool,
               gather: bool) -> SlotLease | None:
         """A slot of ``want``'s key, or ``None`` (the work waits in line, or was a copy).
@@ -186,11 +203,9 @@ class Slots:
         # moment: work delivered with it may rank before it.
         gather = gather and mine is None and poll == 0
         lease = self._claim(want, consistent=False, spare=1 if gather else 0)
-        if lease is not None:
-            if mine is not None:
-                self._leave(want)
-            return lease
-        return self._wait(want, mine, poll, gather)
+        if lease is not None and mine is not None:
+            self._leave_holding(want, lease)
+        return lease if lease is not None else self._wait(want, mine, poll, gather)
 
     def _wait(self, want: Want, mine: LinePlace | None, poll: int,
               gather: bool) -> SlotLease | None:
@@ -212,7 +227,7 @@ class Slots:
         if not gather:
             lease = self._claim(want, consistent=True)
             if lease is not None:
-                self._leave(want)
+                self._leave_holding(want, lease)
                 return lease
         _log.debug("%s waits for %s %r (round %d)", want.work, want.scope, want.key, nxt)
         self.queue.send([with_poll(want.again, nxt, now + delay)])
@@ -257,6 +272,18 @@ class Slots:
     def _leave(self, want: Want) -> None:
         """Leave the line: ``want``'s work took its slot."""
         self.store.leave_line(want.scope, want.key, want.line, want.rank, want.work)
+
+    def _leave_holding(self, want: Want, lease: SlotLease) -> None:
+        """Leave the line holding ``lease``; if that fails, give the slot back and raise.
+
+        A place left behind would hold up the line until it lapses; the redelivery of our
+        message takes a slot again and leaves the line then.
+        """
+        try:
+            self._leave(want)
+        except Exception:
+            self.release([Slot(lease, want.limit)], wake=False)
+            raise
 
     def _claim_one(self, slot: Slot, now: float) -> bool:
         """Claim one slot; a write that reported failure may have landed: give it back."""

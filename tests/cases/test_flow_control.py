@@ -437,6 +437,27 @@ def test_priority_moves_work_ahead_in_the_line(make_harness: Any) -> None:
     assert len(h.runs("answer", status="Completed")) == 3
 
 
+def test_a_run_cancelled_while_queued_does_not_hold_up_the_line(make_harness: Any) -> None:
+    ran: list[str] = []
+    app = App("digest")
+
+    @app.function(id="export", trigger=TriggerEvent("export/due"), concurrency=1)
+    def export(ctx: Context) -> None:
+        ctx.step.run("export", lambda: ran.append(ctx.event.data["n"]))
+
+    h = make_harness(app)
+    _seize(h, "concurrency:export", "", lease_s=90)
+    h.send("export/due", {"n": "a"})
+    h.clock.advance(1)
+    h.send("export/due", {"n": "b"})
+    first = next(r for r in h.runs("export") if r.state.run.events[0]["data"]["n"] == "a")
+    assert h.cancel(first.state.run.run_id)
+    # The lease lapses at 90 s; a's turn goes on to b then (left in line, a would hold b
+    # back until a's place lapsed, past 2 minutes).
+    h.advance("2m")
+    assert h.once(ran) == ["b"]
+
+
 def test_priority_orders_runs_delivered_together(make_harness: Any) -> None:
     order: list[str] = []
     app = App("digest")

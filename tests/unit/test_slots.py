@@ -178,3 +178,21 @@ def test_a_limit_of_a_thousand_spreads_over_twenty_shards(io: _IO) -> None:
     assert first is not None
     slots.release(first)
     assert [m.run_id for m in io.sent] == ["w0"]
+
+
+def test_a_waiter_whose_run_finished_gives_its_turn_on(io: _IO) -> None:
+    slots, fn = Slots(io), _fn(limit=1)
+    held = _take(slots, fn, "r1")
+    assert held is not None
+    assert _take(slots, fn, "gone", created_at=START + 1) is None
+    assert _take(slots, fn, "next", created_at=START + 2) is None
+    io.sent.clear()
+    slots.release(held)
+    (woken,) = io.sent
+    assert woken.run_id == "gone"
+    io.sent.clear()
+    slots.forget(fn, _state("gone", START + 1), woken)  # cancelled while it waited
+    assert [m.run_id for m in io.sent] == ["next"]
+    assert [p.work for p in io.store.line("concurrency:f", "", 0, 10)] == ["next/m-next"]
+    slots.forget(fn, _state("r1"), _msg("r1"))  # a message that never waited: nothing
+    assert [m.run_id for m in io.sent] == ["next"]
