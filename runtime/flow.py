@@ -2,10 +2,10 @@
 
 Everything here is arithmetic over a gate's state (a JSON dict the backends keep under
 ``(scope, key)``, see :class:`~runtime.records.Gate`) and the current time: may this run
-start now, later, or not at all; may this invocation take a concurrency slot, or which one
-waits next. No I/O: :mod:`runtime.orchestration.gates` reads and writes gates through the store with
-conditional writes, and ARCHITECTURE.md says why each decision survives duplicate delivery,
-reordering and crashed workers.
+start now, later, or not at all (concurrency slots and their line are
+:mod:`runtime.concurrency`'s). No I/O: :mod:`runtime.orchestration.gates` reads and writes
+gates through the store with conditional writes, and ARCHITECTURE.md says why each decision
+survives duplicate delivery, reordering and crashed workers.
 """
 
 from __future__ import annotations
@@ -24,12 +24,6 @@ from runtime.expressions import Expression
 
 #: Idempotency keys are remembered this long (Inngest's window).
 IDEMPOTENCY_SECONDS = 24 * 3600
-#: A waiting invocation that stops polling leaves the line after this long.
-WAITING_TTL = 30.0
-#: At most this many invocations wait in one concurrency line (the gate is one item).
-MAX_WAITING = 2000
-#: The longest a concurrency poll waits before trying again.
-MAX_POLL_SECONDS = 10.0
 PRIORITY_LIMIT = 600
 
 
@@ -268,114 +262,6 @@ def gcra(
     tolerance = interval * (limit + burst - 1)
     base = max(tat if tat is not None else now, now)
     return Admission(at=max(now, base - tolerance), tat=base + interval)
-
-
-# -- concurrency: leases and a ranked line -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SlotDecision:
-    """The outcome of asking for a concurrency slot.
-
-    Attributes:
-        state: The gate's new state (write it, conditionally, unless ``stale``).
-        acquired: Whether the slot is ours until the lease lapses or is released.
-        position: Our place in line when not acquired (0: next).
-        poll: The poll round the re-sent message carries when not acquired.
-        stale: A copy of an earlier poll round: drop it (nothing to write, nothing to send).
-    """
-
-    state: dict[str, Any]
-    acquired: bool
-    position: int = 0
-    poll: int = 0
-    stale: bool = False
-
-
-Line = dict[str, list[float]]
-
-
-def _live(state: dict[str, Any] | None, now: float) -> tuple[dict[str, float], Line]:
-    held = {k: float(v) for k, v in ((state or {}).get("held") or {}).items() if v > now}
-    waiting = {
-        k: [float(x) for x in v]
-        for k, v in ((state or {}).get("waiting") or {}).items()
-        if v[1] > now
-    }
-    return held, waiting
-
-
-def acquire_slot(
-    state: dict[str, Any] | None,
-    *,
-    work_id: str,
-    token: str,
-    now: float,
-    limit: int,
-    lease_s: float,
-    rank: float,
-    poll: int = 0,
-    redelivered: bool = False,
-) -> SlotDecision:
-    """Take a slot for ``token`` if one is free and no work ranked before ``work_id`` waits.
-
-    Held slots are leases keyed by a token unique to one delivery, so two copies of the same
-    message never share a slot; leases past their expiry are dropped first (a crashed
-    worker's slot frees itself). The line is keyed by the work (``run/step``) and ordered by
-    ``rank`` (the run's creation time less its priority factor): FIFO per key. A waiter that
-    stops polling leaves it after :data:`WAITING_TTL`.
-
-    Each wait in line is one chain of poll messages: the line records the chain's round, and
-    a first delivery of an older round is a duplicate copy and is dropped (``stale``), so
-    copies never multiply. A redelivery (its earlier delivery failed, perhaps after writing
-    the line) takes the chain over instead, so a chain is never lost either.
-    """
-    held, waiting = _live(state, now)
-    entry = waiting.get(work_id)
-    if entry is not None and len(entry) > 2 and entry[2] > poll:
-        if not redelivered:
-            return SlotDecision({"held": held, "waiting": waiting}, acquired=False, stale=True)
-        poll = int(entry[2])
-    mine = entry[0] if entry is not None else rank
-    ahead = sum(1 for k, v in waiting.items() if k != work_id and (v[0], k) < (mine, work_id))
-    if ahead < limit - len(held):
-        held[token] = now + lease_s
-        waiting.pop(work_id, None)
-        return SlotDecision({"held": held, "waiting": waiting}, acquired=True)
-    if entry is not None or len(waiting) < MAX_WAITING:
-        waiting[work_id] = [mine, now + WAITING_TTL, poll + 1]
-    return SlotDecision(
-        {"held": held, "waiting": waiting}, acquired=False, position=ahead, poll=poll + 1
-    )
-
-
-def waiting_line(state: dict[str, Any] | None, now: float) -> list[str]:
-    """The work waiting for a slot, first in line first."""
-    _, waiting = _live(state, now)
-    return [k for k, _ in sorted(waiting.items(), key=lambda kv: (kv[1][0], kv[0]))]
-
-
-def release_slot(state: dict[str, Any] | None, *, token: str, now: float) -> dict[str, Any]:
-    """The state with ``token``'s slot given back (and lapsed entries dropped)."""
-    held, waiting = _live(state, now)
-    held.pop(token, None)
-    return {"held": held, "waiting": waiting}
-
-
-def holds(state: dict[str, Any] | None, token: str, now: float) -> bool:
-    """Whether ``token`` holds a live slot."""
-    return token in _live(state, now)[0]
-
-
-def slot_expiry(state: dict[str, Any]) -> float | None:
-    """When a concurrency gate's state stops mattering (its last lease or place lapses)."""
-    times = [*state.get("held", {}).values(), *(v[1] for v in state.get("waiting", {}).values())]
-    return max(times) if times else None
-
-
-def poll_delay(position: int, limit: int) -> float:
-    """How long a waiting invocation waits before asking again: longer further back."""
-    return min(1.0 + position // max(limit, 1), MAX_POLL_SECONDS)
 
 
 # -- debounce and batching: a window of events per key -------------------------------------

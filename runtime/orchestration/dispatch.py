@@ -33,6 +33,7 @@ class Dispatcher:
     def __init__(self, ports: Ports, starter: Starter, replayer: Replayer, resolver: Resolver,
                  finisher: Finisher, delivery: Delivery) -> None:
         self.ports = ports
+        self.replayer = replayer
         self.starter = starter
         self.delivery = delivery
         self.finisher = finisher
@@ -92,6 +93,8 @@ class Dispatcher:
             self.delivery.resend(fn, msg, state, hard=last)  # a message commits once
             return
         if mine(state, msg) or state.run.status.finished:
+            if state.run.status.finished:  # a message that waited in line gives its turn on
+                self.replayer.slots.forget(fn, state, msg)
             return
         self.table[msg.kind](fn, state, msg, now, redelivered)
 

@@ -2,10 +2,11 @@
 
 A backend provides a :class:`Store` (run state, with atomic conditional commits), a
 :class:`Queue` (delayed delivery of messages to function workers), a :class:`Bus` (event
-publication) and a :class:`Clock`. A store is four small Protocols, one per concern:
+publication) and a :class:`Clock`. A store is five small Protocols, one per concern:
 :class:`RunStore` (runs and their commits), :class:`GateStore` (flow-control gates),
-:class:`WaiterStore` (runs waiting for events) and :class:`EventLog` (events received); code
-that needs one concern can ask for that one alone.
+:class:`SlotStore` (concurrency slots and their lines), :class:`WaiterStore` (runs waiting
+for events) and :class:`EventLog` (events received); code that needs one concern can ask for
+that one alone.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from runtime.concurrency import LinePlace, SlotLease
 from runtime.records import (
     Commit,
     Committed,
@@ -141,6 +143,66 @@ class GateStore(Protocol):
         ...
 
 
+class SlotStore(Protocol):
+    """Concurrency slots (one lease item each) and their lines (one item per waiter).
+
+    Every method reads or writes a bounded number of small items, whatever the limit and
+    however many wait: the slots of one shard live under one partition key, each key's line
+    under another.
+    """
+
+    def shard_leases(self, scope: str, key: str, shard: int, *,
+                     consistent: bool = True) -> list[SlotLease]:
+        """The leases stored in one shard of a key (lapsed ones included).
+
+        ``consistent=False`` may miss the latest writes (DynamoDB: half the read units): for
+        a first look whose finding a conditional write then checks.
+        """
+        ...
+
+    def claim_slot(self, lease: SlotLease, now: float) -> bool:
+        """Store ``lease`` if its slot is free: no lease there, or one lapsed by ``now``.
+
+        Returns:
+            Whether the slot is ours; ``False`` is a normal outcome (a race lost).
+        """
+        ...
+
+    def free_slot(self, lease: SlotLease) -> None:
+        """Delete ``lease`` if it is still its token's (idempotent)."""
+        ...
+
+    def line(self, scope: str, key: str, shard: int, limit: int) -> list[LinePlace]:
+        """The first ``limit`` places of one shard of a key's line in rank order.
+
+        Lapsed places are included; read consistently.
+        """
+        ...
+
+    def place(self, scope: str, key: str, shard: int, rank: float,
+              work: str) -> LinePlace | None:
+        """One place, by its rank and work, read consistently."""
+        ...
+
+    def put_place(self, place: LinePlace, expect_round: int | None,
+                  expect_woken: float | None = None) -> bool:
+        """Write ``place`` if the stored one is as expected.
+
+        Args:
+            place: The place's new state.
+            expect_round: The stored place's round (``None``: it must not exist).
+            expect_woken: The stored place's ``woken`` (checked only when it exists).
+
+        Returns:
+            Whether it was written; ``False`` is a normal outcome (a race lost).
+        """
+        ...
+
+    def leave_line(self, scope: str, key: str, shard: int, rank: float, work: str) -> None:
+        """Delete one place (idempotent)."""
+        ...
+
+
 class WaiterStore(Protocol):
     """Waiters: the runs an event may resume or cancel, indexed by what they match."""
 
@@ -194,7 +256,7 @@ class EventLog(Protocol):
         ...
 
 
-class Store(RunStore, GateStore, WaiterStore, EventLog, Protocol):
+class Store(RunStore, GateStore, SlotStore, WaiterStore, EventLog, Protocol):
     """Durable run state: every concern of a store, as a backend provides it."""
 
 

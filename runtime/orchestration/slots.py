@@ -1,61 +1,96 @@
 """Flow control applied while a step runs: concurrency slots, held by lease, and their line.
 
 An invocation of a function with ``concurrency`` limits takes one slot per limit before its
-handler runs and gives them back after; without a free slot it waits in a line ranked by its
-run's creation time less its priority factor, its message re-sent to come back later. The
-line and the held slots are :mod:`runtime.flow`'s pure functions over one gate per key.
+handler runs and gives them back after. A slot is one lease item in one shard of the key
+(:mod:`runtime.concurrency` has the rules); without a free slot the invocation takes a place
+in the key's line (one item, ranked by its run's creation time less its priority factor)
+and its message waits there: a release wakes the head of the line by sending its message,
+and one long backstop timer per waiting invocation makes good a lost wake-up or a slot whose
+holder crashed. No invocation polls.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 from runtime.app import FunctionDef
-from runtime.flow import (
-    Concurrency,
-    SlotDecision,
-    acquire_slot,
-    flow_key,
-    holds,
-    poll_delay,
-    priority_factor,
-    release_slot,
-    slot_expiry,
+from runtime.concurrency import (
+    LOOK,
+    PLACE_GRACE,
+    LinePlace,
+    SlotLease,
+    ahead_of,
+    backstop,
+    free_indexes,
+    line_shard,
+    line_shards,
+    live,
+    shard_sizes,
+    to_wake,
+    woken,
+    yields,
 )
+from runtime.flow import Concurrency, flow_key, priority_factor
 from runtime.messages import poll_round, with_poll
-from runtime.orchestration.gates import GateContentionError, GateIO, first_message
+from runtime.orchestration.gates import GateIO, first_message
 from runtime.orchestration.protocols import Clock, Queue, Store
-from runtime.records import (
-    GateWrite,
-    Message,
-    MessageKind,
-    RunState,
-)
+from runtime.records import Message, MessageKind, RunState
 
-_TRIES = 32
-T = TypeVar("T")
 _log = logging.getLogger("stepkit")
-
+#: How many free slots of a shard a taker tries before it looks at another shard.
+_CLAIM_TRIES = 3
+#: The payload key of a woken message: the shard whose slot was just given back.
+_FREED = "freed_shard"
 
 @dataclass(frozen=True)
 class Slot:
-    """A concurrency slot one invocation holds: its gate and its lease token."""
+    """A concurrency slot one invocation holds: its lease, and its key's limit."""
 
-    scope: str
-    key: str
-    token: str
+    lease: SlotLease
+    limit: int
 
 
 def concurrency_gate(
     fn: FunctionDef, limit: Concurrency, event: dict[str, Any]
 ) -> tuple[str, str]:
-    """The gate ``(scope, key)`` of one concurrency constraint for a run's event."""
+    """The ``(scope, key)`` of one concurrency constraint for a run's event."""
     scope = f"concurrency:{fn.id}" if limit.scope == "fn" else f"concurrency:app:{fn.app_id}"
     return scope, flow_key(limit.key, event) or ""
+
+
+@dataclass(frozen=True)
+class Want:
+    """One invocation asking for a slot of one concurrency key.
+
+    Attributes:
+        scope: The limit's scope.
+        key: The key value.
+        limit: The key's slots.
+        rank: The work's rank in line (lower first).
+        work: ``<run id>/<message id>``.
+        again: The message that comes back when the work's turn may have come.
+        lease_s: How long a slot is held at most (the Lambda timeout and a margin).
+        freed: The shard a release that woke this work gave a slot back in, if any.
+    """
+
+    scope: str
+    key: str
+    limit: int
+    rank: float
+    work: str
+    again: Message
+    lease_s: float
+    freed: int | None = None
+
+    @property
+    def line(self) -> int:
+        """The shard of the key's line the work waits in."""
+        return line_shard(self.work, self.limit)
 
 
 class Slots:
@@ -70,18 +105,23 @@ class Slots:
 
     @property
     def store(self) -> Store:
-        """Where gates and runs live."""
+        """Where slots and lines live."""
         return self.io.store
 
     @property
     def queue(self) -> Queue:
-        """Where work that must wait is re-sent."""
+        """Where woken work and backstop timers are sent."""
         return self.io.queue
 
     @property
     def clock(self) -> Clock:
         """The time source."""
         return self.io.clock
+
+    def head(self, scope: str, key: str, limit: int, now: float) -> list[LinePlace]:
+        """The live places at the head of each shard of a key's line, in line order."""
+        return live([p for shard in range(line_shards(limit))
+                     for p in self.store.line(scope, key, shard, LOOK)], now)
 
     # -- running a step --------------------------------------------------------------------
 
@@ -94,109 +134,193 @@ class Slots:
         *,
         redelivered: bool = False,
     ) -> list[Slot] | None:
-        """Concurrency slots for one invocation, or ``None``: none free, ``msg`` re-sent.
+        """Concurrency slots for one invocation, or ``None``: it waits in line.
 
-        The invocation waits in a line ranked by its run's creation time less its priority
-        factor; ``msg`` (or, for a START, the run's first message) comes back when its
-        place may have come.
-
-        Raises:
-            GateContentionError: A gate kept moving (the message is redelivered).
+        The invocation's message (or, for a START, the run's first message) is sent again
+        when a release wakes it, or when its backstop timer fires. With a ``priority``
+        option, a run's first step that finds only the last free slot of a limit without a
+        key waits in line a moment before it takes it, so that runs delivered together start
+        in rank order.
         """
         if not fn.flow.concurrency:
             return []
-        run, now = state.run, self.clock.now()
+        run = state.run
         event = run.events[0]
         rank = run.created_at - priority_factor(fn.flow.priority, event)
-        # One place in line per message (a START waits as its run's first message): a line
-        # entry never outlives its work into the run's next message.
+        # One place in line per message (a START waits as its run's first message): a place
+        # never outlives its work into the run's next message.
         first = msg.kind in (MessageKind.START, MessageKind.FLUSH)
         again = first_message(run) if first else msg
-        work = f"{run.run_id}/{again.id}"
-        lease_s = fn.aws.timeout_s + 30.0
+        gather = first and fn.flow.priority is not None
         taken: list[Slot] = []
         for c in fn.flow.concurrency:
             scope, key = concurrency_gate(fn, c, event)
-            slot = Slot(scope, key, uuid.uuid4().hex)
-            poll = poll_round(msg)
-            decision = self._acquire(slot, work, c.limit, lease_s, rank, poll, redelivered)
-            if not decision.acquired:
+            freed = (msg.payload or {}).get(_FREED)
+            want = Want(scope, key, c.limit, rank, f"{run.run_id}/{again.id}", again,
+                        fn.aws.timeout_s + 30.0, freed if isinstance(freed, int) else None)
+            # Only a key the whole function (or app) shares gathers: a burst delivered
+            # together meets there; a keyed limit (one per customer) starts at once.
+            lease = self._take(want, poll_round(msg), redelivered, gather and c.key is None)
+            if lease is None:
                 self.release(taken)
-                if decision.stale:  # a copy of a poll already answered: its chain goes on
-                    _log.debug("run %s: stale poll %s round %d dropped", run.run_id, msg.id,
-                               poll)
-                    return None
-                due = now + poll_delay(decision.position, c.limit)
-                _log.debug("run %s: %s waits for %s %r (position %d, round %d)", run.run_id,
-                           again.id, scope, key, decision.position, decision.poll)
-                self.queue.send([with_poll(again, decision.poll, due)])
                 return None
-            taken.append(slot)
+            taken.append(Slot(lease, c.limit))
         return taken
 
-    def _acquire(
-        self,
-        slot: Slot,
-        work: str,
-        limit: int,
-        lease_s: float,
-        rank: float,
-        poll: int,
-        redelivered: bool,
-    ) -> SlotDecision:
-        """Ask for ``slot`` and record the outcome in its gate."""
+    def forget(self, fn: FunctionDef, state: RunState, msg: Message) -> None:
+        """A message that waited in line found its run finished: give its turn on.
 
-        def decide(state: dict[str, Any] | None, now: float) -> tuple[Any, SlotDecision]:
-            d = acquire_slot(state, work_id=work, token=slot.token, now=now, limit=limit,
-                             lease_s=lease_s, rank=rank, poll=poll, redelivered=redelivered)
-            return (None if d.stale else d.state), d
+        Its place leaves the line and the next place is woken in its stead, so a run
+        cancelled while it waited never holds up the work behind it.
+        """
+        if not fn.flow.concurrency or poll_round(msg) == 0:
+            return
+        run, now = state.run, self.clock.now()
+        rank = run.created_at - priority_factor(fn.flow.priority, run.events[0])
+        for c in fn.flow.concurrency:
+            scope, key = concurrency_gate(fn, c, run.events[0])
+            want = Want(scope, key, c.limit, rank, f"{run.run_id}/{msg.id}", msg, 0.0)
+            if self.store.place(scope, key, want.line, rank, want.work) is not None:
+                self._leave(want)
+                self._wake(to_wake(self.head(scope, key, c.limit, now), now))
 
+    def _take(self, want: Want, poll: int, redelivered: bool,
+              gather: bool) -> SlotLease | None:
+        """A slot of ``want``'s key, or ``None`` (the work waits in line, or was a copy).
+
+        Each wait in line is one chain of messages: the place records the chain's round,
+        and a first delivery of an older round is a duplicate copy and is dropped, so
+        copies never multiply. A redelivery (its earlier delivery failed, perhaps after
+        writing the place) takes the chain over instead, so a chain is never lost either.
+        """
+        mine = self.store.place(want.scope, want.key, want.line, want.rank, want.work)
+        if mine is not None and mine.round > poll:
+            if not redelivered:
+                _log.debug("%s: stale copy of round %d dropped", want.work, poll)
+                return None
+            poll = mine.round
+        # A first step with a priority option leaves the last free slot to the line for a
+        # moment: work delivered with it may rank before it.
+        gather = gather and mine is None and poll == 0
+        lease = self._claim(want, consistent=False, spare=1 if gather else 0)
+        if lease is not None and mine is not None:
+            self._leave_holding(want, lease)
+        return lease if lease is not None else self._wait(want, mine, poll, gather)
+
+    def _wait(self, want: Want, mine: LinePlace | None, poll: int,
+              gather: bool) -> SlotLease | None:
+        """Take (or keep) ``want``'s place in line and arm its backstop timer.
+
+        Between our failed take and our place, a release may have found the line without
+        us: the take is tried once more after the place is written, so no wake-up is lost.
+        """
+        now = self.clock.now()
+        delay = backstop(want.lease_s, gather)
+        nxt = poll + 1
+        place = LinePlace(want.scope, want.key, want.line, want.rank, want.work,
+                          with_poll(want.again, nxt, now).with_due(None).to_json(), nxt,
+                          now + delay + PLACE_GRACE)
+        expect = (mine.round, mine.woken) if mine is not None else (None, None)
+        if not self.store.put_place(place, *expect):
+            _log.debug("%s: another copy moved its place on; this one is dropped", want.work)
+            return None
+        if not gather:
+            lease = self._claim(want, consistent=True)
+            if lease is not None:
+                self._leave_holding(want, lease)
+                return lease
+        _log.debug("%s waits for %s %r (round %d)", want.work, want.scope, want.key, nxt)
+        self.queue.send([with_poll(want.again, nxt, now + delay)])
+        return None
+
+    def _claim(self, want: Want, *, consistent: bool, spare: int = 0) -> SlotLease | None:
+        """A free slot, unless work ranked before ``want`` waits for it (then it is woken).
+
+        Reads the head of the line and the shards in random order (the one a wake-up names
+        first) until one has a free slot (a lapsed lease's slot is free: a crashed holder's
+        slot frees itself). The first look may read ``consistent=False`` (half the cost;
+        the claim is a conditional write); the look after taking a place in line reads
+        consistently, so a slot given back meanwhile is seen. A shard with no more than
+        ``spare`` free slots is passed over.
+        """
+        now = self.clock.now()
+        ahead = ahead_of(self.head(want.scope, want.key, want.limit, now), want.rank,
+                         want.work)
+        sizes = shard_sizes(want.limit)
+        order = random.sample(range(len(sizes)), len(sizes))
+        if want.freed is not None and want.freed in order:
+            order.remove(want.freed)
+            order.insert(0, want.freed)
+        for shard in order:
+            leases = self.store.shard_leases(want.scope, want.key, shard,
+                                             consistent=consistent)
+            free = free_indexes(leases, sizes[shard], now)
+            if not free:
+                continue
+            if yields(ahead, len(free)):
+                self._wake(to_wake(ahead, now, len(free)))
+                return None
+            if len(free) <= spare:
+                continue
+            for index in random.sample(free, min(len(free), _CLAIM_TRIES)):
+                lease = SlotLease(want.scope, want.key, shard, index, uuid.uuid4().hex,
+                                  want.work, now + want.lease_s)
+                if self._claim_one(Slot(lease, want.limit), now):
+                    return lease
+        return None
+
+    def _leave(self, want: Want) -> None:
+        """Leave the line: ``want``'s work took its slot."""
+        self.store.leave_line(want.scope, want.key, want.line, want.rank, want.work)
+
+    def _leave_holding(self, want: Want, lease: SlotLease) -> None:
+        """Leave the line holding ``lease``; if that fails, give the slot back and raise.
+
+        A place left behind would hold up the line until it lapses; the redelivery of our
+        message takes a slot again and leaves the line then.
+        """
         try:
-            return self._update(slot.scope, slot.key, decide)
+            self._leave(want)
         except Exception:
-            # A write that reported failure may have landed: give back what it may have
-            # taken rather than leave the slot to its lease (a no-op if it did not land).
-            self.release([slot])
+            self.release([Slot(lease, want.limit)], wake=False)
             raise
 
-    def release(self, slots: Sequence[Slot]) -> None:
-        """Give slots back (best effort: a slot not given back lapses with its lease)."""
+    def _claim_one(self, slot: Slot, now: float) -> bool:
+        """Claim one slot; a write that reported failure may have landed: give it back."""
+        try:
+            return self.store.claim_slot(slot.lease, now)
+        except Exception:
+            self.release([slot], wake=False)
+            raise
+
+    def _wake(self, places: Sequence[LinePlace], freed: int | None = None) -> None:
+        """Send each place's message now, once: the place is marked woken first.
+
+        ``freed`` (the shard a release gave its slot back in) is what the woken
+        invocation reads first.
+        """
+        now = self.clock.now()
+        for place in places:
+            if self.store.put_place(woken(place, now), place.round, place.woken):
+                msg = Message.from_json(place.message)
+                if freed is not None:
+                    msg = replace(msg, payload={**(msg.payload or {}), _FREED: freed})
+                self.queue.send([msg])
+
+    def release(self, slots: Sequence[Slot], *, wake: bool = True) -> None:
+        """Give slots back and wake the head of each line.
+
+        Best effort: a slot not given back lapses with its lease, and a waiter not woken
+        comes back on its backstop timer.
+        """
         for slot in slots:
-
-            def give_back(
-                state: dict[str, Any] | None, now: float, token: str = slot.token
-            ) -> tuple[dict[str, Any] | None, None]:
-                held = holds(state, token, now)
-                return (release_slot(state, token=token, now=now) if held else None), None
-
+            lease = slot.lease
             try:
-                self._update(slot.scope, slot.key, give_back)
+                self.store.free_slot(lease)
+                if wake:
+                    now = self.clock.now()
+                    head = self.head(lease.scope, lease.key, slot.limit, now)
+                    self._wake(to_wake(head, now), lease.shard)
             except Exception:  # the lease lapses instead; the work itself is done
                 _log.warning("concurrency slot %s %r not released; it lapses with its lease",
-                             slot.scope, slot.key, exc_info=True)
-
-    def _update(
-        self,
-        scope: str,
-        key: str,
-        decide: Callable[[dict[str, Any] | None, float], tuple[dict[str, Any] | None, T]],
-    ) -> T:
-        """Read a concurrency gate, ``decide`` its new state and write it on condition.
-
-        Read and decide again when another writer got there first; ``decide`` returns
-        ``(None, result)`` to write nothing.
-
-        Raises:
-            GateContentionError: The gate kept moving (the message is redelivered).
-        """
-        for _ in range(_TRIES):
-            gate = self.store.gate(scope, key)
-            state, result = decide(gate.state, self.clock.now())
-            if state is None:
-                return result
-            if self.store.put_gate(GateWrite(scope, key, state, gate.version,
-                                             slot_expiry(state))):
-                return result
-        raise GateContentionError(f"concurrency gate {scope} {key!r} kept moving")
-
-
+                             lease.scope, lease.key, exc_info=True)

@@ -120,11 +120,11 @@ class FaultyStore:
     """A Store whose calls fail now and then, and whose commits are sometimes the last act."""
 
     _READS = ("load", "waiters_for", "event_seen", "events_since", "logged_event", "committed",
-              "gate", "list_gates")
+              "gate", "list_gates", "shard_leases", "line", "place")
     # create_run passes its gates through (``*args, **kwargs``); put_gate's "failed after it
     # landed" is a gate written whose writer must read it again.
     _WRITES = ("create_run", "remember_event", "log_event", "remove_waiters", "put_gate",
-               "persist")
+               "persist", "claim_slot", "free_slot", "put_place", "leave_line")
 
     def __init__(self, inner: Any, faults: Faults) -> None:
         self.inner = inner

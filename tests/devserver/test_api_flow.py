@@ -11,9 +11,9 @@ from starlette.testclient import TestClient
 from runtime import App, Context, TriggerEvent
 from runtime.backends.local import LocalBackend
 from runtime.cli.runs import render_run, render_runs
+from runtime.concurrency import SlotLease
 from runtime.devserver import create_app
 from runtime.orchestration.clock import FakeClock
-from runtime.records import GateWrite
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 app = App("flowapi")
@@ -88,8 +88,8 @@ def test_throttled_and_skipped_runs_say_why(tmp_path: Path) -> None:
 def test_a_run_waiting_for_a_concurrency_slot_says_where_it_is_in_line(tmp_path: Path) -> None:
     backend, client = _env(tmp_path)
     scope, until = "concurrency:narrow", backend.clock.now() + 90
-    assert backend.store.put_gate(GateWrite(scope, "u1", {"held": {"x": until}, "waiting": {}},
-                                            0, until))
+    assert backend.store.claim_slot(SlotLease(scope, "u1", 0, 0, "x", "crashed", until),
+                                     backend.clock.now())
     _send(backend, client, "job/narrow", {"user": "u1"})
     _send(backend, client, "job/narrow", {"user": "u2"})
     by_user = {r["run_id"]: r for r in _runs(client, "narrow")}
@@ -99,13 +99,13 @@ def test_a_run_waiting_for_a_concurrency_slot_says_where_it_is_in_line(tmp_path:
     assert sum(r["status"] == "Completed" for r in by_user.values()) == 1
     _send(backend, client, "job/narrow", {"user": "u1"})  # a second run in the same line
     reads: list[tuple[str, str]] = []
-    gate = backend.store.gate
+    line = backend.store.line
 
-    def counted(scope: str, key: str) -> Any:
+    def counted(scope: str, key: str, shard: int, limit: int) -> Any:
         reads.append((scope, key))
-        return gate(scope, key)
+        return line(scope, key, shard, limit)
 
-    backend.store.gate = counted  # type: ignore[method-assign]
+    backend.store.line = counted  # type: ignore[method-assign]
     listed = _runs(client, "narrow")
     assert [r["waiting"]["message"] for r in listed if r["waiting"]] == [
         "queued behind concurrency limit 1 key 'u1' (1 ahead)",

@@ -17,6 +17,7 @@ import pytest
 from runtime.backends.aws.store import DynamoStore
 from runtime.backends.aws.table import table_spec, ttl_spec
 from runtime.backends.local.store import SqliteStore
+from runtime.concurrency import LinePlace, SlotLease
 from runtime.errors import GateMovedError
 from runtime.orchestration.clock import FakeClock
 from runtime.orchestration.protocols import RunQuery, Store
@@ -213,6 +214,79 @@ def test_create_run_writes_its_gates_with_the_run(store: Store) -> None:
     assert store.create_run(make_run("r2"), [], [_gw("", {"tat": START + 2}, expect=1)])
     assert store.gate("throttle:fn", "") == Gate({"tat": START + 2}, 2)
     assert store.create_run(make_run("r3"), [], []) is True  # no gates: as before
+
+
+# -- concurrency slots and their lines -----------------------------------------------------
+
+
+def _lease(index: int, token: str, expires: float, shard: int = 0, key: str = "k",
+           scope: str = "concurrency:fn") -> SlotLease:
+    return SlotLease(scope, key, shard, index, token, f"run/{token}", expires)
+
+
+def _place(work: str, rank: float, rnd: int = 1, woken: float | None = None,
+           key: str = "k", shard: int = 0) -> LinePlace:
+    message = Message(MessageKind.CONTINUE, "fn", work.split("/")[0], id="m", version=0)
+    return LinePlace("concurrency:fn", key, shard, rank, work, message.to_json(), rnd,
+                     START + 600, woken)
+
+
+def test_a_slot_is_claimed_once_until_freed_or_lapsed(store: Store) -> None:
+    assert store.shard_leases("concurrency:fn", "k", 0) == []
+    mine = _lease(0, "a", START + 90)
+    assert store.claim_slot(mine, START) is True
+    assert store.claim_slot(_lease(0, "b", START + 90), START + 1) is False  # held
+    assert store.claim_slot(_lease(1, "b", START + 90), START + 1) is True  # another slot
+    assert store.claim_slot(_lease(0, "c", START + 90, shard=1), START) is True  # shard
+    assert store.claim_slot(_lease(0, "c", START + 90, key="k2"), START) is True  # key
+    assert store.shard_leases("concurrency:fn", "k", 0) == [mine, _lease(1, "b", START + 90)]
+    store.free_slot(_lease(0, "not-mine", START + 90))  # another token's: nothing happens
+    assert store.claim_slot(_lease(0, "d", START + 200), START + 2) is False
+    store.free_slot(mine)
+    store.free_slot(mine)  # idempotent
+    assert [x.token for x in store.shard_leases("concurrency:fn", "k", 0)] == ["b"]
+    assert store.claim_slot(_lease(0, "d", START + 200), START + 2) is True
+    # A lease past its expiry (its holder crashed) leaves its slot free to claim.
+    assert store.claim_slot(_lease(1, "e", START + 300), START + 90) is True
+    assert [x.token for x in store.shard_leases("concurrency:fn", "k", 0)] == ["d", "e"]
+
+
+def test_one_of_racing_claims_of_a_slot_wins(store: Store) -> None:
+    wins = _race(lambda k: store.claim_slot(_lease(3, f"t{k}", START + 90), START))
+    assert len(wins) == 1
+    assert [x.token for x in store.shard_leases("concurrency:fn", "k", 0)] == [f"t{wins[0]}"]
+
+
+def test_a_line_reads_in_rank_order_and_places_change_on_condition(store: Store) -> None:
+    assert store.line("concurrency:fn", "k", 0, 10) == []
+    late, early, tied = _place("r2/m", START + 5), _place("r1/m", START - 120), \
+        _place("r0/m", START + 5)
+    other = _place("r9/m", START - 500, shard=1)
+    for p in (late, early, tied, other):
+        assert store.put_place(p, None) is True
+    assert store.put_place(late, None) is False  # it exists
+    assert store.line("concurrency:fn", "k", 0, 10) == [early, tied, late]
+    assert store.line("concurrency:fn", "k", 0, 2) == [early, tied]  # a bounded read
+    assert store.line("concurrency:fn", "k", 1, 10) == [other]  # another shard of the line
+    assert store.line("concurrency:fn", "k2", 0, 10) == []
+    assert store.place("concurrency:fn", "k", 0, START + 5, "r2/m") == late
+    assert store.place("concurrency:fn", "k", 0, START + 6, "r2/m") is None
+    assert store.place("concurrency:fn", "k", 1, START + 5, "r2/m") is None
+    # The next round needs the stored round (and woken mark); a copy's write is refused.
+    nxt = replace(late, round=2)
+    assert store.put_place(nxt, 2) is False
+    assert store.put_place(nxt, 1, START) is False  # it was never woken
+    assert store.put_place(nxt, 1) is True
+    assert store.put_place(replace(late, round=3), 1) is False
+    wake = replace(nxt, woken=START + 7)
+    assert store.put_place(wake, 2) is True
+    assert store.put_place(replace(nxt, woken=START + 8), 2) is False  # woken by another
+    assert store.place("concurrency:fn", "k", 0, START + 5, "r2/m") == wake
+    assert store.put_place(replace(nxt, round=3), 2, START + 7) is True
+    store.leave_line("concurrency:fn", "k", 0, START - 120, "r1/m")
+    store.leave_line("concurrency:fn", "k", 0, START - 120, "r1/m")  # idempotent
+    assert [p.work for p in store.line("concurrency:fn", "k", 0, 10)] == ["r0/m", "r2/m"]
+
 
 
 def test_create_run_whose_gate_moved_writes_nothing(store: Store) -> None:

@@ -1,28 +1,40 @@
-"""The pure flow-control decisions (runtime.flow): GCRA, the concurrency line, keys."""
+"""The pure flow-control decisions (runtime.flow, runtime.concurrency): GCRA, slots, keys."""
 
 from __future__ import annotations
 
 import pytest
 
+from runtime.concurrency import (
+    GATHER_SECONDS,
+    SHARD_SIZE,
+    WAKE_STALE,
+    LinePlace,
+    SlotLease,
+    ahead_of,
+    backstop,
+    free_indexes,
+    line_shard,
+    line_shards,
+    live,
+    place_sort_key,
+    rank_of,
+    shard_sizes,
+    to_wake,
+    woken,
+    yields,
+)
 from runtime.flow import (
     MAX_BATCH_BYTES,
-    MAX_WAITING,
     RECENT_SECONDS,
-    WAITING_TTL,
     BatchEvents,
     Debounce,
     Priority,
-    acquire_slot,
     flow_key,
     flushed,
     flushed_run,
     fold_event,
     gcra,
-    holds,
-    poll_delay,
     priority_factor,
-    release_slot,
-    slot_expiry,
     window_expiry,
 )
 
@@ -41,66 +53,71 @@ def test_gcra_forgets_a_tat_in_the_past() -> None:
     assert gcra(50.0, 100.0, period=10, limit=1).tat == 110.0
 
 
-def _take(state: dict | None, work: str, now: float = 0.0, rank: float = 0.0,
-          limit: int = 1) -> tuple[dict, bool, int]:
-    # (redelivered: each call takes its work's poll chain over, as its next round would)
-    d = acquire_slot(state, work_id=work, token=f"t-{work}", now=now, limit=limit, lease_s=90,
-                     rank=rank, redelivered=True)
-    return d.state, d.acquired, d.position
+def _place(work: str, rank: float, expires: float = 100.0, woken: float | None = None
+           ) -> LinePlace:
+    return LinePlace("concurrency:fn", "", 0, rank, work, {}, 1, expires, woken)
 
 
-def test_a_slot_is_taken_up_to_the_limit_and_then_work_waits_in_rank_order() -> None:
-    state, ok, _ = _take(None, "r1/", limit=2)
-    state, ok2, _ = _take(state, "r2/", limit=2)
-    assert ok and ok2
-    state, ok3, pos3 = _take(state, "r3/", rank=5, limit=2)
-    state, ok4, pos4 = _take(state, "r4/", rank=1, limit=2)
-    assert (ok3, ok4) == (False, False)
-    assert (pos3, pos4) == (0, 0)  # r4 ranks first: r3 had no one ahead when it asked
-    state = release_slot(state, token="t-r1/", now=1)
-    state, ok3, pos3 = _take(state, "r3/", now=1, rank=5, limit=2)
-    assert not ok3 and pos3 == 1  # r4 is ahead and may take the free slot
-    state, ok4, _ = _take(state, "r4/", now=1, rank=1, limit=2)
-    assert ok4 and holds(state, "t-r4/", 1)
+def _lease(index: int, expires: float) -> SlotLease:
+    return SlotLease("concurrency:fn", "", 0, index, f"t{index}", f"w{index}/", expires)
 
 
-def test_a_lapsed_lease_frees_its_slot_and_a_silent_waiter_leaves_the_line() -> None:
-    state, ok, _ = _take(None, "crashed/")
-    state, ok2, _ = _take(state, "quiet/", rank=-1)  # ranks first, then stops polling
-    assert ok and not ok2
-    state, ok3, _ = _take(state, "next/", now=WAITING_TTL + 1)
-    assert not ok3  # the crashed lease still holds (90 s)
-    state, ok3, _ = _take(state, "next/", now=91)
-    assert ok3  # lease lapsed, and the quiet waiter left the line after WAITING_TTL
+def test_a_limit_is_split_in_shards_of_at_most_fifty_slots() -> None:
+    assert shard_sizes(1) == [1]
+    assert shard_sizes(50) == [50]
+    assert shard_sizes(51) == [26, 25]
+    assert shard_sizes(1000) == [50] * 20
+    assert sum(shard_sizes(999)) == 999 and max(shard_sizes(999)) <= SHARD_SIZE
 
 
-def test_a_copy_of_an_answered_poll_is_dropped_and_a_redelivery_takes_the_chain_over() -> None:
-    state, _ok, _ = _take(None, "busy/")
-    first = acquire_slot(state, work_id="w", token="t1", now=0, limit=1, lease_s=90, rank=0)
-    assert not first.acquired and first.poll == 1
-    state = first.state
-    again = acquire_slot(state, work_id="w", token="t2", now=1, limit=1, lease_s=90, rank=0,
-                         poll=1)
-    assert not again.stale and again.poll == 2
-    state = again.state
-    copy = acquire_slot(state, work_id="w", token="t3", now=1, limit=1, lease_s=90, rank=0,
-                        poll=1)
-    assert copy.stale  # a duplicate of round 1: round 2's message carries the chain on
-    taken = acquire_slot(state, work_id="w", token="t4", now=1, limit=1, lease_s=90, rank=0,
-                         poll=1, redelivered=True)
-    assert not taken.stale and taken.poll == 3  # a redelivery never leaves the chain lost
+def test_a_lapsed_lease_frees_its_slot() -> None:
+    leases = [_lease(0, 10.0), _lease(2, 50.0)]
+    assert free_indexes(leases, 3, now=5.0) == [1]
+    assert free_indexes(leases, 3, now=10.0) == [0, 1]  # its expiry itself: lapsed
+    assert free_indexes([], 2, now=0.0) == [0, 1]
 
 
-def test_the_line_is_bounded() -> None:
-    state: dict = {"held": {"x": 1e9}, "waiting": {f"w{i}": [0, 1e9] for i in range(MAX_WAITING)}}
-    state, ok, _ = _take(state, "late/", rank=1)
-    assert not ok and "late/" not in state["waiting"]
+def test_places_sort_by_rank_then_work_and_read_back() -> None:
+    ranks = [-600.0, 0.0, 5.5, 1.7e9, 1.7e9 + 0.25]
+    keys = [place_sort_key(r, w) for r in ranks for w in ("a/x", "b/y")]
+    assert keys == sorted(keys)
+    assert rank_of(place_sort_key(1.7e9 + 0.25, "r/m#1")) == (1.7e9 + 0.25, "r/m#1")
 
 
-def test_slot_expiry_and_poll_delay() -> None:
-    assert slot_expiry({"held": {"a": 5.0}, "waiting": {"b": [0, 9.0]}}) == 9.0
-    assert slot_expiry({"held": {}, "waiting": {}}) is None
-    assert poll_delay(0, 2) == 1.0 and poll_delay(5, 2) == 3.0 and poll_delay(10_000, 1) == 10.0
+def test_a_taker_yields_to_work_ranked_before_it_unless_slots_are_left_over() -> None:
+    line = live([_place("c/", 3), _place("a/", 1), _place("gone/", 0, expires=5.0),
+                 _place("b/", 2, woken=9.0)], now=10.0)
+    assert [p.work for p in line] == ["a/", "b/", "c/"]  # the lapsed place is out
+    ahead = ahead_of(line, 2.5, "x/")
+    assert [p.work for p in ahead] == ["a/", "b/"]
+    assert yields(ahead, free=1) and yields(ahead, free=2)
+    assert not yields(ahead, free=3)  # two slots for those ahead, one for us
+    assert not yields(ahead_of(line, 0.5, "x/"), free=1)  # ranked first
+
+
+def test_a_long_line_is_split_and_each_wait_keeps_its_shard() -> None:
+    assert [line_shards(n) for n in (1, 250, 251, 1000)] == [1, 1, 2, 4]
+    assert line_shard("r/m", 10) == 0
+    shards = {line_shard(f"r{i}/m", 1000) for i in range(100)}
+    assert shards == {0, 1, 2, 3}
+    assert line_shard("r7/m", 1000) == line_shard("r7/m", 1000)
+
+
+def test_a_release_wakes_the_first_place_not_woken_lately() -> None:
+    line = [_place("a/", 1, woken=9.0), _place("b/", 2), _place("c/", 3)]
+    assert [p.work for p in to_wake(line, now=10.0)] == ["b/"]
+    assert [p.work for p in to_wake(line, now=10.0, count=5)] == ["b/", "c/"]
+    # A wake-up that led nowhere (its invocation lost) is sent again after a while.
+    assert [p.work for p in to_wake(line, now=9.0 + WAKE_STALE)] == ["a/"]
+    assert woken(line[1], 11.0).woken == 11.0
+
+
+def test_a_place_round_trips_and_the_backstop_is_the_lease() -> None:
+    place = _place("a/", 1, woken=2.0)
+    assert LinePlace.of(place.scope, place.key, 0, place.rank, place.work,
+                        place.to_json()) == place
+    assert backstop(90.0, gather=False) == 90.0
+    assert backstop(90.0, gather=True) == GATHER_SECONDS
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,9 @@ A commit is one ``TransactWriteItems`` (or one conditional ``PutItem``) conditio
 version, so two workers racing on a run serialize exactly as the SQLite store's
 ``BEGIN IMMEDIATE`` does: the loser's write is refused and it gets ``False``.
 
-:class:`DynamoStore` is the four parts of a store over one table, one module each: runs and
-commits (``run_store``), flow-control gates (``gate_store``), waiters (``waiter_store``) and
+:class:`DynamoStore` is the five parts of a store over one table, one module each: runs and
+commits (``run_store``), flow-control gates (``gate_store``), concurrency slots and lines
+(``slot_store``), waiters (``waiter_store``) and
 the event log (``event_log``), all :class:`~runtime.backends.aws.dynamo.DynamoTable`. The item
 layout is in ``table.py``, the rules shared with the SQLite store in
 :mod:`runtime.backends.rules`; boto3/botocore types never leave these modules (failures become
@@ -18,12 +19,14 @@ from runtime.backends.aws.dynamo import MAX_TRANSACTION_ITEMS, StoreError
 from runtime.backends.aws.event_log import DynamoEventLog
 from runtime.backends.aws.gate_store import DynamoGateStore
 from runtime.backends.aws.run_store import DynamoRunStore
+from runtime.backends.aws.slot_store import DynamoSlotStore
 from runtime.backends.aws.waiter_store import DynamoWaiterStore
 
 __all__ = ["MAX_TRANSACTION_ITEMS", "DynamoStore", "StoreError"]
 
 
-class DynamoStore(DynamoRunStore, DynamoGateStore, DynamoWaiterStore, DynamoEventLog):
+class DynamoStore(DynamoRunStore, DynamoGateStore, DynamoSlotStore, DynamoWaiterStore,
+                  DynamoEventLog):
     """The :class:`~runtime.orchestration.protocols.Store` over one DynamoDB table.
 
     Args:

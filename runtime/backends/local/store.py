@@ -1,10 +1,11 @@
 """Run state in one SQLite file (WAL), shared by threads and processes.
 
-:class:`SqliteStore` is the four parts of a store over one :class:`Database`, one module
-each: runs and commits (``run_store``), flow-control gates (``gate_store``), waiters
-(``waiter_store``) and the event log (``event_log``). The rules they share with the DynamoDB
-store are in :mod:`runtime.backends.rules`; how a write becomes one ``BEGIN IMMEDIATE``
-transaction (and a message's writes one transaction) is in :mod:`~.database`.
+:class:`SqliteStore` is the five parts of a store over one :class:`Database`, one module
+each: runs and commits (``run_store``), flow-control gates (``gate_store``), concurrency
+slots and their lines (``slot_store``), waiters (``waiter_store``) and the event log
+(``event_log``). The rules they share with the DynamoDB store are in
+:mod:`runtime.backends.rules`; how a write becomes one ``BEGIN IMMEDIATE`` transaction (and a
+message's writes one transaction) is in :mod:`~.database`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from runtime.backends.local.database import DURABILITY, Database, dumps
 from runtime.backends.local.event_log import SqliteEventLog
 from runtime.backends.local.gate_store import SqliteGateStore
 from runtime.backends.local.run_store import SqliteRunStore
+from runtime.backends.local.slot_store import SqliteSlotStore
 from runtime.backends.local.waiter_store import SqliteWaiterStore
 from runtime.orchestration.clock import SystemClock
 from runtime.orchestration.protocols import Clock
@@ -86,10 +88,30 @@ _SCHEMA = (
         expires_at REAL,
         PRIMARY KEY (scope, key))""",
     "CREATE INDEX IF NOT EXISTS gates_by_expiry ON gates (expires_at)",
+    # Concurrency slots: one lease per slot, addressed by (scope, key, shard, index).
+    """CREATE TABLE IF NOT EXISTS slot_leases (
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        shard INTEGER NOT NULL,
+        idx INTEGER NOT NULL,
+        token TEXT NOT NULL,
+        expires REAL NOT NULL,
+        json TEXT NOT NULL,
+        PRIMARY KEY (scope, key, shard, idx))""",
+    # The line of each concurrency key: one place per waiter, sorted by rank (sk).
+    """CREATE TABLE IF NOT EXISTS slot_line (
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        shard INTEGER NOT NULL,
+        sk TEXT NOT NULL,
+        expires REAL NOT NULL,
+        json TEXT NOT NULL,
+        PRIMARY KEY (scope, key, shard, sk))""",
 )
 
 
-class SqliteStore(SqliteRunStore, SqliteGateStore, SqliteWaiterStore, SqliteEventLog):
+class SqliteStore(SqliteRunStore, SqliteGateStore, SqliteSlotStore, SqliteWaiterStore,
+                  SqliteEventLog):
     """The :class:`~runtime.orchestration.protocols.Store` over SQLite.
 
     Args:
