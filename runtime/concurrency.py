@@ -26,8 +26,9 @@ LINE_SHARD_SLOTS = 250
 #: How many places at the head of each line shard a taker reads (about 2 KB: 1 RCU).
 LOOK = 5
 #: A place lasts this long past its waiter's backstop timer: a waiter whose chain died
-#: leaves the line instead of blocking it.
-PLACE_GRACE = 60.0
+#: leaves the line instead of blocking it, and a backstop delivered late (a queue under
+#: pushback) still finds its place (a backstop that finds none has nothing to do).
+PLACE_GRACE = 900.0
 #: A woken place whose invocation has not taken a slot within this long may be woken again.
 WAKE_STALE = 30.0
 #: A function with a priority option lets the first step of each run that finds only the last

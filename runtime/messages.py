@@ -192,3 +192,26 @@ def poll_round(msg: Message) -> int:
 def with_poll(msg: Message, poll: int, due: float) -> Message:
     """``msg`` re-sent to poll for a concurrency slot again (round ``poll``), due at ``due``."""
     return replace(msg, payload={**(msg.payload or {}), "poll": poll}, due=due)
+
+
+def as_backstop(msg: Message) -> Message:
+    """``msg`` as a waiter's backstop timer: it asks again only if its place is still there.
+
+    The place goes when a wake-up served it (the woken message took the slot, or its run
+    ended), and then the backstop has nothing to do: running on would perform the step a
+    second time beside the woken invocation.
+    """
+    return replace(msg, payload={**(msg.payload or {}), "backstop": True})
+
+
+def is_backstop(msg: Message) -> bool:
+    """Whether ``msg`` is a waiter's backstop timer (:func:`as_backstop`)."""
+    return bool((msg.payload or {}).get("backstop"))
+
+
+def without_backstop(msg: Message) -> Message:
+    """``msg`` as the work itself, not its backstop timer."""
+    if not is_backstop(msg):
+        return msg
+    return replace(msg, payload={k: v for k, v in (msg.payload or {}).items()
+                                 if k != "backstop"} or None)

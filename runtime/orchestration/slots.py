@@ -36,7 +36,13 @@ from runtime.concurrency import (
     yields,
 )
 from runtime.flow import Concurrency, flow_key, priority_factor
-from runtime.messages import poll_round, with_poll
+from runtime.messages import (
+    as_backstop,
+    is_backstop,
+    poll_round,
+    with_poll,
+    without_backstop,
+)
 from runtime.orchestration.gates import GateIO, first_message
 from runtime.orchestration.protocols import Clock, Queue, Store
 from runtime.records import Message, MessageKind, RunState
@@ -150,7 +156,7 @@ class Slots:
         # One place in line per message (a START waits as its run's first message): a place
         # never outlives its work into the run's next message.
         first = msg.kind in (MessageKind.START, MessageKind.FLUSH)
-        again = first_message(run) if first else msg
+        again = first_message(run) if first else without_backstop(msg)
         gather = first and fn.flow.priority is not None
         taken: list[Slot] = []
         for c in fn.flow.concurrency:
@@ -160,7 +166,8 @@ class Slots:
                         fn.aws.timeout_s + 30.0, freed if isinstance(freed, int) else None)
             # Only a key the whole function (or app) shares gathers: a burst delivered
             # together meets there; a keyed limit (one per customer) starts at once.
-            lease = self._take(want, poll_round(msg), redelivered, gather and c.key is None)
+            lease = self._take(want, poll_round(msg), redelivered, gather and c.key is None,
+                               backstop=is_backstop(msg))
             if lease is None:
                 self.release(taken)
                 return None
@@ -185,7 +192,7 @@ class Slots:
                 self._wake(to_wake(self.head(scope, key, c.limit, now), now))
 
     def _take(self, want: Want, poll: int, redelivered: bool,
-              gather: bool) -> SlotLease | None:
+              gather: bool, *, backstop: bool = False) -> SlotLease | None:
         """A slot of ``want``'s key, or ``None`` (the work waits in line, or was a copy).
 
         Each wait in line is one chain of messages: the place records the chain's round,
@@ -194,6 +201,11 @@ class Slots:
         writing the place) takes the chain over instead, so a chain is never lost either.
         """
         mine = self.store.place(want.scope, want.key, want.line, want.rank, want.work)
+        if mine is None and backstop and not redelivered:
+            # A wake-up served this wait (its message took the slot, or its run ended):
+            # going on would perform the step again beside the woken invocation.
+            _log.debug("%s: backstop of a served wait dropped", want.work)
+            return None
         if mine is not None and mine.round > poll:
             if not redelivered:
                 _log.debug("%s: stale copy of round %d dropped", want.work, poll)
@@ -230,7 +242,7 @@ class Slots:
                 self._leave_holding(want, lease)
                 return lease
         _log.debug("%s waits for %s %r (round %d)", want.work, want.scope, want.key, nxt)
-        self.queue.send([with_poll(want.again, nxt, now + delay)])
+        self.queue.send([as_backstop(with_poll(want.again, nxt, now + delay))])
         return None
 
     def _claim(self, want: Want, *, consistent: bool, spare: int = 0) -> SlotLease | None:

@@ -16,7 +16,7 @@ from runtime import App, Context, TriggerEvent
 from runtime.app import FunctionDef
 from runtime.backends.local.store import SqliteStore
 from runtime.concurrency import line_shard
-from runtime.messages import poll_round
+from runtime.messages import is_backstop, poll_round
 from runtime.orchestration.clock import FakeClock
 from runtime.orchestration.slots import Slot, Slots
 from runtime.records import Message, MessageKind, RunRecord, RunState
@@ -196,3 +196,27 @@ def test_a_waiter_whose_run_finished_gives_its_turn_on(io: _IO) -> None:
     assert [p.work for p in io.store.line("concurrency:f", "", 0, 10)] == ["next/m-next"]
     slots.forget(fn, _state("r1"), _msg("r1"))  # a message that never waited: nothing
     assert [m.run_id for m in io.sent] == ["next"]
+
+
+def test_the_backstop_of_a_wait_a_wake_up_served_does_not_run_the_step_again(
+        io: _IO) -> None:
+    # r2 waits; a release wakes it and the woken message takes the slot (its step runs).
+    # Its backstop timer comes later, while that step may still run: it finds no place in
+    # line and does nothing, instead of taking a second slot for the same step.
+    slots, fn = Slots(io), _fn(limit=2)
+    held = _take(slots, fn, "r1")
+    other = _take(slots, fn, "r9", created_at=START + 9)
+    assert held is not None and other is not None
+    assert _take(slots, fn, "r2", created_at=START + 2) is None
+    [backstop] = io.sent
+    assert is_backstop(backstop) and backstop.due == START + 90
+    io.sent.clear()
+    slots.release(held)
+    [woken] = io.sent
+    assert not is_backstop(woken)
+    io.sent.clear()
+    assert slots.take_slots(fn, _state("r2", START + 2), woken, None) is not None
+    slots.release(other)  # a slot is free when the backstop comes
+    io.clock.advance(90)
+    assert slots.take_slots(fn, _state("r2", START + 2), backstop, None) is None
+    assert io.sent == []  # and it re-armed nothing
