@@ -712,3 +712,21 @@ def test_a_snapshot_keeps_references_to_outputs_in_s3(ddb: Any, aws: AwsEmulator
     s3.meta.events.register("before-call.s3.GetObject", lambda **_: gets.append("get"))
     state = _container(store, payloads=S3Payloads("payloads", s3)).load("r1")
     assert state is not None and state.steps["big"].output == big and gets == ["get"]
+
+
+def test_a_snapshot_past_the_item_limit_is_not_written(store: DynamoStore, ddb: Any,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    states = _states(40)
+    _build(store, 20, 1000)
+    assert _container(store).commit("r1", _commit_for(20))  # a snapshot within the limit
+    assert raw(ddb, "RUN#r1", "SNAP")["version"] == {"N": "21"}
+    for v in range(21, 39):
+        assert store.commit("r1", _commit_for(v))
+    monkeypatch.setattr(t, "MAX_LOG_ITEM_BYTES", t.item_bytes(raw(ddb, "RUN#r1", "SNAP")))
+    worker = _container(store)
+    with caplog.at_level("WARNING", logger="stepkit"):
+        assert worker.commit("r1", _commit_for(39))  # the commit stands
+    assert "run r1: a snapshot of" in caplog.text and "would pass the item limit" in caplog.text
+    assert raw(ddb, "RUN#r1", "SNAP")["version"] == {"N": "21"}  # the last one stays
+    assert _container(store).load("r1") == states[40] == _whole(store)
