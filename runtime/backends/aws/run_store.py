@@ -7,10 +7,10 @@ version: the loser of two racing workers finds the version taken and gets ``Fals
 A load that finds the run in this container's cache reads only the log entries since. A cold
 one walks down the run's partition: its events, its snapshot (the state as of some version,
 compressed) and its header, then the log after the snapshot, so it does not grow with the
-run's history. The snapshot is derived data:
-written after a commit by the worker that committed it (one conditional ``PutItem``, never part
-of the commit), only when its own cold load had to read a long tail; a missing or old one
-costs reads, never correctness. The item layout is in ``table.py``; the rules shared with the
+run's history. The snapshot is derived data: written after a commit by the worker that made
+it (one conditional ``PutItem``, never part of the commit), only when that worker's cold load
+had to read a long log after the last one; a missing or old snapshot costs reads, never
+correctness. The item layout is in ``table.py``; the rules shared with the
 SQLite store in :mod:`runtime.backends.rules`.
 """
 
@@ -247,20 +247,6 @@ class DynamoRunStore(DynamoTable):
         raise StoreError(f"run {run_id}: read a half-applied commit {TORN_TRIES} times in a row",
                          code="TornRead")
 
-    def _after(self, run_id: str, base: RunState) -> tuple[RunState, int] | None:
-        """``base`` (a snapshot) with the log after it applied, and that log's size.
-
-        ``None`` when the log read stayed torn: read the whole run instead.
-        """
-        since = base.run.version
-        for attempt in range(TORN_TRIES):
-            logs = self._log_since(run_id, since)
-            state = _fold(base, logs, since)
-            if state is not None:
-                return state, _log_bytes(logs)
-            time.sleep(0.005 * 2**attempt)  # an entry written while the Query paged
-        return None
-
     def _log_since(self, run_id: str, since: int) -> dict[int, t.Item]:
         """The run's log entries after version ``since``, by version (strongly consistent)."""
         return {int(row["version"]["N"]): row for row in self._query(
@@ -340,7 +326,7 @@ class DynamoRunStore(DynamoTable):
 
     @property
     def cache_size(self) -> int:
-        """How many runs the run-state cache keeps (0: none, every load reads it whole)."""
+        """How many runs the run-state cache keeps (0: none, every load is cold)."""
         return self._cache.size
 
     @cache_size.setter

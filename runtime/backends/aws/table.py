@@ -126,9 +126,10 @@ Item: TypeAlias = "dict[str, AttributeValueTypeDef]"
 
 RUN_PREFIX, WAIT_PREFIX, EVENT_PREFIX = "RUN#", "WAIT#", "EVENT#"
 RUN_SK, EVENT_SK = "RUN", "EVENT"
-# A run's partition sorts as LOG#..., RUN, SNAP, TRIGGER: the commit log first, then the
-# header, the snapshot and the events side by side, so a cold load is one Query of RUN..TRIGGER
-# and one of the log after the snapshot (LOG#<s+1> .. LOG$), and a warm one a range of the log.
+# A run's partition sorts as LOG#..., RUN, SNAP, TRIGGER: the commit log, then the header, the
+# snapshot and the events side by side, so a cold load is one walk down from the end (the last
+# three items, then the log down to the snapshot's version) and a warm one a range of the log
+# (LOG#<v+1> .. LOG$).
 EVENTS_SK = "TRIGGER"  # the triggering events
 SNAP_SK = "SNAP"  # the run's state as of one version, compressed (see snapshot_item)
 LOG_PREFIX, LOG_END = "LOG#", "LOG$"  # '$' sorts right after '#'
