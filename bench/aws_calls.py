@@ -2,8 +2,11 @@
 
 Runs a linear N-step function (N = 10, 100, 1000) through the real Lambda handlers on
 DynamoDB Local + moto, counts every API call with botocore event hooks, reads the DynamoDB
-capacity each call consumed, and prices it at public us-east-1 rates. It also runs the
-100-step case with the handler's run-state cache off, to show what the commit log saves.
+capacity each call consumed, and prices it at public us-east-1 rates, in three modes:
+``default`` (one warm consumer per function: every load after the first reads only the
+commits since), ``checkpointing`` and ``cold`` (every invocation on a fresh container, as at
+production concurrency, where a run's next message goes to any container: every load reads
+the run's snapshot and the log after it).
 
 Prints figures; it is not a test. Needs the emulators (`scripts/install-test-deps.sh`).
 Run: .venv/bin/python bench/aws_calls.py [--sizes 10 100 1000]
@@ -17,7 +20,7 @@ from collections import Counter
 from typing import Any
 
 from runtime import App, Context, TriggerEvent
-from runtime.backends.aws.table import item_bytes
+from runtime.backends.aws.table import RUN_PREFIX, SNAP_SK, item_bytes, key
 from runtime.orchestration.clock import FakeClock
 from stepkit_emulators.aws import AwsBackend
 from stepkit_emulators.emulators import aws_emulators
@@ -108,19 +111,21 @@ def steps_app(n: int, *, checkpointing: bool = False) -> App:
     return app
 
 
-def measure(emulators: Any, n: int, *, cache: bool = True,
+def measure(emulators: Any, n: int, *, cold: bool = False,
             checkpointing: bool = False) -> dict[str, Any]:
     emulators.reset()
     backend = AwsBackend(steps_app(n, checkpointing=checkpointing), emulators, FakeClock())
     invocations = 0
     busy = 0.0
     for c in backend.consumers:
-        c.service.orchestrator.store.cache_size = 256 if cache else 0
-        real = c.service.handle_batch
+        real, store = c.service.handle_batch, c.service.orchestrator.store
 
-        def timed(event: Any, context: Any, *, router: bool, _real: Any = real) -> Any:
+        def timed(event: Any, context: Any, *, router: bool, _real: Any = real,
+                  _store: Any = store) -> Any:
             nonlocal invocations, busy
             invocations += 1
+            if cold:  # a fresh container: nothing cached
+                _store.drop_cache()
             t0 = time.perf_counter()
             try:
                 return _real(event, context, router=router)
@@ -137,6 +142,8 @@ def measure(emulators: Any, n: int, *, cache: bool = True,
     elapsed = time.perf_counter() - t0
     run = backend.list_runs()[0]
     assert run.status.value == "Completed", run
+    snap = backend.clients["dynamodb"].get_item(
+        TableName=backend.resources.table, Key=key(RUN_PREFIX + run.run_id, SNAP_SK)).get("Item")
     calls = Counter({op: meter.billed(op) for op in meter.calls})
     sqs = sum(v for k, v in calls.items() if k.startswith("sqs."))
     ddb = sum(v for k, v in calls.items() if k.startswith("dynamodb."))
@@ -144,7 +151,8 @@ def measure(emulators: Any, n: int, *, cache: bool = True,
                               max(busy / max(invocations, 1), 0.001))
     cost = (lam_cost + sqs * SQS_REQUEST + meter.entries * EVENTBRIDGE_EVENT
             + meter.wru * DDB_WRU + meter.rru * DDB_RRU)
-    return {"n": n, "mode": "checkpointing" if checkpointing else "default", "calls": calls,
+    mode = "checkpointing" if checkpointing else "cold" if cold else "default"
+    return {"n": n, "mode": mode, "calls": calls, "snapshot": item_bytes(snap) if snap else 0,
             "sqs": sqs, "ddb": ddb, "events": meter.entries,
             "invocations": invocations, "rru": meter.rru, "wru": meter.wru, "cost": cost,
             "elapsed": elapsed, "busy_ms": busy / max(invocations, 1) * 1000}
@@ -216,7 +224,7 @@ def main() -> None:
     with aws_emulators() as emulators:
         rows = [measure(emulators, n) for n in args.sizes]
         rows += [measure(emulators, n, checkpointing=True) for n in args.sizes]
-        uncached = measure(emulators, 100, cache=False)
+        rows += [measure(emulators, n, cold=True) for n in args.sizes]
         day = sleep_day(emulators)
         hopping = sleep_day(emulators, timers=False)
     print("AWS API calls per step (linear N-step run; every call counted by botocore hooks)")
@@ -239,9 +247,11 @@ def main() -> None:
     print(f"\nstate reads: RRU per run grows {largest['rru'] / rows[0]['rru']:.0f}x for "
           f"{largest['n'] // rows[0]['n']}x the steps "
           "(linear: warm loads catch up from the commit log)")
-    print(f"without the run-state cache, 100 steps read {uncached['rru']:.0f} RRU "
-          f"(vs {next((r['rru'] for r in rows if r['n'] == 100), float('nan')):.0f} with it): "
-          "every invocation re-reads the whole history, quadratic in steps")
+    coldest = rows[-1]
+    print(f"cold (every invocation on a fresh container), {coldest['n']} steps: "
+          f"{coldest['rru'] / coldest['n']:.2f} RRU/step (warm: "
+          f"{largest['rru'] / largest['n']:.2f}); each load reads the run's snapshot and the log "
+          f"after it, not its history; the snapshot was {coldest['snapshot']} bytes at the end")
     # Per request: SQS $0.40/M; a Scheduler delivery $1/M (its SendMessage is also an SQS
     # request); a Lambda invocation of ~20 ms. CreateSchedule is not priced here.
     print("\none day of sleep: every AWS request from the sleep's commit to the run's wake-up")

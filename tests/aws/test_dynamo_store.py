@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from typing import Any
 
 import boto3
@@ -19,6 +20,7 @@ from runtime.orchestration.clock import FakeClock
 from runtime.orchestration.protocols import RunQuery
 from runtime.records import (
     Commit,
+    EventOut,
     Gate,
     GateWrite,
     RunPatch,
@@ -28,6 +30,7 @@ from runtime.records import (
     StepRecord,
     StepStatus,
     StepWrite,
+    applied,
 )
 from stepkit_emulators.emulators import AwsEmulators
 from tests.stores.helpers import DAY, START, make_run, step, waiter
@@ -592,3 +595,202 @@ def test_a_payload_that_does_not_match_its_digest_is_refused(ddb: Any, aws: AwsE
     s3.put_object(Bucket="payloads", Key=ref["$stepkit_payload"]["key"], Body=b'"tampered"')
     with pytest.raises(PayloadError, match="does not match its digest"):
         payloads.resolve(ref)
+
+
+# -- cold loads: a snapshot and the log after it -------------------------------------------
+
+
+def _container(store: DynamoStore, client: Any = None, **options: Any) -> DynamoStore:
+    """Another Lambda container on the same table (its own cache), snapshotting eagerly."""
+    fresh = DynamoStore(store.table, client=client or store.client, clock=store.clock, **options)
+    fresh.snapshot_tail_bytes = 1  # any log after the snapshot asks for a new one
+    return fresh
+
+
+def _commit_for(v: int) -> Commit:
+    """Commit ``v`` of a long run: new steps, steps moving on, run changes now and then."""
+    if v % 7 == 3:
+        return Commit(f"m{v}", v, run=RunPatch(attempt=v), outbox=(_event(v),))
+    if v % 5 == 4 and (v - 2) % 7 != 3:  # the step started two commits ago completes
+        return Commit(f"m{v}", v, steps=(StepWrite(
+            step(f"s{v - 2}", output={"v": v, "list": [1.5, None, "é"]}), StepStatus.SLEEPING),))
+    return Commit(f"m{v}", v, steps=(StepWrite(step(f"s{v}", StepStatus.SLEEPING)),))
+
+
+def _event(v: int) -> EventOut:
+    return EventOut({"name": "n", "data": {"v": v}})
+
+
+def _build(store: DynamoStore, commits: int, every: int) -> RunState:
+    """A run of ``commits`` commits; one in ``every`` by a cold container, which snapshots.
+
+    Returns the reference: the state the commits made, applied in memory.
+    """
+    reference = RunState(make_run(), {})
+    assert store.create_run(reference.run, [])
+    for v in range(commits):
+        worker = _container(store) if v % every == every - 1 else store
+        assert worker.commit("r1", _commit_for(v))
+        reference = applied(reference, _commit_for(v))
+    return reference
+
+
+def _whole(store: DynamoStore) -> RunState | None:
+    """The run as its whole log says, read without any snapshot."""
+    found = store._load_whole("r1")
+    return None if found is None else found[0]
+
+
+@pytest.mark.parametrize("every", [1, 3, 17, 1000])
+def test_a_cold_load_after_snapshots_returns_exactly_the_committed_state(
+        store: DynamoStore, ddb: Any, every: int) -> None:
+    reference = _build(store, 60, every)
+    assert reference.run.version == 60 and reference.run.attempt == 59
+    cold = _container(store).load("r1")
+    assert cold == reference == _whole(store)
+    snaps = ddb.query(TableName=TABLE, KeyConditionExpression="pk = :p AND sk = :s",
+                      ExpressionAttributeValues={":p": {"S": "RUN#r1"}, ":s": {"S": "SNAP"}})
+    versions = [int(item["version"]["N"]) for item in snaps["Items"]]
+    # By the last cold container to find log after the snapshot (with one every commit,
+    # every other finds the snapshot its predecessor just wrote, and no log after it).
+    assert versions == ([] if every > 60 else [59] if every == 1 else [60 - 60 % every])
+    if every == 17:  # a snapshot read back is the state at its version
+        assert t.snapshot_from(snaps["Items"][0], raw(ddb, "RUN#r1", "TRIGGER")) == \
+            _states(60)[51]
+
+
+def _states(commits: int) -> list[RunState]:
+    states = [RunState(make_run(), {})]
+    for v in range(commits):
+        states.append(applied(states[-1], _commit_for(v)))
+    return states
+
+
+def test_any_snapshot_of_the_run_gives_the_same_state(store: DynamoStore, ddb: Any) -> None:
+    # A stale or crashed worker's snapshot is still the committed state at its version: put
+    # each version's snapshot in place (as no condition would let it) and load cold.
+    states = _states(40)
+    store.create_run(states[0].run, [])
+    for v in range(40):
+        assert store.commit("r1", _commit_for(v))
+    for old in (states[0], states[1], states[13], states[39], states[40]):
+        ddb.put_item(TableName=TABLE, Item=t.snapshot_item(old, at=START, ttl=START + DAY))
+        assert _container(store).load("r1") == states[40]
+    # Another run under the same id (created earlier) left a newer snapshot: not used.
+    other = replace(states[40], run=replace(states[40].run, created_at=START - DAY, version=99))
+    ddb.put_item(TableName=TABLE, Item=t.snapshot_item(other, at=START, ttl=START + DAY))
+    assert _container(store).load("r1") == states[40]
+
+
+def test_a_cold_load_after_a_snapshot_reads_a_bounded_number_of_items(
+        store: DynamoStore, ddb: Any) -> None:
+    reference = _build(store, 300, 1000)  # no snapshot yet: a cold load reads it all
+    calls = record_calls(ddb)
+    read: list[int] = []
+    ddb.meta.events.register(
+        "after-call.dynamodb.Query", lambda parsed, **_: read.append(len(parsed["Items"])))
+    first = _container(store)
+    assert first.load("r1") == reference
+    assert read == [3, 301]  # TRIGGER, RUN, LOG#300; then LOG#300..0
+    assert first.commit("r1", _commit_for(300))  # ... so it writes a snapshot after its commit
+    assert [op for op, _ in calls][-2:] == ["PutItem", "PutItem"]  # the log entry, the snapshot
+    reference = applied(reference, _commit_for(300))
+    for v in range(301, 305):  # four more commits by a warm container: the log after it
+        assert first.commit("r1", _commit_for(v))
+        reference = applied(reference, _commit_for(v))
+    del calls[:], read[:]
+    assert _container(store).load("r1") == reference
+    assert [op for op, _ in calls] == ["Query", "Query"]  # one walk: two pages
+    assert all(params["ConsistentRead"] is True for _, params in calls)
+    assert read == [3, 4]  # TRIGGER, SNAP, RUN; then the four entries after the snapshot
+
+
+def _slow_snapshot(aws: AwsEmulators, store: DynamoStore,
+                   meanwhile: Any) -> tuple[DynamoStore, list[int]]:
+    """A cold container whose snapshot write runs ``meanwhile(params)`` just before it."""
+    slow = aws.client("dynamodb")
+    worker, ran = _container(store, slow), []
+
+    def before(params: dict[str, Any], **_: Any) -> None:
+        if params["Item"]["sk"] == {"S": "SNAP"} and not ran:
+            ran.append(1)
+            meanwhile(params)
+
+    slow.meta.events.register("provide-client-params.dynamodb.PutItem", before)
+    return worker, ran
+
+
+def test_a_slow_snapshot_cannot_set_a_newer_one_back(aws: AwsEmulators, store: DynamoStore,
+                                                     ddb: Any) -> None:
+    # Worker A commits version 11, then is slow to write its snapshot: meanwhile B commits
+    # 12 and 13 and writes the snapshot of 12. A's write is refused, and loads stay exact.
+    states = _states(13)
+    _build(store, 10, 1000)
+
+    def meanwhile(_: dict[str, Any]) -> None:
+        assert _container(store).load("r1") == states[11]  # 11 committed, no snapshot yet
+        b = _container(store)
+        assert b.commit("r1", _commit_for(11)) and b.commit("r1", _commit_for(12))
+        assert raw(ddb, "RUN#r1", "SNAP")["version"] == {"N": "12"}
+
+    a, ran = _slow_snapshot(aws, store, meanwhile)
+    assert a.load("r1") == states[10]  # cold: its next commit will snapshot
+    assert a.commit("r1", _commit_for(10)) and ran  # its snapshot refused: no error
+    assert raw(ddb, "RUN#r1", "SNAP")["version"] == {"N": "12"}
+    assert _container(store).load("r1") == states[13] == _whole(store)
+    assert not a.commit("r1", _commit_for(11))  # A is behind: refused
+    assert a.load("r1") == states[13]
+
+
+def test_a_duplicate_snapshot_write_changes_nothing(aws: AwsEmulators, store: DynamoStore,
+                                                    ddb: Any) -> None:
+    states = _states(11)
+    _build(store, 10, 1000)
+
+    def meanwhile(params: dict[str, Any]) -> None:  # the same write lands first
+        ddb.put_item(**{**params, "TableName": TABLE})
+
+    a, ran = _slow_snapshot(aws, store, meanwhile)
+    assert a.load("r1") == states[10]
+    assert a.commit("r1", _commit_for(10)) and ran
+    assert raw(ddb, "RUN#r1", "SNAP")["version"] == {"N": "11"}
+    assert _container(store).load("r1") == states[11] == _whole(store)
+
+
+def test_a_snapshot_keeps_references_to_outputs_in_s3(ddb: Any, aws: AwsEmulators,
+                                                      clock: FakeClock) -> None:
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket="payloads")
+    store = DynamoStore(TABLE, client=ddb, clock=clock, payloads=S3Payloads("payloads", s3))
+    store.create_run(make_run(), [])
+    big = ["y" * 100_000]
+    assert store.commit("r1", Commit("m0", 0, steps=(StepWrite(step("big", output=big)),)))
+    worker = _container(store, payloads=S3Payloads("payloads", s3))
+    assert worker.load("r1") is not None
+    assert worker.commit("r1", Commit("m1", 1, steps=(StepWrite(step("small", output=1)),)))
+    snap = raw(ddb, "RUN#r1", "SNAP")
+    assert t.item_bytes(snap) < 2048  # the reference, not 100 KB
+    stored = t.snapshot_from(snap, raw(ddb, "RUN#r1", "TRIGGER"))
+    assert is_ref(stored.steps["big"].output) and stored.steps["small"].output == 1
+    gets: list[str] = []
+    s3.meta.events.register("before-call.s3.GetObject", lambda **_: gets.append("get"))
+    state = _container(store, payloads=S3Payloads("payloads", s3)).load("r1")
+    assert state is not None and state.steps["big"].output == big and gets == ["get"]
+
+
+def test_a_snapshot_past_the_item_limit_is_not_written(store: DynamoStore, ddb: Any,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    states = _states(40)
+    _build(store, 20, 1000)
+    assert _container(store).commit("r1", _commit_for(20))  # a snapshot within the limit
+    assert raw(ddb, "RUN#r1", "SNAP")["version"] == {"N": "21"}
+    for v in range(21, 39):
+        assert store.commit("r1", _commit_for(v))
+    monkeypatch.setattr(t, "MAX_LOG_ITEM_BYTES", t.item_bytes(raw(ddb, "RUN#r1", "SNAP")))
+    worker = _container(store)
+    with caplog.at_level("WARNING", logger="stepkit"):
+        assert worker.commit("r1", _commit_for(39))  # the commit stands
+    assert "run r1: a snapshot of" in caplog.text and "would pass the item limit" in caplog.text
+    assert raw(ddb, "RUN#r1", "SNAP")["version"] == {"N": "21"}  # the last one stays
+    assert _container(store).load("r1") == states[40] == _whole(store)

@@ -112,6 +112,9 @@ class DynamoTable:
         # Runs this container loaded lately. A warm Lambda that handles a run's next message
         # reads only the commit-log entries since (linear in steps, not quadratic).
         self._cache = RunCache(cache_size)
+        # Runs this container cold-loaded whose log after the snapshot was long, as stored (S3
+        # references unread), at the version read: the next commit of one writes a snapshot.
+        self._due = RunCache(64)
         # (event name, path) pairs this container knows are in the value-index registry.
         self.indexed_paths: set[tuple[str, str]] = set()
 

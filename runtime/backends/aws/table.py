@@ -39,7 +39,7 @@ import json
 import math
 import zlib
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -54,6 +54,7 @@ from runtime.records import (
     RerunOf,
     RunPatch,
     RunRecord,
+    RunState,
     RunStatus,
     StepRecord,
     Waiter,
@@ -164,9 +165,12 @@ Item: TypeAlias = "dict[str, AttributeValueTypeDef]"
 
 RUN_PREFIX, WAIT_PREFIX, EVENT_PREFIX = "RUN#", "WAIT#", "EVENT#"
 RUN_SK, EVENT_SK = "RUN", "EVENT"
-# A run's partition sorts as LOG#..., RUN, TRIGGER: the commit log first, so a cold load is
-# one Query of the partition and a warm one a range of the log (LOG#<v+1> .. LOG$).
+# A run's partition sorts as LOG#..., RUN, SNAP, TRIGGER: the commit log, then the header, the
+# snapshot and the events side by side, so a cold load is one walk down from the end (the last
+# three items, then the log down to the snapshot's version) and a warm one a range of the log
+# (LOG#<v+1> .. LOG$).
 EVENTS_SK = "TRIGGER"  # the triggering events
+SNAP_SK = "SNAP"  # the run's state as of one version, compressed (see snapshot_item)
 LOG_PREFIX, LOG_END = "LOG#", "LOG$"  # '$' sorts right after '#'
 #: The most a commit-log item may hold (DynamoDB refuses items over 400 KB, names included).
 MAX_LOG_ITEM_BYTES = 390 * 1024
@@ -334,6 +338,52 @@ def log_entry(row: Item) -> tuple[int, list[StepRecord], RunPatch | None, str | 
     )
 
 
+def snapshot_item(state: RunState, *, at: float, ttl: float) -> Item:
+    """Encode the snapshot of a run's state at ``state.run.version`` (``RUN#<id>`` / ``SNAP``).
+
+    Derived data: the run record (but its events, which the ``TRIGGER`` item keeps) and every
+    step record as the log holds them (an output in S3 stays a reference), as zlib-compressed
+    JSON in the binary ``state``. The steps are stored by column (every key, then every
+    status, ...; a column whose values are all the same as ``{"same": value}``): records of
+    one run repeat most fields, so a thousand small steps take about 5-16 KB. ``version`` and
+    ``created_ts`` are plain so a write can be conditioned on them; ``steps``, ``bytes`` and
+    ``snapshot_at`` are for people.
+    """
+    run = state.run.to_json()
+    del run["events"]
+    records = [rec.to_json() for rec in state.steps.values()]
+    columns = {name: _column([raw[name] for raw in records]) for name in _STEP_FIELDS}
+    body = json.dumps({"run": run, "n": len(records), "steps": columns},
+                      ensure_ascii=False, separators=(",", ":")).encode()
+    item: Item = {
+        **key(RUN_PREFIX + state.run.run_id, SNAP_SK), "version": n(state.run.version),
+        "created_ts": n(state.run.created_at), "steps": n(len(records)),
+        "bytes": n(len(body)), "state": {"B": zlib.compress(body, 9)},
+        TTL_ATTRIBUTE: n(int(ttl)),
+    }
+    _time(item, "snapshot", at)
+    return item
+
+
+_STEP_FIELDS = tuple(f.name for f in fields(StepRecord))  # the keys of StepRecord.to_json
+
+
+def _column(values: list[Any]) -> Any:
+    return {"same": values[0]} if values and all(v == values[0] for v in values) else values
+
+
+def snapshot_from(row: Item, events: Item) -> RunState:
+    """Inverse of :func:`snapshot_item`, with the run's events from its ``TRIGGER`` item."""
+    raw = json.loads(zlib.decompress(row["state"]["B"]))
+    run = RunRecord.from_json({**raw["run"], "events": _json(events, "events") or []})
+    count, columns = raw["n"], raw["steps"]
+    values = {name: [col["same"]] * count if isinstance(col, dict) else col
+              for name, col in columns.items()}
+    steps = (StepRecord.from_json({name: values[name][i] for name in values})
+             for i in range(count))
+    return RunState(run, {rec.key: rec for rec in steps})
+
+
 def run_from(run: Item, events: Item | None) -> RunRecord:
     """Inverse of :func:`run_item` + :func:`events_item` (as of the run item's ``version``)."""
     error, parent = _json(run, "error"), _json(run, "parent")
@@ -365,6 +415,8 @@ def _value_bytes(value: Any) -> int:
     kind, v = next(iter(value.items()))
     if kind == "S":
         return len(v.encode())
+    if kind == "B":
+        return len(v)
     if kind == "N":
         return len(str(v)) // 2 + 1
     if kind == "M":
