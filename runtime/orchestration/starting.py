@@ -151,22 +151,32 @@ class Starter:
             self.delivery.resend(fn, msg, hard=last)
 
     def start_window(self, fn: FunctionDef, run_id: str, events: Sequence[dict[str, Any]],
-                     clear: GateWrite) -> None:
-        """Create and begin the run of a debounce or batch window, closing it atomically.
+                     clear: GateWrite | None = None) -> bool:
+        """Create and begin the run of a closed debounce or batch window.
+
+        A batch window is closed before its run is created (the run's id and events are fixed
+        by then, so creating it again creates nothing); a gate-layout window's gate is
+        cleared by ``clear`` in the run's own transaction.
+
+        Returns:
+            Whether the run was created (``False``: it existed; nothing written).
 
         Raises:
-            GateMovedError: The window changed since it was read (nothing was written).
+            GateMovedError: ``clear``'s gate changed since it was read (nothing was written).
         """
         p = self.ports
         now = p.clock.now()
         msg_id = f"flush-{run_id}"
         run, waiters = new_run(fn, run_id, tuple(events), msg_id, now)
-        if not p.store.create_run(run, waiters, [clear]):
-            # Someone else closed this window (its run and the gate write landed together):
-            # read the window again.
-            raise GateMovedError(f"window of run {run_id} already closed")
+        if not p.store.create_run(run, waiters, [clear] if clear is not None else []):
+            if clear is not None:
+                # Someone else closed this window (its run and the gate write landed
+                # together): read the window again.
+                raise GateMovedError(f"window of run {run_id} already closed")
+            return False
         observe_created(p.metrics, run)
         self.begin(fn, run, Message(MessageKind.FLUSH, fn.id, run_id, id=msg_id), now)
+        return True
 
 
 def new_run(

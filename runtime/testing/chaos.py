@@ -125,6 +125,9 @@ class FaultyStore:
     # landed" is a gate written whose writer must read it again.
     _WRITES = ("create_run", "remember_event", "log_event", "remove_waiters", "put_gate",
                "persist")
+    _READS += ("window", "window_member", "window_seats", "list_windows")  # batch windows
+    _WRITES += ("open_window", "take_seat", "join_window", "kill_seat", "close_window",
+                "mark_window", "adopt_members")
 
     def __init__(self, inner: Any, faults: Faults) -> None:
         self.inner = inner

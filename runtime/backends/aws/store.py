@@ -19,11 +19,13 @@ from runtime.backends.aws.event_log import DynamoEventLog
 from runtime.backends.aws.gate_store import DynamoGateStore
 from runtime.backends.aws.run_store import DynamoRunStore
 from runtime.backends.aws.waiter_store import DynamoWaiterStore
+from runtime.backends.aws.window_store import DynamoWindowStore
 
 __all__ = ["MAX_TRANSACTION_ITEMS", "DynamoStore", "StoreError"]
 
 
-class DynamoStore(DynamoRunStore, DynamoGateStore, DynamoWaiterStore, DynamoEventLog):
+class DynamoStore(DynamoRunStore, DynamoGateStore, DynamoWaiterStore, DynamoEventLog,
+                  DynamoWindowStore):
     """The :class:`~runtime.orchestration.protocols.Store` over one DynamoDB table.
 
     Args:

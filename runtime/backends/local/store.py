@@ -16,6 +16,7 @@ from runtime.backends.local.event_log import SqliteEventLog
 from runtime.backends.local.gate_store import SqliteGateStore
 from runtime.backends.local.run_store import SqliteRunStore
 from runtime.backends.local.waiter_store import SqliteWaiterStore
+from runtime.backends.local.window_store import WINDOW_SCHEMA, SqliteWindowStore
 from runtime.orchestration.clock import SystemClock
 from runtime.orchestration.protocols import Clock
 
@@ -86,10 +87,12 @@ _SCHEMA = (
         expires_at REAL,
         PRIMARY KEY (scope, key))""",
     "CREATE INDEX IF NOT EXISTS gates_by_expiry ON gates (expires_at)",
+    *WINDOW_SCHEMA,  # batch windows: header, seats and members (window_store.py)
 )
 
 
-class SqliteStore(SqliteRunStore, SqliteGateStore, SqliteWaiterStore, SqliteEventLog):
+class SqliteStore(SqliteRunStore, SqliteGateStore, SqliteWaiterStore, SqliteEventLog,
+                  SqliteWindowStore):
     """The :class:`~runtime.orchestration.protocols.Store` over SQLite.
 
     Args:
