@@ -391,7 +391,9 @@ class Window:
 
     Attributes:
         run_id: The run the window starts (``None``: no window was ever opened here).
-        count: Seats taken (an event takes one; a seat left empty is tombstoned at close).
+        count: Seats taken (an event takes one; a seat left empty is tombstoned).
+        cap: The most seats: ``max_size`` plus the seats tombstoned so far, so a window
+            full by count holds exactly ``max_size`` events whatever seats were given up.
         bytes: Bytes of events the seats hold or were taken for.
         first_at: When the window opened.
         due: When its run starts if it does not fill first.
@@ -403,6 +405,7 @@ class Window:
 
     run_id: str | None = None
     count: int = 0
+    cap: int = 0
     bytes: int = 0
     first_at: float = 0.0
     due: float = 0.0
@@ -440,15 +443,27 @@ SEAT_SECONDS = 7 * 24 * 3600.0
 
 def opened_window(run_id: str, now: float, batch: BatchEvents, version: int) -> Window:
     """A new batch window whose run will be ``run_id``, replacing the header at ``version``."""
-    return Window(run_id, first_at=now, due=now + batch.timeout.total_seconds(),
-                  version=version + 1)
+    return Window(run_id, cap=batch.max_size, first_at=now,
+                  due=now + batch.timeout.total_seconds(), version=version + 1)
 
 
-def window_full(window: Window, size: int, batch: BatchEvents) -> bool:
-    """Whether an event of ``size`` bytes finds no seat in ``window`` (it must close first)."""
-    if window.count >= batch.max_size:
-        return True
+def seats_full(window: Window) -> bool:
+    """Whether every seat under the cap is taken (settle them: close, or raise the cap)."""
+    return window.count >= window.cap
+
+
+def bytes_full(window: Window, size: int) -> bool:
+    """Whether an event of ``size`` bytes would pass :data:`MAX_BATCH_BYTES` (close first)."""
     return window.count > 0 and window.bytes + size > MAX_BATCH_BYTES
+
+
+def settled_cap(seats: dict[int, dict[str, Any]], count: int, batch: BatchEvents) -> int:
+    """The cap a window whose seats ``1..count`` are all filled or tombstoned should have.
+
+    Equal to the current cap: it holds ``max_size`` events, close it. Higher: seats were
+    given up (copies, crashed joins), so that many more may be taken.
+    """
+    return batch.max_size + sum(1 for n in range(1, count + 1) if seats.get(n) == TOMBSTONE)
 
 
 def member_expiry(now: float) -> float:
@@ -456,12 +471,12 @@ def member_expiry(now: float) -> float:
     return now + RECENT_SECONDS
 
 
-def empty_seats(seats: dict[int, dict[str, Any] | None], count: int) -> list[int]:
-    """The seats of ``1..count`` not yet filled or tombstoned (close tombstones them)."""
+def empty_seats(seats: dict[int, dict[str, Any]], count: int) -> list[int]:
+    """The seats of ``1..count`` not yet filled or tombstoned (they are tombstoned)."""
     return [n for n in range(1, count + 1) if seats.get(n) is None]
 
 
-def window_events(seats: dict[int, dict[str, Any] | None], count: int) -> list[dict[str, Any]]:
+def window_events(seats: dict[int, dict[str, Any]], count: int) -> list[dict[str, Any]]:
     """A closed window's events: its filled seats in seat (arrival) order."""
     return [e for n in range(1, count + 1) if (e := seats.get(n))]
 

@@ -211,9 +211,12 @@ class WindowStore(Protocol):
         """Write a new header if the stored one is still at ``window.version - 1``."""
         ...
 
-    def take_seat(self, scope: str, key: str, run_id: str, size: int, max_count: int,
+    def take_seat(self, scope: str, key: str, run_id: str, size: int,
                   max_bytes: int) -> int | None:
         """Take the next seat of the open window ``run_id`` (a conditional counter).
+
+        Refused at the window's cap, or when ``size`` more bytes would pass ``max_bytes``
+        (unless no seat is taken yet).
 
         Returns:
             The seat (1-based), or ``None``: the window closed, moved on or is full.
@@ -247,8 +250,12 @@ class WindowStore(Protocol):
         ...
 
     def mark_window(self, scope: str, key: str, run_id: str, *, started: bool = False,
-                    round: int | None = None, expect_round: int | None = None) -> bool:
-        """Mark window ``run_id`` started, or move its timer from ``expect_round`` to ``round``."""
+                    round: int | None = None, expect_round: int | None = None,
+                    cap: int | None = None) -> bool:
+        """Mark window ``run_id`` started (once closed), or change the open window.
+
+        Its timer moves from ``expect_round`` to ``round``; its cap only ever rises.
+        """
         ...
 
     def adopt_members(self, scope: str, members: Sequence[tuple[str, str, float]]) -> None:

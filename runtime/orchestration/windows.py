@@ -30,6 +30,7 @@ from runtime.flow import (
     MAX_BATCH_BYTES,
     SEAT_SECONDS,
     Window,
+    bytes_full,
     empty_seats,
     event_bytes,
     flow_key,
@@ -38,9 +39,10 @@ from runtime.flow import (
     fold_event,
     member_expiry,
     opened_window,
+    seats_full,
+    settled_cap,
     window_events,
     window_expiry,
-    window_full,
 )
 from runtime.messages import FlushPayload
 from runtime.orchestration.gates import GateContentionError, GateIO
@@ -171,23 +173,26 @@ class Windows:
                 if store.open_window(scope, key, opened):
                     self._arm(fn, scope, key, opened)
                 continue
-            if window_full(window, size, batch):
+            if seats_full(window):
+                self._settle(fn, scope, key, window)
+                continue
+            if bytes_full(window, size):
                 self._close(fn, scope, key, run_id)
                 continue
-            seat = store.take_seat(scope, key, run_id, size, batch.max_size, MAX_BATCH_BYTES)
+            seat = store.take_seat(scope, key, run_id, size, MAX_BATCH_BYTES)
             if seat is None:
                 continue  # closed, full or moved on since read
             joined = store.join_window(scope, run_id, seat, event,
                                        member_until=member_expiry(now),
                                        seat_until=now + SEAT_SECONDS)
             if joined.lost:
-                continue  # the close gave our seat up: take one in the next window
+                continue  # our seat was given up (or the write conflicted): take another
             if joined.duplicate:
                 if not redelivered or joined.run_id is None:
                     return None  # a copy: the event is in hand
                 return self._joined_before(fn, scope, key, joined.run_id)
-            if seat >= batch.max_size:
-                self._close(fn, scope, key, run_id)  # the event that fills it starts it
+            if seat >= window.cap:
+                self._settle(fn, scope, key, store.window(scope, key))  # the last seat: start
             elif redelivered:
                 self._arm(fn, scope, key, window)  # a crash may have lost the timer
             return None
@@ -207,6 +212,28 @@ class Windows:
                                                                           window):
             return None
         return run_id  # started (by us before a crash, or by another worker): resume it
+
+    def _settle(self, fn: FunctionDef, scope: str, key: str, window: Window) -> None:
+        """Every seat under the cap is taken: start the window if ``max_size`` are filled.
+
+        Seats still empty are tombstoned (their events, in flight or crashed, take seats
+        again) and the cap rises by as many, so a window full by count holds exactly
+        ``max_size`` events, however many copies and failed joins took seats.
+        """
+        run_id, store, batch = window.run_id, self.io.store, fn.flow.batch
+        if run_id is None or not window.open or not seats_full(window) or batch is None:
+            return
+        until = self.io.clock.now() + SEAT_SECONDS
+        seats = store.window_seats(scope, run_id, window.count)
+        for n in empty_seats(seats, window.count):
+            if not store.kill_seat(scope, run_id, n, until):
+                return  # filled meanwhile: the caller reads the window again
+            seats[n] = {}
+        cap = settled_cap(seats, window.count, batch)
+        if cap > window.cap:
+            store.mark_window(scope, key, run_id, cap=cap)
+        else:
+            self._close(fn, scope, key, run_id)
 
     def _close(self, fn: FunctionDef, scope: str, key: str, run_id: str) -> bool:
         """Close window ``run_id`` and start its run; whether we created the run."""
@@ -232,9 +259,9 @@ class Windows:
         for _ in range(_TRIES):
             seats = store.window_seats(scope, run_id, window.count)
             if not all(store.kill_seat(scope, run_id, n, until)
-                       for n in empty_seats(dict(seats), window.count)):
+                       for n in empty_seats(seats, window.count)):
                 continue  # a seat was filled (or a write conflicted): read the seats again
-            events = window_events(dict(seats), window.count)
+            events = window_events(seats, window.count)
             created = bool(events) and self.start(fn, run_id, events)
             store.mark_window(scope, key, run_id, started=True)
             return created

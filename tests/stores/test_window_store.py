@@ -26,8 +26,8 @@ def _ev(n: int, size: int = 0) -> dict[str, Any]:
     return {"id": f"e{n}", "name": "row/added", "data": {"n": n, "pad": "x" * size}, "ts": 0}
 
 
-def _open(store: Store, run_id: str = "r1", key: str = "k", version: int = 0) -> Window:
-    window = Window(run_id, first_at=START, due=START + 5, version=version + 1)
+def _open(store: Store, run_id: str = "r1", key: str = "k", cap: int = 3) -> Window:
+    window = Window(run_id, cap=cap, first_at=START, due=START + 5, version=1)
     assert store.open_window(S, key, window)
     return window
 
@@ -42,20 +42,20 @@ def test_a_window_never_opened_reads_empty_and_opens_once_per_version(store: Sto
     assert store.window(S, "k") == Window("r9", due=START, version=3)
 
 
-def test_seats_are_counted_up_to_the_size_and_byte_limits(store: Store) -> None:
+def test_seats_are_counted_up_to_the_cap_and_byte_limit(store: Store) -> None:
     _open(store)
-    assert [store.take_seat(S, "k", "r1", 100, 3, 1000) for _ in range(4)] == [1, 2, 3, None]
-    _open(store, "r2", "j")
-    assert store.take_seat(S, "j", "r2", 900, 10, 1000) == 1
-    assert store.take_seat(S, "j", "r2", 200, 10, 1000) is None  # 1,100 bytes would not fit
-    assert store.take_seat(S, "j", "other-run", 10, 10, 1000) is None  # not its window
+    assert [store.take_seat(S, "k", "r1", 100, 1000) for _ in range(4)] == [1, 2, 3, None]
+    _open(store, "r2", "j", cap=10)
+    assert store.take_seat(S, "j", "r2", 900, 1000) == 1
+    assert store.take_seat(S, "j", "r2", 200, 1000) is None  # 1,100 bytes would not fit
+    assert store.take_seat(S, "j", "other-run", 10, 1000) is None  # not its window
     assert store.window(S, "j").count == 1 and store.window(S, "j").bytes == 900
 
 
 def test_racing_seat_takers_get_distinct_seats(store: Store) -> None:
-    _open(store)
+    _open(store, cap=5)
     seats: list[int | None] = []
-    _race(lambda k: seats.append(store.take_seat(S, "k", "r1", 10, 5, 10_000)) or True)
+    _race(lambda k: seats.append(store.take_seat(S, "k", "r1", 10, 10_000)) or True)
     assert sorted(s for s in seats if s is not None) == [1, 2, 3, 4, 5]
     assert seats.count(None) == 3
 
@@ -81,13 +81,13 @@ def test_a_membership_lapses(store: Store, clock: FakeClock) -> None:
 
 def test_close_stops_seats_and_a_tombstoned_seat_cannot_be_filled(store: Store) -> None:
     _open(store)
-    assert store.take_seat(S, "k", "r1", 10, 5, 1000) == 1
-    assert store.take_seat(S, "k", "r1", 10, 5, 1000) == 2
+    assert store.take_seat(S, "k", "r1", 10, 1000) == 1
+    assert store.take_seat(S, "k", "r1", 10, 1000) == 2
     store.join_window(S, "r1", 1, _ev(1), member_until=UNTIL, seat_until=UNTIL)
     closed = store.close_window(S, "k", "r1")
     assert closed is not None and closed.closed and closed.count == 2
     assert store.close_window(S, "k", "r1") is None  # closed once
-    assert store.take_seat(S, "k", "r1", 10, 5, 1000) is None
+    assert store.take_seat(S, "k", "r1", 10, 1000) is None
     assert not store.kill_seat(S, "r1", 1, UNTIL)  # filled: stays filled
     assert store.kill_seat(S, "r1", 2, UNTIL) and store.kill_seat(S, "r1", 2, UNTIL)
     late = store.join_window(S, "r1", 2, _ev(2), member_until=UNTIL, seat_until=UNTIL)
@@ -96,9 +96,9 @@ def test_close_stops_seats_and_a_tombstoned_seat_cannot_be_filled(store: Store) 
 
 
 def test_a_seat_is_filled_or_tombstoned_once_under_a_race(store: Store) -> None:
-    _open(store)
+    _open(store, cap=8)
     for n in range(1, 9):
-        assert store.take_seat(S, "k", "r1", 10, 10, 10_000) == n
+        assert store.take_seat(S, "k", "r1", 10, 10_000) == n
 
     def attempt(k: int) -> bool:
         seat = k // 2 + 1  # two racers per seat: an event's join and the close's tombstone
@@ -122,7 +122,18 @@ def test_marks_need_their_window_state(store: Store) -> None:
     assert not store.mark_window(S, "k", "r1", round=3, expect_round=2)  # closed
     assert store.mark_window(S, "k", "r1", started=True)
     assert replace(store.window(S, "k"), version=0) == Window(
-        "r1", first_at=START, due=START + 5, round=2, closed=True, started=True)
+        "r1", cap=3, first_at=START, due=START + 5, round=2, closed=True, started=True)
+
+
+def test_the_cap_only_rises_while_the_window_is_open(store: Store) -> None:
+    _open(store, cap=1)
+    assert store.take_seat(S, "k", "r1", 10, 1000) == 1
+    assert store.take_seat(S, "k", "r1", 10, 1000) is None
+    assert store.mark_window(S, "k", "r1", cap=2)
+    assert not store.mark_window(S, "k", "r1", cap=2)  # raised already
+    assert store.take_seat(S, "k", "r1", 10, 1000) == 2
+    store.close_window(S, "k", "r1")
+    assert not store.mark_window(S, "k", "r1", cap=5)
 
 
 def test_adopted_members_keep_those_that_exist(store: Store) -> None:

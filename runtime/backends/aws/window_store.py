@@ -60,7 +60,8 @@ def header_item(scope: str, key: str, w: Window) -> t.Item:
     assert w.run_id is not None
     item: t.Item = {
         **header_key(scope, key), "scope": t.s(scope), "key": t.s(key[:512]),
-        "run_id": t.s(w.run_id), "count": t.n(w.count), "bytes": t.n(w.bytes),
+        "run_id": t.s(w.run_id), "count": t.n(w.count), "cap": t.n(w.cap),
+        "bytes": t.n(w.bytes),
         "first_ts": t.n(w.first_at), "due_ts": t.n(w.due), "due": t.s(t.iso(w.due)),
         "round": t.n(w.round), "closed": {"BOOL": w.closed}, "started": {"BOOL": w.started},
         "version": t.n(w.version),
@@ -71,7 +72,7 @@ def header_item(scope: str, key: str, w: Window) -> t.Item:
 def window_from(row: t.Item) -> Window:
     """Inverse of :func:`header_item`."""
     return Window(
-        row["run_id"]["S"], int(row["count"]["N"]), int(row["bytes"]["N"]),
+        row["run_id"]["S"], int(row["count"]["N"]), int(row["cap"]["N"]), int(row["bytes"]["N"]),
         float(row["first_ts"]["N"]), float(row["due_ts"]["N"]), int(row["round"]["N"]),
         bool(row["closed"]["BOOL"]), bool(row["started"]["BOOL"]), int(row["version"]["N"]),
     )
@@ -96,7 +97,7 @@ class DynamoWindowStore(DynamoTable):
         return self._write(partial(self.client.put_item, **put["Put"]),
                            f"PutItem (window {scope})")
 
-    def take_seat(self, scope: str, key: str, run_id: str, size: int, max_count: int,
+    def take_seat(self, scope: str, key: str, run_id: str, size: int,
                   max_bytes: int) -> int | None:
         """Take the next seat: one conditional UpdateItem of the header (a counter)."""
         found: dict[str, Any] = {}
@@ -105,12 +106,12 @@ class DynamoWindowStore(DynamoTable):
             found.update(self.client.update_item(
                 TableName=self.table, Key=header_key(scope, key),
                 UpdateExpression="SET #c = #c + :one, #b = #b + :size",
-                ConditionExpression="run_id = :r AND closed = :no AND #c < :max"
+                ConditionExpression="run_id = :r AND closed = :no AND #c < cap"
                                     " AND (#c = :zero OR #b <= :room)",
                 ExpressionAttributeNames={"#c": "count", "#b": "bytes"},
                 ExpressionAttributeValues={
                     ":one": t.n(1), ":size": t.n(size), ":r": t.s(run_id),
-                    ":no": {"BOOL": False}, ":max": t.n(max_count), ":zero": t.n(0),
+                    ":no": {"BOOL": False}, ":zero": t.n(0),
                     ":room": t.n(max_bytes - size)},
                 ReturnValues="UPDATED_NEW"))
 
@@ -185,8 +186,13 @@ class DynamoWindowStore(DynamoTable):
                             "run_id = :r AND closed = :no", {":r": t.s(run_id)})
 
     def mark_window(self, scope: str, key: str, run_id: str, *, started: bool = False,
-                    round: int | None = None, expect_round: int | None = None) -> bool:
-        """Mark the window started, or move its round: one conditional UpdateItem."""
+                    round: int | None = None, expect_round: int | None = None,
+                    cap: int | None = None) -> bool:
+        """Mark the window started, move its round or raise its cap: one conditional update."""
+        if cap is not None:
+            return self._update(scope, key, "SET cap = :c, version = version + :one",
+                                "run_id = :r AND closed = :no AND cap < :c",
+                                {":r": t.s(run_id), ":c": t.n(cap)}) is not None
         if started:
             return self._update(scope, key, "SET started = :yes, version = version + :one",
                                 "run_id = :r AND closed = :yes",

@@ -23,6 +23,7 @@ WINDOW_SCHEMA = (
         key TEXT NOT NULL,
         run_id TEXT NOT NULL,
         count INTEGER NOT NULL,
+        cap INTEGER NOT NULL,
         bytes INTEGER NOT NULL,
         first_at REAL NOT NULL,
         due REAL NOT NULL,
@@ -49,15 +50,15 @@ WINDOW_SCHEMA = (
     "CREATE INDEX IF NOT EXISTS window_seats_by_expiry ON window_seats (expires_at)",
 )
 
-_COLUMNS = "run_id, count, bytes, first_at, due, round, closed, started, version"
+_COLUMNS = "run_id, count, cap, bytes, first_at, due, round, closed, started, version"
 
 
 def _window(row: Sequence[Any] | None) -> Window:
     if row is None:
         return Window()
-    run_id, count, size, first_at, due, rnd, closed, started, version = row
-    return Window(str(run_id), int(count), int(size), float(first_at), float(due), int(rnd),
-                  bool(closed), bool(started), int(version))
+    run_id, count, cap, size, first_at, due, rnd, closed, started, version = row
+    return Window(str(run_id), int(count), int(cap), int(size), float(first_at), float(due),
+                  int(rnd), bool(closed), bool(started), int(version))
 
 
 class SqliteWindowStore(Tables):
@@ -77,21 +78,21 @@ class SqliteWindowStore(Tables):
                 return False
             conn.execute(
                 f"INSERT OR REPLACE INTO windows (scope, key, {_COLUMNS})"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (scope, key, window.run_id, window.count, window.bytes, window.first_at,
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (scope, key, window.run_id, window.count, window.cap, window.bytes, window.first_at,
                  window.due, window.round, int(window.closed), int(window.started),
                  window.version))
             return True
 
-    def take_seat(self, scope: str, key: str, run_id: str, size: int, max_count: int,
+    def take_seat(self, scope: str, key: str, run_id: str, size: int,
                   max_bytes: int) -> int | None:
         """Take the next seat of the open window ``run_id`` (``None``: closed, moved, full)."""
         with self.db.write() as conn:
             row = conn.execute(
                 "UPDATE windows SET count = count + 1, bytes = bytes + ?"
-                " WHERE scope = ? AND key = ? AND run_id = ? AND closed = 0 AND count < ?"
+                " WHERE scope = ? AND key = ? AND run_id = ? AND closed = 0 AND count < cap"
                 " AND (count = 0 OR bytes <= ?) RETURNING count",
-                (size, scope, key, run_id, max_count, max_bytes - size)).fetchone()
+                (size, scope, key, run_id, max_bytes - size)).fetchone()
             return int(row[0]) if row else None
 
     def join_window(self, scope: str, run_id: str, seat: int, event: dict[str, Any], *,
@@ -157,10 +158,16 @@ class SqliteWindowStore(Tables):
             return _window(row) if row is not None else None
 
     def mark_window(self, scope: str, key: str, run_id: str, *, started: bool = False,
-                    round: int | None = None, expect_round: int | None = None) -> bool:
-        """Mark window ``run_id`` started, or move its timer to ``round``."""
+                    round: int | None = None, expect_round: int | None = None,
+                    cap: int | None = None) -> bool:
+        """Mark window ``run_id`` started, move its timer to ``round``, or raise its cap."""
         with self.db.write() as conn:
-            if started:
+            if cap is not None:
+                cur = conn.execute(
+                    "UPDATE windows SET cap = ?, version = version + 1 WHERE scope = ?"
+                    " AND key = ? AND run_id = ? AND closed = 0 AND cap < ?",
+                    (cap, scope, key, run_id, cap))
+            elif started:
                 cur = conn.execute(
                     "UPDATE windows SET started = 1, version = version + 1"
                     " WHERE scope = ? AND key = ? AND run_id = ? AND closed = 1",
