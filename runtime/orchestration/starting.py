@@ -88,8 +88,17 @@ class Starter:
 
     def on_flush(self, fn: FunctionDef, msg: Message, now: float, redelivered: bool,
                  last: bool) -> None:
-        """FLUSH: a window's time is up: start its run (or resume it, on a redelivery)."""
-        if self.windows.due(fn, msg, redelivered) and redelivered:
+        """FLUSH: a window's time is up: start its run (or resume it, on a redelivery).
+
+        A window closed before its time (full) may have been started by a worker whose own
+        message then went to another window: if that worker crashed before the run's first
+        step, the window's timer is what is left to run it.
+        """
+        if not self.windows.due(fn, msg, redelivered):
+            return
+        state = None if redelivered else self.ports.store.load(msg.run_id)
+        if redelivered or (state is not None and state.run.version == 0
+                           and not state.run.status.finished):
             self.resume(fn, msg.run_id, f"flush-{msg.run_id}", now, last)
 
     def _create_gated(self, fn: FunctionDef, run: RunRecord,

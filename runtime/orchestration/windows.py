@@ -17,6 +17,7 @@ one gate per key; the pure rules (fold an event in, when it is due, what a flush
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import lru_cache
@@ -54,6 +55,8 @@ from runtime.steps.base import DUE_SLACK
 _TRIES = 32
 #: How a batch window's timer is told from a gate-layout window's (``flush-``) by its id.
 WINDOW_TIMER = "window-"
+#: How long a window's settling waits for joins still in flight before tombstoning their seats.
+SETTLE_PAUSE = 0.05
 T = TypeVar("T")
 _log = logging.getLogger("stepkit")
 
@@ -207,6 +210,7 @@ class Windows:
         window = self.io.store.window(scope, key)
         if window.run_id == run_id and window.open:
             self._arm(fn, scope, key, window)  # the timer may be lost
+            self._settle(fn, scope, key, window)  # and, if we took its last seat, the start
             return None
         if window.run_id == run_id and not window.started and self._start(fn, scope, key,
                                                                           window):
@@ -225,6 +229,11 @@ class Windows:
             return
         until = self.io.clock.now() + SEAT_SECONDS
         seats = store.window_seats(scope, run_id, window.count)
+        if empty_seats(seats, window.count):
+            # Joins a few milliseconds behind ours are most of them: let them land rather
+            # than tombstone them into another round of seats.
+            time.sleep(SETTLE_PAUSE)
+            seats = store.window_seats(scope, run_id, window.count)
         for n in empty_seats(seats, window.count):
             if not store.kill_seat(scope, run_id, n, until):
                 return  # filled meanwhile: the caller reads the window again
