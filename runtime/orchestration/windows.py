@@ -228,21 +228,24 @@ class Windows:
         if run_id is None or not window.open or not seats_full(window) or batch is None:
             return
         until = self.io.clock.now() + SEAT_SECONDS
-        seats = store.window_seats(scope, run_id, window.count)
-        if empty_seats(seats, window.count):
-            # Joins a few milliseconds behind ours are most of them: let them land rather
-            # than tombstone them into another round of seats.
-            time.sleep(SETTLE_PAUSE)
+        for attempt in range(_TRIES):
             seats = store.window_seats(scope, run_id, window.count)
-        for n in empty_seats(seats, window.count):
-            if not store.kill_seat(scope, run_id, n, until):
-                return  # filled meanwhile: the caller reads the window again
-            seats[n] = {}
-        cap = settled_cap(seats, window.count, batch)
-        if cap > window.cap:
-            store.mark_window(scope, key, run_id, cap=cap)
-        else:
-            self._close(fn, scope, key, run_id)
+            if attempt == 0 and empty_seats(seats, window.count):
+                # Joins a few milliseconds behind ours are most of them: let them land
+                # rather than tombstone them into another round of seats.
+                time.sleep(SETTLE_PAUSE)
+                seats = store.window_seats(scope, run_id, window.count)
+            empty = empty_seats(seats, window.count)
+            if not all(store.kill_seat(scope, run_id, n, until) for n in empty):
+                continue  # filled meanwhile: read the seats again
+            seats.update((n, {}) for n in empty)
+            cap = settled_cap(seats, window.count, batch)
+            if cap > window.cap:
+                store.mark_window(scope, key, run_id, cap=cap)
+            else:
+                self._close(fn, scope, key, run_id)
+            return
+        raise GateContentionError(f"{scope} {key!r}: the seats of {run_id} kept changing")
 
     def _close(self, fn: FunctionDef, scope: str, key: str, run_id: str) -> bool:
         """Close window ``run_id`` and start its run; whether we created the run."""
