@@ -265,6 +265,106 @@ def gcra(
 
 
 # -- debounce and batching: a window of events per key -------------------------------------
+# A batch window is a small header (its run, a seat counter, its byte total, when it is due)
+# with one item per event (its seat) and one per event id (its membership): an event joins
+# with writes of about its own size. Debounce windows, and batch windows opened before that
+# layout, are one gate holding their events (the "gate layout", below the batch rules).
+
+
+@dataclass(frozen=True)
+class Window:
+    """The header of a key's batch window, as the store keeps it.
+
+    Attributes:
+        run_id: The run the window starts (``None``: no window was ever opened here).
+        count: Seats taken (an event takes one; a seat left empty is tombstoned).
+        cap: The most seats: ``max_size`` plus the seats tombstoned so far, so a window
+            full by count holds exactly ``max_size`` events whatever seats were given up.
+        bytes: Bytes of events the seats hold or were taken for.
+        first_at: When the window opened.
+        due: When its run starts if it does not fill first.
+        round: The round of its timer chain (a timer that came early re-arms the next).
+        closed: No more seats: the window's events are those of its filled seats.
+        started: Its run was created (or it had no event): the next window may open.
+        version: Bumped by opening, closing, re-arming and starting (not by taking a seat).
+    """
+
+    run_id: str | None = None
+    count: int = 0
+    cap: int = 0
+    bytes: int = 0
+    first_at: float = 0.0
+    due: float = 0.0
+    round: int = 1
+    closed: bool = False
+    started: bool = False
+    version: int = 0
+
+    @property
+    def open(self) -> bool:
+        """Whether events may still join (a run id, not closed)."""
+        return self.run_id is not None and not self.closed
+
+
+@dataclass(frozen=True)
+class Joined:
+    """What joining a window's seat did.
+
+    Attributes:
+        run_id: The run the event is in: ours, or (``duplicate``) the one it joined before.
+        duplicate: The event had joined a window already (a copy, or a redelivery).
+        lost: The seat was tombstoned or another write held it: join again.
+    """
+
+    run_id: str | None
+    duplicate: bool = False
+    lost: bool = False
+
+
+#: A seat read at close: the event it holds, ``TOMBSTONE`` if it was given up, or absent.
+TOMBSTONE: dict[str, Any] = {}
+#: Seat items outlive their window by this long (a run created late still finds them).
+SEAT_SECONDS = 7 * 24 * 3600.0
+
+
+def opened_window(run_id: str, now: float, batch: BatchEvents, version: int) -> Window:
+    """A new batch window whose run will be ``run_id``, replacing the header at ``version``."""
+    return Window(run_id, cap=batch.max_size, first_at=now,
+                  due=now + batch.timeout.total_seconds(), version=version + 1)
+
+
+def seats_full(window: Window) -> bool:
+    """Whether every seat under the cap is taken (settle them: close, or raise the cap)."""
+    return window.count >= window.cap
+
+
+def bytes_full(window: Window, size: int) -> bool:
+    """Whether an event of ``size`` bytes would pass :data:`MAX_BATCH_BYTES` (close first)."""
+    return window.count > 0 and window.bytes + size > MAX_BATCH_BYTES
+
+
+def settled_cap(seats: dict[int, dict[str, Any]], count: int, batch: BatchEvents) -> int:
+    """The cap a window whose seats ``1..count`` are all filled or tombstoned should have.
+
+    Equal to the current cap: it holds ``max_size`` events, close it. Higher: seats were
+    given up (copies, crashed joins), so that many more may be taken.
+    """
+    return batch.max_size + sum(1 for n in range(1, count + 1) if seats.get(n) == TOMBSTONE)
+
+
+def member_expiry(now: float) -> float:
+    """Until when an event id that joined a window at ``now`` counts as batched."""
+    return now + RECENT_SECONDS
+
+
+def empty_seats(seats: dict[int, dict[str, Any]], count: int) -> list[int]:
+    """The seats of ``1..count`` not yet filled or tombstoned (they are tombstoned)."""
+    return [n for n in range(1, count + 1) if seats.get(n) is None]
+
+
+def window_events(seats: dict[int, dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """A closed window's events: its filled seats in seat (arrival) order."""
+    return [e for n in range(1, count + 1) if (e := seats.get(n))]
 
 #: Most bytes of events one batch holds (a run's events item must stay under 400 KB).
 MAX_BATCH_BYTES = 300 * 1024

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from runtime.concurrency import LinePlace, SlotLease
+from runtime.flow import Joined, Window
 from runtime.records import (
     Commit,
     Committed,
@@ -256,7 +257,79 @@ class EventLog(Protocol):
         ...
 
 
-class Store(RunStore, GateStore, SlotStore, WaiterStore, EventLog, Protocol):
+class WindowStore(Protocol):
+    """Batch windows in small items: a header per key, a seat per event, a member per event id.
+
+    Every method is one conditional write (or one read); none rewrites more than one small
+    item, whatever the window holds. A refused condition, and a write caught in another's
+    transaction, is a normal outcome (``None``/``False``: read the window again).
+    """
+
+    def window(self, scope: str, key: str) -> Window:
+        """The header of ``(scope, key)``'s window, read consistently (``Window()``: none)."""
+        ...
+
+    def open_window(self, scope: str, key: str, window: Window) -> bool:
+        """Write a new header if the stored one is still at ``window.version - 1``."""
+        ...
+
+    def take_seat(self, scope: str, key: str, run_id: str, size: int,
+                  max_bytes: int) -> int | None:
+        """Take the next seat of the open window ``run_id`` (a conditional counter).
+
+        Refused at the window's cap, or when ``size`` more bytes would pass ``max_bytes``
+        (unless no seat is taken yet).
+
+        Returns:
+            The seat (1-based), or ``None``: the window closed, moved on or is full.
+        """
+        ...
+
+    def join_window(self, scope: str, run_id: str, seat: int, event: dict[str, Any], *,
+                    member_until: float, seat_until: float) -> Joined:
+        """Put ``event`` in its seat and record its membership, atomically.
+
+        Returns:
+            ``Joined(run_id)``; ``duplicate`` with the run it joined before when its id is a
+            member already; ``lost`` when the seat was tombstoned or a write conflicted.
+        """
+        ...
+
+    def window_member(self, scope: str, event_id: str) -> str | None:
+        """The run the event joined, while its membership lasts."""
+        ...
+
+    def window_seats(self, scope: str, run_id: str, count: int) -> dict[int, dict[str, Any]]:
+        """Seats ``1..count`` of window ``run_id`` that exist: an event, or ``{}`` (tombstone)."""
+        ...
+
+    def kill_seat(self, scope: str, run_id: str, seat: int, until: float) -> bool:
+        """Tombstone an empty seat; ``False`` if it was filled (or a write conflicted)."""
+        ...
+
+    def close_window(self, scope: str, key: str, run_id: str) -> Window | None:
+        """Close the open window ``run_id``: no more seats. ``None``: it was not open."""
+        ...
+
+    def mark_window(self, scope: str, key: str, run_id: str, *, started: bool = False,
+                    round: int | None = None, expect_round: int | None = None,
+                    cap: int | None = None) -> bool:
+        """Mark window ``run_id`` started (once closed), or change the open window.
+
+        Its timer moves from ``expect_round`` to ``round``; its cap only ever rises.
+        """
+        ...
+
+    def adopt_members(self, scope: str, members: Sequence[tuple[str, str, float]]) -> None:
+        """Record ``(event id, run id, until)`` memberships (those of a gate-layout window)."""
+        ...
+
+    def list_windows(self, scope: str, limit: int = 100) -> list[tuple[str, Window]]:
+        """Up to ``limit`` open windows of ``scope`` as ``(key, window)``, sorted by key."""
+        ...
+
+
+class Store(RunStore, GateStore, SlotStore, WaiterStore, EventLog, WindowStore, Protocol):
     """Durable run state: every concern of a store, as a backend provides it."""
 
 

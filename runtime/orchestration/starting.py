@@ -88,8 +88,17 @@ class Starter:
 
     def on_flush(self, fn: FunctionDef, msg: Message, now: float, redelivered: bool,
                  last: bool) -> None:
-        """FLUSH: a window's time is up: start its run (or resume it, on a redelivery)."""
-        if self.windows.due(fn, msg, redelivered) and redelivered:
+        """FLUSH: a window's time is up: start its run (or resume it, on a redelivery).
+
+        A window closed before its time (full) may have been started by a worker whose own
+        message then went to another window: if that worker crashed before the run's first
+        step, the window's timer is what is left to run it.
+        """
+        if not self.windows.due(fn, msg, redelivered):
+            return
+        state = None if redelivered else self.ports.store.load(msg.run_id)
+        if redelivered or (state is not None and state.run.version == 0
+                           and not state.run.status.finished):
             self.resume(fn, msg.run_id, f"flush-{msg.run_id}", now, last)
 
     def _create_gated(self, fn: FunctionDef, run: RunRecord,
@@ -151,22 +160,32 @@ class Starter:
             self.delivery.resend(fn, msg, hard=last)
 
     def start_window(self, fn: FunctionDef, run_id: str, events: Sequence[dict[str, Any]],
-                     clear: GateWrite) -> None:
-        """Create and begin the run of a debounce or batch window, closing it atomically.
+                     clear: GateWrite | None = None) -> bool:
+        """Create and begin the run of a closed debounce or batch window.
+
+        A batch window is closed before its run is created (the run's id and events are fixed
+        by then, so creating it again creates nothing); a gate-layout window's gate is
+        cleared by ``clear`` in the run's own transaction.
+
+        Returns:
+            Whether the run was created (``False``: it existed; nothing written).
 
         Raises:
-            GateMovedError: The window changed since it was read (nothing was written).
+            GateMovedError: ``clear``'s gate changed since it was read (nothing was written).
         """
         p = self.ports
         now = p.clock.now()
         msg_id = f"flush-{run_id}"
         run, waiters = new_run(fn, run_id, tuple(events), msg_id, now)
-        if not p.store.create_run(run, waiters, [clear]):
-            # Someone else closed this window (its run and the gate write landed together):
-            # read the window again.
-            raise GateMovedError(f"window of run {run_id} already closed")
+        if not p.store.create_run(run, waiters, [clear] if clear is not None else []):
+            if clear is not None:
+                # Someone else closed this window (its run and the gate write landed
+                # together): read the window again.
+                raise GateMovedError(f"window of run {run_id} already closed")
+            return False
         observe_created(p.metrics, run)
         self.begin(fn, run, Message(MessageKind.FLUSH, fn.id, run_id, id=msg_id), now)
+        return True
 
 
 def new_run(

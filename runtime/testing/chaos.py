@@ -120,11 +120,14 @@ class FaultyStore:
     """A Store whose calls fail now and then, and whose commits are sometimes the last act."""
 
     _READS = ("load", "waiters_for", "event_seen", "events_since", "logged_event", "committed",
-              "gate", "list_gates", "shard_leases", "line", "place")
+              "gate", "list_gates", "shard_leases", "line", "place", "window", "window_member",
+              "window_seats", "list_windows")
     # create_run passes its gates through (``*args, **kwargs``); put_gate's "failed after it
     # landed" is a gate written whose writer must read it again.
     _WRITES = ("create_run", "remember_event", "log_event", "remove_waiters", "put_gate",
-               "persist", "claim_slot", "free_slot", "put_place", "leave_line")
+               "persist", "claim_slot", "free_slot", "put_place", "leave_line", "open_window",
+               "take_seat", "join_window", "kill_seat", "close_window", "mark_window",
+               "adopt_members")
 
     def __init__(self, inner: Any, faults: Faults) -> None:
         self.inner = inner

@@ -12,10 +12,13 @@ import time
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from runtime import App, Context, Timeouts, TriggerEvent
 from runtime.concurrency import SlotLease
 from runtime.errors import ConfigurationError
+from runtime.messages import FlushPayload
+from runtime.records import GateWrite, Message, MessageKind
 from runtime.testing import Harness
 from runtime.testing.chaos import Chaos
 
@@ -332,6 +335,103 @@ def test_an_event_too_large_for_a_window_starts_its_own_run(make_harness: Any) -
     assert [r.output for r in h.runs("write-rows", "Completed")] == [[3]]  # at once, alone
     h.advance("6s")
     assert sorted(r.output for r in h.runs("write-rows", "Completed")) == [[1, 2], [3]]
+
+
+def test_every_event_of_a_busy_key_is_in_exactly_one_batch(make_harness: Any) -> None:
+    h = make_harness(_batch_app(max_size=4, timeout="5s"))
+    for first in range(0, 30, 10):  # three bursts, each closing windows as they fill
+        h.send([{"name": "row/added", "data": {"n": n}} for n in range(first, first + 10)])
+    h.advance("6s")
+    runs = h.runs("write-rows")
+    assert {r.status for r in runs} == {"Completed"}
+    assert sorted(n for r in runs for n in r.output) == list(range(30))  # each event once
+    assert all(1 <= len(r.output) <= 4 for r in runs)
+
+
+def _orchestrator(h: Harness) -> Any:
+    """The backend's (router's) orchestrator: what sends a message on the app's behalf."""
+    return getattr(h.backend, "orchestrator", None) or h.backend.router.orchestrator  # type: ignore[attr-defined]
+
+
+def test_an_event_that_meets_its_window_closing_joins_the_next(
+        make_harness: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A close that lands between an event's seat and its join moves the event on, never fails it.
+
+    The first join finds its window closed and its seat tombstoned (and the closer gone
+    before starting the run: the event's own worker finishes that close); on DynamoDB the
+    second also meets a transaction conflict on its items, every time it tries.
+    """
+    h = make_harness(_batch_app(max_size=10, timeout="5s"))
+    store = h.backend.store  # type: ignore[attr-defined]
+    join = type(store).join_window
+    raced: list[str] = []
+
+    def racing(self: Any, scope: str, run_id: str, seat: int, event: dict[str, Any],
+               **kwargs: Any) -> Any:
+        raced.append(run_id)
+        if len(raced) == 1:  # a close (by a timer, say) lands first, then its worker crashes
+            assert self.close_window(scope, "", run_id) is not None
+            assert self.kill_seat(scope, run_id, seat, h.clock.now() + 3600)
+        elif len(raced) == 2 and hasattr(self, "client"):  # DynamoDB: a conflict, each try
+            real = self.client
+
+            class Conflicting:
+                def __getattr__(self, name: str) -> Any:
+                    return getattr(real, name)
+
+                def transact_write_items(self, **kw: Any) -> Any:
+                    raise ClientError({"Error": {"Code": "TransactionCanceledException",  # type: ignore[typeddict-unknown-key]
+                                                 "Message": "conflict"},
+                                       "CancellationReasons": [{"Code": "None"},
+                                                               {"Code": "TransactionConflict"}]},
+                                      "TransactWriteItems")
+
+            self.client = Conflicting()
+            try:
+                return join(self, scope, run_id, seat, event, **kwargs)
+            finally:
+                self.client = real
+        return join(self, scope, run_id, seat, event, **kwargs)
+
+    monkeypatch.setattr(type(store), "join_window", racing)
+    h.send("row/added", {"n": 1})
+    h.send("row/added", {"n": 2})
+    monkeypatch.undo()
+    h.send("row/added", {"n": 3})
+    h.advance("6s")
+    runs = h.runs("write-rows")
+    assert len(raced) >= 3 and len(set(raced)) >= 2  # the first join met a closed window
+    assert [r.status for r in runs] == ["Completed"]  # the emptied window started no run
+    assert sorted(runs[0].output) == [1, 2, 3]
+
+
+def test_a_batch_window_open_at_deploy_is_flushed_once_the_old_way(make_harness: Any) -> None:
+    """A window kept in one gate (before headers and seats) drains through the gate, once.
+
+    Events that arrive while it is open join it; once its timer has started its run, the ids
+    it flushed become memberships, and the key's next window is a header with seats.
+    """
+    h = make_harness(_batch_app(max_size=10, timeout="5s"))
+    store, now = h.backend.store, h.clock.now()  # type: ignore[attr-defined]
+    scope = "batch:write-rows"
+    old = [{"id": f"old-{n}", "name": "row/added", "data": {"n": n}, "ts": int(now * 1000)}
+           for n in (1, 2)]
+    state = {"pending": "01OLDWINDOWRUN", "events": old, "first_at": now, "round": 1,
+             "due": now + 5, "recent": {"flushed-before": [now + 3600, "01OLDERRUN"]}}
+    assert store.put_gate(GateWrite(scope, "", state, 0, None))
+    _orchestrator(h).queue.send([Message(  # its timer, as the old code armed it
+        MessageKind.FLUSH, "write-rows", "01OLDWINDOWRUN", id="flush-01OLDWINDOWRUN-1",
+        due=now + 5, payload=FlushPayload(scope, "", 1).to_json())])
+    h.send("row/added", {"n": 3})  # joins the open gate window
+    h.advance("6s")
+    assert [sorted(r.output) for r in h.runs("write-rows")] == [[1, 2, 3]]
+    assert h.runs("write-rows")[0].id == "01OLDWINDOWRUN"
+    h.send("row/added", {"n": 4})  # the key's first header-and-seats window
+    assert store.window_member(scope, "old-1") == "01OLDWINDOWRUN"
+    assert store.window_member(scope, "flushed-before") == "01OLDERRUN"
+    assert store.window(scope, "").run_id not in (None, "01OLDWINDOWRUN")
+    h.advance("6s")
+    assert sorted(sorted(r.output) for r in h.runs("write-rows")) == [[1, 2, 3], [4]]
 
 
 # -- concurrency ---------------------------------------------------------------------------

@@ -7,16 +7,13 @@ TTL and error translation) is tested next to it, in tests/local and tests/aws.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 from runtime.backends.aws.store import DynamoStore
-from runtime.backends.aws.table import table_spec, ttl_spec
-from runtime.backends.local.store import SqliteStore
 from runtime.concurrency import LinePlace, SlotLease
 from runtime.errors import GateMovedError
 from runtime.orchestration.clock import FakeClock
@@ -40,9 +37,9 @@ from runtime.records import (
     Waiter,
     WaiterKind,
 )
+from tests.stores.conftest import TABLE
 from tests.stores.helpers import START, make_run, step, waiter
 
-TABLE = "stepkit-test-state"
 PAID = {"name": "order/paid", "data": {"x": 1}}  # the event helpers' waiter() matches
 
 
@@ -62,25 +59,6 @@ def _race(attempt: Callable[[int], bool], n: int = 8) -> list[int]:
     for t in threads:
         t.join()
     return wins
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(START)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("dynamo", marks=pytest.mark.aws)],
-                ids=["sqlite", "dynamo"])
-def store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[Store]:
-    if request.param == "sqlite":
-        sqlite = SqliteStore(tmp_path / "db.sqlite3", clock=clock)
-        yield sqlite
-        sqlite.close()
-    else:
-        client = request.getfixturevalue("aws").client("dynamodb")  # started only for dynamo
-        client.create_table(**table_spec(TABLE))
-        client.update_time_to_live(**ttl_spec(TABLE))
-        yield DynamoStore(TABLE, client=client, clock=clock)
 
 
 # -- create_run ----------------------------------------------------------------------------

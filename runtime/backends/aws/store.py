@@ -21,12 +21,13 @@ from runtime.backends.aws.gate_store import DynamoGateStore
 from runtime.backends.aws.run_store import DynamoRunStore
 from runtime.backends.aws.slot_store import DynamoSlotStore
 from runtime.backends.aws.waiter_store import DynamoWaiterStore
+from runtime.backends.aws.window_store import DynamoWindowStore
 
 __all__ = ["MAX_TRANSACTION_ITEMS", "DynamoStore", "StoreError"]
 
 
 class DynamoStore(DynamoRunStore, DynamoGateStore, DynamoSlotStore, DynamoWaiterStore,
-                  DynamoEventLog):
+                  DynamoEventLog, DynamoWindowStore):
     """The :class:`~runtime.orchestration.protocols.Store` over one DynamoDB table.
 
     Args:

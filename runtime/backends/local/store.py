@@ -18,6 +18,7 @@ from runtime.backends.local.gate_store import SqliteGateStore
 from runtime.backends.local.run_store import SqliteRunStore
 from runtime.backends.local.slot_store import SqliteSlotStore
 from runtime.backends.local.waiter_store import SqliteWaiterStore
+from runtime.backends.local.window_store import WINDOW_SCHEMA, SqliteWindowStore
 from runtime.orchestration.clock import SystemClock
 from runtime.orchestration.protocols import Clock
 
@@ -107,11 +108,12 @@ _SCHEMA = (
         expires REAL NOT NULL,
         json TEXT NOT NULL,
         PRIMARY KEY (scope, key, shard, sk))""",
+    *WINDOW_SCHEMA,  # batch windows: header, seats and members (window_store.py)
 )
 
 
 class SqliteStore(SqliteRunStore, SqliteGateStore, SqliteSlotStore, SqliteWaiterStore,
-                  SqliteEventLog):
+                  SqliteEventLog, SqliteWindowStore):
     """The :class:`~runtime.orchestration.protocols.Store` over SQLite.
 
     Args:
