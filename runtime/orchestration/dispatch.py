@@ -93,8 +93,9 @@ class Dispatcher:
             self.delivery.resend(fn, msg, state, hard=last)  # a message commits once
             return
         if mine(state, msg) or state.run.status.finished:
-            if state.run.status.finished:  # a message that waited in line gives its turn on
-                self.replayer.slots.forget(fn, state, msg)
+            # Its work is done (or moot): a message that waited in line gives its turn on
+            # (a copy of it may have put its place back while the work ran).
+            self.replayer.slots.forget(fn, state, msg)
             return
         self.table[msg.kind](fn, state, msg, now, redelivered)
 

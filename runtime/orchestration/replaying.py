@@ -107,6 +107,9 @@ class Replayer:
         if is_slice(msg):
             return self.next_slice(fn, state, msg, now)
         if not current(state, msg):
+            # A stale message that waited in line (a copy of it ran the step) gives its
+            # place on: a place left behind would keep the line yielding to it.
+            self.slots.forget(fn, state, msg)
             return False
         return self.replay(fn, state, msg, now, None, redelivered=redelivered)
 
@@ -114,6 +117,7 @@ class Replayer:
                   redelivered: bool) -> bool:
         """BRANCH: perform one parallel step, if it still waits for this attempt."""
         if not branch_due(state, msg):
+            self.slots.forget(fn, state, msg)  # as a stale CONTINUE does
             return False
         return self.replay(fn, state, msg, now, msg.key, redelivered=redelivered)
 

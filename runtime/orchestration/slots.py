@@ -175,10 +175,11 @@ class Slots:
         return taken
 
     def forget(self, fn: FunctionDef, state: RunState, msg: Message) -> None:
-        """A message that waited in line found its run finished: give its turn on.
+        """A message that waited in line found its work gone: give its turn on.
 
-        Its place leaves the line and the next place is woken in its stead, so a run
-        cancelled while it waited never holds up the work behind it.
+        Its run finished, or moved past it (a copy of the message did the work). Its place
+        leaves the line and the next place is woken in its stead, so neither a run cancelled
+        while it waited nor a stale place holds up the work behind it.
         """
         if not fn.flow.concurrency or poll_round(msg) == 0:
             return
