@@ -55,6 +55,8 @@ RESOURCES_PER_CRON_FUNCTION = 2
 RESOURCES_PER_CRON_TRIGGER = 1
 #: A group's own resources: its dashboard and the policy letting its Lambdas set timers.
 RESOURCES_PER_GROUP = 2
+#: Roles of the root stack: router, run reaper, timer delivery, CDK's bucket emptier.
+ROOT_ROLES = 4
 #: Bytes one queue ARN takes in a policy at worst (``arn:aws-us-gov:sqs:<14-character
 #: region>:<account>:`` plus the name, quotes and a comma).
 _ARN_BYTES = len('"arn:aws-us-gov:sqs:ap-southeast-2:123456789012:",')
@@ -157,8 +159,9 @@ def usage(functions: Iterable[FunctionShape]) -> list[Usage]:
         f"each function's role ({chunks} that send to the app's queues, {own} of its own)",
         "request a higher 'Managed policies per role' quota (20 at most), or use shorter "
         "function ids"))
+    roles = ROOT_ROLES + len(shapes) + sum(1 for f in shapes if f.cron_triggers)
     out.append(Usage(
-        "IAM roles per account", 3 + len(shapes) + sum(1 for f in shapes if f.cron_triggers),
-        MAX_ROLES_PER_ACCOUNT, "this app alone (the account's other roles count too)",
+        "IAM roles per account", roles, MAX_ROLES_PER_ACCOUNT,
+        "this app alone (the account's other roles count too)",
         "request a higher 'Roles per account' quota"))
     return out
