@@ -7,8 +7,8 @@ order of registration, decides: adding or removing a function never moves anothe
 different stack, which would fail the deploy (its named queue would be created in the new
 stack before the old stack deletes it). What every function shares (the table, bucket, bus,
 router, DLQ, timer role, alarm topic) stays in the root stack and reaches a group as a few
-parameters; nothing of a group is referenced from the root, so the root has no outputs per
-function and deploys before the groups.
+parameters. The one reference back is the payload bucket's policy in the root, which lists
+each function's role (one output per function of the group).
 """
 
 from __future__ import annotations
