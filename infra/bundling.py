@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,8 +183,21 @@ def lambda_code(*, bundle: bool = True, root: Path = PROJECT_ROOT) -> lambda_.Co
         bundle: Include the dependencies (deployable); ``False`` only for template tests.
         root: The project root.
     """
+    return lambda_code_factory(bundle=bundle, root=root)()
+
+
+def lambda_code_factory(*, bundle: bool = True,
+                        root: Path = PROJECT_ROOT) -> Callable[[], lambda_.Code]:
+    """Makes the ``Code`` of one stack (a CDK asset belongs to one stack) from one build.
+
+    Every stack's ``Code`` has the same hash, so the asset is uploaded once.
+
+    Args:
+        bundle: Include the dependencies (deployable); ``False`` only for template tests.
+        root: The project root.
+    """
     asset = build_asset(root=root, dependencies=bundle)
-    return lambda_.Code.from_asset(
+    return lambda: lambda_.Code.from_asset(
         str(asset.path), asset_hash=asset.hash, asset_hash_type=cdk.AssetHashType.CUSTOM
     )
 

@@ -4,7 +4,9 @@
 queue, dead-letter queue, Lambda and role, and before its rules and schedules. Edit it to
 change anything CDK can: add a Lambda alias, tags, a bucket notification, a grant on a
 resource defined here. ``worker.function`` is the ``aws_lambda.Function``, ``worker.role``
-its ``aws_iam.Role``, ``worker.queue``/``worker.dlq`` its ``aws_sqs.Queue``s.
+its ``aws_iam.Role``, ``worker.queue``/``worker.dlq`` its ``aws_sqs.Queue``s. They live in
+the function's nested stack (``cdk.Stack.of(worker)``): create new resources there, not in
+``stack``, or each costs a cross-stack reference.
 
 Example (grant every function read access to one bucket)::
 

@@ -2,8 +2,10 @@
 
 Names, event patterns, schedules and environment variables all come from ``AppResources``;
 this module composes one construct per concern and wires the grants between them, so each
-Lambda can touch only its own queue, the state table (and its indexes), the payload objects
-and the bus.
+Lambda can touch only the app's queues, the state table (and its indexes), the payload
+objects and the bus. The functions live in nested stacks (``FunctionGroup``), so that no
+template, policy or bus outgrows an AWS limit up to hundreds of functions
+(``runtime.deploy_limits``; ARCHITECTURE.md, "Deploy limits").
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from aws_cdk import aws_scheduler as scheduler
 from constructs import Construct, Node
 
 from infra import hooks
-from infra.bundling import PROJECT_ROOT, lambda_code
+from infra.bundling import PROJECT_ROOT, lambda_code_factory
 from infra.constructs.alarm_topic import AlarmTopic
 from infra.constructs.delivery import DeliveryDlq
 from infra.constructs.event_bus import AppEventBus, CronSchedules, QueueRule
 from infra.constructs.event_router import EventRouter
+from infra.constructs.function_group import FunctionGroup
 from infra.constructs.function_runtime import QueueWorker
-from infra.constructs.monitoring import Monitoring
+from infra.constructs.monitoring import Monitoring, NotifyTopic
 from infra.constructs.payloads import PayloadBucket
 from infra.constructs.run_reaper import RunReaper
 from infra.constructs.state_table import StateTable
@@ -36,6 +39,7 @@ from infra.constructs.timers import TimerSchedules
 from infra.constructs.tracing import enable_tracing
 from runtime.app import App, FunctionDef
 from runtime.backends.aws.resources import DEFAULT_RETENTION_DAYS, AppResources
+from runtime.deploy_limits import function_group, queue_arn_chunks
 from runtime.discovery import load_app
 from runtime.secrets import ENV_SECRETS
 
@@ -151,14 +155,16 @@ class StackSettings:
 
 
 class StepkitStack(cdk.Stack):
-    """The state table, bus, router and, per function, its runtime, rules and schedules.
+    """The state table, bus, router and, in nested stacks, each function's runtime and rules.
 
     Args:
         scope: The CDK app.
         construct_id: The stack's id (and, by default, its name).
         settings: Per-environment settings.
         app: The functions; by default ``load_app()`` on the project's ``functions/``.
-        code: The Lambda code; by default built by ``infra.bundling`` per ``settings.bundle``.
+        code: The Lambda code of every stack (inline code: a CDK asset belongs to one stack);
+            by default built once by ``infra.bundling`` per ``settings.bundle``, with one
+            asset per stack of the same hash.
         on_function: Called with each function's constructs once they exist; by default
             ``infra.hooks.on_function``, the place to customise what ``AwsOptions`` does not
             cover.
@@ -171,10 +177,14 @@ class StepkitStack(cdk.Stack):
         events: The event bus.
         router: The event router.
         workers: The queue-fed Lambdas by function id.
+        groups: The nested stacks of functions by group (only those with functions).
+        send_policies: Managed policies letting a role send to every function queue, by
+            name, each within IAM's managed policy size.
         delivery: The delivery DLQ of every rule and schedule target.
         timers: The Scheduler role of long timers, and the Lambdas' right to create them.
         alarms: The topic every alarm notifies.
-        monitoring: Alarms and dashboard.
+        monitoring: The root stack's alarms and dashboard (router, delivery DLQ, schedules).
+        group_monitoring: Each group's alarms and dashboard (its functions), by group.
         reaper: Deletes a run's steps and log when TTL deletes its run item.
     """
 
@@ -187,7 +197,9 @@ class StepkitStack(cdk.Stack):
         super().__init__(scope, construct_id, **kwargs)
         self.settings = settings
         self.resources = AppResources.for_app(app, stage=settings.stage)
-        self._code = code or lambda_code(bundle=settings.bundle)
+        self._make_code = (lambda: code) if code else lambda_code_factory(bundle=settings.bundle)
+        self._codes: dict[str, lambda_.Code] = {}
+        self._code = self._code_of(self)
         self._environment = {"POWERTOOLS_SERVICE_NAME": app.id,
                              "POWERTOOLS_LOG_LEVEL": settings.log_level}
         self.state = StateTable(self, "State", table_name=self.resources.table,
@@ -200,7 +212,8 @@ class StepkitStack(cdk.Stack):
         if settings.tracing:
             enable_tracing(self.reaper.function, self.reaper.role)
         self.events = AppEventBus(self, "Events", bus_name=self.resources.bus)
-        self.delivery = DeliveryDlq(self, "Delivery", queue_name=self.resources.delivery_dlq)
+        self.delivery = DeliveryDlq(self, "Delivery", queue_name=self.resources.delivery_dlq,
+                                    bus_name=self.resources.bus)
         self.schedule_group = scheduler.CfnScheduleGroup(
             self, "Schedules", name=self.resources.schedule_group)
         self.timers = TimerSchedules(self, "Timers", group_name=self.resources.schedule_group,
@@ -210,28 +223,79 @@ class StepkitStack(cdk.Stack):
             environment=self._environment, log_retention=settings.log_retention(),
             dlq=self.delivery,
         )
+        self.send_policies = self._send_policies()
+        self.timers.deliver_with(self.send_policies)
         self._wire(self.router.worker, None)
+        self.groups: dict[int, FunctionGroup] = {}
         self.workers = {fn.id: self._add_function(fn) for fn in app}
-        self._grant_sends()
         self.alarms = AlarmTopic(self, "Alarms", display_name=f"stepkit {self.stack_name}",
                                  email=settings.alarm_email)
-        found = self.node.find_all()
+        cdk.Aspects.of(self).add(NotifyTopic(self.alarms.topic))  # the groups' alarms too
         self.monitoring = Monitoring(
             self, "Monitoring", dashboard_name=self.stack_name,
-            workers={ROUTER_LABEL: self.router.worker, **self.workers},
-            topic=self.alarms.topic, service=app.id, function_ids=[fn.id for fn in app],
+            workers={ROUTER_LABEL: self.router.worker}, service=app.id, function_ids=[],
             delivery_dlq=self.delivery.queue, bus_name=self.resources.bus,
-            rules=[c.rule for c in found if isinstance(c, QueueRule)],
+            rules=[self.router.rule],
             schedule_group=self.resources.schedule_group,  # cron fires and long timers
         )
+        self.group_monitoring = {index: self._monitor(group, app)
+                                 for index, group in self.groups.items()}
         self._add_outputs()
+
+    def _monitor(self, group: FunctionGroup, app: App) -> Monitoring:
+        """The group's alarms and dashboard (ids unique in the app: the console lists them)."""
+        workers = {fn.id: self.workers[fn.id] for fn in app
+                   if function_group(fn.id) == group.index}
+        return Monitoring(
+            group, f"Monitoring{group.index:02d}",
+            dashboard_name=f"{self.stack_name}-group{group.index:02d}",
+            workers=workers, service=app.id, function_ids=list(workers), delivery_dlq=None,
+            bus_name=self.resources.bus, schedule_group=None,
+            rules=[c.rule for c in group.node.find_all() if isinstance(c, QueueRule)],
+        )
+
+    def _code_of(self, scope: Construct) -> lambda_.Code:
+        path = cdk.Stack.of(scope).node.path
+        if path not in self._codes:
+            self._codes[path] = self._make_code()
+        return self._codes[path]
+
+    def _group(self, function_id: str) -> FunctionGroup:
+        index = function_group(function_id)
+        if index not in self.groups:
+            self.groups[index] = FunctionGroup(self, index=index, app_id=self.resources.app_id)
+        return self.groups[index]
+
+    def _send_policies(self) -> list[iam.ManagedPolicy]:
+        """Send to every function queue, named by ARN, in as many policies as IAM's size needs.
+
+        Control messages (a child's start, a parent's resolve, the router's matches and
+        cancels) and stepkit's own events go queue to queue, never through the bus, which
+        any producer with PutEvents can write to; so these grants are what makes them
+        unforgeable. The queues are listed explicitly (no wildcard), by name: an ARN from a
+        nested stack would cost each group an output and each role a parameter per queue,
+        and one role's inline policies (10,240 bytes together) could not hold them all.
+        """
+        names = [f.queue for f in self.resources.functions]
+        return [
+            iam.ManagedPolicy(
+                self, f"SendToQueues{i}",
+                description=f"stepkit {self.resources.app_id}: send to the app's function "
+                f"queues (part {i + 1})",
+                statements=[iam.PolicyStatement(actions=["sqs:SendMessage"], resources=[
+                    self.format_arn(service="sqs", resource=name,
+                                    arn_format=cdk.ArnFormat.NO_RESOURCE_NAME)
+                    for name in chunk])],
+            )
+            for i, chunk in enumerate(queue_arn_chunks(names))
+        ]
 
     def _add_function(self, fn: FunctionDef) -> QueueWorker:
         """One durable function: its runtime, trigger rule and cron schedules."""
-        res, scope = self.resources.function(fn.id), Construct(self, fn.id)
+        res, scope = self.resources.function(fn.id), Construct(self._group(fn.id), fn.id)
         worker = QueueWorker(
             scope, "Worker", queue_name=res.queue, dlq_name=res.dlq,
-            handler="runtime.handlers.worker.handler", code=self._code,
+            handler="runtime.handlers.worker.handler", code=self._code_of(scope),
             environment=self._environment,
             options=fn.aws,
             log_retention=self.settings.log_retention(),
@@ -249,20 +313,6 @@ class StepkitStack(cdk.Stack):
                           queue=worker.queue, dlq=self.delivery, group=self.schedule_group)
         return worker
 
-    def _grant_sends(self) -> None:
-        """Every stepkit Lambda may send to every queue of the app (and nothing else may).
-
-        Control messages (a child's start, a parent's resolve, the router's matches and
-        cancels) and stepkit's own events go queue to queue, never through the bus, which
-        any producer with PutEvents can write to; so these grants are what makes them
-        unforgeable. Each role lists the app's queues explicitly (no wildcard).
-        """
-        workers = [self.router.worker, *self.workers.values()]
-        for worker in workers:
-            for target in workers:
-                if target is not worker:
-                    target.queue.grant(worker.role, "sqs:SendMessage")
-
     def _wire(self, worker: QueueWorker, fn: FunctionDef | None) -> None:
         """Environment and grants: the table, the payload bucket, the bus, its own queue and
         DLQ."""
@@ -275,7 +325,10 @@ class StepkitStack(cdk.Stack):
         self.state.grant_state_access(worker.role)
         self.payloads.grant_access(worker.role)
         self.events.bus.grant_put_events_to(worker.role)
-        worker.queue.grant(worker.role, "sqs:SendMessage")  # its next steps, short delays
+        # Every queue of the app (a function's own too: its next steps, short delays).
+        for policy in self.send_policies:
+            worker.role.add_managed_policy(policy)
+        self.router.worker.queue.grant(worker.role, "sqs:SendMessage")
         # Timers beyond SQS's 900 s delay: the router's too (debounce and batch windows).
         self.timers.grant_create(worker.role)
         if fn is not None:

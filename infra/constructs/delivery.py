@@ -34,12 +34,14 @@ class DeliveryDlq(Construct):
         scope: Parent construct.
         construct_id: Construct id.
         queue_name: ``AppResources.delivery_dlq``.
+        bus_name: The app's bus: every rule on it may dead-letter here.
 
     Attributes:
         queue: The dead-letter queue.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, queue_name: str) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, queue_name: str,
+                 bus_name: str) -> None:
         super().__init__(scope, construct_id)
         self.queue = sqs.Queue(
             self,
@@ -55,17 +57,21 @@ class DeliveryDlq(Construct):
             "Scheduler target of the app; a DLQ of a DLQ would only move the same messages.",
         ))
         nag.acknowledge_dead_letter_queue(self.queue)
-
-    def rule_target(self, rule_arn: str) -> events.CfnRule.DeadLetterConfigProperty:
-        """The DLQ of a rule's target; lets EventBridge send to it for that rule only."""
+        # One statement for every rule of the app, not one per rule: a queue policy holds at
+        # most 20 statements, and the app's bus holds only the app's rules.
+        rules = cdk.Stack.of(self).format_arn(
+            service="events", resource="rule", resource_name=f"{bus_name}/*")
         self.queue.add_to_resource_policy(
             iam.PolicyStatement(
                 principals=[iam.ServicePrincipal("events.amazonaws.com")],
                 actions=["sqs:SendMessage"],
                 resources=[self.queue.queue_arn],
-                conditions={"ArnEquals": {"aws:SourceArn": rule_arn}},
+                conditions={"ArnLike": {"aws:SourceArn": rules}},
             )
         )
+
+    def rule_target(self) -> events.CfnRule.DeadLetterConfigProperty:
+        """The DLQ of a rule's target (any rule on the app's bus may send to it)."""
         return events.CfnRule.DeadLetterConfigProperty(arn=self.queue.queue_arn)
 
     @staticmethod

@@ -71,7 +71,7 @@ class QueueRule(Construct):
         )
         self.rule.targets = [events.CfnRule.TargetProperty(
             id="queue", arn=queue.queue_arn, retry_policy=dlq.rule_retry_policy(),
-            dead_letter_config=dlq.rule_target(self.rule.attr_arn),
+            dead_letter_config=dlq.rule_target(),
         )]
         queue.add_to_resource_policy(
             iam.PolicyStatement(

@@ -64,20 +64,23 @@ def _alarm_at_first(metric: cloudwatch.IMetric, scope: Construct, construct_id: 
 
 
 class Monitoring(Construct):
-    """The app's alarms (each notifying ``topic``) and one dashboard with them.
+    """Alarms and a dashboard of some of the app: the root stack's, or a group of functions'.
+
+    Each function group (a nested stack) has its own, so neither the alarms nor the widgets
+    of one template grow with the whole app; :class:`NotifyTopic`, applied once by the stack,
+    makes every alarm notify the app's topic.
 
     Args:
         scope: Parent construct.
         construct_id: Construct id.
         dashboard_name: The dashboard's name.
         workers: The queue-fed Lambdas by label (function id, or ``router``).
-        topic: The alarm topic; every alarm in the stack notifies it.
         service: The app id (the run metrics' ``service`` dimension).
         function_ids: The functions, for their failed-run alarms.
-        delivery_dlq: The delivery DLQ of rules and schedules.
+        delivery_dlq: The delivery DLQ of rules and schedules (root stack only).
         bus_name: The app's bus (the rule metrics' ``EventBusName``).
         rules: The app's rules.
-        schedule_group: The app's schedule group, if it has schedules.
+        schedule_group: The app's schedule group (root stack only).
 
     Attributes:
         dlq_alarms: By label (``delivery`` for the delivery DLQ): DLQ depth > 0.
@@ -89,11 +92,10 @@ class Monitoring(Construct):
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, dashboard_name: str,
-                 workers: Mapping[str, QueueWorker], topic: sns.ITopic, service: str,
-                 function_ids: Sequence[str], delivery_dlq: sqs.IQueue, bus_name: str,
+                 workers: Mapping[str, QueueWorker], service: str,
+                 function_ids: Sequence[str], delivery_dlq: sqs.IQueue | None, bus_name: str,
                  rules: Sequence[events.CfnRule], schedule_group: str | None) -> None:
         super().__init__(scope, construct_id)
-        cdk.Aspects.of(cdk.Stack.of(self)).add(NotifyTopic(topic))
         self.dlq_alarms: dict[str, cloudwatch.Alarm] = {}
         self.error_alarms: dict[str, cloudwatch.Alarm] = {}
         rows: list[list[cloudwatch.IWidget]] = []
@@ -147,13 +149,15 @@ class Monitoring(Construct):
                     width=8,
                 ),
             ])
-        self.dlq_alarms["delivery"] = _alarm_at_first(
-            delivery_dlq.metric_approximate_number_of_messages_visible(
-                period=PERIOD, statistic="Maximum"),
-            self, "DeliveryDlqAlarm",
-            f"EventBridge or Scheduler could not deliver events or cron fires to a queue; they "
-            f"are in {delivery_dlq.queue_name}, naming their target: inspect, fix, then redrive",
-        )
+        if delivery_dlq is not None:
+            self.dlq_alarms["delivery"] = _alarm_at_first(
+                delivery_dlq.metric_approximate_number_of_messages_visible(
+                    period=PERIOD, statistic="Maximum"),
+                self, "DeliveryDlqAlarm",
+                f"EventBridge or Scheduler could not deliver events or cron fires to a queue; "
+                f"they are in {delivery_dlq.queue_name}, naming their target: inspect, fix, "
+                "then redrive",
+            )
         self.rule_alarms: dict[str, cloudwatch.Alarm] = {}
         for i, rule in enumerate(rules):
             name = str(rule.name)

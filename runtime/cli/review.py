@@ -80,8 +80,34 @@ def check_project(root: Path, package: str = "functions") -> list[Finding]:
         for func, call in _functions(tree):
             found += _check_function(func, call, registered, _rel(path, root), lines,
                                      _imports(tree))
+    found += _check_deploy_limits(app, _rel(base, root))
     order = {s: i for i, s in enumerate(SEVERITIES)}
     return sorted(found, key=lambda f: (order[f.severity], f.file, f.line, f.rule))
+
+
+def _check_deploy_limits(app: Any, file: str) -> list[Finding]:
+    """An error past an AWS limit the deployment must stay within, a warning from 80 %."""
+    from runtime.backends.aws.resources import AppResources
+    from runtime.deploy_limits import WARN_AT, FunctionShape, usage
+
+    res = AppResources.for_app(app)
+    shapes = []
+    for fn in app:
+        fr = res.function(fn.id)
+        shapes.append(FunctionShape(
+            id=fn.id, event_triggers=int(fr.trigger_pattern(app.id) is not None),
+            cron_triggers=len(fr.schedules), queue_name=fr.queue,
+            managed_policies=len(fn.aws.managed_policies) + (fn.aws.vpc is not None)))
+    out = []
+    for u in usage(shapes):
+        if u.share < WARN_AT:
+            continue
+        over = u.used > u.maximum
+        out.append(Finding(
+            "error" if over else "warning", "deploy-limit", file, 0, None,
+            f"{u.limit}: {u.used} of {u.maximum} ({u.share:.0%}) in {u.where}"
+            + ("; the deploy would fail" if over else ""), u.fix))
+    return out
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -219,9 +245,10 @@ def render(findings: list[Finding]) -> str:
 def check(package: str | None, as_json: bool) -> None:
     """Review functions/ for durable-function mistakes; exit 1 on critical or error findings.
 
-    Missing ids, waits without a timeout, payments without an idempotency key (errors);
-    calls out with no concurrency limit, vague step ids, bare-number sleeps (warnings);
-    default retries (info). Each finding names the file, line and fix.
+    Missing ids, waits without a timeout, payments without an idempotency key, an app past
+    an AWS deploy limit (errors); calls out with no concurrency limit, vague step ids,
+    bare-number sleeps, an app within 80 % of a deploy limit (warnings); default retries
+    (info). Each finding names the file, line and fix.
     """
     findings = check_project(Path.cwd(), package or "functions")
     if as_json:

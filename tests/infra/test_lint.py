@@ -99,9 +99,11 @@ def _violations(outdir: Path) -> dict[str, list[str]]:
 
 
 def test_cfn_lint_finds_no_errors(nagged: tuple[StepkitStack, Path]) -> None:
-    template = nagged[1] / "stepkit-demo.template.json"
+    # The root template and each nested stack's (the functions' groups).
+    templates = sorted(nagged[1].glob("*.template.json"))
+    assert len(templates) == 1 + len(nagged[0].groups)
     done = subprocess.run([str(Path(sys.executable).parent / "cfn-lint"), "--format", "json",
-                           str(template)], capture_output=True, text=True, check=False)
+                           *map(str, templates)], capture_output=True, text=True, check=False)
     findings = json.loads(done.stdout or "[]")
     assert done.returncode in (0, 4), done.stderr  # 4: warnings only
     errors = [f for f in findings if f["Level"] == "Error"]
@@ -289,6 +291,9 @@ def test_pinned_cli_synthesizes_the_app(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     version = (PROJECT_ROOT / "infra/node_modules/aws-cdk/package.json").read_text()
     assert json.loads(version)["version"].startswith("2.")
-    templates = list(out.glob("*.template.json"))
+    templates = [t for t in out.glob("*.template.json")
+                 if not t.name.endswith(".nested.template.json")]  # the functions' groups
     assert [t.name for t in templates] == ["stepkit-demo.template.json"]
     assert "AWS::Lambda::Function" in templates[0].read_text()
+    nested = list(out.glob("*.nested.template.json"))
+    assert nested and all("AWS::Lambda::Function" in t.read_text() for t in nested)

@@ -21,7 +21,6 @@ import pytest
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 import aws_cdk as cdk
-from aws_cdk.assertions import Template
 from cdk_nag import AwsSolutionsChecks
 
 from infra.bundling import PROJECT_ROOT
@@ -39,7 +38,9 @@ from runtime.backends.aws.resources import (
     AppResources,
 )
 from runtime.backends.aws.table import table_spec, ttl_spec
+from runtime.deploy_limits import function_group
 from runtime.discovery import load_app
+from tests.infra.templates import flat
 
 # One worker synthesizes every stack (scripts/test.sh: --dist loadgroup): aws-cdk-lib and
 # its jsii Node process load once per run, not once per worker.
@@ -52,7 +53,7 @@ def synth(app: App | None = None, **settings: Any) -> tuple[StepkitStack, Resour
     cdk_app = cdk.App()
     stack = StepkitStack(cdk_app, "test", app=app,
                          settings=StackSettings(bundle=False, **settings))
-    template = Template.from_stack(stack).to_json()
+    template = flat(stack)
     return stack, template["Resources"], template
 
 
@@ -129,10 +130,28 @@ def reaper_ids(resources: Resources) -> tuple[str, str]:
 
 
 def role_statements(resources: Resources, role_arn: dict[str, Any]) -> list[dict[str, Any]]:
+    """The statements of the role's inline policies and of the managed policies it has."""
     role = role_arn["Fn::GetAtt"][0]
-    return [s for p in of_type(resources, "AWS::IAM::Policy").values()
-            if {"Ref": role} in props(p)["Roles"]
-            for s in props(p)["PolicyDocument"]["Statement"]]
+    managed = [m["Ref"] for m in props(resources[role]).get("ManagedPolicyArns", [])
+               if isinstance(m, dict) and "Ref" in m]
+    return [*(s for p in of_type(resources, "AWS::IAM::Policy").values()
+              if {"Ref": role} in props(p)["Roles"]
+              for s in props(p)["PolicyDocument"]["Statement"]),
+            *(s for m in managed for s in props(resources[m])["PolicyDocument"]["Statement"])]
+
+
+def bus_id(resources: Resources) -> str:
+    (found,) = of_type(resources, "AWS::Events::EventBus")
+    return found
+
+
+def queue_name(resources: Resources, ref: Any) -> str:
+    """The name of the queue an ARN in a policy stands for (by logical id or by name)."""
+    if "Fn::GetAtt" in ref:
+        return str(props(resources[ref["Fn::GetAtt"][0]])["QueueName"])
+    *_, last = ref["Fn::Join"][1]
+    assert last.startswith(":"), ref
+    return str(last[1:])
 
 
 def actions(statement: dict[str, Any]) -> list[str]:
@@ -335,9 +354,13 @@ def test_every_rule_target_retries_then_dead_letters_to_the_delivery_dlq(
                if s.get("Principal") == {"Service": "events.amazonaws.com"}]
     assert all((s["Action"], s["Effect"], s["Resource"]) == ("sqs:SendMessage", "Allow", arn(dlq))
                for s in allowed)
-    # EventBridge may send there only on behalf of the app's own rules, each named.
-    assert sorted(json.dumps(s["Condition"]["ArnEquals"]["aws:SourceArn"]) for s in allowed) == \
-        sorted(json.dumps(arn(r)) for r in rules)
+    # EventBridge may send there only on behalf of the app's own rules: one statement for
+    # every rule on the app's bus (one per rule would pass SQS's 20 statements per policy).
+    (statement,) = allowed
+    assert statement["Condition"] == {"ArnLike": {"aws:SourceArn": {"Fn::Join": ["", [
+        "arn:", {"Ref": "AWS::Partition"}, ":events:", {"Ref": "AWS::Region"}, ":",
+        {"Ref": "AWS::AccountId"}, f":rule/{res.bus}/*"]]}}}
+    assert all(props(r)["EventBusName"] == {"Ref": bus_id(resources)} for r in rules.values())
 
 
 def test_every_schedule_target_retries_then_dead_letters_and_lives_in_the_apps_group(
@@ -370,7 +393,10 @@ def test_the_delivery_dlq_is_encrypted_and_keeps_messages_14_days(
 
 def test_no_wildcards_in_iam_policies(res: AppResources, resources: Resources) -> None:
     payload_objects = {"Fn::Join": ["", [arn(payload_bucket(resources)), "/runs/*"]]}
-    for p in of_type(resources, "AWS::IAM::Policy").values():
+    policies = [*of_type(resources, "AWS::IAM::Policy").values(),
+                *of_type(resources, "AWS::IAM::ManagedPolicy").values()]
+    assert of_type(resources, "AWS::IAM::ManagedPolicy")
+    for p in policies:
         for s in props(p)["PolicyDocument"]["Statement"]:
             assert not any("*" in a for a in actions(s)), s
             # Named at run time: timer schedules (the next test) and payload objects.
@@ -392,8 +418,8 @@ def test_lambdas_may_create_timer_schedules_in_the_apps_group_delivered_by_its_r
     assert {(a, s["Effect"]) for s in statements for a in actions(s)} == \
         {("sqs:SendMessage", "Allow")}
     targets = [*(f.queue for f in res.functions), res.delivery_dlq]
-    assert sorted(json.dumps(r) for s in statements for r in as_list(s["Resource"])) == \
-        sorted(json.dumps(arn(queue_id(resources, q))) for q in targets)
+    assert sorted(queue_name(resources, r) for s in statements for r in as_list(s["Resource"])) \
+        == sorted(targets)
     # Every stepkit Lambda (the router too: debounce windows) may create schedules in the
     # app's group and pass this role, only to Scheduler; nothing else of Scheduler or IAM.
     for fn in [*app, None]:
@@ -438,9 +464,7 @@ def test_each_lambda_touches_only_its_queues_the_table_and_the_bus(
         dlq = res.function(fn.id).dlq if fn else res.router_dlq
         # Send only: every queue of the app (control messages go queue to queue), its DLQ.
         app_queues = [res.router_queue, *(f.queue for f in res.functions)]
-        allowed = [*(arn(queue_id(resources, q)) for q in app_queues),
-                   arn(queue_id(resources, dlq))]
-        assert set(map(json.dumps, granted["sqs"])) == set(map(json.dumps, allowed))
+        assert {queue_name(resources, r) for r in granted["sqs"]} == {*app_queues, dlq}
         assert all(r in table_arns for r in granted["dynamodb"])
         assert set(map(json.dumps, granted["dynamodb"])) == set(map(json.dumps, table_arns))
         assert granted["events"] == [arn(bus)]
@@ -528,7 +552,7 @@ def test_retention_context_moves_the_payload_expiry_and_retain_state_keeps_the_b
                                "stepkit:retainState": "true"})
     stack = StepkitStack(cdk_app, "test", app=app,
                          settings=StackSettings.from_context(cdk_app.node))
-    resources = Template.from_stack(stack).to_json()["Resources"]
+    resources = flat(stack)["Resources"]
     assert lifecycle(resources)["ExpirationInDays"] == 7 + 366
     bucket = resources[payload_bucket(resources)]
     assert (bucket["DeletionPolicy"], bucket["UpdateReplacePolicy"]) == ("Retain", "Retain")
@@ -596,10 +620,14 @@ def test_alarms_on_every_dlq_and_lambda_and_a_dashboard(
         sorted(k for k in stepkit_lambdas(resources) if k != reaper)
     for a in alarms:
         assert (a["Threshold"], a["ComparisonOperator"]) == (0, "GreaterThanThreshold")
-    ((_, dashboard),) = of_type(resources, "AWS::CloudWatch::Dashboard").items()
-    body = json.dumps(props(dashboard)["DashboardBody"])
-    assert "ApproximateAgeOfOldestMessage" in body
-    assert "ApproximateNumberOfMessagesVisible" in body
+    # One dashboard for the root stack (the router) and one per group of functions, so
+    # that none outgrows CloudWatch's 500 widgets.
+    dashboards = of_type(resources, "AWS::CloudWatch::Dashboard")
+    assert len(dashboards) == 1 + len({function_group(fn.id) for fn in app})
+    for dashboard in dashboards.values():
+        body = json.dumps(props(dashboard)["DashboardBody"])
+        assert "ApproximateAgeOfOldestMessage" in body
+        assert "ApproximateNumberOfMessagesVisible" in body
 
 
 def test_failed_deliveries_alarm_per_rule_and_for_the_schedule_group(
@@ -695,7 +723,7 @@ def test_tracing_context_makes_every_lambda_trace_actively(tmp_path: Path) -> No
                          settings=StackSettings(bundle=False, tracing=True))
     cdk.Validations.of(cdk_app).add_plugins(AwsSolutionsChecks(cdk_app))
     cdk_app.synth()  # cdk-nag passes: the one wildcard (X-Ray) is acknowledged with a reason
-    resources = Template.from_stack(stack).to_json()["Resources"]
+    resources = flat(stack)["Resources"]
     functions = stepkit_lambdas(resources)
     assert len(functions) == 3  # the function, the router and the run reaper
     for _, fn in functions.items():
@@ -809,7 +837,7 @@ def synth_with_hook(app: App, hook: Any) -> tuple[StepkitStack, Resources, dict]
     cdk_app = cdk.App()
     stack = StepkitStack(cdk_app, "test", app=app, settings=StackSettings(bundle=False),
                          on_function=hook)
-    template = Template.from_stack(stack).to_json()
+    template = flat(stack)
     return stack, template["Resources"], template
 
 
@@ -867,6 +895,8 @@ def test_a_new_function_file_adds_exactly_its_resources(
     app = functions_with_extra_file
     assert isinstance(app.get("extra-fn"), FunctionDef)
     stack, grown, _ = synth(app)
+    new_group = function_group("extra-fn") not in {function_group(fn.id) for fn in app
+                                                    if fn.id != "extra-fn"}
     before = Counter(r["Type"] for r in resources.values())
     after = Counter(r["Type"] for r in grown.values())
     added = {k: after[k] - before[k] for k in after if after[k] != before[k]}
@@ -877,7 +907,8 @@ def test_a_new_function_file_adds_exactly_its_resources(
         "AWS::IAM::Role": 2, "AWS::IAM::Policy": 2,
         # DLQ depth, Lambda errors, failed runs, and failed deliveries of its trigger rule.
         "AWS::CloudWatch::Alarm": 4,
-    }
+    } | ({  # the first function of its group: the group's dashboard and timer policy
+        "AWS::CloudWatch::Dashboard": 1, "AWS::IAM::Policy": 3} if new_group else {})
     f = stack.resources.function("extra-fn")
     assert rule_named(grown, f.trigger_rule)[1]["EventPattern"] == \
         {"source": ["demo"], "detail-type": ["extra/happened"]}
