@@ -17,8 +17,7 @@ from runtime.durations import user_duration
 from runtime.engine.decisions import Decision, StepRef
 from runtime.engine.template import Performing, StepTemplate
 from runtime.errors import NonRetriableError
-from runtime.events import _NAME as _EVENT_NAME
-from runtime.events import Event
+from runtime.events import Event, name_problem, shown_name
 from runtime.expressions import Expression, ExpressionError, interpolate, match_expression
 from runtime.records import (
     Commit,
@@ -115,8 +114,9 @@ class WaitSteps(StepTemplate):
             raise NonRetriableError(f"{where}: give match or if_, not both")
         try:
             delta = user_duration(timeout, where=f"{where} timeout")
-            if not isinstance(event, str) or not _EVENT_NAME.match(event):
-                raise ValueError(f"{where}: invalid event name {event!r}")
+            problem = name_problem(event)
+            if problem is not None:
+                raise ValueError(f"{where}: invalid event name {shown_name(event)}: {problem}")
             source = match_expression(match) if match else (if_ or "")
             if source:
                 Expression.check_names(source, ("event", "async"), where=where)
