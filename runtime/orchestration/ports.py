@@ -55,6 +55,10 @@ class Ports:
     metrics: Metrics
     limits: Limits
     log: logging.Logger
+    #: When the current invocation must be done (``time.monotonic()``), if it has a limit (a
+    #: Lambda's timeout, shared by every record of its batch): a checkpoint chain ends in
+    #: time for it.
+    deadline: float | None = None
 
     def commit(self, function_id: str, run_id: str, commit: Commit) -> bool:
         """``Store.commit``, reporting to the metrics what a commit that landed did."""
