@@ -22,7 +22,6 @@ from runtime.expressions import Expression, ExpressionError, interpolate, match_
 from runtime.records import (
     Commit,
     Message,
-    MessageKind,
     RunRecord,
     RunState,
     StepKind,
@@ -31,7 +30,14 @@ from runtime.records import (
     Waiter,
     WaiterKind,
 )
-from runtime.steps.base import CommitContext, Hop, Resolution, StepKindSpec, due_hop
+from runtime.steps.base import (
+    CommitContext,
+    Hop,
+    Resolution,
+    StepKindSpec,
+    due_hop,
+    wake_message,
+)
 from runtime.steps.sleep import check_sleep
 
 
@@ -148,7 +154,7 @@ def commit(d: WaitForEvent, cx: CommitContext) -> Commit:
     detail = WaitDetail(d.event, d.expression, decision_point(cx.state))
     w = cx.write(s, status=StepStatus.WAITING, wake_at=d.until, detail=detail.to_json())
     waiter = Waiter(d.event, run.run_id, cx.fn.id, s.key, WaiterKind.STEP, d.expression, d.until)
-    wake = Message(MessageKind.WAKE, cx.fn.id, run.run_id, key=s.key, due=d.until)
+    wake = wake_message(cx.fn.id, run.run_id, s.key, d.until)
     return replace(cx.base, steps=(w,), add_waiters=(waiter,), outbox=(wake,))
 
 
