@@ -14,8 +14,7 @@ from pydantic import ValidationError
 from runtime.deploy import AwsOptions
 from runtime.durations import MAX_SLEEP, user_duration
 from runtime.errors import ConfigurationError, FunctionNotFoundError
-from runtime.events import _NAME as _EVENT_NAME
-from runtime.events import FUNCTION_FAILED
+from runtime.events import FUNCTION_FAILED, name_problem, shown_name
 from runtime.expressions import Expression, ExpressionError, match_expression
 from runtime.flow import (
     BatchEvents,
@@ -180,11 +179,10 @@ def _compile(source: str, where: str, names: Sequence[str] = ("event",)) -> Expr
 
 
 def _check_event_name(name: object, where: str) -> str:
-    if not isinstance(name, str) or not _EVENT_NAME.match(name):
-        raise ConfigurationError(
-            f"{where}: invalid event name {name!r}; use letters, digits and _ . : / -, "
-            "starting with a letter or digit, e.g. 'user/signup'"
-        )
+    problem = name_problem(name)
+    if problem is not None:
+        raise ConfigurationError(f"{where}: invalid event name {shown_name(name)}: {problem}")
+    assert isinstance(name, str)
     return name
 
 

@@ -24,7 +24,30 @@ FUNCTION_FINISHED = "stepkit/function.finished"
 FUNCTION_CANCELLED = "stepkit/function.cancelled"
 FUNCTION_INVOKED = "stepkit/function.invoked"
 SCHEDULED_TIMER = "stepkit/scheduled.timer"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/\-]{0,255}$")
+#: The longest event name: EventBridge's ``DetailType``, which carries the name, takes 128
+#: characters (PutEvents refuses a longer one, so an event named so could never be sent).
+MAX_NAME_CHARS = 128
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/\-]*$")  # and at most MAX_NAME_CHARS
+
+
+def shown_name(name: object) -> str:
+    """``name`` as an error message shows it: its repr, cut after 140 characters."""
+    if isinstance(name, str) and len(name) > 140:
+        return repr(name[:140] + "...")
+    return repr(name)
+
+
+def name_problem(name: object) -> str | None:
+    """What is wrong with ``name`` as an event name, or ``None`` when it is a valid one."""
+    if not isinstance(name, str):
+        return f"event name must be a string, got {type(name).__name__}"
+    if len(name) > MAX_NAME_CHARS:
+        return (f"event name is {len(name)} characters, over the {MAX_NAME_CHARS} that "
+                "EventBridge takes as an event's DetailType")
+    if not _NAME.match(name):
+        return ("event name must start with a letter or digit and contain only letters, "
+                f"digits and _ . : / - (max {MAX_NAME_CHARS} characters), e.g. 'user/signup'")
+    return None
 
 
 class Event(BaseModel):
@@ -50,11 +73,9 @@ class Event(BaseModel):
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError(
-                "event name must start with a letter or digit and contain only letters, digits "
-                "and _ . : / - (max 256 characters), e.g. 'user/signup'"
-            )
+        problem = name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     def to_json(self) -> dict[str, Any]:

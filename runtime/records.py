@@ -391,13 +391,43 @@ class EventOut:
         return {"type": "event", "event": self.event}
 
 
-Outgoing = Message | EventOut
+@dataclass(frozen=True)
+class TimerCancel:
+    """A timer a commit made moot (a wait answered, a run ended): delete it if it can be.
+
+    Best effort: a timer left in place fires into a step or run that has moved on, which
+    does nothing. On AWS it is the one-time Scheduler schedule of a message due beyond SQS's
+    delay (each counts against the account's schedules quota until it fires); locally the
+    queued message.
+
+    Attributes:
+        message_id: The timer message's id.
+        function_id: Its function (and so its queue).
+        due: When it is due.
+        set_at: When it was set (so a queue knows whether it went to a schedule).
+    """
+
+    message_id: str
+    function_id: str
+    due: float
+    set_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"type": "cancel", "message_id": self.message_id,
+                "function_id": self.function_id, "due": self.due, "set_at": self.set_at}
+
+
+Outgoing = Message | EventOut | TimerCancel
 
 
 def outgoing_from_json(raw: dict[str, Any]) -> Outgoing:
     """Parse an outbox entry."""
     if raw.get("type") == "event":
         return EventOut(event=raw["event"])
+    if raw.get("type") == "cancel":
+        return TimerCancel(str(raw["message_id"]), str(raw["function_id"]), float(raw["due"]),
+                           float(raw["set_at"]))
     return Message.from_json(raw)
 
 

@@ -622,6 +622,16 @@ class AwsBackend:
             bodies.extend(m["Body"] for m in got)
         return bodies
 
+    def pending_timers(self) -> list[str]:
+        """Names of the app's one-time Scheduler schedules still waiting to fire.
+
+        Timers of SQS's own delay (900 s at most) cannot be deleted and are not listed.
+        """
+        scheduler, group = self.clients["scheduler"], self.resources.schedule_group
+        return [item["Name"]
+                for page in scheduler.get_paginator("list_schedules").paginate(GroupName=group)
+                for item in page["Schedules"]]
+
     def dead_letters(self) -> list[Message]:
         """Dead-lettered stepkit messages."""
         found = []

@@ -325,7 +325,13 @@ class LambdaApp:
         The run metrics of the batch are flushed at its end, even when it fails.
         """
         handler = self.router_record if router else self.worker_record
+        # A checkpoint chain hands its run back in time for the whole batch, not only for
+        # its own record: every record of a batch shares the invocation's timeout.
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        ports = self.orchestrator.ports
+        ports.deadline = time.monotonic() + remaining() / 1000 if remaining else None
         try:
             return process_partial_response(event, handler)
         finally:
+            ports.deadline = None
             self.metrics.flush()

@@ -35,7 +35,7 @@ from runtime.records import (
     WaiterKind,
 )
 from runtime.steps import COMMITS, KINDS
-from runtime.steps.base import CommitContext
+from runtime.steps.base import CommitContext, moot_timers
 
 MAX_WAITERS_PER_COMMIT = 80  # under DynamoDB's 100 items per transaction, with the rest
 _SYSTEM_IDS = uuid.UUID("3e0c6d1a-7b2f-4f59-8a61-2c9d0e4b5f73")
@@ -80,7 +80,9 @@ def _end(d: RunCompleted | RunFailed, cx: CommitContext) -> Commit:
                      clear_error=error is None),
         # One transaction holds at most 100 items: the orchestrator removes the rest after.
         remove_waiters=waiters_of(cx.fn, cx.state)[:MAX_WAITERS_PER_COMMIT],
-        outbox=finish_outbox(run, status, output, error, cx.now, full=cx.fn.full_finished_event),
+        outbox=(*finish_outbox(run, status, output, error, cx.now,
+                               full=cx.fn.full_finished_event),
+                *moot_timers(cx.state, cx.msg.id, ending=True)),
     )
 
 

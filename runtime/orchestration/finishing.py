@@ -24,7 +24,7 @@ from runtime.records import (
     RunState,
     RunStatus,
 )
-from runtime.steps.base import DUE_SLACK
+from runtime.steps.base import DUE_SLACK, moot_timers
 
 
 class Finisher:
@@ -65,7 +65,8 @@ class Finisher:
             expect_version=state.run.version,
             run=RunPatch(status=status, error=error, ended_at=now),
             remove_waiters=remove[:MAX_WAITERS_PER_COMMIT],
-            outbox=finish_outbox(state.run, status, None, error, now),
+            outbox=(*finish_outbox(state.run, status, None, error, now),
+                    *moot_timers(state, msg_id, ending=True)),
         )
         if not p.commit(state.run.function_id, run_id, commit):
             return None

@@ -27,6 +27,7 @@ from runtime.records import (
     Outgoing,
     RunRecord,
     StepRecord,
+    TimerCancel,
     Waiter,
 )
 
@@ -55,6 +56,10 @@ class Ports:
     metrics: Metrics
     limits: Limits
     log: logging.Logger
+    #: When the current invocation must be done (``time.monotonic()``), if it has a limit (a
+    #: Lambda's timeout, shared by every record of its batch): a checkpoint chain ends in
+    #: time for it.
+    deadline: float | None = None
 
     def commit(self, function_id: str, run_id: str, commit: Commit) -> bool:
         """``Store.commit``, reporting to the metrics what a commit that landed did."""
@@ -90,13 +95,23 @@ class Ports:
         raise CommitContentionError(f"{what}: lost {COMMIT_TRIES} commit races in a row")
 
     def send(self, outbox: Sequence[Outgoing]) -> None:
-        """Send a commit's outbox: its events to the bus, its messages to the queues."""
+        """Send a commit's outbox: its events to the bus, its messages to the queues.
+
+        Timers it made moot are deleted after, best effort.
+        """
         messages = [o for o in outbox if isinstance(o, Message)]
         events = [o.event for o in outbox if isinstance(o, EventOut)]
         if events:
             self.bus.publish(events)
         if messages:
             self.queue.send(messages)
+        moot = [o for o in outbox if isinstance(o, TimerCancel)]
+        if moot:
+            try:
+                self.queue.cancel(moot)
+            except Exception:  # it fires into work that moved on, which does nothing
+                self.log.warning("timers %s not deleted; they fire for nothing",
+                                 [t.message_id for t in moot], exc_info=True)
 
     def send_hard(self, outbox: Sequence[Outgoing]) -> None:
         """:meth:`send`, retried in place: on a message's last delivery none follows."""

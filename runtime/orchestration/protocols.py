@@ -27,6 +27,7 @@ from runtime.records import (
     RunState,
     RunStatus,
     StepRecord,
+    TimerCancel,
     Waiter,
 )
 
@@ -341,6 +342,14 @@ class Queue(Protocol):
 
     def send(self, messages: Sequence[Message]) -> None:
         """Enqueue messages."""
+        ...
+
+    def cancel(self, timers: Sequence[TimerCancel]) -> None:
+        """Delete timers a commit made moot, where the queue can (best effort, idempotent).
+
+        A timer not deleted fires into work that moved on, which does nothing; so a failure
+        here is logged, never raised into the work that asked.
+        """
         ...
 
 

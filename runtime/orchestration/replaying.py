@@ -57,6 +57,23 @@ def chained(last_msg: str | None, msg_id: str) -> bool:
     return not own or (version.isdigit() and own.isdigit() and int(version) >= int(own))
 
 
+def chain_stop(fn: FunctionDef, start: float, deadline: float | None) -> float:
+    """When a checkpoint chain begun at ``start`` stops taking new steps (monotonic time).
+
+    After ``max_runtime``, and in any case early enough that the longest step a checkpointed
+    function may have (its timeout less ``max_runtime``) still ends before the invocation's
+    ``deadline``: the records of a batch share one Lambda timeout, so a chain on a later
+    record has less time than the first.
+    """
+    if fn.checkpoint is None:
+        return start
+    runtime = fn.checkpoint.total_seconds()
+    stop = start + runtime
+    if deadline is not None:
+        stop = min(stop, deadline - (fn.aws.timeout_s - runtime))
+    return stop
+
+
 def _only_continue(outbox: Sequence[Outgoing], run_id: str) -> Message | None:
     """The outbox's one message if it is the run's next CONTINUE, due now; else ``None``."""
     if len(outbox) != 1:
@@ -204,7 +221,7 @@ class Replayer:
         logger = logging.LoggerAdapter(p.log, {"run_id": run_id, "function_id": fn.id,
                                                "step": ""})
         chain = fn.checkpoint is not None
-        stop_at = time.monotonic() + (fn.checkpoint.total_seconds() if fn.checkpoint else 0)
+        stop_at = chain_stop(fn, time.monotonic(), p.deadline)
         pending: Commit | None = None  # the last commit that landed, while its sends are due
         landed = False
         while True:

@@ -37,6 +37,7 @@ from runtime.records import (
     StepRecord,
     Waiter,
 )
+from runtime.steps.base import timeout_id
 
 
 class Starter:
@@ -209,7 +210,8 @@ def new_run(
         last_msg=msg_id,
     )
     if run.deadline is not None:
-        timer = Message(MessageKind.TIMEOUT, fn.id, run.run_id, due=run.deadline)
+        timer = Message(MessageKind.TIMEOUT, fn.id, run.run_id, id=timeout_id(run.run_id),
+                        due=run.deadline)
         run = replace(run, outbox=(timer,))
     return run, cancel_waiters(fn, run, now)
 

@@ -28,6 +28,7 @@ from runtime.records import (
     StepRecord,
     StepStatus,
     StepWrite,
+    TimerCancel,
     Waiter,
 )
 
@@ -110,6 +111,47 @@ def commit_result(d: StepSucceeded | StepFailed, cx: CommitContext) -> Commit:
     return replace(cx.base, steps=(w,), outbox=(cx.next,))
 
 
+def wake_message(function_id: str, run_id: str, key: str, due: float) -> Message:
+    """The WAKE of pending step ``key``, its id derived from the step.
+
+    So a commit that ends the step otherwise (a match, a child's end, the run's end) can name
+    the timer to delete.
+    """
+    return Message(MessageKind.WAKE, function_id, run_id, id=wake_id(run_id, key), key=key,
+                   due=due)
+
+
+def wake_id(run_id: str, key: str) -> str:
+    """The id of step ``key``'s WAKE timer."""
+    return f"wake-{run_id}-{key}"
+
+
+def timeout_id(run_id: str) -> str:
+    """The id of the run's finish-deadline TIMEOUT timer."""
+    return f"timeout-{run_id}"
+
+
+def moot_timers(state: RunState, msg_id: str, *, ending: bool) -> tuple[TimerCancel, ...]:
+    """The timers a commit made by ``msg_id`` makes moot, to delete once it lands.
+
+    The WAKE of each step it ends (``ending``: the run ends, so every pending step's, and its
+    TIMEOUT too), except the timer that is the message itself (it has fired).
+    """
+    run = state.run
+    out = [TimerCancel(wake_id(run.run_id, rec.key), run.function_id, rec.wake_at,
+                       rec.started_at or run.created_at)
+           for rec in state.steps.values()
+           if rec.wake_at is not None and rec.status in _TIMED
+           and wake_id(run.run_id, rec.key) != msg_id]
+    if ending and run.deadline is not None and timeout_id(run.run_id) != msg_id:
+        out.append(TimerCancel(timeout_id(run.run_id), run.function_id, run.deadline,
+                               run.created_at))
+    return tuple(out)
+
+
+_TIMED = (StepStatus.SLEEPING, StepStatus.WAITING, StepStatus.INVOKING)
+
+
 @dataclass(frozen=True)
 class Hop:
     """Not due yet: send the message again, due at ``due`` (a timer hop)."""
@@ -163,13 +205,15 @@ def resolution_commit(spec: StepKindSpec, state: RunState, rec: StepRecord,
     new = replace(rec, status=resolution.status, output=resolution.output,
                   error=resolution.error, ended_at=now)
     run = state.run
+    own = RunState(run, {rec.key: rec})  # its own timer only: other steps go on pending
     return Commit(
         msg_id=msg_id,
         expect_version=run.version,
         steps=(StepWrite(new, rec.status, rec.attempt),),
         remove_waiters=(spec.waiter(run, rec),) if spec.waiter else (),
         outbox=(Message(MessageKind.CONTINUE, run.function_id, run.run_id,
-                        version=run.version + 1),),
+                        version=run.version + 1),
+                *moot_timers(own, msg_id, ending=False)),
     )
 
 

@@ -26,7 +26,6 @@ from runtime.records import (
     Commit,
     ErrorInfo,
     Message,
-    MessageKind,
     Outgoing,
     ParentRef,
     RunRecord,
@@ -35,7 +34,14 @@ from runtime.records import (
     StepRecord,
     StepStatus,
 )
-from runtime.steps.base import CommitContext, Hop, Resolution, StepKindSpec, due_hop
+from runtime.steps.base import (
+    CommitContext,
+    Hop,
+    Resolution,
+    StepKindSpec,
+    due_hop,
+    wake_message,
+)
 
 if TYPE_CHECKING:
     from runtime.app import FunctionDef
@@ -143,7 +149,7 @@ def commit(d: Invoke, cx: CommitContext) -> Commit:
     outbox: list[Outgoing] = [StartPayload((event,), parent=parent).message(child_fn.id,
                                                                               child_id)]
     if d.until is not None:
-        outbox.append(Message(MessageKind.WAKE, cx.fn.id, run.run_id, key=s.key, due=d.until))
+        outbox.append(wake_message(cx.fn.id, run.run_id, s.key, d.until))
     return replace(cx.base, steps=(w,), outbox=tuple(outbox))
 
 

@@ -16,8 +16,15 @@ from runtime.engine.decisions import Decision, StepRef, StepSucceeded
 from runtime.engine.template import Performing, StepTemplate
 from runtime.errors import NonRetriableError
 from runtime.messages import is_skip
-from runtime.records import Commit, Message, MessageKind, StepKind, StepRecord, StepStatus
-from runtime.steps.base import CommitContext, Hop, Resolution, StepKindSpec, due_hop
+from runtime.records import Commit, Message, StepKind, StepRecord, StepStatus
+from runtime.steps.base import (
+    CommitContext,
+    Hop,
+    Resolution,
+    StepKindSpec,
+    due_hop,
+    wake_message,
+)
 
 
 @dataclass(frozen=True)
@@ -89,7 +96,7 @@ def commit(d: Sleep, cx: CommitContext) -> Commit:
     """The step Sleeping until its time, and its WAKE due then."""
     s = d.step
     w = cx.write(s, status=StepStatus.SLEEPING, wake_at=d.until)
-    wake = Message(MessageKind.WAKE, cx.fn.id, cx.state.run.run_id, key=s.key, due=d.until)
+    wake = wake_message(cx.fn.id, cx.state.run.run_id, s.key, d.until)
     return replace(cx.base, steps=(w,), outbox=(wake,))
 
 

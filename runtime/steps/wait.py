@@ -17,13 +17,11 @@ from runtime.durations import user_duration
 from runtime.engine.decisions import Decision, StepRef
 from runtime.engine.template import Performing, StepTemplate
 from runtime.errors import NonRetriableError
-from runtime.events import _NAME as _EVENT_NAME
-from runtime.events import Event
+from runtime.events import Event, name_problem, shown_name
 from runtime.expressions import Expression, ExpressionError, interpolate, match_expression
 from runtime.records import (
     Commit,
     Message,
-    MessageKind,
     RunRecord,
     RunState,
     StepKind,
@@ -32,7 +30,14 @@ from runtime.records import (
     Waiter,
     WaiterKind,
 )
-from runtime.steps.base import CommitContext, Hop, Resolution, StepKindSpec, due_hop
+from runtime.steps.base import (
+    CommitContext,
+    Hop,
+    Resolution,
+    StepKindSpec,
+    due_hop,
+    wake_message,
+)
 from runtime.steps.sleep import check_sleep
 
 
@@ -115,8 +120,9 @@ class WaitSteps(StepTemplate):
             raise NonRetriableError(f"{where}: give match or if_, not both")
         try:
             delta = user_duration(timeout, where=f"{where} timeout")
-            if not isinstance(event, str) or not _EVENT_NAME.match(event):
-                raise ValueError(f"{where}: invalid event name {event!r}")
+            problem = name_problem(event)
+            if problem is not None:
+                raise ValueError(f"{where}: invalid event name {shown_name(event)}: {problem}")
             source = match_expression(match) if match else (if_ or "")
             if source:
                 Expression.check_names(source, ("event", "async"), where=where)
@@ -148,7 +154,7 @@ def commit(d: WaitForEvent, cx: CommitContext) -> Commit:
     detail = WaitDetail(d.event, d.expression, decision_point(cx.state))
     w = cx.write(s, status=StepStatus.WAITING, wake_at=d.until, detail=detail.to_json())
     waiter = Waiter(d.event, run.run_id, cx.fn.id, s.key, WaiterKind.STEP, d.expression, d.until)
-    wake = Message(MessageKind.WAKE, cx.fn.id, run.run_id, key=s.key, due=d.until)
+    wake = wake_message(cx.fn.id, run.run_id, s.key, d.until)
     return replace(cx.base, steps=(w,), add_waiters=(waiter,), outbox=(wake,))
 
 

@@ -64,6 +64,10 @@ class TestBackend(Protocol):
         """Messages that exhausted their deliveries."""
         ...
 
+    def pending_timers(self) -> list[str]:
+        """Timers still waiting to fire (locally: delayed messages; on AWS: schedules)."""
+        ...
+
     def close(self) -> None:
         """Release resources."""
         ...
@@ -277,6 +281,10 @@ class Harness:
         if state is None:
             raise KeyError(f"no run '{run_id}'")
         return RunView(state)
+
+    def pending_timers(self) -> list[str]:
+        """Timers still waiting to fire: locally delayed messages, on AWS the app's schedules."""
+        return self.backend.pending_timers()
 
     def only_run(self, function_id: str) -> RunView:
         """The single run of a function; fails if there are none or several."""

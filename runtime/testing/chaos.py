@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from runtime.errors import StepkitError
-from runtime.records import Commit, Message
+from runtime.records import Commit, Message, TimerCancel
 
 T = TypeVar("T")
 
@@ -164,6 +164,11 @@ class FaultyQueue:
         if messages:
             self.faults.call("queue send", self.inner.send, self.faults.doubled(messages),
                              write=True)
+
+    def cancel(self, timers: Sequence[TimerCancel]) -> None:
+        """Delete moot timers; maybe fail before or after."""
+        if timers:
+            self.faults.call("queue cancel", self.inner.cancel, timers, write=True)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

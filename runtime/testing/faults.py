@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from runtime.orchestration.protocols import Queue
-from runtime.records import Message
+from runtime.records import Message, TimerCancel
 
 
 class DuplicatingQueue:
@@ -17,3 +17,7 @@ class DuplicatingQueue:
     def send(self, messages: Sequence[Message]) -> None:
         """Send each message twice."""
         self.inner.send([*messages, *messages])
+
+    def cancel(self, timers: Sequence[TimerCancel]) -> None:
+        """Delete moot timers (as the wrapped queue does)."""
+        self.inner.cancel(timers)

@@ -515,3 +515,49 @@ def test_a_crash_after_failing_the_run_on_a_last_delivery_still_sends_its_failur
         assert h.backend.redrive()
         h.settle()
     assert h.once(failures) == ["WorkerLostError"]
+
+
+def test_event_names_past_eventbridge_s_128_characters_are_refused_where_they_enter(
+    make_harness: Any,
+) -> None:
+    # EventBridge carries an event's name as its DetailType, which takes 128 characters: a
+    # longer name is refused at send, at registration and in a step, on every backend, and
+    # never becomes an outbox no PutEvents could deliver.
+    longest, too_long = "n/" + "x" * 126, "n/" + "x" * 127
+    app = App("shop")
+
+    @app.function(id="long-name", trigger=TriggerEvent(longest))
+    def long_name(ctx: Context) -> str:
+        return ctx.event.name
+
+    @app.function(id="sender", trigger=TriggerEvent("shop/send"), retries=0)
+    def sender(ctx: Context) -> Any:
+        return ctx.step.send_event("announce", {"name": too_long, "data": {}})
+
+    @app.function(id="waiter", trigger=TriggerEvent("shop/wait"), retries=0)
+    def waiter(ctx: Context) -> Any:
+        return ctx.step.wait_for_event("reply", event=too_long, timeout="1h")
+
+    h = make_harness(app)
+    try:
+        h.send(too_long)
+    except InvalidEventError as exc:
+        assert "129 characters, over the 128" in str(exc) and "DetailType" in str(exc), exc
+    else:
+        raise AssertionError("a 129-character event name was accepted")
+    h.send(longest)
+    assert h.only_run("long-name").output == longest
+    h.send("shop/send")
+    sent = h.only_run("sender")
+    assert sent.status == "Failed"
+    assert sent.error is not None and "over the 128" in sent.error, sent.error
+    h.send("shop/wait")
+    waited = h.only_run("waiter")
+    assert waited.status == "Failed"
+    assert waited.error is not None and "over the 128" in waited.error, waited.error
+    try:
+        app.function(id="later", trigger=TriggerEvent(too_long))(long_name)
+    except ConfigurationError as exc:
+        assert "function 'later'" in str(exc) and "over the 128" in str(exc), exc
+    else:
+        raise AssertionError("a trigger on a 129-character name was registered")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from runtime import App, Context, InvalidEventError, TriggerEvent
+from runtime import App, Context, InvalidEventError, Timeouts, TriggerEvent
 from tests.conftest import START
 
 
@@ -165,3 +165,32 @@ def test_events_up_to_4_mib_trigger_runs_filter_and_resolve_waits(make_harness: 
     assert run.output == {"frames": 3 * mib, "notes": 2 * mib}
     with pytest.raises(InvalidEventError, match="over the 4194304-byte event limit"):
         h.send("video/uploaded", {"frames": "f" * (4 * mib)})
+
+
+def test_timers_made_moot_are_deleted_and_none_outlives_its_runs(make_harness: Any) -> None:
+    # Waits answered within a minute, an invoke that returned at once, and finish timeouts of
+    # a week: once every run has ended, no timer of theirs is left to fire (on AWS each would
+    # hold one of the account's 10 M schedules until then, and wake a Lambda for nothing).
+    app = App("shop")
+
+    @app.function(id="child", trigger=TriggerEvent("never/sent"))
+    def child(ctx: Context) -> int:
+        return 7
+
+    @app.function(id="order", trigger=TriggerEvent("order/created"),
+                  timeouts=Timeouts(finish="7d"))
+    def order(ctx: Context) -> Any:
+        paid = ctx.step.wait_for_event("paid", event="order/paid", match="data.id",
+                                       timeout="1h")
+        got = ctx.step.invoke("child", function="child", timeout="2h")
+        return [paid is not None, got]
+
+    h = make_harness(app)
+    for i in range(3):
+        h.send("order/created", {"id": f"o{i}"})
+    assert h.pending_timers(), "the waits' and the finish timeouts' timers are set"
+    h.advance("30s")
+    for i in range(3):
+        h.send("order/paid", {"id": f"o{i}"})
+    assert [r.output for r in h.runs("order")] == [[True, 7]] * 3
+    assert h.pending_timers() == []

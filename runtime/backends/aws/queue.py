@@ -12,7 +12,7 @@ from runtime.backends.aws.resources import MAX_SQS_DELAY
 from runtime.backends.aws.timers import SchedulerTimers
 from runtime.errors import StepkitError
 from runtime.orchestration.protocols import Clock
-from runtime.records import Message
+from runtime.records import Message, TimerCancel
 
 _BATCH = 10
 #: SQS's limit on a message body (256 KiB), less room for the attributes SQS counts with it.
@@ -122,6 +122,21 @@ class SqsQueue:
             })
         for url, entries in by_url.items():
             send_bodies(self.client, url, entries)
+
+    def cancel(self, timers: Sequence[TimerCancel]) -> None:
+        """Delete the schedules of moot timers (those set beyond SQS's 900 s delay).
+
+        An SQS delayed message cannot be deleted: it fires into work that moved on, which
+        does nothing.
+
+        Raises:
+            TimerError: Scheduler refused a delete (the caller logs it).
+        """
+        if self.timers is None:
+            return
+        for t in timers:
+            if math.ceil(t.due - t.set_at) > MAX_SQS_DELAY:
+                self.timers.delete(t)
 
     def body(self, message: Message) -> str:
         """The SQS body of ``message``: its JSON, or a reference to it when too large.

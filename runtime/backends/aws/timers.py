@@ -16,6 +16,10 @@ Why each guarantee holds:
   is redelivered; a delivery Scheduler cannot make is retried for a day, then lands in the
   app's delivery DLQ (``stepkit dlq redrive`` sends it on). ``ActionAfterCompletion=DELETE``
   removes the schedule once it has fired.
+- **None outlives its purpose.** A commit that makes a timer moot (a wait answered, an invoke
+  returned, the run ended) lists it in its outbox (a ``TimerCancel``), and the queue deletes
+  its schedule (``DeleteSchedule``, best effort: one left fires into work that moved on), so
+  the account's schedules count only pending work.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from runtime.backends.aws.resources import (
     HandlerConfig,
 )
 from runtime.errors import StepkitError
-from runtime.records import Message
+from runtime.records import Message, TimerCancel
 
 #: The largest message put on a schedule. Scheduler bills an invocation per 64 KB of input, and
 #: the API model sets no size, so we stay far below any request limit; a larger message (none
@@ -55,10 +59,14 @@ def schedule_name(message: Message) -> str:
     """The schedule of ``message``: the same for every send of it, unique to its due second."""
     if message.due is None:
         raise ValueError(f"message {message.id} has no due time to schedule")
-    ident = message.id
+    return _name(message.id, message.due)
+
+
+def _name(message_id: str, due: float) -> str:
+    ident = message_id
     if not _NAME_CHARS.fullmatch(ident):
         ident = hashlib.sha256(ident.encode()).hexdigest()[:40]
-    return f"{ident}-{math.ceil(message.due)}"
+    return f"{ident}-{math.ceil(due)}"
 
 
 def at_expression(due: float) -> str:
@@ -157,3 +165,21 @@ class SchedulerTimers:
         except BotoCoreError as exc:
             raise TimerError(f"Scheduler unreachable for the timer {name}: {exc}") from None
         return True
+
+    def delete(self, timer: TimerCancel) -> None:
+        """Delete the schedule of a moot timer; one already gone (fired, deleted) is fine.
+
+        Raises:
+            TimerError: Scheduler refused (throttled, a permission): the caller logs it, and
+                the schedule fires into work that moved on, which does nothing.
+        """
+        name = _name(timer.message_id, timer.due)
+        try:
+            self._client().delete_schedule(Name=name, GroupName=self.group)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code != "ResourceNotFoundException":
+                raise TimerError(f"Scheduler refused to delete the timer {name}: {code}: "
+                                 f"{exc}") from None
+        except BotoCoreError as exc:
+            raise TimerError(f"Scheduler unreachable to delete the timer {name}: {exc}") from None

@@ -377,6 +377,10 @@ class LocalBackend:
         """Messages that used up their deliveries."""
         return self.queue.dead_letters()
 
+    def pending_timers(self) -> list[str]:
+        """Ids of timer messages still waiting to fall due."""
+        return self.queue.pending_timers()
+
     def dead_letter_rows(self) -> list[DeadLetter]:
         """Every dead-lettered queue row, as ``stepkit dlq list`` shows it."""
         return self.queue.dead_letter_rows()

@@ -19,7 +19,7 @@ from typing import Any
 from runtime.backends.local.database import Database, dumps
 from runtime.dlq import DeadLetter, describe_body, redrive_body
 from runtime.orchestration.protocols import Clock
-from runtime.records import Message
+from runtime.records import Message, TimerCancel
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS queue (
@@ -34,6 +34,7 @@ _SCHEMA = (
         dead INTEGER NOT NULL DEFAULT 0,
         last_error TEXT)""",
     "CREATE INDEX IF NOT EXISTS queue_visible ON queue (dead, visible_at, seq)",
+    "CREATE INDEX IF NOT EXISTS queue_msg ON queue (msg_id)",
 )
 
 
@@ -107,6 +108,23 @@ class SqliteQueue:
                     for m in messages
                 ],
             )
+
+    def cancel(self, timers: Sequence[TimerCancel]) -> None:
+        """Delete moot timers still waiting in the queue (never one already received)."""
+        if not timers:
+            return
+        with self.db.write() as conn:
+            conn.executemany(
+                "DELETE FROM queue WHERE msg_id = ? AND receive_count = 0 AND dead = 0",
+                [(t.message_id,) for t in timers])
+
+    def pending_timers(self) -> list[str]:
+        """Ids of messages queued for later (timers), not yet due or received."""
+        now = self.clock.now()
+        rows = self.db.connection().execute(
+            "SELECT msg_id FROM queue WHERE dead = 0 AND receive_count = 0 AND visible_at > ?"
+            " ORDER BY visible_at", (now,)).fetchall()
+        return [str(r[0]) for r in rows]
 
     def receive(self, max_n: int = 1) -> list[Delivery]:
         """Claim up to ``max_n`` visible messages, earliest due first, for one lease each."""
