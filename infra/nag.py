@@ -100,7 +100,8 @@ def acknowledge_timer_schedules(policy: IConstruct, group: str) -> None:
     _acknowledge(
         policy, f"AwsSolutions-IAM5[{TIMER_SCHEDULES.format(group=group)}]",
         "Each long timer is a one-time schedule named at run time after its message, so "
-        "CreateSchedule cannot name its resource ahead; the wildcard is only the schedule "
+        "CreateSchedule (nor the DeleteSchedule of a timer made moot) cannot name its resource "
+        "ahead; the wildcard is only the schedule "
         "names within the app's own schedule group, and the only role it may pass is the "
         "timer role, only to Scheduler.",
     )

@@ -67,7 +67,10 @@ class TimerSchedules(Construct):
             scope,
             f"CreateTimers{cdk.Stack.of(scope).node.id}" if scope is not self else "Create",
             statements=[
-                iam.PolicyStatement(actions=["scheduler:CreateSchedule"], resources=[schedules]),
+                # Delete: a commit that makes a timer moot (a wait answered, a run ended)
+                # removes its schedule, so schedules count only pending work.
+                iam.PolicyStatement(actions=["scheduler:CreateSchedule",
+                                             "scheduler:DeleteSchedule"], resources=[schedules]),
                 iam.PolicyStatement(
                     actions=["iam:PassRole"],
                     resources=[self.role.role_arn],

@@ -421,13 +421,15 @@ def test_lambdas_may_create_timer_schedules_in_the_apps_group_delivered_by_its_r
     assert sorted(queue_name(resources, r) for s in statements for r in as_list(s["Resource"])) \
         == sorted(targets)
     # Every stepkit Lambda (the router too: debounce windows) may create schedules in the
-    # app's group and pass this role, only to Scheduler; nothing else of Scheduler or IAM.
+    # app's group (and delete those made moot) and pass this role, only to Scheduler;
+    # nothing else of Scheduler or IAM.
     for fn in [*app, None]:
         _, p = lambda_of(resources, fn.id if fn else None)
         timer_grants = [s for s in role_statements(resources, p["Role"])
                         if any(a.split(":")[0] in ("scheduler", "iam") for a in actions(s))]
         assert [(actions(s), s["Resource"], s.get("Condition")) for s in timer_grants] == [
-            (["scheduler:CreateSchedule"], timer_schedules(res), None),
+            (["scheduler:CreateSchedule", "scheduler:DeleteSchedule"], timer_schedules(res),
+             None),
             (["iam:PassRole"], arn(role),
              {"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}}),
         ]
