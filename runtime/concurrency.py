@@ -29,6 +29,8 @@ LOOK = 5
 #: leaves the line instead of blocking it, and a backstop delivered late (a queue under
 #: pushback) still finds its place (a backstop that finds none has nothing to do).
 PLACE_GRACE = 900.0
+#: The longest a waiter's backstop timer waits (SQS's own delay: no Scheduler timer).
+MAX_BACKSTOP = 900.0
 #: A woken place whose invocation has not taken a slot within this long may be woken again.
 WAKE_STALE = 30.0
 #: A function with a priority option lets the first step of each run that finds only the last
@@ -184,11 +186,15 @@ def woken(place: LinePlace, now: float) -> LinePlace:
     return replace(place, woken=now)
 
 
-def backstop(lease_s: float, gather: bool) -> float:
+def backstop(lease_s: float, gather: bool, round: int = 1) -> float:
     """How long a waiter's timer waits before it asks again, unless woken first.
 
-    The lease duration: a slot held by a crashed worker lapses by then (no release wakes
-    the line for it), and a wake-up lost to a crash is made good. A first step gathering
-    for priority waits only :data:`GATHER_SECONDS`.
+    The lease duration at first: a slot held by a crashed worker lapses by then (no release
+    wakes the line for it), and a wake-up lost to a crash is made good. A waiter still in
+    line at its next round (a long line, whose releases will wake it) doubles its wait, up
+    to :data:`MAX_BACKSTOP`, so a long wait costs a few timers, not one per lease duration.
+    A first step gathering for priority waits only :data:`GATHER_SECONDS`.
     """
-    return GATHER_SECONDS if gather else lease_s
+    if gather:
+        return GATHER_SECONDS
+    return float(min(max(lease_s, MAX_BACKSTOP), lease_s * 2.0 ** max(0, round - 1)))

@@ -228,8 +228,8 @@ class Slots:
         us: the take is tried once more after the place is written, so no wake-up is lost.
         """
         now = self.clock.now()
-        delay = backstop(want.lease_s, gather)
         nxt = poll + 1
+        delay = backstop(want.lease_s, gather, nxt)
         place = LinePlace(want.scope, want.key, want.line, want.rank, want.work,
                           with_poll(want.again, nxt, now).with_due(None).to_json(), nxt,
                           now + delay + PLACE_GRACE)

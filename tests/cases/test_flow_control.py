@@ -574,8 +574,11 @@ def test_priority_orders_runs_delivered_together(make_harness: Any) -> None:
     h.advance("15m")
     assert len(h.runs("triage", status="Completed")) == 3
     # The last delivered, but ranked 120 s ahead. (Runs 1 and 2 are created at one instant
-    # of the test's clock: equal ranks, in no promised order.)
-    assert h.once(order)[0] == "3"
+    # of the test's clock: equal ranks, in no promised order.) Only work that meets within
+    # the gather second is ordered: in chaos mode an injected failure can hold run 3's start
+    # back past it, so there only its completion is asserted.
+    if not h.chaos:
+        assert h.once(order)[0] == "3"
 
 
 # -- registration --------------------------------------------------------------------------

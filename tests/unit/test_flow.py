@@ -181,3 +181,10 @@ def test_a_batch_past_its_byte_limit_starts_early_and_carries_the_event() -> Non
 
 def test_batch_if_is_given_as_if_in_a_dict() -> None:
     assert BatchEvents.model_validate({"max_size": 2, "timeout": "2s", "if": "true"}).if_ == "true"
+
+
+def test_a_waiter_still_in_line_doubles_its_backstop_up_to_sqs_s_delay() -> None:
+    # A long line costs a few timers per waiter, not one per lease duration (90 s).
+    assert [backstop(90.0, gather=False, round=r) for r in (1, 2, 3, 4, 5, 9)] == [
+        90.0, 180.0, 360.0, 720.0, 900.0, 900.0]
+    assert backstop(1200.0, gather=False, round=3) == 1200.0  # never under the lease
