@@ -500,7 +500,7 @@ class SlotScenario:
 
 SLOT_SCENARIOS = [
     SlotScenario("queued", "1,000 runs queued behind limit=10 for an hour (10 s steps)",
-                 limit=10, backlog=1000, hold=10.0, seconds=60.0),
+                 limit=10, backlog=1000, hold=10.0, seconds=270.0),
     SlotScenario("limit1000", "limit=1000 fully used: 500 steps/s on one key (2 s steps)",
                  limit=1000, backlog=0, hold=2.0, seconds=3.9),
 ]
