@@ -68,8 +68,8 @@ class GateIO(Protocol):
         ...
 
 
-class FlowGates:
-    """Applies a function's flow control through the store.
+class OnPorts:
+    """A flow-control part: reads its orchestrator's ports on each use (tests wrap them).
 
     Args:
         io: The orchestrator: its store, queue, clock and ``cancel``.
@@ -80,18 +80,22 @@ class FlowGates:
 
     @property
     def store(self) -> Store:
-        """Where gates and runs live."""
+        """Where gates, slots and runs live."""
         return self.io.store
 
     @property
     def queue(self) -> Queue:
-        """Where work that must wait for a slot is re-sent."""
+        """Where work that waits, or is woken, is sent."""
         return self.io.queue
 
     @property
     def clock(self) -> Clock:
         """The time source."""
         return self.io.clock
+
+
+class FlowGates(OnPorts):
+    """Applies a function's start gates through the store."""
 
     def cancel(self, run_id: str, reason: str) -> None:
         """Cancel a run (singleton ``cancel`` mode)."""

@@ -43,8 +43,7 @@ from runtime.messages import (
     with_poll,
     without_backstop,
 )
-from runtime.orchestration.gates import GateIO, first_message
-from runtime.orchestration.protocols import Clock, Queue, Store
+from runtime.orchestration.gates import OnPorts, first_message
 from runtime.records import Message, MessageKind, RunState
 
 _log = logging.getLogger("stepkit")
@@ -99,30 +98,8 @@ class Want:
         return line_shard(self.work, self.limit)
 
 
-class Slots:
-    """Takes and gives back concurrency slots through the store.
-
-    Args:
-        io: The orchestrator: its store, queue and clock.
-    """
-
-    def __init__(self, io: GateIO) -> None:
-        self.io = io
-
-    @property
-    def store(self) -> Store:
-        """Where slots and lines live."""
-        return self.io.store
-
-    @property
-    def queue(self) -> Queue:
-        """Where woken work and backstop timers are sent."""
-        return self.io.queue
-
-    @property
-    def clock(self) -> Clock:
-        """The time source."""
-        return self.io.clock
+class Slots(OnPorts):
+    """Takes and gives back concurrency slots through the store."""
 
     def head(self, scope: str, key: str, limit: int, now: float) -> list[LinePlace]:
         """The live places at the head of each shard of a key's line, in line order."""
