@@ -27,6 +27,10 @@ from runtime.deploy import AwsOptions
 #: handled if the visibility timeout is shorter: AWS recommends at least six times.
 VISIBILITY_FACTOR = 6
 DLQ_RETENTION = cdk.Duration.days(14)  # the SQS maximum: time to look and redrive
+#: The SQS maximum too: a backlog (behind max_concurrency, or a long outage) older than the
+#: default 4 days would be deleted silently (expired messages are not dead-lettered); the
+#: backlog-age alarm fires long before.
+QUEUE_RETENTION = cdk.Duration.days(14)
 #: Lambda's recursive-loop detection stops a chain of invocations of one function through
 #: SQS after about 16 hops. Every step of a run is such a hop (the worker sends the run's
 #: next message to its own queue), as is every 900 s timer hop of a long sleep, so a loop
@@ -84,6 +88,7 @@ class QueueWorker(Construct):
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
             visibility_timeout=cdk.Duration.seconds(options.timeout_s * VISIBILITY_FACTOR),
+            retention_period=QUEUE_RETENTION,
             dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=MAX_RECEIVES, queue=self.dlq),
         )
         self.log_group = logs.LogGroup(

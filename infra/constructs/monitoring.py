@@ -36,6 +36,9 @@ SCHEDULER_FAILURES = (
     "InvocationsFailedToBeSentToDeadLetterCount",
 )
 
+#: A queue's oldest message this old (s) is a backlog worth a page: a day, of 14 kept.
+BACKLOG_AGE_S = 86_400
+QUEUE_RETENTION_DAYS = 14
 
 @jsii.implements(cdk.IAspect)
 class NotifyTopic:
@@ -85,6 +88,7 @@ class Monitoring(Construct):
     Attributes:
         dlq_alarms: By label (``delivery`` for the delivery DLQ): DLQ depth > 0.
         error_alarms: By label: Lambda errors > 0.
+        age_alarms: By label: the queue's oldest message older than a day (its backlog).
         rule_alarms: By rule name: failed invocations > 0.
         schedule_alarms: By Scheduler metric: > 0 in the app's schedule group.
         run_alarms: By function id: failed runs > 0.
@@ -98,6 +102,7 @@ class Monitoring(Construct):
         super().__init__(scope, construct_id)
         self.dlq_alarms: dict[str, cloudwatch.Alarm] = {}
         self.error_alarms: dict[str, cloudwatch.Alarm] = {}
+        self.age_alarms: dict[str, cloudwatch.Alarm] = {}
         rows: list[list[cloudwatch.IWidget]] = []
         for i, (label, worker) in enumerate(workers.items()):
             dlq_depth = worker.dlq.metric_approximate_number_of_messages_visible(
@@ -112,6 +117,20 @@ class Monitoring(Construct):
                 threshold=0,
                 comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
                 evaluation_periods=1,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
+            # A backlog older than a day: messages wait (max_concurrency, an outage, a stuck
+            # consumer) and would be deleted unprocessed at the queue's 14-day retention.
+            self.age_alarms[label] = worker.queue.metric_approximate_age_of_oldest_message(
+                period=PERIOD, statistic="Maximum").create_alarm(
+                self,
+                f"AgeAlarm{i}",
+                alarm_description=f"{label}: the oldest message of {worker.queue.queue_name} "
+                f"waited over a day; past {QUEUE_RETENTION_DAYS} days SQS deletes it "
+                "unprocessed: raise max_concurrency or find what holds the queue",
+                threshold=BACKLOG_AGE_S,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                evaluation_periods=3,
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             )
             self.error_alarms[label] = errors.create_alarm(

@@ -620,8 +620,21 @@ def test_alarms_on_every_dlq_and_lambda_and_a_dashboard(
     error_alarms = [a for a in alarms if a["MetricName"] == "Errors"]
     assert sorted(a["Dimensions"][0]["Value"]["Ref"] for a in error_alarms) == \
         sorted(k for k in stepkit_lambdas(resources) if k != reaper)
+    # Every function queue and the router's keep messages 14 days (SQS's maximum: a backlog
+    # older than the default 4 would be deleted unprocessed) and alarm on a day-old backlog.
+    worker_queues = [res.function(fn.id).queue for fn in app] + [res.router_queue]
+    for name in worker_queues:
+        assert props(resources[queue_id(resources, name)])["MessageRetentionPeriod"] == \
+            14 * 86400, name
+    age_alarms = [a for a in alarms if a["MetricName"] == "ApproximateAgeOfOldestMessage"]
+    assert sorted(a["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in age_alarms) == \
+        sorted(queue_id(resources, q) for q in worker_queues)
+    for a in age_alarms:
+        assert (a["Threshold"], a["ComparisonOperator"], a["EvaluationPeriods"]) == \
+            (86400, "GreaterThanThreshold", 3)
     for a in alarms:
-        assert (a["Threshold"], a["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+        if a not in age_alarms:
+            assert (a["Threshold"], a["ComparisonOperator"]) == (0, "GreaterThanThreshold")
     # One dashboard for the root stack (the router) and one per group of functions, so
     # that none outgrows CloudWatch's 500 widgets.
     dashboards = of_type(resources, "AWS::CloudWatch::Dashboard")
@@ -907,8 +920,9 @@ def test_a_new_function_file_adds_exactly_its_resources(
         "AWS::SQS::Queue": 2, "AWS::SQS::QueuePolicy": 2, "AWS::Logs::LogGroup": 1,
         "AWS::Events::Rule": 1, "AWS::Scheduler::Schedule": 1,
         "AWS::IAM::Role": 2, "AWS::IAM::Policy": 2,
-        # DLQ depth, Lambda errors, failed runs, and failed deliveries of its trigger rule.
-        "AWS::CloudWatch::Alarm": 4,
+        # DLQ depth, Lambda errors, backlog age, failed runs, and failed deliveries of its
+        # trigger rule.
+        "AWS::CloudWatch::Alarm": 5,
     } | ({  # the first function of its group: the group's dashboard and timer policy
         "AWS::CloudWatch::Dashboard": 1, "AWS::IAM::Policy": 3} if new_group else {})
     f = stack.resources.function("extra-fn")
