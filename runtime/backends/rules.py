@@ -9,6 +9,7 @@ here so a store finds every rule in one place.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ __all__ = [
     "gate_moved",
     "read_gate",
     "seen_within",
+    "state_bytes",
 ]
 
 
@@ -65,6 +67,29 @@ def seen_within(received_at: float, *, now: float, ttl: float) -> bool:
     return received_at > dedup_cutoff(now, ttl)
 
 
+#: What one step record takes decoded, besides its counted output (keys, times, detail).
+RECORD_BYTES = 1024
+#: Decoded JSON (dicts, lists, str and int objects) takes about this many times its text.
+DECODED_FACTOR = 5
+
+
+def state_bytes(state: RunState) -> int:
+    """About what ``state`` takes in memory, decoded: from the sizes its records counted.
+
+    A step's output of 1 KiB or more records its JSON size (``output_bytes``, the one the
+    32 MiB run limit counts); smaller ones are inside :data:`RECORD_BYTES`. Cheap: no
+    encoding, one pass over the records.
+    """
+    counted = sum(int(rec.detail.get("output_bytes", 0)) for rec in state.steps.values())
+    return RECORD_BYTES * (len(state.steps) + 1) + DECODED_FACTOR * counted
+
+
+def default_cache_bytes() -> int | None:
+    """A quarter of the Lambda's memory, or ``None`` outside a Lambda (no byte bound)."""
+    memory = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+    return int(memory) * 1024 * 1024 // 4 if memory and memory.isdigit() else None
+
+
 class RunCache:
     """The runs a store loaded lately (LRU), so the next load reads only what is new.
 
@@ -73,13 +98,22 @@ class RunCache:
     view with another ``created_at`` is another run under the same id and replaces it.
     Thread-safe: the local backend's worker threads share one store.
 
+    Bounded by count and, in a Lambda, by bytes too (:func:`state_bytes`, what a run's
+    decoded records take: about five times their JSON): a warm container caching a few
+    large runs must not run out of memory, whatever their number.
+
     Args:
         size: How many runs to keep (0: none).
+        max_bytes: How many bytes of runs to keep; ``None``: a quarter of the Lambda's
+            memory (``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``), or no byte bound outside one.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, max_bytes: int | None = None) -> None:
         self.size = size
+        self.max_bytes = max_bytes if max_bytes is not None else default_cache_bytes()
         self._runs: OrderedDict[str, RunState] = OrderedDict()
+        self._bytes: dict[str, int] = {}
+        self._total = 0
         self._lock = threading.Lock()
 
     def get(self, run_id: str) -> RunState | None:
@@ -90,21 +124,36 @@ class RunCache:
     def put(self, state: RunState) -> None:
         """Keep ``state`` unless the cache holds a newer view of the same run."""
         run = state.run
+        size = state_bytes(state) if self.max_bytes is not None else 0
         with self._lock:
+            if self.max_bytes is not None and size > self.max_bytes:
+                # Larger than the whole budget: not kept (nor an older view of it), and
+                # nothing else is pushed out for it.
+                self._runs.pop(run.run_id, None)
+                self._total -= self._bytes.pop(run.run_id, 0)
+                return
             cached = self._runs.get(run.run_id)
             if (cached is None or cached.run.created_at != run.created_at
                     or cached.run.version <= run.version):
                 self._runs[run.run_id] = state
                 self._runs.move_to_end(run.run_id)
-            while len(self._runs) > self.size:
-                self._runs.popitem(last=False)
+                if self.max_bytes is not None:
+                    self._total += size - self._bytes.get(run.run_id, 0)
+                    self._bytes[run.run_id] = size
+            while self._runs and (len(self._runs) > self.size or (
+                    self.max_bytes is not None and self._total > self.max_bytes)):
+                gone, _ = self._runs.popitem(last=False)
+                self._total -= self._bytes.pop(gone, 0)
 
     def drop(self, run_id: str) -> None:
         """Forget ``run_id`` (it no longer exists)."""
         with self._lock:
             self._runs.pop(run_id, None)
+            self._total -= self._bytes.pop(run_id, 0)
 
     def clear(self) -> None:
         """Forget every run."""
         with self._lock:
             self._runs.clear()
+            self._bytes.clear()
+            self._total = 0

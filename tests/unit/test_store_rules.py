@@ -11,9 +11,18 @@ from runtime.backends.rules import (
     gate_moved,
     read_gate,
     seen_within,
+    state_bytes,
 )
 from runtime.errors import GateMovedError
-from runtime.records import Gate, GateWrite, RunState
+from runtime.records import (
+    Gate,
+    GateWrite,
+    RunRecord,
+    RunState,
+    StepKind,
+    StepRecord,
+    StepStatus,
+)
 from tests.stores.helpers import START, make_run
 
 
@@ -63,3 +72,25 @@ def test_the_run_cache_forgets_the_least_recently_stored_run() -> None:
     cache.size = 0  # the bench turns the cache off this way
     cache.put(RunState(make_run("d"), {}))
     assert cache.get("d") is None and cache.get("c") is None
+
+
+def test_the_run_cache_is_bounded_by_bytes_as_well_as_by_count() -> None:
+    # Runs with large outputs fill the cache's bytes long before its count: the oldest go
+    # first, and a run larger than the whole budget is not kept at all.
+    def run(run_id: str, outputs: int) -> RunState:
+        steps = {f"s{i}": StepRecord(f"s{i}", f"s{i}", StepKind.RUN, StepStatus.COMPLETED,
+                                     detail={"output_bytes": 100_000}) for i in range(outputs)}
+        return RunState(RunRecord(run_id, "f", ({"id": run_id},)), steps)
+
+    one = state_bytes(run("a", 2))
+    assert one == 1024 * 3 + 5 * 200_000  # decoded: about five times the JSON
+    cache = RunCache(256, max_bytes=3 * one)
+    for name in "abcd":
+        cache.put(run(name, 2))
+    assert [k for k in "abcd" if cache.get(k) is not None] == ["b", "c", "d"]
+    cache.put(run("huge", 10))  # 5 MB of its own: over the 3-run budget
+    assert cache.get("huge") is None
+    assert [k for k in "abcd" if cache.get(k) is not None] == ["b", "c", "d"]  # kept
+    cache.drop("b")
+    cache.put(run("e", 2))
+    assert [k for k in "bcde" if cache.get(k) is not None] == ["c", "d", "e"]
