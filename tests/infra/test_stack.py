@@ -482,7 +482,7 @@ def test_state_actions_are_exactly_what_the_store_calls() -> None:
     from runtime.backends.aws.store import DynamoStore
 
     modules = {c.__module__ for c in DynamoStore.__mro__ if c.__module__.startswith("runtime.")}
-    assert "runtime.backends.aws.dynamo" in modules and len(modules) == 8
+    assert "runtime.backends.aws.dynamo" in modules and len(modules) == 9
     source = "\n".join(Path(str(sys.modules[m].__file__)).read_text() for m in sorted(modules))
     calls = set(re.findall(r"client\.(\w+)\(", source))
     calls |= {f"{m}" for m in re.findall(r"get_paginator\(\"(\w+)\"\)", source)}
