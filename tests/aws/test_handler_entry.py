@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -123,3 +124,27 @@ def test_tracing_context_wraps_the_handler_in_powertools_tracer(
     assert handler(event, FakeLambdaContext("req-3")) == {"batchItemFailures": []}
     assert h.only_run("welcome").status == "Running"  # its first step ran: the work was done
     assert h.only_run("welcome").step("greet").status == "Completed"
+
+
+def test_an_invocation_gives_its_checkpoint_chains_the_lambda_s_remaining_time(
+    aws: AwsEmulators, monkeypatch: pytest.MonkeyPatch, stepkit_handlers: None,
+) -> None:
+    # Every record of a batch shares one Lambda timeout: the handler sets the invocation's
+    # deadline (from the context's remaining time) for the chains to stop by, and clears it.
+    h, backend, consumer = build(aws, monkeypatch, "deadlines", tracing=False)
+    service = LambdaApp.from_env(h.app)
+    ports = service.orchestrator.ports
+    seen: list[float | None] = []
+    real = service.orchestrator.handle
+
+    def handle(msg: Any, **kwargs: Any) -> None:
+        seen.append(ports.deadline)
+        real(msg, **kwargs)
+
+    monkeypatch.setattr(service.orchestrator, "handle", handle)
+    before = time.monotonic()
+    service.lambda_handler(router=False)(next_batch(h, backend, consumer, "ada"),
+                                         FakeLambdaContext("req-1"))
+    assert len(seen) == 1 and seen[0] is not None
+    assert before + 59 <= seen[0] <= time.monotonic() + 60  # FakeLambdaContext: 60 s left
+    assert ports.deadline is None
