@@ -51,6 +51,8 @@ _log = logging.getLogger("stepkit")
 _CLAIM_TRIES = 3
 #: The payload key of a woken message: the shard whose slot was just given back.
 _FREED = "freed_shard"
+#: Seconds past a lease's lapse at which a waiter that knows of it comes back.
+_LAPSE_MARGIN = 1.0
 
 @dataclass(frozen=True)
 class Slot:
@@ -81,6 +83,8 @@ class Want:
         again: The message that comes back when the work's turn may have come.
         lease_s: How long a slot is held at most (the Lambda timeout and a margin).
         freed: The shard a release that woke this work gave a slot back in, if any.
+        redelivered: An earlier delivery of the work's message ended without finishing it
+            (it failed, or its worker died, perhaps holding a slot).
     """
 
     scope: str
@@ -91,6 +95,7 @@ class Want:
     again: Message
     lease_s: float
     freed: int | None = None
+    redelivered: bool = False
 
     @property
     def line(self) -> int:
@@ -140,7 +145,8 @@ class Slots(OnPorts):
             scope, key = concurrency_gate(fn, c, event)
             freed = (msg.payload or {}).get(_FREED)
             want = Want(scope, key, c.limit, rank, f"{run.run_id}/{again.id}", again,
-                        fn.aws.timeout_s + 30.0, freed if isinstance(freed, int) else None)
+                        fn.aws.timeout_s + 30.0, freed if isinstance(freed, int) else None,
+                        redelivered)
             # Only a key the whole function (or app) shares gathers: a burst delivered
             # together meets there; a keyed limit (one per customer) starts at once.
             lease = self._take(want, poll_round(msg), redelivered, gather and c.key is None,
@@ -207,6 +213,9 @@ class Slots(OnPorts):
         now = self.clock.now()
         nxt = poll + 1
         delay = backstop(want.lease_s, gather, nxt)
+        own = self._own_lapse(want, now) if want.redelivered else None
+        if own is not None:
+            delay = min(delay, own - now + _LAPSE_MARGIN)
         place = LinePlace(want.scope, want.key, want.line, want.rank, want.work,
                           with_poll(want.again, nxt, now).with_due(None).to_json(), nxt,
                           now + delay + PLACE_GRACE)
@@ -222,6 +231,21 @@ class Slots(OnPorts):
         _log.debug("%s waits for %s %r (round %d)", want.work, want.scope, want.key, nxt)
         self.queue.send([as_backstop(with_poll(want.again, nxt, now + delay))])
         return None
+
+    def _own_lapse(self, want: Want, now: float) -> float | None:
+        """When the latest lease ``want``'s own work holds lapses, if it holds one.
+
+        An earlier delivery of the message claimed it: its worker died (the lease lapses up
+        to the Lambda timeout later, and no release wakes the line), or it is a duplicate
+        delivery still at work (its release wakes us first). Either way the wait need not
+        outlast that lease, whatever round its backstop has doubled to. The lease is not
+        taken over: a duplicate still holding it would run beside us, over the limit.
+        """
+        mine = [lease.expires for shard in range(len(shard_sizes(want.limit)))
+                for lease in self.store.shard_leases(want.scope, want.key, shard,
+                                                     consistent=True)
+                if lease.work == want.work and lease.expires > now]
+        return max(mine, default=None)
 
     def _claim(self, want: Want, *, consistent: bool, spare: int = 0) -> SlotLease | None:
         """A free slot, unless work ranked before ``want`` waits for it (then it is woken).

@@ -140,6 +140,22 @@ def test_a_crashed_holders_slot_is_taken_once_its_lease_lapses(io: _IO) -> None:
     assert _take(slots, fn, "w", created_at=START + 1, poll=1) is not None  # its backstop
 
 
+def test_a_redelivery_waits_no_longer_than_the_slot_its_own_dead_delivery_left(
+        io: _IO) -> None:
+    slots, fn = Slots(io), _fn(limit=1)
+    assert _take(slots, fn, "r") is not None  # claimed at START, then the worker died
+    io.clock.advance(10)
+    for poll in range(4):  # redeliveries that failed after the wait was written: round 4
+        assert _take(slots, fn, "r", poll=poll, redelivered=True) is None
+    # Its backstop would have doubled to 720 s; the lease it waits for lapses at START + 90.
+    assert [m.due for m in io.sent][-1] == START + 91
+    io.clock.advance(81)
+    assert _take(slots, fn, "r", poll=4) is not None
+    # Only its own lease counts: another run's redelivery waits out its backstop.
+    assert _take(slots, fn, "other", created_at=START + 1, redelivered=True) is None
+    assert io.sent[-1].due == START + 91 + 90
+
+
 def test_a_first_step_with_priority_gathers_before_it_takes_the_last_slot(io: _IO) -> None:
     slots, fn = Slots(io), _fn(limit=2, priority=True)
     start = Message(MessageKind.START, "f", "r0", id="s0")
