@@ -83,7 +83,8 @@ def redrive_body(body: str) -> str:
 
     A stepkit message is marked as re-sent, so the worker handles it as a redelivery: if its
     commit landed before it died, that commit's outbox is sent again (the work is not redone),
-    and otherwise it is performed as usual. Other bodies go back unchanged.
+    and otherwise it is performed as usual; what its failures counted towards giving up is
+    dropped. Other bodies go back unchanged.
     """
     try:
         raw = json.loads(body)
@@ -96,8 +97,13 @@ def redrive_body(body: str) -> str:
         message = raw.get("detail")
     if not isinstance(message, dict) or message.get("type") != "message":
         return body
-    payload = message.get("payload")
-    message["payload"] = {**(payload if isinstance(payload, dict) else {}), "resend": True}
+    payload = dict(message.get("payload") or {}) if isinstance(message.get("payload"),
+                                                               dict) else {}
+    # Its failures and deaths were counted towards giving up; a redrive starts them afresh
+    # (the operator fixed what failed), or its first delivery would be its last.
+    for counted in ("deferred", "lost"):
+        payload.pop(counted, None)
+    message["payload"] = {**payload, "resend": True}
     return json.dumps(raw, separators=(",", ":"))
 
 

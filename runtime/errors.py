@@ -91,3 +91,18 @@ class FunctionNotFoundError(StepkitError, LookupError):
 
 class GateMovedError(StepkitError):
     """A flow-control gate changed between reading it and writing it; read it again."""
+
+
+class PushbackError(StepkitError):
+    """A service asked us to slow down (throttled, a conflict, busy): try again later.
+
+    Raised by stepkit's own code (and by the harness's pushback mode) where AWS's errors
+    would be; :func:`runtime.orchestration.pushback.is_pushback` also recognises AWS's.
+    """
+
+
+class WorkerLostError(StepkitError):
+    """A step's attempt never came back: its worker died (a Lambda timeout, out of memory).
+
+    Recorded as a failed attempt of the step, retried by its own ``retries``.
+    """

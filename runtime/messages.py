@@ -215,3 +215,51 @@ def without_backstop(msg: Message) -> Message:
         return msg
     return replace(msg, payload={k: v for k, v in (msg.payload or {}).items()
                                  if k != "backstop"} or None)
+
+
+@dataclass(frozen=True)
+class Deferral:
+    """How often a message was sent again instead of failing (its payload's ``deferred``).
+
+    Attributes:
+        pushbacks: Deliveries refused for now (throttled, conflicted): never counted.
+        failures: Deliveries that raised otherwise: counted towards giving up.
+        since: When the first of its pushbacks happened (epoch seconds).
+    """
+
+    pushbacks: int = 0
+    failures: int = 0
+    since: float | None = None
+
+    @classmethod
+    def of(cls, msg: Message) -> Deferral:
+        """``msg``'s counts (all zero for a message never deferred)."""
+        raw = (msg.payload or {}).get("deferred")
+        if not isinstance(raw, dict):
+            return cls()
+        since = raw.get("since")
+        return cls(int(raw.get("pushbacks") or 0), int(raw.get("failures") or 0),
+                   float(since) if isinstance(since, (int, float)) else None)
+
+
+def deferred(msg: Message, counts: Deferral, due: float) -> Message:
+    """``msg`` sent again at ``due`` with ``counts``; its next delivery is a redelivery."""
+    raw: dict[str, float] = {"pushbacks": counts.pushbacks, "failures": counts.failures}
+    if counts.since is not None:
+        raw["since"] = counts.since
+    return replace(msg, payload={**(msg.payload or {}), "deferred": raw}, due=due)
+
+
+def is_deferred(msg: Message) -> bool:
+    """Whether ``msg`` is a copy sent again after a delivery that failed or was pushed back."""
+    return isinstance((msg.payload or {}).get("deferred"), dict)
+
+
+def as_lost(msg: Message) -> Message:
+    """``msg`` after a delivery of it died: the step it performs is charged a lost attempt."""
+    return replace(msg, payload={**(msg.payload or {}), "lost": True})
+
+
+def is_lost(msg: Message) -> bool:
+    """Whether an earlier delivery of ``msg`` died performing it (:func:`as_lost`)."""
+    return bool((msg.payload or {}).get("lost"))

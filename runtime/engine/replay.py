@@ -32,6 +32,7 @@ def execute(
     target: str | None = None,
     limits: Limits = Limits(),  # noqa: B008 - frozen
     logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+    lost: bool = False,
 ) -> Decision:
     """Replay ``fn`` over ``state`` and decide the next piece of work.
 
@@ -42,9 +43,13 @@ def execute(
         target: For a parallel branch, the key of the one step this invocation performs.
         limits: Per-run limits.
         logger: Where ``ctx.logger`` writes.
+        lost: The last attempt of the step this replay performs never came back (its worker
+            died): a ``step.run`` records it as failed (``WorkerLostError``, retried by its
+            ``retries``) instead of running its function again.
     """
     rs = ReplayState(
-        run=state.run, history=state.steps, now=now, target=target, max_steps=limits.max_steps
+        run=state.run, history=state.steps, now=now, target=target, max_steps=limits.max_steps,
+        lost=lost,
     )
     name = state.run.events[0].get("name") if state.run.events else None
     model = next((f.model for f in fn.events if f.model is not None and f.event == name), None)

@@ -70,6 +70,8 @@ class ReplayState:
     now: float
     target: str | None
     max_steps: int
+    #: The attempt of the step this replay performs died with its worker (see ``execute``).
+    lost: bool = False
     counters: defaultdict[tuple[str, str], int] = field(
         default_factory=lambda: defaultdict(int)
     )

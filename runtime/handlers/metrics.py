@@ -62,6 +62,10 @@ class CloudWatchMetrics:
         """Count a failed step attempt that will be retried."""
         self._of(function_id).add_metric(name=STEP_RETRIES, unit=MetricUnit.Count, value=1)
 
+    def pushback(self, function_id: str) -> None:
+        """Count a delivery pushed back (throttled, a conflict): it comes again later."""
+        self._of(function_id).add_metric(name="Pushback", unit=MetricUnit.Count, value=1)
+
     def flush(self) -> None:
         """Print the buffered metrics as EMF lines (stdout, which Lambda sends to its logs)."""
         buffered, self._by_function = self._by_function, {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from runtime.app import FunctionDef
-from runtime.messages import CancelPayload, resent
+from runtime.messages import CancelPayload, Deferral, as_lost, is_deferred, resent
 from runtime.orchestration.delivery import Delivery, mine
 from runtime.orchestration.finishing import Finisher
 from runtime.orchestration.ports import Ports
@@ -71,10 +71,17 @@ class Dispatcher:
             p.hop(msg, msg.due)  # delivered early (a delay queue's cap): hop again
             return
         fn = p.app.get(msg.function_id)
-        redelivered = receive_count > 1 or resent(msg)
-        # The last two deliveries before the dead-letter queue: the first of them gives up,
-        # the second is there in case giving up itself failed.
-        last = max_receives is not None and receive_count >= max(max_receives - 1, 2)
+        if receive_count > 1:
+            # The queue delivers a message again only when its delivery never came back (a
+            # failure or a pushback is sent again as a new message, runtime.orchestration.
+            # pushback): the worker died, and the step it performed is charged an attempt.
+            msg = as_lost(msg)
+        redelivered = receive_count > 1 or resent(msg) or is_deferred(msg)
+        # Deliveries that died or failed (pushbacks never count). The last two before the
+        # dead-letter queue: the first of them gives up, the second is there in case giving
+        # up itself failed.
+        failed = receive_count - 1 + Deferral.of(msg).failures
+        last = max_receives is not None and failed >= max(max_receives - 2, 1)
         if last and msg.kind is not MessageKind.START:
             self.delivery.last_delivery(
                 fn, msg, receive_count, lambda: self.handle(msg, receive_count=receive_count))

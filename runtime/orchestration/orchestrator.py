@@ -60,6 +60,7 @@ from runtime.orchestration.intake import (
 from runtime.orchestration.manual import ManualControl, invoke_message, rerun_message
 from runtime.orchestration.ports import CommitContentionError, Ports
 from runtime.orchestration.protocols import Bus, Clock, Metrics, NoMetrics, Queue, RunQuery, Store
+from runtime.orchestration.pushback import Backoff, Deferrer
 from runtime.orchestration.replaying import Replayer, chained
 from runtime.orchestration.resolving import Resolver
 from runtime.orchestration.slots import Slots
@@ -91,6 +92,7 @@ class Orchestrator:
         logger: Where run and step logs go.
         metrics: Told of every run started and finished and every step ended or retried,
             once its commit landed; nothing by default.
+        backoff: When a delivery that failed or was pushed back comes again.
     """
 
     def __init__(
@@ -104,6 +106,7 @@ class Orchestrator:
         limits: Limits = Limits(),  # noqa: B008 - frozen
         logger: logging.Logger | None = None,
         metrics: Metrics | None = None,
+        backoff: Backoff = Backoff(),  # noqa: B008 - frozen
     ) -> None:
         self.ports = Ports(app, store, queue, bus, clock, metrics or NoMetrics(), limits,
                            logger or _log)
@@ -119,6 +122,7 @@ class Orchestrator:
         self.dispatch = Dispatcher(p, self.starting, self.replaying, self.resolving,
                                    self.finishing, self.delivery)
         self.manual = ManualControl(p, self.finishing)
+        self.deferrer = Deferrer(p, backoff)
 
     # The ports, read and replaced through the facade (chaos mode and tests wrap them).
 
@@ -204,8 +208,17 @@ class Orchestrator:
     def handle(
         self, msg: Message, *, receive_count: int = 1, max_receives: int | None = None
     ) -> None:
-        """Perform one queue message (see :meth:`Dispatcher.handle`)."""
-        self.dispatch.handle(msg, receive_count=receive_count, max_receives=max_receives)
+        """Perform one queue message (see :meth:`Dispatcher.handle`).
+
+        A delivery that raised is sent again later (pushback apart from failure, see
+        :mod:`runtime.orchestration.pushback`); only if that cannot be done does it raise,
+        and the queue delivers the message again itself.
+        """
+        try:
+            self.dispatch.handle(msg, receive_count=receive_count, max_receives=max_receives)
+        except Exception as exc:
+            if not self.deferrer.defer(msg, exc, max_receives):
+                raise
 
     # By hand.
 

@@ -385,6 +385,10 @@ class Metrics(Protocol):
         """A ``step.run`` attempt failed and the step will be retried."""
         ...
 
+    def pushback(self, function_id: str) -> None:
+        """A delivery was pushed back (throttled, a conflict) and will come again later."""
+        ...
+
 
 class NoMetrics:
     """The :class:`Metrics` sink that drops everything (the local backend's)."""
@@ -399,4 +403,7 @@ class NoMetrics:
         """Dropped."""
 
     def step_retried(self, function_id: str) -> None:
+        """Dropped."""
+
+    def pushback(self, function_id: str) -> None:
         """Dropped."""

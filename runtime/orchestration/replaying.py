@@ -19,7 +19,7 @@ from typing import Any
 from runtime.app import FunctionDef
 from runtime.engine import execute
 from runtime.engine.decisions import StepSucceeded
-from runtime.messages import is_slice
+from runtime.messages import is_lost, is_slice
 from runtime.orchestration.commits import MAX_WAITERS_PER_COMMIT, commit_for, waiters_of
 from runtime.orchestration.finishing import Finisher
 from runtime.orchestration.matching import wait_lookback
@@ -177,7 +177,8 @@ class Replayer:
         run_id = state.run.run_id
         logger = logging.LoggerAdapter(p.log, {"run_id": run_id, "function_id": fn.id,
                                                "step": target})
-        decision = execute(fn, state, now=now, target=target, limits=p.limits, logger=logger)
+        decision = execute(fn, state, now=now, target=target, limits=p.limits, logger=logger,
+                           lost=is_lost(msg))
         seen = state
 
         def attempt() -> bool | None:
@@ -224,8 +225,11 @@ class Replayer:
         stop_at = chain_stop(fn, time.monotonic(), p.deadline)
         pending: Commit | None = None  # the last commit that landed, while its sends are due
         landed = False
+        lost = is_lost(msg)  # the first step's attempt died with its worker
         while True:
-            decision = execute(fn, state, now=now, target=None, limits=p.limits, logger=logger)
+            decision = execute(fn, state, now=now, target=None, limits=p.limits, logger=logger,
+                               lost=lost)
+            lost = False
             commit = commit_for(p.app, fn, state, msg, decision, now)
             if commit is None:
                 break

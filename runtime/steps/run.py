@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from runtime.engine.decisions import Decision, StepFailed, StepRef, StepRetry, StepSucceeded
 from runtime.engine.outcomes import info, json_value, outputs_bytes, step_error
 from runtime.engine.template import Interrupt, Performing, StepTemplate
-from runtime.errors import NonRetriableError, StepLimitError
+from runtime.errors import NonRetriableError, StepLimitError, WorkerLostError
 from runtime.records import Commit, Message, MessageKind, StepKind, StepStatus
 from runtime.steps.base import CommitContext, StepKindSpec, commit_result
 
@@ -37,6 +37,13 @@ class RunOp:
     def decide(self, ref: StepRef, env: Performing) -> Decision:
         """Run the function: its JSON result, or its error (retried or for good)."""
         rs = env.rs
+        if rs.lost:  # its last attempt killed its worker: that is the attempt's outcome
+            lost = step_error(env.fn, rs, ref, WorkerLostError(
+                f"step '{ref.id}' attempt {ref.attempt + 1} never came back: its worker "
+                "died (a timeout or out of memory) while it ran"))
+            # Retried at once: the queue held the message for its visibility timeout (six
+            # times the function's) before this delivery, which is backoff enough.
+            return replace(lost, at=rs.now) if isinstance(lost, StepRetry) else lost
         rs.performing = True
         env.ctx.attempt = ref.attempt
         try:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from runtime.errors import StepkitError
+from runtime.orchestration.pushback import Backoff
 from runtime.records import Commit, Message, TimerCancel
 
 T = TypeVar("T")
@@ -192,7 +193,12 @@ class FaultyBus:
 
 
 def wrap_orchestrator(orchestrator: Any, faults: Faults) -> None:
-    """Put fault injection between an orchestrator and its store, queue and bus."""
+    """Put fault injection between an orchestrator and its store, queue and bus.
+
+    A delivery that failed comes again at once, as the drivers make a failed message
+    visible again at once: chaos mode is about correctness under faults, not their delays.
+    """
+    orchestrator.deferrer.backoff = Backoff(pushback=0.0, failure=0.0)
     orchestrator.store = FaultyStore(orchestrator.store, faults)
     orchestrator.queue = FaultyQueue(orchestrator.queue, faults)
     orchestrator.bus = FaultyBus(orchestrator.bus, faults)

@@ -58,14 +58,16 @@ def test_a_dead_lettered_event_is_listed_redriven_and_its_run_completes(
     fn = harness.resources.function("welcome")
 
     def unavailable(self: DynamoStore, *args: object) -> bool:
-        raise StoreError("DynamoDB PutItem failed: ServiceUnavailable", code="ServiceUnavailable")
+        raise StoreError("DynamoDB PutItem failed: AccessDeniedException",
+                         code="AccessDeniedException")
 
-    # The table failing on every delivery is what dead-letters a message (a failing step fails
-    # its run instead); SQS moves it after MAX_RECEIVES receives, as the redrive policy says.
+    # The table refusing every delivery (not pushback: that only delays) is what dead-letters
+    # a message (a failing step fails its run instead): each failure comes again after its
+    # backoff, and past MAX_RECEIVES of them SQS moves it, as the redrive policy says.
     with monkeypatch.context() as m:
         m.setattr(DynamoStore, "create_run", unavailable)
         h.send("user/signup", {"user_id": "ada"})
-        for _ in range(7):
+        for _ in range(12):
             h.advance("301s")
     # A record no worker can read goes straight to the DLQ with the reason.
     queue_url = sqs.get_queue_url(QueueName=fn.queue)["QueueUrl"]
@@ -79,8 +81,9 @@ def test_a_dead_lettered_event_is_listed_redriven_and_its_run_completes(
     shown = stepkit("dlq", "list", "--json")
     assert shown.exit_code == 0, shown.output
     dead = {d["kind"]: d for d in json.loads(shown.output)}
-    assert set(dead) == {"event user/signup", "unreadable"}
-    event, poison = dead["event user/signup"], dead["unreadable"]
+    # (the event's start, as its failures sent it again)
+    assert set(dead) == {"start", "unreadable"}
+    event, poison = dead["start"], dead["unreadable"]
     assert (event["queue"], event["source"], event["function_id"]) == (fn.dlq, fn.queue, "welcome")
     assert event["receive_count"] >= 5 and event["sent_at"]
     assert poison["error"].startswith("queue record is not JSON")

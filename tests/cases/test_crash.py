@@ -1,4 +1,9 @@
-"""A worker that dies mid-step: the step runs again, its result is recorded once."""
+"""A worker that dies mid-step: the step runs again, its result is recorded once.
+
+A death is the attempt's outcome: the step is charged a failed attempt (``WorkerLostError``)
+and retried by its own ``retries``, so a step that kills its worker every time fails its run
+after ``retries + 1`` attempts, never more.
+"""
 
 from __future__ import annotations
 
@@ -38,14 +43,48 @@ def test_worker_killed_mid_step_resumes_without_losing_or_double_recording(
         assert run.status == "Running"
         assert "charge" not in run.steps
     h.advance("10m")  # the dead worker's lease (visibility timeout) runs out: redelivered
-    run = h.only_run("checkout")
+    run = h.only_run("checkout")  # (the lost attempt's retry is due after its backoff)
     assert run.status == "Completed"
     assert run.output == ["before-done", "charge-done", "after-done"]
     if not h.chaos:
         assert calls == {"before": 1, "charge": 2, "after": 1}  # at least once per attempt
     else:
         assert calls["before"] >= 1 and calls["charge"] >= 2 and calls["after"] >= 1
-    assert run.step("charge").attempt == 0  # a crash is not a failed attempt
+    charge = run.step("charge")
+    assert charge.attempt >= 1  # the death was the first attempt's outcome
+    assert charge.detail["errors"][0]["error"].startswith("WorkerLostError")
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_a_step_that_kills_its_worker_every_time_fails_after_its_retries(
+    make_harness: Any, retries: int,
+) -> None:
+    app = App("shop")
+    charged: list[int] = []
+
+    def charge() -> str:
+        charged.append(1)
+        raise WorkerDied  # out of memory, every time
+
+    @app.function(id="checkout", trigger=TriggerEvent("cart/checkout"), retries=retries)
+    def checkout(ctx: Context) -> str:
+        return str(ctx.step.run("charge", charge))
+
+    h = make_harness(app)
+    h.send("cart/checkout", settle=False)
+    for _ in range(3 * (retries + 1)):  # each death is a redelivery after the visibility timeout
+        try:
+            h.advance("2h")
+        except WorkerDied:
+            continue
+    run = h.only_run("checkout")
+    assert run.status == "Failed"
+    assert run.step("charge").error is not None
+    assert run.step("charge").error.name == "WorkerLostError"
+    if not h.chaos:
+        assert len(charged) == retries + 1  # a non-idempotent charge is not run 8 times
+    else:  # a duplicated delivery may perform an attempt beside another
+        assert retries + 1 <= len(charged) <= 2 * (retries + 1)
 
 
 def test_duplicate_delivery_of_every_message_changes_nothing(make_harness: Any) -> None:

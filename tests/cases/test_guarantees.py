@@ -22,10 +22,11 @@ from runtime import (
 from runtime.backends.aws.store import DynamoStore
 from runtime.backends.local.store import SqliteStore
 from runtime.errors import ConfigurationError, InvalidEventError
+from runtime.events import FUNCTION_FAILED
 from runtime.orchestration.intake import Intake
 from runtime.orchestration.ports import Ports
 from runtime.orchestration.resolving import Resolver
-from runtime.records import StepStatus
+from runtime.records import EventOut, StepStatus
 from runtime.testing.chaos import Chaos, SimulatedCrash
 from tests.cases.test_lifecycle import _order_app
 
@@ -246,8 +247,9 @@ def test_a_cancel_lands_on_a_run_waiting_in_many_places(make_harness: Any) -> No
 
 
 def test_a_step_that_kills_its_worker_fails_the_run_with_on_failure(make_harness: Any) -> None:
-    # Each delivery dies inside the step (a Lambda timeout, an out-of-memory kill): no error
-    # is ever recorded. The queue's receive count is what the platform still knows.
+    # Each delivery dies inside the step (a Lambda timeout, an out-of-memory kill): the
+    # queue's receive count is what the platform still knows, and each death is recorded as
+    # a failed attempt of the step, until its retries are spent.
     app = App("shop")
     failures: list[str] = []
 
@@ -262,10 +264,14 @@ def test_a_step_that_kills_its_worker_fails_the_run_with_on_failure(make_harness
     if not h.chaos:  # the chaos driver is what plays a killed worker (its lease expires)
         h.enable_chaos(Chaos(workers=1, duplicate=0, crash=0, errors=0, max_receives=5))
     h.send("shop/go")
+    h.advance("1h")  # each death is a failed attempt, retried after the step's backoff
     run = h.only_run("doomed")
     assert run.status == "Failed"
-    assert run.error is not None and run.error.startswith("WorkerLostError: ")
-    assert h.once(failures) == ["WorkerLostError"]
+    assert run.error is not None and run.error.startswith("StepError: ")
+    assert run.step("hog").error is not None
+    assert run.step("hog").error.name == "WorkerLostError"
+    assert run.step("hog").attempt == 4  # its retries (4) and no more
+    assert h.once(failures) == ["StepError"]
     assert h.backend.dead_letters() == []
 
 
@@ -475,46 +481,46 @@ def test_a_message_that_can_never_be_done_fails_its_run_with_the_reason(
     assert h.backend.dead_letters() == []
 
 
-def test_a_crash_after_failing_the_run_on_a_last_delivery_still_sends_its_failure(
+def test_a_crash_after_a_death_fails_the_run_still_sends_its_failure(
     make_harness: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The worker is killed in the step on every delivery; on a last one the run is failed,
-    # and then the worker dies before sending function.failed. The final delivery finds the
-    # commit done and sends what it had to: on_failure still runs.
+    # The worker is killed in a step that has no retries; the redelivery records the death
+    # as the step's one failed attempt, which fails the run, and then the worker dies before
+    # sending function.failed. The next delivery finds the commit done and sends what it
+    # had to: on_failure still runs.
     app = App("shop")
     failures: list[str] = []
 
     def notify(ctx: Context) -> None:
         failures.append(ctx.event.data["error"]["name"])
 
-    @app.function(id="doomed", trigger=TriggerEvent("shop/go"), on_failure=notify)
+    @app.function(id="doomed", trigger=TriggerEvent("shop/go"), on_failure=notify, retries=0)
     def doomed(ctx: Context) -> None:
         ctx.step.run("first", lambda: 1)  # so the kills happen in a continue, not the start
         ctx.step.run("hog", _die)
 
     crashed: list[str] = []
-    real = Ports.send_hard
+    real = Ports.send
 
     def crash_once(self: Ports, outbox: Any) -> None:
-        if not crashed:
+        failing = any(isinstance(o, EventOut) and o.event["name"] == FUNCTION_FAILED
+                      for o in outbox)
+        if failing and not crashed:
             crashed.append("after the commit, before its sends")
             raise SimulatedCrash("killed before sending the failure")
         real(self, outbox)
 
-    monkeypatch.setattr(Ports, "send_hard", crash_once)
+    monkeypatch.setattr(Ports, "send", crash_once)
     h = make_harness(app)
     if not h.chaos:
         h.enable_chaos(Chaos(workers=1, duplicate=0, crash=0, errors=0, max_receives=5))
     h.send("shop/go")
     run = h.only_run("doomed")
     assert crashed and run.status == "Failed"
-    if h.chaos and not failures:
-        # Chaos also failed the delivery before the crash, so the crash hit the very last
-        # one: the message waits in the DLQ (which alarms), and a redrive sends the failure.
-        assert h.backend.dead_letters(), "the failure was neither sent nor dead-lettered"
-        assert h.backend.redrive()
-        h.settle()
-    assert h.once(failures) == ["WorkerLostError"]
+    assert run.step("hog").error is not None
+    assert run.step("hog").error.name == "WorkerLostError"
+    assert h.once(failures) == ["StepError"]
+    assert h.backend.dead_letters() == []
 
 
 def test_event_names_past_eventbridge_s_128_characters_are_refused_where_they_enter(

@@ -143,7 +143,9 @@ def test_a_failure_after_a_commit_keeps_the_commit_and_redoes_only_the_sends(
 
     backend.orchestrator.queue = FailingQueue()
     backend.send({"name": "go"})
-    backend.run_until_idle()  # the failed message is released at once and redelivered
+    backend.run_until_idle()  # the failed message is sent again, due after its backoff
+    backend.clock.advance("2m")  # type: ignore[attr-defined]
+    backend.run_until_idle()
     [run] = backend.list_runs()
     assert failed and run.status == "Completed" and run.output == 3
     # What one write at a time would have left: s1's commit landed before the send failed,
