@@ -101,7 +101,7 @@ def redrive_body(body: str) -> str:
                                                                dict) else {}
     # Its failures and deaths were counted towards giving up; a redrive starts them afresh
     # (the operator fixed what failed), or its first delivery would be its last.
-    for counted in ("deferred", "lost"):
+    for counted in ("deferred", "returned"):
         payload.pop(counted, None)
     message["payload"] = {**payload, "resend": True}
     return json.dumps(raw, separators=(",", ":"))

@@ -255,11 +255,15 @@ def is_deferred(msg: Message) -> bool:
     return isinstance((msg.payload or {}).get("deferred"), dict)
 
 
-def as_lost(msg: Message) -> Message:
-    """``msg`` after a delivery of it died: the step it performs is charged a lost attempt."""
-    return replace(msg, payload={**(msg.payload or {}), "lost": True})
+def as_returned(msg: Message) -> Message:
+    """``msg`` as the queue delivered it again: an earlier delivery never came back.
+
+    That delivery died (a Lambda timeout, out of memory), or Lambda was throttled and never
+    ran it; which of the two, the delivery mark tells (``RunStore.mark_delivery``).
+    """
+    return replace(msg, payload={**(msg.payload or {}), "returned": True})
 
 
-def is_lost(msg: Message) -> bool:
-    """Whether an earlier delivery of ``msg`` died performing it (:func:`as_lost`)."""
-    return bool((msg.payload or {}).get("lost"))
+def is_returned(msg: Message) -> bool:
+    """Whether the queue delivered ``msg`` again (:func:`as_returned`)."""
+    return bool((msg.payload or {}).get("returned"))

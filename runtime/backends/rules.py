@@ -67,6 +67,10 @@ def seen_within(received_at: float, *, now: float, ttl: float) -> bool:
     return received_at > dedup_cutoff(now, ttl)
 
 
+#: How long a delivery's mark (``RunStore.mark_delivery``) is kept: longer than any
+#: message's redeliveries last (SQS keeps a message 14 days, but its receives come within
+#: maxReceiveCount visibility timeouts: 5 x 90 min at most).
+MARK_SECONDS = 2 * 86_400.0
 #: What one step record takes decoded, besides its counted output (keys, times, detail).
 RECORD_BYTES = 1024
 #: Decoded JSON (dicts, lists, str and int objects) takes about this many times its text.

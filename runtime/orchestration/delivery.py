@@ -70,11 +70,11 @@ class Delivery:
                       again: Callable[[], None]) -> None:
         """The last deliveries of a message before the dead-letter queue: never strand the run.
 
-        A message that would run user code fails its run (:meth:`Finisher.give_up`): every
-        earlier delivery ended without a result. Any other message (a wake, match, resolve,
-        cancel, timeout) is handled again as a redelivery (``again``), retried here; if it
-        still cannot be done, its run is failed with the reason rather than left waiting for
-        work that is gone.
+        A message that runs user code is handled as usual: its deaths are its step's failed
+        attempts, and its other receives may be Lambda's throttling. Any other message (a
+        wake, match, resolve, cancel, timeout) is handled again as a redelivery (``again``),
+        retried here; if it still cannot be done, its run is failed with the reason rather
+        than left waiting for work that is gone.
         """
         p = self.ports
         state = p.store.load(msg.run_id)
@@ -88,7 +88,11 @@ class Delivery:
         if state.run.status.finished:
             return
         if runs_code(state, msg):
-            self.finisher.give_up(fn, msg, receive_count)
+            # Run it once more: a death in its step is charged to the step's attempts (the
+            # replay tells a death from a throttled delivery), and Lambda refusing it is no
+            # reason to fail anything; if it still never comes back, the dead-letter queue
+            # holds it (and alarms) rather than a run failed for what may be throttling.
+            again()
             return
         try:
             p.in_place(again, f"{msg.kind.value} message {msg.id} of run {msg.run_id}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from runtime.app import FunctionDef
-from runtime.messages import CancelPayload, Deferral, as_lost, is_deferred, resent
+from runtime.messages import CancelPayload, Deferral, as_returned, is_deferred, resent
 from runtime.orchestration.delivery import Delivery, mine
 from runtime.orchestration.finishing import Finisher
 from runtime.orchestration.ports import Ports
@@ -72,10 +72,11 @@ class Dispatcher:
             return
         fn = p.app.get(msg.function_id)
         if receive_count > 1:
-            # The queue delivers a message again only when its delivery never came back (a
+            # The queue delivers a message again only when a delivery never came back (a
             # failure or a pushback is sent again as a new message, runtime.orchestration.
-            # pushback): the worker died, and the step it performed is charged an attempt.
-            msg = as_lost(msg)
+            # pushback): its worker died, or Lambda was throttled and never ran it. The
+            # replay tells which, from the mark a delivery leaves before it runs user code.
+            msg = as_returned(msg)
         redelivered = receive_count > 1 or resent(msg) or is_deferred(msg)
         # Deliveries that died or failed (pushbacks never count). The last two before the
         # dead-letter queue: the first of them gives up, the second is there in case giving
@@ -108,10 +109,9 @@ class Dispatcher:
 
     def _start(self, fn: FunctionDef, msg: Message, now: float, redelivered: bool, last: bool,
                receive_count: int) -> None:
-        """START; on its last deliveries, a run that never got past its start is failed."""
-        if last:
-            state = self.ports.store.load(msg.run_id)
-            if state is None or (state.run.version == 0 and not state.run.status.finished):
-                self.finisher.give_up(fn, msg, receive_count)
-                return
+        """START, also on its last deliveries.
+
+        A death in its first step is that step's failed attempt, and its other receives may
+        be Lambda's throttling: no run is failed for a start that only never got to run.
+        """
         self.starter.on_start(fn, msg, now, redelivered, last)

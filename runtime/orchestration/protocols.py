@@ -114,6 +114,18 @@ class RunStore(Protocol):
         """
         ...
 
+    def mark_delivery(self, run_id: str, msg_id: str, *, now: float) -> bool:
+        """Note that a delivery of ``msg_id`` is about to run user code for ``run_id``.
+
+        Asked only by a delivery the queue made again (an earlier one never came back), so
+        it costs nothing on the usual path. The mark lives two days.
+
+        Returns:
+            Whether an earlier delivery of the message had left its mark: it reached user
+            code and died there (one that Lambda throttled never ran, and left none).
+        """
+        ...
+
 
 class GateStore(Protocol):
     """Flow-control gates: JSON states written on condition of their version."""

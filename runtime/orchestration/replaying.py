@@ -19,7 +19,7 @@ from typing import Any
 from runtime.app import FunctionDef
 from runtime.engine import execute
 from runtime.engine.decisions import StepSucceeded
-from runtime.messages import is_lost, is_slice
+from runtime.messages import is_returned, is_slice
 from runtime.orchestration.commits import MAX_WAITERS_PER_COMMIT, commit_for, waiters_of
 from runtime.orchestration.finishing import Finisher
 from runtime.orchestration.matching import wait_lookback
@@ -160,14 +160,29 @@ class Replayer:
         if slots is None:
             return False  # queued behind the concurrency limit; msg comes back
         try:
+            lost = self.died(state, msg)
             if target is None:
-                return self.main_line(fn, state, msg, now)
-            return self.branch(fn, state, msg, now, target)
+                return self.main_line(fn, state, msg, now, lost=lost)
+            return self.branch(fn, state, msg, now, target, lost=lost)
         finally:
             self.slots.release(slots)
 
+    def died(self, state: RunState, msg: Message) -> bool:
+        """Whether an earlier delivery of ``msg`` reached user code and died there.
+
+        Only a message the queue delivered again asks, and leaves its own mark before it
+        runs user code: a delivery that Lambda throttled never got here, so it left none
+        and is not charged. (The first delivery leaves no mark, so a step's first death is
+        known from its second: a step that kills its worker runs at most twice per attempt,
+        and the usual path writes nothing.)
+        """
+        if not is_returned(msg):
+            return False
+        return self.ports.store.mark_delivery(state.run.run_id, msg.id,
+                                              now=self.ports.clock.now())
+
     def branch(self, fn: FunctionDef, state: RunState, msg: Message, now: float,
-               target: str) -> bool:
+               target: str, *, lost: bool = False) -> bool:
         """Perform branch step ``target`` and commit it; whether a commit landed.
 
         A branch that lost only a version race with a sibling commits again on the fresh
@@ -178,7 +193,7 @@ class Replayer:
         logger = logging.LoggerAdapter(p.log, {"run_id": run_id, "function_id": fn.id,
                                                "step": target})
         decision = execute(fn, state, now=now, target=target, limits=p.limits, logger=logger,
-                           lost=is_lost(msg))
+                           lost=lost)
         seen = state
 
         def attempt() -> bool | None:
@@ -202,7 +217,8 @@ class Replayer:
 
         return p.retrying(f"run {run_id}: branch '{target}'", attempt)
 
-    def main_line(self, fn: FunctionDef, state: RunState, msg: Message, now: float) -> bool:
+    def main_line(self, fn: FunctionDef, state: RunState, msg: Message, now: float, *,
+                  lost: bool = False) -> bool:
         """Replay the main line and commit its decision; whether a commit landed.
 
         A commit refused means the main line moved on without us: the message was stale.
@@ -225,7 +241,6 @@ class Replayer:
         stop_at = chain_stop(fn, time.monotonic(), p.deadline)
         pending: Commit | None = None  # the last commit that landed, while its sends are due
         landed = False
-        lost = is_lost(msg)  # the first step's attempt died with its worker
         while True:
             decision = execute(fn, state, now=now, target=None, limits=p.limits, logger=logger,
                                lost=lost)

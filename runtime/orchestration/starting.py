@@ -14,7 +14,7 @@ from typing import Any
 
 from runtime.app import FunctionDef
 from runtime.errors import GateMovedError
-from runtime.messages import StartPayload, as_lost, is_lost
+from runtime.messages import StartPayload, as_returned, is_returned
 from runtime.orchestration.commits import cancel_waiters, finish_outbox
 from runtime.orchestration.delivery import Delivery
 from runtime.orchestration.gates import FlowGates, GateIO
@@ -85,7 +85,7 @@ class Starter:
         # The run exists. A first delivery is a copy (a re-sent event, a duplicated message):
         # its run is someone else's work. A redelivery may be our own start that crashed.
         if redelivered:
-            self.resume(fn, msg.run_id, msg.id, now, last, lost=is_lost(msg))
+            self.resume(fn, msg.run_id, msg.id, now, last, returned=is_returned(msg))
 
     def on_flush(self, fn: FunctionDef, msg: Message, now: float, redelivered: bool,
                  last: bool) -> None:
@@ -141,20 +141,20 @@ class Starter:
                 self.replayer.replay(fn, state, msg, now, None)
 
     def resume(self, fn: FunctionDef, run_id: str, msg_id: str, now: float, last: bool, *,
-               lost: bool = False) -> None:
+               returned: bool = False) -> None:
         """A redelivered start of a run that exists: finish what a crash may have cut short.
 
-        Before its first commit, send its outbox and run its first step again (``lost``:
-        the earlier delivery died in it, which is that step's failed attempt); after,
-        re-send what the start's own commit had to send.
+        Before its first commit, send its outbox and run its first step again (``returned``:
+        the queue delivered the start again, see :func:`runtime.messages.as_returned`);
+        after, re-send what the start's own commit had to send.
         """
         p = self.ports
         state = p.store.load(run_id)
         if state is None:
             return
         msg = Message(MessageKind.START, fn.id, run_id, id=msg_id)
-        if lost:
-            msg = as_lost(msg)
+        if returned:
+            msg = as_returned(msg)
         if state.run.version == 0 and not state.run.status.finished:
             p.send(state.run.outbox)
             p.send(cancel_lookback(p, fn, state))

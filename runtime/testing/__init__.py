@@ -30,6 +30,7 @@ from runtime.records import Message, RunRecord, RunState, RunStatus, StepRecord
 if TYPE_CHECKING:
     from runtime.control import ControlPlane
     from runtime.testing.chaos import Chaos
+    from runtime.testing.pushback import Pushback
     from stepkit_emulators.emulators import AwsEmulators
 
 
@@ -139,6 +140,7 @@ class Harness:
         self.clock = clock
         self.chaos: Chaos | None = None
         self._settle: Any = backend.run_until_idle
+        self._pushback: Pushback | None = None
 
     def once(self, effects: Iterable[Any]) -> list[Any]:
         """Side effects as a test recorded them, with chaos mode's repeats collapsed.
@@ -166,6 +168,28 @@ class Harness:
         else:
             self._settle = LocalChaos(self.backend, self.chaos).run_until_idle
         return self
+
+    def pushback(self, *targets: str, span: str | float | timedelta = "30m",
+                 after: str | float | timedelta = 0.0) -> Pushback:
+        """Refuse calls to ``targets`` for ``span`` of harness time, from ``after`` on.
+
+        AWS saying "not now" (see :mod:`runtime.testing.pushback` for the targets:
+        ``store-writes``, ``store``, ``bus``, ``timers``, ``lambda``). Returns the pushback
+        mode's record, whose ``refusals`` count what it refused.
+        """
+        from runtime.testing.pushback import Pushback
+
+        if self._pushback is None:
+            self._pushback = Pushback(self.clock)
+            clients = getattr(self.backend, "clients", None)
+            if clients is not None:  # the AWS backend: refused where boto3 calls go out
+                self._pushback.on_clients(clients)
+                self.backend.pushback = self._pushback  # type: ignore[attr-defined]
+            else:
+                self._pushback.on_orchestrator(self.backend.orchestrator)  # type: ignore[attr-defined]
+        start = self.clock.now() + _seconds(after, "Harness.pushback after")
+        self._pushback.add(targets, start, start + _seconds(span, "Harness.pushback span"))
+        return self._pushback
 
     @classmethod
     def local(
@@ -351,4 +375,13 @@ class Harness:
 
     def close(self) -> None:
         """Release the backend."""
+        if self._pushback is not None:
+            self._pushback.close()
         self.backend.close()
+
+
+def _seconds(value: str | float | timedelta, where: str) -> float:
+    """A duration given as ``"30m"``, seconds or a ``timedelta``, in seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return parse_duration(value, where=where).total_seconds()

@@ -128,7 +128,7 @@ class FaultyStore:
     _WRITES = ("create_run", "remember_event", "log_event", "remove_waiters", "put_gate",
                "persist", "claim_slot", "free_slot", "put_place", "leave_line", "open_window",
                "take_seat", "join_window", "kill_seat", "close_window", "mark_window",
-               "adopt_members")
+               "adopt_members", "mark_delivery")
 
     def __init__(self, inner: Any, faults: Faults) -> None:
         self.inner = inner
@@ -197,8 +197,9 @@ def wrap_orchestrator(orchestrator: Any, faults: Faults) -> None:
 
     A delivery that failed comes again at once, as the drivers make a failed message
     visible again at once: chaos mode is about correctness under faults, not their delays.
+    (A pushback keeps its delays: it lasts a span of harness time, which must pass.)
     """
-    orchestrator.deferrer.backoff = Backoff(pushback=0.0, failure=0.0)
+    orchestrator.deferrer.backoff = Backoff(failure=0.0)
     orchestrator.store = FaultyStore(orchestrator.store, faults)
     orchestrator.queue = FaultyQueue(orchestrator.queue, faults)
     orchestrator.bus = FaultyBus(orchestrator.bus, faults)

@@ -2,7 +2,10 @@
 
 A death is the attempt's outcome: the step is charged a failed attempt (``WorkerLostError``)
 and retried by its own ``retries``, so a step that kills its worker every time fails its run
-after ``retries + 1`` attempts, never more.
+after ``retries + 1`` attempts, never more. A redelivery cannot tell a death from Lambda
+throttling the delivery before it ran, so it marks itself before it runs user code: a death
+is known, and charged, from the next redelivery that finds the mark; the first delivery of a
+message writes nothing. So each attempt of such a step runs at most twice.
 """
 
 from __future__ import annotations
@@ -50,9 +53,7 @@ def test_worker_killed_mid_step_resumes_without_losing_or_double_recording(
         assert calls == {"before": 1, "charge": 2, "after": 1}  # at least once per attempt
     else:
         assert calls["before"] >= 1 and calls["charge"] >= 2 and calls["after"] >= 1
-    charge = run.step("charge")
-    assert charge.attempt >= 1  # the death was the first attempt's outcome
-    assert charge.detail["errors"][0]["error"].startswith("WorkerLostError")
+    assert run.step("charge").attempt == 0  # one death, unmarked: not charged
 
 
 @pytest.mark.parametrize("retries", [0, 2])
@@ -81,10 +82,11 @@ def test_a_step_that_kills_its_worker_every_time_fails_after_its_retries(
     assert run.status == "Failed"
     assert run.step("charge").error is not None
     assert run.step("charge").error.name == "WorkerLostError"
-    if not h.chaos:
-        assert len(charged) == retries + 1  # a non-idempotent charge is not run 8 times
+    assert run.step("charge").attempt == retries  # charged retries + 1 attempts
+    if not h.chaos:  # twice per attempt (the first death is known from the second), not 8
+        assert len(charged) == 2 * (retries + 1)
     else:  # a duplicated delivery may perform an attempt beside another
-        assert retries + 1 <= len(charged) <= 2 * (retries + 1)
+        assert 2 * (retries + 1) <= len(charged) <= 4 * (retries + 1)
 
 
 def test_duplicate_delivery_of_every_message_changes_nothing(make_harness: Any) -> None:

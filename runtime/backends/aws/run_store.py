@@ -27,7 +27,7 @@ from runtime.backends.aws.dynamo import (
 from runtime.backends.aws.gate_store import gate_put
 from runtime.backends.aws.run_loads import DynamoRunLoads
 from runtime.backends.aws.waiter_store import register_paths
-from runtime.backends.rules import commit_holds, expired, gate_moved
+from runtime.backends.rules import MARK_SECONDS, commit_holds, expired, gate_moved
 from runtime.orchestration.protocols import RunQuery
 from runtime.records import (
     Commit,
@@ -68,6 +68,22 @@ class DynamoRunStore(DynamoRunLoads):
         for row in rows:
             return t.log_committed(row)
         return None
+
+    def mark_delivery(self, run_id: str, msg_id: str, *, now: float) -> bool:
+        """Mark a delivery that runs user code; whether an earlier one had (and died).
+
+        One small item of its own partition (``MARK#<run>``, sort key the message id; TTL
+        deletes it), written with ``ReturnValues=ALL_OLD``: one write unit, and only on a
+        redelivery.
+        """
+        with aws_call("PutItem (delivery mark)"):
+            old = self.client.put_item(
+                TableName=self.table,
+                Item={**t.key(t.MARK_PREFIX + run_id, msg_id),
+                      t.TTL_ATTRIBUTE: t.n(float(int(now + MARK_SECONDS)))},
+                ReturnValues="ALL_OLD",
+            ).get("Attributes")
+        return bool(old) and not expired(t.expires_at(old), now)
 
     def list_runs(self, query: RunQuery) -> list[RunRecord]:
         """List runs matching ``query``, newest first, from the indexes (never a Scan)."""

@@ -164,6 +164,8 @@ def ttl_spec(name: str) -> dict[str, Any]:
 Item: TypeAlias = "dict[str, AttributeValueTypeDef]"
 
 RUN_PREFIX, WAIT_PREFIX, EVENT_PREFIX = "RUN#", "WAIT#", "EVENT#"
+#: A delivery's mark (``RunStore.mark_delivery``): ``MARK#<run id>`` / the message id.
+MARK_PREFIX = "MARK#"
 RUN_SK, EVENT_SK = "RUN", "EVENT"
 # A run's partition sorts as LOG#..., RUN, SNAP, TRIGGER: the commit log, then the header, the
 # snapshot and the events side by side, so a cold load is one walk down from the end (the last

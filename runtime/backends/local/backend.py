@@ -196,7 +196,9 @@ class LocalBackend:
                 "message %s (%s of run %s) failed on receive %d",
                 msg.id, msg.kind.value, msg.run_id, delivery.receipt,
             )
-            if self.queue.release(delivery, retry_delay, error=f"{type(exc).__name__}: {exc}"):
+            # An error may say when to try again (Lambda throttled it: its visibility timeout).
+            delay = float(getattr(exc, "retry_after", retry_delay))
+            if self.queue.release(delivery, delay, error=f"{type(exc).__name__}: {exc}"):
                 self.log.error(
                     "message %s (%s of run %s) dead-lettered after %d receives",
                     msg.id, msg.kind.value, msg.run_id, delivery.receipt,

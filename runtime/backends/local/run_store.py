@@ -10,7 +10,7 @@ from typing import Any
 from runtime.backends.local.database import Database, Tables, dumps
 from runtime.backends.local.gate_store import gate_version, purge_gates, put_gate
 from runtime.backends.local.waiter_store import delete_waiters, put_waiters
-from runtime.backends.rules import RunCache, commit_holds, gate_moved
+from runtime.backends.rules import MARK_SECONDS, RunCache, commit_holds, expired, gate_moved
 from runtime.orchestration.protocols import Clock, RunQuery
 from runtime.records import (
     Commit,
@@ -170,6 +170,18 @@ class SqliteRunStore(Tables):
             tuple(outgoing_from_json(o) for o in raw["outbox"]),
             tuple(raw["step_keys"]),
         )
+
+    def mark_delivery(self, run_id: str, msg_id: str, *, now: float) -> bool:
+        """Mark a delivery that runs user code; whether an earlier one had (and died)."""
+        with self.db.write() as conn:
+            row = conn.execute(
+                "SELECT expires FROM delivery_marks WHERE run_id = ? AND msg_id = ?",
+                (run_id, msg_id)).fetchone()
+            conn.execute(
+                "INSERT OR REPLACE INTO delivery_marks (run_id, msg_id, expires) VALUES (?, ?, ?)",
+                (run_id, msg_id, now + MARK_SECONDS))
+            conn.execute("DELETE FROM delivery_marks WHERE expires < ?", (now - MARK_SECONDS,))
+        return row is not None and not expired(float(row[0]), now)
 
     def list_runs(self, query: RunQuery) -> list[RunRecord]:
         """List runs matching ``query``, newest first."""

@@ -50,6 +50,11 @@ _SCHEMA = (
         version INTEGER NOT NULL,
         json TEXT NOT NULL,
         PRIMARY KEY (run_id, msg_id))""",
+    """CREATE TABLE IF NOT EXISTS delivery_marks (
+        run_id TEXT NOT NULL,
+        msg_id TEXT NOT NULL,
+        expires REAL NOT NULL,
+        PRIMARY KEY (run_id, msg_id))""",
     """CREATE TABLE IF NOT EXISTS waiters (
         event_name TEXT NOT NULL,
         run_id TEXT NOT NULL,

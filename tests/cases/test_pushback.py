@@ -1,0 +1,88 @@
+"""Pushback is not death: AWS refusing calls for half an hour delays runs, never ends them.
+
+Pushback mode (``runtime.testing.pushback``) refuses the calls of chosen services for a
+window of harness time, below the project's code (on AWS as botocore's own throttling
+errors). Each case runs on both backends, in normal and chaos mode.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runtime import App, Context, TriggerEvent
+
+
+def _shop(effects: list[tuple[str, str]]) -> App:
+    app = App("shop")
+
+    @app.function(id="order", trigger=TriggerEvent("order/placed"), retries=0)
+    def order(ctx: Context) -> str:
+        oid = ctx.event.data["id"]
+        ctx.step.run("reserve", lambda: effects.append(("reserve", oid)))
+        ctx.step.sleep("cool-off", "2h")  # past SQS's 900 s: a Scheduler timer on AWS
+        ctx.step.send_event("ready", {"name": "order/ready", "data": {"id": oid}})
+        paid = ctx.step.wait_for_event("paid", event="order/paid", match="data.id",
+                                       timeout="6h")
+        ctx.step.run("ship", lambda: effects.append(("ship", oid)))
+        return "shipped" if paid is not None else "unpaid"
+
+    @app.function(id="billing", trigger=TriggerEvent("order/ready"), retries=0)
+    def billing(ctx: Context) -> None:
+        oid = ctx.event.data["id"]
+        ctx.step.run("charge", lambda: effects.append(("charge", oid)))
+        ctx.step.send_event("paid", {"name": "order/paid", "data": {"id": oid}})
+
+    return app
+
+
+def test_half_an_hour_of_throttling_delays_runs_and_fails_none(make_harness: Any) -> None:
+    effects: list[tuple[str, str]] = []
+    h = make_harness(_shop(effects))
+    orders = [f"o{i}" for i in range(4)]
+    for oid in orders:
+        h.send("order/placed", {"id": oid}, settle=False)
+    # Refused after the SDK's own retries, each for 30 minutes: CreateSchedule at once (the
+    # sleeps' timers, from commits that landed), DynamoDB writes around the sleeps' end at
+    # 2h (it cannot be recorded), then PutEvents (the send_event steps commit, and their
+    # events cannot go out).
+    h.pushback("timers", span="30m")
+    h.pushback("store-writes", span="30m", after="115m")
+    pushback = h.pushback("bus", span="30m", after="140m")
+    h.advance("160m")
+    assert [r.status for r in h.runs("order")] == ["Running"] * 4  # delayed, not failed
+    h.advance("6h")
+    refused = pushback.refusals
+    assert refused["store-writes"] > 0 and refused["bus"] > 0 and refused["timers"] > 0
+    runs = h.runs("order")
+    assert [(r.status, r.output) for r in runs] == [("Completed", "shipped")] * 4
+    assert [r.status for r in h.runs("billing")] == ["Completed"] * 4
+    for run in runs:  # each step recorded once, none charged an attempt
+        assert [s.attempt for s in run.steps.values()] == [0] * len(run.steps)
+    expected = {(what, oid) for oid in orders for what in ("reserve", "charge", "ship")}
+    assert set(h.once(effects)) == expected
+    if not h.chaos:
+        assert sorted(effects) == sorted(expected)  # each side effect ran once
+    assert h.backend.dead_letters() == []
+
+
+def test_a_throttled_lambda_never_ran_the_step_so_it_is_not_charged(make_harness: Any) -> None:
+    calls: list[str] = []
+    app = App("shop")
+
+    @app.function(id="charge", trigger=TriggerEvent("cart/checkout"), retries=0)
+    def charge(ctx: Context) -> str:
+        ctx.step.run("card", lambda: calls.append("card"))
+        return "charged"
+
+    h = make_harness(app)
+    # Lambda refuses every invocation for 20 minutes: each delivery comes back after its
+    # visibility timeout with its receive count raised, as if its worker had died in it.
+    h.pushback("lambda", span="20m")
+    h.send("cart/checkout", settle=False)
+    h.advance("20m")
+    assert calls == []
+    h.advance("2h")
+    run = h.only_run("charge")
+    assert run.status == "Completed"  # retries=0, and yet no delivery counted as a death
+    assert run.step("card").attempt == 0
+    assert h.once(calls) == ["card"]
