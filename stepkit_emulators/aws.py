@@ -3,10 +3,12 @@
 Provisions the app's resources from :class:`~runtime.backends.aws.resources.AppResources`
 (the description the CDK app deploys), then plays the parts moto cannot:
 
-- the Lambda SQS event source: receives batches from each queue, calls the real handler with
-  a Lambda-shaped SQS event, deletes only the records not in ``batchItemFailures`` (failed ones
-  reappear after the visibility timeout, and reach the DLQ after the redrive count), and lets a
-  crash (a ``BaseException``) leave the whole batch in flight, as a dying Lambda does;
+- the Lambda SQS event source, as the stack deploys it (each queue's
+  :class:`~runtime.backends.aws.resources.QueueDelivery`): calls the real handler once per
+  batch of the queue's batch size with a Lambda-shaped SQS event, deletes only the records not
+  in ``batchItemFailures`` (failed ones reappear after the queue's visibility timeout, and
+  reach the DLQ after its redrive count), and lets a crash (a ``BaseException``) leave the
+  whole batch in flight, as a dying Lambda does;
 - EventBridge Scheduler: reads the created schedules back and fires their targets when the
   fake clock passes a fire time (croniter over the AWS expression, so the translation is tested),
   and fires the one-time ``at()`` timers the handlers create in the app's schedule group once
@@ -34,7 +36,7 @@ from botocore.exceptions import ClientError
 
 from runtime.app import App
 from runtime.backends.aws.payloads import S3Payloads
-from runtime.backends.aws.resources import MAX_RECEIVES, AppResources, HandlerConfig
+from runtime.backends.aws.resources import AppResources, HandlerConfig, QueueDelivery
 from runtime.backends.aws.store import DynamoStore
 from runtime.backends.aws.table import table_spec, ttl_spec
 from runtime.cron import CronSchedule
@@ -57,17 +59,20 @@ from stepkit_emulators.emulators import AwsEmulators
 from stepkit_emulators.lambda_events import sqs_lambda_event
 
 _SCHEDULED_TIME = "<aws.scheduler.scheduled-time>"
+#: The most records one ``ReceiveMessage`` returns.
+_RECEIVE_MAX = 10
 
 
 @dataclass(frozen=True)
 class _Consumer:
-    """A queue and the handler its event source mapping invokes."""
+    """A queue, the handler its event source mapping invokes, and how (as deployed)."""
 
     url: str
     arn: str
     dlq_url: str
     service: LambdaApp
     router: bool
+    delivery: QueueDelivery
 
 
 @dataclass(frozen=True)
@@ -209,8 +214,6 @@ class AwsBackend:
         app: The app under test.
         emulators: Running DynamoDB Local + moto (fresh state).
         clock: The fake clock the handlers, moto and the schedule driver all follow.
-        batch_size: Records per handler invocation (Lambda's SQS batch size).
-        visibility_timeout: Seconds a received record stays invisible (a crashed batch's wait).
         limits: Per-run limits.
         timers: Long timers on Scheduler one-time schedules, as deployed; ``False``: every
             delay on SQS, a long one by timer hops (a Lambda without a timer role).
@@ -222,14 +225,11 @@ class AwsBackend:
         emulators: AwsEmulators,
         clock: FakeClock,
         *,
-        batch_size: int = 10,
-        visibility_timeout: int = 300,
         limits: Limits = Limits(),  # noqa: B008 - frozen
         timers: bool = True,
     ) -> None:
         self.app = app
         self.clock = clock
-        self.batch_size = batch_size
         self.region = emulators.region
         emulators.clock.follow(clock.now)
         self._ready = _MotoQueues(emulators)
@@ -248,26 +248,25 @@ class AwsBackend:
         # Due times of every delayed message sent, so the harness can skip straight to them.
         self._dues: list[float] = []
         self._dues_lock = threading.Lock()
-        self._provision(visibility_timeout)
+        self._provision()
         self._receiving = {c.url: threading.Lock() for c in self.consumers}
         self.store = DynamoStore(self.resources.table, client=self.clients["dynamodb"], clock=clock,
                                  payloads=S3Payloads(self.payload_bucket, self.clients["s3"]))
         self.router = next(c.service for c in self.consumers if c.router)
         self.schedules = self._read_schedules()
-        self.visibility_timeout = visibility_timeout
         self._schedules_checked = clock.now()
 
     # -- provisioning (the same description the CDK app deploys) --------------------------
 
-    def _queue(self, name: str, dlq: str, visibility_timeout: int) -> tuple[str, str, str]:
+    def _queue(self, name: str, dlq: str, delivery: QueueDelivery) -> tuple[str, str, str]:
         sqs = self.clients["sqs"]
         dlq_url = sqs.create_queue(QueueName=dlq)["QueueUrl"]
         dlq_arn = self._arn(dlq_url)
-        redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVES)}
+        redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(delivery.max_receives)}
         url = sqs.create_queue(
             QueueName=name,
             Attributes={
-                "VisibilityTimeout": str(visibility_timeout),
+                "VisibilityTimeout": str(delivery.visibility_timeout_s),
                 "RedrivePolicy": json.dumps(redrive),
             },
         )["QueueUrl"]
@@ -325,7 +324,7 @@ class AwsBackend:
         """The role the handlers' timer schedules name (moto checks only its form)."""
         return f"arn:aws:iam::123456789012:role/{self.resources.app_id}-timers"
 
-    def _provision(self, visibility_timeout: int) -> None:
+    def _provision(self) -> None:
         r = self.resources
         ddb = self.clients["dynamodb"]
         ddb.create_table(**table_spec(r.table))
@@ -333,11 +332,12 @@ class AwsBackend:
         self.clients["events"].create_event_bus(Name=r.bus)
         self.clients["scheduler"].create_schedule_group(Name=r.schedule_group)
         self.clients["s3"].create_bucket(Bucket=self.payload_bucket)
-        url, arn, dlq = self._queue(r.router_queue, r.router_dlq, visibility_timeout)
+        url, arn, dlq = self._queue(r.router_queue, r.router_dlq, r.router_delivery)
         self._rule(r.router_rule, r.router_pattern(), arn)
-        self.consumers.append(_Consumer(url, arn, dlq, self._service(None, url, dlq), router=True))
+        self.consumers.append(_Consumer(url, arn, dlq, self._service(None, url, dlq),
+                                        router=True, delivery=r.router_delivery))
         for f in r.functions:
-            url, arn, dlq = self._queue(f.queue, f.dlq, visibility_timeout)
+            url, arn, dlq = self._queue(f.queue, f.dlq, f.delivery)
             trigger = f.trigger_pattern(r.app_id)
             if trigger is not None:
                 self._rule(f.trigger_rule, trigger, arn)
@@ -354,7 +354,8 @@ class AwsBackend:
                     },
                 )
             service = self._service(f.function_id, url, dlq)
-            self.consumers.append(_Consumer(url, arn, dlq, service, router=False))
+            self.consumers.append(_Consumer(url, arn, dlq, service, router=False,
+                                            delivery=f.delivery))
 
     def _read_schedules(self) -> list[_Schedule]:
         """Read the schedules back from the emulator, as deployed."""
@@ -431,7 +432,12 @@ class AwsBackend:
 
     def poll(self, consumer: _Consumer, service: LambdaApp | None = None,
              chaos: random.Random | None = None) -> int:
-        """One event source mapping poll: receive a batch, invoke the handler, delete successes.
+        """One event source mapping poll: receive records, invoke the handler once per batch.
+
+        A normal poll receives as many records as one receive returns and hands them to
+        the handler in invocations of the queue's batch size, one after another, as the
+        event source mapping hands them to concurrent invocations. A chaos worker is one
+        Lambda container, so it receives one batch: the others are left to the other workers.
 
         Args:
             consumer: The queue and its handler.
@@ -444,26 +450,39 @@ class AwsBackend:
         Returns:
             Records handled successfully (in chaos mode: records received).
         """
-        sqs = self.clients["sqs"]
+        size = consumer.delivery.batch_size
+        got = self._receive(consumer, size if chaos is not None else _RECEIVE_MAX)
+        if chaos is not None:
+            chaos.shuffle(got)
+        return sum(self._invoke(consumer, got[i:i + size], service or consumer.service, chaos)
+                   for i in range(0, len(got), size))
+
+    def _receive(self, consumer: _Consumer, most: int) -> list[dict[str, Any]]:
+        """Receive up to ``most`` visible records of the consumer's queue."""
         # One receive at a time per queue (the receive only, not the handling): a worker
         # that finds the queue emptied by another's receive asks nothing, instead of four
         # workers racing for one message with three empty answers.
         with self._receiving[consumer.url]:
             if not self._ready.ready(consumer.url):
-                return 0
-            got = sqs.receive_message(
+                return []
+            got: list[dict[str, Any]] = self.clients["sqs"].receive_message(
                 QueueUrl=consumer.url,
-                MaxNumberOfMessages=self.batch_size,
+                MaxNumberOfMessages=most,
                 WaitTimeSeconds=0,  # the fake clock does not move by itself: never long-poll
                 AttributeNames=["All"],
                 MessageAttributeNames=["All"],
             ).get("Messages", [])
-        if not got:
-            return 0
-        if chaos is not None:
-            chaos.shuffle(got)
+        return got
+
+    def _invoke(self, consumer: _Consumer, got: list[dict[str, Any]], service: LambdaApp,
+                chaos: random.Random | None) -> int:
+        """One Lambda invocation with the batch ``got``; deletes the records it handled.
+
+        Returns:
+            Records handled successfully (in chaos mode: records received).
+        """
+        sqs = self.clients["sqs"]
         event = sqs_lambda_event(got, queue_arn=consumer.arn, region=self.region)
-        service = service or consumer.service
         name = service.config.function_id or "router"
         try:
             result = service.handle_batch(event, _LambdaContext(name), router=consumer.router)
@@ -483,9 +502,10 @@ class AwsBackend:
                 ],
             )
         again = [m for m in got if m["MessageId"] in failed]
-        if again and chaos is None:  # they reappear when their visibility timeout passes
+        if again and chaos is None:  # they reappear when the queue's visibility timeout passes
             with self._dues_lock:
-                heapq.heappush(self._dues, self.clock.now() + self.visibility_timeout)
+                heapq.heappush(self._dues,
+                               self.clock.now() + consumer.delivery.visibility_timeout_s)
         if chaos is not None and again:
             self._visible_now(consumer, again)
             return len(got)
