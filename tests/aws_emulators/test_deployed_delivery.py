@@ -64,7 +64,7 @@ def test_each_queue_is_invoked_with_its_own_batch_size(aws: AwsEmulators) -> Non
     sizes = _count_records(_backend(h))
     h.send([{"name": "sync/go", "data": {"user": f"u{i}"}} for i in range(7)])
     assert {r.status for r in h.runs()} == {"Completed"}
-    # Six keys, six runs at once on AWS: each record is an invocation of its own.
+    # Seven keys, seven runs at once on AWS: each record is an invocation of its own.
     assert set(sizes["keyed"]) == {1}
     assert len(sizes["keyed"]) >= 7
     assert max(sizes["threes"]) == 3 and all(n <= 3 for n in sizes["threes"])
