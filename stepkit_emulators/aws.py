@@ -3,10 +3,12 @@
 Provisions the app's resources from :class:`~runtime.backends.aws.resources.AppResources`
 (the description the CDK app deploys), then plays the parts moto cannot:
 
-- the Lambda SQS event source: receives batches from each queue, calls the real handler with
-  a Lambda-shaped SQS event, deletes only the records not in ``batchItemFailures`` (failed ones
-  reappear after the visibility timeout, and reach the DLQ after the redrive count), and lets a
-  crash (a ``BaseException``) leave the whole batch in flight, as a dying Lambda does;
+- the Lambda SQS event source, as the stack deploys it (each queue's
+  :class:`~runtime.backends.aws.resources.QueueDelivery`): calls the real handler once per
+  batch of the queue's batch size with a Lambda-shaped SQS event, deletes only the records not
+  in ``batchItemFailures`` (failed ones reappear after the queue's visibility timeout, and
+  reach the DLQ after its redrive count), and lets a crash (a ``BaseException``) leave the
+  whole batch in flight, as a dying Lambda does;
 - EventBridge Scheduler: reads the created schedules back and fires their targets when the
   fake clock passes a fire time (croniter over the AWS expression, so the translation is tested),
   and fires the one-time ``at()`` timers the handlers create in the app's schedule group once
@@ -34,7 +36,7 @@ from botocore.exceptions import ClientError
 
 from runtime.app import App
 from runtime.backends.aws.payloads import S3Payloads
-from runtime.backends.aws.resources import MAX_RECEIVES, AppResources, HandlerConfig
+from runtime.backends.aws.resources import AppResources, HandlerConfig, QueueDelivery
 from runtime.backends.aws.store import DynamoStore
 from runtime.backends.aws.table import table_spec, ttl_spec
 from runtime.cron import CronSchedule
@@ -57,17 +59,20 @@ from stepkit_emulators.emulators import AwsEmulators
 from stepkit_emulators.lambda_events import sqs_lambda_event
 
 _SCHEDULED_TIME = "<aws.scheduler.scheduled-time>"
+#: The most records one ``ReceiveMessage`` returns, or one ``DeleteMessageBatch`` deletes.
+_RECEIVE_MAX = 10
 
 
 @dataclass(frozen=True)
 class _Consumer:
-    """A queue and the handler its event source mapping invokes."""
+    """A queue, the handler its event source mapping invokes, and how (as deployed)."""
 
     url: str
     arn: str
     dlq_url: str
     service: LambdaApp
     router: bool
+    delivery: QueueDelivery
 
 
 @dataclass(frozen=True)
@@ -209,8 +214,6 @@ class AwsBackend:
         app: The app under test.
         emulators: Running DynamoDB Local + moto (fresh state).
         clock: The fake clock the handlers, moto and the schedule driver all follow.
-        batch_size: Records per handler invocation (Lambda's SQS batch size).
-        visibility_timeout: Seconds a received record stays invisible (a crashed batch's wait).
         limits: Per-run limits.
         timers: Long timers on Scheduler one-time schedules, as deployed; ``False``: every
             delay on SQS, a long one by timer hops (a Lambda without a timer role).
@@ -222,14 +225,11 @@ class AwsBackend:
         emulators: AwsEmulators,
         clock: FakeClock,
         *,
-        batch_size: int = 10,
-        visibility_timeout: int = 300,
         limits: Limits = Limits(),  # noqa: B008 - frozen
         timers: bool = True,
     ) -> None:
         self.app = app
         self.clock = clock
-        self.batch_size = batch_size
         self.region = emulators.region
         emulators.clock.follow(clock.now)
         self._ready = _MotoQueues(emulators)
@@ -248,26 +248,25 @@ class AwsBackend:
         # Due times of every delayed message sent, so the harness can skip straight to them.
         self._dues: list[float] = []
         self._dues_lock = threading.Lock()
-        self._provision(visibility_timeout)
+        self._provision()
         self._receiving = {c.url: threading.Lock() for c in self.consumers}
         self.store = DynamoStore(self.resources.table, client=self.clients["dynamodb"], clock=clock,
                                  payloads=S3Payloads(self.payload_bucket, self.clients["s3"]))
         self.router = next(c.service for c in self.consumers if c.router)
         self.schedules = self._read_schedules()
-        self.visibility_timeout = visibility_timeout
         self._schedules_checked = clock.now()
 
     # -- provisioning (the same description the CDK app deploys) --------------------------
 
-    def _queue(self, name: str, dlq: str, visibility_timeout: int) -> tuple[str, str, str]:
+    def _queue(self, name: str, dlq: str, delivery: QueueDelivery) -> tuple[str, str, str]:
         sqs = self.clients["sqs"]
         dlq_url = sqs.create_queue(QueueName=dlq)["QueueUrl"]
         dlq_arn = self._arn(dlq_url)
-        redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVES)}
+        redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(delivery.max_receives)}
         url = sqs.create_queue(
             QueueName=name,
             Attributes={
-                "VisibilityTimeout": str(visibility_timeout),
+                "VisibilityTimeout": str(delivery.visibility_timeout_s),
                 "RedrivePolicy": json.dumps(redrive),
             },
         )["QueueUrl"]
@@ -325,7 +324,7 @@ class AwsBackend:
         """The role the handlers' timer schedules name (moto checks only its form)."""
         return f"arn:aws:iam::123456789012:role/{self.resources.app_id}-timers"
 
-    def _provision(self, visibility_timeout: int) -> None:
+    def _provision(self) -> None:
         r = self.resources
         ddb = self.clients["dynamodb"]
         ddb.create_table(**table_spec(r.table))
@@ -333,11 +332,12 @@ class AwsBackend:
         self.clients["events"].create_event_bus(Name=r.bus)
         self.clients["scheduler"].create_schedule_group(Name=r.schedule_group)
         self.clients["s3"].create_bucket(Bucket=self.payload_bucket)
-        url, arn, dlq = self._queue(r.router_queue, r.router_dlq, visibility_timeout)
+        url, arn, dlq = self._queue(r.router_queue, r.router_dlq, r.router_delivery)
         self._rule(r.router_rule, r.router_pattern(), arn)
-        self.consumers.append(_Consumer(url, arn, dlq, self._service(None, url, dlq), router=True))
+        self.consumers.append(_Consumer(url, arn, dlq, self._service(None, url, dlq),
+                                        router=True, delivery=r.router_delivery))
         for f in r.functions:
-            url, arn, dlq = self._queue(f.queue, f.dlq, visibility_timeout)
+            url, arn, dlq = self._queue(f.queue, f.dlq, f.delivery)
             trigger = f.trigger_pattern(r.app_id)
             if trigger is not None:
                 self._rule(f.trigger_rule, trigger, arn)
@@ -354,7 +354,8 @@ class AwsBackend:
                     },
                 )
             service = self._service(f.function_id, url, dlq)
-            self.consumers.append(_Consumer(url, arn, dlq, service, router=False))
+            self.consumers.append(_Consumer(url, arn, dlq, service, router=False,
+                                            delivery=f.delivery))
 
     def _read_schedules(self) -> list[_Schedule]:
         """Read the schedules back from the emulator, as deployed."""
@@ -431,7 +432,15 @@ class AwsBackend:
 
     def poll(self, consumer: _Consumer, service: LambdaApp | None = None,
              chaos: random.Random | None = None) -> int:
-        """One event source mapping poll: receive a batch, invoke the handler, delete successes.
+        """One event source mapping poll: receive records, invoke the handler once per batch.
+
+        A normal poll receives as many records as one receive returns and hands them to
+        the handler in invocations of the queue's batch size, one after another, as the
+        event source mapping hands them to concurrent invocations. A chaos worker is one
+        Lambda container, so it receives one batch: the others are left to the other workers.
+        The records handled are deleted together at the end of the poll: nothing else
+        receives from the queue meanwhile, and one ``DeleteMessageBatch`` per poll, not per
+        invocation, keeps a batch size of 1 as cheap to emulate as 10.
 
         Args:
             consumer: The queue and its handler.
@@ -444,26 +453,43 @@ class AwsBackend:
         Returns:
             Records handled successfully (in chaos mode: records received).
         """
-        sqs = self.clients["sqs"]
+        size = consumer.delivery.batch_size
+        got = self._receive(consumer, size if chaos is not None else _RECEIVE_MAX)
+        if chaos is not None:
+            chaos.shuffle(got)
+        done: list[dict[str, Any]] = []
+        try:
+            for i in range(0, len(got), size):
+                done += self._invoke(consumer, got[i:i + size], service or consumer.service, chaos)
+        finally:  # a crash raised in normal mode leaves its batch and the rest in flight
+            self._delete(consumer, done)
+        return len(got) if chaos is not None else len(done)
+
+    def _receive(self, consumer: _Consumer, most: int) -> list[dict[str, Any]]:
+        """Receive up to ``most`` visible records of the consumer's queue."""
         # One receive at a time per queue (the receive only, not the handling): a worker
         # that finds the queue emptied by another's receive asks nothing, instead of four
         # workers racing for one message with three empty answers.
         with self._receiving[consumer.url]:
             if not self._ready.ready(consumer.url):
-                return 0
-            got = sqs.receive_message(
+                return []
+            got: list[dict[str, Any]] = self.clients["sqs"].receive_message(
                 QueueUrl=consumer.url,
-                MaxNumberOfMessages=self.batch_size,
+                MaxNumberOfMessages=most,
                 WaitTimeSeconds=0,  # the fake clock does not move by itself: never long-poll
                 AttributeNames=["All"],
                 MessageAttributeNames=["All"],
             ).get("Messages", [])
-        if not got:
-            return 0
-        if chaos is not None:
-            chaos.shuffle(got)
+        return got
+
+    def _invoke(self, consumer: _Consumer, got: list[dict[str, Any]], service: LambdaApp,
+                chaos: random.Random | None) -> list[dict[str, Any]]:
+        """One Lambda invocation with the batch ``got``; failed records are left to come back.
+
+        Returns:
+            The records handled successfully, for the caller to delete.
+        """
         event = sqs_lambda_event(got, queue_arn=consumer.arn, region=self.region)
-        service = service or consumer.service
         name = service.config.function_id or "router"
         try:
             result = service.handle_batch(event, _LambdaContext(name), router=consumer.router)
@@ -474,22 +500,23 @@ class AwsBackend:
             if chaos is None:
                 raise
             failed = {m["MessageId"] for m in got}  # the whole batch stays in flight
-        done = [m for m in got if m["MessageId"] not in failed]
-        if done:
-            sqs.delete_message_batch(
-                QueueUrl=consumer.url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)
-                ],
-            )
         again = [m for m in got if m["MessageId"] in failed]
-        if again and chaos is None:  # they reappear when their visibility timeout passes
+        if again and chaos is None:  # they reappear when the queue's visibility timeout passes
             with self._dues_lock:
-                heapq.heappush(self._dues, self.clock.now() + self.visibility_timeout)
-        if chaos is not None and again:
+                heapq.heappush(self._dues,
+                               self.clock.now() + consumer.delivery.visibility_timeout_s)
+        if again and chaos is not None:
             self._visible_now(consumer, again)
-            return len(got)
-        return len(done)
+        return [m for m in got if m["MessageId"] not in failed]
+
+    def _delete(self, consumer: _Consumer, done: list[dict[str, Any]]) -> None:
+        """Delete handled records, ten to a ``DeleteMessageBatch`` (its most)."""
+        for i in range(0, len(done), _RECEIVE_MAX):
+            self.clients["sqs"].delete_message_batch(
+                QueueUrl=consumer.url,
+                Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]}
+                         for n, m in enumerate(done[i:i + _RECEIVE_MAX])],
+            )
 
     def _visible_now(self, consumer: _Consumer, records: list[dict[str, Any]]) -> None:
         """Make received records visible again at once (their lease 'expired')."""

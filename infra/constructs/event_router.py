@@ -16,12 +16,9 @@ from constructs import Construct
 from infra.constructs.delivery import DeliveryDlq
 from infra.constructs.event_bus import QueueRule
 from infra.constructs.function_runtime import QueueWorker
-from runtime.backends.aws.resources import AppResources
-from runtime.deploy import AwsOptions
+from runtime.backends.aws.resources import ROUTER_OPTIONS, AppResources
 
 HANDLER = "runtime.handlers.router.handler"
-#: Routing an event is a few small DynamoDB calls, so batches of ten are safe and cheap.
-ROUTER_OPTIONS = AwsOptions(memory_mb=256, timeout_s=30, sqs_batch_size=10)
 
 
 class EventRouter(Construct):

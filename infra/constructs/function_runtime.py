@@ -3,7 +3,8 @@
 Queue -> event source mapping (partial batch responses) -> Lambda, with a dead-letter queue
 after ``MAX_RECEIVES`` deliveries, its own log group and its own role. The construct grants
 the role nothing beyond its logs and consuming its queue (the event source mapping); the
-stack adds the table, the bus and sending to its own queue.
+stack adds the table, the bus and sending to its own queue. The queue's and the event
+source's settings are ``QueueDelivery``'s, which the emulator harness plays too.
 """
 
 from __future__ import annotations
@@ -20,12 +21,9 @@ from constructs import Construct
 
 from infra import nag
 from infra.bundling import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME
-from runtime.backends.aws.resources import MAX_RECEIVES
+from runtime.backends.aws.resources import QueueDelivery
 from runtime.deploy import AwsOptions
 
-#: Lambda's timeout is per batch, and SQS may redeliver a record while it is still being
-#: handled if the visibility timeout is shorter: AWS recommends at least six times.
-VISIBILITY_FACTOR = 6
 DLQ_RETENTION = cdk.Duration.days(14)  # the SQS maximum: time to look and redrive
 #: The SQS maximum too: a backlog (behind max_concurrency, or a long outage) older than the
 #: default 4 days would be deleted silently (expired messages are not dead-lettered); the
@@ -73,6 +71,7 @@ class QueueWorker(Construct):
                  description: str) -> None:
         super().__init__(scope, construct_id)
         timeout = cdk.Duration.seconds(options.timeout_s)
+        delivery = QueueDelivery.of(options)
         self.dlq = sqs.Queue(
             self,
             "Dlq",
@@ -87,9 +86,10 @@ class QueueWorker(Construct):
             queue_name=queue_name,
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
-            visibility_timeout=cdk.Duration.seconds(options.timeout_s * VISIBILITY_FACTOR),
+            visibility_timeout=cdk.Duration.seconds(delivery.visibility_timeout_s),
             retention_period=QUEUE_RETENTION,
-            dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=MAX_RECEIVES, queue=self.dlq),
+            dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=delivery.max_receives,
+                                                  queue=self.dlq),
         )
         self.log_group = logs.LogGroup(
             self, "Logs", retention=log_retention, removal_policy=cdk.RemovalPolicy.DESTROY
@@ -128,7 +128,7 @@ class QueueWorker(Construct):
         # by reserved concurrency: throttled receives would count towards MAX_RECEIVES and
         # dead-letter step and timer messages under load.
         self.event_source = sources.SqsEventSource(
-            self.queue, batch_size=options.sqs_batch_size, report_batch_item_failures=True,
+            self.queue, batch_size=delivery.batch_size, report_batch_item_failures=True,
             max_concurrency=options.max_concurrency,
         )
         self.function.add_event_source(self.event_source)

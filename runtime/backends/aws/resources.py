@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from runtime.app import App, FunctionDef
+from runtime.deploy import AwsOptions
 from runtime.errors import ConfigurationError
 from runtime.events import SYSTEM_PREFIX
 
@@ -44,6 +45,12 @@ DEFAULT_RETENTION_DAYS = 30
 #: delivery DLQ: every rule target, cron schedule and timer schedule has this policy.
 DELIVERY_MAX_EVENT_AGE_S = 24 * 3600
 DELIVERY_MAX_RETRY_ATTEMPTS = 185
+#: Lambda's timeout is per batch, and SQS may redeliver a record while it is still being
+#: handled if the visibility timeout is shorter: AWS recommends at least six times.
+VISIBILITY_FACTOR = 6
+#: The event router's Lambda. Routing an event is a few small DynamoDB calls, so batches of
+#: ten are safe and cheap.
+ROUTER_OPTIONS = AwsOptions(memory_mb=256, timeout_s=30, sqs_batch_size=10)
 _STAGE = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
 #: What EventBridge Scheduler replaces in a schedule's input with the fire's scheduled time.
 SCHEDULED_TIME = "<aws.scheduler.scheduled-time>"
@@ -84,8 +91,31 @@ class Schedule(NamedTuple):
 
 
 @dataclass(frozen=True)
+class QueueDelivery:
+    """How a queue's records reach its Lambda, as deployed (the queue and its event source).
+
+    The CDK app deploys these and the emulator harness plays them, from this one place.
+
+    Attributes:
+        batch_size: Records per invocation (the event source mapping's ``BatchSize``).
+        visibility_timeout_s: How long a received record stays invisible: a failed record
+            comes back after it (the queue's ``VisibilityTimeout``).
+        max_receives: Receives before a record moves to the DLQ (``maxReceiveCount``).
+    """
+
+    batch_size: int
+    visibility_timeout_s: int
+    max_receives: int = MAX_RECEIVES
+
+    @classmethod
+    def of(cls, options: AwsOptions) -> QueueDelivery:
+        """The delivery of a Lambda with these options (a function's ``aws=``, or the router's)."""
+        return cls(options.sqs_batch_size, options.timeout_s * VISIBILITY_FACTOR)
+
+
+@dataclass(frozen=True)
 class FunctionResources:
-    """Per-function resources: a queue, its DLQ, a trigger rule and one schedule per cron."""
+    """Per-function resources: a queue (and its delivery), its DLQ, a trigger rule, schedules."""
 
     function_id: str
     queue: str
@@ -93,6 +123,7 @@ class FunctionResources:
     trigger_rule: str
     event_names: tuple[str, ...]
     schedules: tuple[Schedule, ...]
+    delivery: QueueDelivery
 
     def trigger_pattern(self, app_id: str) -> dict[str, Any] | None:
         """EventBridge pattern of the function's app-event triggers (``None`` without any).
@@ -173,6 +204,7 @@ class AppResources:
                     trigger_rule=_name(a, fn.id, "trigger", limit=64),
                     event_names=tuple(f.event for f in fn.events),
                     schedules=schedules,
+                    delivery=QueueDelivery.of(fn.aws),
                 )
             )
         return cls(
@@ -187,6 +219,11 @@ class AppResources:
             stage=stage or None,
             schedule_group=_name(a, "schedules", limit=64),
         )
+
+    @property
+    def router_delivery(self) -> QueueDelivery:
+        """How the router's queue is delivered (:data:`ROUTER_OPTIONS`)."""
+        return QueueDelivery.of(ROUTER_OPTIONS)
 
     def dead_letter_queues(self) -> list[tuple[str, str | None]]:
         """Every DLQ of the app with the queue its messages came from, by name.
