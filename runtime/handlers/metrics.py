@@ -11,6 +11,7 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from runtime.orchestration.metrics import (
     NAMESPACE,
+    PUSHBACK,
     RUNS_FINISHED,
     RUNS_STARTED,
     STEP_DURATION,
@@ -61,6 +62,10 @@ class CloudWatchMetrics:
     def step_retried(self, function_id: str) -> None:
         """Count a failed step attempt that will be retried."""
         self._of(function_id).add_metric(name=STEP_RETRIES, unit=MetricUnit.Count, value=1)
+
+    def pushback(self, function_id: str) -> None:
+        """Count a delivery pushed back by AWS (the sustained-pushback alarm's metric)."""
+        self._of(function_id).add_metric(name=PUSHBACK, unit=MetricUnit.Count, value=1)
 
     def flush(self) -> None:
         """Print the buffered metrics as EMF lines (stdout, which Lambda sends to its logs)."""

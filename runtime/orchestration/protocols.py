@@ -365,8 +365,9 @@ class Metrics(Protocol):
     """Observes runs and steps as their commits land (a sink for run metrics).
 
     Called only after the change it reports was committed, so a duplicate or stale message,
-    which commits nothing, reports nothing. The default (:class:`NoMetrics`) drops
-    everything; the Lambda handlers publish CloudWatch metrics.
+    which commits nothing, reports nothing (``pushback`` aside: it reports the delivery). The
+    default (:class:`NoMetrics`) drops everything; the Lambda handlers publish CloudWatch
+    metrics.
     """
 
     def run_started(self, function_id: str) -> None:
@@ -385,6 +386,14 @@ class Metrics(Protocol):
         """A ``step.run`` attempt failed and the step will be retried."""
         ...
 
+    def pushback(self, function_id: str) -> None:
+        """A delivery was pushed back (throttled, conflicted) and will be tried again later.
+
+        Reported when the delivery gives way, not after a commit: a pushed-back delivery
+        commits nothing, and its redelivery may well be a duplicate.
+        """
+        ...
+
 
 class NoMetrics:
     """The :class:`Metrics` sink that drops everything (the local backend's)."""
@@ -399,4 +408,7 @@ class NoMetrics:
         """Dropped."""
 
     def step_retried(self, function_id: str) -> None:
+        """Dropped."""
+
+    def pushback(self, function_id: str) -> None:
         """Dropped."""
