@@ -7,12 +7,12 @@ without its import: the batch package loads every event source's data class and 
 ``bench/cold_import.py`` measures.
 
 A batch whose every record failed is answered like any other, every record listed in
-``batchItemFailures``, never raised (Powertools' default): SQS redelivers the records either
-way, but a raise is a Lambda invocation *error*, and with a batch size of 1 every record that
-met AWS pushback (throttling) would count as one. That made the per-function ``Errors`` alarm
-page on routine pushback, and Lambda backs off the queue's pollers after invocation errors,
-slowing the scale-up exactly when a backlog builds; partial batch responses do not (AWS
-Lambda guide, "Handling errors for an SQS event source").
+``batchItemFailures``, never raised (Powertools' default raises): SQS redelivers the
+records either way, but a raise is a Lambda invocation *error*, and with a batch size of 1
+every record that met AWS pushback (throttling) would count as one. That made a Lambda
+``Errors`` alarm page on routine pushback, and invocation errors may make Lambda back off the
+queue's pollers as a backlog builds (AWS Lambda guide, "Handling errors for an SQS event
+source"; ARCHITECTURE.md, "Monitoring").
 """
 
 from __future__ import annotations
