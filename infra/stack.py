@@ -28,11 +28,12 @@ from infra.bundling import PROJECT_ROOT, lambda_code_factory
 from infra.constructs.alarm_topic import AlarmTopic
 from infra.constructs.delivery import DeliveryDlq
 from infra.constructs.event_bus import AppEventBus, CronSchedules, QueueRule
-from infra.constructs.event_router import EventRouter
+from infra.constructs.event_router import ROUTER_MAX_CONCURRENCY, EventRouter
 from infra.constructs.function_group import FunctionGroup
 from infra.constructs.function_runtime import QueueWorker
 from infra.constructs.monitoring import Monitoring, NotifyTopic
 from infra.constructs.payloads import PayloadBucket
+from infra.constructs.run_alarms import RunAlarms
 from infra.constructs.run_reaper import RunReaper
 from infra.constructs.state_table import StateTable
 from infra.constructs.timers import TimerSchedules
@@ -50,6 +51,7 @@ FunctionHook = Callable[["StepkitStack", FunctionDef, QueueWorker], None]
 STAGE, RETENTION_DAYS, LOG_LEVEL = "stepkit:stage", "stepkit:retentionDays", "stepkit:logLevel"
 BUNDLE, RETAIN_STATE = "stepkit:bundle", "stepkit:retainState"
 ALARM_EMAIL, TRACING = "stepkit:alarmEmail", "stepkit:tracing"
+ROUTER_CONCURRENCY = "stepkit:routerMaxConcurrency"
 #: What SNS accepts as an email endpoint, near enough to catch typos at synth, not deploy.
 _EMAIL = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;.]+$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -87,6 +89,19 @@ def _email(value: Any) -> str | None:
     return address
 
 
+def _router_concurrency(value: Any) -> int:
+    if value in (None, ""):
+        return ROUTER_MAX_CONCURRENCY
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if not 2 <= number <= 1000:  # the bounds of an SQS event source's MaximumConcurrency
+        raise ValueError(f"context {ROUTER_CONCURRENCY} must be a whole number from 2 to 1000, "
+                         f"got {value!r}")
+    return number
+
+
 @dataclass(frozen=True)
 class StackSettings:
     """Per-environment settings, read from CDK context.
@@ -102,6 +117,9 @@ class StackSettings:
             deleted.
         alarm_email: Subscribe this address to the alarm topic.
         tracing: X-Ray active tracing on every Lambda (off by default: it costs per trace).
+        router_max_concurrency: The most router invocations at once, 2-1000 (its event
+            source mapping's ``MaximumConcurrency``), so a burst of events leaves the
+            account's concurrency to the functions.
     """
 
     stage: str | None = None
@@ -111,6 +129,7 @@ class StackSettings:
     retain_state: bool = False
     alarm_email: str | None = None
     tracing: bool = False
+    router_max_concurrency: int = ROUTER_MAX_CONCURRENCY
 
     @classmethod
     def from_context(cls, node: Node) -> StackSettings:
@@ -139,6 +158,7 @@ class StackSettings:
             retain_state=False if retain is None else _flag(retain, RETAIN_STATE),
             alarm_email=_email(node.try_get_context(ALARM_EMAIL)),
             tracing=False if tracing in (None, "") else _flag(tracing, TRACING),
+            router_max_concurrency=_router_concurrency(node.try_get_context(ROUTER_CONCURRENCY)),
         )
 
     def stack_name(self, app_id: str) -> str:
@@ -183,6 +203,7 @@ class StepkitStack(cdk.Stack):
         delivery: The delivery DLQ of every rule and schedule target.
         timers: The Scheduler role of long timers, and the Lambdas' right to create them.
         alarms: The topic every alarm notifies.
+        run_alarms: The app's failed-run and sustained-pushback alarms (one each, by function).
         monitoring: The root stack's alarms and dashboard (router, delivery DLQ, schedules).
         group_monitoring: Each group's alarms and dashboard (its functions), by group.
         reaper: Deletes a run's steps and log when TTL deletes its run item.
@@ -221,7 +242,7 @@ class StepkitStack(cdk.Stack):
         self.router = EventRouter(
             self, "Router", resources=self.resources, bus=self.events.bus, code=self._code,
             environment=self._environment, log_retention=settings.log_retention(),
-            dlq=self.delivery,
+            dlq=self.delivery, max_concurrency=settings.router_max_concurrency,
         )
         self.send_policies = self._send_policies()
         self.timers.deliver_with(self.send_policies)
@@ -231,12 +252,14 @@ class StepkitStack(cdk.Stack):
         self.alarms = AlarmTopic(self, "Alarms", display_name=f"stepkit {self.stack_name}",
                                  email=settings.alarm_email)
         cdk.Aspects.of(self).add(NotifyTopic(self.alarms.topic))  # the groups' alarms too
+        self.run_alarms = RunAlarms(self, "RunAlarms", service=app.id)
         self.monitoring = Monitoring(
             self, "Monitoring", dashboard_name=self.stack_name,
             workers={ROUTER_LABEL: self.router.worker}, service=app.id, function_ids=[],
             delivery_dlq=self.delivery.queue, bus_name=self.resources.bus,
             rules=[self.router.rule],
             schedule_group=self.resources.schedule_group,  # cron fires and long timers
+            app_alarms=[self.run_alarms.runs_failed, self.run_alarms.pushback],
         )
         self.group_monitoring = {index: self._monitor(group, app)
                                  for index, group in self.groups.items()}

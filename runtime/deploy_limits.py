@@ -46,10 +46,11 @@ WARN_AT = 0.8
 #: fails the deploy: the new stack creates it before the old one deletes it).
 FUNCTION_GROUPS = 16
 #: Resources one function adds to its group's template: queue, DLQ, their two policies, log
-#: group, role, its policy, Lambda, event source mapping and four alarms (DLQ, errors,
-#: backlog age, failed runs); a trigger rule and its alarm with event triggers; a role, its
-#: policy and one schedule per cron trigger with cron triggers.
-RESOURCES_PER_FUNCTION = 13
+#: group, role, its policy, Lambda, event source mapping and two alarms (DLQ, backlog age;
+#: failed runs and pushback are alarmed once per app, in the root); a trigger rule and its
+#: alarm with event triggers; a role, its policy and one schedule per cron trigger with cron
+#: triggers.
+RESOURCES_PER_FUNCTION = 11
 RESOURCES_PER_EVENT_TRIGGER = 2
 RESOURCES_PER_CRON_FUNCTION = 2
 RESOURCES_PER_CRON_TRIGGER = 1

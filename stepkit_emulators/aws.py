@@ -31,7 +31,6 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from botocore.exceptions import ClientError
 
 from runtime.app import App
@@ -494,8 +493,6 @@ class AwsBackend:
         try:
             result = service.handle_batch(event, _LambdaContext(name), router=consumer.router)
             failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
-        except BatchProcessingError:  # every record failed: the invocation fails as a whole
-            failed = {m["MessageId"] for m in got}
         except SimulatedCrash:
             if chaos is None:
                 raise

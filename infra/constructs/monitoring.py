@@ -1,12 +1,15 @@
 """Alarms, the topic they notify, and a dashboard for the app.
 
 A message in a dead-letter queue is a run that stopped making progress (its message failed
-``MAX_RECEIVES`` deliveries, or EventBridge or Scheduler could not deliver it), a Lambda
-error is a batch the handler could not even report on, a failed rule or schedule delivery
-is an event or cron fire that may never reach its queue, and a failed run is one that ended
-in ``on_failure``: all alarm at the first occurrence, and every alarm of the stack (whoever
-adds it) notifies the app's alarm topic. The dashboard adds what explains them: queue depth
-and the age of the oldest message (a backlog), invocations and throttles, runs.
+``MAX_RECEIVES`` deliveries, or EventBridge or Scheduler could not deliver it), and a failed
+rule or schedule delivery is an event or cron fire that may never reach its queue: all alarm
+at the first occurrence; a queue's oldest message over a day old is a backlog. Failed runs
+and sustained pushback alarm once per app (:mod:`infra.constructs.run_alarms`). Lambda
+``Errors`` do not page: a batch reports its failed records instead of failing, so an error
+is a crash or a timeout, and what it leaves undone shows as a failed run or a dead letter.
+Every alarm of the stack (whoever adds it) notifies the app's alarm topic. The dashboard adds
+what explains them: queue depth and the age of the oldest message (a backlog), invocations,
+errors and throttles, runs and pushback.
 """
 
 from __future__ import annotations
@@ -23,8 +26,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct, IConstruct
 
 from infra.constructs.function_runtime import QueueWorker
-from runtime.orchestration.metrics import NAMESPACE, RUNS_FINISHED, RUNS_STARTED
-from runtime.records import RunStatus
+from runtime.orchestration.metrics import NAMESPACE, PUSHBACK, RUNS_FINISHED, RUNS_STARTED
 
 PERIOD = cdk.Duration.minutes(5)
 #: EventBridge Scheduler's failure metrics (namespace ``AWS/Scheduler``, per schedule group):
@@ -79,29 +81,28 @@ class Monitoring(Construct):
         dashboard_name: The dashboard's name.
         workers: The queue-fed Lambdas by label (function id, or ``router``).
         service: The app id (the run metrics' ``service`` dimension).
-        function_ids: The functions, for their failed-run alarms.
+        function_ids: The functions, for their run widgets.
         delivery_dlq: The delivery DLQ of rules and schedules (root stack only).
         bus_name: The app's bus (the rule metrics' ``EventBusName``).
         rules: The app's rules.
         schedule_group: The app's schedule group (root stack only).
+        app_alarms: Alarms made elsewhere to show on this dashboard (the app's run alarms).
 
     Attributes:
         dlq_alarms: By label (``delivery`` for the delivery DLQ): DLQ depth > 0.
-        error_alarms: By label: Lambda errors > 0.
         age_alarms: By label: the queue's oldest message older than a day (its backlog).
         rule_alarms: By rule name: failed invocations > 0.
         schedule_alarms: By Scheduler metric: > 0 in the app's schedule group.
-        run_alarms: By function id: failed runs > 0.
         dashboard: The dashboard.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, dashboard_name: str,
                  workers: Mapping[str, QueueWorker], service: str,
                  function_ids: Sequence[str], delivery_dlq: sqs.IQueue | None, bus_name: str,
-                 rules: Sequence[events.CfnRule], schedule_group: str | None) -> None:
+                 rules: Sequence[events.CfnRule], schedule_group: str | None,
+                 app_alarms: Sequence[cloudwatch.Alarm] = ()) -> None:
         super().__init__(scope, construct_id)
         self.dlq_alarms: dict[str, cloudwatch.Alarm] = {}
-        self.error_alarms: dict[str, cloudwatch.Alarm] = {}
         self.age_alarms: dict[str, cloudwatch.Alarm] = {}
         rows: list[list[cloudwatch.IWidget]] = []
         for i, (label, worker) in enumerate(workers.items()):
@@ -131,16 +132,6 @@ class Monitoring(Construct):
                 threshold=BACKLOG_AGE_S,
                 comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
                 evaluation_periods=3,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-            )
-            self.error_alarms[label] = errors.create_alarm(
-                self,
-                f"ErrorAlarm{i}",
-                alarm_description=f"{label}: the Lambda failed (crash, timeout or bad config); "
-                "see its log group",
-                threshold=0,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                evaluation_periods=1,
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             )
             rows.append([
@@ -203,34 +194,31 @@ class Monitoring(Construct):
                     f"schedule group {schedule_group}: {metric_name} (cron fires or long "
                     "timers not put on their queue; retried ones land in the delivery DLQ)",
                 )
-        self.run_alarms: dict[str, cloudwatch.Alarm] = {}
         run_widgets: list[cloudwatch.IWidget] = []
-        for i, function_id in enumerate(function_ids):
+        for function_id in function_ids:
             def runs(name: str, fid: str = function_id) -> cloudwatch.Metric:
                 return cloudwatch.Metric(
                     namespace=NAMESPACE, metric_name=name,
                     dimensions_map={"function_id": fid, "service": service},
-                    period=PERIOD, statistic="Sum",
+                    period=PERIOD, statistic="Sum", label=name,
                 )
-            self.run_alarms[function_id] = _alarm_at_first(
-                runs(RUNS_FINISHED[RunStatus.FAILED]), self, f"RunsFailedAlarm{i}",
-                f"{function_id}: runs failed for good (on_failure ran); see the run in "
-                "`stepkit runs` or the state table",
-            )
             run_widgets.append(cloudwatch.GraphWidget(
-                title=f"{function_id}: runs",
-                left=[runs(n).with_(label=n) for n in (RUNS_STARTED, *RUNS_FINISHED.values())],
+                title=f"{function_id}: runs and pushback",
+                left=[runs(n) for n in (RUNS_STARTED, *RUNS_FINISHED.values())],
+                right=[runs(PUSHBACK)],
                 width=8,
             ))
-        alarms = [*self.dlq_alarms.values(), *self.error_alarms.values(),
-                  *self.rule_alarms.values(), *self.schedule_alarms.values(),
-                  *self.run_alarms.values()]
+        alarms = [*self.dlq_alarms.values(), *self.age_alarms.values(),
+                  *self.rule_alarms.values(), *self.schedule_alarms.values(), *app_alarms]
         self.dashboard = cloudwatch.Dashboard(
             self,
             "Dashboard",
             dashboard_name=dashboard_name,
             widgets=[
                 [cloudwatch.AlarmStatusWidget(title="alarms", alarms=alarms, width=24)],
+                # The app's alarms by function (their queries' series), where there are any.
+                *([[cloudwatch.AlarmWidget(alarm=a, title=a.node.id, width=24 // len(app_alarms))
+                    for a in app_alarms]] if app_alarms else []),
                 *rows,
                 *(run_widgets[i:i + 3] for i in range(0, len(run_widgets), 3)),
             ],

@@ -1,19 +1,27 @@
 """An SQS batch as a Lambda partial batch response: each record on its own, failures reported.
 
-What Powertools' ``process_partial_response`` with a ``BatchProcessor(EventType.SQS)`` does,
-in the same shape and with the same error when every record fails, without its import: the
-batch package loads every event source's data class and asyncio (about 15 % of a bare
-``import boto3``) for a loop over ``event["Records"]``. ``bench/cold_import.py`` measures.
+What Powertools' ``process_partial_response`` with a
+``BatchProcessor(EventType.SQS, raise_on_entire_batch_failure=False)`` does, in the same shape,
+without its import: the batch package loads every event source's data class and asyncio
+(about 15 % of a bare ``import boto3``) for a loop over ``event["Records"]``.
+``bench/cold_import.py`` measures.
+
+A batch whose every record failed is answered like any other, every record listed in
+``batchItemFailures``, never raised (Powertools' default raises): SQS redelivers the
+records either way, but a raise is a Lambda invocation *error*, and with a batch size of 1
+every record that met AWS pushback (throttling) would count as one. That made a Lambda
+``Errors`` alarm page on routine pushback, and invocation errors may make Lambda back off the
+queue's pollers as a backlog builds (AWS Lambda guide, "Handling errors for an SQS event
+source"; ARCHITECTURE.md, "Monitoring").
 """
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
-ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+_log = logging.getLogger("stepkit")
 
 
 class SqsRecord:
@@ -44,16 +52,16 @@ def process_partial_response(
 
     Returns:
         ``{"batchItemFailures": [{"itemIdentifier": <message id>}, ...]}``, empty when
-        every record succeeded.
+        every record succeeded, every record when all failed.
 
     Raises:
-        BatchProcessingError: Every record failed, or the event has no records (Powertools'
-            own errors, so the invocation fails as a whole, as with its processor; imported
-            only then).
+        UnexpectedBatchTypeError: The event has no records, or they are not a list
+            (Powertools' own error, a ``BatchProcessingError``, imported only then): that is
+            no SQS event, and the invocation fails as a whole, as with its processor.
     """
     records = event.get("Records", [])
     if not records or not isinstance(records, list):
-        # Imported only on these paths: it imports the whole batch package (see above).
+        # Imported only on this path: it imports the whole batch package (see above).
         from aws_lambda_powertools.utilities.batch.exceptions import UnexpectedBatchTypeError
 
         raise UnexpectedBatchTypeError(
@@ -61,20 +69,13 @@ def process_partial_response(
             "DynamoDBStreams, Kafka"
         )
     failed: list[SqsRecord] = []
-    errors: list[ExcInfo] = []
     for raw in records:
         record = SqsRecord(raw)
         try:
             record_handler(record)
-        except Exception as exc:  # the record is redelivered, as with Powertools' processor
+        except Exception:  # the record is redelivered, as with Powertools' processor
+            # Logged here: no invocation error carries it (Powertools logs it at debug only).
+            _log.warning("record %s failed; SQS redelivers it", record.message_id,
+                         exc_info=True)
             failed.append(record)
-            errors.append((type(exc), exc, sys.exc_info()[2]))
-    if failed and len(failed) == len(records):
-        from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
-
-        raise BatchProcessingError(
-            msg=f"All records failed processing. {len(errors)} individual errors logged "
-                "separately below.",
-            child_exceptions=errors,  # type: ignore[arg-type]
-        )
     return {"batchItemFailures": [{"itemIdentifier": r.message_id} for r in failed]}

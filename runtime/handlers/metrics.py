@@ -11,6 +11,7 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from runtime.orchestration.metrics import (
     NAMESPACE,
+    PUSHBACK,
     RUNS_FINISHED,
     RUNS_STARTED,
     STEP_DURATION,
@@ -63,8 +64,8 @@ class CloudWatchMetrics:
         self._of(function_id).add_metric(name=STEP_RETRIES, unit=MetricUnit.Count, value=1)
 
     def pushback(self, function_id: str) -> None:
-        """Count a delivery pushed back (throttled, a conflict): it comes again later."""
-        self._of(function_id).add_metric(name="Pushback", unit=MetricUnit.Count, value=1)
+        """Count a delivery pushed back by AWS (the sustained-pushback alarm's metric)."""
+        self._of(function_id).add_metric(name=PUSHBACK, unit=MetricUnit.Count, value=1)
 
     def flush(self) -> None:
         """Print the buffered metrics as EMF lines (stdout, which Lambda sends to its logs)."""

@@ -21,6 +21,9 @@ RUNS_FINISHED = {
 }
 STEP_DURATION = "StepDuration"  # milliseconds, from a step's first attempt to its result
 STEP_RETRIES = "StepRetries"
+#: Deliveries pushed back: AWS said "slow down" or "conflict", and the message waits to be
+#: tried again (counted per delivery, not per run: the CDK app alarms when it never stops).
+PUSHBACK = "Pushback"
 
 
 def observe_created(metrics: Metrics, run: RunRecord) -> None:

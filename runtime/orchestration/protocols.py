@@ -377,8 +377,9 @@ class Metrics(Protocol):
     """Observes runs and steps as their commits land (a sink for run metrics).
 
     Called only after the change it reports was committed, so a duplicate or stale message,
-    which commits nothing, reports nothing. The default (:class:`NoMetrics`) drops
-    everything; the Lambda handlers publish CloudWatch metrics.
+    which commits nothing, reports nothing (``pushback`` aside: it reports the delivery). The
+    default (:class:`NoMetrics`) drops everything; the Lambda handlers publish CloudWatch
+    metrics.
     """
 
     def run_started(self, function_id: str) -> None:
@@ -398,7 +399,11 @@ class Metrics(Protocol):
         ...
 
     def pushback(self, function_id: str) -> None:
-        """A delivery was pushed back (throttled, a conflict) and will come again later."""
+        """A delivery was pushed back (throttled, conflicted) and will be tried again later.
+
+        Reported when the delivery gives way, not after a commit: a pushed-back delivery
+        commits nothing, and its redelivery may well be a duplicate.
+        """
         ...
 
 

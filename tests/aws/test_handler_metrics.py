@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from runtime import App, Context, TriggerEvent
+from runtime.handlers.metrics import CloudWatchMetrics
 from runtime.testing import Harness
 from stepkit_emulators.emulators import AwsEmulators
 
@@ -75,3 +76,23 @@ def test_handlers_print_run_metrics_as_emf_with_service_and_function_dimensions(
         ("flaky", "RunsCompleted"): 1,
         ("doomed", "RunsStarted"): 1, ("doomed", "StepDuration"): 1, ("doomed", "RunsFailed"): 1,
     }
+
+
+def test_a_pushback_is_one_count_of_the_functions_pushback_metric(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    metrics = CloudWatchMetrics(service="emfcheck")
+    metrics.pushback("flaky")
+    metrics.pushback("flaky")
+    metrics.pushback("doomed")
+    metrics.flush()
+    docs = {doc["function_id"]: doc for doc in emf_documents(capsys.readouterr().out)}
+    assert sorted(docs) == ["doomed", "flaky"]
+    for function_id, count in (("flaky", 2), ("doomed", 1)):
+        doc = docs[function_id]
+        (directive,) = doc["_aws"]["CloudWatchMetrics"]
+        assert (directive["Namespace"], doc["service"]) == ("stepkit", "emfcheck")
+        assert sorted(directive["Dimensions"][0]) == ["function_id", "service"]
+        assert directive["Metrics"] == [{"Name": "Pushback", "Unit": "Count"}]
+        values = doc["Pushback"]
+        assert sum(values if isinstance(values, list) else [values]) == count

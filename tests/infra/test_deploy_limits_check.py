@@ -68,16 +68,16 @@ def test_an_app_of_200_functions_is_not_near_any_limit(write_app: Callable) -> N
 def test_a_crowded_function_group_warns_from_80_percent_of_the_resource_limit(
     write_app: Callable,
 ) -> None:
-    # 27 event-triggered functions in one nested stack: 27 x 15 + 2 = 407 of 500 resources.
-    found = _limits(check_project(write_app(_in_group_zero(27))))
-    assert found == [("warning", "CloudFormation resources per template: 407 of "
+    # 31 event-triggered functions in one nested stack: 31 x 13 + 2 = 405 of 500 resources.
+    found = _limits(check_project(write_app(_in_group_zero(31))))
+    assert found == [("warning", "CloudFormation resources per template: 405 of "
                       f"{MAX_RESOURCES} (81%) in nested stack of function group 0 "
-                      "(27 functions)")]
-    assert _limits(check_project(write_app(_in_group_zero(26)))) == []  # 392: 78 %
+                      "(31 functions)")]
+    assert _limits(check_project(write_app(_in_group_zero(30)))) == []  # 392: 78 %
 
 
 def test_an_app_past_a_limit_is_an_error_that_fails_the_check(write_app: Callable) -> None:
-    found = _limits(check_project(write_app(_in_group_zero(34))))
-    assert found == [("error", "CloudFormation resources per template: 512 of "
+    found = _limits(check_project(write_app(_in_group_zero(39))))
+    assert found == [("error", "CloudFormation resources per template: 509 of "
                       f"{MAX_RESOURCES} (102%) in nested stack of function group 0 "
-                      "(34 functions); the deploy would fail")]
+                      "(39 functions); the deploy would fail")]

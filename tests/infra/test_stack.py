@@ -24,6 +24,7 @@ import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
 from infra.bundling import PROJECT_ROOT
+from infra.constructs.event_router import ROUTER_MAX_CONCURRENCY
 from infra.constructs.payloads import PAYLOAD_ACTIONS, RUN_MARGIN_DAYS
 from infra.constructs.run_reaper import BATCH_SIZE as REAPER_BATCH
 from infra.constructs.run_reaper import HANDLER as REAPER_HANDLER
@@ -252,6 +253,29 @@ def test_each_lambda_consumes_its_own_queue_with_partial_batch_responses(
         assert m["EventSourceArn"] == arn(queue_id(resources, queue))
         assert m["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
         assert m["BatchSize"] == (1 if fn else 10)
+        # The router is capped, so a burst of events cannot take the account's concurrency
+        # from the functions; a function is capped only by its own max_concurrency.
+        if fn is None:
+            assert m["ScalingConfig"] == {"MaximumConcurrency": ROUTER_MAX_CONCURRENCY}
+        else:
+            assert "ScalingConfig" not in m, fn.id
+
+
+def test_router_max_concurrency_context_sets_its_mapping_and_a_bad_one_is_named() -> None:
+    node = cdk.App(context={"stepkit:routerMaxConcurrency": "200"}).node
+    settings = StackSettings.from_context(node)
+    assert settings.router_max_concurrency == 200
+    assert StackSettings.from_context(cdk.App().node).router_max_concurrency == 50
+    app = App("shop")
+    app.function(id="tick", trigger=TriggerEvent("a/b"))(noop)
+    _, resources, _ = synth(app, router_max_concurrency=settings.router_max_concurrency)
+    (m,) = [props(m) for m in of_type(resources, "AWS::Lambda::EventSourceMapping").values()
+            if props(m)["BatchSize"] == 10]  # the router's
+    assert m["ScalingConfig"] == {"MaximumConcurrency": 200}
+    for bad in ("1", "1001", "many", "2.5"):
+        with pytest.raises(ValueError, match="stepkit:routerMaxConcurrency must be a whole "
+                           "number from 2 to 1000"):
+            StackSettings.from_context(cdk.App(context={"stepkit:routerMaxConcurrency": bad}).node)
 
 
 # -- routing --------------------------------------------------------------------------------
@@ -607,19 +631,21 @@ def test_table_mirrors_table_spec(res: AppResources, resources: Resources) -> No
     assert table["DeletionPolicy"] == "Delete"  # stepkit:retainState=false, the default
 
 
-def test_alarms_on_every_dlq_and_lambda_and_a_dashboard(
+def test_alarms_on_every_dlq_and_backlog_and_a_dashboard_but_none_on_lambda_errors(
     app: App, res: AppResources, resources: Resources
 ) -> None:
-    alarms = [props(a) for a in of_type(resources, "AWS::CloudWatch::Alarm").values()]
+    alarms = [props(a) for a in of_type(resources, "AWS::CloudWatch::Alarm").values()
+              if "MetricName" in props(a)]  # the app's query alarms: see below
     dlqs = [res.function(fn.id).dlq for fn in app] + [res.router_dlq, res.delivery_dlq]
     assert sorted(dlqs) == sorted(name for name, _ in res.dead_letter_queues())
-    reaper_failed, reaper = reaper_ids(resources)
+    reaper_failed, _ = reaper_ids(resources)
     dlq_alarms = [a for a in alarms if a["MetricName"] == "ApproximateNumberOfMessagesVisible"]
     assert sorted(a["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in dlq_alarms) == \
         sorted([*(queue_id(resources, d) for d in dlqs), reaper_failed])
-    error_alarms = [a for a in alarms if a["MetricName"] == "Errors"]
-    assert sorted(a["Dimensions"][0]["Value"]["Ref"] for a in error_alarms) == \
-        sorted(k for k in stepkit_lambdas(resources) if k != reaper)
+    # A batch reports its failed records instead of failing, so a Lambda error is a crash
+    # or a timeout, which a failed run or a dead letter reports: Errors page no one.
+    assert [a for a in alarms if a["MetricName"] == "Errors"] == []
+    assert all(a["Namespace"] != "AWS/Lambda" for a in alarms)
     # Every function queue and the router's keep messages 14 days (SQS's maximum: a backlog
     # older than the default 4 would be deleted unprocessed) and alarm on a day-old backlog.
     worker_queues = [res.function(fn.id).queue for fn in app] + [res.router_queue]
@@ -649,13 +675,13 @@ def test_failed_deliveries_alarm_per_rule_and_for_the_schedule_group(
     res: AppResources, resources: Resources
 ) -> None:
     alarms = [props(a) for a in of_type(resources, "AWS::CloudWatch::Alarm").values()]
-    rule_alarms = [a for a in alarms if a["Namespace"] == "AWS/Events"]
+    rule_alarms = [a for a in alarms if a.get("Namespace") == "AWS/Events"]
     assert {a["MetricName"] for a in rule_alarms} == {"FailedInvocations"}
     dims = [{d["Name"]: d["Value"] for d in a["Dimensions"]} for a in rule_alarms]
     assert all(d["EventBusName"] == res.bus for d in dims)  # a custom bus: both dimensions
     assert sorted(d["RuleName"] for d in dims) == \
         sorted(props(r)["Name"] for r in of_type(resources, "AWS::Events::Rule").values())
-    scheduler = [a for a in alarms if a["Namespace"] == "AWS/Scheduler"]
+    scheduler = [a for a in alarms if a.get("Namespace") == "AWS/Scheduler"]
     assert sorted(a["MetricName"] for a in scheduler) == sorted(
         ["TargetErrorCount", "InvocationDroppedCount",
          "InvocationsFailedToBeSentToDeadLetterCount"])
@@ -666,15 +692,32 @@ def test_failed_deliveries_alarm_per_rule_and_for_the_schedule_group(
             ("Sum", 0, "notBreaching")
 
 
-def test_a_failed_run_alarms_per_function_on_the_emf_run_metrics(
+def test_failed_runs_and_sustained_pushback_alarm_once_per_app_by_function(
     app: App, resources: Resources
 ) -> None:
-    alarms = [props(a) for a in of_type(resources, "AWS::CloudWatch::Alarm").values()
-              if props(a)["Namespace"] == "stepkit"]
-    assert {a["MetricName"] for a in alarms} == {"RunsFailed"}
-    assert sorted((d["function_id"], d["service"]) for d in (
-        {x["Name"]: x["Value"] for x in a["Dimensions"]} for a in alarms)) == \
-        sorted((fn.id, app.id) for fn in app)
+    alarms = {k: props(a) for k, a in of_type(resources, "AWS::CloudWatch::Alarm").items()
+              if "Metrics" in props(a)}
+    assert all(props(a).get("Namespace") != "stepkit"
+               for a in of_type(resources, "AWS::CloudWatch::Alarm").values())
+    by_metric: dict[str, dict[str, Any]] = {}
+    for a in alarms.values():
+        (query,) = a["Metrics"]
+        assert query["Period"] == 300 and query["ReturnData"] is True
+        found = re.fullmatch(
+            r'SELECT SUM\("(\w+)"\) FROM SCHEMA\("stepkit", "function_id", "service"\) '
+            r"WHERE \"service\" = '([\w-]+)' GROUP BY \"function_id\" ORDER BY SUM\(\) DESC",
+            query["Expression"])
+        assert found, query["Expression"]
+        assert found[2] == app.id
+        by_metric[found[1]] = a
+    assert sorted(by_metric) == ["Pushback", "RunsFailed"]
+    # A failed run pages at once; pushback only when every 5 minutes of 15 saw some.
+    shape = ("Threshold", "ComparisonOperator", "EvaluationPeriods", "DatapointsToAlarm",
+             "TreatMissingData")
+    assert tuple(by_metric["RunsFailed"][k] for k in shape) == \
+        (0, "GreaterThanThreshold", 1, 1, "notBreaching")
+    assert tuple(by_metric["Pushback"][k] for k in shape) == \
+        (0, "GreaterThanThreshold", 3, 3, "notBreaching")
 
 
 def test_every_alarm_notifies_the_encrypted_tls_only_alarm_topic(resources: Resources) -> None:
@@ -920,9 +963,9 @@ def test_a_new_function_file_adds_exactly_its_resources(
         "AWS::SQS::Queue": 2, "AWS::SQS::QueuePolicy": 2, "AWS::Logs::LogGroup": 1,
         "AWS::Events::Rule": 1, "AWS::Scheduler::Schedule": 1,
         "AWS::IAM::Role": 2, "AWS::IAM::Policy": 2,
-        # DLQ depth, Lambda errors, backlog age, failed runs, and failed deliveries of its
-        # trigger rule.
-        "AWS::CloudWatch::Alarm": 5,
+        # DLQ depth, backlog age, and failed deliveries of its trigger rule (its failed runs
+        # and pushback are the app's alarms').
+        "AWS::CloudWatch::Alarm": 3,
     } | ({  # the first function of its group: the group's dashboard and timer policy
         "AWS::CloudWatch::Dashboard": 1, "AWS::IAM::Policy": 3} if new_group else {})
     f = stack.resources.function("extra-fn")

@@ -33,6 +33,9 @@ class Recorder:
     def step_retried(self, function_id: str) -> None:
         self.counts[function_id, "retried"] += 1
 
+    def pushback(self, function_id: str) -> None:
+        self.counts[function_id, "pushback"] += 1
+
 
 def build_app() -> App:
     app = App("metered")
