@@ -18,15 +18,20 @@ SQS, EventBridge; made offline, no call is sent). The implied Lambda memory is t
 baseline plus the largest run, with the quarter the run cache may hold on top
 (``RunCache``: a quarter of the function's memory), rounded up to 64 MB.
 
-The local store is measured, not DynamoDB: the DynamoDB store decodes the same JSON (its
-steps are one item each, a large output held in S3 and fetched on load), so the decoded
-figures carry over; the wire format's own copies (boto3's response, then its
-deserialised attributes) come on top there while a page of steps is read.
+The local store is measured by default. With ``--aws`` (needs the emulators,
+``scripts/install-test-deps.sh``) the same run is made by the real handlers on DynamoDB Local
++ moto, and a fresh interpreter loads it cold through ``DynamoStore`` (its outputs over
+64 KiB read back from S3) and replays it: boto3's response and its deserialised items are
+the copies the local store does not make.
+
+Run: .venv/bin/python bench/run_memory.py [--aws]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import math
 import os
@@ -109,22 +114,66 @@ def write_run(shape: Shape, path: Path) -> int:
 
 def replay(path: Path) -> dict[str, int]:
     """In this fresh process: load the run from ``path`` and replay it to its end."""
-    from runtime import App, Context, TriggerEvent
     from runtime.backends.local.store import SqliteStore
     from runtime.engine import Limits, execute
+
+    app = replay_app(None)
+    store = SqliteStore(path)
+    before = peak_kib()
+    state = store.load(RUN_ID)
+    assert state is not None
+    decision = execute(app.get("replay"), state, now=T0 + 10_000, limits=Limits())
+    assert type(decision).__name__ == "RunCompleted", decision
+    return {"before": before, "peak": peak_kib()}
+
+
+def replay_app(shape: Shape | None) -> Any:
+    """The app whose function makes (``shape``) or replays (``None``) the run's steps."""
+    from runtime import App, Context, TriggerEvent
 
     app = App("bench")
 
     @app.function(id="replay", trigger=TriggerEvent("bench/memory"))
     def handler(ctx: Context) -> int:
         n = int(ctx.event.data["n"])
-        return sum(len(ctx.step.run(f"s{i}", lambda: "")) for i in range(n))
+        made = (lambda i: shape.output(i)) if shape is not None else (lambda i: "")
+        return sum(len(ctx.step.run(f"s{i}", lambda i=i: made(i))) for i in range(n))
 
-    store = SqliteStore(path)
+    return app
+
+
+def write_aws_run(emulators: Any, shape: Shape) -> tuple[str, str, str, float]:
+    """Run ``shape`` through the handlers on the emulators: table, bucket, run id, time."""
+    from runtime.orchestration.clock import FakeClock
+    from stepkit_emulators.aws import AwsBackend
+
+    emulators.reset()
+    clock = FakeClock()
+    backend = AwsBackend(replay_app(shape), emulators, clock)
+    backend.send({"name": "bench/memory", "data": {"n": shape.steps}})
+    with contextlib.redirect_stdout(io.StringIO()):  # the handlers' metrics (EMF lines)
+        backend.run_until_idle()
+    run = backend.list_runs()[0]
+    assert run.status.value == "Completed", run
+    return backend.resources.table, backend.payload_bucket, run.run_id, clock.now()
+
+
+def replay_aws(table: str, bucket: str, run_id: str, now: float) -> dict[str, int]:
+    """In this fresh process: load the run cold from DynamoDB (and S3) and replay it."""
+    import boto3
+
+    from runtime.backends.aws.payloads import S3Payloads
+    from runtime.backends.aws.store import DynamoStore
+    from runtime.engine import Limits, execute
+    from runtime.orchestration.clock import FakeClock
+
+    app = replay_app(None)
+    store = DynamoStore(table, client=boto3.client("dynamodb"), clock=FakeClock(now),
+                        payloads=S3Payloads(bucket, boto3.client("s3")))
     before = peak_kib()
-    state = store.load(RUN_ID)
+    state = store.load(run_id)
     assert state is not None
-    decision = execute(app.get("replay"), state, now=T0 + 10_000, limits=Limits())
+    decision = execute(app.get("replay"), state, now=now, limits=Limits())
     assert type(decision).__name__ == "RunCompleted", decision
     return {"before": before, "peak": peak_kib()}
 
@@ -146,11 +195,11 @@ def worker_baseline() -> dict[str, int]:
     return {"before": before, "peak": peak_kib()}
 
 
-def child(args: list[str]) -> dict[str, int]:
+def child(args: list[str], env: dict[str, str] | None = None) -> dict[str, int]:
     """Run one measurement in a fresh interpreter; its figures (KiB)."""
     out = subprocess.run(
         [sys.executable, __file__, "--child", *args], cwd=ROOT, check=True,
-        capture_output=True, text=True,
+        capture_output=True, text=True, env={**os.environ, **(env or {})},
     ).stdout
     figures: dict[str, int] = json.loads(out.strip().splitlines()[-1])
     return figures
@@ -168,11 +217,17 @@ def implied_memory(baseline_mb: float, run_mb: float) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--aws", action="store_true",
+                        help="also load the runs from DynamoDB Local + moto (S3)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        what: Callable[[], dict[str, int]] = (
-            worker_baseline if args.child[0] == "worker" else lambda: replay(Path(args.child[1])))
+        kind, rest = args.child[0], args.child[1:]
+        what: Callable[[], dict[str, int]] = {
+            "worker": worker_baseline,
+            "replay": lambda: replay(Path(rest[0])),
+            "aws": lambda: replay_aws(rest[0], rest[1], rest[2], float(rest[3])),
+        }[kind]
         print(json.dumps(what()))
         return
     worker = child(["worker"])
@@ -195,6 +250,24 @@ def main() -> None:
             print(f"    implied Lambda memory: {implied_memory(mb(worker['peak']), added)} MB")
     print(f"Largest: {worst:.1f} MB (implied {implied_memory(mb(worker['peak']), worst)} MB): "
           "the 32 MiB limit counts JSON, memory depends on its shape")
+    if args.aws:
+        aws_cases(mb(worker["peak"]))
+
+
+def aws_cases(baseline_mb: float) -> None:
+    """The same runs made by the handlers on the emulators, loaded cold through DynamoDB."""
+    from stepkit_emulators.emulators import aws_emulators
+
+    print("The same, made by the handlers on DynamoDB Local + moto and loaded cold "
+          "(outputs over 64 KiB from S3):")
+    with aws_emulators() as emulators:
+        for name in ("strings", "records", "many"):
+            shape = SHAPES[name]
+            table, bucket, run_id, now = write_aws_run(emulators, shape)
+            fig = child(["aws", table, bucket, run_id, repr(now)], env=emulators.env())
+            added = mb(fig["peak"] - fig["before"])
+            print(f"  {shape.label:<36} -> {added:7.1f} MB; implied Lambda memory "
+                  f"{implied_memory(baseline_mb, added)} MB")
 
 
 if __name__ == "__main__":

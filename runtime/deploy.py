@@ -29,9 +29,9 @@ _Id = Annotated[str, StringConstraints(pattern=r"^(subnet|sg)-[0-9a-f]{8,17}$")]
 #: JSON, ``Limits.max_run_bytes``) must replay in it. ``bench/run_memory.py`` measured a warm
 #: worker at 66 MB before its first record, and loading and replaying 32 MiB of API-like
 #: records at 267 MB more (8x their JSON); the run cache may hold a quarter of the memory
-#: besides: (66 + 267) * 4/3 = 443 MB, rounded up to 512, which leaves boto3's copies of a
-#: DynamoDB page room. A run of strings needs less (68 MB); one of tiny dicts (``{"n":0}``,
-#: 26x their JSON: 888 MB) needs about 1280 MB, and such a function must ask for it.
+#: besides: (66 + 267) * 4/3 = 443 MB, rounded up to 512. DynamoDB's cold load of the same
+#: runs took less (234 MB; ``--aws``). A run of strings needs less (68 MB); one of tiny dicts
+#: (``{"n":0}``, 26x their JSON: 888 MB) needs about 1280 MB: such a function must ask for it.
 MIN_MEMORY_MB = 512
 #: What replaying a run of API-like records at the 32 MiB limit adds, MB (the bench's figure).
 RUN_AT_LIMIT_MB = 267
