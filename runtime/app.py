@@ -453,6 +453,15 @@ def _unknown_options(fn_id: Any, unknown: Mapping[str, Any]) -> str:
 
 def _aws_options(fn_id: Any, aws: AwsOptions | Mapping[str, Any] | None) -> AwsOptions:
     """Validate ``aws=`` into :class:`AwsOptions`, naming the function and the setting."""
+    settings = _aws_model(fn_id, aws)
+    too_small = settings.memory_too_small()
+    if too_small:
+        raise ConfigurationError(f"function '{fn_id}': {too_small}")
+    return settings
+
+
+def _aws_model(fn_id: Any, aws: AwsOptions | Mapping[str, Any] | None) -> AwsOptions:
+    """``aws=`` as :class:`AwsOptions`, as pydantic validates it (AWS's own ranges)."""
     if aws is None:
         return AwsOptions()
     if isinstance(aws, AwsOptions):

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-__all__ = ["AwsOptions", "PolicyStatement", "VpcConfig"]
+__all__ = ["MIN_MEMORY_MB", "AwsOptions", "PolicyStatement", "VpcConfig"]
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESERVED_ENV = ("AWS_", "LAMBDA_", "STEPKIT_", "POWERTOOLS_", "_HANDLER", "_X_AMZN")
@@ -24,6 +24,17 @@ _LAYER_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:layer:[\w-
 _MANAGED = re.compile(r"^(arn:aws[a-zA-Z-]*:iam::(aws|\d{12}):policy/)?[\w+=,.@/-]{1,128}$")
 _ACTION = re.compile(r"^[a-z0-9-]+:[A-Za-z0-9*]+$")
 _Id = Annotated[str, StringConstraints(pattern=r"^(subnet|sg)-[0-9a-f]{8,17}$")]
+
+#: The least memory a function's Lambda may have, MB: a run at the output limits (32 MiB of
+#: JSON, ``Limits.max_run_bytes``) must replay in it. ``bench/run_memory.py`` measured a warm
+#: worker at 66 MB before its first record, and loading and replaying 32 MiB of API-like
+#: records at 267 MB more (8x their JSON); the run cache may hold a quarter of the memory
+#: besides: (66 + 267) * 4/3 = 443 MB, rounded up to 512. DynamoDB's cold load of the same
+#: runs took less (234 MB; ``--aws``). A run of strings needs less (68 MB); one of tiny dicts
+#: (``{"n":0}``, 26x their JSON: 888 MB) needs about 1280 MB: such a function must ask for it.
+MIN_MEMORY_MB = 512
+#: What replaying a run of API-like records at the 32 MiB limit adds, MB (the bench's figure).
+RUN_AT_LIMIT_MB = 267
 
 
 class PolicyStatement(BaseModel):
@@ -74,7 +85,10 @@ class AwsOptions(BaseModel):
     """A function's AWS settings. Every field is optional.
 
     Attributes:
-        memory_mb: Lambda memory, 128-10240 (default 256).
+        memory_mb: Lambda memory, 512-10240 (default 512): a run at the output limits
+            (32 MiB of JSON) takes about 270 MB to replay, on top of what the worker
+            holds (:data:`MIN_MEMORY_MB`); refused below, at registration. Outputs of
+            many tiny dicts take several times more: give such a function 1280 or more.
         timeout_s: Lambda timeout in seconds, 1-900 (default 60): the longest one step or
             one replay may take.
         max_concurrency: The most concurrent Lambda invocations its queue may start, 2-1000
@@ -96,7 +110,9 @@ class AwsOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    memory_mb: int = Field(default=256, ge=128, le=10240, strict=True)
+    # AWS's own range (128-10240); registration asks for MIN_MEMORY_MB (memory_too_small),
+    # which the event router's Lambda, replaying no run, does not need.
+    memory_mb: int = Field(default=MIN_MEMORY_MB, ge=128, le=10240, strict=True)
     timeout_s: int = Field(default=60, ge=1, le=900, strict=True)
     max_concurrency: int | None = Field(default=None, ge=2, le=1000, strict=True)
     sqs_batch_size: int = Field(default=1, ge=1, le=10, strict=True)
@@ -107,6 +123,16 @@ class AwsOptions(BaseModel):
     managed_policies: list[str] = Field(default_factory=list)
     vpc: VpcConfig | None = None
     layers: list[str] = Field(default_factory=list, max_length=5)
+
+    def memory_too_small(self) -> str | None:
+        """Why ``memory_mb`` cannot replay a run at the output limits, or ``None`` (it can)."""
+        if self.memory_mb >= MIN_MEMORY_MB:
+            return None
+        return (
+            f"aws.memory_mb: {self.memory_mb} MB cannot replay a run at the 32 MiB output "
+            f"limit (about {RUN_AT_LIMIT_MB} MB decoded, on top of what the worker and its "
+            f"run cache hold, measured by bench/run_memory.py); use at least {MIN_MEMORY_MB}"
+        )
 
     @field_validator("environment", "secrets")
     @classmethod

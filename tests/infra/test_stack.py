@@ -39,6 +39,7 @@ from runtime.backends.aws.resources import (
     AppResources,
 )
 from runtime.backends.aws.table import table_spec, ttl_spec
+from runtime.deploy import MIN_MEMORY_MB
 from runtime.deploy_limits import function_group
 from runtime.discovery import load_app
 from tests.infra.templates import flat
@@ -220,7 +221,7 @@ def test_lambdas_run_the_handlers_on_arm64_with_the_stepkit_environment(
                 expected["STEPKIT_SECRETS"] = json.dumps(fn.aws.secrets, sort_keys=True)
         assert p["Environment"]["Variables"] == expected
         if fn:
-            assert (p["MemorySize"], p["Timeout"]) == (256, 60)
+            assert (p["MemorySize"], p["Timeout"]) == (MIN_MEMORY_MB, 60)
             assert "ReservedConcurrentExecutions" not in p
 
 

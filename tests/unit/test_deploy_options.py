@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from runtime import App, AwsOptions, ConfigurationError, TriggerEvent, secret
+from runtime.deploy import MIN_MEMORY_MB
 
 
 def noop(ctx: Any) -> None:
@@ -28,6 +29,10 @@ def register(**options: Any) -> Any:
                                       "max_concurrency=...))"),
         ({"aws": {"memory_mb": 20000}}, "aws.memory_mb: Input should be less than or equal "
                                         "to 10240 (got 20000)"),
+        ({"aws": {"memory_mb": 256}}, "aws.memory_mb: 256 MB cannot replay a run at the 32 MiB "
+                                      "output limit"),
+        ({"aws": AwsOptions(memory_mb=128)}, "measured by bench/run_memory.py); use at least "
+                                             "512"),
         ({"aws": {"max_concurrency": 1}}, "aws.max_concurrency: Input should be greater than "
                                           "or equal to 2"),
         ({"aws": {"timeout_s": "60"}}, "aws.timeout_s: Input should be a valid integer"),
@@ -61,6 +66,11 @@ def test_settings_are_kept_and_shared_with_the_failure_handler() -> None:
     assert fn.aws == AwsOptions(memory_mb=512, environment={"FROM": "x"})
     assert app.get("mailer-failure").aws == fn.aws
     assert App("x").function(id="f", trigger=TriggerEvent("a/b"))(noop).aws == AwsOptions()
+
+
+def test_the_default_memory_is_the_least_a_run_at_the_limits_replays_in() -> None:
+    assert AwsOptions().memory_mb == MIN_MEMORY_MB == 512
+    assert register(aws={"memory_mb": MIN_MEMORY_MB}).aws.memory_mb == MIN_MEMORY_MB
 
 
 def test_a_secret_locally_is_its_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
