@@ -54,6 +54,7 @@ from runtime.testing.chaos import (
     wrap_orchestrator,
 )
 from runtime.testing.faults import DuplicatingQueue
+from runtime.testing.pushback import Pushback
 from stepkit_emulators.emulators import AwsEmulators
 from stepkit_emulators.lambda_events import sqs_lambda_event
 
@@ -247,6 +248,8 @@ class AwsBackend:
         # Due times of every delayed message sent, so the harness can skip straight to them.
         self._dues: list[float] = []
         self._dues_lock = threading.Lock()
+        #: Pushback mode, when a test turned it on (``Harness.pushback``).
+        self.pushback: Pushback | None = None
         self._provision()
         self._receiving = {c.url: threading.Lock() for c in self.consumers}
         self.store = DynamoStore(self.resources.table, client=self.clients["dynamodb"], clock=clock,
@@ -488,6 +491,13 @@ class AwsBackend:
         Returns:
             The records handled successfully, for the caller to delete.
         """
+        if self.pushback is not None and self.pushback.refused("lambda"):
+            # Lambda throttled the invocation: the records never reach the handler, and come
+            # back after their visibility timeout with their receive count raised.
+            with self._dues_lock:
+                heapq.heappush(self._dues,
+                               self.clock.now() + consumer.delivery.visibility_timeout_s)
+            return []
         event = sqs_lambda_event(got, queue_arn=consumer.arn, region=self.region)
         name = service.config.function_id or "router"
         try:

@@ -26,6 +26,7 @@ from runtime.backends.aws.queue import STORED, SqsQueue
 from runtime.backends.aws.resources import (
     ENV_TRACING,
     MAX_RECEIVES,
+    MAX_SQS_DELAY,
     AppResources,
     HandlerConfig,
 )
@@ -40,8 +41,11 @@ from runtime.handlers.metrics import CloudWatchMetrics
 from runtime.orchestration.clock import SystemClock
 from runtime.orchestration.orchestrator import Orchestrator
 from runtime.orchestration.protocols import Clock
+from runtime.orchestration.pushback import is_pushback
 from runtime.records import Message
 
+#: Where a router record pushed back counts its pushbacks (see ``LambdaApp._route_later``).
+_DEFERRED = "stepkit_deferred"
 
 class BadMessageError(ValueError):
     """A queue record that is none of the shapes stepkit sends (it ends in the DLQ)."""
@@ -317,7 +321,40 @@ class LambdaApp:
             self._dead_letter(record, exc)
             return
         self.logger.append_keys(event_id=event["id"], event_name=event["name"])
-        self.orchestrator.route_event(event, start_runs=own)
+        try:
+            self.orchestrator.route_event(event, start_runs=own)
+        except Exception as exc:
+            if not is_pushback(exc) or not self._route_later(raw, event["id"], exc):
+                raise
+
+    def _route_later(self, raw: dict[str, Any], event_id: str, exc: Exception) -> bool:
+        """Send a router record pushed back to the router's queue again, after its backoff.
+
+        As a worker defers its messages (``runtime.orchestration.pushback``): the record's
+        pushbacks are counted in it (``stepkit_deferred``), never towards the queue's
+        receive count, for up to the backoff's ceiling. Routing is idempotent per event id,
+        so a record routed in part is routed again whole. Returns whether it was sent.
+        """
+        backoff, now = self.orchestrator.deferrer.backoff, self.clock.now()
+        found = raw.get(_DEFERRED)
+        counts: dict[str, Any] = found if isinstance(found, dict) else {}
+        n = int(counts.get("pushbacks") or 0) + 1
+        since = float(counts.get("since") or now)
+        if now - since >= backoff.ceiling or not self.config.queue_url:
+            return False
+        delay = backoff.delay(backoff.pushback, n, event_id)
+        body = json.dumps({**raw, _DEFERRED: {"pushbacks": n, "since": since}},
+                          separators=(",", ":"))
+        try:
+            self.sqs.send_message(QueueUrl=self.config.queue_url, MessageBody=body,
+                                  DelaySeconds=min(int(delay), MAX_SQS_DELAY))
+        except Exception:
+            logging.getLogger("stepkit").exception("event %s could not be deferred", event_id)
+            return False
+        logging.getLogger("stepkit").warning("event %s pushed back (%d): %s; again in %.0fs",
+                                             event_id, n, exc, delay)
+        self.metrics.pushback("router")
+        return True
 
     def handle_batch(self, event: dict[str, Any], context: Any, *, router: bool) -> dict[str, Any]:
         """Process an SQS batch, reporting failed records (partial batch response).
