@@ -665,3 +665,15 @@ def test_racing_threads_lose_no_update(store: Store) -> None:
     assert state is not None
     assert state.run.version == 30
     assert len(state.steps) == 30
+
+
+def test_a_delivery_mark_is_found_by_the_next_delivery_until_it_lapses(
+    store: Store, clock: FakeClock
+) -> None:
+    now = clock.now()
+    assert store.mark_delivery("r1", "m1", now=now) is False  # the first: nobody was here
+    assert store.mark_delivery("r1", "m1", now=now + 60) is True  # an earlier one died
+    assert store.mark_delivery("r1", "m2", now=now + 60) is False  # per message
+    assert store.mark_delivery("r2", "m1", now=now + 60) is False  # per run
+    # Two days on, a mark is gone (TTL), even where the table still holds it.
+    assert store.mark_delivery("r1", "m1", now=now + 3 * 86_400) is False
