@@ -3,6 +3,7 @@ delivery, on each backend; prints what the platform promises and what it cost.
 
     .venv/bin/python bench/chaos.py                    # 200 runs per backend
     .venv/bin/python bench/chaos.py --runs 60 --backend local
+    .venv/bin/python bench/chaos.py --pushback         # and 30 minutes of AWS saying no
 
 Runs (in equal shares): sequential steps, a 50-wide parallel group, a sleep between steps,
 send-then-wait against a responder, invoke of a child function, a cancel_on run that is
@@ -11,6 +12,11 @@ throttled one (5 starts a minute) and a batched one (5 events or 10 s)), and a c
 one (steps chained in one invocation, a sleep, more steps). Faults: 8 workers,
 20 % of sends duplicated, 5 % of commits followed by a crash before their sends, 10 % of
 store/queue/bus calls failing (half of them after taking effect).
+
+``--pushback``: once the runs are in flight, PutEvents and CreateSchedule refused as
+throttled (after the SDK's retries, ``Harness.pushback``) for 30 minutes of harness time,
+then DynamoDB writes for 30, then PutEvents and CreateSchedule again for 30 (overlapping by
+5), then recovery; the promise is the same: 0 failed, 0 stuck, 0 recorded twice.
 
 Printed per backend:
 - runs, completed, failed/cancelled as expected;
@@ -217,7 +223,8 @@ def count_commits(h: Harness, ledger: Ledger) -> Callable[[], None]:
     return lambda: None
 
 
-def bench(backend: str, runs: int, emulators: Any = None) -> dict[str, Any]:
+def bench(backend: str, runs: int, emulators: Any = None,
+          pushback: bool = False) -> dict[str, Any]:
     ledger = Ledger()
     app = build_app(f"chaos{backend}", ledger)
     chaos = Chaos(workers=8, duplicate=0.2, crash=0.05, errors=0.10, seed=7, max_receives=60)
@@ -238,7 +245,15 @@ def bench(backend: str, runs: int, emulators: Any = None) -> dict[str, Any]:
     for kind, _, i in sent:
         if kind == "cancel":
             h.send("bench/stop", {"n": i}, settle=False)
-    h.advance("2h")
+    refused: dict[str, int] = {}
+    if pushback:
+        h.advance("20s")  # the runs in flight: sleeping, waiting, queued, mid-step
+        # Each refused for 30 minutes, one after the other, overlapping by 5: refused all
+        # at once, the refused writes would keep every run from reaching a send at all.
+        h.pushback("timers", "bus", span="30m")
+        h.pushback("store-writes", span="30m", after="25m")
+        refused = h.pushback("bus", "timers", span="30m", after="50m").refusals
+    h.advance("4h" if pushback else "2h")
     elapsed = time.perf_counter() - t0
     count_recorded()
 
@@ -259,6 +274,7 @@ def bench(backend: str, runs: int, emulators: Any = None) -> dict[str, Any]:
         elif kind == "cancel" and view.status is RunStatus.CANCELLED:
             cancelled += 1
     stuck = sum(not v.status.finished for v in all_runs)
+    failed = sum(v.status is RunStatus.FAILED for v in all_runs)
     for view in all_runs:
         for rec in view.steps.values():
             if rec.kind.value == "run" and rec.status.value == "Completed":
@@ -272,14 +288,16 @@ def bench(backend: str, runs: int, emulators: Any = None) -> dict[str, Any]:
     h.close()
     return {
         "backend": backend, "runs": len(all_runs), "triggered": runs, "completed": completed,
-        "cancelled as expected": cancelled, "lost": lost, "stuck": stuck,
+        "cancelled as expected": cancelled, "failed": failed, "lost": lost, "stuck": stuck,
         "recorded twice": twice, "wrong key": wrong,
         "repeated effects": f"{repeated} of {len(ledger.executed)} steps",
         "most steps at once": f"{ledger.most_at_once()} (limit {LIMIT})",
         "batched events": f"{len(batched)} in {len(batch_runs)} runs; in none: "
                           f"{sum(batches[e] == 0 for e in batched)}, in two or more: "
                           f"{sum(batches[e] > 1 for e in batched)}",
-        "faults injected": faults, "seconds": round(elapsed, 1),
+        "faults injected": faults,
+        "pushback refusals": {k: v for k, v in refused.items() if v} if pushback else "off",
+        "seconds": round(elapsed, 1),
     }
 
 
@@ -287,6 +305,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--backend", action="append", choices=["local", "aws"])
+    parser.add_argument("--pushback", action="store_true",
+                        help="30 minutes of DynamoDB, EventBridge and Scheduler throttling")
     args = parser.parse_args()
     logging.disable(logging.CRITICAL)  # injected failures are logged by the hundred
     results = []
@@ -295,9 +315,9 @@ def main() -> None:
             from stepkit_emulators.emulators import aws_emulators
 
             with aws_emulators() as emulators:
-                results.append(bench("aws", args.runs, emulators))
+                results.append(bench("aws", args.runs, emulators, args.pushback))
         else:
-            results.append(bench("local", args.runs))
+            results.append(bench("local", args.runs, pushback=args.pushback))
     for r in results:
         print(f"\n[{r['backend']}] {r['triggered']} triggered runs ({r['runs']} runs in all, "
               f"children included), {r['seconds']} s")
