@@ -49,7 +49,7 @@ _UNANSWERED = frozenset({
     "ConnectTimeoutError", "ReadTimeoutError", "EndpointConnectionError",
     "ConnectionClosedError", "ResponseStreamingError",
 })
-_CONTENTION = frozenset({"CommitContentionError", "GateMovedError"})
+_CONTENTION = frozenset({"CommitContentionError", "GateMovedError", "GateContentionError"})
 
 
 def is_pushback(exc: BaseException) -> bool:

@@ -7,10 +7,14 @@ errors). Each case runs on both backends, in normal and chaos mode.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
+
+import pytest
 
 from runtime import App, Context, TriggerEvent
 from runtime.errors import PushbackError
+from runtime.orchestration.gates import FlowGates
 
 
 def _shop(effects: list[tuple[str, str]]) -> App:
@@ -120,3 +124,35 @@ def test_events_sent_while_writes_are_refused_are_routed_when_they_come_back(
     h.advance("2h")
     assert sorted(h.once(seen)) == [0, 1, 2, 3]
     assert [r.status for r in h.runs()] == ["Completed"] * 8
+
+
+def test_a_start_whose_gates_keep_moving_under_a_burst_is_read_again_never_failed(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = App("burst")
+
+    @app.function(id="sync", trigger=TriggerEvent("crm/changed"),
+                  idempotency="event.data.id", throttle={"limit": 100, "period": "1m"})
+    def sync(ctx: Context) -> str:
+        return str(ctx.event.data["id"])
+
+    # Every gate write of the first 200 tries finds its gate moved by another start (a burst
+    # on one key): six deliveries of 32 tries, each pushed back (2 s, 4 s...; a failure would
+    # wait 60 s, 120 s...).
+    moved = {"left": 200}
+    real = FlowGates._plan
+
+    def racing(self: FlowGates, fn: Any, run: Any) -> Any:
+        planned, writes = real(self, fn, run)
+        if moved["left"] > 0:
+            moved["left"] -= 1
+            writes = [replace(w, expect_version=w.expect_version + 1000) for w in writes]
+        return planned, writes
+
+    monkeypatch.setattr(FlowGates, "_plan", racing)
+    h = make_harness(app)
+    h.send("crm/changed", {"id": "c1"})
+    h.advance("10m")
+    assert moved["left"] == 0
+    run = h.only_run("sync")
+    assert (run.status, run.output) == ("Completed", "c1")
