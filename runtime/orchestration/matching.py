@@ -6,6 +6,12 @@ a waiter committed after its event was sent finds it in the event timeline
 message whose id is derived from the event, the run and the waiter, so a match found twice
 (by both paths, or by a repeated routing) is one message: a MATCH for a wait, a CANCEL for
 ``cancel_on``.
+
+Whether an event came in time for a waiter is judged by when it was sent (its ``ts``), never
+by when the match is made (:func:`in_time`): a routing retried after an ambiguous write, or a
+lookback done by a redelivery, may come minutes later. For the same reason a wait's timeout
+first looks back too (:func:`wait_timeout`): an event sent before it, whose routing or MATCH
+comes late, still answers the wait.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from runtime.messages import CancelPayload, EventRef, MatchPayload
 from runtime.orchestration.commits import cancel_waiters
 from runtime.orchestration.ports import Ports
 from runtime.records import Message, MessageKind, RunState, StepRecord, WaiterKind
+from runtime.steps.base import Resolution
 from runtime.steps.wait import lookback
 
 _MATCH_IDS = uuid.UUID("5d7e0c1b-9a34-4c2e-b8f6-3e1a7d9c0b42")
@@ -57,30 +64,54 @@ def _match_payload(event: dict[str, Any]) -> MatchPayload:
     return MatchPayload(ref=EventRef(event["name"], int(event["ts"]), event["id"]))
 
 
+def in_time(expires_at: float | None, event: dict[str, Any]) -> bool:
+    """Whether ``event`` was sent while a waiter ending at ``expires_at`` was live.
+
+    By the event's own time, not the clock: the routing of an event may be retried (its
+    timeline append or its sends landed unreported) and a redelivery's lookback may run
+    minutes after its commit, both past the waiter's end for an event sent well before it.
+    """
+    return expires_at is None or int(event.get("ts") or 0) <= expires_at * 1000
+
+
 def match_messages(ports: Ports, event: dict[str, Any]) -> list[Message]:
-    """One MATCH (wait) or CANCEL (cancel_on) message per live waiter ``event`` matches."""
-    now = ports.clock.now()
-    out = []
-    for w in ports.store.waiters_for(event):
-        if w.expires_at is not None and w.expires_at < now:
-            continue
-        if matches(w.expression, event):
-            out.append(waiter_message(w.function_id, w.run_id, w.key, w.kind, event))
-    return out
+    """One MATCH (wait) or CANCEL (cancel_on) message per waiter ``event`` came in time for."""
+    return [waiter_message(w.function_id, w.run_id, w.key, w.kind, event)
+            for w in ports.store.waiters_for(event)
+            if in_time(w.expires_at, event) and matches(w.expression, event)]
+
+
+def missed_event(ports: Ports, state: RunState, rec: StepRecord,
+                 until: float | None = None) -> dict[str, Any] | None:
+    """The oldest timeline event that answers waiting step ``rec`` (sent by ``until``)."""
+    query = lookback(state, rec)
+    if query is None:
+        return None
+    for event in ports.store.events_since(query.event, query.since_ms, now=ports.clock.now()):
+        if (event["id"] not in query.exclude and in_time(until, event)
+                and matches(query.expression, event)):
+            return event
+    return None
 
 
 def wait_lookback(ports: Ports, state: RunState, rec: StepRecord) -> list[Message]:
     """A MATCH message for a timeline event a just-committed wait may have missed."""
-    query = lookback(state, rec)
-    if query is None:
+    event = missed_event(ports, state, rec)
+    if event is None:
         return []
     run = state.run
-    now = ports.clock.now()
-    for event in ports.store.events_since(query.event, query.since_ms, now=now):
-        if event["id"] not in query.exclude and matches(query.expression, event):
-            return [waiter_message(run.function_id, run.run_id, rec.key, WaiterKind.STEP,
-                                   event)]
-    return []
+    return [waiter_message(run.function_id, run.run_id, rec.key, WaiterKind.STEP, event)]
+
+
+def wait_timeout(ports: Ports, state: RunState, rec: StepRecord) -> Resolution:
+    """How waiting step ``rec`` ends at its timeout: with an event sent in time, else ``None``.
+
+    Its WAKE may be handled before the MATCH of an event sent before the timeout: that
+    event's routing was retried late, or a redelivery re-sent the timer (due by then) with
+    its lookback's MATCH. The event is in the timeline either way (routing logs it first).
+    """
+    event = missed_event(ports, state, rec, until=rec.wake_at)
+    return Resolution() if event is None else Resolution(output=event)
 
 
 def cancel_lookback(ports: Ports, fn: FunctionDef, state: RunState) -> list[Message]:
@@ -92,10 +123,9 @@ def cancel_lookback(ports: Ports, fn: FunctionDef, state: RunState) -> list[Mess
     since = int(run.events[0].get("ts") or 0)
     now = ports.clock.now()
     for i, w in enumerate(cancel_waiters(fn, run, run.created_at)):
-        if w.expires_at is not None and w.expires_at < now:
-            continue
         for event in ports.store.events_since(w.event_name, since, now=now):
-            if event["id"] not in own and matches(w.expression, event):
+            if event["id"] not in own and in_time(w.expires_at, event) and matches(
+                    w.expression, event):
                 return [waiter_message(fn.id, run.run_id, f"cancel:{i}", WaiterKind.CANCEL,
                                        event)]
     return []

@@ -10,8 +10,9 @@ invoke's timeout are each handled in their kind's module.
 from __future__ import annotations
 
 from runtime.messages import MatchPayload, ResolvePayload
+from runtime.orchestration.matching import wait_timeout
 from runtime.orchestration.ports import Ports
-from runtime.records import Message, RunState, StepStatus
+from runtime.records import Message, RunState, StepKind, StepStatus
 from runtime.steps import KINDS
 from runtime.steps.base import Hop, Resolution, resolution_commit
 from runtime.steps.invoke import on_child_finished
@@ -36,6 +37,8 @@ class Resolver:
             return True
         if answer is None:
             return False
+        if rec.kind is StepKind.WAIT:  # timing out: an event sent in time but late wins
+            answer = wait_timeout(self.ports, state, rec)
         return self.resolve(state.run.run_id, rec.key, rec.status, answer, msg.id)
 
     def on_match(self, state: RunState, msg: Message) -> bool:

@@ -137,21 +137,36 @@ class WaitSteps(StepTemplate):
         raise self._suspend(ref, rec, WaitOp(event, expression, until))
 
 
-def decision_point(state: RunState) -> int:
-    """When (epoch ms) the run reached its current point: its trigger, or its latest result.
+def decision_point(state: RunState, step: StepRef) -> int:
+    """When (epoch ms) the run reached ``step``: its trigger, or the latest result before it.
 
     A wait committed now also matches events sent since then (its lookback), so an event
-    answering the run's previous step cannot slip in before the waiter exists.
+    answering the run's previous step cannot slip in before the waiter exists. In a parallel
+    branch, only results on its way count (the main line's, its own branch's, the branches
+    enclosing it): a sibling that ended first says nothing of when this branch began, and
+    a branch's wait may be committed minutes after its group (a redelivery).
     """
+    scope = _scope(step.key, step.branch)
     points = [int(state.run.events[0].get("ts") or 0)]
-    points += [int(r.ended_at * 1000) for r in state.steps.values() if r.ended_at is not None]
+    points += [int(r.ended_at * 1000) for r in state.steps.values()
+               if r.ended_at is not None and _before(_scope(r.key, r.branch), scope)]
     return max(points)
+
+
+def _scope(key: str, branch: bool) -> str:
+    """The branch a step is in: ``""`` on the main line, ``"1"``, ``"1.0"`` (nested)."""
+    return key.rpartition("@")[2] if branch and "@" in key else ""
+
+
+def _before(scope: str, of: str) -> bool:
+    """Whether steps in ``scope`` come before those in ``of`` (the same or an enclosing one)."""
+    return not scope or of == scope or of.startswith(f"{scope}.")
 
 
 def commit(d: WaitForEvent, cx: CommitContext) -> Commit:
     """The step Waiting, its waiter, and its WAKE due at the timeout."""
     s, run = d.step, cx.state.run
-    detail = WaitDetail(d.event, d.expression, decision_point(cx.state))
+    detail = WaitDetail(d.event, d.expression, decision_point(cx.state, s))
     w = cx.write(s, status=StepStatus.WAITING, wake_at=d.until, detail=detail.to_json())
     waiter = Waiter(d.event, run.run_id, cx.fn.id, s.key, WaiterKind.STEP, d.expression, d.until)
     wake = wake_message(cx.fn.id, run.run_id, s.key, d.until)
