@@ -320,7 +320,7 @@ class LocalChaos:
         queue = backend.queue
         idle = Idle(queue.visible_count, self.chaos.workers)
 
-        def work(idle: Idle) -> None:
+        def drain(idle: Idle) -> None:
             with self.faults.active():
                 while not idle.done.is_set():
                     with idle.busy():
@@ -343,6 +343,12 @@ class LocalChaos:
                     if not batch:
                         idle.check()
                         idle.done.wait(0.002)
+
+        def work(idle: Idle) -> None:
+            try:
+                drain(idle)
+            finally:  # the thread ends, and its connection with it (one set per settle)
+                backend.store.db.close_thread()
 
         run_workers(self.chaos.workers, work, idle)
         return idle.handled
