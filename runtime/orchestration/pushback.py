@@ -63,6 +63,11 @@ def is_pushback(exc: BaseException) -> bool:
     return False
 
 
+def lost_races(exc: BaseException) -> bool:
+    """Whether ``exc`` is stepkit's own contention (lost commit or gate races), not AWS's."""
+    return bool({c.__name__ for c in type(exc).__mro__} & _CONTENTION)
+
+
 def _says_not_now(exc: BaseException) -> bool:
     if isinstance(exc, PushbackError):
         return True
@@ -94,6 +99,8 @@ class Backoff:
 
     Attributes:
         pushback: The first delay after a pushback (seconds); each next one doubles.
+        contention: The same after stepkit's own lost races (a commit's, a gate's): no
+            service is overloaded, so it comes back sooner.
         failure: The first delay after a failure; each next one doubles.
         cap: The longest delay: SQS's 900 s, so no timer is needed.
         ceiling: How long a message keeps coming back on pushback alone (a day); past it,
@@ -101,6 +108,7 @@ class Backoff:
     """
 
     pushback: float = 2.0
+    contention: float = 1.0
     failure: float = 60.0
     cap: float = 900.0
     ceiling: float = 86_400.0
@@ -144,7 +152,8 @@ class Deferrer:
         what = f"{msg.kind.value} message {msg.id} of run {msg.run_id}"
         if is_pushback(exc) and now - since < self.backoff.ceiling:
             counts = Deferral(counts.pushbacks + 1, counts.failures, since)
-            delay = self.backoff.delay(self.backoff.pushback, counts.pushbacks, msg.id)
+            first = self.backoff.contention if lost_races(exc) else self.backoff.pushback
+            delay = self.backoff.delay(first, counts.pushbacks, msg.id)
             p.log.warning("%s pushed back (%d): %s; again in %.0fs", what, counts.pushbacks,
                           _short(exc), delay)
             p.metrics.pushback(msg.function_id)

@@ -197,9 +197,10 @@ def wrap_orchestrator(orchestrator: Any, faults: Faults) -> None:
 
     A delivery that failed comes again at once, as the drivers make a failed message
     visible again at once: chaos mode is about correctness under faults, not their delays.
-    (A pushback keeps its delays: it lasts a span of harness time, which must pass.)
+    So does one that lost races. (A pushback keeps its delays: pushback mode refuses calls
+    for a span of harness time, which must pass.)
     """
-    orchestrator.deferrer.backoff = Backoff(failure=0.0)
+    orchestrator.deferrer.backoff = Backoff(contention=0.0, failure=0.0)
     orchestrator.store = FaultyStore(orchestrator.store, faults)
     orchestrator.queue = FaultyQueue(orchestrator.queue, faults)
     orchestrator.bus = FaultyBus(orchestrator.bus, faults)
