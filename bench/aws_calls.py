@@ -21,6 +21,7 @@ from typing import Any
 
 from runtime import App, Context, TriggerEvent
 from runtime.backends.aws.table import RUN_PREFIX, SNAP_SK, item_bytes, key
+from runtime.deploy import AwsOptions
 from runtime.orchestration.clock import FakeClock
 from stepkit_emulators.aws import AwsBackend
 from stepkit_emulators.emulators import aws_emulators
@@ -32,7 +33,7 @@ SQS_REQUEST = 0.40 / 1e6
 EVENTBRIDGE_EVENT = 1.00 / 1e6
 DDB_WRU = 0.625 / 1e6
 DDB_RRU = 0.125 / 1e6
-LAMBDA_MEMORY_GB = 0.25
+LAMBDA_MEMORY_GB = AwsOptions().memory_mb / 1024  # the default (512 MB: runtime/deploy.py)
 _CAPACITY_OPS = {"Query", "GetItem", "BatchGetItem", "PutItem", "UpdateItem", "DeleteItem"}
 _READ_OPS = {"Query", "GetItem", "BatchGetItem"}
 
@@ -266,7 +267,7 @@ def main() -> None:
               f"{'' if d['woke'] else ' (NOT WOKEN)'}: {ops}")
     print("WRU of transactions are computed from the items written (DynamoDB Local "
           "under-reports them); RRU are as DynamoDB Local reports them")
-    print("\nprices: Lambda arm64 $0.20/M requests + $0.0000133334/GB-s at 256 MB x the measured "
+    print("\nprices: Lambda arm64 $0.20/M requests + $0.0000133334/GB-s at 512 MB x the measured "
           "handler time (emulator latency included); SQS $0.40/M requests; EventBridge $1/M "
           "events; DynamoDB on-demand $0.625/M WRU, $0.125/M RRU")
 

@@ -15,7 +15,7 @@ the whole item, twice for a transaction; an update is billed on the item as it i
 read back from the emulator by an unmetered client); read units are DynamoDB Local's.
 
 Prices: public us-east-1 on-demand rates (see ``PRICES``); a Lambda invocation is billed at
-256 MB for ``LAMBDA_MS``.
+the default memory (512 MB) for ``LAMBDA_MS``.
 Run: .venv/bin/python bench/scale.py [--scenario NAME ...]
 """
 
@@ -33,6 +33,7 @@ from typing import Any
 
 from runtime import App, BatchEvents, Context, TriggerEvent
 from runtime.backends.aws.table import INDEX_SHARDS, table_spec
+from runtime.deploy import AwsOptions
 from runtime.orchestration.clock import FakeClock
 from runtime.orchestration.protocols import RunQuery
 from runtime.records import Message, MessageKind, RunRecord, RunState
@@ -46,7 +47,7 @@ PRICES = {
     "events": 1.00 / 1e6, "scheduler": 1.00 / 1e6, "wcu": 0.625 / 1e6, "rcu": 0.125 / 1e6,
 }
 LAMBDA_MS = 50.0
-LAMBDA_GB = 0.25
+LAMBDA_GB = AwsOptions().memory_mb / 1024  # the default (512 MB: runtime/deploy.py)
 _GSI_KEY = re.compile(r"\b(gsi\d)pk\s*=\s*(:\w+)")
 _SHARD = re.compile(r"#[0-7]$")  # an index key's shard suffix
 _HEX_ID = re.compile(r"\b(?:[0-9a-f]{32}|[0-9A-HJKMNP-TV-Z]{26})\b")  # uuid hex or ULID
