@@ -243,11 +243,16 @@ class Deferral:
 
 
 def deferred(msg: Message, counts: Deferral, due: float) -> Message:
-    """``msg`` sent again at ``due`` with ``counts``; its next delivery is a redelivery."""
+    """``msg`` sent again at ``due`` with ``counts``; its next delivery is a redelivery.
+
+    Not a returned one (:func:`as_returned`): the delivery that sends it came back (it
+    raised), so a delivery mark it left is no death, and must not be charged as one.
+    """
     raw: dict[str, float] = {"pushbacks": counts.pushbacks, "failures": counts.failures}
     if counts.since is not None:
         raw["since"] = counts.since
-    return replace(msg, payload={**(msg.payload or {}), "deferred": raw}, due=due)
+    payload = {k: v for k, v in (msg.payload or {}).items() if k != "returned"}
+    return replace(msg, payload={**payload, "deferred": raw}, due=due)
 
 
 def is_deferred(msg: Message) -> bool:

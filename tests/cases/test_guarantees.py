@@ -470,7 +470,7 @@ def test_a_message_that_can_never_be_done_fails_its_run_with_the_reason(
     monkeypatch.setattr(Resolver, "on_wake", unreachable)
     h = make_harness(app)
     h.send("shop/go")
-    h.advance("2h")
+    h.advance("5h")  # the sleep, then each failure back after its backoff (1 min ... 15 min)
     run = h.only_run("napper")
     assert run.status == "Failed"
     assert run.error is not None and run.error.startswith("DeliveryFailedError: "), run.error
