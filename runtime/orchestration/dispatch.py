@@ -99,6 +99,9 @@ class Dispatcher:
             return
         if redelivered and self.delivery.committed(state, msg):
             self.delivery.resend(fn, msg, state, hard=last)  # a message commits once
+            # A place in line it left (it waited, was woken, then failed) would hold up the
+            # line until it lapses: give its turn on.
+            self.replayer.slots.forget(fn, state, msg)
             return
         if mine(state, msg) or state.run.status.finished:
             # Its work is done (or moot): a message that waited in line gives its turn on
