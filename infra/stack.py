@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -35,6 +36,7 @@ from infra.constructs.monitoring import Monitoring, NotifyTopic
 from infra.constructs.payloads import PayloadBucket
 from infra.constructs.run_alarms import RunAlarms
 from infra.constructs.run_reaper import RunReaper
+from infra.constructs.schedule_census import ScheduleCensus
 from infra.constructs.state_table import StateTable
 from infra.constructs.timers import TimerSchedules
 from infra.constructs.tracing import enable_tracing
@@ -207,6 +209,7 @@ class StepkitStack(cdk.Stack):
         monitoring: The root stack's alarms and dashboard (router, delivery DLQ, schedules).
         group_monitoring: Each group's alarms and dashboard (its functions), by group.
         reaper: Deletes a run's steps and log when TTL deletes its run item.
+        census: Counts the app's schedules hourly, alarmed before the account's quota.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, settings: StackSettings,
@@ -253,6 +256,7 @@ class StepkitStack(cdk.Stack):
                                  email=settings.alarm_email)
         cdk.Aspects.of(self).add(NotifyTopic(self.alarms.topic))  # the groups' alarms too
         self.run_alarms = RunAlarms(self, "RunAlarms", service=app.id)
+        self.census = self._census(app)
         self.monitoring = Monitoring(
             self, "Monitoring", dashboard_name=self.stack_name,
             workers={ROUTER_LABEL: self.router.worker}, service=app.id, function_ids=[],
@@ -264,6 +268,16 @@ class StepkitStack(cdk.Stack):
         self.group_monitoring = {index: self._monitor(group, app)
                                  for index, group in self.groups.items()}
         self._add_outputs()
+
+    def _census(self, app: App) -> ScheduleCensus:
+        """The hourly schedule count; a census that cannot count notifies too."""
+        census = ScheduleCensus(self, "Census", service=app.id, group=self.schedule_group,
+                                code=self._code, environment=self._environment,
+                                log_retention=self.settings.log_retention(), dlq=self.delivery)
+        census.alarm.add_insufficient_data_action(cloudwatch_actions.SnsAction(self.alarms.topic))
+        if self.settings.tracing:
+            enable_tracing(census.function, census.role)
+        return census
 
     def _monitor(self, group: FunctionGroup, app: App) -> Monitoring:
         """The group's alarms and dashboard (ids unique in the app: the console lists them)."""

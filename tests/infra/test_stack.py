@@ -28,6 +28,8 @@ from infra.constructs.event_router import ROUTER_MAX_CONCURRENCY
 from infra.constructs.payloads import PAYLOAD_ACTIONS, RUN_MARGIN_DAYS
 from infra.constructs.run_reaper import BATCH_SIZE as REAPER_BATCH
 from infra.constructs.run_reaper import HANDLER as REAPER_HANDLER
+from infra.constructs.schedule_census import HANDLER as CENSUS_HANDLER
+from infra.constructs.schedule_census import SCHEDULE_NAME as CENSUS_SCHEDULE
 from infra.constructs.state_table import STATE_ACTIONS
 from infra.stack import StackSettings, StepkitStack
 from runtime import App, AwsOptions, TriggerCron, TriggerEvent
@@ -118,7 +120,7 @@ def payload_bucket(resources: Resources) -> str:
 
 def lambda_of(resources: Resources, function_id: str | None) -> tuple[str, dict[str, Any]]:
     (found,) = [(k, props(v)) for k, v in stepkit_lambdas(resources).items()
-                if props(v)["Handler"] != REAPER_HANDLER
+                if props(v)["Handler"] not in (REAPER_HANDLER, CENSUS_HANDLER)
                 and props(v)["Environment"]["Variables"].get("STEPKIT_FUNCTION") == function_id]
     return found
 
@@ -129,6 +131,13 @@ def reaper_ids(resources: Resources) -> tuple[str, str]:
                   if "DestinationConfig" in props(m)]
     failed = mapping["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
     return failed, mapping["FunctionName"]["Ref"]
+
+
+def census_id(resources: Resources) -> str:
+    """The logical id of the schedule census's Lambda."""
+    (found,) = [k for k, v in stepkit_lambdas(resources).items()
+                if props(v)["Handler"] == CENSUS_HANDLER]
+    return found
 
 
 def role_statements(resources: Resources, role_arn: dict[str, Any]) -> list[dict[str, Any]]:
@@ -188,12 +197,13 @@ def test_one_lambda_queue_dlq_and_mapping_per_function_plus_the_router(
     n = len(list(app)) + 1
     counts = Counter(r["Type"] for r in resources.values())
     # ... the one delivery DLQ, and the run reaper: a Lambda, its failure queue, its stream
-    # mapping, its logs; and CDK's Lambda that empties the payload bucket on `cdk destroy`.
-    assert counts["AWS::Lambda::Function"] == n + 2
-    assert len(stepkit_lambdas(resources)) == n + 1
+    # mapping, its logs; the schedule census: a Lambda and its logs; and CDK's Lambda that
+    # empties the payload bucket on `cdk destroy`.
+    assert counts["AWS::Lambda::Function"] == n + 3
+    assert len(stepkit_lambdas(resources)) == n + 2
     assert counts["AWS::SQS::Queue"] == 2 * n + 2
     assert counts["AWS::Lambda::EventSourceMapping"] == n + 1
-    assert counts["AWS::Logs::LogGroup"] == n + 1
+    assert counts["AWS::Logs::LogGroup"] == n + 2
 
 
 def test_lambdas_run_the_handlers_on_arm64_with_the_stepkit_environment(
@@ -330,7 +340,8 @@ def test_trigger_and_router_rules_use_the_patterns_from_resources(
 def test_cron_triggers_are_scheduler_schedules_with_a_send_only_role(
     app: App, res: AppResources, resources: Resources
 ) -> None:
-    schedules = of_type(resources, "AWS::Scheduler::Schedule")
+    schedules = {k: s for k, s in of_type(resources, "AWS::Scheduler::Schedule").items()
+                 if props(s)["Target"]["Arn"] != arn(census_id(resources))}  # the census's
     assert len(schedules) == sum(len(fn.crons) for fn in app)
     digest = [props(s) for s in schedules.values()
               if props(s)["Name"] == res.function("daily-digest").schedules[0].name]
@@ -424,6 +435,8 @@ def test_no_wildcards_in_iam_policies(res: AppResources, resources: Resources) -
     for p in policies:
         for s in props(p)["PolicyDocument"]["Statement"]:
             assert not any("*" in a for a in actions(s)), s
+            if actions(s) == ["scheduler:ListSchedules"]:
+                continue  # no resource type in IAM: the census's, see its own test
             # Named at run time: timer schedules (the next test) and payload objects.
             if s["Resource"] in (timer_schedules(res), payload_objects):
                 continue
@@ -584,7 +597,7 @@ def test_retention_context_moves_the_payload_expiry_and_retain_state_keeps_the_b
     bucket = resources[payload_bucket(resources)]
     assert (bucket["DeletionPolicy"], bucket["UpdateReplacePolicy"]) == ("Retain", "Retain")
     assert of_type(resources, "Custom::S3AutoDeleteObjects") == {}
-    assert len(of_type(resources, "AWS::Lambda::Function")) == 3  # no auto-delete provider
+    assert len(of_type(resources, "AWS::Lambda::Function")) == 4  # no auto-delete provider
 
 
 def test_payload_bucket_is_emptied_and_deleted_with_the_stack_by_default(
@@ -660,7 +673,7 @@ def test_alarms_on_every_dlq_and_backlog_and_a_dashboard_but_none_on_lambda_erro
         assert (a["Threshold"], a["ComparisonOperator"], a["EvaluationPeriods"]) == \
             (86400, "GreaterThanThreshold", 3)
     for a in alarms:
-        if a not in age_alarms:
+        if a not in age_alarms and a["MetricName"] != "Schedules":  # the census: its own test
             assert (a["Threshold"], a["ComparisonOperator"]) == (0, "GreaterThanThreshold")
     # One dashboard for the root stack (the router) and one per group of functions, so
     # that none outgrows CloudWatch's 500 widgets.
@@ -698,7 +711,8 @@ def test_failed_runs_and_sustained_pushback_alarm_once_per_app_by_function(
 ) -> None:
     alarms = {k: props(a) for k, a in of_type(resources, "AWS::CloudWatch::Alarm").items()
               if "Metrics" in props(a)}
-    assert all(props(a).get("Namespace") != "stepkit"
+    # No run metric is alarmed per function (the schedule census is one series per app).
+    assert all(props(a).get("Namespace") != "stepkit" or props(a)["MetricName"] == "Schedules"
                for a in of_type(resources, "AWS::CloudWatch::Alarm").values())
     by_metric: dict[str, dict[str, Any]] = {}
     for a in alarms.values():
@@ -784,7 +798,7 @@ def test_tracing_context_makes_every_lambda_trace_actively(tmp_path: Path) -> No
     cdk_app.synth()  # cdk-nag passes: the one wildcard (X-Ray) is acknowledged with a reason
     resources = flat(stack)["Resources"]
     functions = stepkit_lambdas(resources)
-    assert len(functions) == 3  # the function, the router and the run reaper
+    assert len(functions) == 4  # the function, the router, the run reaper and the census
     for _, fn in functions.items():
         p = props(fn)
         assert p["TracingConfig"] == {"Mode": "Active"}
@@ -845,9 +859,10 @@ def test_options_and_settings_shape_the_lambdas_and_names() -> None:
 def test_every_lambda_may_continue_runs_through_its_own_queue(resources: Resources) -> None:
     # Lambda stops a same-function SQS chain after ~16 hops unless RecursiveLoop is Allow:
     # every step and every 900 s timer hop of a run is such a hop. (The run reaper, fed by
-    # the table's stream, sends nothing and keeps Lambda's default.)
+    # the table's stream, and the schedule census send nothing and keep Lambda's default.)
     _, reaper = reaper_ids(resources)
-    functions = {k: f for k, f in stepkit_lambdas(resources).items() if k != reaper}
+    functions = {k: f for k, f in stepkit_lambdas(resources).items()
+                 if k not in (reaper, census_id(resources))}
     assert functions
     assert {k: props(f).get("RecursiveLoop") for k, f in functions.items()} == {
         k: "Allow" for k in functions}
@@ -985,6 +1000,7 @@ def test_cron_only_function_gets_no_trigger_rule() -> None:
     _, resources, _ = synth(app)
     names = {props(r)["Name"] for r in of_type(resources, "AWS::Events::Rule").values()}
     assert names == {"shop-router"}
-    (s,) = [props(s) for s in of_type(resources, "AWS::Scheduler::Schedule").values()]
+    (s,) = [props(s) for s in of_type(resources, "AWS::Scheduler::Schedule").values()
+            if props(s)["Name"] != CENSUS_SCHEDULE]
     assert (s["ScheduleExpression"], s["ScheduleExpressionTimezone"]) == \
         ("cron(30 2 ? * 2-6 *)", "America/New_York")
