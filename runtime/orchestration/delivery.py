@@ -9,19 +9,36 @@ cannot be done fails its run with the reason instead of leaving it in flight.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from runtime.app import FunctionDef
 from runtime.orchestration.finishing import Finisher
 from runtime.orchestration.matching import cancel_lookback, wait_lookback
 from runtime.orchestration.ports import Ports
 from runtime.orchestration.replaying import chained, runs_code
-from runtime.records import Message, MessageKind, Outgoing, RunState, StepStatus
+from runtime.records import Message, MessageKind, Outgoing, RunState, StepStatus, TimerCancel
 
 
 def mine(state: RunState, msg: Message) -> bool:
     """Whether the run's last commit is ``msg``'s (or a checkpoint chain's it began)."""
     return state.run.last_msg == msg.id or chained(state.run.last_msg, msg.id)
+
+
+def moot(state: RunState, out: Outgoing) -> bool:
+    """Whether ``out`` is a timer its run has moved past since the commit that sent it.
+
+    A redelivery re-sends its commit's outbox as it was; a wake-up of a step that has
+    ended, or a finish timeout of a run that has, would only fire for nothing (and on AWS
+    hold one of the account's schedules until then), so it is not sent again.
+    """
+    if not isinstance(out, Message) or out.due is None:
+        return False
+    if out.kind is MessageKind.TIMEOUT and out.key is None:
+        return state.run.status.finished
+    if out.kind is MessageKind.WAKE:
+        rec = state.steps.get(out.key or "")
+        return state.run.status.finished or (rec is not None and rec.status.final)
+    return False
 
 
 class Delivery:
@@ -62,9 +79,29 @@ class Delivery:
             out.extend(state.run.outbox)
         if msg.kind is MessageKind.START and not state.run.status.finished:
             out.extend(cancel_lookback(p, fn, state))
+        out = [o for o in out if not moot(state, o)]
         if out:
             p.log.info("run %s: redelivered %s re-sends %d", msg.run_id, msg.kind, len(out))
             (p.send_hard if hard else p.send)(out)
+            self._unset_late(msg.run_id, out)
+
+    def _unset_late(self, run_id: str, sent: Sequence[Outgoing]) -> None:
+        """Delete timers just re-sent that the run moved past while they were being sent.
+
+        The step they wake may have ended between our read of the run and our send, and its
+        commit's own delete may have run before our send: read the run again and delete them.
+        Only a redelivery that re-sends timers pays this read.
+        """
+        timers = [o for o in sent if isinstance(o, Message) and o.due is not None
+                  and o.kind in (MessageKind.WAKE, MessageKind.TIMEOUT)]
+        if not timers:
+            return
+        fresh = self.ports.store.load(run_id)
+        now = self.ports.clock.now()
+        late = [TimerCancel(o.id, o.function_id, float(o.due or now), now)
+                for o in timers if fresh is not None and moot(fresh, o)]
+        if late:
+            self.ports.queue.cancel(late)
 
     def last_delivery(self, fn: FunctionDef, msg: Message, receive_count: int,
                       again: Callable[[], None]) -> None:

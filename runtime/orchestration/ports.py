@@ -97,7 +97,7 @@ class Ports:
     def send(self, outbox: Sequence[Outgoing]) -> None:
         """Send a commit's outbox: its events to the bus, its messages to the queues.
 
-        Timers it made moot are deleted after, best effort.
+        Timers it made moot are deleted after.
         """
         messages = [o for o in outbox if isinstance(o, Message)]
         events = [o.event for o in outbox if isinstance(o, EventOut)]
@@ -107,11 +107,9 @@ class Ports:
             self.queue.send(messages)
         moot = [o for o in outbox if isinstance(o, TimerCancel)]
         if moot:
-            try:
-                self.queue.cancel(moot)
-            except Exception:  # it fires into work that moved on, which does nothing
-                self.log.warning("timers %s not deleted; they fire for nothing",
-                                 [t.message_id for t in moot], exc_info=True)
+            # A delete refused (throttled) raises like any send: the delivery comes back and
+            # its redelivery deletes them again (idempotent), so none outlives its purpose.
+            self.queue.cancel(moot)
 
     def send_hard(self, outbox: Sequence[Outgoing]) -> None:
         """:meth:`send`, retried in place: on a message's last delivery none follows."""

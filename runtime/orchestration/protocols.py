@@ -357,10 +357,11 @@ class Queue(Protocol):
         ...
 
     def cancel(self, timers: Sequence[TimerCancel]) -> None:
-        """Delete timers a commit made moot, where the queue can (best effort, idempotent).
+        """Delete timers a commit made moot, where the queue can (idempotent).
 
-        A timer not deleted fires into work that moved on, which does nothing; so a failure
-        here is logged, never raised into the work that asked.
+        A failure raises: the delivery that asked comes back (its commit has landed) and its
+        redelivery deletes them again. A timer not deleted would fire into work that moved
+        on, which does nothing, but hold one of the account's schedules until then.
         """
         ...
 

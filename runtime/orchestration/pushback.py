@@ -77,7 +77,9 @@ def _says_not_now(exc: BaseException) -> bool:
     names = {c.__name__ for c in type(exc).__mro__}
     if names & (_UNANSWERED | _CONTENTION):
         return True
-    if getattr(exc, "code", None) in PUSHBACK_CODES:  # stepkit's own wrapping of AWS errors
+    # stepkit's own wrappings of AWS errors carry the code(s) AWS gave
+    codes = {str(getattr(exc, "code", "") or "")} | {str(c) for c in getattr(exc, "codes", ())}
+    if codes & (PUSHBACK_CODES | _UNANSWERED):
         return True
     response = getattr(exc, "response", None)
     if not isinstance(response, dict):

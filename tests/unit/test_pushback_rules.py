@@ -10,7 +10,10 @@ import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
 
 from runtime import App
+from runtime.backends.aws.bus import PublishError
 from runtime.backends.aws.dynamo import StoreError
+from runtime.backends.aws.queue import QueueError
+from runtime.backends.aws.timers import TimerError
 from runtime.engine import Limits
 from runtime.errors import PushbackError
 from runtime.messages import Deferral, is_deferred
@@ -41,6 +44,10 @@ def _aws(code: str, status: int = 400, **extra: object) -> ClientError:
     CommitContentionError("lost 64 races"),
     PushbackError("throttled"),
     StoreError("DynamoDB PutItem failed", code="ServiceUnavailable"),
+    TimerError("Scheduler refused the timer", code="ThrottlingException"),
+    TimerError("Scheduler unreachable", code="ReadTimeoutError"),
+    QueueError("SQS refused 1 message(s)", codes=("InternalError",)),
+    PublishError("EventBridge refused 2 entries", codes=("ThrottlingException",)),
 ], ids=lambda e: type(e).__name__)
 def test_what_says_not_now_is_pushback(exc: BaseException) -> None:
     assert is_pushback(exc)
@@ -57,6 +64,8 @@ def test_what_says_not_now_is_pushback(exc: BaseException) -> None:
     sqlite3.OperationalError("disk I/O error"),
     KeyError("bug"),
     StoreError("DynamoDB PutItem failed", code="AccessDeniedException"),
+    TimerError("Scheduler refused the timer", code="ValidationException"),
+    PublishError("EventBridge refused 1 entry", codes=("InvalidArgument",)),
 ], ids=lambda e: type(e).__name__)
 def test_what_says_wrong_is_a_failure(exc: BaseException) -> None:
     assert not is_pushback(exc)

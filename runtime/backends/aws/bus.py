@@ -19,7 +19,15 @@ _TRIES = 4
 
 
 class PublishError(StepkitError):
-    """EventBridge kept refusing entries."""
+    """EventBridge kept refusing entries.
+
+    Attributes:
+        codes: The codes it gave the entries it refused (throttling among them is pushback).
+    """
+
+    def __init__(self, message: str, *, codes: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.codes = codes
 
 
 def _entry_size(entry: dict[str, Any]) -> int:
@@ -113,8 +121,8 @@ class EventBridgeBus:
                     codes = sorted({str(r.get("ErrorCode")) for _, r in failed})
                     raise PublishError(
                         f"EventBridge refused {len(pending)} entr(y/ies) on bus "
-                        f"'{self.bus_name}' after {_TRIES} tries: {', '.join(codes)}"
-                    )
+                        f"'{self.bus_name}' after {_TRIES} tries: {', '.join(codes)}",
+                        codes=tuple(codes))
                 time.sleep(0.05 * 2**attempt)
 
 

@@ -23,7 +23,15 @@ STORED = "stored"
 
 
 class QueueError(StepkitError):
-    """SQS refused messages."""
+    """SQS refused messages.
+
+    Attributes:
+        codes: The codes SQS gave the entries it refused (throttling among them is pushback).
+    """
+
+    def __init__(self, message: str, *, codes: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.codes = codes
 
 
 def _batches(entries: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -63,8 +71,7 @@ def send_bodies(client: Any, url: str, entries: list[dict[str, Any]]) -> None:
                 reasons = sorted({f.get("Code", "?") for f in again["Failed"]})
                 raise QueueError(
                     f"SQS refused {len(again['Failed'])} message(s) to {url}: "
-                    f"{', '.join(reasons)}"
-                )
+                    f"{', '.join(reasons)}", codes=tuple(reasons))
 
 
 class SqsQueue:
@@ -130,7 +137,7 @@ class SqsQueue:
         does nothing.
 
         Raises:
-            TimerError: Scheduler refused a delete (the caller logs it).
+            TimerError: Scheduler refused a delete (the delivery comes back to retry it).
         """
         if self.timers is None:
             return

@@ -52,7 +52,16 @@ _NAME_CHARS = re.compile(r"[0-9A-Za-z_.-]{1,52}")
 
 
 class TimerError(StepkitError):
-    """Scheduler refused a timer's schedule: the message is redelivered and sent again."""
+    """Scheduler refused a timer's schedule: the message is redelivered and sent again.
+
+    Attributes:
+        code: AWS's error code, or botocore's error class when there was no answer (what
+            tells a throttled call from a refused one).
+    """
+
+    def __init__(self, message: str, *, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def schedule_name(message: Message) -> str:
@@ -160,18 +169,19 @@ class SchedulerTimers:
             if code == "ConflictException":  # an earlier send of this message created it
                 return True
             raise TimerError(
-                f"Scheduler refused the timer {name} of run {message.run_id}: {code}: {exc}"
-            ) from None
+                f"Scheduler refused the timer {name} of run {message.run_id}: {code}: {exc}",
+                code=code) from None
         except BotoCoreError as exc:
-            raise TimerError(f"Scheduler unreachable for the timer {name}: {exc}") from None
+            raise TimerError(f"Scheduler unreachable for the timer {name}: {exc}",
+                             code=type(exc).__name__) from None
         return True
 
     def delete(self, timer: TimerCancel) -> None:
         """Delete the schedule of a moot timer; one already gone (fired, deleted) is fine.
 
         Raises:
-            TimerError: Scheduler refused (throttled, a permission): the caller logs it, and
-                the schedule fires into work that moved on, which does nothing.
+            TimerError: Scheduler refused (throttled, a permission): the delivery that
+                asked comes back and deletes it again.
         """
         name = _name(timer.message_id, timer.due)
         try:
@@ -180,6 +190,7 @@ class SchedulerTimers:
             code = exc.response.get("Error", {}).get("Code", "")
             if code != "ResourceNotFoundException":
                 raise TimerError(f"Scheduler refused to delete the timer {name}: {code}: "
-                                 f"{exc}") from None
+                                 f"{exc}", code=code) from None
         except BotoCoreError as exc:
-            raise TimerError(f"Scheduler unreachable to delete the timer {name}: {exc}") from None
+            raise TimerError(f"Scheduler unreachable to delete the timer {name}: {exc}",
+                             code=type(exc).__name__) from None
