@@ -12,11 +12,11 @@ from __future__ import annotations
 from runtime.messages import MatchPayload, ResolvePayload
 from runtime.orchestration.matching import wait_timeout
 from runtime.orchestration.ports import Ports
-from runtime.records import Message, RunState, StepKind, StepStatus
+from runtime.records import Message, RunState, StepKind, StepRecord, StepStatus
 from runtime.steps import KINDS
 from runtime.steps.base import Hop, Resolution, resolution_commit
 from runtime.steps.invoke import on_child_finished
-from runtime.steps.wait import on_match
+from runtime.steps.wait import on_match, waiter
 
 
 class Resolver:
@@ -38,8 +38,21 @@ class Resolver:
         if answer is None:
             return False
         if rec.kind is StepKind.WAIT:  # timing out: an event sent in time but late wins
-            answer = wait_timeout(self.ports, state, rec)
+            answer = self._timing_out(state, rec)
         return self.resolve(state.run.run_id, rec.key, rec.status, answer, msg.id)
+
+    def _timing_out(self, state: RunState, rec: StepRecord) -> Resolution:
+        """A wait's timeout: its waiter closed first, then whatever event came in time.
+
+        The router logs an event before it reads the waiters; the timeout removes the waiter
+        before it reads the timeline. So an event whose routing still saw the waiter (and
+        sent a MATCH the timeout's commit would beat) was logged before this read, which
+        finds it; one routed after the waiter closed is found here or by no one. Reading
+        first left a gap: an event logged and matched between the read and the commit lost
+        its MATCH to a timeout of ``None``.
+        """
+        self.ports.store.remove_waiters([waiter(state.run, rec)])
+        return wait_timeout(self.ports, state, rec)
 
     def on_match(self, state: RunState, msg: Message) -> bool:
         """MATCH: an event matched a wait; hand it the event (read back if by reference)."""

@@ -14,6 +14,8 @@ from runtime.backends.aws.queue import SqsQueue
 from runtime.backends.aws.store import DynamoStore
 from runtime.backends.local.queue import SqliteQueue
 from runtime.backends.local.store import SqliteStore
+from runtime.events import validate_event
+from runtime.orchestration import intake
 from runtime.records import Commit, MessageKind, StepKind, StepStatus
 from runtime.testing.chaos import InjectedError
 from tests.conftest import START
@@ -268,6 +270,23 @@ def _send_surely(h: Any, event: dict[str, Any]) -> None:
     raise AssertionError("the event could not be sent")
 
 
+def _routed_now(h: Any, event: dict[str, Any]) -> None:
+    """Send ``event`` now and have it routed now, before the case moves the clock on.
+
+    Locally a send routes the event in the sender's thread. On AWS it waits in the router's
+    queue, and in chaos mode the router may take it only after the clock was moved past a
+    wait's timeout, beside that timeout's WAKE: an event that reaches stepkit after the
+    timeout was handled cannot answer the wait, whatever its ``ts`` (nothing knows of it).
+    The router's own routing, done here, is what the bus's copy would have done; that copy
+    is then a duplicate, ignored.
+    """
+    sent = {**event, "ts": int(h.clock.now() * 1000)}
+    _send_surely(h, sent)
+    router = getattr(h.backend, "router", None)
+    if router is not None:
+        router.orchestrator.route_event(validate_event(sent, now_ms=sent["ts"]).to_json())
+
+
 def _wait_app(calls: list[str], *, first: bool = False, checkpointing: bool = False,
               branches: int = 0, timeout: str = "1h") -> App:
     """A run that waits for its ``chat/reply``: first, or after a step; or in each branch."""
@@ -386,7 +405,8 @@ def test_a_wait_whose_redelivery_comes_after_its_timeout_still_gets_its_event(
 ) -> None:
     # As above, but the redelivery comes after the wait's 2-minute timeout (a visibility
     # timeout is minutes): the timer it re-sends is due at once, beside its lookback's MATCH.
-    # The reply came within the two minutes, so the wait has it whichever comes first.
+    # The reply came, and was routed, within the two minutes (:func:`_routed_now`), so the
+    # wait has it whichever comes first.
     calls: list[str] = []
     options = SHAPES[shape]
     waits = int(options.get("branches", 1))
@@ -394,7 +414,7 @@ def test_a_wait_whose_redelivery_comes_after_its_timeout_still_gets_its_event(
 
     def send_replies() -> None:
         for b in range(waits):
-            _send_surely(h, _reply(b))
+            _routed_now(h, _reply(b))
 
     def late() -> None:
         if when == "between":
@@ -408,6 +428,49 @@ def test_a_wait_whose_redelivery_comes_after_its_timeout_still_gets_its_event(
     h.advance("10m")
     assert ambiguous.fired == ["commit"]
     _assert_answered(h, calls, first=bool(options.get("first")), waits=waits)
+
+
+def test_an_event_the_router_matched_while_the_wait_timed_out_answers_it(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The router logs an event, then reads the waiters; a timeout reads the timeline, then
+    # commits ``None``. The reply (sent a second before the timeout) is routed just after
+    # the timeout's read: if the router still saw the waiter, its MATCH must not lose to
+    # that ``None``. (If it did not, the event reached stepkit after the wait ended: ``None``.)
+    calls: list[str] = []
+    h = make_harness(_wait_app(calls, timeout="2m"))
+    router = getattr(h.backend, "orchestrator", None) or h.backend.router.orchestrator
+    timeout_at = h.clock.now() + 120
+    reply = validate_event({**_reply(), "ts": int(timeout_at * 1000) - 1000},
+                           now_ms=int(timeout_at * 1000)).to_json()
+    matched: list[Any] = []
+    routed: list[bool] = []
+    real_matches = intake.match_messages
+
+    def matches(ports: Any, event: dict[str, Any]) -> list[Any]:
+        found = real_matches(ports, event)
+        matched.extend(found)
+        return found
+
+    def routed_after_read(real: Callable[..., Any]) -> Callable[..., Any]:
+        def call(inner: Any, *args: Any, **kwargs: Any) -> Any:
+            result = real(inner, *args, **kwargs)
+            if h.clock.now() >= timeout_at and not routed:
+                routed.append(True)
+                router.route_event(reply)
+            return result
+
+        return call
+
+    monkeypatch.setattr(intake, "match_messages", matches)
+    for cls in (SqliteStore, DynamoStore):
+        monkeypatch.setattr(cls, "events_since", routed_after_read(cls.events_since))
+    h.send("chat/start", {"q": 1})
+    h.advance("3m")
+    assert routed == [True]
+    run = h.only_run("asker")
+    assert run.status == "Completed", (run.status, run.error)
+    assert run.output == (["yes-0"] if matched else [None])
 
 
 def test_a_reply_whose_routing_is_retried_after_the_timeout_still_answers_the_wait(
