@@ -47,7 +47,10 @@ _OPERATORS |= {">": operator.gt, ">=": operator.ge}
 _FUNCTIONS: dict[str, Any] = {f"_{k}_": _numeric_aware(f"_{k}_", v) for k, v in _OPERATORS.items()}
 _ENV = celpy.Environment()
 # What evaluation may raise; celpy wraps nearly everything in CELEvalError.
-_EVAL_ERRORS = (CELEvalError, ArithmeticError, LookupError, TypeError, ValueError)
+#: What an evaluation may raise that means "no match", not a bug: a deeply nested value
+#: (within what events allow) can exhaust the recursion of the conversion or the evaluator.
+_EVAL_ERRORS = (CELEvalError, ArithmeticError, LookupError, TypeError, ValueError,
+                RecursionError)
 
 
 def _to_cel(value: Any) -> Any:
@@ -77,8 +80,8 @@ def compile_program(source: str) -> celpy.Runner:
 
 def evaluate(program: celpy.Runner, variables: Mapping[str, Any]) -> bool:
     """True only if ``program`` yields boolean true with ``variables`` bound."""
-    activation = {name: _to_cel(value) for name, value in variables.items()}
     try:
+        activation = {name: _to_cel(value) for name, value in variables.items()}
         result = program.evaluate(activation)
     except _EVAL_ERRORS:
         return False

@@ -75,10 +75,25 @@ def in_time(expires_at: float | None, event: dict[str, Any]) -> bool:
 
 
 def match_messages(ports: Ports, event: dict[str, Any]) -> list[Message]:
-    """One MATCH (wait) or CANCEL (cancel_on) message per waiter ``event`` came in time for."""
-    return [waiter_message(w.function_id, w.run_id, w.key, w.kind, event)
-            for w in ports.store.waiters_for(event)
-            if in_time(w.expires_at, event) and matches(w.expression, event)]
+    """One MATCH (wait) or CANCEL (cancel_on) message per waiter ``event`` came in time for.
+
+    Each waiter is matched on its own: one whose expression cannot be evaluated (a value a
+    run planted in it that the evaluator cannot take) is no match, logged with its run, and
+    never stops the event from reaching the other runs' waiters.
+    """
+    out = []
+    for w in ports.store.waiters_for(event):
+        if not in_time(w.expires_at, event):
+            continue
+        try:
+            hit = matches(w.expression, event)
+        except Exception as exc:
+            ports.log.warning("waiter %s of run %s cannot be matched, taken as no match: %s",
+                              w.key, w.run_id, f"{type(exc).__name__}: {exc}"[:300])
+            continue
+        if hit:
+            out.append(waiter_message(w.function_id, w.run_id, w.key, w.kind, event))
+    return out
 
 
 def missed_event(ports: Ports, state: RunState, rec: StepRecord,
