@@ -82,6 +82,9 @@ def evaluate(program: celpy.Runner, variables: Mapping[str, Any]) -> bool:
     """True only if ``program`` yields boolean true with ``variables`` bound."""
     try:
         activation = {name: _to_cel(value) for name, value in variables.items()}
+    except RecursionError:  # a value nested too deep to convert: no match (a non-JSON value
+        return False  # still raises TypeError: that is a programming error)
+    try:
         result = program.evaluate(activation)
     except _EVAL_ERRORS:
         return False
