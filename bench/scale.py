@@ -32,7 +32,7 @@ from datetime import timedelta
 from typing import Any
 
 from runtime import App, BatchEvents, Context, TriggerEvent
-from runtime.backends.aws.table import INDEX_SHARDS, table_spec
+from runtime.backends.aws.table import INDEX_SHARDS, item_bytes, table_spec
 from runtime.deploy import AwsOptions
 from runtime.orchestration.clock import FakeClock
 from runtime.orchestration.protocols import RunQuery
@@ -53,26 +53,8 @@ _SHARD = re.compile(r"#[0-7]$")  # an index key's shard suffix
 _HEX_ID = re.compile(r"\b(?:[0-9a-f]{32}|[0-9A-HJKMNP-TV-Z]{26})\b")  # uuid hex or ULID
 
 
-def _size(value: Any) -> int:
-    kind, v = next(iter(value.items()))
-    if kind in ("S",):
-        return len(v.encode())
-    if kind == "B":
-        return len(v)
-    if kind == "N":
-        return len(str(v)) // 2 + 1
-    if kind == "M":
-        return 3 + sum(len(k.encode()) + _size(x) for k, x in v.items())
-    if kind == "L":
-        return 3 + sum(1 + _size(x) for x in v)
-    if kind in ("SS", "NS"):
-        return sum(len(str(x).encode()) for x in v)
-    return 1
-
-
-def item_size(item: dict[str, Any]) -> int:
-    """An item's size as DynamoDB counts it: attribute names plus values."""
-    return sum(len(k.encode()) + _size(v) for k, v in item.items())
+#: An item's size as DynamoDB counts it: attribute names plus values (the store's own rule).
+item_size = item_bytes
 
 
 def _units(size: int, per: int) -> int:

@@ -425,8 +425,8 @@ def _value_bytes(value: Any) -> int:
         return 3 + item_bytes(v)
     if kind in ("L",):
         return 3 + sum(1 + _value_bytes(x) for x in v)
-    if kind == "SS":
-        return sum(len(x.encode()) for x in v)
+    if kind in ("SS", "NS"):
+        return sum(len(str(x).encode()) for x in v)
     return 1
 
 
