@@ -155,6 +155,20 @@ class DynamoTable:
         put = {"TableName": self.table, "Item": item, **{k: v for k, v in extra.items() if v}}
         return {"Put": put}  # type: ignore[typeddict-item]
 
+    def put_if(self, what: str, put: Any) -> bool:
+        """One conditional PutItem (a :meth:`put_action`'s ``Put``); whether it was written.
+
+        A failed condition is an answer (``False``), not an error.
+        """
+        try:
+            with aws_call(what):
+                self.client.put_item(**put)
+        except StoreError as exc:
+            if exc.code == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
     def _transact(self, run_id: str, actions: list[TransactWriteItemTypeDef]) -> bool:
         """Run one transaction; ``False`` when a condition failed (or conflicts persisted)."""
         return self._transact_codes(run_id, actions) is None

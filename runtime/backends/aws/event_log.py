@@ -8,7 +8,7 @@ from itertools import chain, islice
 from typing import Any
 
 from runtime.backends.aws import table as t
-from runtime.backends.aws.dynamo import DynamoTable, StoreError, aws_call
+from runtime.backends.aws.dynamo import DynamoTable, aws_call
 from runtime.backends.rules import dedup_cutoff, expired, seen_within
 
 
@@ -17,20 +17,11 @@ class DynamoEventLog(DynamoTable):
 
     def remember_event(self, event: dict[str, Any], *, now: float, ttl: float) -> bool:
         """Log ``event`` unless its id was received within ``ttl`` seconds; whether it is new."""
-        try:
-            with aws_call("PutItem (event log)"):
-                self.client.put_item(
-                    TableName=self.table,
-                    Item=self._offload_attrs(event["id"], t.event_item(event, now, ttl)),
-                    # TTL deletion is lazy (absent locally): an expired entry counts as absent.
-                    ConditionExpression="attribute_not_exists(pk) OR received_ts <= :cutoff",
-                    ExpressionAttributeValues={":cutoff": t.n(dedup_cutoff(now, ttl))},
-                )
-        except StoreError as exc:
-            if exc.code == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        item = self._offload_attrs(event["id"], t.event_item(event, now, ttl))
+        # TTL deletion is lazy (absent locally): an expired entry counts as absent.
+        put = self.put_action(item, "attribute_not_exists(pk) OR received_ts <= :cutoff",
+                              values={":cutoff": t.n(dedup_cutoff(now, ttl))})["Put"]
+        return self.put_if("PutItem (event log)", put)
 
     def event_seen(self, event_id: str, *, now: float, ttl: float) -> bool:
         """Whether ``event_id`` was remembered (fully routed) within ``ttl`` seconds."""

@@ -75,15 +75,7 @@ class DynamoGateStore(DynamoTable):
         Raises:
             StoreError: DynamoDB failed (throttling, ...), or the state is too large.
         """
-        put = gate_put(self, write)["Put"]
-        try:
-            with aws_call(f"PutItem (gate {write.scope})"):
-                self.client.put_item(**put)
-        except StoreError as exc:
-            if exc.code == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self.put_if(f"PutItem (gate {write.scope})", gate_put(self, write)["Put"])
 
 
 def gate_put(table: DynamoTable, write: GateWrite) -> TransactWriteItemTypeDef:

@@ -134,12 +134,4 @@ class DynamoSlotStore(DynamoTable):
     def _put_if(self, what: str, item: t.Item, condition: str, values: t.Item,
                 names: dict[str, str] | None = None) -> bool:
         """One conditional PutItem; ``False`` when its condition failed."""
-        put = self.put_action(item, condition, names, values or None)["Put"]
-        try:
-            with aws_call(what):
-                self.client.put_item(**put)
-        except StoreError as exc:
-            if exc.code == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self.put_if(what, self.put_action(item, condition, names, values or None)["Put"])
