@@ -20,7 +20,6 @@ so SQS's receive count, and its ``maxReceiveCount`` redrive, see only deaths.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from dataclasses import dataclass
 
 from runtime.errors import PushbackError
@@ -71,7 +70,8 @@ def lost_races(exc: BaseException) -> bool:
 def _says_not_now(exc: BaseException) -> bool:
     if isinstance(exc, PushbackError):
         return True
-    if isinstance(exc, sqlite3.OperationalError):
+    # By name: importing sqlite3 here would load it into every Lambda's cold start.
+    if type(exc).__module__ == "sqlite3" and type(exc).__name__ == "OperationalError":
         text = str(exc).lower()
         return "locked" in text or "busy" in text
     names = {c.__name__ for c in type(exc).__mro__}
