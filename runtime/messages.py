@@ -234,12 +234,23 @@ class Deferral:
     @classmethod
     def of(cls, msg: Message) -> Deferral:
         """``msg``'s counts (all zero for a message never deferred)."""
-        raw = (msg.payload or {}).get("deferred")
+        return cls.from_json((msg.payload or {}).get("deferred"))
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Deferral:
+        """Counts as :meth:`to_json` wrote them (all zero for anything else)."""
         if not isinstance(raw, dict):
             return cls()
         since = raw.get("since")
         return cls(int(raw.get("pushbacks") or 0), int(raw.get("failures") or 0),
                    float(since) if isinstance(since, (int, float)) else None)
+
+    def to_json(self) -> dict[str, float]:
+        """The counts as a message payload (or a router record) carries them."""
+        raw: dict[str, float] = {"pushbacks": self.pushbacks, "failures": self.failures}
+        if self.since is not None:
+            raw["since"] = self.since
+        return raw
 
 
 def deferred(msg: Message, counts: Deferral, due: float) -> Message:
@@ -248,11 +259,8 @@ def deferred(msg: Message, counts: Deferral, due: float) -> Message:
     Not a returned one (:func:`as_returned`): the delivery that sends it came back (it
     raised), so a delivery mark it left is no death, and must not be charged as one.
     """
-    raw: dict[str, float] = {"pushbacks": counts.pushbacks, "failures": counts.failures}
-    if counts.since is not None:
-        raw["since"] = counts.since
     payload = {k: v for k, v in (msg.payload or {}).items() if k != "returned"}
-    return replace(msg, payload={**payload, "deferred": raw}, due=due)
+    return replace(msg, payload={**payload, "deferred": counts.to_json()}, due=due)
 
 
 def is_deferred(msg: Message) -> bool:

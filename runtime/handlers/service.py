@@ -38,10 +38,11 @@ from runtime.errors import InvalidEventError
 from runtime.events import SYSTEM_PREFIX, validate_event
 from runtime.handlers.batch import SqsRecord, process_partial_response
 from runtime.handlers.metrics import CloudWatchMetrics
+from runtime.messages import Deferral
 from runtime.orchestration.clock import SystemClock
 from runtime.orchestration.orchestrator import Orchestrator
 from runtime.orchestration.protocols import Clock
-from runtime.orchestration.pushback import is_pushback
+from runtime.orchestration.pushback import is_pushback, short
 from runtime.records import Message
 
 #: Where a router record pushed back counts its pushbacks (see ``LambdaApp._route_later``).
@@ -335,16 +336,13 @@ class LambdaApp:
         receive count, for up to the backoff's ceiling. Routing is idempotent per event id,
         so a record routed in part is routed again whole. Returns whether it was sent.
         """
-        backoff, now = self.orchestrator.deferrer.backoff, self.clock.now()
-        found = raw.get(_DEFERRED)
-        counts: dict[str, Any] = found if isinstance(found, dict) else {}
-        n = int(counts.get("pushbacks") or 0) + 1
-        since = float(counts.get("since") or now)
-        if now - since >= backoff.ceiling or not self.config.queue_url:
+        backoff = self.orchestrator.deferrer.backoff
+        later = backoff.pushed_back(Deferral.from_json(raw.get(_DEFERRED)), exc,
+                                    self.clock.now(), event_id)
+        if later is None or not self.config.queue_url:
             return False
-        delay = backoff.delay(backoff.pushback, n, event_id)
-        body = json.dumps({**raw, _DEFERRED: {"pushbacks": n, "since": since}},
-                          separators=(",", ":"))
+        counts, delay = later
+        body = json.dumps({**raw, _DEFERRED: counts.to_json()}, separators=(",", ":"))
         try:
             self.sqs.send_message(QueueUrl=self.config.queue_url, MessageBody=body,
                                   DelaySeconds=min(int(delay), MAX_SQS_DELAY))
@@ -352,7 +350,7 @@ class LambdaApp:
             logging.getLogger("stepkit").exception("event %s could not be deferred", event_id)
             return False
         logging.getLogger("stepkit").warning("event %s pushed back (%d): %s; again in %.0fs",
-                                             event_id, n, exc, delay)
+                                             event_id, counts.pushbacks, short(exc), delay)
         self.metrics.pushback("router")
         return True
 

@@ -115,6 +115,20 @@ class Backoff:
     cap: float = 900.0
     ceiling: float = 86_400.0
 
+    def pushed_back(self, counts: Deferral, exc: BaseException, now: float,
+                    seed: str) -> tuple[Deferral, float] | None:
+        """The counts and delay of one more pushback, or ``None`` past the ceiling.
+
+        Lost races come back after :attr:`contention`, anything else AWS refused after
+        :attr:`pushback`, doubling with each pushback of the same work.
+        """
+        since = counts.since if counts.since is not None else now
+        if now - since >= self.ceiling:
+            return None
+        counts = Deferral(counts.pushbacks + 1, counts.failures, since)
+        first = self.contention if lost_races(exc) else self.pushback
+        return counts, self.delay(first, counts.pushbacks, seed)
+
     def delay(self, first: float, n: int, seed: str) -> float:
         """The ``n``-th delay (from 1): doubling from ``first`` up to the cap, jittered.
 
@@ -150,14 +164,12 @@ class Deferrer:
         p = self.ports
         now = p.clock.now()
         counts = Deferral.of(msg)
-        since = counts.since if counts.since is not None else now
         what = f"{msg.kind.value} message {msg.id} of run {msg.run_id}"
-        if is_pushback(exc) and now - since < self.backoff.ceiling:
-            counts = Deferral(counts.pushbacks + 1, counts.failures, since)
-            first = self.backoff.contention if lost_races(exc) else self.backoff.pushback
-            delay = self.backoff.delay(first, counts.pushbacks, msg.id)
+        later = self.backoff.pushed_back(counts, exc, now, msg.id) if is_pushback(exc) else None
+        if later is not None:
+            counts, delay = later
             p.log.warning("%s pushed back (%d): %s; again in %.0fs", what, counts.pushbacks,
-                          _short(exc), delay)
+                          short(exc), delay)
             p.metrics.pushback(msg.function_id)
         else:
             counts = Deferral(counts.pushbacks, counts.failures + 1, counts.since)
@@ -165,7 +177,7 @@ class Deferrer:
                 return False
             delay = self.backoff.delay(self.backoff.failure, counts.failures, msg.id)
             p.log.error("%s failed (%d): %s; again in %.0fs", what, counts.failures,
-                        _short(exc), delay, exc_info=exc)
+                        short(exc), delay, exc_info=exc)
         copy = deferred(msg, counts, now + delay)
         try:
             p.in_place(lambda: p.queue.send([copy]), f"deferring {what}")
@@ -175,7 +187,7 @@ class Deferrer:
         return True
 
 
-def _short(exc: BaseException) -> str:
+def short(exc: BaseException) -> str:
     """``exc`` in one line of at most 300 characters."""
     text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
     return text if len(text) <= 300 else text[:297] + "..."
