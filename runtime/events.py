@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -12,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ulid import ULID
 
 from runtime.errors import InvalidEventError
+from runtime.values import problem
 
 #: One event, as JSON (as Inngest allows). EventBridge takes 256 KB per entry, so on AWS a
 #: larger event travels through the payload bucket (``runtime.backends.aws.bus``).
@@ -83,39 +83,22 @@ class Event(BaseModel):
         return self.model_dump(mode="json")
 
 
-MAX_DEPTH = 64  # nesting of objects and arrays in data and user
 MAX_TS_MS = 32_503_680_000_000  # year 3000
+#: How far an event's ``ts`` may be ahead of the receiver's clock (clients' clock skew).
+#: A later ``ts`` is refused: a wait matches events sent since it began, so an event
+#: stamped in the future could answer a wait that started after it was really sent.
+MAX_TS_SKEW_MS = 5 * 60 * 1000
 
 
 def _check_json(value: Any, where: str) -> None:
-    """Refuse what JSON (or UTF-8) cannot carry, before anything would turn it into null.
+    """Refuse what stepkit cannot carry exactly (:mod:`runtime.values`), naming the path.
 
     Raises:
-        InvalidEventError: NaN or Infinity, nesting deeper than ``MAX_DEPTH``, a lone
-            surrogate, or a value JSON cannot encode; naming where.
+        InvalidEventError: Naming where, the path and the rule.
     """
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list | tuple):
-            if depth >= MAX_DEPTH:
-                raise InvalidEventError(f"{where}: nested deeper than {MAX_DEPTH} levels")
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-        elif isinstance(item, float) and (item != item or item in (math.inf, -math.inf)):
-            raise InvalidEventError(
-                f"{where}: contains {item}, which JSON cannot carry (send a string or null)"
-            )
-    try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidEventError(f"{where}: payload is not JSON-serialisable: {exc}") from None
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidEventError(
-            f"{where}: contains a lone surrogate (like \\ud800) that UTF-8 cannot encode"
-        ) from None
+    found = problem(value, where)
+    if found is not None:
+        raise InvalidEventError(str(found))
 
 
 def _where(index: int | None) -> str:
@@ -163,6 +146,11 @@ def validate_event(
             field = ".".join(str(p) for p in first["loc"]) or "event"
             message = str(first["msg"]).removeprefix("Value error, ")  # pydantic's wording
             raise InvalidEventError(f"{where}.{field}: {message}") from None
+    if event.ts > now_ms + MAX_TS_SKEW_MS:
+        raise InvalidEventError(
+            f"{where}.ts: {event.ts} is {(event.ts - now_ms) / 1000:.0f} s ahead of the "
+            f"receiver's clock; at most {MAX_TS_SKEW_MS // 1000} s of clock skew is allowed"
+        )
     if event.name.startswith(SYSTEM_PREFIX) and not allow_system:
         raise InvalidEventError(
             f"{where}.name: '{event.name}' is reserved; names starting with "

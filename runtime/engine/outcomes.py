@@ -19,6 +19,7 @@ from runtime.durations import MAX_SLEEP, user_duration
 from runtime.engine.decisions import Decision, RunFailed, RunRetry, StepFailed, StepRef, StepRetry
 from runtime.errors import NonRetriableError, RetryAfterError, StepError, StepLimitError
 from runtime.records import ErrorInfo, StepRecord
+from runtime.values import problem
 
 if TYPE_CHECKING:
     from runtime.app import FunctionDef
@@ -98,15 +99,26 @@ MAX_ERROR_MESSAGE = 8 * 1024  # characters of an error message kept in a record
 
 def info(exc: BaseException) -> ErrorInfo:
     """How ``exc`` is recorded: its name, message (cut to 8 KiB), retriability, stack."""
-    stack = "".join(traceback.format_exception(exc))[-4000:]
+    stack = _storable("".join(traceback.format_exception(exc))[-4000:])
     retriable = bool(getattr(exc, "is_retriable", True))
-    message = str(exc)
+    message = _storable(str(exc))
     if len(message) > MAX_ERROR_MESSAGE:  # a record must fit the store's item limit
         message = (
             f"{message[:MAX_ERROR_MESSAGE]}... [{len(message) - MAX_ERROR_MESSAGE} more "
             "characters cut: error messages are kept to 8 KiB]"
         )
-    return ErrorInfo(type(exc).__name__, message, retriable, stack)
+    return ErrorInfo(_storable(type(exc).__name__), message, retriable, stack)
+
+
+def _storable(text: str) -> str:
+    """``text`` with any lone surrogate written out as a backslash escape.
+
+    An error is recorded as it came (it is not refused, unlike a value), and UTF-8 stores
+    cannot hold a surrogate.
+    """
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def json_value(value: Any, where: str, limits: Limits,
@@ -117,14 +129,12 @@ def json_value(value: Any, where: str, limits: Limits,
     output and of the run (``used``: what its recorded outputs weigh already; summed only
     for an output that counts, so a run of small steps pays nothing for the check).
     """
-    try:
-        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError):
-        path, problem = find_non_json(value, "output", set())
+    found = problem(value, "output")
+    if found is not None:
         raise StepLimitError(
-            f"{where} returned a value that is not JSON-serialisable: {problem} at {path}; "
-            "return dicts, lists, strings, numbers, booleans or None"
-        ) from None
+            f"{where} returned a value stepkit cannot store exactly: {found}"
+        )
+    text = json.dumps(value, separators=(",", ":"))
     size = len(text.encode())
     if size > limits.max_output_bytes:
         raise StepLimitError(
@@ -139,25 +149,3 @@ def json_value(value: Any, where: str, limits: Limits,
             "store large data elsewhere and return references"
         )
     return json.loads(text), size
-
-
-def find_non_json(value: Any, path: str, seen: set[int]) -> tuple[str, str]:
-    """The first place JSON cannot encode, as (path, what is wrong there); ("", "") if none."""
-    if isinstance(value, dict | list | tuple):
-        if id(value) in seen:
-            return path, "a circular reference"
-        seen = seen | {id(value)}
-        items = value.items() if isinstance(value, dict) else enumerate(value)
-        for k, v in items:
-            if isinstance(value, dict) and not isinstance(k, str | int | float | bool | None):
-                return f"{path} key {k!r}", f"a {type(k).__name__} key"
-            found = find_non_json(v, f"{path}[{k!r}]", seen)
-            if found[0]:
-                return found
-        return "", ""
-    if value is None or isinstance(value, str | int | bool):
-        return "", ""
-    if isinstance(value, float):
-        finite = value == value and abs(value) != float("inf")
-        return ("", "") if finite else (path, f"the float {value}")
-    return path, f"a {type(value).__name__}"

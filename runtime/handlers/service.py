@@ -52,8 +52,8 @@ class BadMessageError(ValueError):
     """A queue record that is none of the shapes stepkit sends (it ends in the DLQ)."""
 
 
-def event_from_envelope(raw: dict[str, Any],
-                        payloads: S3Payloads | None = None) -> dict[str, Any]:
+def event_from_envelope(raw: dict[str, Any], payloads: S3Payloads | None = None,
+                        now_ms: int | None = None) -> dict[str, Any]:
     """The stepkit event in an EventBridge delivery, with gaps filled from the envelope.
 
     ``Detail`` is the event JSON. Anything that can call PutEvents may send one, so a missing
@@ -92,7 +92,8 @@ def event_from_envelope(raw: dict[str, Any],
         when = datetime.fromisoformat(str(raw["time"]).replace("Z", "+00:00"))
         event["ts"] = int(when.timestamp() * 1000)
     try:
-        return validate_event(event, now_ms=int(time.time() * 1000)).to_json()
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        return validate_event(event, now_ms=now).to_json()
     except InvalidEventError as exc:
         raise BadMessageError(f"EventBridge delivery carries an invalid event: {exc}") from None
 
@@ -244,7 +245,8 @@ class LambdaApp:
             raise BadMessageError("a worker needs STEPKIT_FUNCTION")
         if "detail-type" in raw:  # a trigger rule's delivery of an app event
             return self.orchestrator.start_message(self.app.get(fn_id),
-                                                   event_from_envelope(raw, self.payloads))
+                                                   event_from_envelope(raw, self.payloads,
+                                                                       self._now_ms()))
         kind = raw.get("type")
         if kind == "cron":
             at = datetime.fromisoformat(str(raw["scheduled_time"]).replace("Z", "+00:00"))
@@ -260,6 +262,10 @@ class LambdaApp:
         if kind == "message":
             return Message.from_json(raw)
         raise BadMessageError(f"unrecognised queue record (keys: {sorted(raw)[:8]})")
+
+    def _now_ms(self) -> int:
+        """The receive time events are validated against (the injected clock in tests)."""
+        return int(self.clock.now() * 1000)
 
     def _dead_letter(self, record: SqsRecord, exc: BadMessageError) -> None:
         """Send a record that can never succeed to the DLQ at once, with the reason.
@@ -305,11 +311,11 @@ class LambdaApp:
                 if not isinstance(raw.get("event"), dict):
                     raise BadMessageError("router event record without an event object")
                 event = validate_event(
-                    raw["event"], now_ms=int(time.time() * 1000), allow_system=True
+                    raw["event"], now_ms=self._now_ms(), allow_system=True
                 ).to_json()
             elif isinstance(raw, dict) and "detail-type" in raw:
                 own = False
-                event = event_from_envelope(raw, self.payloads)
+                event = event_from_envelope(raw, self.payloads, self._now_ms())
             else:
                 raise BadMessageError("router record is neither an event nor a bus delivery")
         except json.JSONDecodeError as exc:

@@ -42,6 +42,7 @@ from runtime.steps.base import (
     due_hop,
     wake_message,
 )
+from runtime.values import problem
 
 if TYPE_CHECKING:
     from runtime.app import FunctionDef
@@ -108,13 +109,13 @@ class InvokeSteps(StepTemplate):
             assert rec is not None
             return rec.output
         function_id = function if isinstance(function, str) else function.id
-        try:
-            size = len(json.dumps(dict(data or {}), allow_nan=False,
-                                  separators=(",", ":")).encode())
-        except (TypeError, ValueError) as exc:
+        if data is not None and not isinstance(data, Mapping):
             raise NonRetriableError(
-                f"step.invoke '{step_id}': data is not JSON-serialisable: {exc}"
-            ) from None
+                f"step.invoke '{step_id}': data must be a dict, got {type(data).__name__}")
+        found = problem(data or {}, "data")
+        if found is not None:
+            raise NonRetriableError(f"step.invoke '{step_id}': {found}")
+        size = len(json.dumps(dict(data or {}), separators=(",", ":")).encode())
         if size > MAX_INVOKE_BYTES:
             raise NonRetriableError(
                 f"step.invoke '{step_id}': data is {size} bytes of JSON, over the "
