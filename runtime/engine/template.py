@@ -120,6 +120,42 @@ class ReplayState:
         return Interrupt(ops)
 
 
+#: The longest step id, in bytes of UTF-8: its key is part of DynamoDB keys (a waiter's sort
+#: key is ``<run id>#<step key>``, and sort keys take at most 1,024 bytes), and escaping can
+#: triple the reserved characters.
+MAX_STEP_ID_BYTES = 256
+#: Characters of the keys stepkit generates: ``id:2`` (the third call of ``id``), ``id@1.0``
+#: (in a parallel branch). Escaped in a user's id, so no id can reach another's key.
+_RESERVED = str.maketrans({"%": "%25", ":": "%3A", "@": "%40"})
+
+
+def step_key(step_id: object) -> str:
+    """The key of a step's first call: its id, with the generated keys' characters escaped.
+
+    Raises:
+        NonRetriableError: The id is not a non-empty string of valid UTF-8 within
+            :data:`MAX_STEP_ID_BYTES` bytes.
+    """
+    if not isinstance(step_id, str) or not step_id:
+        raise NonRetriableError(f"step id must be a non-empty string, got {step_id!r}")
+    if step_id.isascii():
+        size = len(step_id)
+    else:
+        try:
+            size = len(step_id.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise NonRetriableError(
+                f"step id {step_id!r} contains a lone surrogate that UTF-8 cannot encode"
+            ) from None
+    if size > MAX_STEP_ID_BYTES:
+        raise NonRetriableError(
+            f"step id {step_id[:40]!r}... is {size} bytes, over the {MAX_STEP_ID_BYTES} a "
+            "step id may have (it is part of the store's keys)")
+    if "%" in step_id or ":" in step_id or "@" in step_id:
+        return step_id.translate(_RESERVED)
+    return step_id
+
+
 class StepTemplate:
     """The lookup, memo and suspension every step kind's ``ctx.step`` method uses."""
 
@@ -137,8 +173,7 @@ class StepTemplate:
         nothing a memoized step does not need.
         """
         s = self._s
-        if not isinstance(step_id, str) or not step_id:
-            raise NonRetriableError(f"step id must be a non-empty string, got {step_id!r}")
+        base = step_key(step_id)
         # Counted per branch: a branch's keys never depend on how far its siblings got.
         scope = s.scope
         if scope and not s.scoped:
@@ -146,10 +181,15 @@ class StepTemplate:
         counted = (scope, step_id)
         n = s.counters[counted]
         s.counters[counted] = n + 1
-        key = step_id if n == 0 else f"{step_id}:{n}"
-        if scope:
-            key = f"{key}@{scope}"
+        suffix = (f":{n}" if n else "") + (f"@{scope}" if scope else "")
+        key = base + suffix
         rec = s.history.get(key)
+        if rec is None and base != step_id:
+            # Recorded before ids were escaped (a run in flight across the upgrade): its
+            # record is under the id as given, and says it is this step's.
+            old = s.history.get(step_id + suffix)
+            if old is not None and old.id == step_id:
+                key, rec = step_id + suffix, old
         if rec is not None and rec.kind is not kind:
             err = NondeterminismError(
                 f"nondeterminism at step '{key}': the run's history recorded a {rec.kind.value} "

@@ -90,7 +90,10 @@ class RunSteps(StepTemplate):
             n = s.counters[counted]
             key = step_id if n == 0 else f"{step_id}:{n}"
             rec = s.history.get(key)
-            if rec is not None and rec.status is _COMPLETED and rec.kind is StepKind.RUN:
+            # A record there is this step's only if it says so: "fetch:1" is also the key of
+            # the second "fetch" (an id with ":" is escaped in its own key, see step_key).
+            if (rec is not None and rec.status is _COMPLETED and rec.kind is StepKind.RUN
+                    and rec.id == step_id):
                 s.counters[counted] = n + 1
                 s.visited.add(key)
                 s.scope_visited[""] += 1
