@@ -238,6 +238,33 @@ def _lookup(bindings: Mapping[str, Any], segments: list[str]) -> Any:
     return value
 
 
+#: Bounds of a value frozen into a waiter (:func:`interpolate`). The waiter is kept for as
+#: long as the run waits and compared with every event of its name that reaches it, so the
+#: value is checked once, here: nested so deep that CEL's recursive evaluator fails (about 50
+#: levels), or so large that the waiter item passes DynamoDB's 400 KB, it would otherwise be a
+#: waiter that breaks when an event arrives.
+MAX_FROZEN_DEPTH = 8
+MAX_FROZEN_BYTES = 4096
+
+
+def _frozen(value: Any, path: str) -> str:
+    """``value`` as a CEL literal, within the bounds of a value frozen into a waiter."""
+    level = [value]
+    for _ in range(MAX_FROZEN_DEPTH):  # down to what lies inside MAX_FROZEN_DEPTH containers
+        level = [child for item in level if isinstance(item, Mapping | list | tuple)
+                 for child in (item.values() if isinstance(item, Mapping) else item)]
+    if any(isinstance(item, Mapping | list | tuple) for item in level):
+        raise ExpressionError(
+            f"{path} is nested deeper than {MAX_FROZEN_DEPTH} levels, more than a waiter "
+            "may compare; compare a scalar field of it instead")
+    text = _literal(value)
+    if len(text.encode()) > MAX_FROZEN_BYTES:
+        raise ExpressionError(
+            f"{path} is {len(text.encode())} bytes as a literal, over the {MAX_FROZEN_BYTES} "
+            "a waiter may compare; compare a smaller field (an id) instead")
+    return text
+
+
 def interpolate(source: str, bindings: Mapping[str, Any]) -> str:
     """Replace dotted references to ``bindings`` with CEL literals of their values.
 
@@ -258,6 +285,8 @@ def interpolate(source: str, bindings: Mapping[str, Any]) -> str:
 
     Raises:
         TypeError: If a referenced value is not JSON-like.
+        ExpressionError: A referenced value is nested deeper than :data:`MAX_FROZEN_DEPTH`
+            or its literal is over :data:`MAX_FROZEN_BYTES` (naming the path).
 
     """
 
@@ -271,7 +300,7 @@ def interpolate(source: str, bindings: Mapping[str, Any]) -> str:
             return "false" if _lookup(bindings, segments) is _MISSING else "true"
         method = f".{segments.pop()}{m['call']}" if m["call"] else ""
         value = _lookup(bindings, segments)
-        return ("null" if value is _MISSING else _literal(value)) + method
+        return ("null" if value is _MISSING else _frozen(value, ".".join(segments))) + method
 
     return _TOKENS.sub(replace, source)
 

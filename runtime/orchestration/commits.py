@@ -17,7 +17,7 @@ from typing import Any
 from runtime.app import App, FunctionDef
 from runtime.engine.decisions import Decision, Noop, RunCompleted, RunFailed, RunRetry
 from runtime.events import FUNCTION_CANCELLED, FUNCTION_FAILED, FUNCTION_FINISHED
-from runtime.expressions import interpolate
+from runtime.expressions import ExpressionError, interpolate
 from runtime.messages import ResolvePayload
 from runtime.records import (
     Commit,
@@ -153,22 +153,37 @@ def _small(value: Any) -> bool:
     return len(json.dumps(value, separators=(",", ":"))) <= _INLINE_BYTES
 
 
-def cancel_waiters(fn: FunctionDef, run: RunRecord, now: float) -> list[Waiter]:
-    """The waiters of ``fn``'s ``cancel_on`` for ``run``, with its own values filled in."""
-    return [
-        Waiter(
-            event_name=spec.event,
-            run_id=run.run_id,
-            function_id=fn.id,
-            key=f"cancel:{i}",
-            kind=WaiterKind.CANCEL,
-            expression=interpolate(spec.expression, {"event": run.events[0]})
-            if spec.expression
-            else "",
+def cancel_waiters(fn: FunctionDef, run: RunRecord, now: float, *,
+                   strict: bool = True) -> list[Waiter]:
+    """The waiters of ``fn``'s ``cancel_on`` for ``run``, with its own values filled in.
+
+    Args:
+        fn: The run's function.
+        run: The run (its triggering event's values are frozen into the expressions).
+        now: When the run was created (the waiters' expiry counts from it).
+        strict: For a new run: a value that cannot be frozen raises. Otherwise (a run that
+            exists) such a waiter was never created, and is left out.
+
+    Raises:
+        ExpressionError: ``strict``, and a ``cancel_on`` reads a value of the run's event
+            too deep or too large to compare (:func:`runtime.expressions.interpolate`),
+            naming the ``cancel_on`` and the path.
+    """
+    found: list[Waiter] = []
+    for i, spec in enumerate(fn.cancel_on):
+        try:
+            expression = (interpolate(spec.expression, {"event": run.events[0]})
+                          if spec.expression else "")
+        except ExpressionError as exc:
+            if strict:
+                raise ExpressionError(f"cancel_on[{i}] ('{spec.event}'): {exc}") from None
+            continue
+        found.append(Waiter(
+            event_name=spec.event, run_id=run.run_id, function_id=fn.id, key=f"cancel:{i}",
+            kind=WaiterKind.CANCEL, expression=expression,
             expires_at=now + spec.timeout.total_seconds() if spec.timeout else None,
-        )
-        for i, spec in enumerate(fn.cancel_on)
-    ]
+        ))
+    return found
 
 
 def waiters_of(fn: FunctionDef | None, state: RunState) -> tuple[Waiter, ...]:
@@ -177,7 +192,7 @@ def waiters_of(fn: FunctionDef | None, state: RunState) -> tuple[Waiter, ...]:
     Each is rebuilt with its expression, so that stores find it under its value index.
     """
     run = state.run
-    found = cancel_waiters(fn, run, run.created_at) if fn else []
+    found = cancel_waiters(fn, run, run.created_at, strict=False) if fn else []
     for rec in state.steps.values():
         waiter = KINDS[rec.kind].waiter
         if waiter is not None and rec.status is StepStatus.WAITING:  # holds its waiter

@@ -137,10 +137,9 @@ def cancel_lookback(ports: Ports, fn: FunctionDef, state: RunState) -> list[Mess
     own = {e["id"] for e in run.events}
     since = int(run.events[0].get("ts") or 0)
     now = ports.clock.now()
-    for i, w in enumerate(cancel_waiters(fn, run, run.created_at)):
+    for w in cancel_waiters(fn, run, run.created_at, strict=False):
         for event in ports.store.events_since(w.event_name, since, now=now):
             if event["id"] not in own and in_time(w.expires_at, event) and matches(
                     w.expression, event):
-                return [waiter_message(fn.id, run.run_id, f"cancel:{i}", WaiterKind.CANCEL,
-                                       event)]
+                return [waiter_message(fn.id, run.run_id, w.key, WaiterKind.CANCEL, event)]
     return []

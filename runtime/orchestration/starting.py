@@ -14,6 +14,7 @@ from typing import Any
 
 from runtime.app import FunctionDef
 from runtime.errors import GateMovedError
+from runtime.expressions import ExpressionError
 from runtime.messages import StartPayload, as_returned, is_returned
 from runtime.orchestration.commits import cancel_waiters, finish_outbox
 from runtime.orchestration.delivery import Delivery
@@ -74,7 +75,7 @@ class Starter:
             outbox = list(finish_outbox(run, RunStatus.CANCELLED, None, error, now))
             waiters = []
         run = replace(run, outbox=tuple(outbox))
-        gated = not is_late and not start.rerun
+        gated = not is_late and not start.rerun and not run.status.finished
         rerun_of = start.rerun_of
         seed = self._forked_steps(rerun_of) if rerun_of and rerun_of.step else {}
         created = (self._create_gated(fn, run, waiters) if gated
@@ -213,11 +214,17 @@ def new_run(
         deadline=now + fn.finish_timeout.total_seconds() if fn.finish_timeout else None,
         last_msg=msg_id,
     )
+    try:
+        waiters = cancel_waiters(fn, run, now)
+    except ExpressionError as exc:  # its own event planted a value no waiter can compare
+        error = ErrorInfo("InvalidEventError", f"run not started: {exc}", False)
+        run = replace(run, status=RunStatus.FAILED, error=error, ended_at=now)
+        return replace(run, outbox=finish_outbox(run, RunStatus.FAILED, None, error, now)), []
     if run.deadline is not None:
         timer = Message(MessageKind.TIMEOUT, fn.id, run.run_id, id=timeout_id(run.run_id),
                         due=run.deadline)
         run = replace(run, outbox=(timer,))
-    return run, cancel_waiters(fn, run, now)
+    return run, waiters
 
 
 def _log_started(ports: Ports, run: RunRecord) -> None:

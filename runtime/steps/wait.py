@@ -126,7 +126,11 @@ class WaitSteps(StepTemplate):
             source = match_expression(match) if match else (if_ or "")
             if source:
                 Expression.check_names(source, ("event", "async"), where=where)
-            expression = interpolate(source, {"event": self._s.run.events[0]}) if source else ""
+            try:
+                expression = (interpolate(source, {"event": self._s.run.events[0]})
+                              if source else "")
+            except ExpressionError as exc:  # a value of the run's own event: not comparable
+                raise ExpressionError(f"{where}: {exc}") from None
             if expression:
                 Expression.compile(expression, where=where)
         except (ValueError, ExpressionError) as exc:
