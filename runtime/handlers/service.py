@@ -34,11 +34,11 @@ from runtime.backends.aws.store import DynamoStore
 from runtime.backends.aws.timers import SchedulerTimers
 from runtime.discovery import load_app
 from runtime.engine import Limits
-from runtime.errors import InvalidEventError
+from runtime.errors import InvalidEventError, MalformedMessageError
 from runtime.events import SYSTEM_PREFIX, validate_event
 from runtime.handlers.batch import SqsRecord, process_partial_response
 from runtime.handlers.metrics import CloudWatchMetrics
-from runtime.messages import Deferral
+from runtime.messages import Deferral, checked
 from runtime.orchestration.clock import SystemClock
 from runtime.orchestration.orchestrator import Orchestrator
 from runtime.orchestration.protocols import Clock
@@ -232,7 +232,12 @@ class LambdaApp:
     # -- worker ----------------------------------------------------------------------------
 
     def message_from_body(self, body: str) -> Message:
-        """Parse a function-queue record: a message, an EventBridge event, or a cron fire."""
+        """Parse a function-queue record: a message, an EventBridge event, or a cron fire.
+
+        Raises:
+            BadMessageError: The record is none of them, or a message stepkit never wrote
+                (:func:`runtime.messages.checked` says what is wrong with it).
+        """
         try:
             raw = json.loads(body)
         except json.JSONDecodeError as exc:
@@ -247,8 +252,7 @@ class LambdaApp:
                                                    event_from_envelope(raw, self.payloads))
         kind = raw.get("type")
         if kind == "cron":
-            at = datetime.fromisoformat(str(raw["scheduled_time"]).replace("Z", "+00:00"))
-            return self.orchestrator.cron_message(self.app.get(fn_id), raw["cron"], at.timestamp())
+            return self._cron_message(raw, fn_id)
         if kind == STORED:  # too large for SQS: the message is in the payload bucket
             if self.payloads is None or not isinstance(raw.get(REF_KEY), dict):
                 raise BadMessageError("a stored message without a reference it can read "
@@ -258,8 +262,23 @@ class LambdaApp:
                 raise BadMessageError("a stored message that is not a JSON object")
             kind = raw.get("type")
         if kind == "message":
-            return Message.from_json(raw)
+            try:
+                return checked(Message.from_json(raw))
+            except MalformedMessageError as exc:
+                raise BadMessageError(str(exc)) from None
         raise BadMessageError(f"unrecognised queue record (keys: {sorted(raw)[:8]})")
+
+    def _cron_message(self, raw: dict[str, Any], fn_id: str) -> Message:
+        """The START of a cron fire, as the function's schedule sends it."""
+        cron, when = raw.get("cron"), raw.get("scheduled_time")
+        try:
+            if not isinstance(cron, str) or not isinstance(when, str):
+                raise ValueError("a cron expression and a scheduled time")
+            at = datetime.fromisoformat(when.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise BadMessageError(f"malformed cron fire: expected 'cron' and an ISO 8601 "
+                                  f"'scheduled_time' ({exc})") from None
+        return self.orchestrator.cron_message(self.app.get(fn_id), cron, at.timestamp())
 
     def _dead_letter(self, record: SqsRecord, exc: BadMessageError) -> None:
         """Send a record that can never succeed to the DLQ at once, with the reason.
