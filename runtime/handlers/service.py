@@ -21,7 +21,7 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 
 from runtime.app import App
 from runtime.backends.aws.bus import AppBus, EventBridgeBus
-from runtime.backends.aws.payloads import REF_KEY, S3Payloads
+from runtime.backends.aws.payloads import REF_KEY, BrokenReferenceError, S3Payloads
 from runtime.backends.aws.queue import STORED, SqsQueue
 from runtime.backends.aws.resources import (
     ENV_TRACING,
@@ -50,6 +50,25 @@ _DEFERRED = "stepkit_deferred"
 
 class BadMessageError(ValueError):
     """A queue record that is none of the shapes stepkit sends (it ends in the DLQ)."""
+
+
+class MissingEventError(BadMessageError):
+    """A bus delivery refers to a stored event that is not there (forged, or expired).
+
+    Attributes:
+        event_id: The event's id, as the delivery gives it.
+        name: The event's name.
+        key: The payload bucket's key it refers to.
+        why: What reading it answered.
+    """
+
+    def __init__(self, event_id: str, name: str, key: str, why: BrokenReferenceError) -> None:
+        super().__init__(f"event {event_id} ('{name}'): its stored object {key} cannot be "
+                         f"read: {why}")
+        self.event_id = event_id
+        self.name = name
+        self.key = key
+        self.why = str(why)
 
 
 def event_from_envelope(raw: dict[str, Any],
@@ -106,7 +125,10 @@ def _stored_event(detail: dict[str, Any], kind: str,
                               "(is STEPKIT_PAYLOAD_BUCKET set?)")
     if not str(ref.get("key", "")).startswith(f"runs/{event_id}/"):
         raise BadMessageError(f"event {event_id}: its stored object is not its own")
-    event = payloads.resolve({REF_KEY: ref})
+    try:
+        event = payloads.resolve({REF_KEY: ref})
+    except BrokenReferenceError as exc:
+        raise MissingEventError(event_id, kind, str(ref["key"]), exc) from None
     if not isinstance(event, dict) or event.get("id") != event_id or event.get("name") != kind:
         raise BadMessageError(f"event {event_id}: its stored object is another event")
     return event
@@ -257,7 +279,10 @@ class LambdaApp:
             if self.payloads is None or not isinstance(raw.get(REF_KEY), dict):
                 raise BadMessageError("a stored message without a reference it can read "
                                       "(is STEPKIT_PAYLOAD_BUCKET set?)")
-            raw = self.payloads.resolve({REF_KEY: raw.get(REF_KEY)})
+            try:
+                raw = self.payloads.resolve({REF_KEY: raw.get(REF_KEY)})
+            except BrokenReferenceError as exc:
+                raise BadMessageError(f"a stored message that cannot be read: {exc}") from None
             if not isinstance(raw, dict):
                 raise BadMessageError("a stored message that is not a JSON object")
             kind = raw.get("type")
@@ -336,6 +361,14 @@ class LambdaApp:
             return
         except InvalidEventError as exc:
             self._dead_letter(record, BadMessageError(f"router record's event: {exc}"))
+            return
+        except MissingEventError as exc:
+            # Without its body the event can match no wait, and no retry or redrive brings
+            # the object back: drop this one event, saying so. (Each function queue's trigger
+            # delivery of it is dead-lettered with the reason.)
+            logging.getLogger("stepkit").warning(
+                "event %s ('%s') dropped: its stored object %s cannot be read (%s)",
+                exc.event_id, exc.name, exc.key, exc.why)
             return
         except BadMessageError as exc:
             self._dead_letter(record, exc)
