@@ -140,6 +140,6 @@ def acknowledge_payload_objects(policy: IConstruct, bucket: str) -> None:
         policy, f"AwsSolutions-IAM5[{PAYLOAD_OBJECTS.format(bucket=bucket)}]",
         "Each object is named when an output is stored, runs/<run id>/<sha256 of its "
         "content>.json, so no key can be named ahead; the wildcard is only the keys under "
-        "runs/ of the app's own bucket, and only for PutObject and GetObject (no list, no "
-        "delete).",
+        "runs/ of the app's own bucket, and only for PutObject and GetObject (no delete; "
+        "ListBucket is granted on the bucket alone, so a missing key answers 404).",
     )

@@ -106,3 +106,36 @@ class WorkerLostError(StepkitError):
 
     Recorded as a failed attempt of the step, retried by its own ``retries``.
     """
+
+
+#: A field a malformed message does not have at all (``None`` is a value it may hold).
+_MISSING = object()
+
+
+class MalformedMessageError(StepkitError, ValueError):
+    """A queue message has a field missing or of the wrong type: stepkit never wrote it so.
+
+    It can never succeed, so a worker sends it to the dead-letter queue on its first
+    delivery, with this description as the reason (neither a pushback nor a failure that
+    another delivery could get past).
+
+    Attributes:
+        kind: The message's kind (``start``, ``flush``...), or ``queue`` before it is known.
+        field: The field, as a path into the message (``payload.events``).
+    """
+
+    is_retriable = False
+
+    def __init__(self, kind: str, field: str, expected: str, *, found: object = _MISSING) -> None:
+        super().__init__(f"malformed {kind} message: '{field}' {_found(found)}; expected "
+                         f"{expected}")
+        self.kind = kind
+        self.field = field
+
+
+def _found(value: object) -> str:
+    """What a malformed field holds, in a few words (``is missing``, ``is 'x' (str)``)."""
+    if value is _MISSING:
+        return "is missing"
+    text = repr(value)
+    return f"is {text if len(text) <= 40 else text[:37] + '...'} ({type(value).__name__})"

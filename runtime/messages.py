@@ -3,15 +3,29 @@
 A :class:`~runtime.records.Message` carries its payload as the JSON object the queue holds;
 these classes are the only code that reads or builds one, so each key is named once.
 Every class renders only the keys it sets, as the payloads were written before they had
-types, so messages already in queues read the same.
+types, so messages already in queues read the same. Each reads its payload strictly: a
+field missing or of the wrong type is a :class:`~runtime.errors.MalformedMessageError`
+naming the kind, the field and what it must be, and :func:`checked` reads them all, so a
+worker can refuse such a message as it receives it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from runtime.records import Message, MessageKind, ParentRef, RerunOf
+from runtime.errors import MalformedMessageError
+from runtime.records import Message, MessageKind, ParentRef, RerunOf, message_field
+
+_IN = "payload."
+
+
+def _field(raw: dict[str, Any], msg: Message, name: str, types: tuple[type, ...],
+           expected: str, *, required: bool = False, within: str = _IN) -> Any:
+    """A field of ``msg``'s payload (or of a part of it, ``within``), strictly typed."""
+    return message_field(raw, msg.kind.value, name, types, expected, required=required,
+                         within=within)
 
 
 def resent(msg: Message) -> bool:
@@ -56,23 +70,46 @@ class StartPayload:
 
     @classmethod
     def of(cls, msg: Message) -> StartPayload:
-        """The payload of START ``msg``."""
+        """The payload of START ``msg``.
+
+        Raises:
+            MalformedMessageError: It has no events, or a field of the wrong type.
+        """
         raw = msg.payload or {}
-        parent = raw.get("parent")
+        events = _field(raw, msg, "events", (list,), "a list of event objects", required=True)
+        if not events or not all(isinstance(e, dict) for e in events):
+            raise MalformedMessageError(msg.kind.value, "payload.events",
+                                        "a list of event objects", found=events)
+        parent = _parent(raw, msg)
         # "fork": a START queued before reruns recorded their original.
-        origin = raw.get("rerun_of") or raw.get("fork")
+        name = "rerun_of" if raw.get("rerun_of") else "fork"
+        origin = _field(raw, msg, name, (dict,), "the run rerun {run_id, step}")
         return cls(
-            events=tuple(raw["events"]),
-            parent=ParentRef(**parent) if parent else None,
+            events=tuple(events),
+            parent=parent,
             direct=bool(raw.get("direct") or parent),
             rerun=bool(raw.get("rerun")),
-            rerun_of=RerunOf(str(origin["run_id"]), origin.get("step")) if origin else None,
+            rerun_of=RerunOf(
+                _field(origin, msg, "run_id", (str,), "a run id", required=True,
+                       within=f"{_IN}{name}."),
+                _field(origin, msg, "step", (str,), "a step id", within=f"{_IN}{name}."),
+            ) if origin else None,
         )
 
     def message(self, function_id: str, run_id: str) -> Message:
         """The START message of run ``run_id`` (its id derived from the run's, so a copy is one)."""
         return Message(MessageKind.START, function_id, run_id, id=f"start-{run_id}",
                        payload=self.to_json())
+
+
+def _parent(raw: dict[str, Any], msg: Message) -> ParentRef | None:
+    """A START's invoking step, if it has one."""
+    parent = _field(raw, msg, "parent", (dict,), "the invoking step {run_id, function_id, key}")
+    if not parent:
+        return None
+    within = f"{_IN}parent."
+    return ParentRef(*(_field(parent, msg, name, (str,), "a string", required=True,
+                              within=within) for name in ("run_id", "function_id", "key")))
 
 
 @dataclass(frozen=True)
@@ -99,10 +136,24 @@ class MatchPayload:
 
     @classmethod
     def of(cls, msg: Message) -> MatchPayload:
-        """The payload of MATCH ``msg``."""
+        """The payload of MATCH ``msg``.
+
+        Raises:
+            MalformedMessageError: It has neither an event nor a reference, or a field of
+                the wrong type.
+        """
         raw = msg.payload or {}
-        ref = raw.get("ref")
-        return cls(event=raw.get("event"), ref=EventRef(**ref) if ref else None)
+        event = _field(raw, msg, "event", (dict,), "an event object")
+        ref = _field(raw, msg, "ref", (dict,), "an event reference {name, ts, event_id}",
+                     required=event is None)
+        if ref is None:
+            return cls(event=event)
+        within = f"{_IN}ref."
+        return cls(event=event, ref=EventRef(
+            _field(ref, msg, "name", (str,), "an event name", required=True, within=within),
+            _field(ref, msg, "ts", (int,), "a time in epoch ms (an integer)", required=True,
+                   within=within),
+            _field(ref, msg, "event_id", (str,), "an event id", required=True, within=within)))
 
 
 @dataclass(frozen=True)
@@ -120,7 +171,8 @@ class CancelPayload:
     def of(cls, msg: Message) -> CancelPayload:
         """The payload of CANCEL ``msg``."""
         raw = msg.payload or {}
-        return cls(str(raw.get("reason") or "cancelled"), bool(raw.get("resend")))
+        reason = _field(raw, msg, "reason", (str,), "a reason (a string)")
+        return cls(reason or "cancelled", bool(raw.get("resend")))
 
 
 @dataclass(frozen=True)
@@ -136,7 +188,8 @@ class ResolvePayload:
     @classmethod
     def of(cls, msg: Message) -> ResolvePayload:
         """The payload of RESOLVE ``msg``."""
-        return cls(str((msg.payload or {}).get("child_run_id", "")))
+        return cls(_field(msg.payload or {}, msg, "child_run_id", (str,), "a run id",
+                          required=True))
 
 
 def is_slice(msg: Message) -> bool:
@@ -181,7 +234,9 @@ class FlushPayload:
     def of(cls, msg: Message) -> FlushPayload:
         """The payload of FLUSH ``msg``."""
         raw = msg.payload or {}
-        return cls(str(raw["scope"]), str(raw["key"]), int(raw["round"]))
+        return cls(_field(raw, msg, "scope", (str,), "a gate scope (a string)", required=True),
+                   _field(raw, msg, "key", (str,), "a gate key (a string)", required=True),
+                   _field(raw, msg, "round", (int,), "a round (an integer)", required=True))
 
 
 def poll_round(msg: Message) -> int:
@@ -280,3 +335,37 @@ def as_returned(msg: Message) -> Message:
 def is_returned(msg: Message) -> bool:
     """Whether the queue delivered ``msg`` again (:func:`as_returned`)."""
     return bool((msg.payload or {}).get("returned"))
+
+
+#: The reader of each kind's payload (the other kinds carry only the keys below).
+_PAYLOADS: dict[MessageKind, Callable[[Message], object]] = {
+    MessageKind.START: StartPayload.of,
+    MessageKind.MATCH: MatchPayload.of,
+    MessageKind.CANCEL: CancelPayload.of,
+    MessageKind.RESOLVE: ResolvePayload.of,
+    MessageKind.FLUSH: FlushPayload.of,
+}
+
+
+def checked(msg: Message) -> Message:
+    """``msg``, once its payload reads as its kind's: how a worker takes a message it receives.
+
+    Reads the kind's payload and the keys any message may carry (its polls, its deferral
+    counts), so a message stepkit never wrote is refused as it arrives, with what is wrong,
+    instead of failing wherever a handler first reads the field.
+
+    Raises:
+        MalformedMessageError: Naming the kind, the field and what it must be.
+    """
+    read = _PAYLOADS.get(msg.kind)
+    if read is not None:
+        read(msg)
+    raw = msg.payload or {}
+    _field(raw, msg, "poll", (int,), "a number of polls (an integer)")
+    counts = _field(raw, msg, "deferred", (dict,), "counts {pushbacks, failures, since}")
+    if counts is not None:
+        within = f"{_IN}deferred."
+        for name in ("pushbacks", "failures"):
+            _field(counts, msg, name, (int,), "a count (an integer)", within=within)
+        _field(counts, msg, "since", (int, float), "a time in epoch seconds", within=within)
+    return msg

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 from uuid import uuid4
 
+from runtime.errors import MalformedMessageError
 from runtime.expressions import index_term
 
 
@@ -370,14 +371,80 @@ class Message:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Message:
-        """Inverse of :meth:`to_json`."""
-        data = {k: v for k, v in raw.items() if k != "type"}
-        data["kind"] = MessageKind(data["kind"])
-        return cls(**data)
+        """Inverse of :meth:`to_json`.
+
+        Raises:
+            MalformedMessageError: A field is missing, unknown or of the wrong type.
+        """
+        kind = _message_kind(raw)
+        unknown = sorted(set(raw) - set(_MESSAGE_FIELDS) - {"kind", "type"})
+        if unknown:
+            raise MalformedMessageError(kind.value, unknown[0],
+                                        f"only {', '.join(_MESSAGE_FIELDS)}",
+                                        found=raw[unknown[0]])
+        data = {}
+        for name, (types, expected) in _MESSAGE_FIELDS.items():
+            value = message_field(raw, kind.value, name, types, expected,
+                                  required=name in ("function_id", "run_id"))
+            if value is not None:
+                data[name] = value
+        return cls(kind, **data)
 
     def with_due(self, due: float | None) -> Message:
         """The same message, due at another time."""
         return replace(self, due=due)
+
+
+#: A message's fields on the wire (besides ``kind``), their types and what they must be.
+_MESSAGE_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "function_id": ((str,), "a function id (a string)"),
+    "run_id": ((str,), "a run id (a string)"),
+    "id": ((str,), "a message id (a string)"),
+    "version": ((int,), "a run version (an integer)"),
+    "key": ((str,), "a step key (a string)"),
+    "attempt": ((int,), "an attempt number (an integer)"),
+    "due": ((int, float), "a time in epoch seconds (a number)"),
+    "payload": ((dict,), "a JSON object"),
+}
+
+
+def _message_kind(raw: dict[str, Any]) -> MessageKind:
+    kinds = ", ".join(k.value for k in MessageKind)
+    if "kind" not in raw:
+        raise MalformedMessageError("queue", "kind", f"one of {kinds}")
+    try:
+        return MessageKind(raw["kind"])
+    except (ValueError, TypeError):
+        raise MalformedMessageError("queue", "kind", f"one of {kinds}",
+                                    found=raw["kind"]) from None
+
+
+def message_field(raw: dict[str, Any], kind: str, name: str, types: tuple[type, ...],
+                  expected: str, *, required: bool = False, within: str = "") -> Any:
+    """``raw[name]`` if it is of one of ``types``; ``None`` if absent (or null) and optional.
+
+    Args:
+        raw: The message, or a part of it.
+        kind: The message's kind, for the error.
+        name: The field.
+        types: What it may be (a bool is no number unless ``bool`` is among them).
+        expected: What it must be, in words, for the error.
+        required: Whether it must be there.
+        within: Where ``raw`` is in the message (``payload.``), for the error.
+
+    Raises:
+        MalformedMessageError: Naming the message kind, the field and what was expected.
+    """
+    if name not in raw:
+        if required:
+            raise MalformedMessageError(kind, within + name, expected)
+        return None
+    value = raw[name]
+    if value is None and not required:
+        return None
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        raise MalformedMessageError(kind, within + name, expected, found=value)
+    return value
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@
 and the item keeps a reference to it. Objects are content-addressed and never rewritten, so
 the bucket needs no versioning; nothing deletes them one by one either (a commit that loses
 its race leaves an object no item refers to), so a lifecycle rule expires every object once
-no run can still refer to it. The Lambdas may put and get objects under ``runs/`` and
-nothing else: no listing, no deleting.
+no run can still refer to it. The Lambdas may put and get objects under ``runs/``, and
+list the bucket (only so that S3 tells them a key is missing, see :data:`LIST_ACTION`); no
+deleting.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ from infra import nag
 OBJECTS = "runs/*"
 #: What ``S3Payloads`` does, and nothing more: ``offload`` puts, ``resolve`` gets.
 PAYLOAD_ACTIONS = ("s3:GetObject", "s3:PutObject")
+#: Granted on the bucket itself, not for a call stepkit makes: S3 answers a GetObject of a
+#: missing key with 404 ``NoSuchKey`` only to a caller allowed ``s3:ListBucket`` (403
+#: ``AccessDenied`` otherwise; S3 API reference, GetObject, "Permissions"). With it a forged
+#: or expired reference is told apart from a denial, which stays a retried failure.
+LIST_ACTION = "s3:ListBucket"
 #: Added to the retention: an object is written while its run runs, but the run's items only
 #: start their retention when it ends, and a run may sleep up to 366 days
 #: (``runtime.durations.MAX_SLEEP``). The same margin as the backstop TTL of log items
@@ -71,12 +77,15 @@ class PayloadBucket(Construct):
             auto_delete_objects=not retain,
         )
         nag.acknowledge_payload_bucket(self.bucket)
-        self.policy = iam.Policy(self, "Access", statements=[iam.PolicyStatement(
-            actions=list(PAYLOAD_ACTIONS), resources=[self.bucket.arn_for_objects(OBJECTS)])])
+        self.policy = iam.Policy(self, "Access", statements=[
+            iam.PolicyStatement(actions=list(PAYLOAD_ACTIONS),
+                                resources=[self.bucket.arn_for_objects(OBJECTS)]),
+            iam.PolicyStatement(actions=[LIST_ACTION], resources=[self.bucket.bucket_arn]),
+        ])
         cfn = self.bucket.node.default_child
         assert isinstance(cfn, s3.CfnBucket)
         nag.acknowledge_payload_objects(self.policy, cdk.Stack.of(self).get_logical_id(cfn))
 
     def grant_access(self, role: iam.IRole) -> None:
-        """Let ``role`` put and get objects under ``runs/`` (:data:`PAYLOAD_ACTIONS`)."""
+        """Let ``role`` put and get objects under ``runs/`` and list the bucket."""
         self.policy.attach_to_role(role)

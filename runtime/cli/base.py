@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from runtime.cli.output import escape, say
 from runtime.control import CONTROL_ERRORS, ControlPlane
 
 DEFAULT_URL = "http://127.0.0.1:8288"
@@ -29,7 +30,8 @@ class StepkitGroup(click.Group):
         try:
             return super().invoke(ctx)
         except CONTROL_ERRORS as exc:
-            raise click.ClickException(str(exc)) from None
+            # The message may quote what the server answered: escaped like any output.
+            raise click.ClickException(escape(str(exc))) from None
 
 
 @click.group(cls=StepkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -89,4 +91,7 @@ def json_object(ctx: click.Context, param: click.Parameter, value: str | None) -
 
 def echo_run_id(run_id: str, as_json: bool) -> None:
     """Print a new run's id (as ``{"run_id": ...}`` with ``--json``)."""
-    click.echo(json.dumps({"run_id": run_id}) if as_json else run_id)
+    if as_json:
+        click.echo(json.dumps({"run_id": run_id}))
+    else:
+        say(run_id)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from runtime.cli.base import cli
+from runtime.cli.output import say
 
 if TYPE_CHECKING:
     from runtime.devserver.api import DevBackend
@@ -100,14 +101,14 @@ def dev(
     try:
         backend.start()
         shown = f"[{host}]" if ":" in host else host
-        click.echo(
+        say(
             f"stepkit dev server for app '{app.id}' at http://{shown}:{sock.getsockname()[1]}"
         )
-        click.echo(f"  runs stored in {db}")
-        click.echo(f"  functions: {', '.join(sorted(app.functions)) or '(none)'}")
+        say(f"  runs stored in {db}")
+        say(f"  functions: {', '.join(sorted(app.functions)) or '(none)'}")
         _serve(backend, sock, log_level.lower())
     finally:
-        click.echo("stopping: finishing the work in hand")
+        say("stopping: finishing the work in hand")
         backend.close()
         sock.close()
 
@@ -134,7 +135,7 @@ def _reload(port: int, package: str | None) -> None:
 
     def changed(changes: set[tuple[Any, str]]) -> None:
         names = sorted({Path(p).name for _, p in changes})
-        click.echo(f"reloading: {', '.join(names)} changed")
+        say(f"reloading: {', '.join(names)} changed")
 
     run_process(root, target=command, target_type="command", callback=changed,
                 watch_filter=lambda _change, path: path.endswith(".py"))

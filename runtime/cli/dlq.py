@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from runtime.cli.base import aws_option, cli, control_plane, url_option
-from runtime.cli.output import Part, Table, answer, fmt_time, plain
+from runtime.cli.output import Part, Table, answer, fmt_time, plain, say
 
 
 @cli.group()
@@ -35,7 +35,7 @@ def dlq_redrive(queue: str | None, message_id: str | None, url: str, use_aws: bo
     """Send dead-lettered messages back to their queues; each leaves the DLQ once sent."""
     redriven = control_plane(url, use_aws).redrive(queue=queue, message_id=message_id)
     noun = "message" if len(redriven) == 1 else "messages"
-    click.echo(f"redrove {len(redriven)} {noun}")
+    say(f"redrove {len(redriven)} {noun}")
 
 
 def dead_letters_view(messages: Sequence[dict[str, Any]]) -> list[Part]:

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from runtime.cli.base import JSON_HELP, aws_option, cli, control_plane, json_object, url_option
-from runtime.cli.output import Part, Table, answer, fmt_time
+from runtime.cli.output import Part, Table, answer, fmt_time, say
 
 
 @cli.command()
@@ -33,11 +33,11 @@ def send(name: str, data: Any, user: Any, event_id: str | None, as_json: bool, u
         click.echo(json.dumps(result.to_json(), indent=2))
         return
     for sent in result.ids:
-        click.echo(sent)
+        say(sent)
     if data is None:  # said once it is sent (a failure says only what failed)
-        click.echo("note: no --data given: sent {} as the event's data", err=True)
+        say("note: no --data given: sent {} as the event's data", err=True)
     for dup in result.duplicates:
-        click.echo(f"note: event id {dup} was received before: it starts no new run "
+        say(f"note: event id {dup} was received before: it starts no new run "
                    "(ids are remembered for 24 h)", err=True)
 
 

@@ -15,7 +15,7 @@ from runtime.cli.base import (
     json_object,
     url_option,
 )
-from runtime.cli.output import Part, Table, answer
+from runtime.cli.output import Part, Table, answer, say
 
 
 @cli.command()
@@ -71,4 +71,4 @@ def invoke(function_id: str, data: Any, as_json: bool, url: str, use_aws: bool) 
     """Start a run of FUNCTION_ID by hand (its event: stepkit/function.invoked); print its id."""
     echo_run_id(control_plane(url, use_aws).invoke(function_id, data or {}), as_json)
     if data is None:
-        click.echo("note: no --data given: invoked with {}", err=True)
+        say("note: no --data given: invoked with {}", err=True)

@@ -1,14 +1,23 @@
-"""How the CLI prints: rich tables on a terminal, plain aligned text when piped.
+r"""How the CLI prints: rich tables on a terminal, plain aligned text when piped.
 
 A command builds its answer once, as lines and tables of plain cell text (its ``*_view``
 function); :func:`emit` then prints it with rich when the stream is a terminal, or as the
 plain aligned text scripts read (:func:`plain`) when it is not. Both show the same cells.
-:func:`is_terminal` is the one switch between the two (tests replace it).
+:func:`is_terminal` is the one switch between the two (tests replace it). A line of text
+that is no view is printed with :func:`say`.
+
+Ids, names, errors and event data come from whoever sent them, so every human-readable
+answer passes through :func:`escape` (in :func:`plain`, :func:`emit` and :func:`say`): a
+terminal control character (an escape sequence that clears the screen or writes the
+clipboard, a carriage return, a C1 control, a bidi override) is shown as its code, such as
+``\x1b`` or ``\u202e``, never sent to the terminal. ``--json`` prints ``json.dumps``'s ASCII
+output, where every such character is a ``\u`` escape already.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +38,34 @@ STATUS_COLOURS = {
     "Scheduled": "cyan",
     "Abandoned": "yellow",
 }
+
+
+#: What :func:`escape` shows by its code: C0 controls (newline and tab too: a cell is one
+#: line), DEL and the C1 controls, lone surrogates (no terminal encoding can write them),
+#: the line and paragraph separators, and the bidi marks, embeddings, overrides and isolates
+#: (they reorder what is shown after them, so an id could display as another).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u061c\u200e\u200f\u2028-\u202e"
+                     "\u2066-\u2069]")
+
+
+def escape(text: str) -> str:
+    r"""``text`` with each terminal control character shown as its code (``\x1b``, ``\u202e``).
+
+    The one escaping of the CLI's human-readable output. Backslashes are left as they are,
+    so ordinary text (a Windows path, a regular expression) reads unchanged; the text is
+    for reading, ``--json`` is the exact form.
+    """
+    return _UNSAFE.sub(_code, text)
+
+
+def _code(match: re.Match[str]) -> str:
+    point = ord(match.group())
+    return f"\\x{point:02x}" if point < 0x100 else f"\\u{point:04x}"
+
+
+def say(text: str, *, err: bool = False) -> None:
+    """Print one line of text (escaped) to stdout, or stderr with ``err``."""
+    click.echo(escape(text), err=err)
 
 
 def fmt_duration(ms: int | float | None) -> str:
@@ -107,8 +144,24 @@ def _plain_part(part: Part) -> str:
 
 
 def plain(parts: Sequence[Part]) -> str:
-    """The parts as plain text (``click.echo`` drops their colour codes when piped)."""
-    return "\n".join(_plain_part(p) for p in parts)
+    """The parts as plain text, escaped (``click.echo`` drops their colour codes when piped)."""
+    return "\n".join(_plain_part(_escaped(p)) for p in parts)
+
+
+def _escaped(part: Part) -> Part:
+    """``part`` with every text in it escaped (:func:`escape`), before widths are measured."""
+    if isinstance(part, Table):
+        return Table([escape(h) for h in part.headers],
+                     [[escape(cell) for cell in row] for row in part.rows], part.status_col)
+    if isinstance(part, tuple):
+        return tuple(_escaped_text(p) for p in part)
+    return _escaped_text(part)
+
+
+def _escaped_text(part: str | Styled) -> str | Styled:
+    if isinstance(part, Styled):
+        return Styled(escape(part.text), part.colour, part.bold)
+    return escape(part)
 
 
 def is_terminal(stream: Any) -> bool:
@@ -121,7 +174,7 @@ def is_terminal(stream: Any) -> bool:
 
 def answer(found: Any, as_json: bool, view: Callable[[Any], Sequence[Part]]) -> None:
     """Print a command's answer: as JSON with ``--json``, else through its ``view``."""
-    if as_json:
+    if as_json:  # ASCII (the default): control characters are \u escapes, never raw
         click.echo(json.dumps(found, indent=2))
     else:
         emit(view(found))
@@ -140,7 +193,8 @@ def emit(parts: Sequence[Part], *, err: bool = False) -> None:
         except ModuleNotFoundError:  # an install without rich: the plain text says it all
             pass
         else:
-            _print_rich(Console(file=stream, force_terminal=True, highlight=False), parts)
+            _print_rich(Console(file=stream, force_terminal=True, highlight=False),
+                        [_escaped(p) for p in parts])
             return
     click.echo(plain(parts), err=err)
 

@@ -22,6 +22,7 @@ from typing import Any
 import click
 
 from runtime.cli.base import cli
+from runtime.cli.output import say
 from runtime.errors import ConfigurationError
 
 SEVERITIES = ("critical", "error", "warning", "info")
@@ -254,6 +255,7 @@ def check(package: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([f.to_json() for f in findings], indent=2))
     else:
-        click.echo(render(findings))
+        for line in render(findings).split("\n"):  # escaped line by line
+            say(line)
     if any(f.severity in FAILING for f in findings):
         raise SystemExit(1)

@@ -24,6 +24,7 @@ from runtime.cli.output import (
     fmt_duration,
     fmt_time,
     plain,
+    say,
     short_error,
 )
 from runtime.control import CONTROL_ERRORS
@@ -117,11 +118,11 @@ def cancel(run_id: str, as_json: bool, url: str, use_aws: bool) -> None:
     if as_json:
         click.echo(json.dumps({"run_id": run_id, **result.to_json()}, indent=2))
     elif result.queued:
-        click.echo(f"run {run_id}: cancel sent to its function's queue (its worker applies it)")
+        say(f"run {run_id}: cancel sent to its function's queue (its worker applies it)")
     elif result.cancelled:
-        click.echo(f"run {run_id} cancelled")
+        say(f"run {run_id} cancelled")
     else:
-        click.echo(f"run {run_id} was not running (status {result.status})")
+        say(f"run {run_id} was not running (status {result.status})")
 
 
 @cli.command()

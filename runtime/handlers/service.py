@@ -21,7 +21,7 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 
 from runtime.app import App
 from runtime.backends.aws.bus import AppBus, EventBridgeBus
-from runtime.backends.aws.payloads import REF_KEY, S3Payloads
+from runtime.backends.aws.payloads import REF_KEY, BrokenReferenceError, S3Payloads
 from runtime.backends.aws.queue import STORED, SqsQueue
 from runtime.backends.aws.resources import (
     ENV_TRACING,
@@ -34,11 +34,11 @@ from runtime.backends.aws.store import DynamoStore
 from runtime.backends.aws.timers import SchedulerTimers
 from runtime.discovery import load_app
 from runtime.engine import Limits
-from runtime.errors import InvalidEventError
+from runtime.errors import InvalidEventError, MalformedMessageError
 from runtime.events import SYSTEM_PREFIX, validate_event
 from runtime.handlers.batch import SqsRecord, process_partial_response
 from runtime.handlers.metrics import CloudWatchMetrics
-from runtime.messages import Deferral
+from runtime.messages import Deferral, checked
 from runtime.orchestration.clock import SystemClock
 from runtime.orchestration.orchestrator import Orchestrator
 from runtime.orchestration.protocols import Clock
@@ -50,6 +50,25 @@ _DEFERRED = "stepkit_deferred"
 
 class BadMessageError(ValueError):
     """A queue record that is none of the shapes stepkit sends (it ends in the DLQ)."""
+
+
+class MissingEventError(BadMessageError):
+    """A bus delivery refers to a stored event that is not there (forged, or expired).
+
+    Attributes:
+        event_id: The event's id, as the delivery gives it.
+        name: The event's name.
+        key: The payload bucket's key it refers to.
+        why: What reading it answered.
+    """
+
+    def __init__(self, event_id: str, name: str, key: str, why: BrokenReferenceError) -> None:
+        super().__init__(f"event {event_id} ('{name}'): its stored object {key} cannot be "
+                         f"read: {why}")
+        self.event_id = event_id
+        self.name = name
+        self.key = key
+        self.why = str(why)
 
 
 def event_from_envelope(raw: dict[str, Any], payloads: S3Payloads | None = None,
@@ -107,7 +126,10 @@ def _stored_event(detail: dict[str, Any], kind: str,
                               "(is STEPKIT_PAYLOAD_BUCKET set?)")
     if not str(ref.get("key", "")).startswith(f"runs/{event_id}/"):
         raise BadMessageError(f"event {event_id}: its stored object is not its own")
-    event = payloads.resolve({REF_KEY: ref})
+    try:
+        event = payloads.resolve({REF_KEY: ref})
+    except BrokenReferenceError as exc:
+        raise MissingEventError(event_id, kind, str(ref["key"]), exc) from None
     if not isinstance(event, dict) or event.get("id") != event_id or event.get("name") != kind:
         raise BadMessageError(f"event {event_id}: its stored object is another event")
     return event
@@ -233,7 +255,12 @@ class LambdaApp:
     # -- worker ----------------------------------------------------------------------------
 
     def message_from_body(self, body: str) -> Message:
-        """Parse a function-queue record: a message, an EventBridge event, or a cron fire."""
+        """Parse a function-queue record: a message, an EventBridge event, or a cron fire.
+
+        Raises:
+            BadMessageError: The record is none of them, or a message stepkit never wrote
+                (:func:`runtime.messages.checked` says what is wrong with it).
+        """
         try:
             raw = json.loads(body)
         except json.JSONDecodeError as exc:
@@ -249,23 +276,40 @@ class LambdaApp:
                                                                        self._now_ms()))
         kind = raw.get("type")
         if kind == "cron":
-            at = datetime.fromisoformat(str(raw["scheduled_time"]).replace("Z", "+00:00"))
-            return self.orchestrator.cron_message(self.app.get(fn_id), raw["cron"], at.timestamp())
+            return self._cron_message(raw, fn_id)
         if kind == STORED:  # too large for SQS: the message is in the payload bucket
             if self.payloads is None or not isinstance(raw.get(REF_KEY), dict):
                 raise BadMessageError("a stored message without a reference it can read "
                                       "(is STEPKIT_PAYLOAD_BUCKET set?)")
-            raw = self.payloads.resolve({REF_KEY: raw.get(REF_KEY)})
+            try:
+                raw = self.payloads.resolve({REF_KEY: raw.get(REF_KEY)})
+            except BrokenReferenceError as exc:
+                raise BadMessageError(f"a stored message that cannot be read: {exc}") from None
             if not isinstance(raw, dict):
                 raise BadMessageError("a stored message that is not a JSON object")
             kind = raw.get("type")
         if kind == "message":
-            return Message.from_json(raw)
+            try:
+                return checked(Message.from_json(raw))
+            except MalformedMessageError as exc:
+                raise BadMessageError(str(exc)) from None
         raise BadMessageError(f"unrecognised queue record (keys: {sorted(raw)[:8]})")
 
     def _now_ms(self) -> int:
         """The receive time events are validated against (the injected clock in tests)."""
         return int(self.clock.now() * 1000)
+
+    def _cron_message(self, raw: dict[str, Any], fn_id: str) -> Message:
+        """The START of a cron fire, as the function's schedule sends it."""
+        cron, when = raw.get("cron"), raw.get("scheduled_time")
+        try:
+            if not isinstance(cron, str) or not isinstance(when, str):
+                raise ValueError("a cron expression and a scheduled time")
+            at = datetime.fromisoformat(when.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise BadMessageError(f"malformed cron fire: expected 'cron' and an ISO 8601 "
+                                  f"'scheduled_time' ({exc})") from None
+        return self.orchestrator.cron_message(self.app.get(fn_id), cron, at.timestamp())
 
     def _dead_letter(self, record: SqsRecord, exc: BadMessageError) -> None:
         """Send a record that can never succeed to the DLQ at once, with the reason.
@@ -323,6 +367,14 @@ class LambdaApp:
             return
         except InvalidEventError as exc:
             self._dead_letter(record, BadMessageError(f"router record's event: {exc}"))
+            return
+        except MissingEventError as exc:
+            # Without its body the event can match no wait, and no retry or redrive brings
+            # the object back: drop this one event, saying so. (Each function queue's trigger
+            # delivery of it is dead-lettered with the reason.)
+            logging.getLogger("stepkit").warning(
+                "event %s ('%s') dropped: its stored object %s cannot be read (%s)",
+                exc.event_id, exc.name, exc.key, exc.why)
             return
         except BadMessageError as exc:
             self._dead_letter(record, exc)

@@ -609,7 +609,7 @@ def test_payload_bucket_is_emptied_and_deleted_with_the_stack_by_default(
     assert props(auto_delete)["BucketName"] == {"Ref": bucket}
 
 
-def test_each_lambda_finds_the_bucket_and_may_only_put_and_get_payload_objects(
+def test_each_lambda_finds_the_bucket_and_may_only_put_get_and_list_payload_objects(
     app: App, resources: Resources
 ) -> None:
     bucket = payload_bucket(resources)
@@ -620,7 +620,8 @@ def test_each_lambda_finds_the_bucket_and_may_only_put_and_get_payload_objects(
         s3 = [s for s in role_statements(resources, p["Role"])
               if any(a.startswith("s3:") for a in actions(s))]
         assert [(s["Effect"], sorted(actions(s)), s["Resource"]) for s in s3] == \
-            [("Allow", ["s3:GetObject", "s3:PutObject"], objects)]
+            [("Allow", ["s3:GetObject", "s3:PutObject"], objects),
+             ("Allow", ["s3:ListBucket"], arn(bucket))]  # so a missing key answers 404
     # The run reaper deletes items, not objects: the lifecycle rule expires those.
     _, reaper = reaper_ids(resources)
     reaper_role = props(resources[reaper])["Role"]

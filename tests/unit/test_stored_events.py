@@ -47,3 +47,32 @@ def test_a_forged_reference_is_refused(key: str, stored: Any, why: str) -> None:
 def test_a_stored_event_needs_the_bucket() -> None:
     with pytest.raises(BadMessageError, match="STEPKIT_PAYLOAD_BUCKET"):
         event_from_envelope(_delivery("runs/e1/a.json"), None)
+
+
+class _Refusing:
+    """An S3 client that refuses every GetObject with ``code``, as S3 answers a reader."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    def get_object(self, **params: Any) -> Any:
+        from botocore.exceptions import ClientError
+
+        raise ClientError({"Error": {"Code": self.code, "Message": "no"}}, "GetObject")
+
+
+@pytest.mark.parametrize(("code", "key", "broken"), [
+    ("NoSuchKey", "runs/e1/a.json", True),
+    # The stack grants s3:ListBucket, so a missing key is a 404: a 403 is a real denial.
+    ("AccessDenied", "runs/e1/a.json", False),
+    ("SlowDown", "runs/e1/a.json", False),
+    ("InternalError", "runs/e1/a.json", False),
+])
+def test_only_a_missing_object_is_a_broken_reference(code: str, key: str, broken: bool) -> None:
+    from runtime.backends.aws.payloads import BrokenReferenceError, PayloadError, S3Payloads
+
+    payloads = S3Payloads("b", _Refusing(code))
+    with pytest.raises(PayloadError) as caught:
+        payloads.resolve({REF_KEY: {"key": key, "bytes": 1, "sha256": "x"}})
+    assert isinstance(caught.value, BrokenReferenceError) is broken
+    assert caught.value.is_retriable is not broken

@@ -7,7 +7,8 @@ their run and content digest (``runs/<run_id>/<sha256>.json``): putting the same
 (a retried commit, a redelivered message) writes the same object, and a commit that loses
 its race leaves an object no item refers to, which the bucket's lifecycle rule deletes with
 the rest after the retention. Reading checks the digest, so a reference never resolves to
-other bytes.
+other bytes; a reference that can never resolve (no such object, other bytes, a malformed
+reference) is a :class:`BrokenReferenceError`, which reading again cannot mend.
 """
 
 from __future__ import annotations
@@ -25,10 +26,25 @@ INLINE_MAX_BYTES = 64 * 1024
 REF_KEY = "$stepkit_payload"
 
 
+#: What S3 answers a GetObject of a key that does not exist, to a caller allowed
+#: ``s3:ListBucket`` on the bucket, as the stack grants (``infra/constructs/payloads.py``
+#: ``LIST_ACTION``); without it S3 would say 403 ``AccessDenied``, which stays a denial.
+_ABSENT = frozenset({"NoSuchKey", "404", "NotFound"})
+
+
 class PayloadError(StepkitError):
     """An S3 call for a large value failed, or an object is not what its reference says."""
 
     is_retriable = True
+
+
+class BrokenReferenceError(PayloadError):
+    """A reference that can never be read: no such object, other bytes, or malformed.
+
+    Permanent: a forged or stale reference, not a failure another attempt gets past.
+    """
+
+    is_retriable = False
 
 
 def is_ref(value: Any) -> bool:
@@ -92,11 +108,32 @@ class S3Payloads:
         if not is_ref(value):
             return value
         ref = value[REF_KEY]
+        key, digest = _key_and_digest(ref)
+        where = f"s3://{self.bucket}/{key}"
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=ref["key"])["Body"].read()
-        except (ClientError, BotoCoreError) as exc:
-            raise PayloadError(f"S3 GetObject of s3://{self.bucket}/{ref['key']} failed: "
-                               f"{exc}") from exc
-        if hashlib.sha256(body).hexdigest() != ref["sha256"]:
-            raise PayloadError(f"s3://{self.bucket}/{ref['key']} does not match its digest")
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if _absent(exc):
+                raise BrokenReferenceError(f"{where} does not exist") from exc
+            raise PayloadError(f"S3 GetObject of {where} failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise PayloadError(f"S3 GetObject of {where} failed: {exc}") from exc
+        if hashlib.sha256(body).hexdigest() != digest:
+            raise BrokenReferenceError(f"{where} does not match its digest")
         return json.loads(body)
+
+
+def _key_and_digest(ref: Any) -> tuple[str, str]:
+    """A reference's key and digest, or :class:`BrokenReferenceError` if it has none."""
+    key = ref.get("key") if isinstance(ref, dict) else None
+    digest = ref.get("sha256") if isinstance(ref, dict) else None
+    if not isinstance(key, str) or not key or not isinstance(digest, str):
+        raise BrokenReferenceError(f"a malformed payload reference (expected a 'key' and a "
+                                   f"'sha256' string): {str(ref)[:120]}")
+    return key, digest
+
+
+def _absent(exc: ClientError) -> bool:
+    """Whether S3's refusal of a GetObject says there is no such object."""
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    return code in _ABSENT

@@ -18,6 +18,7 @@ from typing import Any
 
 from runtime.backends.local.database import Database, dumps
 from runtime.dlq import DeadLetter, describe_body, redrive_body
+from runtime.messages import checked
 from runtime.orchestration.protocols import Clock
 from runtime.records import Message, TimerCancel
 
@@ -180,7 +181,7 @@ class SqliteQueue:
                     )
                     continue
                 try:
-                    message = Message.from_json(_loads(body))
+                    message = checked(Message.from_json(_loads(body)))
                 except (ValueError, TypeError, KeyError) as exc:
                     # An unreadable body would otherwise block the head of the queue for ever.
                     conn.execute(
