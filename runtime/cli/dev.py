@@ -105,7 +105,7 @@ def dev(
         )
         click.echo(f"  runs stored in {db}")
         click.echo(f"  functions: {', '.join(sorted(app.functions)) or '(none)'}")
-        _serve(backend, sock, log_level.lower())
+        _serve(backend, sock, log_level.lower(), host)
     finally:
         click.echo("stopping: finishing the work in hand")
         backend.close()
@@ -140,14 +140,18 @@ def _reload(port: int, package: str | None) -> None:
                 watch_filter=lambda _change, path: path.endswith(".py"))
 
 
-def _serve(backend: DevBackend, sock: socket.socket, log_level: str) -> None:
-    """Serve the API on ``sock`` until Ctrl-C or SIGTERM, which both end it cleanly."""
+def _serve(backend: DevBackend, sock: socket.socket, log_level: str, host: str) -> None:
+    """Serve the API on ``sock`` until Ctrl-C or SIGTERM, which both end it cleanly.
+
+    Requests must name a loopback host or ``host``, the address bound (a guard against DNS
+    rebinding, :mod:`runtime.devserver.guard`).
+    """
     import uvicorn
 
     from runtime.devserver.api import create_app
 
     config = uvicorn.Config(
-        create_app(backend),
+        create_app(backend, allowed_hosts=[host]),
         log_level="debug" if log_level == "debug" else "warning",  # its startup lines are noise
         access_log=False,
         lifespan="off",
