@@ -68,7 +68,7 @@ from runtime.records import RunStatus
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: The most events one ``POST /api/events`` may carry: each is routed before the answer, so
-#: this bounds the request's time (routing takes about 1.5 ms an event here).
+#: this bounds the request's time (1,000 small events take about 1.8 s to route here).
 MAX_BATCH_EVENTS = 1000
 _log = logging.getLogger("stepkit.devserver")
 
