@@ -106,7 +106,7 @@ def dev(
         )
         say(f"  runs stored in {db}")
         say(f"  functions: {', '.join(sorted(app.functions)) or '(none)'}")
-        _serve(backend, sock, log_level.lower())
+        _serve(backend, sock, log_level.lower(), host)
     finally:
         say("stopping: finishing the work in hand")
         backend.close()
@@ -141,14 +141,18 @@ def _reload(port: int, package: str | None) -> None:
                 watch_filter=lambda _change, path: path.endswith(".py"))
 
 
-def _serve(backend: DevBackend, sock: socket.socket, log_level: str) -> None:
-    """Serve the API on ``sock`` until Ctrl-C or SIGTERM, which both end it cleanly."""
+def _serve(backend: DevBackend, sock: socket.socket, log_level: str, host: str) -> None:
+    """Serve the API on ``sock`` until Ctrl-C or SIGTERM, which both end it cleanly.
+
+    Requests must name a loopback host or ``host``, the address bound (a guard against DNS
+    rebinding, :mod:`runtime.devserver.guard`).
+    """
     import uvicorn
 
     from runtime.devserver.api import create_app
 
     config = uvicorn.Config(
-        create_app(backend),
+        create_app(backend, allowed_hosts=[host]),
         log_level="debug" if log_level == "debug" else "warning",  # its startup lines are noise
         access_log=False,
         lifespan="off",

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from runtime.control import (
     Cancelled,
+    ControlError,
     DeadLetterNotFoundError,
     EventNotFoundError,
     Events,
@@ -21,7 +22,8 @@ from runtime.control import (
     StepNotFoundError,
     views,
 )
-from runtime.errors import FunctionNotFoundError
+from runtime.errors import FunctionNotFoundError, InvalidEventError
+from runtime.events import validate_events
 from runtime.orchestration.intake import EVENT_DEDUP_SECONDS
 from runtime.orchestration.protocols import RunQuery
 from runtime.orchestration.waiting import why_waiting
@@ -36,6 +38,26 @@ if TYPE_CHECKING:
 #: How many of the newest runs and events the listings look through (the dev server's view).
 MAX_LIMIT = 1000
 _CANCEL_REASON = "cancelled by user"
+
+
+class PartlySentError(ControlError):
+    """Routing a list of valid events failed part way: some were routed, the rest not.
+
+    Each event is routed (and then remembered by id) on its own, so sending the same events
+    again with the same ids routes the rest and ignores those routed already.
+
+    Attributes:
+        ids: Every event's id, in the order sent (generated ones included).
+        routed: The ids routed before the failure.
+    """
+
+    def __init__(self, ids: list[str], routed: list[str], cause: Exception) -> None:
+        super().__init__(
+            f"routing failed after {len(routed)} of {len(ids)} event(s) "
+            f"({type(cause).__name__}: {cause}); send the same events again with these ids "
+            f"to route the rest (an id routed already is ignored): {', '.join(ids)}")
+        self.ids = ids
+        self.routed = routed
 
 
 class Orchestrating(Protocol):
@@ -130,13 +152,23 @@ class InProcessControl:
     # -- actions ------------------------------------------------------------------------------
 
     def send(self, events: Events) -> Sent:
-        """Send events; the ids, and those received before."""
-        items = events if isinstance(events, list) else [events]
-        given = [str(e["id"]) for e in items
-                 if isinstance(e, dict) and isinstance(e.get("id"), str) and e["id"]]
-        now = self.clock.now()  # asked before sending: once routed, every id is "seen"
-        seen = [i for i in given if self.store.event_seen(i, now=now, ttl=EVENT_DEDUP_SECONDS)]
-        return Sent(self.orchestrator.send(events), seen)
+        """Send events, all validated before any is routed; the ids, and those received before.
+
+        Raises:
+            InvalidEventError: An event is invalid; none was routed.
+            PartlySentError: Routing failed part way (see there).
+        """
+        now = self.clock.now()
+        valid = validate_events(events, now_ms=int(now * 1000))
+        ids = [e.id for e in valid]
+        seen = self._seen(ids, now)  # asked before sending: once routed, every id is "seen"
+        try:
+            self.orchestrator.send(valid)
+        except InvalidEventError:  # a typed event's data: refused before any was routed
+            raise
+        except Exception as exc:
+            raise PartlySentError(ids, self._seen(ids, self.clock.now()), exc) from exc
+        return Sent(ids, seen)
 
     def cancel(self, run_id: str) -> Cancelled:
         """Cancel a run now; whether this call cancelled it, and its status after."""
@@ -264,6 +296,10 @@ class InProcessControl:
         return found
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _seen(self, ids: list[str], now: float) -> list[str]:
+        """The ids among ``ids`` routed within the dedup window."""
+        return [i for i in ids if self.store.event_seen(i, now=now, ttl=EVENT_DEDUP_SECONDS)]
 
     def _state(self, run_id: str) -> RunState:
         state = self.store.load(run_id)

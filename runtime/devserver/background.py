@@ -23,7 +23,8 @@ def serve_in_background(backend: DevBackend, *, host: str = "127.0.0.1") -> Iter
     sock = socket.socket()
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(backend), log_level="warning", lifespan="off")
+    app = create_app(backend, allowed_hosts=[host])
+    config = uvicorn.Config(app, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

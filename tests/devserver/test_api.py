@@ -18,6 +18,7 @@ from runtime.orchestration.clock import FakeClock
 from runtime.records import StepKind, StepRecord, StepStatus
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+JSON = {"content-type": "application/json"}
 
 app = App("devtest")
 
@@ -46,7 +47,7 @@ class Env:
     def __init__(self, tmp_path: Path, served: App = app) -> None:
         self.clock = FakeClock(START)
         self.backend = LocalBackend(served, tmp_path / "dev.sqlite3", clock=self.clock)
-        self.client = TestClient(create_app(self.backend))
+        self.client = TestClient(create_app(self.backend, allowed_hosts=["testserver"]))
 
     def send(self, name: str, data: dict[str, Any] | None = None) -> str:
         resp = self.client.post("/api/events", json={"name": name, "data": data or {}})
@@ -331,7 +332,7 @@ def test_actions_on_a_run_of_an_unregistered_function_are_409(tmp_path: Path) ->
     other = App("devtest")  # the function was since removed from the code
     with (
         LocalBackend(other, tmp_path / "db.sqlite3", clock=clock) as backend,
-        TestClient(create_app(backend)) as client,
+        TestClient(create_app(backend, allowed_hosts=["testserver"])) as client,
     ):
         detail = client.get(f"/api/runs/{run.run_id}").json()
         assert detail["steps"][0]["max_attempts"] is None
@@ -397,7 +398,7 @@ def test_dlq_endpoints_list_and_redrive_and_name_bad_requests(env: Env) -> None:
         "{nope": "invalid JSON body",
     }
     for body, error in bad.items():
-        resp = env.client.post("/api/dlq/redrive", content=body)
+        resp = env.client.post("/api/dlq/redrive", content=body, headers=JSON)
         assert resp.status_code == 400 and error in resp.json()["error"], (body, resp.text)
     resp = env.client.post("/api/dlq/redrive", json={"id": "12345"})
     assert resp.status_code == 404 and resp.json() == {"error": "no dead-lettered message '12345'"}

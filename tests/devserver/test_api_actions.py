@@ -78,7 +78,8 @@ def test_invoke_refuses_data_that_is_not_an_object(
     env: Env, body: Any, status: int, error: str
 ) -> None:
     if isinstance(body, str):
-        resp = env.client.post("/api/functions/order/invoke", content=body)
+        resp = env.client.post("/api/functions/order/invoke", content=body,
+                               headers={"content-type": "application/json"})
     else:
         resp = env.client.post("/api/functions/order/invoke", json=body)
     assert resp.status_code == status

@@ -50,7 +50,7 @@ def rows(ctx: Context) -> int:
 
 def _env(tmp_path: Path) -> tuple[LocalBackend, TestClient]:
     backend = LocalBackend(app, tmp_path / "dev.sqlite3", clock=FakeClock(START))
-    return backend, TestClient(create_app(backend))
+    return backend, TestClient(create_app(backend, allowed_hosts=["testserver"]))
 
 
 def _send(backend: LocalBackend, client: TestClient, name: str, data: dict[str, Any]) -> None:

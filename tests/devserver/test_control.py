@@ -85,6 +85,19 @@ def test_actions_and_listings(plane: ControlPlane, harness: Harness) -> None:
     assert plane.dead_letters() == [] and plane.dead_letter_count() == 0
 
 
+def test_ids_with_reserved_characters_reach_the_event_they_name(
+    plane: ControlPlane, harness: Harness
+) -> None:
+    odd = ["order/42", "50% off", "a#b?c", "x/cancel"]
+    assert plane.send([{"name": "user/signup", "id": i} for i in odd]).ids == odd
+    harness.settle()
+    for event_id in odd:
+        shown = plane.event(event_id)
+        assert shown["id"] == event_id
+        (run,) = shown["runs"]
+        assert plane.run(run["run_id"])["events"][0]["id"] == event_id
+
+
 def test_errors_are_the_control_planes(plane: ControlPlane, harness: Harness) -> None:
     in_process = not isinstance(plane, HttpControl)  # over HTTP, a 404 is a NotFoundError
     harness.send("user/signup", {})

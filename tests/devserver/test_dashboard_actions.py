@@ -394,3 +394,21 @@ def test_an_event_lists_the_waits_it_resolved(backend: LocalBackend, browser: Br
         browser.click(f'#events tr[data-event-id="{order_event}"]')
         browser.wait_text("#event-waits", "no waiting run matched it")
         browser.find(f'#event-runs li[data-run-id="{waiter.run_id}"]')
+
+
+def test_an_event_whose_id_holds_a_slash_and_a_percent_opens_its_own_page(
+    backend: LocalBackend, browser: Browser
+) -> None:
+    odd = "order/42 50%#?"
+    backend.send({"name": "shop/checkout", "id": odd, "data": {"items": [2]}})
+    backend.run_until_idle()
+    with serve(backend) as url:
+        browser.get(url)
+        browser.click(f'#events tr[data-event-id="{odd}"]')
+        browser.wait_text("#event-id", odd)
+        assert browser.hash() == "#event=order%2F42%2050%25%23%3F"
+        payload = json.loads(browser.wait_text("#event-payload", odd))
+        assert payload["id"] == odd and payload["data"] == {"items": [2]}
+        browser.click("#event-runs a")  # through to the run it started
+        run_id = browser.wait_run("#event=order%2F42%2050%25%23%3F")
+        assert browser.wait_text("#run-id", run_id) == run_id

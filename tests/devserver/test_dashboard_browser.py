@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -219,6 +220,21 @@ def test_dashboard_events_tab_shows_payload_and_the_runs_an_event_started(
     assert "&quot;card&quot;: &quot;4242&quot;" in dom or '"card": "4242"' in dom  # payload
     # Times say their zone.
     assert re.search(r">[A-Z][a-z]{2} \d+ \d\d:\d\d:\d\d\.\d{3} (UTC|GMT)<", dom)
+
+
+def test_dashboard_opens_an_event_whose_id_holds_a_slash_and_a_percent(
+    backend: LocalBackend, tmp_path: Path
+) -> None:
+    browser = chromium()
+    odd = "order/42 50%#?"
+    backend.send({"name": "shop/paced", "id": odd, "data": {"note": "odd id"}})
+    backend.run_until_idle()
+    (run,) = [r for r in backend.list_runs() if r.function_id == "paced"]
+    with serve(backend) as url:
+        dom = browse(browser, f"{url}/#event={quote(odd, safe='')}", tmp_path, "--dump-dom")
+    assert f'<code id="event-id">{odd}</code>' in dom
+    assert f'<li data-run-id="{run.run_id}"><a href="#run={run.run_id}">' in dom
+    assert "&quot;note&quot;: &quot;odd id&quot;" in dom or '"note": "odd id"' in dom
 
 
 def test_dashboard_search_finds_a_run_or_an_event_by_id(

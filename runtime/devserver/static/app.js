@@ -102,8 +102,24 @@ function message(el, text, ok) {
   el.className = "result " + (ok ? "ok" : "error");
 }
 
+/** The page of a run or an event: ids may hold "%", "/", "#", "?" or spaces, so encoded. */
+function pageHash(kind, id) {
+  return "#" + kind + "=" + encodeURIComponent(id);
+}
+
+/** The id in ``location.hash`` for ``kind`` ("run", "event", "q"), or null. */
+function hashId(kind) {
+  const m = new RegExp("^#" + kind + "=(.+)$").exec(location.hash);
+  if (!m) return null;
+  try {
+    return decodeURIComponent(m[1]);
+  } catch (err) {  // typed by hand with a bare "%": take it as it is
+    return m[1];
+  }
+}
+
 function runLink(runId) {
-  return h("a", { href: "#run=" + runId, "data-run-link": runId }, runId);
+  return h("a", { href: pageHash("run", runId), "data-run-link": runId }, runId);
 }
 
 /** A success message made of text and nodes (links to runs). */
@@ -257,23 +273,21 @@ async function refreshRuns() {
 // -- one run ---------------------------------------------------------------------------------
 
 function select(runId) {
-  if (location.hash !== "#run=" + runId) location.hash = "run=" + runId;
+  if (location.hash !== pageHash("run", runId)) location.hash = pageHash("run", runId);
   else route();
 }
 
 function route() {
-  const q = /^#q=(.+)$/.exec(location.hash);
-  if (q) { findById(decodeURIComponent(q[1])); return; }
-  const ev = /^#event=(.+)$/.exec(location.hash);
-  const eventId = ev ? decodeURIComponent(ev[1]) : null;
+  const q = hashId("q");
+  if (q !== null) { findById(q); return; }
+  const eventId = hashId("event");
   if (eventId !== state.event) {
     state.event = eventId;
     state.eventDetail = null;
     refreshEventDetail().then(renderEvent);
   }
   renderEvent();
-  const m = /^#run=(.+)$/.exec(location.hash);
-  const runId = m ? decodeURIComponent(m[1]) : null;
+  const runId = hashId("run");
   if (runId !== state.selected) {
     state.openSteps.clear();
     $("run-event").open = false;
@@ -510,14 +524,15 @@ function invokeRunFunction() {
 
 // -- events and search ---------------------------------------------------------------------------
 
+/** The events list: summaries only (no data); a payload is fetched when its event is opened. */
 async function refreshEvents() {
-  const data = await api("GET", "/api/events?limit=100");
+  const data = await api("GET", "/api/events?limit=100&summary=true");
   state.events = data.events;
   const body = $("events");
   body.replaceChildren();
   if (!data.events.length) body.append(h("tr", {}, h("td", { colspan: 4, class: "empty" }, "no events yet")));
   for (const e of data.events) {
-    body.append(h("tr", { "data-event-id": e.id, onclick: () => { location.hash = "event=" + e.id; } },
+    body.append(h("tr", { "data-event-id": e.id, onclick: () => { location.hash = pageHash("event", e.id); } },
       h("td", { class: "mono" }, e.id),
       h("td", { class: "mono" }, e.name),
       timeCell(e.ts ? new Date(e.ts).toISOString() : null),
@@ -527,7 +542,7 @@ async function refreshEvents() {
   renderEvent();
 }
 
-/** Fetch the shown event's detail (the runs it started, the waits it resolved): only for it. */
+/** Fetch the shown event's detail (its payload, the runs it started, the waits it resolved). */
 async function refreshEventDetail() {
   const id = state.event;
   if (!id) return;
@@ -542,7 +557,7 @@ async function refreshEventDetail() {
 
 function runItem(r, extra) {
   return h("li", { "data-run-id": r.run_id },
-    h("a", { href: "#run=" + r.run_id }, r.run_id), " ", r.function_id, " ", pill(r.status), extra || null);
+    h("a", { href: pageHash("run", r.run_id) }, r.run_id), " ", r.function_id, " ", pill(r.status), extra || null);
 }
 
 function renderEvent() {
@@ -570,7 +585,8 @@ function renderEvent() {
     " in step ", h("code", { "data-wait-step": w.step }, w.step)))) : null;
   $("event-waits").replaceChildren(...(waits === null ? [h("li", { class: "muted" }, "loading…")]
     : waits.length ? waits : [h("li", { class: "muted" }, "no waiting run matched it")]));
-  const payload = { ...e };
+  if (!detail) { $("event-payload").textContent = "loading…"; return; }
+  const payload = { ...detail };
   delete payload.runs;
   delete payload.waits;
   $("event-payload").textContent = json(payload);
@@ -583,13 +599,13 @@ async function findById(id) {
   try {
     await api("GET", "/api/runs/" + encodeURIComponent(id));
     message(out, "", true);
-    location.hash = "run=" + id;
+    location.hash = pageHash("run", id);
     return;
   } catch (err) { /* not a run: maybe an event */ }
   try {
     await api("GET", "/api/events/" + encodeURIComponent(id));
     message(out, "", true);
-    location.hash = "event=" + id;
+    location.hash = pageHash("event", id);
     return;
   } catch (err) { /* neither */ }
   message(out, "no run or recent event with id " + id, false);
