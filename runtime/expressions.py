@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from runtime.checks import parser_checks
 
 if TYPE_CHECKING:
-    from celpy import Runner
+    from runtime._cel import Program
 
 __all__ = [
     "Expression",
@@ -96,11 +96,11 @@ class Expression:
         """Compile ``source``; see :meth:`compile`."""
         self.source = source
         self.where = where
-        self._program: Runner | None = None
+        self._program: Program | None = None
         if parser_checks():
             self._program = self._parse()
 
-    def _parse(self) -> Runner:
+    def _parse(self) -> Program:
         from runtime import _cel  # celpy and its grammar load on first use, not at import
 
         try:
@@ -113,7 +113,7 @@ class Expression:
                 f"{self.where}: invalid CEL expression {self.source!r}: syntax error{at}:\n{caret}"
             ) from None
 
-    def _runner(self) -> Runner:
+    def _runner(self) -> Program:
         """The parsed program; parsed here in a Lambda (:mod:`runtime.checks`)."""
         if self._program is None:
             self._program = self._parse()
