@@ -16,9 +16,10 @@ from celpy import celtypes
 from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError, base_functions
 
+from runtime._cel_lint import Problem, problem
 from runtime._cel_reads import Budget, Reads, ValueTooLarge, bind, macro_depth, place, reads, unwrap
 
-__all__ = ["CELParseError", "Program", "compile_program", "evaluate", "value"]
+__all__ = ["CELParseError", "Program", "compile_program", "evaluate", "mistake", "value"]
 
 _BOOL = celtypes.BoolType
 
@@ -103,6 +104,17 @@ def _activation(program: Program, variables: Mapping[str, Any]) -> dict[str, Any
         return {name: budget.convert(v) for name, v in variables.items()}
     used = program.reads
     return {name: bind(v, used[name], budget) for name, v in variables.items() if name in used}
+
+
+def mistake(source: str) -> Problem | None:
+    """The first mistake in ``source`` that no event can make right; ``None`` if none is seen.
+
+    A syntax error is not reported here: :func:`compile_program` raises it.
+    """
+    try:
+        return problem(_ENV.compile(source))
+    except CELParseError:
+        return None
 
 
 def evaluate(program: Program, variables: Mapping[str, Any]) -> bool:
