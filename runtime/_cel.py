@@ -17,7 +17,7 @@ from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError, base_functions
 
 from runtime._cel_lint import Problem, problem
-from runtime._cel_reads import Budget, Reads, ValueTooLarge, bind, macro_depth, place, reads, unwrap
+from runtime._cel_reads import Budget, Reads, ValueTooLarge, bind, macro_shape, place, reads, unwrap
 
 __all__ = ["CELParseError", "Program", "compile_program", "evaluate", "mistake", "value"]
 
@@ -42,10 +42,32 @@ def _numeric_aware(name: str, compare: Callable[[Any, Any], bool]) -> Callable[[
     return relation
 
 
+def _short_error(logical: Callable[[Any, Any], Any], symbol: str) -> Callable[[Any, Any], Any]:
+    """The ``logical_or``/``logical_and`` of celpy, raising without the operands' text.
+
+    celpy's own put both operands' ``repr`` in their TypeError. In ``exists()``/``all()``
+    over elements the body fails on (``items.exists(i, i.sku == 'a')`` with no ``sku``),
+    each error holds the one before it, escaped once more, so the text doubles with every
+    element: 24 elements took 1 s, 30 ran out of memory.
+    """
+
+    def combine(x: Any, y: Any) -> Any:
+        if not isinstance(x, _BOOL) and not isinstance(y, _BOOL):
+            raise TypeError(f"no such overload: {type(x).__name__} {symbol} {type(y).__name__}")
+        return logical(x, y)
+
+    return combine
+
+
+# The macros and list/map equality look these up in celtypes on every call.
+celtypes.logical_or = _short_error(celtypes.logical_or, "||")  # type: ignore[assignment]
+celtypes.logical_and = _short_error(celtypes.logical_and, "&&")  # type: ignore[assignment]
+
 # celpy lets a program override its operator implementations by name.
 _OPERATORS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le}
 _OPERATORS |= {">": operator.gt, ">=": operator.ge}
 _FUNCTIONS: dict[str, Any] = {f"_{k}_": _numeric_aware(f"_{k}_", v) for k, v in _OPERATORS.items()}
+_FUNCTIONS |= {"_||_": celtypes.logical_or, "_&&_": celtypes.logical_and}
 _ENV = celpy.Environment()
 # What evaluation may raise; celpy wraps nearly everything in CELEvalError.
 #: What an evaluation may raise that means "no match", not a bug: a deeply nested value
@@ -57,10 +79,11 @@ _TOO_BIG = (ValueTooLarge, RecursionError)
 
 
 #: Values one evaluation may convert whole (a path used as a value, a macro's list, the
-#: event itself). About 4.5 µs each to convert and, in a macro, ~85 µs per element to
-#: evaluate a simple body, so an evaluation stays near 0.1 s (bench/cel_cost.py) and an
-#: event can be matched against a few hundred expressions within the router's 30 s.
+#: event itself), about 4.5 µs each.
 WHOLE_VALUES = 1000
+#: Parse-tree nodes the bodies of an expression's macros may evaluate in all, about 6 µs
+#: each: an element's body runs once per element, a nested one once per pair.
+MACRO_NODES = 20_000
 
 
 @dataclass(frozen=True)
@@ -70,14 +93,24 @@ class Program:
     Attributes:
         runner: celpy's program.
         reads: Per name, the paths the program reads (``None``: bind every name whole).
-        limit: Values an evaluation may convert whole: :data:`WHOLE_VALUES`, or its
-            d-th root when macros nest d deep, so the innermost body runs at most
-            :data:`WHOLE_VALUES` times.
+        limit: Values an evaluation may convert whole (:func:`whole_limit`).
     """
 
     runner: celpy.Runner
     reads: Mapping[str, Reads] | None
     limit: int
+
+
+def whole_limit(depth: int, body: int) -> int:
+    """How many values a program with macros ``depth`` deep and a ``body``-node body binds.
+
+    :data:`WHOLE_VALUES`, or less when the macros' bodies would then evaluate more than
+    :data:`MACRO_NODES` nodes: elements^depth x body stays within it. So one evaluation
+    costs at most about 5 ms of conversion plus 0.12 s of macro bodies (bench/cel_cost.py).
+    """
+    if depth == 0:
+        return WHOLE_VALUES
+    return max(1, min(WHOLE_VALUES, int((MACRO_NODES / body) ** (1 / depth))))
 
 
 def compile_program(source: str) -> Program:
@@ -87,8 +120,7 @@ def compile_program(source: str) -> Program:
         CELParseError: On a syntax error.
     """
     tree = _ENV.compile(source)
-    depth = macro_depth(tree)
-    limit = WHOLE_VALUES if depth < 2 else int(WHOLE_VALUES ** (1 / depth))
+    limit = whole_limit(*macro_shape(tree))
     return Program(_ENV.program(tree, functions=_FUNCTIONS), reads(tree), limit)
 
 

@@ -25,7 +25,7 @@ from celpy.adapter import json_to_cel
 
 from runtime.expressions import _plain
 
-__all__ = ["Budget", "Reads", "ValueTooLarge", "bind", "macro_depth", "reads"]
+__all__ = ["Budget", "Reads", "ValueTooLarge", "bind", "macro_shape", "reads"]
 
 #: Methods that run an expression once per element of their receiver.
 MACROS = frozenset({"all", "exists", "exists_one", "filter", "map", "reduce", "min"})
@@ -49,12 +49,15 @@ class Reads:
 
     Attributes:
         whole: The value itself is used, so all of it is converted.
+        iterated: A macro runs over it: a string then costs one per character (celpy runs
+            the body once per character).
         size: Only its size is used.
         fields: Map keys selected below it; a key with an empty ``Reads`` is only tested
             for presence (``has()``).
     """
 
     whole: bool = False
+    iterated: bool = False
     size: bool = False
     fields: dict[str, Reads] = field(default_factory=dict)
 
@@ -114,18 +117,20 @@ def _visit(node: Any, found: dict[str, Reads]) -> None:
     elif kind == "member_dot_arg":
         _visit_call(str(node.children[1]), unwrap(node.children[0]), _args(node), found)
     elif kind == "member_index":
-        _visit_used(unwrap(node.children[0]), found)
+        _visit_used(unwrap(node.children[0]), found, iterated=False)
         _visit(node.children[1], found)
     else:
         for child in node.children:
             _visit(child, found)
 
 
-def _visit_used(node: Any, found: dict[str, Reads]) -> None:
+def _visit_used(node: Any, found: dict[str, Reads], *, iterated: bool) -> None:
     """A value used whole: a name's fields are marked so, anything else is walked."""
     at = place(node)
     if at is not None:
-        _mark(found, at).whole = True
+        marked = _mark(found, at)
+        marked.whole = True
+        marked.iterated = marked.iterated or iterated
     else:
         _visit(node, found)
 
@@ -146,17 +151,27 @@ def _visit_call(name: str, receiver: Any, args: list[Any], found: dict[str, Read
         node.size = node.size or name == "size"
         return
     if receiver is not None:
-        _visit_used(receiver, found)
+        _visit_used(receiver, found, iterated=name in MACROS)
     for arg in args:
         _visit(arg, found)
 
 
-def macro_depth(tree: Any) -> int:
-    """How deep macros (``exists``, ``map``...) nest in ``tree``: their bodies multiply."""
+def macro_shape(tree: Any) -> tuple[int, int]:
+    """How deep macros (``exists``, ``map``...) nest in ``tree``, and their largest body.
+
+    The body (in parse-tree nodes) runs once per element, nested bodies once per pair.
+    """
     kids = [c for c in getattr(tree, "children", []) if hasattr(c, "data")]
-    below = max((macro_depth(c) for c in kids), default=0)
-    is_macro = tree.data == "member_dot_arg" and str(tree.children[1]) in MACROS
-    return below + 1 if is_macro else below
+    shapes = [macro_shape(c) for c in kids]
+    depth = max((d for d, _ in shapes), default=0)
+    body = max((b for _, b in shapes), default=0)
+    if tree.data == "member_dot_arg" and str(tree.children[1]) in MACROS:
+        return depth + 1, max(body, sum(_count(c) for c in kids[1:]))
+    return depth, body
+
+
+def _count(tree: Any) -> int:
+    return 1 + sum(_count(c) for c in tree.children if hasattr(c, "data"))
 
 
 class Budget:
@@ -172,6 +187,18 @@ class Budget:
         self.limit = limit
         self.left = limit
 
+    def spend(self, count: int) -> None:
+        """Take ``count`` from what is left.
+
+        Raises:
+            ValueTooLarge: Nothing is left.
+        """
+        self.left -= count
+        if self.left < 0:
+            raise ValueTooLarge(
+                f"the expression reads more than {self.limit} values whole in one evaluation"
+            )
+
     def convert(self, value: Any) -> Any:
         """Convert a JSON-like Python value to CEL, spending one per value.
 
@@ -179,11 +206,7 @@ class Budget:
             ValueTooLarge: The budget is spent.
             TypeError: ``value`` is not JSON-like.
         """
-        self.left -= 1
-        if self.left < 0:
-            raise ValueTooLarge(
-                f"the expression reads more than {self.limit} values whole in one evaluation"
-            )
+        self.spend(1)
         value = _plain(value)
         if isinstance(value, Mapping):
             return celtypes.MapType({_key(k): self.convert(v) for k, v in value.items()})
@@ -214,9 +237,11 @@ def bind(value: Any, what: Reads, budget: Budget) -> Any:
     """
     value = _plain(value)
     if what.whole:
+        if what.iterated and isinstance(value, str):
+            budget.spend(len(value))
         return budget.convert(value)
     if isinstance(value, Mapping):
-        shell = {_key(k): _NULL for k in value} if what.size else {}
+        shell = dict.fromkeys(value, _NULL) if what.size else {}
         kept = {k: bind(value[k], below, budget) for k, below in what.fields.items() if k in value}
         return celtypes.MapType(shell | {celtypes.StringType(k): v for k, v in kept.items()})
     if isinstance(value, list | tuple):

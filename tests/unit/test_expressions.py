@@ -358,20 +358,38 @@ def test_a_value_used_whole_past_the_limit_does_not_match() -> None:
     def event(n: int) -> dict[str, Any]:
         return {"data": {"items": list(range(n))}}
 
-    expr = Expression.compile("event.data.items.exists(i, i == 0)", where="w")
+    expr = Expression.compile("event.data.items == event.data.items", where="w")
     assert expr.matches(event=event(WHOLE_VALUES - 1)) is True  # the list counts one
     assert expr.matches(event=event(WHOLE_VALUES)) is False
     with pytest.raises(LookupError, match=f"more than {WHOLE_VALUES} values whole"):
         Expression.compile("event.data.items", where="w").value({"event": event(WHOLE_VALUES)})
 
 
-def test_nested_macros_share_the_limit_as_its_root() -> None:
+@pytest.mark.parametrize(
+    "source",
+    [
+        "event.data.items.exists(i, i == 0)",
+        "event.data.items.exists(i, i < 0 && i > 5 || i == -1 || string(i) == 'q' || i == 0)",
+        "event.data.items.exists(x, event.data.items.exists(y, x + y == 0))",
+    ],
+)
+def test_a_macro_binds_fewer_values_the_more_its_bodies_evaluate(source: str) -> None:
+    from runtime import _cel
+
+    program = _cel.compile_program(source)
+    depth, body = _cel.macro_shape(_cel._ENV.compile(source))
+    assert program.limit ** depth * body <= _cel.MACRO_NODES < (program.limit + 1) ** depth * body
+    assert matches(source, event={"data": {"items": list(range(program.limit - 1))}}) is True
+    assert matches(source, event={"data": {"items": list(range(program.limit))}}) is False
+
+
+def test_a_macro_over_a_string_spends_one_per_character() -> None:
     from runtime._cel import WHOLE_VALUES
 
-    inner = int(WHOLE_VALUES ** 0.5)
-    source = "event.data.a.exists(x, event.data.b.exists(y, x == y))"
-    assert matches(source, event={"data": {"a": [1] * (inner // 2), "b": [1]}}) is True
-    assert matches(source, event={"data": {"a": [1] * inner, "b": [1]}}) is False
+    source = "event.data.s.exists(c, c == 'b')"  # celpy runs the body once per character
+    assert matches(source, event={"data": {"s": "ab"}}) is True
+    assert matches(source, event={"data": {"s": "a" * WHOLE_VALUES + "b"}}) is False
+    assert matches("event.data.s.endsWith('b')", event={"data": {"s": "a" * 10**6 + "b"}})
 
 
 def test_a_value_too_deep_to_convert_is_no_match_or_a_lookup_error() -> None:
@@ -381,6 +399,18 @@ def test_a_value_too_deep_to_convert_is_no_match_or_a_lookup_error() -> None:
     assert matches("event.data.d == 1", event={"data": {"d": deep}}) is False
     with pytest.raises(LookupError):
         Expression.compile("event.data.d", where="w").value({"event": {"data": {"d": deep}}})
+
+
+def test_a_macro_whose_body_fails_on_every_element_costs_what_its_elements_cost() -> None:
+    # celpy's errors each held the one before, escaped again: 16 elements, a 1 MB message;
+    # 30, out of memory.
+    expr = Expression.compile("event.data.items.exists(i, i.sku == 'a')", where="w")
+    items = [{"qty": 1}] * 16
+    with pytest.raises(LookupError) as info:
+        expr.value({"event": {"data": {"items": items}}})
+    assert len(str(info.value)) < 200
+    assert expr.matches(event={"data": {"items": [{"qty": 1}] * 200}}) is False
+    assert matches("event.data.a.all(x, x.b == 1)", event={"data": {"a": [{}] * 200}}) is False
 
 
 # --- mistakes refused at registration ----------------------------------------------------
