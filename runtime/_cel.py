@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import celpy
 from celpy import celtypes
-from celpy.adapter import json_to_cel
 from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError, base_functions
 
-from runtime.expressions import _plain
+from runtime._cel_lint import Problem, problem
+from runtime._cel_reads import Budget, Reads, ValueTooLarge, bind, macro_shape, place, reads, unwrap
 
-__all__ = ["CELParseError", "compile_program", "evaluate", "value"]
+__all__ = ["CELParseError", "Program", "compile_program", "evaluate", "mistake", "value"]
 
 _BOOL = celtypes.BoolType
 
@@ -41,51 +42,125 @@ def _numeric_aware(name: str, compare: Callable[[Any, Any], bool]) -> Callable[[
     return relation
 
 
+def _short_error(logical: Callable[[Any, Any], Any], symbol: str) -> Callable[[Any, Any], Any]:
+    """The ``logical_or``/``logical_and`` of celpy, raising without the operands' text.
+
+    celpy's own put both operands' ``repr`` in their TypeError. In ``exists()``/``all()``
+    over elements the body fails on (``items.exists(i, i.sku == 'a')`` with no ``sku``),
+    each error holds the one before it, escaped once more, so the text doubles with every
+    element: 24 elements took 1 s, 30 ran out of memory.
+    """
+
+    def combine(x: Any, y: Any) -> Any:
+        if not isinstance(x, _BOOL) and not isinstance(y, _BOOL):
+            raise TypeError(f"no such overload: {type(x).__name__} {symbol} {type(y).__name__}")
+        return logical(x, y)
+
+    return combine
+
+
+# The macros and list/map equality look these up in celtypes on every call.
+celtypes.logical_or = _short_error(celtypes.logical_or, "||")  # type: ignore[assignment]
+celtypes.logical_and = _short_error(celtypes.logical_and, "&&")  # type: ignore[assignment]
+
 # celpy lets a program override its operator implementations by name.
 _OPERATORS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le}
 _OPERATORS |= {">": operator.gt, ">=": operator.ge}
 _FUNCTIONS: dict[str, Any] = {f"_{k}_": _numeric_aware(f"_{k}_", v) for k, v in _OPERATORS.items()}
+_FUNCTIONS |= {"_||_": celtypes.logical_or, "_&&_": celtypes.logical_and}
 _ENV = celpy.Environment()
 # What evaluation may raise; celpy wraps nearly everything in CELEvalError.
 #: What an evaluation may raise that means "no match", not a bug: a deeply nested value
 #: (within what events allow) can exhaust the recursion of the conversion or the evaluator.
 _EVAL_ERRORS = (CELEvalError, ArithmeticError, LookupError, TypeError, ValueError,
                 RecursionError)
+#: What binding may raise that means "no match": more to convert than a program's limit.
+_TOO_BIG = (ValueTooLarge, RecursionError)
 
 
-def _to_cel(value: Any) -> Any:
-    """Convert a JSON-like Python value to CEL."""
-    value = _plain(value)
-    if value is None or isinstance(value, bool | str):
-        return json_to_cel(value)
-    if isinstance(value, int):
-        return celtypes.IntType(value)
-    if isinstance(value, float):
-        return celtypes.DoubleType(value)
-    if isinstance(value, Mapping):
-        return celtypes.MapType({_to_cel(k): _to_cel(v) for k, v in value.items()})
-    if isinstance(value, list | tuple):
-        return celtypes.ListType([_to_cel(v) for v in value])
-    raise TypeError(f"cannot bind a {type(value).__name__} in a CEL expression; use JSON values")
+#: Values one evaluation may convert whole (a path used as a value, a macro's list, the
+#: event itself), about 4.5 µs each.
+WHOLE_VALUES = 1000
+#: Parse-tree nodes the bodies of an expression's macros may evaluate in all, about 6 µs
+#: each: an element's body runs once per element, a nested one once per pair.
+MACRO_NODES = 20_000
 
 
-def compile_program(source: str) -> celpy.Runner:
+@dataclass(frozen=True)
+class Program:
+    """A compiled expression and what it reads of each bound name.
+
+    Attributes:
+        runner: celpy's program.
+        reads: Per name, the paths the program reads (``None``: bind every name whole).
+        limit: Values an evaluation may convert whole (:func:`whole_limit`).
+    """
+
+    runner: celpy.Runner
+    reads: Mapping[str, Reads] | None
+    limit: int
+
+
+def whole_limit(depth: int, body: int) -> int:
+    """How many values a program with macros ``depth`` deep and a ``body``-node body binds.
+
+    :data:`WHOLE_VALUES`, or less when the macros' bodies would then evaluate more than
+    :data:`MACRO_NODES` nodes: elements^depth x body stays within it. So one evaluation
+    costs at most about 5 ms of conversion plus 0.12 s of macro bodies (bench/cel_cost.py).
+    """
+    if depth == 0:
+        return WHOLE_VALUES
+    return max(1, min(WHOLE_VALUES, int((MACRO_NODES / body) ** (1 / depth))))
+
+
+def compile_program(source: str) -> Program:
     """Parse ``source`` into a program using stepkit's numeric-aware comparisons.
 
     Raises:
         CELParseError: On a syntax error.
     """
-    return _ENV.program(_ENV.compile(source), functions=_FUNCTIONS)
+    tree = _ENV.compile(source)
+    limit = whole_limit(*macro_shape(tree))
+    return Program(_ENV.program(tree, functions=_FUNCTIONS), reads(tree), limit)
 
 
-def evaluate(program: celpy.Runner, variables: Mapping[str, Any]) -> bool:
-    """True only if ``program`` yields boolean true with ``variables`` bound."""
+def _activation(program: Program, variables: Mapping[str, Any]) -> dict[str, Any]:
+    """The CEL values to bind: only what ``program`` reads of each name it uses.
+
+    Raises:
+        ValueTooLarge: The program would convert more than its limit whole.
+        RecursionError: A value nested too deep to convert.
+    """
+    budget = Budget(program.limit)
+    if program.reads is None:
+        return {name: budget.convert(v) for name, v in variables.items()}
+    used = program.reads
+    return {name: bind(v, used[name], budget) for name, v in variables.items() if name in used}
+
+
+def mistake(source: str) -> Problem | None:
+    """The first mistake in ``source`` that no event can make right; ``None`` if none is seen.
+
+    A syntax error is not reported here: :func:`compile_program` raises it.
+    """
     try:
-        activation = {name: _to_cel(value) for name, value in variables.items()}
-    except RecursionError:  # a value nested too deep to convert: no match (a non-JSON value
-        return False  # still raises TypeError: that is a programming error)
+        return problem(_ENV.compile(source))
+    except CELParseError:
+        return None
+
+
+def evaluate(program: Program, variables: Mapping[str, Any]) -> bool:
+    """True only if ``program`` yields boolean true with ``variables`` bound.
+
+    A value too large or too deep to bind is no match (a non-JSON value still raises
+    TypeError: that is a programming error).
+    """
     try:
-        result = program.evaluate(activation)
+        activation = _activation(program, variables)
+    except _TOO_BIG:
+        return False
+    try:
+        result = program.runner.evaluate(activation)
     except _EVAL_ERRORS:
         return False
     return isinstance(result, celtypes.BoolType) and bool(result)
@@ -110,42 +185,25 @@ def _from_cel(result: Any) -> Any:
     return str(result)
 
 
-def value(program: celpy.Runner, variables: Mapping[str, Any]) -> Any:
+def value(program: Program, variables: Mapping[str, Any]) -> Any:
     """What ``program`` yields with ``variables`` bound, as plain Python.
 
     Raises:
-        LookupError: Evaluation failed (a missing field, a type mismatch...).
+        LookupError: Evaluation failed (a missing field, a type mismatch, a value too
+            large or too deep to bind...).
+        TypeError: A value is not JSON-like.
     """
-    activation = {name: _to_cel(v) for name, v in variables.items()}
     try:
-        result = program.evaluate(activation)
+        activation = _activation(program, variables)
+    except _TOO_BIG as exc:
+        raise LookupError(str(exc) or type(exc).__name__) from None
+    try:
+        result = program.runner.evaluate(activation)
     except _EVAL_ERRORS as exc:
         raise LookupError(str(exc)) from None
     if isinstance(result, CELEvalError):
         raise LookupError(str(result))
     return _from_cel(result)
-
-
-# Parse-tree nodes that only wrap their one child (a literal, a member, a conjunction).
-_WRAPPERS = frozenset({"expr", "conditionalor", "conditionaland", "relation", "addition",
-                       "multiplication", "unary", "member", "primary", "paren_expr"})
-
-
-def _unwrap(node: Any) -> Any:
-    while getattr(node, "data", None) in _WRAPPERS and len(node.children) == 1:
-        node = node.children[0]
-    return node
-
-
-def _member_path(node: Any, root: str) -> tuple[str, ...] | None:
-    """``root.a.b`` as ``("a", "b")``; ``None`` for anything else (indexing, calls)."""
-    names: list[str] = []
-    while getattr(node, "data", None) == "member_dot":
-        names.append(str(node.children[1]))
-        node = _unwrap(node.children[0])
-    if getattr(node, "data", None) == "ident" and str(node.children[0]) == root and names:
-        return tuple(reversed(names))
-    return None
 
 
 _NOT_SCALAR = object()
@@ -179,7 +237,7 @@ def equality_terms(source: str, root: str) -> list[tuple[tuple[str, ...], Any]]:
     out: list[tuple[tuple[str, ...], Any]] = []
 
     def walk(node: Any) -> None:
-        node = _unwrap(node)
+        node = unwrap(node)
         kind, kids = getattr(node, "data", None), getattr(node, "children", [])
         if kind == "conditionaland" and len(kids) == 2:
             walk(kids[0])
@@ -187,11 +245,11 @@ def equality_terms(source: str, root: str) -> list[tuple[tuple[str, ...], Any]]:
         elif kind == "relation" and len(kids) == 2 and getattr(kids[0], "data", None) == (
             "relation_eq"
         ):
-            left, right = _unwrap(kids[0].children[0]), _unwrap(kids[1])
+            left, right = unwrap(kids[0].children[0]), unwrap(kids[1])
             for side, other in ((left, right), (right, left)):
-                path, value = _member_path(side, root), _scalar_literal(other)
-                if path is not None and value is not _NOT_SCALAR:
-                    out.append((path, value))
+                at, value = place(side), _scalar_literal(other)
+                if at is not None and at[0] == root and at[1] and value is not _NOT_SCALAR:
+                    out.append((at[1], value))
 
     walk(_ENV.compile(source))
     return out

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from runtime.checks import parser_checks
 
 if TYPE_CHECKING:
-    from celpy import Runner
+    from runtime._cel import Program
 
 __all__ = [
     "Expression",
@@ -96,11 +96,11 @@ class Expression:
         """Compile ``source``; see :meth:`compile`."""
         self.source = source
         self.where = where
-        self._program: Runner | None = None
+        self._program: Program | None = None
         if parser_checks():
             self._program = self._parse()
 
-    def _parse(self) -> Runner:
+    def _parse(self) -> Program:
         from runtime import _cel  # celpy and its grammar load on first use, not at import
 
         try:
@@ -113,7 +113,7 @@ class Expression:
                 f"{self.where}: invalid CEL expression {self.source!r}: syntax error{at}:\n{caret}"
             ) from None
 
-    def _runner(self) -> Runner:
+    def _runner(self) -> Program:
         """The parsed program; parsed here in a Lambda (:mod:`runtime.checks`)."""
         if self._program is None:
             self._program = self._parse()
@@ -121,10 +121,16 @@ class Expression:
 
     @classmethod
     def check_names(cls, source: str, allowed: Sequence[str], *, where: str) -> None:
-        """Refuse names the expression will never have bound (``evnt.data.x`` never matches).
+        """Refuse what registration can tell will never match, for every event.
+
+        Names the expression will never have bound (``evnt.data.x``) and, where parsers
+        load (:mod:`runtime.checks`), calls of unknown functions or methods
+        (``event.data.x.y.z()``), wrong arities and operand types that never go together
+        (``size(event) > 'a'``). A syntax error is left to :meth:`compile`.
 
         Raises:
-            ExpressionError: Naming ``where``, the unknown name and the names available.
+            ExpressionError: Naming ``where``, the expression and the mistake: the unknown
+                name and the names available, or the position (line and column).
         """
         text = _STRINGS.sub('""', source)
         bound = set(allowed) | set(_MACRO_VARS.findall(text)) | _CEL_WORDS
@@ -135,6 +141,26 @@ class Expression:
                     f"{where}: unknown name '{name}' in {source!r}; "
                     f"use {' or '.join(repr(a) for a in allowed)}"
                 )
+        if parser_checks():
+            cls._check_calls_and_types(source, where=where)
+
+    @classmethod
+    def _check_calls_and_types(cls, source: str, *, where: str) -> None:
+        """Refuse unknown functions and methods, wrong arities and operand types no event fixes.
+
+        Run on the text as written, never on a waiter's interpolated one: there the run's
+        own values are literals, and a type that one event makes wrong is no mistake.
+        """
+        from runtime import _cel
+
+        found = _cel.mistake(source)
+        if found is not None:
+            shown = source.splitlines()[found.line - 1] if source else ""
+            raise ExpressionError(
+                f"{where}: invalid CEL expression {source!r}: {found.text}"
+                f" at line {found.line}, column {found.column}:\n{shown}\n"
+                f"{' ' * (found.column - 1)}^"
+            )
 
     @classmethod
     def compile(cls, source: str, *, where: str) -> Expression:

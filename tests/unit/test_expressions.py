@@ -284,3 +284,202 @@ def test_index_keys_of_long_and_odd_values() -> None:
     assert event_index_keys({"data": {"a": {"b": "k"}}}, ["data.a.b", "data.z", "data.a"]) == [
         ("data.a.b", '"k"')
     ]
+
+
+# --- what an evaluation converts --------------------------------------------------------
+
+
+class Untouchable(dict[str, Any]):
+    """A part of an event no expression here reads: converting it fails the test."""
+
+    def items(self) -> Any:
+        raise AssertionError("an unread part of the event was converted")
+
+    def __iter__(self) -> Any:
+        raise AssertionError("an unread part of the event was converted")
+
+
+def _with_unread_part() -> dict[str, Any]:
+    return {"name": "e", "big": Untouchable(a=1),
+            "data": {"id": "x", "tags": ["a", "b"], "n": {"k": 1}, "big": Untouchable(a=1)}}
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("event.data.id == 'x'", True),
+        ("has(event.data.id) && !has(event.data.nope) && has(event.data.big)", True),
+        ("has(event.data.n.k) && !has(event.data.n.j)", True),
+        ("size(event.data.tags) == 2 && event.data.tags.size() == 2", True),
+        ("event.data.tags.exists(t, t == 'b') && event.data.tags[0] == 'a'", True),
+        ("event.data.n == {'k': 1} && event.data.id.startsWith('x')", True),
+        ("event.data.nope == 1", False),  # a missing field is still an error
+        ("has(event.data.tags.x) || event.data.tags.x == 1", False),  # a list has no fields
+        ("event.data.id.big == 1", False),
+    ],
+)
+def test_an_evaluation_converts_only_the_paths_it_reads(source: str, expected: bool) -> None:
+    assert matches(source, event=_with_unread_part()) is expected
+
+
+def test_a_key_converts_only_its_path() -> None:
+    expr = Expression.compile("event.data.n", where="w")
+    assert expr.value({"event": _with_unread_part()}) == {"k": 1}
+
+
+def test_reading_only_the_paths_used_gives_what_converting_everything_gives() -> None:
+    from dataclasses import replace
+
+    from runtime import _cel
+
+    bindings = {"event": EVENT, "async": {"data": {"user_id": "u_1", "tags": ["a"]}}}
+    for source in ["event.data.plan == 'pro'", "has(event.data.nested.a.b)",
+                   "size(event.data.nested.a) == 1", "event.data.nested.a.b[1].c == null",
+                   "event.data.tags.all(t, t in async.data.tags)", "event == async",
+                   "async.data.user_id == event.data.user_id", "has(event.data.quote.x)",
+                   "event.data.tags.map(t, t + 'x') == ['ax', 'bx']", "size(event) == 2"]:
+        program = _cel.compile_program(source)
+        whole = replace(program, reads=None)
+        assert _cel.evaluate(program, bindings) == _cel.evaluate(whole, bindings), source
+        assert repr(_cel.value(program, bindings)) == repr(_cel.value(whole, bindings)), source
+
+
+def test_the_size_of_a_list_past_the_limit_is_measured() -> None:
+    from runtime._cel import WHOLE_VALUES
+
+    event = {"data": {"items": list(range(WHOLE_VALUES * 5))}}
+    assert matches(f"size(event.data.items) == {WHOLE_VALUES * 5}", event=event) is True
+    assert matches(f"event.data.items.size() == {WHOLE_VALUES * 5}", event=event) is True
+
+
+def test_a_value_used_whole_past_the_limit_does_not_match() -> None:
+    from runtime._cel import WHOLE_VALUES
+
+    def event(n: int) -> dict[str, Any]:
+        return {"data": {"items": list(range(n))}}
+
+    expr = Expression.compile("event.data.items == event.data.items", where="w")
+    assert expr.matches(event=event(WHOLE_VALUES - 1)) is True  # the list counts one
+    assert expr.matches(event=event(WHOLE_VALUES)) is False
+    with pytest.raises(LookupError, match=f"more than {WHOLE_VALUES} values whole"):
+        Expression.compile("event.data.items", where="w").value({"event": event(WHOLE_VALUES)})
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "event.data.items.exists(i, i == 0)",
+        "event.data.items.exists(i, i < 0 && i > 5 || i == -1 || string(i) == 'q' || i == 0)",
+        "event.data.items.exists(x, event.data.items.exists(y, x + y == 0))",
+    ],
+)
+def test_a_macro_binds_fewer_values_the_more_its_bodies_evaluate(source: str) -> None:
+    from runtime import _cel
+
+    program = _cel.compile_program(source)
+    depth, body = _cel.macro_shape(_cel._ENV.compile(source))
+    assert program.limit ** depth * body <= _cel.MACRO_NODES < (program.limit + 1) ** depth * body
+    assert matches(source, event={"data": {"items": list(range(program.limit - 1))}}) is True
+    assert matches(source, event={"data": {"items": list(range(program.limit))}}) is False
+
+
+def test_a_macro_over_a_string_spends_one_per_character() -> None:
+    from runtime._cel import WHOLE_VALUES
+
+    source = "event.data.s.exists(c, c == 'b')"  # celpy runs the body once per character
+    assert matches(source, event={"data": {"s": "ab"}}) is True
+    assert matches(source, event={"data": {"s": "a" * WHOLE_VALUES + "b"}}) is False
+    assert matches("event.data.s.endsWith('b')", event={"data": {"s": "a" * 10**6 + "b"}})
+
+
+def test_a_value_too_deep_to_convert_is_no_match_or_a_lookup_error() -> None:
+    deep: Any = 1
+    for _ in range(5000):
+        deep = [deep]
+    assert matches("event.data.d == 1", event={"data": {"d": deep}}) is False
+    with pytest.raises(LookupError):
+        Expression.compile("event.data.d", where="w").value({"event": {"data": {"d": deep}}})
+
+
+def test_a_macro_whose_body_fails_on_every_element_costs_what_its_elements_cost() -> None:
+    # celpy's errors each held the one before, escaped again: 16 elements, a 1 MB message;
+    # 30, out of memory.
+    expr = Expression.compile("event.data.items.exists(i, i.sku == 'a')", where="w")
+    items = [{"qty": 1}] * 16
+    with pytest.raises(LookupError) as info:
+        expr.value({"event": {"data": {"items": items}}})
+    assert len(str(info.value)) < 200
+    assert expr.matches(event={"data": {"items": [{"qty": 1}] * 200}}) is False
+    assert matches("event.data.a.all(x, x.b == 1)", event={"data": {"a": [{}] * 200}}) is False
+
+
+# --- mistakes refused at registration ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "mistake", "column"),
+    [
+        ("event.data.x.y.z()", "unknown method 'z'", 16),
+        ("size(event) > 'a'", "a number and a string never go together with >", 1),
+        ("event.data.ok && 'a' + 1 == 2", "a string and a number never go together with +", 18),
+        ("frob(event.data.x)", "unknown function 'frob'", 1),
+        ("event.data.x == 1 || evnt(1)", "unknown function 'evnt'", 22),
+        ("size(event.data, 1) > 0", "size() takes 1 argument, got 2", 1),
+        ("event.data.s.startsWith()", ".startsWith() takes 1 argument, got 0", 14),
+        ("event.data.items.exists(event.x)", ".exists() takes 2 arguments, got 1", 18),
+        ("has(event)", "has() takes a field selection, e.g. has(event.data.x)", 1),
+        ("'a' in 'abc'", "'in' needs a list or a map on its right, not a string", 1),
+        ("!size(event.data.items)", "! does not apply to a number", 1),
+        ("[1] < [2]", "< does not apply to a list", 1),
+    ],
+)
+def test_registration_refuses_what_no_event_makes_right(
+    source: str, mistake: str, column: int
+) -> None:
+    with pytest.raises(ExpressionError) as info:
+        Expression.check_names(source, ("event",), where="function 'f' trigger 'e' if")
+    assert str(info.value) == (
+        f"function 'f' trigger 'e' if: invalid CEL expression {source!r}: {mistake} at line 1,"
+        f" column {column}:\n{source}\n{' ' * (column - 1)}^"
+    )
+
+
+def test_a_mistake_on_a_later_line_is_shown_there() -> None:
+    shown = r"at line 2, column 12:\n&& event.x.y\(\)\n           \^$"
+    with pytest.raises(ExpressionError, match=shown):
+        Expression.check_names("event.a == 1\n&& event.x.y()", ("event",), where="w")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "event.data.x == null && event.data.count > 2.5 && int(event.data.s) + 1 == 2",
+        "timestamp(event.ts) + duration('1h') > timestamp('2020-01-01T00:00:00Z')",
+        "event.data.items.exists(i, i.id == 1) && event.data.items.map(i, i.n).size() > 0",
+        "dyn(event.data.x) == 1 && event.data.s.matches('^a') && matches(event.data.s, 'a')",
+        "event.data.tags.all(t, t.startsWith('a')) && 'a' in event.data.tags",
+        "true == event.data.flag && size('abc') == 3 && -event.data.n < 0 && !event.data.ok",
+        "event.data.x ==",  # a syntax error is left to compile(), which shows celpy's caret
+    ],
+)
+def test_registration_keeps_what_an_event_can_make_right(source: str) -> None:
+    Expression.check_names(source, ("event",), where="w")
+
+
+def test_a_deployed_app_checks_no_calls_or_types() -> None:
+    from runtime.checks import checked_at_deploy
+
+    with checked_at_deploy():
+        Expression.check_names("event.x.y.z()", ("event",), where="w")
+
+
+def test_an_app_refuses_such_a_trigger_filter_or_key_when_registering() -> None:
+    from pydantic import ValidationError
+
+    from runtime import App, Concurrency, ConfigurationError, TriggerEvent
+
+    app = App("shop")
+    with pytest.raises(ConfigurationError, match=r"'event.data.x.y.z\(\)': unknown method 'z'"):
+        app.function(id="f", trigger=TriggerEvent("a/b", if_="event.data.x.y.z()"))(print)
+    with pytest.raises(ValidationError, match=r"a number and a string never go together"):
+        Concurrency(limit=1, key="size(event.data) > 'a'")
