@@ -1,8 +1,8 @@
 """Hostile-input bench: a catalogue of malformed and crafted inputs, each with the handling it
 must get, tried through the test harness on each backend; prints what was mishandled.
 
-    .venv/bin/python bench/hostile.py                       # the local backend (~10 s)
-    .venv/bin/python bench/hostile.py --backend aws         # on the emulators
+    .venv/bin/python bench/hostile.py                       # the local backend (1-2 s)
+    .venv/bin/python bench/hostile.py --backend aws         # on the emulators (40-100 s)
     .venv/bin/python bench/hostile.py --backend local --backend aws -v
 
 Categories (issue 23):
