@@ -90,15 +90,22 @@ MAX_TS_MS = 32_503_680_000_000  # year 3000
 MAX_TS_SKEW_MS = 5 * 60 * 1000
 
 
-def _check_json(value: Any, where: str) -> None:
+def _check_fields(event: Mapping[Any, Any], where: str) -> None:
     """Refuse what stepkit cannot carry exactly (:mod:`runtime.values`), naming the path.
+
+    Each field on its own, so ``data`` may nest as deep as a step's output (a step's output
+    sent on as an event's data fits).
 
     Raises:
         InvalidEventError: Naming where, the path and the rule.
     """
-    found = problem(value, where)
-    if found is not None:
-        raise InvalidEventError(str(found))
+    for key, value in event.items():
+        if not isinstance(key, str):
+            raise InvalidEventError(f"{where}: has the {type(key).__name__} key {key!r}; "
+                                    "object keys must be strings")
+        found = problem(value, f"{where}.{key}" if key.isidentifier() else f"{where}[{key!r}]")
+        if found is not None:
+            raise InvalidEventError(str(found))
 
 
 def _where(index: int | None) -> str:
@@ -126,11 +133,11 @@ def validate_event(
     where = _where(index)
     if isinstance(raw, Event):
         event = raw
-        _check_json(raw.model_dump(), where)
+        _check_fields(raw.model_dump(), where)
     else:
         if not isinstance(raw, Mapping):
             raise InvalidEventError(f"{where}: expected a JSON object, got {type(raw).__name__}")
-        _check_json(dict(raw), where)
+        _check_fields(raw, where)
         ts = raw.get("ts")
         if ts is not None and (
             isinstance(ts, bool) or not isinstance(ts, int | float) or not 0 <= ts <= MAX_TS_MS

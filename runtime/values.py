@@ -92,7 +92,9 @@ def problem(value: Any, root: str) -> Problem | None:
             # A subclass (an IntEnum, a str Enum, an OrderedDict): judge it as its base.
             stack.append((_base(item), depth, trail))
         else:
-            return _at(root, trail, f"is a {kind.__name__}, which is not a JSON value; use "
+            name = kind.__name__
+            article = "an" if name[:1].lower() in "aeiou" else "a"
+            return _at(root, trail, f"is {article} {name}, which is not a JSON value; use "
                                     "dicts, lists, strings, numbers, booleans or None")
     return None
 

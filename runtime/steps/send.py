@@ -16,7 +16,7 @@ from typing import Any
 
 from runtime.engine.decisions import Decision, StepRef
 from runtime.engine.template import Performing, StepTemplate
-from runtime.errors import NonRetriableError
+from runtime.errors import InvalidEventError, NonRetriableError
 from runtime.events import MAX_EVENT_BYTES, Event, validate_events
 from runtime.records import Commit, EventOut, Outgoing, StepKind, StepStatus
 from runtime.steps.base import CommitContext, StepKindSpec
@@ -62,7 +62,10 @@ class SendSteps(StepTemplate):
                 # Deterministic ids make a re-sent step's events duplicates, dropped downstream.
                 raw["id"] = uuid.uuid5(_EVENT_IDS, f"{self._s.run.run_id}/{ref.key}/{i}").hex
             prepared.append(raw)
-        valid = validate_events(prepared, now_ms=int(self._s.now * 1000))
+        try:
+            valid = validate_events(prepared, now_ms=int(self._s.now * 1000))
+        except InvalidEventError as exc:
+            raise InvalidEventError(f"step.send_event '{step_id}': {exc}") from None
         total = sum(len(json.dumps(e.to_json(), separators=(",", ":")).encode()) for e in valid)
         if total > MAX_EVENT_BYTES:
             raise NonRetriableError(

@@ -93,7 +93,7 @@ def test_values_that_cannot_be_stored_or_compared_exactly_are_refused_at_send(
         ({"data": {"n": -(2**63) - 1}}, "is outside -2**63..2**63-1"),
         ({"data": {"a b": {"\udc80": 1}}}, "event.data['a b']: has a key with a lone"),
         ({"id": "\ud800"}, "event.id: contains a lone surrogate"),
-        ({"data": {"when": object()}}, "event.data.when: is a object"),
+        ({"data": {"when": object()}}, "event.data.when: is an object"),
         ({"ts": now_ms + 3_600_000}, "event.ts: "),
     ]
     for fields, why in bad:
