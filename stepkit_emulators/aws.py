@@ -12,7 +12,10 @@ Provisions the app's resources from :class:`~runtime.backends.aws.resources.AppR
 - EventBridge Scheduler: reads the created schedules back and fires their targets when the
   fake clock passes a fire time (croniter over the AWS expression, so the translation is tested),
   and fires the one-time ``at()`` timers the handlers create in the app's schedule group once
-  the clock passes their time, then deletes them (as ``ActionAfterCompletion=DELETE`` does).
+  the clock passes their time, then deletes them (as ``ActionAfterCompletion=DELETE`` does);
+- a deploy over existing state (:meth:`AwsBackend.redeploy`, as ``cdk deploy`` updates the
+  stack): every resource is created only if absent and updated in place, and what the new
+  app no longer has is deleted afterwards, as CloudFormation's cleanup does.
 
 moto's SQS and EventBridge follow the same fake clock (see :mod:`stepkit_emulators.moto_clock`).
 """
@@ -35,7 +38,7 @@ from botocore.exceptions import ClientError
 
 from runtime.app import App
 from runtime.backends.aws.payloads import S3Payloads
-from runtime.backends.aws.resources import AppResources, HandlerConfig, QueueDelivery
+from runtime.backends.aws.resources import AppResources, HandlerConfig, QueueDelivery, Schedule
 from runtime.backends.aws.store import DynamoStore
 from runtime.backends.aws.table import table_spec, ttl_spec
 from runtime.cron import CronSchedule
@@ -59,6 +62,11 @@ from stepkit_emulators.emulators import AwsEmulators
 from stepkit_emulators.lambda_events import sqs_lambda_event
 
 _SCHEDULED_TIME = "<aws.scheduler.scheduled-time>"
+#: Error codes of a create whose resource exists: a redeploy keeps and reuses it.
+_EXISTS = frozenset({"ResourceInUseException", "ResourceAlreadyExistsException",
+                     "ConflictException", "BucketAlreadyOwnedByYou", "BucketAlreadyExists"})
+#: Error codes of a queue that does not exist (the query and the JSON protocol's).
+_NO_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 #: The most records one ``ReceiveMessage`` returns, or one ``DeleteMessageBatch`` deletes.
 _RECEIVE_MAX = 10
 
@@ -89,9 +97,24 @@ class _Timer:
 
     name: str
     at: float
-    target_url: str
+    target_url: str | None  # None: its queue was deleted by a deploy
     input: str
     delete_after: bool
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _create_if_absent(create: Callable[[], object]) -> bool:
+    """Create a resource unless it exists (a deploy over existing state); whether it did."""
+    try:
+        create()
+    except ClientError as e:
+        if _code(e) not in _EXISTS:
+            raise
+        return False
+    return True
 
 
 def _at_time(expression: str, timezone: str) -> float:
@@ -212,7 +235,8 @@ class AwsBackend:
 
     Args:
         app: The app under test.
-        emulators: Running DynamoDB Local + moto (fresh state).
+        emulators: Running DynamoDB Local + moto: fresh state, or an app deployed there
+            before (resources that exist are reused, see :meth:`redeploy`).
         clock: The fake clock the handlers, moto and the schedule driver all follow.
         limits: Per-run limits.
         timers: Long timers on Scheduler one-time schedules, as deployed; ``False``: every
@@ -230,6 +254,7 @@ class AwsBackend:
     ) -> None:
         self.app = app
         self.clock = clock
+        self.emulators = emulators
         self.region = emulators.region
         emulators.clock.follow(clock.now)
         self._ready = _MotoQueues(emulators)
@@ -261,20 +286,45 @@ class AwsBackend:
     # -- provisioning (the same description the CDK app deploys) --------------------------
 
     def _queue(self, name: str, dlq: str, delivery: QueueDelivery) -> tuple[str, str, str]:
-        sqs = self.clients["sqs"]
-        dlq_url = sqs.create_queue(QueueName=dlq)["QueueUrl"]
+        dlq_url = self._ensure_queue(dlq, {})
         dlq_arn = self._arn(dlq_url)
         redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(delivery.max_receives)}
-        url = sqs.create_queue(
-            QueueName=name,
-            Attributes={
-                "VisibilityTimeout": str(delivery.visibility_timeout_s),
-                "RedrivePolicy": json.dumps(redrive),
-            },
-        )["QueueUrl"]
+        url = self._ensure_queue(name, {
+            "VisibilityTimeout": str(delivery.visibility_timeout_s),
+            "RedrivePolicy": json.dumps(redrive),
+        })
         arn = self._arn(url)
         self._urls_by_arn[arn] = url
         return url, arn, dlq_url
+
+    def _ensure_queue(self, name: str, attributes: dict[str, str]) -> str:
+        """The queue's URL, created if absent; an existing queue keeps its messages.
+
+        ``CreateQueue`` returns an existing queue's URL when the attributes sent are its own,
+        and fails when they differ (a deploy that changes them, or chaos mode's redrive): the
+        queue is then updated in place, as CloudFormation updates an ``AWS::SQS::Queue``.
+        """
+        sqs = self.clients["sqs"]
+        try:
+            return str(sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
+        except ClientError as e:
+            if _code(e) not in {"QueueAlreadyExists", "QueueNameExists"}:
+                raise
+        url = str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
+        sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+        return url
+
+    def _url_of(self, arn: str) -> str | None:
+        """The URL of the queue ``arn``: one of this app's, or one a deploy kept (else None)."""
+        if arn in self._urls_by_arn:
+            return self._urls_by_arn[arn]
+        try:
+            url = self.clients["sqs"].get_queue_url(QueueName=arn.rsplit(":", 1)[-1])["QueueUrl"]
+        except ClientError as e:
+            if _code(e) not in _NO_QUEUE:
+                raise
+            return None
+        return str(url)
 
     def _arn(self, url: str) -> str:
         attrs = self.clients["sqs"].get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
@@ -329,11 +379,11 @@ class AwsBackend:
     def _provision(self) -> None:
         r = self.resources
         ddb = self.clients["dynamodb"]
-        ddb.create_table(**table_spec(r.table))
-        ddb.update_time_to_live(**ttl_spec(r.table))
-        self.clients["events"].create_event_bus(Name=r.bus)
-        self.clients["scheduler"].create_schedule_group(Name=r.schedule_group)
-        self.clients["s3"].create_bucket(Bucket=self.payload_bucket)
+        if _create_if_absent(lambda: ddb.create_table(**table_spec(r.table))):
+            ddb.update_time_to_live(**ttl_spec(r.table))
+        _create_if_absent(lambda: self.clients["events"].create_event_bus(Name=r.bus))
+        self._ensure_schedule_group(r.schedule_group)
+        _create_if_absent(lambda: self.clients["s3"].create_bucket(Bucket=self.payload_bucket))
         url, arn, dlq = self._queue(r.router_queue, r.router_dlq, r.router_delivery)
         self._rule(r.router_rule, r.router_pattern(), arn)
         self.consumers.append(_Consumer(url, arn, dlq, self._service(None, url, dlq),
@@ -344,31 +394,114 @@ class AwsBackend:
             if trigger is not None:
                 self._rule(f.trigger_rule, trigger, arn)
             for s in f.schedules:
-                self.clients["scheduler"].create_schedule(
-                    Name=s.name,
-                    ScheduleExpression=s.expression,
-                    ScheduleExpressionTimezone=s.timezone,
-                    FlexibleTimeWindow={"Mode": "OFF"},
-                    Target={
-                        "Arn": arn,
-                        "RoleArn": f"arn:aws:iam::123456789012:role/{r.app_id}-scheduler",
-                        "Input": s.input,
-                    },
-                )
+                self._ensure_schedule(s, arn)
             service = self._service(f.function_id, url, dlq)
             self.consumers.append(_Consumer(url, arn, dlq, service, router=False,
                                             delivery=f.delivery))
+
+    def _ensure_schedule_group(self, name: str) -> None:
+        """Create the group unless it exists.
+
+        Asked first: moto's ``CreateScheduleGroup`` replaces an existing group with an empty
+        one (AWS refuses with ``ConflictException``), which would drop the pending timers.
+        """
+        scheduler = self.clients["scheduler"]
+        try:
+            scheduler.get_schedule_group(Name=name)
+        except ClientError as e:
+            if _code(e) != "ResourceNotFoundException":
+                raise
+            scheduler.create_schedule_group(Name=name)
+
+    def _ensure_schedule(self, schedule: Schedule, target_arn: str) -> None:
+        """Create a cron schedule, or update it in place (a deploy that changed its cron)."""
+        scheduler = self.clients["scheduler"]
+        spec: dict[str, Any] = {
+            "Name": schedule.name,
+            "ScheduleExpression": schedule.expression,
+            "ScheduleExpressionTimezone": schedule.timezone,
+            "FlexibleTimeWindow": {"Mode": "OFF"},
+            "Target": {
+                "Arn": target_arn,
+                "RoleArn": f"arn:aws:iam::123456789012:role/{self.resources.app_id}-scheduler",
+                "Input": schedule.input,
+            },
+        }
+        if not _create_if_absent(lambda: scheduler.create_schedule(**spec)):
+            scheduler.update_schedule(**spec)
+
+    # -- deploying new code over the state ------------------------------------------------
+
+    def redeploy(self, app: App, *, keep_queues: bool = False) -> AwsBackend:
+        """Deploy ``app`` (same id, new code) over this backend's state, as ``cdk deploy`` does.
+
+        The table, bus, bucket, schedule group and the queues of the functions kept stay
+        with everything in them (runs, messages, timers); the router and the kept functions'
+        rules and cron schedules are updated to the new app's, the added functions' created.
+        Then what the new app lacks is deleted, as CloudFormation's cleanup pass does: the
+        rules and cron schedules of removed functions (and removed crons), and, unless
+        ``keep_queues``, their queues with their messages. Cron times due before the deploy
+        fire under the old schedules.
+
+        Args:
+            app: The new code.
+            keep_queues: Keep the removed functions' queues and DLQs (a ``RETAIN`` removal
+                policy): their messages wait there for the function to come back, and
+                timers already scheduled still fire into them.
+
+        Returns:
+            The backend running ``app``; this one must not be used any more.
+        """
+        self.fire_schedules()
+        new = AwsBackend(app, self.emulators, self.clock, limits=self._limits,
+                         timers=self._timers)
+        self._remove_absent(new.resources, keep_queues=keep_queues)
+        # The driver's own memory of what AWS is doing: delayed messages in flight, and
+        # timers fired and kept (Scheduler would not fire them again).
+        with self._dues_lock:
+            new._dues = sorted({*new._dues, *self._dues})
+        new._fired = set(self._fired)
+        return new
+
+    def _remove_absent(self, kept: AppResources, *, keep_queues: bool) -> None:
+        """Delete this app's rules, schedules and queues that ``kept`` no longer has."""
+        now = {f.function_id: f for f in kept.functions}
+        for f in self.resources.functions:
+            after = now.get(f.function_id)
+            if f.trigger_pattern(kept.app_id) is not None and (
+                    after is None or after.trigger_pattern(kept.app_id) is None):
+                self._delete_rule(f.trigger_rule)
+            still = {s.name for s in after.schedules} if after is not None else set()
+            for s in f.schedules:
+                if s.name not in still:
+                    self.clients["scheduler"].delete_schedule(Name=s.name)
+            if after is None and not keep_queues:
+                self._delete_queues(f.function_id)
+
+    def _delete_rule(self, name: str) -> None:
+        events, bus = self.clients["events"], self.resources.bus
+        events.remove_targets(Rule=name, EventBusName=bus, Ids=["queue"])
+        events.delete_rule(Name=name, EventBusName=bus)
+
+    def _delete_queues(self, function_id: str) -> None:
+        """Delete a removed function's queue and DLQ, with whatever messages they hold."""
+        consumer = next(c for c in self.consumers if c.service.config.function_id == function_id)
+        for url in (consumer.url, consumer.dlq_url):
+            self.clients["sqs"].delete_queue(QueueUrl=url)
 
     def _read_schedules(self) -> list[_Schedule]:
         """Read the schedules back from the emulator, as deployed."""
         scheduler = self.clients["scheduler"]
         found = []
-        for page in scheduler.get_paginator("list_schedules").paginate():
+        # The cron schedules (the default group); the app's group holds one-time timers.
+        for page in scheduler.get_paginator("list_schedules").paginate(GroupName="default"):
             for item in page["Schedules"]:
                 s = scheduler.get_schedule(Name=item["Name"])
+                target = s["Target"]
+                if target["Arn"] not in self._urls_by_arn:
+                    continue  # a removed function's, which a redeploy is about to delete
                 unix = aws_cron_to_unix(s["ScheduleExpression"])
                 cron = CronSchedule.parse(f"TZ={s['ScheduleExpressionTimezone']} {unix}")
-                target = s["Target"]
                 found.append(
                     _Schedule(s["Name"], cron, self._urls_by_arn[target["Arn"]], target["Input"])
                 )
@@ -396,7 +529,7 @@ class AwsBackend:
                 continue
             at = _at_time(s["ScheduleExpression"], s.get("ScheduleExpressionTimezone") or "UTC")
             target = s["Target"]
-            known[name] = _Timer(name, at, self._urls_by_arn[target["Arn"]], target["Input"],
+            known[name] = _Timer(name, at, self._url_of(target["Arn"]), target["Input"],
                                  s.get("ActionAfterCompletion") == "DELETE")
         self._pending = known
         return list(known.values())
@@ -422,7 +555,11 @@ class AwsBackend:
         for timer in self._read_timers():
             if timer.at > now:
                 continue
-            self.clients["sqs"].send_message(QueueUrl=timer.target_url, MessageBody=timer.input)
+            # A timer whose queue a deploy deleted fails to deliver: Scheduler retries, then
+            # drops it (the emulator does not play the delivery DLQ).
+            if timer.target_url is not None:
+                self.clients["sqs"].send_message(QueueUrl=timer.target_url,
+                                                 MessageBody=timer.input)
             if timer.delete_after:
                 self.clients["scheduler"].delete_schedule(
                     Name=timer.name, GroupName=self.resources.schedule_group)

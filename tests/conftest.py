@@ -67,6 +67,10 @@ def make_harness(
 
     Chaos mode (``runtime.testing.chaos``) settles with concurrent workers, shuffled and
     duplicated deliveries, crashes after commits and injected failures: every case must hold.
+
+    A case deploys new code over a harness's state with ``h = h.redeploy(new_app)``: the new
+    harness keeps the backend's file or emulators, the clock and the mode, and closing the
+    first harness closes the one that replaced it.
     """
     made: list[Harness] = []
     emulators = request.getfixturevalue("aws") if backend_name == "aws" else None

@@ -14,7 +14,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -74,6 +74,10 @@ class TestBackend(Protocol):
         ...
 
 
+#: How a harness deploys new code over its backend's state: ``(old backend, new app,
+#: keep_queues) -> new backend``, the old one released.
+Deploy = Callable[[TestBackend, App, bool], TestBackend]
+
 
 @dataclass(frozen=True)
 class RunView:
@@ -132,15 +136,22 @@ class Harness:
         app: The app under test.
         backend: Where runs execute.
         clock: The backend's clock.
+        deploy: How to deploy new code over the backend's state (:meth:`redeploy`);
+            :meth:`local` and :meth:`aws` give one.
     """
 
-    def __init__(self, app: App, backend: TestBackend, clock: FakeClock) -> None:
+    def __init__(self, app: App, backend: TestBackend, clock: FakeClock, *,
+                 deploy: Deploy | None = None) -> None:
         self.app = app
         self.backend = backend
         self.clock = clock
         self.chaos: Chaos | None = None
         self._settle: Any = backend.run_until_idle
         self._pushback: Pushback | None = None
+        self._deploy = deploy
+        self._duplicating = False
+        #: The harness that replaced this one (:meth:`redeploy`), which :meth:`close` closes.
+        self._successor: Harness | None = None
 
     def once(self, effects: Iterable[Any]) -> list[Any]:
         """Side effects as a test recorded them, with chaos mode's repeats collapsed.
@@ -180,16 +191,21 @@ class Harness:
         from runtime.testing.pushback import Pushback
 
         if self._pushback is None:
-            self._pushback = Pushback(self.clock)
-            clients = getattr(self.backend, "clients", None)
-            if clients is not None:  # the AWS backend: refused where boto3 calls go out
-                self._pushback.on_clients(clients)
-                self.backend.pushback = self._pushback  # type: ignore[attr-defined]
-            else:
-                self._pushback.on_orchestrator(self.backend.orchestrator)  # type: ignore[attr-defined]
+            self._attach_pushback(Pushback(self.clock))
+        assert self._pushback is not None
         start = self.clock.now() + _seconds(after, "Harness.pushback after")
         self._pushback.add(targets, start, start + _seconds(span, "Harness.pushback span"))
         return self._pushback
+
+    def _attach_pushback(self, pushback: Pushback) -> None:
+        """Refuse this harness's backend calls in ``pushback``'s windows."""
+        self._pushback = pushback
+        clients = getattr(self.backend, "clients", None)
+        if clients is not None:  # the AWS backend: refused where boto3 calls go out
+            pushback.on_clients(clients)
+            self.backend.pushback = pushback  # type: ignore[attr-defined]
+        else:
+            pushback.on_orchestrator(self.backend.orchestrator)  # type: ignore[attr-defined]
 
     @classmethod
     def local(
@@ -211,7 +227,15 @@ class Harness:
         from runtime.backends.local import LocalBackend
 
         clock = FakeClock(start)
-        return cls(app, LocalBackend(app, path, clock=clock, **options), clock)
+
+        def deploy(old: TestBackend, new_app: App, keep_queues: bool) -> TestBackend:
+            # A restarted dev server: the old process's workers stop and its connections
+            # close before the new code opens the same file. One queue table holds every
+            # function's messages, so there is no queue to keep or delete.
+            old.close()
+            return LocalBackend(new_app, path, clock=clock, **options)
+
+        return cls(app, LocalBackend(app, path, clock=clock, **options), clock, deploy=deploy)
 
     @classmethod
     def aws(
@@ -244,7 +268,51 @@ class Harness:
             ) from e
 
         clock = FakeClock(start)
-        return cls(app, AwsBackend(app, emulators, clock, **options), clock)
+
+        def deploy(old: TestBackend, new_app: App, keep_queues: bool) -> TestBackend:
+            assert isinstance(old, AwsBackend)
+            return old.redeploy(new_app, keep_queues=keep_queues)
+
+        return cls(app, AwsBackend(app, emulators, clock, **options), clock, deploy=deploy)
+
+    def redeploy(self, app: App, *, keep_queues: bool = False) -> Harness:
+        """Deploy new code over this harness's state; return the harness that runs it.
+
+        What ``cdk deploy`` does on AWS and restarting the dev server does locally: ``app``
+        (the same app id, new code) runs over the same runs, queues, timers, clock and
+        emulators. This harness is retired: use the one returned (closing either closes it).
+        Chaos mode, pushback mode and duplicated deliveries carry over.
+
+        Args:
+            app: The new code.
+            keep_queues: On AWS, keep the queues of functions the new code removes, with their
+                messages, as a ``RemovalPolicy.RETAIN`` would (by default they are deleted,
+                as CloudFormation does); a function added back later finds them. The local
+                backend keeps every message in one queue table either way.
+
+        Raises:
+            TypeError: The harness was not built by :meth:`local` or :meth:`aws`.
+            RuntimeError: It was already redeployed.
+        """
+        if self._deploy is None:
+            raise TypeError("only harnesses built by Harness.local or Harness.aws redeploy")
+        if self._successor is not None:
+            raise RuntimeError("this harness was redeployed already: redeploy its successor")
+        new = Harness(app, self._deploy(self.backend, app, keep_queues), self.clock,
+                      deploy=self._deploy)
+        self._successor = new
+        self._hand_over_modes(new)
+        return new
+
+    def _hand_over_modes(self, new: Harness) -> None:
+        """Put ``new`` in this harness's delivery modes, in the order they are usually set."""
+        if self._duplicating:
+            new.duplicate_deliveries()
+        if self.chaos is not None:
+            new.enable_chaos(self.chaos)
+        if self._pushback is not None:  # its windows and refusal counts go on
+            new._attach_pushback(self._pushback)
+            self._pushback = None
 
     def send(
         self,
@@ -364,6 +432,7 @@ class Harness:
 
     def duplicate_deliveries(self) -> None:
         """Fault injection: from now on every queue message is delivered twice."""
+        self._duplicating = True
         own = getattr(self.backend, "duplicate_deliveries", None)
         if own is not None:  # a backend with several senders (AWS: one per Lambda) wraps them
             own()
@@ -374,7 +443,10 @@ class Harness:
         orchestrator.queue = DuplicatingQueue(orchestrator.queue)
 
     def close(self) -> None:
-        """Release the backend."""
+        """Release the backend (after :meth:`redeploy`, the one that replaced it)."""
+        if self._successor is not None:
+            self._successor.close()
+            return
         if self._pushback is not None:
             self._pushback.close()
         self.backend.close()
