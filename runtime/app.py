@@ -138,6 +138,10 @@ class FunctionDef:
     finish_timeout: timedelta | None
     aws: AwsOptions = field(default_factory=AwsOptions)
     flow: FlowSpec = field(default_factory=FlowSpec)
+    #: Draining before removal: no trigger is in effect (no event or cron starts it, no
+    #: rule or schedule is deployed for it) and it cannot be invoked; its runs in flight
+    #: go on with its code. Once none is left, it can be deleted.
+    retired: bool = False
     #: With checkpointing: how long one invocation keeps performing steps (None: one step).
     checkpoint: timedelta | None = None
     #: ``finished_event="full"``: its ``function.finished`` events copy the trigger and output.
@@ -224,6 +228,7 @@ class App:
         batch_events: BatchEvents | Mapping[str, Any] | None = None,
         checkpointing: bool | Checkpointing | Mapping[str, Any] | None = None,
         finished_event: str = "ids",
+        retired: bool = False,
         **unknown: Any,
     ) -> Callable[[Handler], FunctionDef]:
         """Register a durable function.
@@ -257,6 +262,9 @@ class App:
             finished_event: What its ``stepkit/function.finished`` events carry: ``"ids"``
                 (ids, status, error and the trigger's id and name) or ``"full"`` (also the
                 trigger and the output, each while under 64 KiB).
+            retired: Drain it before removing it: no new runs (its triggers are kept in the
+                code but none is in effect, and it cannot be invoked), while its runs in
+                flight finish with this code. ``stepkit deploy-check`` says when none is left.
             **unknown: Refused with a clear error (a misspelt option never passes silently).
 
         Raises:
@@ -276,6 +284,8 @@ class App:
             fn = self._build(id, handler, trigger, retries, cancel_on, timeouts, settings)
             fn = replace(fn, flow=flow, checkpoint=checkpoint,
                          full_finished_event=finished_event == "full")
+            if retired:  # validated as written, in effect none
+                fn = replace(fn, events=(), crons=(), retired=True)
             self._add(fn)
             if on_failure is not None:
                 failure = self._build(

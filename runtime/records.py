@@ -20,6 +20,11 @@ class RunStatus(StrEnum):
     """Lifecycle of a run."""
 
     RUNNING = "Running"
+    #: In flight, but its function's code cannot go on with it: the code no longer replays
+    #: the run's history (nondeterminism) or the function is not deployed. Nothing is
+    #: retried or burned; it is tried again every ``BLOCKED_RETRY`` and goes on (Running)
+    #: once the deployed code can, or is cancelled or rerun by hand.
+    BLOCKED = "Blocked"
     COMPLETED = "Completed"
     FAILED = "Failed"
     CANCELLED = "Cancelled"
@@ -28,7 +33,7 @@ class RunStatus(StrEnum):
     @property
     def finished(self) -> bool:
         """Whether the run can no longer change."""
-        return self is not RunStatus.RUNNING
+        return self is not RunStatus.RUNNING and self is not RunStatus.BLOCKED
 
 
 class StepKind(StrEnum):

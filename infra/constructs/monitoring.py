@@ -26,7 +26,13 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct, IConstruct
 
 from infra.constructs.function_runtime import QueueWorker
-from runtime.orchestration.metrics import NAMESPACE, PUSHBACK, RUNS_FINISHED, RUNS_STARTED
+from runtime.orchestration.metrics import (
+    NAMESPACE,
+    PUSHBACK,
+    RUNS_BLOCKED,
+    RUNS_FINISHED,
+    RUNS_STARTED,
+)
 
 PERIOD = cdk.Duration.minutes(5)
 #: EventBridge Scheduler's failure metrics (namespace ``AWS/Scheduler``, per schedule group):
@@ -204,7 +210,7 @@ class Monitoring(Construct):
                 )
             run_widgets.append(cloudwatch.GraphWidget(
                 title=f"{function_id}: runs and pushback",
-                left=[runs(n) for n in (RUNS_STARTED, *RUNS_FINISHED.values())],
+                left=[runs(n) for n in (RUNS_STARTED, *RUNS_FINISHED.values(), RUNS_BLOCKED)],
                 right=[runs(PUSHBACK)],
                 width=8,
             ))

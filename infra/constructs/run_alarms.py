@@ -1,4 +1,4 @@
-"""The app's alarms on stepkit's own run metrics: runs failed, and pushback that never stops.
+"""The app's alarms on stepkit's own run metrics: runs failed or blocked, and lasting pushback.
 
 One alarm per app for each, not one per function: each is a CloudWatch Metrics Insights
 query grouped by ``function_id``, so every function is its own contributor (the alarm says
@@ -12,7 +12,8 @@ import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
 from constructs import Construct
 
-from runtime.orchestration.metrics import NAMESPACE, PUSHBACK, RUNS_FINISHED
+from runtime.orchestration.blocking import BLOCKED_RETRY
+from runtime.orchestration.metrics import NAMESPACE, PUSHBACK, RUNS_BLOCKED, RUNS_FINISHED
 from runtime.records import RunStatus
 
 PERIOD = cdk.Duration.minutes(5)
@@ -22,6 +23,11 @@ PERIOD = cdk.Duration.minutes(5)
 #: ones: a pushed-back delivery comes back after a growing, jittered delay, so a function
 #: under steady pushback can have a quiet minute, rarely a quiet five.
 PUSHBACK_PERIODS = 3
+#: The blocked-runs alarm's period: longer than a blocked run's retry (which reports it
+#: again), so every period has a data point while any run is blocked and the alarm stays
+#: raised until none is (a 5-minute period would flap between them).
+BLOCKED_PERIOD = cdk.Duration.minutes(15)
+assert BLOCKED_PERIOD.to_seconds() > BLOCKED_RETRY
 
 
 def by_function(metric_name: str, service: str) -> str:
@@ -44,6 +50,7 @@ class RunAlarms(Construct):
 
     Attributes:
         runs_failed: Any function's failed runs > 0 in a 5-minute period.
+        runs_blocked: Any function's blocked runs > 0 in a 15-minute period.
         pushback: Any function's pushback > 0 in each of 3 consecutive 5-minute periods.
     """
 
@@ -56,6 +63,15 @@ class RunAlarms(Construct):
             "contributors name the functions; see the runs in `stepkit runs` or the state "
             "table",
         )
+        self.runs_blocked = self._alarm(
+            "RunsBlocked", by_function(RUNS_BLOCKED, service), periods=1,
+            period=BLOCKED_PERIOD,
+            description=f"{service}: runs are blocked: the deployed code cannot go on with "
+            "them (it no longer replays their history, or their function was removed). They "
+            "are held, not failed: deploy code that replays them (they go on within 10 "
+            "minutes), or cancel or rerun them; `stepkit runs --status Blocked` lists them "
+            "with the step and the cause",
+        )
         self.pushback = self._alarm(
             "Pushback", by_function(PUSHBACK, service), periods=PUSHBACK_PERIODS,
             description=f"{service}: AWS has pushed back a function's deliveries (throttled, "
@@ -64,9 +80,9 @@ class RunAlarms(Construct):
             "Scheduler) or spread the hot key",
         )
 
-    def _alarm(self, construct_id: str, query: str, *, periods: int,
-               description: str) -> cloudwatch.Alarm:
-        return cloudwatch.MathExpression(expression=query, period=PERIOD).create_alarm(
+    def _alarm(self, construct_id: str, query: str, *, periods: int, description: str,
+               period: cdk.Duration = PERIOD) -> cloudwatch.Alarm:
+        return cloudwatch.MathExpression(expression=query, period=period).create_alarm(
             self,
             construct_id,
             alarm_description=description,

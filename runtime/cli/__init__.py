@@ -5,6 +5,7 @@
 - ``stepkit runs``: list runs; ``stepkit run RUN_ID``: one run and its step timeline.
 - ``stepkit dlq list|redrive``: what sits in the dead-letter queues; put it back to work.
 - ``stepkit check``: review ``functions/`` for durable-function mistakes.
+- ``stepkit deploy-check``: whether deploying ``functions/`` would strand runs in flight.
 
 One module per command group (``dev``, ``runs``, ``events``, ``functions``, ``dlq``,
 ``review``), each adding its commands to the group in :mod:`runtime.cli.base`; how answers
@@ -19,7 +20,15 @@ Exit codes: 0 on success, 1 on errors (unreachable server, rejected request, bad
 click's 2 for usage errors (unknown option, invalid ``--data`` JSON...).
 """
 
-from runtime.cli import dev, dlq, events, functions, review, runs  # noqa: F401 - add commands
+from runtime.cli import (  # noqa: F401 - add commands
+    deploys,
+    dev,
+    dlq,
+    events,
+    functions,
+    review,
+    runs,
+)
 from runtime.cli.base import cli
 
 

@@ -27,6 +27,7 @@ import click
 
 STATUS_COLOURS = {
     "Running": "blue",
+    "Blocked": "red",
     "Completed": "green",
     "Failed": "red",
     "Cancelled": "yellow",

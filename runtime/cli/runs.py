@@ -149,12 +149,12 @@ def runs_view(runs: Sequence[dict[str, Any]]) -> list[Part]:
             r.get("event") or "-",
             fmt_time(r.get("created_at")),
             fmt_duration(r.get("duration_ms")),
-            (r.get("waiting") or {}).get("message") or "",
+            (r.get("waiting") or {}).get("message") or r.get("blocked") or "",
         ]
         for r in runs
     ]
     headers = ["RUN ID", "FUNCTION", "STATUS", "EVENT", "CREATED", "DURATION", "WHY"]
-    if not any(row[-1] for row in rows):  # nothing held back: no empty column
+    if not any(row[-1] for row in rows):  # nothing held back or blocked: no empty column
         headers, rows = headers[:-1], [row[:-1] for row in rows]
     return [Table(headers, rows, 2)]
 

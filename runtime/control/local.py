@@ -194,7 +194,12 @@ class InProcessControl:
 
     def invoke(self, function_id: str, data: Mapping[str, Any] | None = None) -> str:
         """Queue a run of ``function_id`` started by hand; its id."""
-        return self.orchestrator.invoke(function_id, data)
+        try:
+            return self.orchestrator.invoke(function_id, data)
+        except (FunctionNotFoundError, InvalidEventError):
+            raise
+        except ValueError as exc:  # it is retired
+            raise NotAllowedError(str(exc)) from None
 
     def fire_cron(self, function_id: str) -> str:
         """Queue the run a cron fire at this instant starts; its id."""

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 from runtime.activity import activity as run_activity
 from runtime.activity import timeline
 from runtime.durations import format_instant
-from runtime.records import ErrorInfo, RunRecord, RunState, StepKind, StepRecord, StepStatus
+from runtime.records import (
+    ErrorInfo,
+    RunRecord,
+    RunState,
+    RunStatus,
+    StepKind,
+    StepRecord,
+    StepStatus,
+)
 
 if TYPE_CHECKING:
     from runtime.app import FunctionDef
@@ -104,7 +112,16 @@ def run_summary(run: RunRecord, waiting: dict[str, Any] | None = None) -> dict[s
         "ended_at": iso(run.ended_at),
         "duration_ms": duration_ms(run.created_at, run.ended_at),
         "waiting": waiting_json(waiting),
+        "blocked": blocked_cause(run),
     }
+
+
+def blocked_cause(run: RunRecord) -> str | None:
+    """Why a Blocked run is blocked, in one line (``None`` for other runs)."""
+    if run.status is not RunStatus.BLOCKED or run.error is None:
+        return None
+    text = f"{run.error.name}: {run.error.message}".replace("\n", " ")
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def step_attempts(rec: StepRecord) -> int:

@@ -64,6 +64,13 @@ class RunFailed:
 
 
 @dataclass(frozen=True)
+class RunBlocked:
+    """The code cannot replay the run's history (nondeterminism): hold it, burn nothing."""
+
+    error: ErrorInfo
+
+
+@dataclass(frozen=True)
 class RunRetry:
     """The handler raised outside any step; replay it again at ``at``."""
 

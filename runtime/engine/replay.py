@@ -11,10 +11,10 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from runtime.engine.context import Context
-from runtime.engine.decisions import Decision, Noop, RunCompleted, RunFailed
+from runtime.engine.decisions import Decision, Noop, RunBlocked, RunCompleted, RunFailed
 from runtime.engine.outcomes import Limits, handler_error, info, json_value, outputs_bytes
 from runtime.engine.template import Interrupt, Performing, PlannedOp, ReplayState
-from runtime.errors import NonRetriableError, StepLimitError
+from runtime.errors import NondeterminismError, NonRetriableError, StepLimitError
 from runtime.records import RunState
 from runtime.steps.parallel import schedule
 
@@ -62,7 +62,11 @@ def execute(
     except Exception as exc:  # the handler's own error; decided below
         output, raised = None, exc
     if rs.fatal is not None:
-        return Noop("branch target not reached") if target else RunFailed(info(rs.fatal))
+        if target:
+            return Noop("branch target not reached")
+        if isinstance(rs.fatal, NondeterminismError):  # a deploy may fix it: hold the run
+            return RunBlocked(info(rs.fatal))
+        return RunFailed(info(rs.fatal))
     if rs.interrupted is not None:  # also when user code swallowed the interrupt
         return _plan(Performing(fn, ctx, rs, limits), rs.interrupted)
     if target is not None:

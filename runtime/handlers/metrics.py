@@ -12,6 +12,7 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from runtime.orchestration.metrics import (
     NAMESPACE,
     PUSHBACK,
+    RUNS_BLOCKED,
     RUNS_FINISHED,
     RUNS_STARTED,
     STEP_DURATION,
@@ -62,6 +63,10 @@ class CloudWatchMetrics:
     def step_retried(self, function_id: str) -> None:
         """Count a failed step attempt that will be retried."""
         self._of(function_id).add_metric(name=STEP_RETRIES, unit=MetricUnit.Count, value=1)
+
+    def run_blocked(self, function_id: str) -> None:
+        """Count a run blocked, or tried again while blocked (the blocked-runs alarm's metric)."""
+        self._of(function_id).add_metric(name=RUNS_BLOCKED, unit=MetricUnit.Count, value=1)
 
     def pushback(self, function_id: str) -> None:
         """Count a delivery pushed back by AWS (the sustained-pushback alarm's metric)."""

@@ -15,10 +15,18 @@ from dataclasses import replace
 from typing import Any
 
 from runtime.app import App, FunctionDef
-from runtime.engine.decisions import Decision, Noop, RunCompleted, RunFailed, RunRetry
+from runtime.engine.decisions import (
+    Decision,
+    Noop,
+    RunBlocked,
+    RunCompleted,
+    RunFailed,
+    RunRetry,
+)
 from runtime.events import FUNCTION_CANCELLED, FUNCTION_FAILED, FUNCTION_FINISHED
 from runtime.expressions import ExpressionError, interpolate
 from runtime.messages import ResolvePayload
+from runtime.orchestration.blocking import block, unblocked
 from runtime.records import (
     Commit,
     ErrorInfo,
@@ -48,15 +56,16 @@ def commit_for(
     """The one commit that records decision ``d``, made from ``state`` for message ``msg``.
 
     Returns:
-        ``None`` when there is nothing to record (``Noop``).
+        ``None`` when there is nothing to record (a ``Noop``, unless the run was blocked:
+        then the commit that makes it Running again).
     """
-    if isinstance(d, Noop):
-        return None
     cx = CommitContext(app, fn, state, msg, now)
+    if isinstance(d, Noop):
+        return unblocked(state, d, None, cx.base)
     commit = COMMITS.get(type(d)) or _RUN_COMMITS.get(type(d))
     if commit is None:
         raise AssertionError(f"unhandled decision {d!r}")
-    return commit(d, cx)
+    return unblocked(state, d, commit(d, cx), cx.base)
 
 
 def _retry_handler(d: RunRetry, cx: CommitContext) -> Commit:
@@ -86,7 +95,8 @@ def _end(d: RunCompleted | RunFailed, cx: CommitContext) -> Commit:
     )
 
 
-_RUN_COMMITS: dict[type, Any] = {RunRetry: _retry_handler, RunCompleted: _end, RunFailed: _end}
+_RUN_COMMITS: dict[type, Any] = {RunRetry: _retry_handler, RunCompleted: _end, RunFailed: _end,
+                                 RunBlocked: block}
 
 
 def finish_outbox(

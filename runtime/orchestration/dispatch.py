@@ -1,6 +1,7 @@
 """Dispatch: one queue message to the part that does its kind of work.
 
-The rules every delivery passes first are here: an early message hops to its due time; the
+The rules every delivery passes first are here: an early message hops to its due time; a
+message of a function the app no longer has is kept until it is back (:mod:`blocking`); the
 last deliveries before the dead-letter queue never strand a run (:mod:`delivery`); a
 redelivery whose work is done re-sends its commit's outbox; a message whose commit is the
 run's last, or for a finished run, does nothing. Then :data:`Dispatcher.table` names the
@@ -13,6 +14,7 @@ from collections.abc import Callable
 
 from runtime.app import FunctionDef
 from runtime.messages import CancelPayload, Deferral, as_returned, is_deferred, resent
+from runtime.orchestration.blocking import Absent
 from runtime.orchestration.delivery import Delivery, mine
 from runtime.orchestration.finishing import Finisher
 from runtime.orchestration.ports import Ports
@@ -37,6 +39,7 @@ class Dispatcher:
         self.starter = starter
         self.delivery = delivery
         self.finisher = finisher
+        self.absent = Absent(ports)
         #: The handler of each kind of message about an existing, unfinished run (START
         #: and FLUSH create runs and are handled before the run is read).
         self.table: dict[MessageKind, Handler] = {
@@ -70,7 +73,10 @@ class Dispatcher:
         if msg.due is not None and msg.due > now + DUE_SLACK:
             p.hop(msg, msg.due)  # delivered early (a delay queue's cap): hop again
             return
-        fn = p.app.get(msg.function_id)
+        fn = p.app.functions.get(msg.function_id)
+        if fn is None:  # a deploy removed it: keep the message until it is back
+            self.absent.on_message(msg, now)
+            return
         if receive_count > 1:
             # The queue delivers a message again only when a delivery never came back (a
             # failure or a pushback is sent again as a new message, runtime.orchestration.

@@ -145,10 +145,15 @@ class ManualControl:
 
         Raises:
             FunctionNotFoundError: No such function.
+            ValueError: It is retired.
             InvalidEventError: ``data`` is not a JSON object within the event limits.
         """
         p = self.ports
-        msg = invoke_message(p.app.get(function_id).id, data, p.clock.now())
+        fn = p.app.get(function_id)
+        if fn.retired:
+            raise ValueError(f"function '{fn.id}' is retired (draining before removal): it "
+                             "starts no new runs")
+        msg = invoke_message(fn.id, data, p.clock.now())
         p.queue.send([msg])
         return msg.run_id
 

@@ -19,6 +19,9 @@ RUNS_FINISHED = {
     RunStatus.CANCELLED: "RunsCancelled",
     RunStatus.SKIPPED: "RunsSkipped",
 }
+#: A run blocked: its code cannot go on with it (nondeterminism, a removed function). Each
+#: try again while blocked counts too, so the CDK app's alarm stays raised until none is.
+RUNS_BLOCKED = "RunsBlocked"
 STEP_DURATION = "StepDuration"  # milliseconds, from a step's first attempt to its result
 STEP_RETRIES = "StepRetries"
 #: Deliveries pushed back: AWS said "slow down" or "conflict", and the message waits to be
@@ -50,5 +53,8 @@ def observe_commit(metrics: Metrics, function_id: str, commit: Commit) -> None:
             duration = (rec.ended_at or 0.0) - (began or 0.0)
             metrics.step_ended(function_id, max(duration, 0.0),
                                failed=rec.status is StepStatus.FAILED)
-    if commit.run is not None and commit.run.status is not None and commit.run.status.finished:
-        metrics.run_finished(function_id, commit.run.status)
+    status = commit.run.status if commit.run is not None else None
+    if status is RunStatus.BLOCKED:
+        metrics.run_blocked(function_id)
+    elif status is not None and status.finished:
+        metrics.run_finished(function_id, status)

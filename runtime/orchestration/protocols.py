@@ -399,6 +399,10 @@ class Metrics(Protocol):
         """A ``step.run`` attempt failed and the step will be retried."""
         ...
 
+    def run_blocked(self, function_id: str) -> None:
+        """A run was blocked (or tried again while blocked): its code cannot go on with it."""
+        ...
+
     def pushback(self, function_id: str) -> None:
         """A delivery was pushed back (throttled, conflicted) and will be tried again later.
 
@@ -421,6 +425,9 @@ class NoMetrics:
         """Dropped."""
 
     def step_retried(self, function_id: str) -> None:
+        """Dropped."""
+
+    def run_blocked(self, function_id: str) -> None:
         """Dropped."""
 
     def pushback(self, function_id: str) -> None:

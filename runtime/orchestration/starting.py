@@ -57,6 +57,11 @@ class Starter:
         """START: create the run (or fold its event into a window), then run its first step."""
         start = StartPayload.of(msg)
         events = start.events
+        if fn.retired and self.ports.store.load(msg.run_id) is None:
+            # Draining: no new run, however asked for (an invoke sent before the deploy).
+            self.ports.log.warning("run %s of %s not started: the function is retired",
+                                   msg.run_id, fn.id)
+            return
         if not start.direct and not starts(fn, events[0]):
             return  # filtered out (the trigger's `if`, or a system event about fn itself)
         if not start.direct and fn.flow.window is not None and self.windows.gathers(fn,

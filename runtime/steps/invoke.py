@@ -137,6 +137,10 @@ def commit(d: Invoke, cx: CommitContext) -> Commit:
     s, run, now = d.step, cx.state.run, cx.now
     try:
         child_fn = cx.app.get(d.function_id)
+        if child_fn.retired:
+            raise FunctionNotFoundError(
+                f"function '{child_fn.id}' is retired (draining before removal): it starts "
+                "no new runs")
     except FunctionNotFoundError as exc:
         w = cx.write(s, status=StepStatus.FAILED, ended_at=now,
                      error=ErrorInfo(type(exc).__name__, str(exc), False))

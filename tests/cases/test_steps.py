@@ -215,27 +215,64 @@ def test_max_steps_per_run(make_harness: Any) -> None:
     assert len(run.steps) == 5
 
 
-def test_nondeterminism_is_a_clear_error(make_harness: Any) -> None:
+def test_nondeterminism_blocks_the_run_until_a_deploy_replays_it(make_harness: Any) -> None:
+    app = App("shop")
+    version = {"v": 1}
+    effects: list[str] = []
+    failures: list[str] = []
+
+    @app.function(id="changing", trigger=TriggerEvent("a/b"), retries=0)
+    def changing(ctx: Context) -> str:
+        if version["v"] == 2:
+            ctx.step.sleep("first", "1m")  # same id, different kind: a deploy changed the code
+            return "v2"
+        ctx.step.run("first", lambda: effects.append("first") or 1)
+        ctx.step.sleep("nap", "1h")
+        ctx.step.run("after", lambda: effects.append("after") or 2)
+        return f"v{version['v']}"
+
+    @app.function(id="alarm", trigger=TriggerEvent("stepkit/function.failed"))
+    def alarm(ctx: Context) -> None:
+        failures.append(ctx.event.data["run_id"])
+
+    h = make_harness(app)
+    h.send("a/b")
+    version["v"] = 2  # a deploy that cannot replay the run
+    h.advance("2h")
+    run = h.only_run("changing")
+    assert run.status == "Blocked"  # held, in flight: nothing burned, no on_failure
+    assert run.error is not None and run.error.startswith("NondeterminismError")
+    assert "step 'first'" in run.error and "recorded a run step" in run.error
+    assert [r.id for r in h.runs(status="Blocked")] == [run.id]
+    assert h.runs("alarm") == [] and failures == []
+    version["v"] = 3  # a fixing deploy: the run goes on within BLOCKED_RETRY, nothing redone
+    h.advance("15m")
+    run = h.only_run("changing")
+    assert run.status == "Completed" and run.output == "v3" and run.error is None
+    assert h.once(effects) == ["first", "after"]
+
+
+def test_a_blocked_run_can_be_cancelled(make_harness: Any) -> None:
     app = App("shop")
     version = {"v": 1}
 
-    @app.function(id="changing", trigger=TriggerEvent("a/b"), retries=0)
+    @app.function(id="changing", trigger=TriggerEvent("a/b"))
     def changing(ctx: Context) -> None:
         if version["v"] == 1:
-            ctx.step.run("first", lambda: 1)
             ctx.step.sleep("nap", "1h")
         else:
-            ctx.step.sleep("first", "1m")  # same id, different kind: a deploy changed the code
+            ctx.step.run("nap", lambda: None)
 
     h = make_harness(app)
     h.send("a/b")
     version["v"] = 2
     h.advance("2h")
     run = h.only_run("changing")
-    assert run.status == "Failed"
-    assert run.error is not None
-    assert run.error.startswith("NondeterminismError")
-    assert "step 'first'" in run.error and "recorded a run step" in run.error
+    assert run.status == "Blocked"
+    assert h.cancel(run.id)
+    assert h.only_run("changing").status == "Cancelled"
+    h.advance("1h")  # its retries find it finished: nothing happens
+    assert h.only_run("changing").status == "Cancelled"
 
 
 def test_context_helpers_are_deterministic_and_logs_not_repeated(

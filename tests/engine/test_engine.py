@@ -187,14 +187,18 @@ def test_a_memoized_step_never_runs_its_function_again() -> None:
                                                                              "b", 2)
 
 
-def test_nondeterminism_fails_the_run_naming_the_step() -> None:
+def test_nondeterminism_blocks_the_run_naming_the_step() -> None:
     decision, commit = _once("nondeterminism-sleep-where-run")
-    assert type(decision).__name__ == "RunFailed"
+    assert type(decision).__name__ == "RunBlocked"
     assert decision.error.name == "NondeterminismError"
     assert "step 'a'" in decision.error.message
-    assert not decision.error.retriable
     assert commit is not None and commit.run is not None
-    assert commit.run.status is not None and commit.run.status.value == "Failed"
+    assert commit.run.status is not None and commit.run.status.value == "Blocked"
+    assert commit.run.attempt is None and commit.run.ended_at is None  # nothing burned
+    # No system event, no on_failure: only the CONTINUE that tries it again later.
+    (retry,) = commit.outbox
+    assert isinstance(retry, Message) and retry.kind is MessageKind.CONTINUE
+    assert retry.version == commit.expect_version + 1 and retry.due is not None
 
 
 def test_a_wide_group_is_scheduled_fifty_at_a_time() -> None:

@@ -718,7 +718,7 @@ def test_failed_runs_and_sustained_pushback_alarm_once_per_app_by_function(
     by_metric: dict[str, dict[str, Any]] = {}
     for a in alarms.values():
         (query,) = a["Metrics"]
-        assert query["Period"] == 300 and query["ReturnData"] is True
+        assert query["ReturnData"] is True
         found = re.fullmatch(
             r'SELECT SUM\("(\w+)"\) FROM SCHEMA\("stepkit", "function_id", "service"\) '
             r"WHERE \"service\" = '([\w-]+)' GROUP BY \"function_id\" ORDER BY SUM\(\) DESC",
@@ -726,7 +726,9 @@ def test_failed_runs_and_sustained_pushback_alarm_once_per_app_by_function(
         assert found, query["Expression"]
         assert found[2] == app.id
         by_metric[found[1]] = a
-    assert sorted(by_metric) == ["Pushback", "RunsFailed"]
+        # Blocked runs report again every 10 minutes: a 15-minute period always sees them.
+        assert query["Period"] == (900 if found[1] == "RunsBlocked" else 300)
+    assert sorted(by_metric) == ["Pushback", "RunsBlocked", "RunsFailed"]
     # A failed run pages at once; pushback only when every 5 minutes of 15 saw some.
     shape = ("Threshold", "ComparisonOperator", "EvaluationPeriods", "DatapointsToAlarm",
              "TreatMissingData")
@@ -734,6 +736,8 @@ def test_failed_runs_and_sustained_pushback_alarm_once_per_app_by_function(
         (0, "GreaterThanThreshold", 1, 1, "notBreaching")
     assert tuple(by_metric["Pushback"][k] for k in shape) == \
         (0, "GreaterThanThreshold", 3, 3, "notBreaching")
+    assert tuple(by_metric["RunsBlocked"][k] for k in shape) == \
+        (0, "GreaterThanThreshold", 1, 1, "notBreaching")
 
 
 def test_every_alarm_notifies_the_encrypted_tls_only_alarm_topic(resources: Resources) -> None:

@@ -36,6 +36,9 @@ class Recorder:
     def pushback(self, function_id: str) -> None:
         self.counts[function_id, "pushback"] += 1
 
+    def run_blocked(self, function_id: str) -> None:
+        self.counts[function_id, "blocked"] += 1
+
 
 def build_app() -> App:
     app = App("metered")

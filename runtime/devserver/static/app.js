@@ -338,7 +338,7 @@ function renderRun(run) {
   $("run-panel").hidden = false;
   $("run-id").textContent = run.run_id;
   $("run-status").replaceChildren(pill(run.status));
-  $("cancel-run").disabled = run.status !== "Running";
+  $("cancel-run").disabled = run.status !== "Running" && run.status !== "Blocked";
   $("rerun-run").disabled = false;
   $("invoke-run-fn").disabled = false;
 
@@ -430,7 +430,7 @@ function renderSteps(run) {
     },
       h("td", {}, pill(step.status)),
       h("td", {}, h("code", {}, step.key), note ? h("div", { class: "muted" }, note) : null,
-        step.status === "Sleeping" && run.status === "Running"
+        step.status === "Sleeping" && (run.status === "Running" || run.status === "Blocked")
           ? h("button", { type: "button", class: "skip", "data-skip": step.key,
               title: "end this sleep now (dev server only)",
               onclick: (ev) => { ev.stopPropagation(); skipSleep(run.run_id, step.key); } }, "Skip sleep")
