@@ -24,7 +24,6 @@ import logging
 from dataclasses import replace
 
 from runtime.engine.decisions import Decision, Noop, RunBlocked
-from runtime.messages import Deferral, deferred
 from runtime.orchestration.ports import Ports
 from runtime.records import (
     Commit,
@@ -70,46 +69,75 @@ def unblocked(state: RunState, d: Decision, commit: Commit | None,
     return replace(commit, run=patch)
 
 
+#: A START or FLUSH of a removed function (its run not created yet) is kept this many
+#: rounds, 14 days: as long as SQS keeps a message. Past it, it is dropped with an error.
+MAX_START_ROUNDS = int(14 * 86400 / BLOCKED_RETRY)
+_ROUND = "absent"  # the payload key counting a kept message's rounds
+
+
 class Absent:
     """Messages of a function the deployed app does not have (a deploy removed it)."""
 
     def __init__(self, ports: Ports) -> None:
         self.ports = ports
 
-    def on_message(self, msg: Message, now: float) -> None:
+    def on_message(self, msg: Message, now: float, redelivered: bool = False) -> None:
         """Keep ``msg`` until its function is back, and mark its run Blocked.
 
-        A START or FLUSH has no run yet; a CONTINUE for another version than the run's, or
-        any message of a finished run, has no work left and is dropped, as for a function
-        that exists.
+        A kept message comes back every :data:`BLOCKED_RETRY`. Each round is one commit to
+        its run, named after the message and the round, so a duplicate of the message (a
+        queue may deliver one twice) finds the round taken and ends there: copies never
+        multiply however long the function is gone. A ``redelivered`` one, whose earlier
+        delivery died or failed, re-sends what its round's commit had to send. A START or
+        FLUSH has no run yet: it is kept :data:`MAX_START_ROUNDS` rounds. A CONTINUE for
+        another version than the run's, or any message of a finished run, has no work left
+        and is dropped, as for a function that exists.
         """
         p = self.ports
-        keep = deferred(msg, Deferral.of(msg), now + BLOCKED_RETRY)
+        rounds = int((msg.payload or {}).get(_ROUND, 0))
+        # A fresh copy (not a deferred or returned one): only a copy of a delivery that
+        # failed or died may re-send its round's outbox, or copies would multiply.
+        payload = {k: v for k, v in (msg.payload or {}).items()
+                   if k not in ("deferred", "returned", "resend")}
+        keep = replace(msg, payload={**payload, _ROUND: rounds + 1}, due=now + BLOCKED_RETRY)
         what = f"{msg.kind.value} message {msg.id} of function '{msg.function_id}'"
-        state = None
-        if msg.kind not in (MessageKind.START, MessageKind.FLUSH):
-            state = p.store.load(msg.run_id)
-            if state is None or state.run.status.finished or (
-                    msg.kind is MessageKind.CONTINUE and msg.version != state.run.version):
-                p.log.info("%s dropped: its run has moved on", what)
+        if msg.kind in (MessageKind.START, MessageKind.FLUSH):
+            if rounds >= MAX_START_ROUNDS:
+                p.log.error("%s dropped: the function has not been deployed for %d days",
+                            what, int(rounds * BLOCKED_RETRY / 86400))
                 return
-        if state is not None and state.run.status is RunStatus.RUNNING:
-            # The commit below moves the version on: a CONTINUE kept goes with it.
-            moved = (replace(keep, version=state.run.version + 1)
-                     if msg.kind is MessageKind.CONTINUE else keep)
-            error = ErrorInfo(
-                "FunctionNotFoundError",
-                f"function '{msg.function_id}' is not in the deployed app; the run goes on "
-                "when it is deployed again (its messages are kept)", False)
-            # Its own message id: the kept message has not done its work.
-            commit = Commit(f"{msg.id}/absent", state.run.version, outbox=(moved,),
-                            run=RunPatch(status=RunStatus.BLOCKED, error=error))
-            if p.commit(msg.function_id, msg.run_id, commit):
-                p.log.error("run %s blocked: %s", msg.run_id, error.message)
-                p.send(commit.outbox)
-                return
-            # Another message moved the run first: keep this one as it is (a CONTINUE of
-            # the old version then has no work left, as it would have had anyway).
-        p.log.warning("%s kept: the function is not deployed; again in %.0fs", what,
-                      BLOCKED_RETRY)
-        p.send([keep])
+            p.log.warning("%s kept: the function is not deployed", what)
+            p.send([keep])
+            return
+        p.retrying(f"keeping {what}", lambda: self._keep(msg, keep, rounds, what,
+                                                                  redelivered))
+
+    def _keep(self, msg: Message, keep: Message, rounds: int, what: str,
+              redelivered: bool) -> bool | None:
+        """One try at this round's commit; ``None`` when it lost a race (try again)."""
+        p = self.ports
+        state = p.store.load(msg.run_id)
+        if state is None or state.run.status.finished or (
+                msg.kind is MessageKind.CONTINUE and msg.version != state.run.version):
+            p.log.info("%s dropped: its run has moved on", what)
+            return False
+        name = f"{msg.id}/{_ROUND}/{rounds}"  # not the message's own id: its work is not done
+        done = p.store.committed(msg.run_id, name)
+        if done is not None:  # this round is kept already: a duplicate, or our own death
+            if redelivered:
+                p.send(done.outbox)
+            return False
+        if msg.kind is MessageKind.CONTINUE:  # the commit moves the version on: so does it
+            keep = replace(keep, version=state.run.version + 1)
+        error = ErrorInfo(
+            "FunctionNotFoundError",
+            f"function '{msg.function_id}' is not in the deployed app; the run goes on when "
+            "it is deployed again (its messages are kept)", False)
+        commit = Commit(name, state.run.version, outbox=(keep,),
+                        run=RunPatch(status=RunStatus.BLOCKED, error=error))
+        if not p.commit(msg.function_id, msg.run_id, commit):
+            return None
+        if state.run.status is not RunStatus.BLOCKED:
+            p.log.error("run %s blocked: %s", msg.run_id, error.message)
+        p.send(commit.outbox)
+        return True

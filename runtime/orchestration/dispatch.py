@@ -74,9 +74,6 @@ class Dispatcher:
             p.hop(msg, msg.due)  # delivered early (a delay queue's cap): hop again
             return
         fn = p.app.functions.get(msg.function_id)
-        if fn is None:  # a deploy removed it: keep the message until it is back
-            self.absent.on_message(msg, now)
-            return
         if receive_count > 1:
             # The queue delivers a message again only when a delivery never came back (a
             # failure or a pushback is sent again as a new message, runtime.orchestration.
@@ -84,6 +81,9 @@ class Dispatcher:
             # replay tells which, from the mark a delivery leaves before it runs user code.
             msg = as_returned(msg)
         redelivered = receive_count > 1 or resent(msg) or is_deferred(msg)
+        if fn is None:  # a deploy removed it: keep the message until it is back
+            self.absent.on_message(msg, now, redelivered=redelivered)
+            return
         # Deliveries that died or failed (pushbacks never count). The last two before the
         # dead-letter queue: the first of them gives up, the second is there in case giving
         # up itself failed.

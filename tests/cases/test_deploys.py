@@ -154,3 +154,87 @@ def test_pushback_mode_carries_over_a_deploy(make_harness: Any) -> None:
 
     assert h.only_run("checkout").status == "Completed"
     assert h.once(receipts) == ["o1"]
+
+
+def _nap(version: str, effects: list[str], **options: Any) -> App:
+    """v1/v3: charge, sleep, ship. "v2" calls a step.run where the history has the sleep."""
+    app = App("shop")
+
+    @app.function(id="nap", trigger=TriggerEvent("order/created"), **options)
+    def nap(ctx: Context) -> str:
+        ctx.step.run("charge", lambda: effects.append(f"charge {version}"))
+        if version == "v2":
+            ctx.step.run("cool-off", lambda: effects.append("v2 ran"))  # was a sleep
+        else:
+            ctx.step.sleep("cool-off", "1h")
+        ctx.step.run("ship", lambda: effects.append(f"ship {version}"))
+        return version
+
+    return app
+
+
+def test_a_deploy_that_cannot_replay_a_run_blocks_it_until_a_fixing_deploy(
+    make_harness: Any,
+) -> None:
+    effects: list[str] = []
+    h = make_harness(_nap("v1", effects))
+    h.send("order/created", {"order_id": "o1"})
+    h = h.redeploy(_nap("v2", effects))
+    h.advance("2h")  # the sleep ends: v2 cannot replay the run
+    run = h.only_run("nap")
+    assert run.status == "Blocked" and run.error is not None
+    assert run.error.startswith("NondeterminismError: nondeterminism at step 'cool-off'")
+    assert [r.id for r in h.runs(status="Blocked")] == [run.id]
+    h.advance("1h")  # still blocked, and nothing burned: no attempt counted, no step redone
+    assert h.only_run("nap").status == "Blocked" and h.only_run("nap").state.run.attempt == 0
+
+    h = h.redeploy(_nap("v3", effects))
+    h.advance("10m")  # the next try replays it with v3
+    run = h.only_run("nap")
+    assert run.status == "Completed" and run.output == "v3" and run.error is None
+    assert h.once(effects) == ["charge v1", "ship v3"]
+    assert h.backend.dead_letters() == []
+
+
+def test_a_removed_function_loses_no_run_and_finishes_when_it_is_back(
+    make_harness: Any,
+) -> None:
+    effects: list[str] = []
+    h = make_harness(_nap("v1", effects))
+    h.send("order/created", {"order_id": "o1"})
+    # v2 removes the function. Locally its worker keeps its messages and blocks the run; on
+    # AWS its queue is kept (retained, as `stepkit deploy-check` asks) and the messages wait
+    # there, its Lambda gone, so the run stays Running until the function is back.
+    h = h.redeploy(App("shop"), keep_queues=True)
+    local = type(h.backend).__name__ == "LocalBackend"
+    h.advance("2h")
+    run = h.only_run("nap")
+    if local:
+        assert run.status == "Blocked" and run.error is not None
+        assert "FunctionNotFoundError: function 'nap' is not in the deployed app" in run.error
+    else:
+        assert run.status == "Running"
+    h.advance("1d")  # nothing is dead-lettered, nothing redone
+    assert h.only_run("nap").status == ("Blocked" if local else "Running")
+    assert h.backend.dead_letters() == []
+    assert h.once(effects) == ["charge v1"]
+
+    h = h.redeploy(_nap("v3", effects))
+    h.advance("10m")
+    run = h.only_run("nap")
+    assert run.status == "Completed" and run.output == "v3"
+    assert h.once(effects) == ["charge v1", "ship v3"]
+
+
+def test_a_retired_function_starts_nothing_new_and_finishes_its_runs(
+    make_harness: Any,
+) -> None:
+    effects: list[str] = []
+    h = make_harness(_nap("v1", effects))
+    h.send("order/created", {"order_id": "o1"})
+    h = h.redeploy(_nap("v1", effects, retired=True))
+    h.send("order/created", {"order_id": "o2"})  # starts nothing: draining
+    h.advance("2h")
+    (run,) = h.runs("nap")
+    assert run.status == "Completed" and run.state.run.events[0]["data"] == {"order_id": "o1"}
+    assert h.once(effects) == ["charge v1", "ship v1"]
