@@ -23,6 +23,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from runtime.engine.context import PATCH_PREFIX
+
 if TYPE_CHECKING:
     from runtime.app import App, FunctionDef
 
@@ -246,6 +248,15 @@ def _step_call(node: ast.AST) -> str | None:
     return None
 
 
+def _patch_id(node: ast.AST) -> str | None:
+    """The step id a ``<x>.patched("<change>")`` call records (``ctx.patched``), else ``None``."""
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "patched" and node.args
+            and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+        return f"{PATCH_PREFIX}{node.args[0].value}"
+    return None
+
+
 def _step_id(call: ast.Call) -> tuple[str | None, bool]:
     """The id as recorded, and whether it is an f-string's pattern (``None``: dynamic)."""
     first = call.args[0] if call.args else next(
@@ -256,6 +267,19 @@ def _step_id(call: ast.Call) -> tuple[str | None, bool]:
         parts = [p.value if isinstance(p, ast.Constant) else "{}" for p in first.values]
         return "".join(str(p) for p in parts), True
     return None, False
+
+
+def _evaluated_first(node: ast.AST) -> ast.AST | None:
+    """The part of a branch or loop that runs once, before it: ``if <test>``, ``for in <iter>``."""
+    if isinstance(node, ast.If | ast.IfExp):
+        return node.test
+    if isinstance(node, ast.For | ast.AsyncFor):
+        return node.iter
+    if isinstance(node, ast.Match):
+        return node.subject
+    if isinstance(node, ast.BoolOp):
+        return node.values[0]
+    return None
 
 
 @dataclass
@@ -277,14 +301,18 @@ class _Walker:
             self._parallel(node, within, branch)  # type: ignore[arg-type]
             return
         inner = within + self._nesting(node)
+        first = _evaluated_first(node)
         for child in ast.iter_child_nodes(node):
-            self._visit(child, inner, branch)
+            self._visit(child, within if child is first else inner, branch)
+        line = getattr(node, "lineno", 0)
         if method is not None:  # after its arguments: they are evaluated first
             sid, pattern = _step_id(node)  # type: ignore[arg-type]
             self.found.append(StepEntry(id=sid, kind=method, order=0, pattern=pattern,
-                                        dynamic=sid is None,
-                                        within=within, branch=branch,
-                                        line=getattr(node, "lineno", 0)))
+                                        dynamic=sid is None, within=within, branch=branch,
+                                        line=line))
+        elif (patch := _patch_id(node)) is not None:  # its marker is a run step
+            self.found.append(StepEntry(id=patch, kind="run", order=0, within=within,
+                                        branch=branch, line=line))
 
     @staticmethod
     def _nesting(node: ast.AST) -> tuple[str, ...]:

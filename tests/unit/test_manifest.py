@@ -97,6 +97,18 @@ def test_nested_parallel_branches_and_nested_functions_are_marked() -> None:
     ]
 
 
+def patched(ctx: Context) -> None:
+    if ctx.patched("charge-with-fee"):
+        ctx.step.run("charge-with-fee", _noop)
+
+
+def test_a_patched_call_is_listed_as_the_run_step_that_records_it() -> None:
+    assert _steps(patched) == [
+        {"id": "patched:charge-with-fee", "kind": "run", "order": 0},
+        {"id": "charge-with-fee", "kind": "run", "order": 1, "within": ["if"]},
+    ]
+
+
 def test_a_handler_without_source_is_skipped_with_a_note() -> None:
     app = App("shop")
     app.function(id="built-in", trigger=T)(print)  # type: ignore[arg-type]
