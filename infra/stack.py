@@ -44,6 +44,8 @@ from runtime.app import App, FunctionDef
 from runtime.backends.aws.resources import DEFAULT_RETENTION_DAYS, AppResources
 from runtime.deploy_limits import function_group, queue_arn_chunks
 from runtime.discovery import load_app
+from runtime.manifest import METADATA_KEY, build_manifest
+from runtime.manifest import stack_name as default_stack_name
 from runtime.secrets import ENV_SECRETS
 
 #: ``(stack, function, its QueueWorker)``: see ``infra/hooks.py``.
@@ -165,8 +167,7 @@ class StackSettings:
 
     def stack_name(self, app_id: str) -> str:
         """``stepkit-<app>[-<stage>]``, in the characters stack names allow."""
-        name = f"stepkit-{app_id}" + (f"-{self.stage}" if self.stage else "")
-        return name.replace("_", "-")
+        return default_stack_name(app_id, self.stage)
 
     def log_retention(self) -> logs.RetentionDays:
         """The shortest log retention CloudWatch offers that covers ``retention_days``."""
@@ -210,6 +211,9 @@ class StepkitStack(cdk.Stack):
         group_monitoring: Each group's alarms and dashboard (its functions), by group.
         reaper: Deletes a run's steps and log when TTL deletes its run item.
         census: Counts the app's schedules hourly, alarmed before the account's quota.
+        manifest: Each function's step ids and kinds; the root template's metadata
+            ``Stepkit::StepManifest`` carries it (or its digests, past its budget), so
+            ``stepkit check --aws`` compares the next deploy with it.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, settings: StackSettings,
@@ -221,6 +225,8 @@ class StepkitStack(cdk.Stack):
         super().__init__(scope, construct_id, **kwargs)
         self.settings = settings
         self.resources = AppResources.for_app(app, stage=settings.stage)
+        self.manifest = build_manifest(app)
+        self.add_metadata(METADATA_KEY, self.manifest.template_form())
         self._make_code = (lambda: code) if code else lambda_code_factory(bundle=settings.bundle)
         self._codes: dict[str, lambda_.Code] = {}
         self._code = self._code_of(self)

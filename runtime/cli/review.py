@@ -4,6 +4,11 @@ Two sources: the app as registered (what ``load_app`` refuses is a critical find
 options are read from the registry) and the source of each module (``ast``: step ids, sleeps,
 waits, what a function calls out to), so every finding names its file and line and the fix.
 
+With a deployed step manifest (``--deployed-manifest``, or ``--aws``: the deployed stack's),
+it also warns of each recorded step the code renamed, removed, reordered or changed the kind
+of, and each function it removed (:mod:`runtime.manifest_diff`): what runs in flight would
+redo, block on, or be stranded by.
+
 Severities: ``critical`` and ``error`` fail the check (exit 1); ``warning`` and ``info`` are
 advice. The heuristics (what "looks like a payment", what "calls out") are deliberately
 simple; a finding can be silenced for one function with a ``# stepkit: ignore[<rule>]``
@@ -15,15 +20,22 @@ from __future__ import annotations
 import ast
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from runtime.cli.base import cli
 from runtime.cli.output import say
 from runtime.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from runtime.manifest import Manifest
+
+#: The last deployed manifest of an app, given its id (``None``: nothing deployed yet).
+DeployedManifest = Callable[[str], "Manifest | None"]
 
 SEVERITIES = ("critical", "error", "warning", "info")
 FAILING = frozenset({"critical", "error"})
@@ -62,8 +74,15 @@ class Finding:
         return asdict(self)
 
 
-def check_project(root: Path, package: str = "functions") -> list[Finding]:
-    """Check the app in ``root/package``; findings sorted by severity, file and line."""
+def check_project(root: Path, package: str = "functions",
+                  deployed: DeployedManifest | None = None) -> list[Finding]:
+    """Check the app in ``root/package``; findings sorted by severity, file and line.
+
+    Args:
+        root: The project directory.
+        package: The package defining the app.
+        deployed: Reads the last deployed step manifest, to compare the app's steps with.
+    """
     from runtime.discovery import load_app
 
     base = root / package.replace(".", "/")
@@ -82,6 +101,8 @@ def check_project(root: Path, package: str = "functions") -> list[Finding]:
             found += _check_function(func, call, registered, _rel(path, root), lines,
                                      _imports(tree))
     found += _check_deploy_limits(app, _rel(base, root))
+    if deployed is not None:
+        found += _check_steps_deployed(app, deployed, root, _rel(base, root))
     order = {s: i for i, s in enumerate(SEVERITIES)}
     return sorted(found, key=lambda f: (order[f.severity], f.file, f.line, f.rule))
 
@@ -109,6 +130,37 @@ def _check_deploy_limits(app: Any, file: str) -> list[Finding]:
             f"{u.limit}: {u.used} of {u.maximum} ({u.share:.0%}) in {u.where}"
             + ("; the deploy would fail" if over else ""), u.fix))
     return out
+
+
+def _check_steps_deployed(app: Any, deployed: DeployedManifest, root: Path,
+                          file: str) -> list[Finding]:
+    """A warning per change to the deployed steps that runs in flight would suffer."""
+    from runtime.manifest import build_manifest
+    from runtime.manifest_diff import compare
+
+    try:
+        old = deployed(app.id)
+    except (ConfigurationError, OSError, ValueError) as exc:
+        return [Finding("error", "deployed-manifest", file, 0, None,
+                        f"cannot read the deployed step manifest: {exc}",
+                        "pass the cdk.out/stepkit-manifest.json of the deployed commit, or "
+                        "check the AWS credentials and region")]
+    if old is None:
+        return [Finding("info", "deployed-manifest", file, 0, None,
+                        "the deployed stack carries no step manifest: nothing to compare",
+                        "deploy once with this version; later deploys are compared")]
+    current = build_manifest(app)
+    found = [Finding("info", "step-manifest", _rel(Path(steps.file), root) if steps.file
+                     else file, steps.line, fn_id,
+                     f"function '{fn_id}': its steps cannot be compared with the deployed "
+                     f"ones ({steps.skipped})", "define the handler in a module of the package")
+             for fn_id, steps in current.functions.items() if steps.skipped]
+    for change in compare(old, current):
+        severity = "info" if change.rule == "step-changes" else "warning"
+        found.append(Finding(severity, change.rule,
+                             _rel(Path(change.file), root) if change.file else file,
+                             change.line, change.function, change.message, change.fix))
+    return found
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -243,15 +295,25 @@ def render(findings: list[Finding]) -> str:
 @click.option("--functions", "package", default=None, envvar="STEPKIT_FUNCTIONS",
               help="The package defining the app (env STEPKIT_FUNCTIONS)  [default: functions]")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
-def check(package: str | None, as_json: bool) -> None:
+@click.option("--deployed-manifest", "manifest_path", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Compare the steps with this deployed manifest (a deploy's "
+              "cdk.out/stepkit-manifest.json).")
+@click.option("--aws", "use_aws", is_flag=True,
+              help="Compare the steps with the manifest of the deployed stack "
+              "(stepkit-<app>, STEPKIT_STAGE for a stage).")
+def check(package: str | None, as_json: bool, manifest_path: Path | None,
+          use_aws: bool) -> None:
     """Review functions/ for durable-function mistakes; exit 1 on critical or error findings.
 
     Missing ids, waits without a timeout, payments without an idempotency key, an app past
     an AWS deploy limit (errors); calls out with no concurrency limit, vague step ids,
     bare-number sleeps, an app within 80 % of a deploy limit (warnings); default retries
-    (info). Each finding names the file, line and fix.
+    (info). With a deployed manifest: recorded steps renamed, removed, reordered or of
+    another kind, and removed functions (warnings). Each finding names the file, line and fix.
     """
-    findings = check_project(Path.cwd(), package or "functions")
+    findings = check_project(Path.cwd(), package or "functions",
+                             _deployed_source(manifest_path, use_aws))
     if as_json:
         click.echo(json.dumps([f.to_json() for f in findings], indent=2))
     else:
@@ -259,3 +321,24 @@ def check(package: str | None, as_json: bool) -> None:
             say(line)
     if any(f.severity in FAILING for f in findings):
         raise SystemExit(1)
+
+
+def _deployed_source(path: Path | None, use_aws: bool) -> DeployedManifest | None:
+    """Where the deployed manifest comes from: the file given, else the deployed stack."""
+    from runtime.manifest import Manifest
+
+    if path is not None:
+        return lambda _app_id: Manifest.from_json(json.loads(path.read_text()))
+    if not use_aws:
+        return None
+
+    def from_stack(app_id: str) -> Manifest | None:
+        import os
+
+        from runtime.backends.aws.manifest import deployed_manifest
+        from runtime.backends.aws.resources import ENV_STAGE
+        from runtime.manifest import stack_name
+
+        return deployed_manifest(stack_name(app_id, os.environ.get(ENV_STAGE) or None))
+
+    return from_stack

@@ -8,11 +8,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from runtime import steps as step_kinds  # the module: its kinds import the engine in turn
-from runtime.engine.template import ReplayState
+from runtime.engine.template import ReplayState, step_key
 from runtime.errors import NonRetriableError
 from runtime.events import Event
 
 _UUIDS = uuid.UUID("0f7d4a2e-5c1b-4e8a-9d3f-6b2a1c0e9f87")
+#: The id of the step that records a ``ctx.patched(change_id)`` came out true.
+PATCH_PREFIX = "patched:"
+
+
+def _true() -> bool:
+    return True
 
 
 class ReplayLogger:
@@ -82,6 +88,7 @@ class Context:
         self.step = step_kinds.Steps(state)
         self.logger = ReplayLogger(logger, state)
         self._uuids = 0
+        self._patches: dict[str, bool] = {}
 
     @property
     def data(self) -> Any:
@@ -127,3 +134,32 @@ class Context:
         self._uuids += 1
         seed = f"{self.run_id}/{len(s.visited)}/{self._uuids}"
         return uuid.uuid5(_UUIDS, seed)
+
+    def patched(self, change_id: str) -> bool:
+        """Whether this run takes the new code of a deliberate change (Temporal's ``patched``).
+
+        True for a run that reaches this call under the code that has it: the first time,
+        a ``run`` step ``patched:<change_id>`` records it (one more step), so the run takes
+        the new code on every replay. False for a run that had already recorded steps past
+        this point under the code before, so it replays the old code it ran. The same answer
+        for every call with this id in one run. Remove the call (keeping the new code) only
+        once no run that recorded the old path is in flight.
+
+        Raises:
+            NonRetriableError: Called in a parallel branch (its siblings' steps are not
+                replayed yet, so "past this point" cannot be told).
+        """
+        if change_id not in self._patches:
+            self._patches[change_id] = self._patch(change_id)
+        return self._patches[change_id]
+
+    def _patch(self, change_id: str) -> bool:
+        s = self._state
+        if s.scope:
+            raise NonRetriableError(
+                f"ctx.patched('{change_id}') in a parallel branch: call it before the group")
+        step_id = f"{PATCH_PREFIX}{change_id}"
+        # Any record not replayed yet (of any status) was made past this point by old code.
+        if step_key(step_id) not in s.history and any(k not in s.visited for k in s.history):
+            return False
+        return bool(self.step.run(step_id, _true))

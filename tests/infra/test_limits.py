@@ -41,6 +41,7 @@ from runtime.deploy_limits import (
     FunctionShape,
     function_group,
 )
+from runtime.manifest import METADATA_BUDGET_BYTES, METADATA_KEY
 from tests.infra.templates import flat, template_bytes, templates
 
 pytestmark = pytest.mark.xdist_group("cdk")
@@ -213,3 +214,16 @@ def test_the_resource_count_stepkit_check_estimates_is_what_each_group_holds(
             for f in res.functions if function_group(f.function_id) == index]
         assert len(found[group.node.path]["Resources"]) == \
             RESOURCES_PER_GROUP + sum(s.resources() for s in shapes), group.node.path
+
+
+def test_the_root_template_carries_the_step_manifest_of_every_function_within_its_budget(
+    synthesized: tuple[StepkitStack, dict[str, dict[str, Any]], float],
+) -> None:
+    stack, found, _ = synthesized
+    root = found[stack.node.path]
+    manifest = root["Metadata"][METADATA_KEY]
+    assert len(manifest["functions"]) == EVENT_FUNCTIONS + CRON_FUNCTIONS
+    size = len(json.dumps(manifest, separators=(",", ":")))
+    assert size <= METADATA_BUDGET_BYTES
+    assert template_bytes(root) <= MAX_TEMPLATE_BYTES
+    print(f"200-function step manifest: {size} bytes; root template {template_bytes(root)}")

@@ -300,3 +300,7 @@ def test_pinned_cli_synthesizes_the_app(tmp_path: Path) -> None:
     assert "AWS::Lambda::Function" in templates[0].read_text()
     nested = list(out.glob("*.nested.template.json"))
     assert nested and all("AWS::Lambda::Function" in t.read_text() for t in nested)
+    # The step manifest beside the templates, the one the root template carries.
+    manifest = json.loads((out / "stepkit-manifest.json").read_text())
+    assert json.loads(templates[0].read_text())["Metadata"]["Stepkit::StepManifest"] == manifest
+    assert manifest["app"] == "demo" and manifest["functions"]
