@@ -261,6 +261,7 @@ def test_list_filters_and_limit(env: Env) -> None:
         "ended_at",
         "duration_ms",
         "waiting",
+        "blocked",
     }
     assert newest[0]["waiting"] is None  # no flow control holds it back
     assert [r["function_id"] for r in env.runs(function_id="greet")] == ["greet", "greet"]
@@ -272,7 +273,7 @@ def test_list_filters_and_limit(env: Env) -> None:
 @pytest.mark.parametrize(
     ("params", "needle"),
     [
-        ({"status": "Done"}, "status: expected one of Running, Completed, Failed, Cancelled"),
+        ({"status": "Done"}, "status: expected one of Running, Blocked, Completed, Failed"),
         ({"limit": "0"}, "limit: expected an integer 1-1000"),
         ({"limit": "ten"}, "limit"),
     ],
