@@ -144,3 +144,45 @@ def test_held_copies_do_not_multiply_under_duplicate_delivery(
     h.advance(BACK)
     assert h.only_run("notify").status == "Completed"
     assert h.once(ran) == ["u1"]
+
+
+def test_a_pause_racing_a_run_holds_its_next_steps_and_branches(
+    make_harness: MakeHarness,
+) -> None:
+    done: list[str] = []
+    holder: dict[str, Any] = {}
+    app = App("shop")
+
+    def reserve() -> None:
+        done.append("reserve")
+        h = holder["h"]
+        if not holder.get("paused"):  # the run's own step pauses it: the race, made certain
+            holder["paused"] = True
+            pause(h.backend.store, h.clock, "checkout")
+            h.clock.advance(PAUSE_CACHE_SECONDS)
+
+    @app.function(id="checkout", trigger=TriggerEvent("cart/checkout"))
+    def checkout(ctx: Context) -> list[str]:
+        ctx.step.run("reserve", reserve)
+        got = ctx.step.parallel([
+            lambda: ctx.step.run("charge", lambda: done.append("charge") or "charged"),
+            lambda: ctx.step.run("label", lambda: done.append("label") or "labelled"),
+        ])
+        ctx.step.run("notify", lambda: done.append("notify"))
+        return list(got)
+
+    h = make_harness(app)
+    holder["h"] = h
+    h.send("cart/checkout", {})
+    h.advance("10m")
+    assert h.only_run("checkout").status == "Running"
+    assert h.once(done) == ["reserve"]
+
+    h.resume("checkout")
+    h.advance(BACK)
+    h.advance(BACK)
+    run = h.only_run("checkout")
+    assert run.status == "Completed" and run.output == ["charged", "labelled"]
+    assert sorted(h.once(done)) == ["charge", "label", "notify", "reserve"]
+    if h.chaos is None:
+        assert sorted(done) == ["charge", "label", "notify", "reserve"]
