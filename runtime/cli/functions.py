@@ -35,7 +35,7 @@ def functions_view(found: dict[str, Any]) -> list[Part]:
              str(f.get("retries", "")), _flow(f)] for f in found["functions"]]
     headers = ["FUNCTION", "TRIGGERS", "RETRIES", "FLOW CONTROL"]
     return [f"app {found['app_id']}", Table(headers, rows),
-            *paused_lines(found["functions"])]
+            *paused_lines(found)]
 
 
 def _trigger(t: dict[str, Any]) -> str:

@@ -53,10 +53,15 @@ def _resumed_line(found: dict[str, Any]) -> list[str]:
     return [f"{found['function_id']} resumed"]
 
 
-def paused_lines(functions: list[dict[str, Any]]) -> list[str]:
-    """One line per paused function, for the ``stepkit functions`` listing."""
+def paused_lines(listing: dict[str, Any]) -> list[str]:
+    """One line per paused function, for the ``stepkit functions`` listing.
+
+    Or why pauses could not be read (``--aws`` lists ``functions/`` without the table).
+    """
+    if listing.get("pauses_unread"):
+        return [f"pauses not read: {listing['pauses_unread']}"]
     lines = []
-    for fn in functions:
+    for fn in listing["functions"]:
         paused = fn.get("paused")
         if paused:
             why = f": {paused['reason']}" if paused.get("reason") else ""

@@ -180,14 +180,19 @@ class AwsControl:
     @_one_line
     def functions(self) -> Json:
         """The app's functions as deployed from this project's ``functions/``."""
+        from runtime.backends.aws.dynamo import StoreError
         from runtime.control.pausing import with_pauses
         from runtime.control.views import function_json
         from runtime.discovery import load_app
 
         app = load_app()
-        return with_pauses({"app_id": app.id, "functions": [function_json(fn) for fn in
-                                                            sorted(app, key=lambda f: f.id)]},
-                           self.store)
+        listing = {"app_id": app.id, "functions": [function_json(fn) for fn in
+                                                   sorted(app, key=lambda f: f.id)]}
+        try:
+            return with_pauses(listing, self.store)
+        except StoreError as exc:  # the functions come from functions/: list them anyway
+            why = explain(exc, table=self.deployment.table) or str(exc)
+            return {**listing, "pauses_unread": why}
 
     @_one_line
     def events(self, *, limit: int = 50) -> list[Json]:
