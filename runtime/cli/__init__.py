@@ -6,10 +6,11 @@
 - ``stepkit dlq list|redrive``: what sits in the dead-letter queues; put it back to work.
 - ``stepkit check``: review ``functions/`` for durable-function mistakes.
 - ``stepkit deploy-check``: whether deploying ``functions/`` would strand runs in flight.
+- ``stepkit pause FUNCTION [--reason]`` / ``resume FUNCTION``: hold a function's work, let it go on.
 
 One module per command group (``dev``, ``runs``, ``events``, ``functions``, ``dlq``,
-``review``), each adding its commands to the group in :mod:`runtime.cli.base`; how answers
-are printed is :mod:`runtime.cli.output`. Commands that talk to an app do it through a
+``review``, ``pausing``), each adding its commands to the group in :mod:`runtime.cli.base`;
+how answers are printed is :mod:`runtime.cli.output`. Commands that talk to an app do it through a
 :class:`~runtime.control.ControlPlane`.
 
 Answers are tables drawn with rich, statuses in colour, when stdout is a terminal (rich
@@ -26,6 +27,7 @@ from runtime.cli import (  # noqa: F401 - add commands
     dlq,
     events,
     functions,
+    pausing,
     review,
     runs,
 )

@@ -16,6 +16,7 @@ from runtime.cli.base import (
     url_option,
 )
 from runtime.cli.output import Part, Table, answer, say
+from runtime.cli.pausing import paused_lines
 
 
 @cli.command()
@@ -33,7 +34,8 @@ def functions_view(found: dict[str, Any]) -> list[Part]:
     rows = [[f["id"], ", ".join(_trigger(t) for t in f.get("triggers", [])),
              str(f.get("retries", "")), _flow(f)] for f in found["functions"]]
     headers = ["FUNCTION", "TRIGGERS", "RETRIES", "FLOW CONTROL"]
-    return [f"app {found['app_id']}", Table(headers, rows)]
+    return [f"app {found['app_id']}", Table(headers, rows),
+            *paused_lines(found)]
 
 
 def _trigger(t: dict[str, Any]) -> str:

@@ -231,3 +231,29 @@ class ControlPlane(Protocol):
     def dead_letter_count(self) -> int:
         """How many messages sit in dead-letter queues."""
         ...
+
+    # -- pausing (issue 25) ---------------------------------------------------------------
+
+    def pause(self, function_id: str, reason: str | None = None) -> Json:
+        """Pause a function: no run starts, no step runs; what is sent to it is kept.
+
+        Idempotent (a paused function keeps its ``since`` and takes the new ``reason``).
+
+        Returns:
+            ``{"function_id": ..., "paused": {"reason": ..., "since": <ISO 8601>}}``.
+
+        Raises:
+            FunctionNotFoundError: No such function.
+        """
+        ...
+
+    def resume(self, function_id: str) -> Json:
+        """Resume a paused function: what was held goes on within a minute.
+
+        Returns:
+            ``{"function_id": ..., "paused": None, "resumed": <whether it was paused>}``.
+
+        Raises:
+            FunctionNotFoundError: No such function.
+        """
+        ...

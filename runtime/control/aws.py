@@ -180,12 +180,19 @@ class AwsControl:
     @_one_line
     def functions(self) -> Json:
         """The app's functions as deployed from this project's ``functions/``."""
+        from runtime.backends.aws.dynamo import StoreError
+        from runtime.control.pausing import with_pauses
         from runtime.control.views import function_json
         from runtime.discovery import load_app
 
         app = load_app()
-        return {"app_id": app.id, "functions": [function_json(fn) for fn in
-                                                sorted(app, key=lambda f: f.id)]}
+        listing = {"app_id": app.id, "functions": [function_json(fn) for fn in
+                                                   sorted(app, key=lambda f: f.id)]}
+        try:
+            return with_pauses(listing, self.store)
+        except StoreError as exc:  # the functions come from functions/: list them anyway
+            why = explain(exc, table=self.deployment.table) or str(exc)
+            return {**listing, "pauses_unread": why}
 
     @_one_line
     def events(self, *, limit: int = 50) -> list[Json]:
@@ -335,3 +342,27 @@ class AwsControl:
         if message_id is not None and not done:
             raise DeadLetterNotFoundError(f"no dead-lettered message '{message_id}'")
         return done
+
+    @_one_line
+    def pause(self, function_id: str, reason: str | None = None) -> Json:
+        """Pause a function of this project's app: its ``GATE#pause`` item in the table.
+
+        Its workers see it within ``PAUSE_CACHE_SECONDS``; its queue keeps being consumed
+        (held messages are sent again), so nothing waits out SQS's retention.
+        """
+        from runtime.control.pausing import pause_function
+        from runtime.discovery import load_app
+        from runtime.orchestration.clock import SystemClock
+
+        load_app().get(function_id)  # FunctionNotFoundError names the registered functions
+        return pause_function(self.store, SystemClock(), function_id, reason)
+
+    @_one_line
+    def resume(self, function_id: str) -> Json:
+        """Resume a function of this project's app; its held messages go on within a minute."""
+        from runtime.control.pausing import resume_function
+        from runtime.discovery import load_app
+        from runtime.orchestration.clock import SystemClock
+
+        load_app().get(function_id)
+        return resume_function(self.store, SystemClock(), function_id)

@@ -158,3 +158,14 @@ class HttpControl:
     def dead_letter_count(self) -> int:
         """How many messages sit in dead-letter queues."""
         return int(self._request("GET", "/api/dlq")["count"])
+
+    def pause(self, function_id: str, reason: str | None = None) -> Json:
+        """``POST /api/functions/{id}/pause`` with ``{"reason": ...}``."""
+        data: Json = self._request("POST", "/api/functions" + _path(function_id, "pause"),
+                                   body={"reason": reason})
+        return data
+
+    def resume(self, function_id: str) -> Json:
+        """``POST /api/functions/{id}/resume``."""
+        data: Json = self._request("POST", "/api/functions" + _path(function_id, "resume"))
+        return data

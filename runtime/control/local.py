@@ -22,6 +22,7 @@ from runtime.control import (
     StepNotFoundError,
     views,
 )
+from runtime.control.pausing import pause_function, resume_function, with_pauses
 from runtime.errors import FunctionNotFoundError, InvalidEventError
 from runtime.events import validate_events
 from runtime.orchestration.intake import EVENT_DEDUP_SECONDS
@@ -245,7 +246,7 @@ class InProcessControl:
                     {**w, "until": views.iso(w["until"])}
                     for w in open_windows(fn, self.store, now)]}
                for fn in sorted(self.app, key=lambda f: f.id)]
-        return {"app_id": self.app.id, "functions": fns}
+        return with_pauses({"app_id": self.app.id, "functions": fns}, self.store)
 
     def events(self, *, limit: int = 50) -> list[Json]:
         """Recently received events, newest first, each with the runs it started."""
@@ -343,3 +344,15 @@ class InProcessControl:
 
     def _dead_letter_rows(self) -> list[DeadLetter]:
         return self.dead_letter_box.dead_letter_rows() if self.dead_letter_box else []
+
+    # -- pausing ------------------------------------------------------------------------------
+
+    def pause(self, function_id: str, reason: str | None = None) -> Json:
+        """Pause a registered function (its workers see it within ``PAUSE_CACHE_SECONDS``)."""
+        self.app.get(function_id)  # FunctionNotFoundError names the registered functions
+        return pause_function(self.store, self.clock, function_id, reason)
+
+    def resume(self, function_id: str) -> Json:
+        """Resume a registered function; its held messages come back within a minute."""
+        self.app.get(function_id)
+        return resume_function(self.store, self.clock, function_id)

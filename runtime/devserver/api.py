@@ -19,6 +19,9 @@ Endpoints (all JSON; errors are ``{"error": "<message>"}`` with a 4xx status):
   run reuses the results recorded before that step); ``{"run_id": <new run>}``.
 - ``POST /api/functions/{function_id}/invoke`` with ``{"data": {...}}``: start a run by hand.
 - ``POST /api/functions/{function_id}/cron``: fire a function's cron now.
+- ``POST /api/functions/{function_id}/pause``, optionally with ``{"reason": "..."}``, and
+  ``POST /api/functions/{function_id}/resume``: ``{"function_id", "paused"}`` (``paused``:
+  ``{"reason", "since"}`` or ``null``; ``GET /api/functions`` carries it for each function).
 - ``POST /api/runs/{run_id}/steps/{key}/skip``: end a sleeping step now (dev only).
 - ``GET /api/dlq``: dead-lettered messages, oldest first, and their ``count``.
 - ``POST /api/dlq/redrive`` with ``{"queue": ..., "id": ...}`` (both optional): put dead
@@ -126,6 +129,8 @@ def create_app(backend: DevBackend, *, allowed_hosts: Collection[str] = ()) -> S
         Route("/api/runs/{run_id}/steps/{key}/skip", api.skip_sleep, methods=["POST"]),
         Route("/api/dlq", api.list_dead_letters, methods=["GET"]),
         Route("/api/dlq/redrive", api.redrive, methods=["POST"]),
+        Route("/api/functions/{function_id}/pause", api.pause, methods=["POST"]),
+        Route("/api/functions/{function_id}/resume", api.resume, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
@@ -360,3 +365,15 @@ class _Api:
             lambda: self.control.redrive(queue=chosen["queue"], message_id=chosen["id"])
         )
         return JSONResponse({"redriven": redriven})
+
+    async def pause(self, request: Request) -> Response:
+        body = await _json_body(request, optional=True)
+        reason = body.get("reason") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or not isinstance(reason, str | None):
+            raise ApiError(400, 'expected {"reason": "<why>"} or no body')
+        return JSONResponse(await run_in_threadpool(
+            self.control.pause, _param(request, "function_id"), reason))
+
+    async def resume(self, request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(self.control.resume,
+                                                    _param(request, "function_id")))

@@ -1,7 +1,8 @@
 """Dispatch: one queue message to the part that does its kind of work.
 
 The rules every delivery passes first are here: an early message hops to its due time; a
-message of a function the app no longer has is kept until it is back (:mod:`blocking`); the
+message of a function the app no longer has is kept until it is back (:mod:`blocking`); one
+that would run a paused function's code is held until it is resumed (:mod:`pausing`); the
 last deliveries before the dead-letter queue never strand a run (:mod:`delivery`); a
 redelivery whose work is done re-sends its commit's outbox; a message whose commit is the
 run's last, or for a finished run, does nothing. Then :data:`Dispatcher.table` names the
@@ -17,6 +18,7 @@ from runtime.messages import CancelPayload, Deferral, as_returned, is_deferred, 
 from runtime.orchestration.blocking import Absent
 from runtime.orchestration.delivery import Delivery, mine
 from runtime.orchestration.finishing import Finisher
+from runtime.orchestration.pausing import Holder, Pauses, died_before
 from runtime.orchestration.ports import Ports
 from runtime.orchestration.replaying import Replayer
 from runtime.orchestration.resolving import Resolver
@@ -33,13 +35,14 @@ class Dispatcher:
     """Performs queue messages: delivery rules first, then the handler of the message's kind."""
 
     def __init__(self, ports: Ports, starter: Starter, replayer: Replayer, resolver: Resolver,
-                 finisher: Finisher, delivery: Delivery) -> None:
+                 finisher: Finisher, delivery: Delivery, pauses: Pauses | None = None) -> None:
         self.ports = ports
         self.replayer = replayer
         self.starter = starter
         self.delivery = delivery
         self.finisher = finisher
         self.absent = Absent(ports)
+        self.holder = Holder(ports, pauses or Pauses(ports))
         #: The handler of each kind of message about an existing, unfinished run (START
         #: and FLUSH create runs and are handled before the run is read).
         self.table: dict[MessageKind, Handler] = {
@@ -84,6 +87,9 @@ class Dispatcher:
         if fn is None:  # a deploy removed it: keep the message until it is back
             self.absent.on_message(msg, now, redelivered=redelivered)
             return
+        if self.holder.holds(msg, now, redelivered=redelivered,
+                             died=died_before(msg, receive_count)):
+            return  # its function is paused: kept until it is resumed
         # Deliveries that died or failed (pushbacks never count). The last two before the
         # dead-letter queue: the first of them gives up, the second is there in case giving
         # up itself failed.

@@ -18,6 +18,7 @@ part                what it does
 ``replaying``       CONTINUE and BRANCH: replay with concurrency slots, commit, chains
 ``resolving``       WAKE, MATCH, RESOLVE: end a pending step through its kind's module
 ``finishing``       cancel, the finish timeout (TIMEOUT), giving up on a last delivery
+``pausing``         a paused function's messages held (sent again later) until it resumes
 ``manual``          by hand: cancel, rerun, invoke, fire a cron, skip a sleep
 ==================  ===================================================================
 
@@ -58,6 +59,7 @@ from runtime.orchestration.intake import (
     starts,
 )
 from runtime.orchestration.manual import ManualControl, invoke_message, rerun_message
+from runtime.orchestration.pausing import PAUSE_CACHE_SECONDS, Pauses
 from runtime.orchestration.ports import CommitContentionError, Ports
 from runtime.orchestration.protocols import Bus, Clock, Metrics, NoMetrics, Queue, RunQuery, Store
 from runtime.orchestration.pushback import Backoff, Deferrer
@@ -93,6 +95,8 @@ class Orchestrator:
         metrics: Told of every run started and finished and every step ended or retried,
             once its commit landed; nothing by default.
         backoff: When a delivery that failed or was pushed back comes again.
+        pause_cache: How long a worker trusts a function's pause it read (seconds): a
+            pause or a resume takes effect within it.
     """
 
     def __init__(
@@ -107,6 +111,7 @@ class Orchestrator:
         logger: logging.Logger | None = None,
         metrics: Metrics | None = None,
         backoff: Backoff = Backoff(),  # noqa: B008 - frozen
+        pause_cache: float = PAUSE_CACHE_SECONDS,
     ) -> None:
         self.ports = Ports(app, store, queue, bus, clock, metrics or NoMetrics(), limits,
                            logger or _log)
@@ -115,12 +120,13 @@ class Orchestrator:
         self.finishing = Finisher(p)
         self.intake = Intake(p)
         self.slots = Slots(self)
-        self.replaying = Replayer(p, self.finishing, self.slots)
+        self.pauses = Pauses(p, pause_cache)
+        self.replaying = Replayer(p, self.finishing, self.slots, self.pauses.is_paused)
         self.resolving = Resolver(p)
         self.delivery = Delivery(p, self.finishing)
         self.starting = Starter(p, self, self.gates, self.replaying, self.delivery)
         self.dispatch = Dispatcher(p, self.starting, self.replaying, self.resolving,
-                                   self.finishing, self.delivery)
+                                   self.finishing, self.delivery, self.pauses)
         self.manual = ManualControl(p, self.finishing)
         self.deferrer = Deferrer(p, backoff)
 

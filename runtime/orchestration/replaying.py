@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -113,10 +113,13 @@ def branch_due(state: RunState, msg: Message) -> bool:
 class Replayer:
     """Runs the handler for CONTINUE, BRANCH and slice messages, and commits its decision."""
 
-    def __init__(self, ports: Ports, finisher: Finisher, slots: Slots) -> None:
+    def __init__(self, ports: Ports, finisher: Finisher, slots: Slots,
+                 paused: Callable[[str], bool] | None = None) -> None:
         self.ports = ports
         self.finisher = finisher
         self.slots = slots
+        #: Whether a function is paused (a checkpoint chain stops before its next step).
+        self.paused = paused or (lambda function_id: False)
 
     def on_continue(self, fn: FunctionDef, state: RunState, msg: Message, now: float,
                     redelivered: bool) -> bool:
@@ -260,7 +263,7 @@ class Replayer:
             nxt = _only_continue(commit.outbox, run_id)
             now = p.clock.now()
             if (not chain or nxt is None or not isinstance(decision, StepSucceeded)
-                    or time.monotonic() >= stop_at
+                    or time.monotonic() >= stop_at or self.paused(fn.id)
                     or (state.run.deadline is not None and now >= state.run.deadline)):
                 # Its sends first, as soon as the commit landed: what follows (the lookback
                 # of a wait) may fail, and the run must not wait for a redelivery to go on.

@@ -430,6 +430,31 @@ class Harness:
         self.settle()
         return skipped
 
+    def pause(self, function_id: str, reason: str | None = None) -> None:
+        """Pause a function (as ``stepkit pause``), then let the workers' cached view lapse.
+
+        A worker trusts the pause it read for ``PAUSE_CACHE_SECONDS``; the clock moves on by
+        that much (running nothing), so what is sent next finds the function paused.
+        """
+        from runtime.orchestration.pausing import PAUSE_CACHE_SECONDS, pause
+
+        pause(self._store, self.clock, function_id, reason)
+        self.clock.advance(PAUSE_CACHE_SECONDS)
+
+    def resume(self, function_id: str) -> bool:
+        """Resume a paused function (as ``stepkit resume``); whether it was paused.
+
+        Its held messages come back within ``PAUSED_RETRY``: advance the clock to see them run.
+        """
+        from runtime.orchestration.pausing import resume
+
+        return resume(self._store, self.clock, function_id)
+
+    @property
+    def _store(self) -> Any:
+        """The backend's store (both the local and the AWS emulator backend have one)."""
+        return self.backend.store  # type: ignore[attr-defined]
+
     def duplicate_deliveries(self) -> None:
         """Fault injection: from now on every queue message is delivered twice."""
         self._duplicating = True

@@ -412,3 +412,25 @@ def test_an_event_whose_id_holds_a_slash_and_a_percent_opens_its_own_page(
         browser.click("#event-runs a")  # through to the run it started
         run_id = browser.wait_run("#event=order%2F42%2050%25%23%3F")
         assert browser.wait_text("#run-id", run_id) == run_id
+
+
+def test_pause_and_resume_a_function_from_the_functions_list(
+    backend: LocalBackend, browser: Browser
+) -> None:
+    from runtime.orchestration.pausing import paused
+
+    with serve(backend) as url:
+        browser.get(url)
+        browser.js("window.prompt = () => 'carrier outage';")  # the reason asked for
+        browser.click('button[data-pause="checkout"]')
+        badge = browser.wait_text('div[data-paused="checkout"]', "paused: carrier outage")
+        assert "paused since" in str(browser.js(
+            "return document.querySelector('div[data-paused=\"checkout\"]').title"))
+        assert badge == "paused: carrier outage"
+        found = paused(backend.store, "checkout")
+        assert found is not None and found.reason == "carrier outage"
+
+        browser.click('button[data-resume="checkout"]')
+        browser.find('button[data-pause="checkout"]')
+        assert paused(backend.store, "checkout") is None
+        assert browser.js("return document.querySelector('div[data-paused]')") is None

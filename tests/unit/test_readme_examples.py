@@ -33,7 +33,8 @@ def run_example(source: str, **scope: Any) -> dict[str, Any]:
 def test_every_example_is_run_by_a_test() -> None:
     # The markers the tests below (and the flow-control and AWS ones) pick their examples by.
     markers = ["def send_welcome_email", "id=\"charge-card\"", "runtime.send(",
-               "def test_welcome", "Harness.aws(app, emulators)"]
+               "def test_welcome", "Harness.aws(app, emulators)",
+               "def test_pause_keeps_the_work_for_the_resume"]
     assert sorted(sum(m in e for m in markers) for e in examples()) == [1] * len(examples())
 
 
@@ -52,3 +53,9 @@ def test_the_writing_functions_example_runs(tmp_path: Path) -> None:
 def test_the_pytest_example_runs_against_the_example_functions(tmp_path: Path) -> None:
     scope = run_example(example("def test_welcome"))
     scope["test_welcome"](tmp_path)
+
+
+def test_the_pause_example_runs(tmp_path: Path) -> None:
+    scope = run_example(example("def test_pause_keeps_the_work_for_the_resume"))
+    scope["test_pause_keeps_the_work_for_the_resume"](tmp_path)
+    assert scope["synced"] == ["c1"]

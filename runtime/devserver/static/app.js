@@ -170,7 +170,9 @@ async function loadFunctions() {
         fn.triggers.some((t) => t.type === "cron")
           ? h("button", { type: "button", class: "mini", "data-fire": fn.id, title: "fire its cron now",
               onclick: () => fireCron(fn.id) }, "Fire cron now")
-          : null),
+          : null,
+        pauseButton(fn)),
+      pausedBadge(fn),
       Object.keys(fn.flow || {}).map((name) =>
         h("span", { class: "trigger flow", title: json(fn.flow[name]) }, name.replace("_", " "))),
       (fn.windows || []).map((w) => h("div", { class: "why window" }, w.message))));
@@ -459,6 +461,41 @@ function renderSteps(run) {
       body.append(h("tr", { class: "step-io" }, h("td", { colspan: 7 }, cells)));
     }
   }
+}
+
+// -- pause and resume a function ----------------------------------------------------------------
+
+/** The "paused" badge of a function (its reason and since as the title), or nothing. */
+function pausedBadge(fn) {
+  if (!fn.paused) return null;
+  const why = fn.paused.reason ? ": " + fn.paused.reason : "";
+  return h("div", { class: "why paused", "data-paused": fn.id,
+    title: "paused since " + fmtTime(fn.paused.since) }, "paused" + why);
+}
+
+function pauseButton(fn) {
+  return fn.paused
+    ? h("button", { type: "button", class: "mini", "data-resume": fn.id,
+        title: "resume: held runs and events go on within a minute",
+        onclick: () => setPaused(fn.id, false) }, "Resume")
+    : h("button", { type: "button", class: "mini outline", "data-pause": fn.id,
+        title: "pause: no run starts and no step runs; nothing sent to it is lost",
+        onclick: () => setPaused(fn.id, true) }, "Pause");
+}
+
+async function setPaused(fnId, paused) {
+  let body;
+  if (paused) {
+    const reason = window.prompt("Pause " + fnId + ": why? (optional)", "");
+    if (reason === null) return;  // the prompt was cancelled
+    body = { reason: reason || null };
+  }
+  try {
+    await api("POST", "/api/functions/" + encodeURIComponent(fnId) + (paused ? "/pause" : "/resume"), body);
+  } catch (err) {
+    message($("send-result"), err.message, false);
+  }
+  loadFunctions();
 }
 
 async function fireCron(fnId) {
