@@ -178,6 +178,10 @@ class Starter:
         by then, so creating it again creates nothing); a gate-layout window's gate is
         cleared by ``clear`` in the run's own transaction.
 
+        A batch window's run that exists but never got past its first step is begun again:
+        its creator failed or crashed in between, and may have been a worker whose own event
+        went on to another window, so nothing but the window's timer would begin it.
+
         Returns:
             Whether the run was created (``False``: it existed; nothing written).
 
@@ -193,10 +197,17 @@ class Starter:
                 # Someone else closed this window (its run and the gate write landed
                 # together): read the window again.
                 raise GateMovedError(f"window of run {run_id} already closed")
+            self._begin_unbegun(fn, run_id, now)
             return False
         observe_created(p.metrics, run)
         self.begin(fn, run, Message(MessageKind.FLUSH, fn.id, run_id, id=msg_id), now)
         return True
+
+    def _begin_unbegun(self, fn: FunctionDef, run_id: str, now: float) -> None:
+        """Begin a closed window's run again if it has no commit yet (see :meth:`start_window`)."""
+        state = self.ports.store.load(run_id)
+        if state is not None and state.run.version == 0 and not state.run.status.finished:
+            self.resume(fn, run_id, f"flush-{run_id}", now, last=False)
 
 
 def new_run(

@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from runtime import App, Context, Timeouts, TriggerEvent
 from runtime.concurrency import SlotLease
-from runtime.errors import ConfigurationError
+from runtime.errors import ConfigurationError, PushbackError
 from runtime.messages import FlushPayload
 from runtime.records import GateWrite, Message, MessageKind
 from runtime.testing import Harness
@@ -403,6 +403,35 @@ def test_an_event_that_meets_its_window_closing_joins_the_next(
     assert len(raced) >= 3 and len(set(raced)) >= 2  # the first join met a closed window
     assert [r.status for r in runs] == ["Completed"]  # the emptied window started no run
     assert sorted(runs[0].output) == [1, 2, 3]
+
+
+def test_a_window_whose_closer_failed_before_its_first_step_starts_without_its_timer(
+        make_harness: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker that closed a window, not one of its members, fails its run's first commit.
+
+    Its own event goes on to the next window when its delivery comes back: the closed
+    window's run, created but never begun, must be begun then, not at the window's timeout.
+    """
+    h = make_harness(_batch_app(max_size=10, timeout="1m"))
+    store = h.backend.store  # type: ignore[attr-defined]
+    commit = type(store).commit
+    refused: list[str] = []
+
+    def throttled_once(self: Any, run_id: str, *args: Any, **kwargs: Any) -> Any:
+        if not refused:  # the first commit: the first window's first step
+            refused.append(run_id)
+            raise PushbackError("throttled")  # comes back in 1-2 s (deferred, not failed)
+        return commit(self, run_id, *args, **kwargs)
+
+    blob = "b" * (160 * 1024)  # two do not fit one window: the second event closes it
+    h.send("row/added", {"n": 1, "blob": blob})
+    monkeypatch.setattr(type(store), "commit", throttled_once)
+    h.send("row/added", {"n": 2, "blob": blob})
+    assert refused and not h.runs("write-rows", "Completed")
+    h.advance("10s")  # the second event's delivery is back (twice, even), long before 1m
+    assert [r.output for r in h.runs("write-rows", "Completed")] == [[1]]
+    h.advance("61s")
+    assert sorted(r.output for r in h.runs("write-rows", "Completed")) == [[1], [2]]
 
 
 def test_a_batch_window_open_at_deploy_is_flushed_once_the_old_way(make_harness: Any) -> None:
