@@ -39,10 +39,18 @@ from runtime.orchestration.waiting import why_waiting
 from runtime.records import Message, MessageKind, RunState
 
 if TYPE_CHECKING:
+    from runtime.app import FunctionDef
     from runtime.backends.aws.dlq import DeadLetterQueues
     from runtime.orchestration.protocols import RunQuery
 
 T = TypeVar("T")
+
+#: What the dashboard cannot do over a deployed app, and why (see :meth:`AwsControl.about`).
+DISABLED_ON_AWS = {
+    "skip_sleep": "a deployed run sleeps its time: skipping a sleep is the dev server's",
+    "event_waits": "the table keeps no index of waits by event: open the waiting run instead",
+    "event_runs": "listed per event only when it is opened (one read per function it triggers)",
+}
 
 
 def explain(exc: BaseException, *, table: str | None = None) -> str | None:
@@ -168,24 +176,34 @@ class AwsControl:
     def list_runs(self, query: RunQuery) -> list[Json]:
         """Runs, newest first (``since``: created at or after, epoch seconds)."""
         now = time.time()
-        return [run_summary(r, why_waiting(None, r, self.store, now))
+        lines: dict[tuple[str, str], list[str]] = {}  # each concurrency line read once
+        return [run_summary(r, why_waiting(self._function(r.function_id), r, self.store, now,
+                                           lines))
                 for r in self.store.list_runs(query)]
 
     @_one_line
     def run(self, run_id: str) -> Json:
         """One run with its step timeline."""
         state = self._state(run_id)
-        return run_detail(state, waiting=why_waiting(None, state.run, self.store, time.time()))
+        fn = self._function(state.run.function_id)
+        return run_detail(state, fn, why_waiting(fn, state.run, self.store, time.time()))
 
     @_one_line
     def functions(self) -> Json:
-        """The app's functions as deployed from this project's ``functions/``."""
-        from runtime.control.views import function_json
-        from runtime.discovery import load_app
+        """The app's functions as deployed from this project's ``functions/``.
 
-        app = load_app()
-        return {"app_id": app.id, "functions": [function_json(fn) for fn in
-                                                sorted(app, key=lambda f: f.id)]}
+        Each with its open debounce or batch windows, read from the table (one Query per
+        function that has them).
+        """
+        from runtime.control.views import function_json, iso
+        from runtime.discovery import load_app
+        from runtime.orchestration.windows import open_windows
+
+        app, now = load_app(), time.time()
+        return {"app_id": app.id, "functions": [
+            {**function_json(fn), "windows": [{**w, "until": iso(w["until"])}
+                                              for w in open_windows(fn, self.store, now)]}
+            for fn in sorted(app, key=lambda f: f.id)]}
 
     @_one_line
     def events(self, *, limit: int = 50) -> list[Json]:
@@ -198,14 +216,13 @@ class AwsControl:
         from runtime.discovery import load_app
         from runtime.orchestration.ids import run_id_for_event
 
-        found = next((e for e in self.store.list_events(1000) if e.get("id") == event_id),
-                     None)
+        found = self.store.received_event(event_id)  # one GetItem, by the id's key
         if found is None:
             raise EventNotFoundError(
                 f"no event '{event_id}' in the event log of table {self.deployment.table} "
                 "(it keeps today's and yesterday's)")
         runs = []
-        for fn in sorted(load_app(), key=lambda f: f.id):
+        for fn in sorted(load_app().triggered_by(found), key=lambda f: f.id):
             state = self.store.load(run_id_for_event(fn.id, event_id))
             if state is not None:
                 runs.append(run_summary(state.run))
@@ -335,3 +352,25 @@ class AwsControl:
         if message_id is not None and not done:
             raise DeadLetterNotFoundError(f"no dead-lettered message '{message_id}'")
         return done
+
+    def about(self) -> Json:
+        """Where this plane points, for a person: app, stage, region, table, bus, endpoint.
+
+        ``disabled`` names what a deployed app cannot do here, with why (the dashboard shows
+        those actions greyed out with the reason).
+        """
+        d, meta = self.deployment, self.store.client.meta
+        region, endpoint = meta.region_name, str(meta.endpoint_url)
+        custom = None if endpoint.endswith(".amazonaws.com") else endpoint
+        stage = self._stage()
+        label = (f"AWS: app '{d.app_id}'" + (f", stage '{stage}'" if stage else "")
+                 + f", {region}, table {d.table}" + (f" at {custom}" if custom else ""))
+        return {"target": "aws", "app_id": d.app_id, "stage": stage, "region": region,
+                "table": d.table, "bus": d.bus, "endpoint": custom, "label": label,
+                "disabled": DISABLED_ON_AWS}
+
+    def _function(self, function_id: str) -> FunctionDef | None:
+        """The deployed function as this project defines it (``None``: not in ``functions/``)."""
+        from runtime.discovery import load_app
+
+        return load_app().functions.get(function_id)
