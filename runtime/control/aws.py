@@ -370,7 +370,15 @@ class AwsControl:
                 "disabled": DISABLED_ON_AWS}
 
     def _function(self, function_id: str) -> FunctionDef | None:
-        """The deployed function as this project defines it (``None``: not in ``functions/``)."""
-        from runtime.discovery import load_app
+        """The deployed function as this project defines it, if it can be read.
 
-        return load_app().functions.get(function_id)
+        ``None`` when ``functions/`` does not define it or cannot be imported: a run is
+        still shown, without what only its function knows (its retries, its lines).
+        """
+        from runtime.discovery import load_app
+        from runtime.errors import ConfigurationError
+
+        try:
+            return load_app().functions.get(function_id)
+        except ConfigurationError:
+            return None

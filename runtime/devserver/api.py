@@ -25,6 +25,8 @@ Endpoints (all JSON; errors are ``{"error": "<message>"}`` with a 4xx status):
 - ``POST /api/functions/{function_id}/cron``: fire a function's cron now.
 - ``POST /api/runs/{run_id}/steps/{key}/skip``: end a sleeping step now (dev only).
 - ``GET /api/dlq``: dead-lettered messages, oldest first, and their ``count``.
+- ``GET /api/dlq/count``: only the ``count`` (on SQS approximate, no message read: what the
+  dashboard polls; listing leases each message for a moment).
 - ``POST /api/dlq/redrive`` with ``{"queue": ..., "id": ...}`` (both optional): put dead
   messages back to work; ``{"redriven": [ids]}``.
 - ``GET /api/about``: where the API points (the dev server, a local database, a deployed
@@ -158,6 +160,7 @@ def create_dashboard(
         Route("/api/functions/{function_id}/cron", api.fire_cron, methods=["POST"]),
         Route("/api/runs/{run_id}/steps/{key}/skip", api.skip_sleep, methods=["POST"]),
         Route("/api/dlq", api.list_dead_letters, methods=["GET"]),
+        Route("/api/dlq/count", api.count_dead_letters, methods=["GET"]),
         Route("/api/dlq/redrive", api.redrive, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
     ]
@@ -397,3 +400,6 @@ class _Api:
             lambda: self.control.redrive(queue=chosen["queue"], message_id=chosen["id"])
         )
         return JSONResponse({"redriven": redriven})
+
+    async def count_dead_letters(self, request: Request) -> Response:
+        return JSONResponse({"count": await run_in_threadpool(self.control.dead_letter_count)})

@@ -103,3 +103,25 @@ def test_dashboard_aws_event_detail_says_what_a_deployed_table_does_not_know(
     assert [f["id"] for f in functions["functions"]] == ["drip"]
     assert functions["functions"][0]["windows"] == []
     assert refused.status_code == 403  # the dev server's guards hold here too
+
+
+def test_dashboard_aws_lists_a_dead_letter_and_redrives_it(
+    deployed: Harness, dashboard: str, browser: Browser
+) -> None:
+    backend = deployed.backend
+    assert isinstance(backend, AwsBackend)
+    sqs = backend.clients["sqs"]
+    fn = backend.resources.function("drip")
+    dlq_url = sqs.get_queue_url(QueueName=fn.dlq)["QueueUrl"]
+    sqs.send_message(QueueUrl=dlq_url, MessageBody="not json")
+
+    browser.get(dashboard)
+    browser.wait_text("#dlq", "1 message in dead-letter queues")
+    browser.click("#dlq-show")
+    row = browser.wait_text("#dead-letters tr[data-dlq-id]", "unreadable")
+    assert fn.dlq in row
+    browser.click("#dead-letters [data-redrive]")
+    browser.wait_text("#dlq-result", "redriven: 1 message")
+    queue_url = sqs.get_queue_url(QueueName=fn.queue)["QueueUrl"]
+    back = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=0).get("Messages", [])
+    assert [m["Body"] for m in back] == ["not json"]  # on its function's queue again

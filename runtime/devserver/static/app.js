@@ -641,12 +641,47 @@ async function sendEvent(ev) {
   setTimeout(refreshRuns, 300);
 }
 
+/** The badge and the panel's presence: the count only (listing reads, and leases, each message). */
 async function refreshDeadLetters() {
-  const data = await api("GET", "/api/dlq");
+  const data = await api("GET", "/api/dlq/count");
   const el = $("dlq");
   el.hidden = data.count === 0;
   el.textContent = data.count + (data.count === 1 ? " message" : " messages") +
     " in dead-letter queues: stepkit dlq list";
+  $("dlq-panel").hidden = data.count === 0 && !state.deadLetters;
+}
+
+/** List the dead-lettered messages (on demand, never on refresh), each with a redrive button. */
+async function showDeadLetters() {
+  const data = await api("GET", "/api/dlq");
+  state.deadLetters = data.messages;
+  const body = $("dead-letters");
+  body.replaceChildren();
+  if (!data.messages.length) body.append(h("tr", {}, h("td", { colspan: 7, class: "empty" }, "none")));
+  for (const d of data.messages) {
+    body.append(h("tr", { "data-dlq-id": d.message_id },
+      h("td", { class: "mono" }, d.message_id),
+      h("td", { class: "mono" }, d.queue),
+      h("td", {}, d.kind, d.step ? h("div", { class: "muted" }, "step " + d.step) : null),
+      h("td", {}, d.run_id ? runLink(d.run_id) : "—"),
+      h("td", {}, d.error || "—"),
+      h("td", {}, String(d.receive_count)),
+      h("td", {}, h("button", { type: "button", class: "mini", "data-redrive": d.message_id,
+        title: "send it back to " + (d.source || "its queue"), onclick: () => redrive(d.message_id) }, "Redrive"))));
+  }
+}
+
+/** Redrive one dead-lettered message (``id``) or all of them, then list what is left. */
+async function redrive(id) {
+  const out = $("dlq-result");
+  try {
+    const res = await api("POST", "/api/dlq/redrive", id ? { id } : {});
+    message(out, "redriven: " + res.redriven.length + (res.redriven.length === 1 ? " message" : " messages"), true);
+  } catch (err) {
+    message(out, err.message, false);
+  }
+  await showDeadLetters().catch(() => {});
+  refreshDeadLetters().catch(() => {});
 }
 
 // -- where the dashboard points ---------------------------------------------------------------
@@ -691,6 +726,8 @@ function start() {
     refreshRuns();
   });
   $("cancel-run").addEventListener("click", cancelRun);
+  $("dlq-show").addEventListener("click", () => showDeadLetters().catch((err) => message($("dlq-result"), err.message, false)));
+  $("dlq-redrive-all").addEventListener("click", () => redrive());
   $("rerun-run").addEventListener("click", () => rerunRun());
   $("invoke-run-fn").addEventListener("click", invokeRunFunction);
   $("invoke-form").addEventListener("submit", invokeFunction);
