@@ -31,6 +31,9 @@ from runtime.control import ControlPlane, Json
 DEFAULT_PORT = 8289
 #: Seconds between refreshes over a deployed app: each one is read units on the table.
 AWS_REFRESH_SECONDS = 10
+#: Runs (and events) in a page over a deployed app: each run shown is 2 strongly consistent
+#: item reads per refresh, so half the dev server's page halves what a refresh costs.
+AWS_PAGE_SIZE = 50
 #: Seconds between refreshes over a local database (reads of a local file: free).
 LOCAL_REFRESH_SECONDS = 2
 _LOOPBACK = "127.0.0.1"
@@ -76,12 +79,14 @@ def aws_dashboard() -> tuple[ControlPlane, Json]:
 
     control = AwsControl()
     control.list_runs(RunQuery(limit=1))
-    return control, {**control.about(), "refresh_seconds": AWS_REFRESH_SECONDS}
+    return control, {**control.about(), "refresh_seconds": AWS_REFRESH_SECONDS,
+                     "page_size": AWS_PAGE_SIZE}
 
 
 def local_dashboard(db: Path, package: str | None, stack: ExitStack) -> tuple[ControlPlane, Json]:
     """A local database's control plane, its workers never started, and what the page says."""
     from runtime.backends.local import LocalBackend
+    from runtime.devserver.api import DEV_PAGE_SIZE
     from runtime.discovery import load_app
     from runtime.errors import ConfigurationError
 
@@ -99,5 +104,5 @@ def local_dashboard(db: Path, package: str | None, stack: ExitStack) -> tuple[Co
              "when `stepkit dev` runs on this file)")
     about: dict[str, Any] = {"target": "local", "app_id": app.id, "db": str(db),
                              "label": label, "refresh_seconds": LOCAL_REFRESH_SECONDS,
-                             "disabled": {}}
+                             "page_size": DEV_PAGE_SIZE, "disabled": {}}
     return backend.control, about

@@ -81,6 +81,8 @@ STATIC_DIR = Path(__file__).parent / "static"
 MAX_BATCH_EVENTS = 1000
 #: How often the dev server's dashboard refreshes: its reads are a local SQLite file's.
 DEV_REFRESH_SECONDS = 2
+#: How many runs (and events) a page of the dashboard shows, and "more" adds.
+DEV_PAGE_SIZE = 100
 _log = logging.getLogger("stepkit.devserver")
 
 #: What the dev server needs from a backend (``LocalBackend`` provides it): the in-process
@@ -127,7 +129,7 @@ def create_app(backend: DevBackend, *, allowed_hosts: Collection[str] = ()) -> S
 def dev_about(app_id: str) -> Json:
     """What ``GET /api/about`` says of the dev server: its app, and the dashboard's refresh."""
     return {"target": "dev", "app_id": app_id, "label": f"dev server, app '{app_id}'",
-            "refresh_seconds": DEV_REFRESH_SECONDS, "disabled": {}}
+            "refresh_seconds": DEV_REFRESH_SECONDS, "page_size": DEV_PAGE_SIZE, "disabled": {}}
 
 
 def create_dashboard(
@@ -138,8 +140,8 @@ def create_dashboard(
     Args:
         control: What the endpoints ask; its calls run in a worker thread.
         about: What ``GET /api/about`` answers: where the control plane points (``target``,
-            ``label``...), the dashboard's ``refresh_seconds``, and the actions it cannot
-            do (``disabled``: action name to the reason shown).
+            ``label``...), the dashboard's ``refresh_seconds`` and ``page_size``, and the
+            actions it cannot do (``disabled``: action name to the reason shown).
         allowed_hosts: ``Host`` names answered besides the loopback ones.
 
     """

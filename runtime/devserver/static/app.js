@@ -3,7 +3,7 @@
 
 const REFRESH_MS = 2000;  // unless GET /api/about says otherwise
 const state = {
-  about: { target: "dev", label: "", refresh_seconds: REFRESH_MS / 1000, disabled: {} },
+  about: { target: "dev", label: "", refresh_seconds: REFRESH_MS / 1000, page_size: 100, disabled: {} },
   selected: null, openSteps: new Set(), functionsLoaded: false, limit: 100,
   event: null, eventDetail: null,  // the event shown, and its /api/events/{id} detail
   invokeFn: null,                  // the function the invoke form is for
@@ -529,7 +529,7 @@ function invokeRunFunction() {
 
 /** The events list: summaries only (no data); a payload is fetched when its event is opened. */
 async function refreshEvents() {
-  const data = await api("GET", "/api/events?limit=100&summary=true");
+  const data = await api("GET", "/api/events?limit=" + state.about.page_size + "&summary=true");
   state.events = data.events;
   const body = $("events");
   body.replaceChildren();
@@ -696,9 +696,10 @@ async function loadAbout() {
   try {
     state.about = { ...state.about, ...(await api("GET", "/api/about")) };
   } catch (err) {
-    return;  // an older server: the dev defaults
+    return;  // unreachable: the dev defaults, and the first refresh says what is wrong
   }
   const about = state.about;
+  state.limit = about.page_size;
   document.body.dataset.target = about.target;
   $("target-kind").textContent = about.target === "aws" ? "AWS" : about.target;
   $("target").textContent = about.label || "";
@@ -722,7 +723,7 @@ function start() {
   $("filter-status").addEventListener("change", refreshRuns);
   $("filter-since").addEventListener("change", refreshRuns);
   $("more-runs").addEventListener("click", () => {
-    state.limit = Math.min(state.limit + 100, MAX_RUNS);
+    state.limit = Math.min(state.limit + state.about.page_size, MAX_RUNS);
     refreshRuns();
   });
   $("cancel-run").addEventListener("click", cancelRun);
@@ -740,10 +741,10 @@ function start() {
     // Not while the tab is hidden: over a deployed app each refresh costs read units.
     setInterval(() => { if ($("auto-refresh").checked && !document.hidden) refreshAll(); },
       state.about.refresh_seconds * 1000);
+    loadFunctions().catch((err) => { $("functions").replaceChildren(h("li", { class: "muted" }, err.message)); });
+    refreshEvents().catch(() => {}).then(refreshRuns).then(route);
+    refreshDeadLetters().catch(() => {});
   });
-  loadFunctions().catch((err) => { $("functions").replaceChildren(h("li", { class: "muted" }, err.message)); });
-  refreshEvents().catch(() => {}).then(refreshRuns).then(route);
-  refreshDeadLetters().catch(() => {});
 }
 
 start();
