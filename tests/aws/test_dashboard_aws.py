@@ -11,9 +11,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
 from runtime import App, Context, TriggerEvent
 from runtime.backends.aws.resources import ENV_APP, ENV_BUS, ENV_TABLE
+from runtime.cli import cli
 from runtime.cli.dashboard import aws_dashboard
 from runtime.devserver.background import serve_dashboard_in_background
 from runtime.testing import Harness
@@ -125,3 +127,13 @@ def test_dashboard_aws_lists_a_dead_letter_and_redrives_it(
     queue_url = sqs.get_queue_url(QueueName=fn.queue)["QueueUrl"]
     back = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=0).get("Messages", [])
     assert [m["Body"] for m in back] == ["not json"]  # on its function's queue again
+
+
+def test_dashboard_aws_names_a_missing_table_before_serving(
+    deployed: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_TABLE, "nope-state")
+    result = CliRunner().invoke(cli, ["dashboard", "--aws", "--port", "0"])
+    assert result.exit_code == 1
+    assert "table nope-state not found in this account and region" in result.output
+    assert "stepkit dashboard at" not in result.output  # nothing was served
