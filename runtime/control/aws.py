@@ -175,17 +175,16 @@ class AwsControl:
     @_one_line
     def list_runs(self, query: RunQuery) -> list[Json]:
         """Runs, newest first (``since``: created at or after, epoch seconds)."""
-        now = time.time()
+        now, fns = time.time(), self._functions()
         lines: dict[tuple[str, str], list[str]] = {}  # each concurrency line read once
-        return [run_summary(r, why_waiting(self._function(r.function_id), r, self.store, now,
-                                           lines))
+        return [run_summary(r, why_waiting(fns.get(r.function_id), r, self.store, now, lines))
                 for r in self.store.list_runs(query)]
 
     @_one_line
     def run(self, run_id: str) -> Json:
         """One run with its step timeline."""
         state = self._state(run_id)
-        fn = self._function(state.run.function_id)
+        fn = self._functions().get(state.run.function_id)
         return run_detail(state, fn, why_waiting(fn, state.run, self.store, time.time()))
 
     @_one_line
@@ -369,16 +368,16 @@ class AwsControl:
                 "table": d.table, "bus": d.bus, "endpoint": custom, "label": label,
                 "disabled": DISABLED_ON_AWS}
 
-    def _function(self, function_id: str) -> FunctionDef | None:
-        """The deployed function as this project defines it, if it can be read.
+    def _functions(self) -> Mapping[str, FunctionDef]:
+        """The deployed functions as this project defines them, by id, if they can be read.
 
-        ``None`` when ``functions/`` does not define it or cannot be imported: a run is
-        still shown, without what only its function knows (its retries, its lines).
+        None when ``functions/`` cannot be imported: runs are still shown, without what only
+        their function knows (its retries, its concurrency lines).
         """
         from runtime.discovery import load_app
         from runtime.errors import ConfigurationError
 
         try:
-            return load_app().functions.get(function_id)
+            return load_app().functions
         except ConfigurationError:
-            return None
+            return {}

@@ -700,6 +700,7 @@ async function loadAbout() {
   }
   const about = state.about;
   state.limit = about.page_size;
+  $("more-runs").textContent = "Show " + about.page_size + " more";
   document.body.dataset.target = about.target;
   $("target-kind").textContent = about.target === "aws" ? "AWS" : about.target;
   $("target").textContent = about.label || "";
