@@ -1,6 +1,7 @@
 """The ``stepkit`` command line: a local dev server, and commands that talk to it.
 
 - ``stepkit dev``: load the app, run it on the local SQLite backend, serve API and dashboard.
+- ``stepkit dashboard [--aws]``: the dashboard alone, over a local database or the deployed app.
 - ``stepkit send NAME``: send an event.
 - ``stepkit runs``: list runs; ``stepkit run RUN_ID``: one run and its step timeline.
 - ``stepkit dlq list|redrive``: what sits in the dead-letter queues; put it back to work.
@@ -8,9 +9,10 @@
 - ``stepkit deploy-check``: whether deploying ``functions/`` would strand runs in flight.
 - ``stepkit pause FUNCTION [--reason]`` / ``resume FUNCTION``: hold a function's work, let it go on.
 
-One module per command group (``dev``, ``runs``, ``events``, ``functions``, ``dlq``,
-``review``, ``pausing``), each adding its commands to the group in :mod:`runtime.cli.base`;
-how answers are printed is :mod:`runtime.cli.output`. Commands that talk to an app do it through a
+One module per command group (``dev``, ``dashboard``, ``runs``, ``events``, ``functions``,
+``dlq``, ``review``, ``pausing``), each adding its commands to the group in
+:mod:`runtime.cli.base`; how answers are printed is :mod:`runtime.cli.output`. Commands that
+talk to an app do it through a
 :class:`~runtime.control.ControlPlane`.
 
 Answers are tables drawn with rich, statuses in colour, when stdout is a terminal (rich
@@ -22,6 +24,7 @@ click's 2 for usage errors (unknown option, invalid ``--data`` JSON...).
 """
 
 from runtime.cli import (  # noqa: F401 - add commands
+    dashboard,
     deploys,
     dev,
     dlq,

@@ -18,6 +18,8 @@ from runtime.cli.base import cli
 from runtime.cli.output import say
 
 if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
     from runtime.devserver.api import DevBackend
 
 DEFAULT_DB = ".stepkit/dev.sqlite3"
@@ -87,7 +89,7 @@ def dev(
         app = load_app(package, root=Path.cwd())
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from None
-    sock = _listen(host, port)
+    sock = listen(host, port)
     from runtime.backends.local import LocalBackend
 
     try:
@@ -147,12 +149,17 @@ def _serve(backend: DevBackend, sock: socket.socket, log_level: str, host: str) 
     Requests must name a loopback host or ``host``, the address bound (a guard against DNS
     rebinding, :mod:`runtime.devserver.guard`).
     """
-    import uvicorn
-
     from runtime.devserver.api import create_app
 
+    serve(create_app(backend, allowed_hosts=[host]), sock, log_level)
+
+
+def serve(app: ASGIApp, sock: socket.socket, log_level: str) -> None:
+    """Serve ``app`` on ``sock`` until Ctrl-C or SIGTERM, which both end it cleanly."""
+    import uvicorn
+
     config = uvicorn.Config(
-        create_app(backend, allowed_hosts=[host]),
+        app,
         log_level="debug" if log_level == "debug" else "warning",  # its startup lines are noise
         access_log=False,
         lifespan="off",
@@ -175,7 +182,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int) -> socket.socket:
     """Bind the server socket up front, so a busy port is a clear error before anything starts."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(

@@ -39,10 +39,18 @@ from runtime.orchestration.waiting import why_waiting
 from runtime.records import Message, MessageKind, RunState
 
 if TYPE_CHECKING:
+    from runtime.app import FunctionDef
     from runtime.backends.aws.dlq import DeadLetterQueues
     from runtime.orchestration.protocols import RunQuery
 
 T = TypeVar("T")
+
+#: What the dashboard cannot do over a deployed app, and why (see :meth:`AwsControl.about`).
+DISABLED_ON_AWS = {
+    "skip_sleep": "a deployed run sleeps its time: skipping a sleep is the dev server's",
+    "event_waits": "the table keeps no index of waits by event: open the waiting run instead",
+    "event_runs": "listed per event only when it is opened (one read per function it triggers)",
+}
 
 
 def explain(exc: BaseException, *, table: str | None = None) -> str | None:
@@ -167,27 +175,36 @@ class AwsControl:
     @_one_line
     def list_runs(self, query: RunQuery) -> list[Json]:
         """Runs, newest first (``since``: created at or after, epoch seconds)."""
-        now = time.time()
-        return [run_summary(r, why_waiting(None, r, self.store, now))
+        now, fns = time.time(), self._functions()
+        lines: dict[tuple[str, str], list[str]] = {}  # each concurrency line read once
+        return [run_summary(r, why_waiting(fns.get(r.function_id), r, self.store, now, lines))
                 for r in self.store.list_runs(query)]
 
     @_one_line
     def run(self, run_id: str) -> Json:
         """One run with its step timeline."""
         state = self._state(run_id)
-        return run_detail(state, waiting=why_waiting(None, state.run, self.store, time.time()))
+        fn = self._functions().get(state.run.function_id)
+        return run_detail(state, fn, why_waiting(fn, state.run, self.store, time.time()))
 
     @_one_line
     def functions(self) -> Json:
-        """The app's functions as deployed from this project's ``functions/``."""
+        """The app's functions as deployed from this project's ``functions/``.
+
+        Each with its open debounce or batch windows, read from the table (one Query per
+        function that has them), and its pause (one Query for all).
+        """
         from runtime.backends.aws.dynamo import StoreError
         from runtime.control.pausing import with_pauses
-        from runtime.control.views import function_json
+        from runtime.control.views import function_json, iso
         from runtime.discovery import load_app
+        from runtime.orchestration.windows import open_windows
 
-        app = load_app()
-        listing = {"app_id": app.id, "functions": [function_json(fn) for fn in
-                                                   sorted(app, key=lambda f: f.id)]}
+        app, now = load_app(), time.time()
+        listing = {"app_id": app.id, "functions": [
+            {**function_json(fn), "windows": [{**w, "until": iso(w["until"])}
+                                              for w in open_windows(fn, self.store, now)]}
+            for fn in sorted(app, key=lambda f: f.id)]}
         try:
             return with_pauses(listing, self.store)
         except StoreError as exc:  # the functions come from functions/: list them anyway
@@ -205,14 +222,13 @@ class AwsControl:
         from runtime.discovery import load_app
         from runtime.orchestration.ids import run_id_for_event
 
-        found = next((e for e in self.store.list_events(1000) if e.get("id") == event_id),
-                     None)
+        found = self.store.received_event(event_id)  # one GetItem, by the id's key
         if found is None:
             raise EventNotFoundError(
                 f"no event '{event_id}' in the event log of table {self.deployment.table} "
                 "(it keeps today's and yesterday's)")
         runs = []
-        for fn in sorted(load_app(), key=lambda f: f.id):
+        for fn in sorted(load_app().triggered_by(found), key=lambda f: f.id):
             state = self.store.load(run_id_for_event(fn.id, event_id))
             if state is not None:
                 runs.append(run_summary(state.run))
@@ -366,3 +382,33 @@ class AwsControl:
 
         load_app().get(function_id)
         return resume_function(self.store, SystemClock(), function_id)
+
+    def about(self) -> Json:
+        """Where this plane points, for a person: app, stage, region, table, bus, endpoint.
+
+        ``disabled`` names what a deployed app cannot do here, with why (the dashboard shows
+        those actions greyed out with the reason).
+        """
+        d, meta = self.deployment, self.store.client.meta
+        region, endpoint = meta.region_name, str(meta.endpoint_url)
+        custom = None if endpoint.endswith(".amazonaws.com") else endpoint
+        stage = self._stage()
+        label = (f"AWS: app '{d.app_id}'" + (f", stage '{stage}'" if stage else "")
+                 + f", {region}, table {d.table}" + (f" at {custom}" if custom else ""))
+        return {"target": "aws", "app_id": d.app_id, "stage": stage, "region": region,
+                "table": d.table, "bus": d.bus, "endpoint": custom, "label": label,
+                "disabled": DISABLED_ON_AWS}
+
+    def _functions(self) -> Mapping[str, FunctionDef]:
+        """The deployed functions as this project defines them, by id, if they can be read.
+
+        None when ``functions/`` cannot be imported: runs are still shown, without what only
+        their function knows (its retries, its concurrency lines).
+        """
+        from runtime.discovery import load_app
+        from runtime.errors import ConfigurationError
+
+        try:
+            return load_app().functions
+        except ConfigurationError:
+            return {}

@@ -1,4 +1,8 @@
-"""The dev server's HTTP API and dashboard, as a Starlette app over a backend.
+"""The dev server's HTTP API and dashboard, as a Starlette app over a control plane.
+
+``create_app(backend)`` serves a local backend (the dev server); ``create_dashboard(control)``
+serves any :class:`~runtime.control.ControlPlane` (``stepkit dashboard``, with ``--aws`` the
+deployed app's), behind the same guards.
 
 Endpoints (all JSON; errors are ``{"error": "<message>"}`` with a 4xx status):
 
@@ -24,8 +28,12 @@ Endpoints (all JSON; errors are ``{"error": "<message>"}`` with a 4xx status):
   ``{"reason", "since"}`` or ``null``; ``GET /api/functions`` carries it for each function).
 - ``POST /api/runs/{run_id}/steps/{key}/skip``: end a sleeping step now (dev only).
 - ``GET /api/dlq``: dead-lettered messages, oldest first, and their ``count``.
+- ``GET /api/dlq/count``: only the ``count`` (on SQS approximate, no message read: what the
+  dashboard polls; listing leases each message for a moment).
 - ``POST /api/dlq/redrive`` with ``{"queue": ..., "id": ...}`` (both optional): put dead
   messages back to work; ``{"redriven": [ids]}``.
+- ``GET /api/about``: where the API points (the dev server, a local database, a deployed
+  stack), how often the dashboard refreshes, and the actions it cannot do there.
 - ``GET /``: the dashboard; ``GET /healthz``: liveness.
 
 Path parameters are matched as sent and then percent-decoded, so an id holding ``/``, ``%``,
@@ -39,7 +47,7 @@ within :data:`~runtime.devserver.bodies.MAX_BODY_BYTES` (413) and parsed strictl
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -58,6 +66,7 @@ from runtime.control import (
     CONTROL_ERRORS,
     ControlPlane,
     Events,
+    Json,
     NotAllowedError,
     NotFoundError,
 )
@@ -73,6 +82,10 @@ STATIC_DIR = Path(__file__).parent / "static"
 #: The most events one ``POST /api/events`` may carry: each is routed before the answer, so
 #: this bounds the request's time (1,000 small events take about 1.8 s to route here).
 MAX_BATCH_EVENTS = 1000
+#: How often the dev server's dashboard refreshes: its reads are a local SQLite file's.
+DEV_REFRESH_SECONDS = 2
+#: How many runs (and events) a page of the dashboard shows, and "more" adds.
+DEV_PAGE_SIZE = 100
 _log = logging.getLogger("stepkit.devserver")
 
 #: What the dev server needs from a backend (``LocalBackend`` provides it): the in-process
@@ -112,10 +125,34 @@ def create_app(backend: DevBackend, *, allowed_hosts: Collection[str] = ()) -> S
             server is bound to (a wildcard one accepts any IP address literal).
 
     """
-    api = _Api(InProcessControl.over(backend))
+    return create_dashboard(InProcessControl.over(backend), about=dev_about(backend.app.id),
+                            allowed_hosts=allowed_hosts)
+
+
+def dev_about(app_id: str) -> Json:
+    """What ``GET /api/about`` says of the dev server: its app, and the dashboard's refresh."""
+    return {"target": "dev", "app_id": app_id, "label": f"dev server, app '{app_id}'",
+            "refresh_seconds": DEV_REFRESH_SECONDS, "page_size": DEV_PAGE_SIZE, "disabled": {}}
+
+
+def create_dashboard(
+    control: ControlPlane, *, about: Mapping[str, Any], allowed_hosts: Collection[str] = (),
+) -> Starlette:
+    """Build the API and dashboard over any control plane (a dev server's, a deployed app's).
+
+    Args:
+        control: What the endpoints ask; its calls run in a worker thread.
+        about: What ``GET /api/about`` answers: where the control plane points (``target``,
+            ``label``...), the dashboard's ``refresh_seconds`` and ``page_size``, and the
+            actions it cannot do (``disabled``: action name to the reason shown).
+        allowed_hosts: ``Host`` names answered besides the loopback ones.
+
+    """
+    api = _Api(control, about)
     routes = [
         Route("/", _index, methods=["GET"]),
         Route("/healthz", _healthz, methods=["GET"]),
+        Route("/api/about", api.about, methods=["GET"]),
         Route("/api/events", api.send_events, methods=["POST"]),
         Route("/api/events", api.list_events, methods=["GET"]),
         Route("/api/events/{event_id}", api.get_event, methods=["GET"]),
@@ -128,6 +165,7 @@ def create_app(backend: DevBackend, *, allowed_hosts: Collection[str] = ()) -> S
         Route("/api/functions/{function_id}/cron", api.fire_cron, methods=["POST"]),
         Route("/api/runs/{run_id}/steps/{key}/skip", api.skip_sleep, methods=["POST"]),
         Route("/api/dlq", api.list_dead_letters, methods=["GET"]),
+        Route("/api/dlq/count", api.count_dead_letters, methods=["GET"]),
         Route("/api/dlq/redrive", api.redrive, methods=["POST"]),
         Route("/api/functions/{function_id}/pause", api.pause, methods=["POST"]),
         Route("/api/functions/{function_id}/resume", api.resume, methods=["POST"]),
@@ -274,8 +312,12 @@ def _summary(event: dict[str, Any]) -> dict[str, Any]:
 class _Api:
     """The ``/api`` endpoints, over one control plane (its errors become statuses)."""
 
-    def __init__(self, control: ControlPlane) -> None:
+    def __init__(self, control: ControlPlane, about: Mapping[str, Any]) -> None:
         self.control = control
+        self.described: Json = dict(about)
+
+    async def about(self, request: Request) -> Response:
+        return JSONResponse(self.described)
 
     async def send_events(self, request: Request) -> Response:
         payload: Events = await _json_body(request)
@@ -377,3 +419,5 @@ class _Api:
     async def resume(self, request: Request) -> Response:
         return JSONResponse(await run_in_threadpool(self.control.resume,
                                                     _param(request, "function_id")))
+    async def count_dead_letters(self, request: Request) -> Response:
+        return JSONResponse({"count": await run_in_threadpool(self.control.dead_letter_count)})

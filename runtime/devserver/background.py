@@ -5,12 +5,18 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from runtime.devserver.api import DevBackend, create_app
+from runtime.devserver.api import DevBackend, create_app, create_dashboard
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+    from runtime.control import ControlPlane
 
 
 @contextmanager
@@ -20,10 +26,31 @@ def serve_in_background(backend: DevBackend, *, host: str = "127.0.0.1") -> Iter
     Raises:
         RuntimeError: The server did not start within 10 seconds.
     """
+    with _serving(lambda: create_app(backend, allowed_hosts=[host]), host) as url:
+        yield url
+
+
+@contextmanager
+def serve_dashboard_in_background(
+    control: ControlPlane, about: Mapping[str, Any], *, host: str = "127.0.0.1",
+) -> Iterator[str]:
+    """Serve the API and dashboard over ``control`` on a free port of ``host``; its base URL.
+
+    Raises:
+        RuntimeError: The server did not start within 10 seconds.
+    """
+    with _serving(lambda: create_dashboard(control, about=about, allowed_hosts=[host]),
+                  host) as url:
+        yield url
+
+
+@contextmanager
+def _serving(build: Callable[[], ASGIApp], host: str) -> Iterator[str]:
+    """Serve the app ``build()`` makes on a free port of ``host`` until the block ends."""
     sock = socket.socket()
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    app = create_app(backend, allowed_hosts=[host])
+    app = build()
     config = uvicorn.Config(app, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

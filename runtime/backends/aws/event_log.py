@@ -32,6 +32,18 @@ class DynamoEventLog(DynamoTable):
             ).get("Item")
         return row is not None and seen_within(float(row["received_ts"]["N"]), now=now, ttl=ttl)
 
+    def received_event(self, event_id: str) -> dict[str, Any] | None:
+        """The event received with id ``event_id``, or ``None``: what :meth:`list_events` lists.
+
+        One eventually consistent GetItem (a lookup for people, like :meth:`list_events`,
+        which also shows an entry past its TTL until DynamoDB deletes it).
+        """
+        with aws_call("GetItem (event log)"):
+            row = self.client.get_item(
+                TableName=self.table, Key=t.key(t.EVENT_PREFIX + event_id, t.EVENT_SK),
+            ).get("Item")
+        return t.event_from(self._inline_attrs(row)) if row is not None else None
+
     def log_event(self, event: dict[str, Any], *, now: float, ttl: float) -> None:
         """Keep ``event`` in its name's timeline for ``ttl`` seconds (an idempotent Put)."""
         with aws_call("PutItem (event timeline)"):

@@ -1,8 +1,9 @@
 // stepkit dev dashboard: vanilla JS over the dev server's /api (no build step, no CDN).
 "use strict";
 
-const REFRESH_MS = 2000;
+const REFRESH_MS = 2000;  // unless GET /api/about says otherwise
 const state = {
+  about: { target: "dev", label: "", refresh_seconds: REFRESH_MS / 1000, page_size: 100, disabled: {} },
   selected: null, openSteps: new Set(), functionsLoaded: false, limit: 100,
   event: null, eventDetail: null,  // the event shown, and its /api/events/{id} detail
   invokeFn: null,                  // the function the invoke form is for
@@ -434,7 +435,8 @@ function renderSteps(run) {
       h("td", {}, h("code", {}, step.key), note ? h("div", { class: "muted" }, note) : null,
         step.status === "Sleeping" && (run.status === "Running" || run.status === "Blocked")
           ? h("button", { type: "button", class: "skip", "data-skip": step.key,
-              title: "end this sleep now (dev server only)",
+              disabled: Boolean(disabledWhy("skip_sleep")),
+              title: disabledWhy("skip_sleep") || "end this sleep now (dev server only)",
               onclick: (ev) => { ev.stopPropagation(); skipSleep(run.run_id, step.key); } }, "Skip sleep")
           : null,
         h("button", { type: "button", class: "mini outline", "data-rerun-from": step.key,
@@ -529,7 +531,8 @@ async function cancelRun() {
   const out = $("run-message");
   try {
     const res = await api("POST", "/api/runs/" + encodeURIComponent(state.selected) + "/cancel");
-    message(out, res.cancelled ? "cancelled" : "not cancelled: the run is " + res.status, res.cancelled);
+    if (res.queued) message(out, "cancel sent to its function's queue: its worker cancels it", true);
+    else message(out, res.cancelled ? "cancelled" : "not cancelled: the run is " + res.status, res.cancelled);
   } catch (err) {
     message(out, err.message, false);
   }
@@ -563,7 +566,7 @@ function invokeRunFunction() {
 
 /** The events list: summaries only (no data); a payload is fetched when its event is opened. */
 async function refreshEvents() {
-  const data = await api("GET", "/api/events?limit=100&summary=true");
+  const data = await api("GET", "/api/events?limit=" + state.about.page_size + "&summary=true");
   state.events = data.events;
   const body = $("events");
   body.replaceChildren();
@@ -573,7 +576,8 @@ async function refreshEvents() {
       h("td", { class: "mono" }, e.id),
       h("td", { class: "mono" }, e.name),
       timeCell(e.ts ? new Date(e.ts).toISOString() : null),
-      h("td", {}, String((e.runs || []).length))));
+      e.runs ? h("td", {}, String(e.runs.length))
+        : h("td", { class: "muted", title: disabledWhy("event_runs") || "" }, "open it")));
   }
   await refreshEventDetail();
   renderEvent();
@@ -618,15 +622,24 @@ function renderEvent() {
     h("dt", {}, "Sent"), h("dd", {}, fmtTime(e.ts ? new Date(e.ts).toISOString() : null)));
   const runs = (e.runs || []).map((r) => runItem(r));
   $("event-runs").replaceChildren(...(runs.length ? runs : [h("li", { class: "muted" }, "no runs")]));
-  const waits = detail ? detail.waits.map((w) => runItem(w, h("span", { class: "muted" },
-    " in step ", h("code", { "data-wait-step": w.step }, w.step)))) : null;
-  $("event-waits").replaceChildren(...(waits === null ? [h("li", { class: "muted" }, "loading…")]
-    : waits.length ? waits : [h("li", { class: "muted" }, "no waiting run matched it")]));
+  $("event-waits").replaceChildren(...waitItems(detail));
   if (!detail) { $("event-payload").textContent = "loading…"; return; }
   const payload = { ...detail };
   delete payload.runs;
   delete payload.waits;
   $("event-payload").textContent = json(payload);
+}
+
+/** The "waits it resolved" list: loading, not known here (a deployed app), none, or the runs. */
+function waitItems(detail) {
+  if (!detail) return [h("li", { class: "muted" }, "loading…")];
+  if (detail.waits === null) {  // a deployed app's table keeps no index of waits by event
+    return [h("li", { class: "muted unavailable" },
+      "not available: " + (disabledWhy("event_waits") || "not known here"))];
+  }
+  if (!detail.waits.length) return [h("li", { class: "muted" }, "no waiting run matched it")];
+  return detail.waits.map((w) => runItem(w, h("span", { class: "muted" },
+    " in step ", h("code", { "data-wait-step": w.step }, w.step))));
 }
 
 async function findById(id) {
@@ -665,12 +678,71 @@ async function sendEvent(ev) {
   setTimeout(refreshRuns, 300);
 }
 
+/** The badge and the panel's presence: the count only (listing reads, and leases, each message). */
 async function refreshDeadLetters() {
-  const data = await api("GET", "/api/dlq");
+  const data = await api("GET", "/api/dlq/count");
   const el = $("dlq");
   el.hidden = data.count === 0;
   el.textContent = data.count + (data.count === 1 ? " message" : " messages") +
     " in dead-letter queues: stepkit dlq list";
+  $("dlq-panel").hidden = data.count === 0 && !state.deadLetters;
+}
+
+/** List the dead-lettered messages (on demand, never on refresh), each with a redrive button. */
+async function showDeadLetters() {
+  const data = await api("GET", "/api/dlq");
+  state.deadLetters = data.messages;
+  const body = $("dead-letters");
+  body.replaceChildren();
+  if (!data.messages.length) body.append(h("tr", {}, h("td", { colspan: 7, class: "empty" }, "none")));
+  for (const d of data.messages) {
+    body.append(h("tr", { "data-dlq-id": d.message_id },
+      h("td", { class: "mono" }, d.message_id),
+      h("td", { class: "mono" }, d.queue),
+      h("td", {}, d.kind, d.step ? h("div", { class: "muted" }, "step " + d.step) : null),
+      h("td", {}, d.run_id ? runLink(d.run_id) : "—"),
+      h("td", {}, d.error || "—"),
+      h("td", {}, String(d.receive_count)),
+      h("td", {}, h("button", { type: "button", class: "mini", "data-redrive": d.message_id,
+        title: "send it back to " + (d.source || "its queue"), onclick: () => redrive(d.message_id) }, "Redrive"))));
+  }
+}
+
+/** Redrive one dead-lettered message (``id``) or all of them, then list what is left. */
+async function redrive(id) {
+  const out = $("dlq-result");
+  try {
+    const res = await api("POST", "/api/dlq/redrive", id ? { id } : {});
+    message(out, "redriven: " + res.redriven.length + (res.redriven.length === 1 ? " message" : " messages"), true);
+  } catch (err) {
+    message(out, err.message, false);
+  }
+  await showDeadLetters().catch(() => {});
+  refreshDeadLetters().catch(() => {});
+}
+
+// -- where the dashboard points ---------------------------------------------------------------
+
+/** Why an action is not available here (``GET /api/about``'s ``disabled``), or null. */
+function disabledWhy(action) {
+  return (state.about.disabled || {})[action] || null;
+}
+
+/** Show what the control plane says of itself: the stack, stage and region, or the dev server. */
+async function loadAbout() {
+  try {
+    state.about = { ...state.about, ...(await api("GET", "/api/about")) };
+  } catch (err) {
+    return;  // unreachable: the dev defaults, and the first refresh says what is wrong
+  }
+  const about = state.about;
+  state.limit = about.page_size;
+  $("more-runs").textContent = "Show " + about.page_size + " more";
+  document.body.dataset.target = about.target;
+  $("target-kind").textContent = about.target === "aws" ? "AWS" : about.target;
+  $("target").textContent = about.label || "";
+  $("refresh-every").textContent = "every " + about.refresh_seconds + " s";
+  document.title = "stepkit " + (about.target === "aws" ? "AWS " + about.app_id : about.target);
 }
 
 // -- wiring ----------------------------------------------------------------------------------
@@ -689,10 +761,12 @@ function start() {
   $("filter-status").addEventListener("change", refreshRuns);
   $("filter-since").addEventListener("change", refreshRuns);
   $("more-runs").addEventListener("click", () => {
-    state.limit = Math.min(state.limit + 100, MAX_RUNS);
+    state.limit = Math.min(state.limit + state.about.page_size, MAX_RUNS);
     refreshRuns();
   });
   $("cancel-run").addEventListener("click", cancelRun);
+  $("dlq-show").addEventListener("click", () => showDeadLetters().catch((err) => message($("dlq-result"), err.message, false)));
+  $("dlq-redrive-all").addEventListener("click", () => redrive());
   $("rerun-run").addEventListener("click", () => rerunRun());
   $("invoke-run-fn").addEventListener("click", invokeRunFunction);
   $("invoke-form").addEventListener("submit", invokeFunction);
@@ -701,10 +775,14 @@ function start() {
   $("close-event").addEventListener("click", () => { location.hash = ""; });
   $("search-form").addEventListener("submit", (ev) => { ev.preventDefault(); findById($("search").value); });
   window.addEventListener("hashchange", route);
-  setInterval(() => { if ($("auto-refresh").checked) refreshAll(); }, REFRESH_MS);
-  loadFunctions().catch((err) => { $("functions").replaceChildren(h("li", { class: "muted" }, err.message)); });
-  refreshEvents().catch(() => {}).then(refreshRuns).then(route);
-  refreshDeadLetters().catch(() => {});
+  loadAbout().then(() => {
+    // Not while the tab is hidden: over a deployed app each refresh costs read units.
+    setInterval(() => { if ($("auto-refresh").checked && !document.hidden) refreshAll(); },
+      state.about.refresh_seconds * 1000);
+    loadFunctions().catch((err) => { $("functions").replaceChildren(h("li", { class: "muted" }, err.message)); });
+    refreshEvents().catch(() => {}).then(refreshRuns).then(route);
+    refreshDeadLetters().catch(() => {});
+  });
 }
 
 start();
