@@ -3,6 +3,7 @@
 - ``stepkit dev``: load the app, run it on the local SQLite backend, serve API and dashboard.
 - ``stepkit send NAME``: send an event.
 - ``stepkit runs``: list runs; ``stepkit run RUN_ID``: one run and its step timeline.
+- ``stepkit cancel-all`` / ``replay-all``: cancel or replay every run matching a filter.
 - ``stepkit dlq list|redrive``: what sits in the dead-letter queues; put it back to work.
 - ``stepkit check``: review ``functions/`` for durable-function mistakes.
 - ``stepkit deploy-check``: whether deploying ``functions/`` would strand runs in flight.
@@ -21,6 +22,7 @@ click's 2 for usage errors (unknown option, invalid ``--data`` JSON...).
 """
 
 from runtime.cli import (  # noqa: F401 - add commands
+    bulk,
     deploys,
     dev,
     dlq,

@@ -33,8 +33,8 @@ from runtime.control import (
     CONTROL_ERRORS,
     ControlPlane,
     Json,
+    NotFoundError,
     RunNotFoundError,
-    StepNotFoundError,
 )
 from runtime.durations import parse_instant
 from runtime.expressions import Expression
@@ -248,7 +248,7 @@ def _holds(control: ControlPlane, condition: Expression, run_id: str) -> bool:
     """Whether ``condition`` holds for the run's triggering events (one read of the run)."""
     try:
         events = list(control.run(run_id).get("events") or [])
-    except RunNotFoundError:  # no longer kept
+    except NotFoundError:  # no longer kept
         return False
     return condition.matches_vars({"event": events[0] if events else {}, "events": events})
 
@@ -340,7 +340,7 @@ def _each(runs: list[Json], act: Callable[[str], str], report: Report, pacer: Pa
         pacer.wait()
         try:
             outcome = act(run["run_id"])
-        except RunNotFoundError:
+        except NotFoundError:  # over HTTP, a 404 does not say what was not found
             outcome = "gone"
         except CONTROL_ERRORS as exc:  # one run refused (its function removed...): go on
             outcome = "failed"
@@ -365,7 +365,10 @@ def _replay_one(control: ControlPlane, op: Operation, run_id: str, from_step: st
         return "already_replayed"
     try:
         control.rerun(run_id, from_step, new_id=new_id)
-    except StepNotFoundError:
+    except NotFoundError as exc:
+        # The run was just listed: unless it says so, it is the step that is not there.
+        if from_step is None or isinstance(exc, RunNotFoundError):
+            raise
         return "no_such_step"
     if len(report.new_runs) < SAMPLE:
         report.new_runs[run_id] = new_id
@@ -375,7 +378,7 @@ def _replay_one(control: ControlPlane, op: Operation, run_id: str, from_step: st
 def _exists(control: ControlPlane, run_id: str) -> bool:
     try:
         control.run(run_id)
-    except RunNotFoundError:
+    except NotFoundError:
         return False
     return True
 

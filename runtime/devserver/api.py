@@ -16,6 +16,8 @@ Endpoints (all JSON; errors are ``{"error": "<message>"}`` with a 4xx status):
   created before it, for paging).
 - ``GET /api/runs/{run_id}``: a run with its step timeline.
 - ``POST /api/runs/{run_id}/cancel``.
+- ``POST /api/runs/bulk/cancel``, ``/api/runs/bulk/replay``: cancel or replay every run
+  matching a filter, or count them (``dry_run``): :mod:`runtime.devserver.bulk`.
 - ``POST /api/runs/{run_id}/rerun``, optionally with ``{"from": "<step key>"}`` (a fork: the new
   run reuses the results recorded before that step); ``{"run_id": <new run>}``.
 - ``POST /api/functions/{function_id}/invoke`` with ``{"data": {...}}``: start a run by hand.
@@ -61,6 +63,7 @@ from runtime.control import (
 )
 from runtime.control.local import MAX_LIMIT, ControlledBackend, InProcessControl, PartlySentError
 from runtime.devserver.bodies import BodyError, parse_json, read_body
+from runtime.devserver.bulk import bulk_routes
 from runtime.devserver.guard import HostRule, LocalOnly
 from runtime.durations import parse_instant
 from runtime.errors import FunctionNotFoundError, InvalidEventError, StepkitError
@@ -119,6 +122,7 @@ def create_app(backend: DevBackend, *, allowed_hosts: Collection[str] = ()) -> S
         Route("/api/events/{event_id}", api.get_event, methods=["GET"]),
         Route("/api/functions", api.list_functions, methods=["GET"]),
         Route("/api/runs", api.list_runs, methods=["GET"]),
+        *bulk_routes(InProcessControl.over(backend)),  # before /api/runs/{run_id}/...
         Route("/api/runs/{run_id}", api.get_run, methods=["GET"]),
         Route("/api/runs/{run_id}/cancel", api.cancel, methods=["POST"]),
         Route("/api/runs/{run_id}/rerun", api.rerun, methods=["POST"]),
