@@ -4,6 +4,7 @@
 - ``stepkit dashboard [--aws]``: the dashboard alone, over a local database or the deployed app.
 - ``stepkit send NAME``: send an event.
 - ``stepkit runs``: list runs; ``stepkit run RUN_ID``: one run and its step timeline.
+- ``stepkit cancel-all`` / ``replay-all``: cancel or replay every run matching a filter.
 - ``stepkit dlq list|redrive``: what sits in the dead-letter queues; put it back to work.
 - ``stepkit check``: review ``functions/`` for durable-function mistakes.
 - ``stepkit deploy-check``: whether deploying ``functions/`` would strand runs in flight.
@@ -24,6 +25,7 @@ click's 2 for usage errors (unknown option, invalid ``--data`` JSON...).
 """
 
 from runtime.cli import (  # noqa: F401 - add commands
+    bulk,
     dashboard,
     deploys,
     dev,

@@ -145,8 +145,12 @@ class ControlPlane(Protocol):
         """
         ...
 
-    def rerun(self, run_id: str, from_step: str | None = None) -> str:
+    def rerun(self, run_id: str, from_step: str | None = None, *,
+              new_id: str | None = None) -> str:
         """Start a new run with a run's events (a fork from ``from_step``); its id.
+
+        ``new_id`` (a ULID) is the new run's id when the caller derives it, so that asking
+        twice starts one run (a bulk replay's resume); by default a fresh one.
 
         Raises:
             RunNotFoundError: No such run.

@@ -245,13 +245,14 @@ class AwsControl:
         return Cancelled(None, state.run.status.value, queued=True)
 
     @_one_line
-    def rerun(self, run_id: str, from_step: str | None = None) -> str:
+    def rerun(self, run_id: str, from_step: str | None = None, *,
+              new_id: str | None = None) -> str:
         """Queue a new run of the run's function with its events (a fork, ``from_step``)."""
         from runtime.orchestration.manual import rerun_message
 
         state = self._state(run_id)
         try:
-            msg = rerun_message(state, from_step, time.time())
+            msg = rerun_message(state, from_step, time.time(), new_id)
         except LookupError as exc:
             raise StepNotFoundError(str(exc)) from None
         self._enqueue(msg)

@@ -95,9 +95,10 @@ class HttpControl:
         """Cancel a run; whether this call cancelled it, and its status."""
         return Cancelled.from_json(self._request("POST", "/api/runs" + _path(run_id, "cancel")))
 
-    def rerun(self, run_id: str, from_step: str | None = None) -> str:
+    def rerun(self, run_id: str, from_step: str | None = None, *,
+              new_id: str | None = None) -> str:
         """Start a new run with a run's events (a fork, ``from_step``); the new run's id."""
-        body = {"from": from_step} if from_step else None
+        body = {k: v for k, v in (("from", from_step), ("run_id", new_id)) if v} or None
         return str(self._request("POST", "/api/runs" + _path(run_id, "rerun"),
                                  body=body)["run_id"])
 
@@ -129,7 +130,8 @@ class HttpControl:
         params = {"function_id": query.function_id,
                   "status": query.status.value if query.status else None,
                   "limit": query.limit,
-                  "since": None if query.since is None else format_instant(query.since)}
+                  "since": None if query.since is None else format_instant(query.since),
+                  "until": None if query.until is None else format_instant(query.until)}
         return list(self._request("GET", "/api/runs", params=params)["runs"])
 
     def run(self, run_id: str) -> Json:

@@ -72,8 +72,9 @@ class Orchestrating(Protocol):
         """Cancel a running run now; whether it was running."""
         ...
 
-    def rerun(self, run_id: str, from_step: str | None = None) -> str:
-        """Queue a rerun (a fork from ``from_step``); the new run's id."""
+    def rerun(self, run_id: str, from_step: str | None = None, *,
+              new_id: str | None = None) -> str:
+        """Queue a rerun (a fork from ``from_step``, as run ``new_id`` if given); its id."""
         ...
 
     def invoke(self, function_id: str, data: Mapping[str, Any] | None = None) -> str:
@@ -184,12 +185,13 @@ class InProcessControl:
         fresh = self.store.load(run_id)
         return Cancelled(cancelled, (fresh or state).run.status.value)
 
-    def rerun(self, run_id: str, from_step: str | None = None) -> str:
+    def rerun(self, run_id: str, from_step: str | None = None, *,
+              new_id: str | None = None) -> str:
         """Queue a new run with the run's events (a fork from ``from_step``); its id."""
         state = self._state(run_id)
         self._registered(state, "rerun")
         try:
-            return self.orchestrator.rerun(run_id, from_step)
+            return self.orchestrator.rerun(run_id, from_step, new_id=new_id)
         except LookupError as exc:  # the run is there: it is the step that is not
             raise StepNotFoundError(str(exc)) from None
 

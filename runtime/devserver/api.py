@@ -16,9 +16,12 @@ Endpoints (all JSON; errors are ``{"error": "<message>"}`` with a 4xx status):
 - ``GET /api/events/{event_id}``: one recent event with the runs it started (``runs``) and the
   runs whose ``wait_for_event`` it resolved (``waits``).
 - ``GET /api/functions``: registered functions and their triggers.
-- ``GET /api/runs?function_id=&status=&limit=``: runs, newest first.
+- ``GET /api/runs?function_id=&status=&limit=&since=&until=``: runs, newest first (``until``:
+  created before it, for paging).
 - ``GET /api/runs/{run_id}``: a run with its step timeline.
 - ``POST /api/runs/{run_id}/cancel``.
+- ``POST /api/runs/bulk/cancel``, ``/api/runs/bulk/replay``: cancel or replay every run
+  matching a filter, or count them (``dry_run``): :mod:`runtime.devserver.bulk`.
 - ``POST /api/runs/{run_id}/rerun``, optionally with ``{"from": "<step key>"}`` (a fork: the new
   run reuses the results recorded before that step); ``{"run_id": <new run>}``.
 - ``POST /api/functions/{function_id}/invoke`` with ``{"data": {...}}``: start a run by hand.
@@ -72,6 +75,7 @@ from runtime.control import (
 )
 from runtime.control.local import MAX_LIMIT, ControlledBackend, InProcessControl, PartlySentError
 from runtime.devserver.bodies import BodyError, parse_json, read_body
+from runtime.devserver.bulk import bulk_routes
 from runtime.devserver.guard import HostRule, LocalOnly
 from runtime.durations import parse_instant
 from runtime.errors import FunctionNotFoundError, InvalidEventError, StepkitError
@@ -158,6 +162,7 @@ def create_dashboard(
         Route("/api/events/{event_id}", api.get_event, methods=["GET"]),
         Route("/api/functions", api.list_functions, methods=["GET"]),
         Route("/api/runs", api.list_runs, methods=["GET"]),
+        *bulk_routes(control),  # before /api/runs/{run_id}/...
         Route("/api/runs/{run_id}", api.get_run, methods=["GET"]),
         Route("/api/runs/{run_id}/cancel", api.cancel, methods=["POST"]),
         Route("/api/runs/{run_id}/rerun", api.rerun, methods=["POST"]),
@@ -252,14 +257,28 @@ async def _healthz(request: Request) -> Response:
     return JSONResponse({"ok": True})
 
 
-def _since(raw: str | None) -> float | None:
-    """The ``since`` filter: an ISO 8601 instant (``2026-03-02T08:00:00Z``), or none."""
+def _since(raw: str | None, where: str = "since") -> float | None:
+    """A ``since``/``until`` filter: an ISO 8601 instant (``2026-03-02T08:00:00Z``), or none."""
     if not raw:
         return None
     try:
-        return parse_instant(raw, where="since").timestamp()
+        return parse_instant(raw, where=where).timestamp()
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
+
+
+def _new_run_id(raw: Any) -> str | None:
+    """A rerun's given ``run_id`` (a ULID, as every run id a rerun gets), or none."""
+    from ulid import ULID
+
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        try:
+            return str(ULID.from_str(raw))
+        except ValueError:
+            pass
+    raise ApiError(400, f"run_id: expected a ULID (26 characters), got {raw!r}")
 
 
 def _limit(request: Request, default: int = 50) -> int:
@@ -347,6 +366,7 @@ class _Api:
             status=_status(params.get("status")),
             limit=_limit(request),
             since=_since(params.get("since")),
+            until=_since(params.get("until"), "until"),
         )
         return JSONResponse({"runs": await run_in_threadpool(self.control.list_runs, query)})
 
@@ -363,8 +383,9 @@ class _Api:
         from_step = body.get("from") if isinstance(body, dict) else None
         if from_step is not None and not isinstance(from_step, str):
             raise ApiError(400, 'expected {"from": "<step key>"} or no body')
-        new_id = await run_in_threadpool(self.control.rerun, _param(request, "run_id"),
-                                         from_step)
+        given = _new_run_id(body.get("run_id") if isinstance(body, dict) else None)
+        new_id = await run_in_threadpool(
+            lambda: self.control.rerun(_param(request, "run_id"), from_step, new_id=given))
         return JSONResponse({"run_id": new_id})
 
     async def fire_cron(self, request: Request) -> Response:

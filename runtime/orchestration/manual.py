@@ -20,11 +20,14 @@ from runtime.orchestration.protocols import RunQuery
 from runtime.records import Message, MessageKind, RerunOf, RunRecord, RunState, StepStatus
 
 
-def rerun_message(state: RunState, from_step: str | None, now: float) -> Message:
+def rerun_message(state: RunState, from_step: str | None, now: float,
+                  run_id: str | None = None) -> Message:
     """The START of a rerun of ``state``'s run (a fork from ``from_step``, if given).
 
     A rerun is asked for by hand: ``direct`` (its trigger's ``if`` is not applied again) and
-    ``rerun`` (idempotency, rate limit and singleton let it by).
+    ``rerun`` (idempotency, rate limit and singleton let it by). ``run_id`` is the new run's
+    id when the caller derives it (a bulk replay, so that asking twice starts one run: a
+    START whose run exists creates nothing); otherwise a fresh one.
 
     Raises:
         LookupError: The run has no step ``from_step``.
@@ -34,7 +37,7 @@ def rerun_message(state: RunState, from_step: str | None, now: float) -> Message
                           f"{', '.join(sorted(state.steps)) or 'none'})")
     start = StartPayload(state.run.events, direct=True, rerun=True,
                          rerun_of=RerunOf(state.run.run_id, from_step))
-    return start.message(state.run.function_id, new_run_id(now))
+    return start.message(state.run.function_id, run_id or new_run_id(now))
 
 
 def invoke_message(function_id: str, data: Mapping[str, Any] | None, now: float) -> Message:
@@ -79,13 +82,14 @@ class ManualControl:
             p.log.warning("run %s: cancel left to its queued message", run_id)
         return True
 
-    def rerun(self, run_id: str, from_step: str | None = None) -> str:
+    def rerun(self, run_id: str, from_step: str | None = None, *,
+              new_id: str | None = None) -> str:
         """Start a new run of the same function with the same events; return its id.
 
         With ``from_step`` it is a fork (DBOS's word): the new run starts with the results
         the original recorded before that step (completed or failed for good, started
         before it), so its replay returns them, and it performs ``from_step`` and what
-        follows again.
+        follows again. ``new_id``: the new run's id (see :func:`rerun_message`).
 
         Raises:
             LookupError: No such run, or no such step in it.
@@ -94,7 +98,7 @@ class ManualControl:
         state = p.store.load(run_id)
         if state is None:
             raise LookupError(f"no run '{run_id}'")
-        msg = rerun_message(state, from_step, p.clock.now())
+        msg = rerun_message(state, from_step, p.clock.now(), new_id)
         p.queue.send([msg])
         return msg.run_id
 

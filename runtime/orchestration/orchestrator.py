@@ -232,9 +232,10 @@ class Orchestrator:
         """Cancel a running run now; whether it was running."""
         return self.manual.cancel(run_id, reason)
 
-    def rerun(self, run_id: str, from_step: str | None = None) -> str:
+    def rerun(self, run_id: str, from_step: str | None = None, *,
+              new_id: str | None = None) -> str:
         """Start a new run with the same events (a fork from ``from_step``); its id."""
-        return self.manual.rerun(run_id, from_step)
+        return self.manual.rerun(run_id, from_step, new_id=new_id)
 
     def fire_cron_now(self, function_id: str) -> str:
         """Fire a function's cron trigger now, by hand; the run's id."""

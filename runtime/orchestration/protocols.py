@@ -49,6 +49,9 @@ class RunQuery:
     limit: int = 50
     #: Only runs created at or after this time (epoch seconds).
     since: float | None = None
+    #: Only runs created before this time (epoch seconds): with ``limit``, a page of an
+    #: older slice of the listing (:mod:`runtime.control.bulk` pages with it).
+    until: float | None = None
 
 
 class RunStore(Protocol):

@@ -34,7 +34,7 @@ def test_every_example_is_run_by_a_test() -> None:
     # The markers the tests below (and the flow-control and AWS ones) pick their examples by.
     markers = ["def send_welcome_email", "id=\"charge-card\"", "runtime.send(",
                "def test_welcome", "Harness.aws(app, emulators)",
-               "def test_pause_keeps_the_work_for_the_resume"]
+               "def test_pause_keeps_the_work_for_the_resume", "replay_matching("]
     assert sorted(sum(m in e for m in markers) for e in examples()) == [1] * len(examples())
 
 
@@ -59,3 +59,26 @@ def test_the_pause_example_runs(tmp_path: Path) -> None:
     scope = run_example(example("def test_pause_keeps_the_work_for_the_resume"))
     scope["test_pause_keeps_the_work_for_the_resume"](tmp_path)
     assert scope["synced"] == ["c1"]
+
+
+def test_the_bulk_replay_example_replays_the_failed_runs(tmp_path: Path) -> None:
+    from runtime import Context, TriggerEvent
+
+    app, down = App("billing"), {"api": True}
+
+    @app.function(id="charge", trigger=TriggerEvent("invoice/due"), retries=0)
+    def charge(ctx: Context) -> str:
+        if down["api"]:
+            raise RuntimeError("payment API down")
+        return "paid"
+
+    h = Harness.local(app, path=tmp_path / "db.sqlite3")
+    for n in range(3):
+        h.send("invoice/due", {"n": n})
+    since = h.clock.now()
+    down["api"] = False
+    scope = run_example(example("replay_matching("))
+    report = scope["replay_failed"](h.control, "charge", since)
+    h.settle()
+    assert report.counts == {"replayed": 3}
+    assert sorted(r.status.value for r in h.runs("charge")) == ["Completed"] * 3 + ["Failed"] * 3

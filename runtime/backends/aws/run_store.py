@@ -90,16 +90,17 @@ class DynamoRunStore(DynamoRunLoads):
         if query.limit <= 0:
             return []
         found: Iterable[tuple[str, str]]
-        since = query.since
+        since, until = query.since, query.until
         if query.function_id is not None:
             found = self._shards(t.GSI_RUNS_BY_FUNCTION, t.FN_PREFIX + query.function_id,
-                                 query.limit, query.status, since)
+                                 query.limit, query.status, since, until)
         elif query.status is not None:
             found = self._shards(t.GSI_RUNS_BY_STATUS, t.STATUS_PREFIX + query.status.value,
-                                 query.limit, since=since)
+                                 query.limit, since=since, until=until)
         else:  # one newest-first stream per status, merged
             found = heapq.merge(*(self._shards(t.GSI_RUNS_BY_STATUS, t.STATUS_PREFIX + s.value,
-                                               query.limit, since=since) for s in RunStatus),
+                                               query.limit, since=since, until=until)
+                                  for s in RunStatus),
                                 reverse=True)
         runs: list[RunRecord] = []
         for chunk in chunks((run_id for _, run_id in found), query.limit):
@@ -110,6 +111,8 @@ class DynamoRunStore(DynamoRunLoads):
                 if run is None or (query.status is not None and run.status != query.status):
                     continue
                 if since is not None and run.created_at < since:  # the key is in whole ms
+                    continue
+                if until is not None and run.created_at >= until:
                     continue
                 runs.append(run)
                 if len(runs) == query.limit:
@@ -265,21 +268,25 @@ class DynamoRunStore(DynamoRunLoads):
             )
 
     def _shards(self, index: str, prefix: str, page: int, status: RunStatus | None = None,
-                since: float | None = None) -> Iterator[tuple[str, str]]:
+                since: float | None = None, until: float | None = None,
+                ) -> Iterator[tuple[str, str]]:
         """``(sort key, run_id)`` under every shard of key ``prefix``, merged newest first.
 
         Each shard is one Query read a page of ``page`` keys at a time, and only as far as
         the merge consumes it: a listing of ``page`` runs reads at most one page per shard.
         """
-        return heapq.merge(*(self._index(index, pk, page, status, since)
+        return heapq.merge(*(self._index(index, pk, page, status, since, until)
                              for pk in t.shard_pks(prefix)), reverse=True)
 
     def _index(self, index: str, pk: str, page: int, status: RunStatus | None = None,
-               since: float | None = None) -> Iterator[tuple[str, str]]:
+               since: float | None = None, until: float | None = None,
+               ) -> Iterator[tuple[str, str]]:
         """``(sort key, run_id)`` in one shard of a runs index, newest first.
 
-        ``since`` bounds the sort key (``<created ISO>#<run_id>``) from below, so the Query
-        reads only the runs created since then.
+        ``since`` bounds the sort key (``<created ISO>#<run_id>``) from below and ``until``
+        from above, so the Query reads only the runs created between. ``until`` alone is an
+        inclusive bound on the bare ISO instant, which every key of that millisecond
+        (``<ISO>#<run_id>``) sorts after: the bound is exclusive, as :class:`RunQuery` says.
         """
         values: dict[str, Any] = {":p": t.s(pk)}
         kwargs: dict[str, Any] = {}
@@ -288,8 +295,15 @@ class DynamoRunStore(DynamoRunLoads):
             values[":s"] = t.s(status.value)
         condition = f"{index}pk = :p"
         if since is not None:
-            condition += f" AND {index}sk >= :since"
             values[":since"] = t.s(t.iso(since))
+        if until is not None:
+            values[":until"] = t.s(t.iso(until))
+        if since is not None and until is not None:
+            condition += f" AND {index}sk BETWEEN :since AND :until"
+        elif since is not None:
+            condition += f" AND {index}sk >= :since"
+        elif until is not None:
+            condition += f" AND {index}sk <= :until"
         rows = self._query(IndexName=index, KeyConditionExpression=condition,
                            ScanIndexForward=False, PaginationConfig={"PageSize": page},
                            ExpressionAttributeValues=values, **kwargs)

@@ -196,6 +196,9 @@ class SqliteRunStore(Tables):
         if query.since is not None:
             where.append("created_at >= ?")
             params.append(query.since)
+        if query.until is not None:
+            where.append("created_at < ?")
+            params.append(query.until)
         sql = "SELECT json FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)

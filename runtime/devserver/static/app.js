@@ -755,6 +755,42 @@ async function refreshAll() {
   await refreshEvents().catch(() => {});
 }
 
+// -- bulk actions on the runs the filters show (POST /api/runs/bulk/...) ------------------------
+
+/** The runs list's filters as the bulk API's filter. */
+function bulkFilter() {
+  const filter = {};
+  const since = $("filter-since").value;
+  if ($("filter-function").value) filter.function_id = $("filter-function").value;
+  if ($("filter-status").value) filter.status = $("filter-status").value;
+  if (since) filter.since = new Date(Date.now() - Number(since) * 1000).toISOString();
+  return filter;
+}
+
+/** Count the matching runs (a dry run), ask, then act under the same operation. */
+async function bulkAction(action) {
+  const out = $("bulk-result");
+  const path = "/api/runs/bulk/" + action;
+  const filter = bulkFilter();
+  try {
+    const dry = await api("POST", path, { ...filter, dry_run: true });
+    if (!dry.matched) {
+      message(out, "no run matches: nothing to " + action, true);
+      return;
+    }
+    const what = dry.matched + " run(s)" + (dry.capped ? " (the newest " + dry.matched + "; ask again for more)" : "");
+    if (!window.confirm(action[0].toUpperCase() + action.slice(1) + " " + what + "?")) return;
+    message(out, action + ": working on " + what + "…", true);
+    const done = await api("POST", path, { ...filter, operation: dry.operation });
+    const counts = Object.entries(done.counts).map(([k, v]) => k.replace(/_/g, " ") + " " + v);
+    message(out, action + " " + done.operation + ": " + (counts.join(", ") || "nothing to do") +
+      (done.capped ? " — more may match: press again" : ""), !done.counts.failed);
+  } catch (err) {
+    message(out, err.message, false);
+  }
+  refreshAll();
+}
+
 function start() {
   $("send-form").addEventListener("submit", sendEvent);
   $("filter-function").addEventListener("change", refreshRuns);
@@ -767,6 +803,8 @@ function start() {
   $("cancel-run").addEventListener("click", cancelRun);
   $("dlq-show").addEventListener("click", () => showDeadLetters().catch((err) => message($("dlq-result"), err.message, false)));
   $("dlq-redrive-all").addEventListener("click", () => redrive());
+  $("cancel-matching").addEventListener("click", () => bulkAction("cancel"));
+  $("replay-matching").addEventListener("click", () => bulkAction("replay"));
   $("rerun-run").addEventListener("click", () => rerunRun());
   $("invoke-run-fn").addEventListener("click", invokeRunFunction);
   $("invoke-form").addEventListener("submit", invokeFunction);
