@@ -28,6 +28,7 @@ from runtime.orchestration.ports import Ports
 from runtime.records import (
     Commit,
     ErrorInfo,
+    GateWrite,
     Message,
     MessageKind,
     RunPatch,
@@ -124,8 +125,14 @@ class Absent:
         name = f"{msg.id}/{_ROUND}/{rounds}"  # not the message's own id: its work is not done
         done = p.store.committed(msg.run_id, name)
         if done is not None:  # this round is kept already: a duplicate, or our own death
-            if redelivered:
+            # Its outbox is sent again until one such send is marked done (marked after it:
+            # a send that fails leaves it to the next copy), so copies that failed cannot
+            # keep making copies.
+            again = GateWrite(f"absent:{msg.function_id}", f"{name}/again", {"sent": True},
+                              0, p.clock.now() + 2 * BLOCKED_RETRY)
+            if redelivered and p.store.gate(again.scope, again.key).state is None:
                 p.send(done.outbox)
+                p.store.put_gate(again)
             return False
         if msg.kind is MessageKind.CONTINUE:  # the commit moves the version on: so does it
             keep = replace(keep, version=state.run.version + 1)

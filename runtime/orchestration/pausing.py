@@ -188,10 +188,18 @@ class Holder:
         claim = GateWrite(f"paused:{msg.function_id}",
                           f"{msg.kind.value}/{msg.run_id}/{msg.id}/{pause.epoch}/{rounds}",
                           {"at": now}, 0, now + CLAIM_SECONDS)
-        if not self.ports.store.put_gate(claim) and not died:
+        # A delivery whose earlier one died or failed may send its round again (the claim
+        # may have landed before the death, the send not), until one such send is marked
+        # done: marked after it, so a send that fails leaves it to the next copy (nothing
+        # lost), and copies that failed cannot keep making copies (they collapse).
+        store, again = self.ports.store, replace(claim, key=f"{claim.key}/again")
+        if not store.put_gate(claim) and (
+                not died or store.gate(again.scope, again.key).state is not None):
             self.ports.log.info("%s: a duplicate of round %d, dropped", what, rounds)
             return True
         self.ports.send([held(msg, rounds + 1, now + PAUSED_RETRY, redelivered=redelivered)])
+        if died:
+            store.put_gate(again)
         if rounds == 0:
             self.ports.log.warning("%s held: sent again every %.0fs until it is resumed",
                                    what, PAUSED_RETRY)

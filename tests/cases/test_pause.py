@@ -111,7 +111,8 @@ def test_a_pause_during_a_checkpoint_chain_stops_before_the_next_step(
     h.send("etl/go", {})
     run = h.only_run("etl")
     assert run.status == "Running"
-    assert run.step("extract").status == "Completed"
+    if h.chaos is None:  # chaos may fail extract's commit: its retry is then held as well
+        assert run.step("extract").status == "Completed"
     assert "transform" not in h.once(done)
 
     h.resume("etl")
