@@ -470,7 +470,10 @@ def test_an_event_the_router_matched_while_the_wait_timed_out_answers_it(
     assert routed == [True]
     run = h.only_run("asker")
     assert run.status == "Completed", (run.status, run.error)
-    assert run.output == (["yes-0"] if matched else [None])
+    if matched or h.chaos is None:
+        assert run.output == (["yes-0"] if matched else [None])
+    else:  # a chaos fault made the timeout read the timeline again, after the event was
+        assert run.output in (["yes-0"], [None])  # logged: then it did come in time
 
 
 def test_a_reply_whose_routing_is_retried_after_the_timeout_still_answers_the_wait(
