@@ -38,6 +38,7 @@ import logging
 import sys
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -69,7 +70,7 @@ def circular() -> dict[str, Any]:
     return loop
 
 
-class Probe:
+class Probe(ABC):
     """One hostile input: the functions it needs, what it does, and what must follow.
 
     Attributes:
@@ -85,12 +86,12 @@ class Probe:
         self.said: str | None = None
         self.slug = "".join(c if c.isalnum() else "-" for c in name.lower())[:48].strip("-")
 
-    def install(self, app: App) -> None:
+    def install(self, app: App) -> None:  # noqa: B027 - most inputs need no function
         """Register the functions this input needs (before the harness is built)."""
 
+    @abstractmethod
     def run(self, h: Harness) -> list[str]:
         """Try the input; return why it was mishandled (empty when handled as expected)."""
-        raise NotImplementedError
 
 
 def expect(reasons: list[str], holds: bool, why: str) -> None:

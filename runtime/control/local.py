@@ -238,7 +238,7 @@ class InProcessControl:
     def run(self, run_id: str) -> Json:
         """One run with its step timeline, why it waits and the runs that rerun it."""
         state = self._state(run_id)
-        fn = self.app.functions.get(state.run.function_id)
+        fn = self.app.find(state.run.function_id)
         return views.run_detail(state, fn, self._waiting(state.run), self._reruns(state.run))
 
     def functions(self) -> Json:
@@ -325,7 +325,7 @@ class InProcessControl:
     def _waiting(
         self, run: RunRecord, lines: dict[tuple[str, str], list[str]] | None = None
     ) -> dict[str, Any] | None:
-        fn = self.app.functions.get(run.function_id)
+        fn = self.app.find(run.function_id)
         return why_waiting(fn, run, self.store, self.clock.now(), lines)
 
     def _reruns(self, run: RunRecord) -> list[RunRecord]:

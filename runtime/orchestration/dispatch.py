@@ -76,7 +76,7 @@ class Dispatcher:
         if msg.due is not None and msg.due > now + DUE_SLACK:
             p.hop(msg, msg.due)  # delivered early (a delay queue's cap): hop again
             return
-        fn = p.app.functions.get(msg.function_id)
+        fn = p.app.find(msg.function_id)
         if receive_count > 1:
             # The queue delivers a message again only when a delivery never came back (a
             # failure or a pushback is sent again as a new message, runtime.orchestration.

@@ -57,7 +57,7 @@ class Finisher:
             return False
         # The run's function may be gone from the code (a deploy removed it): still
         # cancellable, with only the waiters its steps show.
-        fn = p.app.functions.get(state.run.function_id)
+        fn = p.app.find(state.run.function_id)
         now = p.clock.now()
         remove = waiters_of(fn, state)
         commit = Commit(

@@ -328,7 +328,7 @@ class Replayer:
         """
         p = self.ports
         if commit.run is not None and commit.run.status is not None:
-            fn = p.app.functions.get(state.run.function_id)
+            fn = p.app.find(state.run.function_id)
             p.store.remove_waiters(waiters_of(fn, state)[MAX_WAITERS_PER_COMMIT:])
         for w in commit.steps:
             if w.record.status is StepStatus.WAITING and w.expect_status is not StepStatus.WAITING:
