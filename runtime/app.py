@@ -27,6 +27,13 @@ from runtime.flow import (
     Singleton,
     Throttle,
 )
+from runtime.ingress.webhooks import (
+    Transform,
+    Verifier,
+    WebhookSource,
+    secret_refs,
+    webhook_source,
+)
 
 if TYPE_CHECKING:
     from runtime.cron import CronSchedule
@@ -207,6 +214,52 @@ class App:
     def __init__(self, app_id: str) -> None:
         self.id = _check_id(app_id, "App")
         self._functions: dict[str, FunctionDef] = {}
+        self._webhooks: dict[str, WebhookSource] = {}
+
+    def webhook(
+        self,
+        name: str,
+        *,
+        verify: Verifier,
+        transform: Transform | None = None,
+        secrets: Mapping[str, str] | None = None,
+    ) -> WebhookSource:
+        """Declare a webhook source: third parties post signed requests to ``/webhooks/<name>``.
+
+        A request whose signature verifies becomes events (one per request by default,
+        ``<name>/webhook`` with the JSON body as its data), published as ``stepkit send``
+        publishes; the provider's delivery id is the event id, so its retries start nothing
+        new. One that does not verify is answered 401 and starts nothing.
+
+        Args:
+            name: The path segment (lower-case letters, digits, ``-``, ``_``).
+            verify: The provider's signature scheme: ``Stripe(secret=...)``,
+                ``GitHub(secret=...)`` or ``Hmac(secret=..., ...)`` (``runtime.webhooks``).
+            transform: The verified request -> events: a function of
+                ``(WebhookRequest, Verified)`` returning an event, a list or ``None``, or a
+                mapping of event fields (see ``runtime.ingress.webhooks``).
+            secrets: Where the verifier's secret lives on AWS, as in ``AwsOptions.secrets``
+                (``{"STRIPE_WEBHOOK_SECRET": "secretsmanager:stripe/webhook"}``); locally
+                it is the environment variable of that name.
+
+        Raises:
+            ConfigurationError: An argument is invalid, or the name is taken.
+        """
+        source = webhook_source(name, verify, transform, secrets)
+        if name in self._webhooks:
+            raise ConfigurationError(f"webhook {name!r} is already declared in app '{self.id}'")
+        secret_refs([*self._webhooks.values(), source])  # one name, one secret
+        self._webhooks[name] = source
+        return source
+
+    @property
+    def webhooks(self) -> dict[str, WebhookSource]:
+        """Declared webhook sources by name."""
+        return dict(self._webhooks)
+
+    def find_webhook(self, name: str) -> WebhookSource | None:
+        """The webhook source ``name``, or ``None``."""
+        return self._webhooks.get(name)
 
     def function(
         self,

@@ -299,6 +299,20 @@ class AppResources:
             env[ENV_PAYLOAD_BUCKET] = payload_bucket
         return env
 
+    def ingress_env(self, payload_bucket: str = "") -> dict[str, str]:
+        """Environment variables of the HTTPS event endpoint's Lambda (``eventApi``).
+
+        It publishes to the bus (events over 256 KB through ``payload_bucket``) and reads
+        event keys from the table; it has no queue. The webhook sources' secrets are added
+        by the stack (``STEPKIT_SECRETS``).
+        """
+        env = {ENV_APP: self.app_id, ENV_TABLE: self.table, ENV_BUS: self.bus}
+        if self.stage:
+            env[ENV_STAGE] = self.stage
+        if payload_bucket:
+            env[ENV_PAYLOAD_BUCKET] = payload_bucket
+        return env
+
 
 @dataclass(frozen=True)
 class HandlerConfig:
