@@ -34,6 +34,8 @@ DEFAULT_TOLERANCE = timedelta(minutes=5)
 _SECONDS = re.compile(r"^[0-9]{1,12}$")
 #: A header name (RFC 9110's token).
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+#: A SHA-256 digest's length: a signature of another length is garbled, not just wrong.
+_DIGEST_BYTES = 32
 #: Hex characters of a derived delivery id: 128 bits, ample to tell deliveries apart.
 _DERIVED_ID_CHARS = 32
 
@@ -210,7 +212,7 @@ class GitHub:
         key = _key(request, secret, self.secret)
         value = _header(request, self.HEADER)
         got = _hex(value[len(self.PREFIX):]) if value.startswith(self.PREFIX) else None
-        if got is None:
+        if got is None or len(got) != _DIGEST_BYTES:
             raise SignatureError(f"webhook {request.source!r}: the header {self.HEADER} is "
                                  "not 'sha256=<hex>'")
         expected = _sign(key, request.body)
@@ -339,9 +341,9 @@ class Hmac:
                 got = base64.b64decode(text, validate=True)
             except (binascii.Error, ValueError):
                 got = None
-        if got is None:
+        if got is None or len(got) != _DIGEST_BYTES:
             raise SignatureError(f"webhook {request.source!r}: the header {self.header} is "
-                                 f"not {self.prefix}<{self.encoding} digest>")
+                                 f"not {self.prefix}<{self.encoding} SHA-256 digest>")
         return got
 
 
