@@ -141,7 +141,7 @@ class Stripe:
         if not signatures:
             found = ", ".join(sorted(schemes)) or "none"
             raise SignatureError(f"webhook {request.source!r}: the header {self.HEADER} has no "
-                                 f"v1 signature (schemes found: {found})")
+                                 f"hex v1 signature (schemes found: {found})")
         signed_at = _timestamp(request, self.HEADER, stamps[0])
         expected = _sign(key, f"{signed_at}.".encode() + request.body)
         # No early exit: every candidate is compared, so time says nothing of which matched.

@@ -64,7 +64,7 @@ def test_stripe_accepts_any_v1_while_a_secret_is_rolled() -> None:
 def test_stripe_ignores_v0_and_says_only_v0_was_sent() -> None:
     v0 = mac(f"{NOW}.".encode() + BODY).hex()  # right digest, wrong scheme
     message = refused(Stripe(secret="S"), request({"Stripe-Signature": f"t={NOW},v0={v0}"}))
-    assert "no v1 signature (schemes found: v0)" in message
+    assert "no hex v1 signature (schemes found: v0)" in message
     assert v0 not in message
 
 
