@@ -44,7 +44,9 @@ from runtime.backends.aws.table import table_spec, ttl_spec
 from runtime.cron import CronSchedule
 from runtime.engine import Limits
 from runtime.events import Event
+from runtime.handlers.ingress import IngressLambda
 from runtime.handlers.service import LambdaApp
+from runtime.ingress.endpoint import Answer, IngressRequest
 from runtime.orchestration.clock import FakeClock
 from runtime.orchestration.protocols import RunQuery
 from runtime.records import Message, RunRecord, RunState
@@ -59,7 +61,7 @@ from runtime.testing.chaos import (
 from runtime.testing.faults import DuplicatingQueue
 from runtime.testing.pushback import Pushback
 from stepkit_emulators.emulators import AwsEmulators
-from stepkit_emulators.lambda_events import sqs_lambda_event
+from stepkit_emulators.lambda_events import http_api_event, sqs_lambda_event
 
 _SCHEDULED_TIME = "<aws.scheduler.scheduled-time>"
 #: Error codes of a create whose resource exists: a redeploy keeps and reuses it.
@@ -275,6 +277,7 @@ class AwsBackend:
         self._dues_lock = threading.Lock()
         #: Pushback mode, when a test turned it on (``Harness.pushback``).
         self.pushback: Pushback | None = None
+        self._ingress: IngressLambda | None = None  # the event endpoint, built on first use
         self._provision()
         self._receiving = {c.url: threading.Lock() for c in self.consumers}
         self.store = DynamoStore(self.resources.table, client=self.clients["dynamodb"], clock=clock,
@@ -759,6 +762,25 @@ class AwsBackend:
     ) -> list[str]:
         """Publish events to the bus (PutEvents), as ``stepkit send --aws`` does."""
         return self.router.orchestrator.send(events)
+
+    def post(self, request: IngressRequest) -> Answer:
+        """A request to the deployed event endpoint: API Gateway's event to its Lambda.
+
+        The endpoint's Lambda (``runtime.handlers.ingress``) is built once, with the
+        environment the CDK app gives it, over the emulators' table and bus: what it
+        publishes reaches the functions' queues through the bus's rules, as deployed.
+        """
+        if self._ingress is None:
+            env = self.resources.ingress_env(self.payload_bucket)
+            self._ingress = IngressLambda(self.app, env, self.clients, self.clock)
+        parts = [p for p in request.path.split("/") if p]
+        route = ("POST /webhooks/{source}" if parts[:1] == ["webhooks"]
+                 else "POST /e/{key}" if len(parts) > 1 else "POST /e")
+        response = self._ingress.handle(http_api_event(
+            request.method, request.path, request.headers, request.body, route_key=route,
+            query=request.query))
+        headers = {k: v for k, v in response["headers"].items() if k != "content-type"}
+        return Answer(response["statusCode"], json.loads(response["body"]), headers)
 
     def get_run(self, run_id: str) -> RunState | None:
         """A run with its steps, from DynamoDB."""

@@ -70,3 +70,38 @@ def sqs_lambda_event(
 ) -> dict[str, Any]:
     """Return ``{"Records": [...]}`` as Lambda's SQS event source mapping would deliver it."""
     return {"Records": [sqs_record(m, queue_arn=queue_arn, region=region) for m in messages]}
+
+
+#: Content types API Gateway passes to Lambda as text; any other body arrives base64-encoded.
+_TEXT_TYPES = ("application/json", "application/x-www-form-urlencoded", "text/")
+
+
+def http_api_event(method: str, path: str, headers: Mapping[str, str], body: bytes,
+                   *, route_key: str, query: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The event an HTTP API (payload format 2.0) passes to its Lambda integration.
+
+    Header names lower-cased, as API Gateway sends them; a text body (JSON, a form, ``text/*``)
+    as a string, anything else base64-encoded with ``isBase64Encoded``.
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    kind = lowered.get("content-type", "").partition(";")[0].strip().lower()
+    text = kind.startswith(_TEXT_TYPES)
+    try:
+        encoded = body.decode("utf-8") if text else None
+    except UnicodeDecodeError:
+        encoded = None
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": route_key,
+        "rawPath": path,
+        "rawQueryString": "&".join(f"{k}={v}" for k, v in (query or {}).items()),
+        "headers": lowered,
+        "requestContext": {"http": {"method": method, "path": path, "protocol": "HTTP/1.1",
+                                    "sourceIp": "127.0.0.1", "userAgent": "stepkit-harness"},
+                           "stage": "$default", "routeKey": route_key},
+        "body": encoded if encoded is not None else base64.b64encode(body).decode(),
+        "isBase64Encoded": encoded is None,
+    }
+    if query:
+        event["queryStringParameters"] = dict(query)
+    return event

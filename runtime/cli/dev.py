@@ -71,9 +71,12 @@ DEFAULT_DB = ".stepkit/dev.sqlite3"
 )
 @click.option("--reload", is_flag=True,
               help="Restart when a file of the functions package changes (runs are kept).")
+@click.option("--require-keys", is_flag=True,
+              help="POST /e/<key> checks event keys (`stepkit keys create`), as deployed; "
+                   "by default any key is accepted locally.")
 def dev(
     port: int, host: str, db: Path, package: str | None, workers: int, log_level: str,
-    durability: str, reload: bool,
+    durability: str, reload: bool, require_keys: bool,
 ) -> None:
     """Run the app locally: workers, crons, the API and the dashboard."""
     from runtime.discovery import load_app
@@ -108,7 +111,10 @@ def dev(
         )
         say(f"  runs stored in {db}")
         say(f"  functions: {', '.join(sorted(app.functions)) or '(none)'}")
-        _serve(backend, sock, log_level.lower(), host)
+        say(f"  events: POST /e/<event key> ({'keys checked' if require_keys else 'any key'})"
+            + (f"; webhooks: POST /webhooks/<{'|'.join(sorted(app.webhooks))}>"
+               if app.webhooks else ""))
+        _serve(backend, sock, log_level.lower(), host, require_keys)
     finally:
         say("stopping: finishing the work in hand")
         backend.close()
@@ -143,7 +149,8 @@ def _reload(port: int, package: str | None) -> None:
                 watch_filter=lambda _change, path: path.endswith(".py"))
 
 
-def _serve(backend: DevBackend, sock: socket.socket, log_level: str, host: str) -> None:
+def _serve(backend: DevBackend, sock: socket.socket, log_level: str, host: str,
+           require_keys: bool = False) -> None:
     """Serve the API on ``sock`` until Ctrl-C or SIGTERM, which both end it cleanly.
 
     Requests must name a loopback host or ``host``, the address bound (a guard against DNS
@@ -151,7 +158,8 @@ def _serve(backend: DevBackend, sock: socket.socket, log_level: str, host: str) 
     """
     from runtime.devserver.api import create_app
 
-    serve(create_app(backend, allowed_hosts=[host]), sock, log_level)
+    serve(create_app(backend, allowed_hosts=[host], require_keys=require_keys), sock,
+          log_level)
 
 
 def serve(app: ASGIApp, sock: socket.socket, log_level: str) -> None:

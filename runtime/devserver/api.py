@@ -50,7 +50,7 @@ within :data:`~runtime.devserver.bodies.MAX_BODY_BYTES` (413) and parsed strictl
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -61,7 +61,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -120,17 +120,25 @@ class ApiError(Exception):
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def create_app(backend: DevBackend, *, allowed_hosts: Collection[str] = ()) -> Starlette:
+def create_app(backend: DevBackend, *, allowed_hosts: Collection[str] = (),
+               require_keys: bool = False) -> Starlette:
     """Build the dev server's ASGI app over ``backend``.
 
     Args:
         backend: Where events go and runs come from; calls to it run in a worker thread.
         allowed_hosts: ``Host`` names answered besides the loopback ones: the address the
             server is bound to (a wildcard one accepts any IP address literal).
+        require_keys: The event endpoint (``POST /e/<key>``) checks event keys, as the
+            deployed one does; by default any key (or none) is accepted locally.
 
     """
-    return create_dashboard(InProcessControl.over(backend), about=dev_about(backend.app.id),
-                            allowed_hosts=allowed_hosts)
+    from runtime.devserver.ingress import OPEN_PATHS, ingress_routes, local_ingress
+
+    return create_dashboard(
+        InProcessControl.over(backend), about=dev_about(backend.app.id),
+        allowed_hosts=allowed_hosts,
+        extra_routes=ingress_routes(local_ingress(backend, require_keys=require_keys)),
+        open_paths=OPEN_PATHS)
 
 
 def dev_about(app_id: str) -> Json:
@@ -141,6 +149,7 @@ def dev_about(app_id: str) -> Json:
 
 def create_dashboard(
     control: ControlPlane, *, about: Mapping[str, Any], allowed_hosts: Collection[str] = (),
+    extra_routes: Sequence[BaseRoute] = (), open_paths: Sequence[str] = (),
 ) -> Starlette:
     """Build the API and dashboard over any control plane (a dev server's, a deployed app's).
 
@@ -150,6 +159,9 @@ def create_dashboard(
             ``label``...), the dashboard's ``refresh_seconds`` and ``page_size``, and the
             actions it cannot do (``disabled``: action name to the reason shown).
         allowed_hosts: ``Host`` names answered besides the loopback ones.
+        extra_routes: More routes (the dev server's event endpoint).
+        open_paths: Path prefixes the guards leave alone (their routes admit requests
+            themselves, e.g. by a webhook's signature).
 
     """
     api = _Api(control, about)
@@ -175,6 +187,7 @@ def create_dashboard(
         Route("/api/functions/{function_id}/pause", api.pause, methods=["POST"]),
         Route("/api/functions/{function_id}/resume", api.resume, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
+        *extra_routes,
     ]
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         ApiError: _api_error,
@@ -184,7 +197,7 @@ def create_dashboard(
         HTTPException: _http_error,
         Exception: _server_error,
     }
-    middleware = [Middleware(LocalOnly, hosts=HostRule(allowed_hosts)),
+    middleware = [Middleware(LocalOnly, hosts=HostRule(allowed_hosts), open_paths=open_paths),
                   Middleware(_RawApiPaths)]
     return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)
 

@@ -1,35 +1,21 @@
-r"""Reading a request's JSON body within bounds: every malformed body is a 400, never a 500.
+"""Reading a request's JSON body within bounds: every malformed body is a 400, never a 500.
 
 The body is counted as it streams in and refused with 413 once it passes the limit (or at once
-when ``Content-Length`` says it will), so an oversized POST never sits whole in memory. What
-``json.loads`` raises besides a syntax error (``RecursionError`` on deep nesting,
-``ValueError`` on an integer past Python's 4,300-digit conversion limit) and what it lets
-through but nothing downstream can store (a lone surrogate from a ``\ud800`` escape, NaN)
-are refused here with the rule they break.
+when ``Content-Length`` says it will), so an oversized POST never sits whole in memory; it is
+then parsed by :mod:`runtime.ingress.body`, the rules the event endpoint shares.
 """
 
 from __future__ import annotations
 
-import json
-import sys
-from typing import Any
-
 from starlette.requests import Request
+
+from runtime.ingress.body import MAX_BODY_DEPTH, BodyError, check_value, parse_json
+
+__all__ = ["MAX_BODY_BYTES", "MAX_BODY_DEPTH", "BodyError", "check_value", "parse_json",
+           "read_body"]
 
 #: The largest request body read: four events at the 4 MiB event limit, or many small ones.
 MAX_BODY_BYTES = 16 * 1024 * 1024
-#: Nesting a body may have: above any event's (its data nests at most 64 levels, inside the
-#: event object and the list), far below what the parser's recursion can take.
-MAX_BODY_DEPTH = 128
-
-
-class BodyError(Exception):
-    """A request body the API refuses, with its HTTP status (400 or 413) and why."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 async def read_body(request: Request, *, limit: int = MAX_BODY_BYTES) -> bytes:
@@ -54,68 +40,3 @@ async def read_body(request: Request, *, limit: int = MAX_BODY_BYTES) -> bytes:
 def _too_large(limit: int) -> BodyError:
     return BodyError(413, f"request body is over the {limit // (1024 * 1024)} MiB limit; "
                           "send fewer or smaller events per request")
-
-
-def parse_json(body: bytes) -> Any:
-    """The JSON value of ``body``.
-
-    Raises:
-        BodyError: 400: not UTF-8, not JSON, NaN or Infinity, an integer too long to convert,
-            nested deeper than ``MAX_BODY_DEPTH``, or a lone surrogate in a string.
-    """
-    try:
-        value = json.loads(body, parse_constant=_no_constant)
-    except UnicodeDecodeError:
-        raise BodyError(400, "invalid JSON body: not UTF-8 text") from None
-    except RecursionError:
-        raise BodyError(400, f"invalid JSON body: nested deeper than {MAX_BODY_DEPTH} "
-                             "levels") from None
-    except json.JSONDecodeError as exc:
-        raise BodyError(400, f"invalid JSON body: {exc}") from None
-    except ValueError as exc:  # an integer past the int-string conversion limit, NaN
-        raise BodyError(400, f"invalid JSON body: {_value_problem(exc)}") from None
-    check_value(value)
-    return value
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON (send a string or null)")
-
-
-def _value_problem(exc: ValueError) -> str:
-    if "integer string conversion" in str(exc):
-        return (f"an integer has more than {sys.get_int_max_str_digits()} digits "
-                "(send it as a string)")
-    return str(exc)
-
-
-def check_value(value: Any) -> None:
-    """Refuse nesting past ``MAX_BODY_DEPTH`` and strings UTF-8 cannot carry.
-
-    Raises:
-        BodyError: 400, naming the rule.
-    """
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, str):
-            _check_text(item)
-        elif isinstance(item, dict | list):
-            if depth >= MAX_BODY_DEPTH:
-                raise BodyError(400, f"invalid JSON body: nested deeper than {MAX_BODY_DEPTH} "
-                                     "levels")
-            if isinstance(item, dict):
-                stack.extend((key, depth) for key in item)
-                stack.extend((child, depth + 1) for child in item.values())
-            else:
-                stack.extend((child, depth + 1) for child in item)
-
-
-def _check_text(text: str) -> None:
-    if text.isascii():
-        return
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise BodyError(400, "invalid JSON body: a string contains a lone surrogate (like "
-                             "\\ud800), which is not text") from None

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -126,12 +126,16 @@ class LocalOnly:
     Args:
         app: The app it guards.
         hosts: The ``Host`` names accepted.
+        open_paths: Path prefixes left to their routes, which admit requests themselves (the
+            dev server's webhook endpoint, by signature).
 
     """
 
-    def __init__(self, app: ASGIApp, *, hosts: HostRule) -> None:
+    def __init__(self, app: ASGIApp, *, hosts: HostRule,
+                 open_paths: Sequence[str] = ()) -> None:
         self.app = app
         self.hosts = hosts
+        self.open_paths = tuple(open_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass an allowed HTTP request on; answer any other with its refusal."""
@@ -147,6 +151,8 @@ class LocalOnly:
 
     def refusal(self, scope: Scope) -> tuple[int, str] | None:
         """The status and message refusing this request, or ``None`` to let it through."""
+        if self.open_paths and str(scope.get("path", "")).startswith(self.open_paths):
+            return None
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope.get("headers", [])}
         host = headers.get("host", "")

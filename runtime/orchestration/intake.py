@@ -7,7 +7,7 @@ waiters it matches (:mod:`runtime.orchestration.matching`). A cron fire is a STA
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from runtime.app import FunctionDef
@@ -53,6 +53,25 @@ def cron_message(fn: FunctionDef, cron: str, at: float) -> Message:
                                                                                event_id))
 
 
+def check_typed(app: Iterable[FunctionDef], event: Event, index: int | None) -> None:
+    """Validate ``event.data`` against every ``data=`` model declared for its name.
+
+    Raises:
+        InvalidEventError: It does not match one, naming the event, model and function.
+    """
+    where = "event" if index is None else f"event[{index}]"
+    for fn in app:
+        for f in fn.events:
+            if f.model is None or f.event != event.name:
+                continue
+            try:
+                f.model.model_validate(event.data)
+            except ValueError as exc:
+                raise InvalidEventError(
+                    f"{where}.data: '{event.name}' does not match {f.model.__name__} "
+                    f"(declared by function '{fn.id}'): {exc}") from None
+
+
 class Intake:
     """Takes events in: validation, typed-event checks, publication and routing."""
 
@@ -78,19 +97,9 @@ class Intake:
         """Validate ``event.data`` against every ``data=`` model declared for its name.
 
         Raises:
-            InvalidEventError: It does not match one, naming the event, model and function.
+            InvalidEventError: It does not match one (see :func:`check_typed`).
         """
-        where = "event" if index is None else f"event[{index}]"
-        for fn in self.ports.app:
-            for f in fn.events:
-                if f.model is None or f.event != event.name:
-                    continue
-                try:
-                    f.model.model_validate(event.data)
-                except ValueError as exc:
-                    raise InvalidEventError(
-                        f"{where}.data: '{event.name}' does not match {f.model.__name__} "
-                        f"(declared by function '{fn.id}'): {exc}") from None
+        check_typed(self.ports.app, event, index)
 
     def route_event(self, event: dict[str, Any], *, start_runs: bool = True) -> None:
         """Handle one published event: start triggered runs, hand matched waiters their work.

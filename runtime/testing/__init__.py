@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,6 +30,7 @@ from runtime.records import Message, RunRecord, RunState, RunStatus, StepRecord
 
 if TYPE_CHECKING:
     from runtime.control import ControlPlane
+    from runtime.ingress.endpoint import Answer, Ingress
     from runtime.testing.chaos import Chaos
     from runtime.testing.pushback import Pushback
     from stepkit_emulators.emulators import AwsEmulators
@@ -152,6 +154,7 @@ class Harness:
         self._duplicating = False
         #: The harness that replaced this one (:meth:`redeploy`), which :meth:`close` closes.
         self._successor: Harness | None = None
+        self._local_ingress: Ingress | None = None
 
     def once(self, effects: Iterable[Any]) -> list[Any]:
         """Side effects as a test recorded them, with chaos mode's repeats collapsed.
@@ -449,6 +452,58 @@ class Harness:
         from runtime.orchestration.pausing import resume
 
         return resume(self._store, self.clock, function_id)
+
+    def create_key(self, label: str = "", prefixes: Sequence[str] = ()) -> str:
+        """Make an event key (as ``stepkit keys create``); return the key."""
+        from runtime.ingress.keys import create_key
+
+        return create_key(self._store, self.clock, label=label, prefixes=prefixes)[1]
+
+    def post(
+        self,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        method: str = "POST",
+        settle: bool = True,
+    ) -> Answer:
+        """A request to the event endpoint, as a client over HTTPS sends it; its answer.
+
+        On AWS, the deployed endpoint's Lambda gets API Gateway's event for it; locally, the
+        dev server's endpoint answers it, with keys checked as deployed.
+
+        Args:
+            path: ``/e/<key>``, ``/e`` or ``/webhooks/<source>``.
+            body: Sent as JSON (``Content-Type: application/json``).
+            raw: The body's bytes instead (a webhook's signed body).
+            headers: Request headers (names in any case).
+            method: The HTTP method.
+            settle: Run until idle afterwards.
+        """
+        from runtime.ingress.endpoint import IngressRequest
+
+        sent = raw if raw is not None else json.dumps(body).encode()
+        given = {k.lower(): v for k, v in (headers or {}).items()}
+        request = IngressRequest(method, path, {"content-type": "application/json", **given},
+                                 sent)
+        own = getattr(self.backend, "post", None)
+        answer: Answer = own(request) if own is not None else self._ingress().handle(request)
+        if settle:
+            self.settle()
+        return answer
+
+    def _ingress(self) -> Ingress:
+        """The local endpoint: keys checked, events published as ``send`` publishes them."""
+        if self._local_ingress is None:
+            from runtime.ingress.endpoint import Ingress
+            from runtime.ingress.keys import EventKeys
+
+            orchestrator = self.backend.orchestrator  # type: ignore[attr-defined]
+            self._local_ingress = Ingress(self.app, keys=EventKeys(self._store, self.clock),
+                                          publish=orchestrator.send, clock=self.clock)
+        return self._local_ingress
 
     @property
     def _store(self) -> Any:

@@ -1,0 +1,250 @@
+"""The HTTPS event endpoint and webhooks, on every backend and mode.
+
+On AWS the requests go to the deployed endpoint's Lambda as API Gateway sends them; locally
+to the dev server's endpoint with keys checked. What a client sees is the same: a 2xx with
+the ids only once the events are on the bus, a refusal that says why and starts nothing, and
+no second run for an id posted again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+import pytest
+
+from runtime import App, Context, TriggerEvent
+from runtime.ingress.endpoint import MAX_REQUEST_BYTES, MAX_REQUEST_EVENTS, Answer
+from runtime.ingress.keys import KEY_CACHE_SECONDS
+from runtime.testing import Harness
+from runtime.webhooks import GitHub, Stripe
+from tests.conftest import MakeHarness
+
+STRIPE_SECRET = "whsec_test_0123456789"
+GITHUB_SECRET = "gh-hook-secret"
+
+
+def _shop() -> App:
+    app = App("shop")
+
+    @app.function(id="fulfil", trigger=TriggerEvent("shop/order.placed"))
+    def fulfil(ctx: Context) -> Any:
+        return ctx.step.run("ship", lambda: ctx.event.data["order"])
+
+    @app.function(id="audit", trigger=TriggerEvent("audit/note"))
+    def audit(ctx: Context) -> Any:
+        return ctx.event.data
+
+    @app.function(id="paid", trigger=TriggerEvent("stripe/webhook"))
+    def paid(ctx: Context) -> Any:
+        return ctx.step.run("apply", lambda: ctx.event.data["type"])
+
+    @app.function(id="pushed", trigger=TriggerEvent("github/push"))
+    def pushed(ctx: Context) -> Any:
+        return ctx.event.data["ref"]
+
+    app.webhook("stripe", verify=Stripe(secret="STRIPE_WEBHOOK_SECRET"),
+                secrets={"STRIPE_WEBHOOK_SECRET": "secretsmanager:shop/stripe"})
+    app.webhook("github", verify=GitHub(secret="GITHUB_WEBHOOK_SECRET"),
+                transform={"name": "github/{headers.x-github-event}", "data": "{body}"},
+                secrets={"GITHUB_WEBHOOK_SECRET": "ssm:/shop/github"})
+    return app
+
+
+@pytest.fixture(autouse=True)
+def _webhook_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Locally (and in the harness) a secret is the environment variable of its name.
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", STRIPE_SECRET)
+    monkeypatch.setenv("GITHUB_WEBHOOK_SECRET", GITHUB_SECRET)
+
+
+def _post(h: Harness, path: str, body: Any = None, **options: Any) -> Answer:
+    """Post as a client does: again, the same request, while it is told to try again.
+
+    Chaos mode injects bus failures; a client that gets a 5xx or 429 posts again, with the
+    same ids, and a repeated id starts nothing new.
+    """
+    for _ in range(20):
+        answer = h.post(path, body, **options)
+        if answer.status not in (429, 500, 503):
+            return answer
+    return answer
+
+
+def _outputs(h: Harness, function_id: str) -> list[Any]:
+    return sorted(json.dumps(r.output) for r in h.runs(function_id) if r.status == "Completed")
+
+
+def test_a_keyed_post_starts_the_runs_its_events_trigger(make_harness: MakeHarness) -> None:
+    h = make_harness(_shop())
+    key = h.create_key("web shop")
+    one = _post(h, f"/e/{key}", {"name": "shop/order.placed", "data": {"order": "o1"},
+                                 "id": "evt-o1"})
+    assert (one.status, one.body) == (200, {"ids": ["evt-o1"], "status": 200})
+    many = _post(h, "/e", [{"name": "shop/order.placed", "data": {"order": f"o{i}"},
+                            "id": f"evt-o{i}"} for i in (2, 3, 4)],
+                 headers={"Authorization": f"Bearer {key}"})
+    assert many.status == 200 and many.body["ids"] == ["evt-o2", "evt-o3", "evt-o4"]
+    assert _outputs(h, "fulfil") == ['"o1"', '"o2"', '"o3"', '"o4"']
+    assert h.runs("fulfil")[0].steps["ship"].status == "Completed"
+
+
+def test_an_id_posted_again_starts_nothing_new(make_harness: MakeHarness) -> None:
+    h = make_harness(_shop())
+    key = h.create_key()
+    event = {"name": "shop/order.placed", "data": {"order": "o1"}, "id": "evt-once"}
+    first = _post(h, f"/e/{key}", event)
+    again = _post(h, f"/e/{key}", event)
+    assert first.body["ids"] == again.body["ids"] == ["evt-once"]
+    assert len(h.runs("fulfil")) == 1
+    assert _outputs(h, "fulfil") == ['"o1"']
+
+
+def test_keys_that_are_not_live_start_nothing_and_say_why(make_harness: MakeHarness) -> None:
+    h = make_harness(_shop())
+    key = h.create_key()
+    event = {"name": "shop/order.placed", "data": {"order": "o1"}}
+    missing = _post(h, "/e", event)
+    assert missing.status == 401 and "no event key" in missing.body["error"]
+    garbled = _post(h, "/e/not-a-key", event)
+    assert garbled.status == 401 and "not a stepkit event key" in garbled.body["error"]
+    forged = key[:-4] + ("AAAA" if not key.endswith("AAAA") else "BBBB")
+    unknown = _post(h, f"/e/{forged}", event)
+    assert unknown.status == 401 and "unknown event key" in unknown.body["error"]
+    assert forged not in json.dumps(unknown.body) and key not in json.dumps(unknown.body)
+    other = h.create_key()
+    assert _post(h, f"/e/{other}", {**event, "id": "before-revoke"}).status == 200
+
+    from runtime.ingress.keys import key_id, revoke_key
+
+    revoke_key(h._store, h.clock, key_id(other))
+    h.advance(f"{int(KEY_CACHE_SECONDS) + 1}s")  # the endpoint's cached read lapses
+    revoked = _post(h, f"/e/{other}", {**event, "id": "after-revoke"})
+    assert revoked.status == 401 and "revoked" in revoked.body["error"]
+    assert [r.output for r in h.runs("fulfil")] == ["o1"]  # only the one accepted
+
+
+def test_a_key_limited_to_prefixes_sends_only_those_names(make_harness: MakeHarness) -> None:
+    h = make_harness(_shop())
+    key = h.create_key("shop only", prefixes=["shop/"])
+    mixed = _post(h, f"/e/{key}", [{"name": "shop/order.placed", "data": {"order": "o1"}},
+                                 {"name": "audit/note", "data": {"n": 1}}])
+    assert mixed.status == 403 and "event[1].name" in mixed.body["error"]
+    assert "'shop/'" in mixed.body["error"]
+    assert h.runs("fulfil") == [] and h.runs("audit") == []  # all or none
+    assert _post(h, f"/e/{key}", {"name": "shop/order.placed", "data": {"order": "o2"},
+                                  "id": "o2"}).status == 200
+    assert _outputs(h, "fulfil") == ['"o2"']
+
+
+def test_bad_requests_are_refused_with_the_rule_and_start_nothing(
+        make_harness: MakeHarness) -> None:
+    h = make_harness(_shop())
+    key = h.create_key()
+    path = f"/e/{key}"
+    bad_json = _post(h, path, raw=b'{"name": "shop/order.placed", "data": ')
+    assert bad_json.status == 400 and "invalid JSON body" in bad_json.body["error"]
+    second_bad = _post(h, path, [{"name": "shop/order.placed", "data": {"order": "o1"}},
+                               {"name": "shop/order.placed", "data": {"n": 2 ** 70}}])
+    assert second_bad.status == 400 and "event[1].data.n" in second_bad.body["error"]
+    reserved = _post(h, path, {"name": "stepkit/function.failed", "data": {}})
+    assert reserved.status == 400 and "reserved" in reserved.body["error"]
+    empty = _post(h, path, [])
+    assert empty.status == 400
+    too_many = _post(h, path, [{"name": "audit/note"}] * (MAX_REQUEST_EVENTS + 1))
+    assert too_many.status == 413
+    big = {"name": "audit/note", "data": {"blob": "x" * MAX_REQUEST_BYTES}}
+    too_big = _post(h, path, big)
+    assert too_big.status == 413 and "MiB" in too_big.body["error"]
+    assert _post(h, path, method="GET").status == 405
+    assert _post(h, "/nowhere", {}).status == 404
+    assert h.runs() == []
+
+
+def _stripe_signed(payload: dict[str, Any], secret: str, at: int) -> tuple[bytes, dict[str, str]]:
+    """A body and headers as Stripe signs them: HMAC-SHA256 of ``<t>.<body>``."""
+    body = json.dumps(payload).encode()
+    mac = hmac.new(secret.encode(), f"{at}.".encode() + body, hashlib.sha256).hexdigest()
+    return body, {"Stripe-Signature": f"t={at},v1={mac}"}
+
+
+def test_a_stripe_webhook_runs_once_even_when_posted_twice(make_harness: MakeHarness) -> None:
+    h = make_harness(_shop())
+    now = int(h.clock.now())
+    payload = {"id": "evt_1Nabc", "type": "invoice.paid", "data": {"object": {"id": "in_1"}}}
+    body, headers = _stripe_signed(payload, STRIPE_SECRET, now)
+    first = _post(h, "/webhooks/stripe", raw=body, headers=headers)
+    assert first.status == 200 and first.body["ids"] == ["stripe-evt_1Nabc"]
+    again = _post(h, "/webhooks/stripe", raw=body, headers=headers)  # Stripe retries
+    assert again.status == 200 and again.body["ids"] == first.body["ids"]
+    assert _outputs(h, "paid") == ['"invoice.paid"']
+    assert len(h.runs("paid")) == 1
+
+
+def test_a_webhook_that_does_not_verify_starts_nothing(make_harness: MakeHarness) -> None:
+    h = make_harness(_shop())
+    now = int(h.clock.now())
+    payload = {"id": "evt_2", "type": "invoice.paid"}
+    body, headers = _stripe_signed(payload, "whsec_someone_else", now)
+    forged = _post(h, "/webhooks/stripe", raw=body, headers=headers)
+    assert forged.status == 401 and "stripe" in forged.body["error"]
+    assert "whsec" not in forged.body["error"]
+    body, headers = _stripe_signed(payload, STRIPE_SECRET, now - 3600)  # replayed an hour on
+    stale = _post(h, "/webhooks/stripe", raw=body, headers=headers)
+    assert stale.status == 401
+    body, headers = _stripe_signed(payload, STRIPE_SECRET, now)
+    tampered = _post(h, "/webhooks/stripe", raw=body.replace(b"evt_2", b"evt_3"), headers=headers)
+    assert tampered.status == 401
+    unsigned = _post(h, "/webhooks/stripe", payload)
+    assert unsigned.status == 401
+    assert _post(h, "/webhooks/nobody", payload).status == 404
+    assert h.runs() == []
+
+
+def test_a_github_delivery_becomes_its_named_event_once(make_harness: MakeHarness) -> None:
+    h = make_harness(_shop())
+    body = json.dumps({"ref": "refs/heads/main", "after": "abc"}).encode()
+    mac = hmac.new(GITHUB_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    headers = {"X-Hub-Signature-256": f"sha256={mac}", "X-GitHub-Event": "push",
+               "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958"}
+    for _ in range(2):  # a redelivery from GitHub's settings page sends the same id
+        answer = _post(h, "/webhooks/github", raw=body, headers=headers)
+        assert answer.status == 200
+        assert answer.body["ids"] == ["github-72d3162e-cc78-11e3-81ab-4c9367dc0958"]
+    assert _outputs(h, "pushed") == ['"refs/heads/main"']
+    assert len(h.runs("pushed")) == 1
+
+
+def test_pushback_from_the_bus_is_a_429_and_the_repost_lands_once(
+        make_harness: MakeHarness) -> None:
+    h = make_harness(_shop())
+    key = h.create_key()
+    h.pushback("bus", span="1m")
+    event = {"name": "shop/order.placed", "data": {"order": "o9"}, "id": "evt-o9"}
+    busy = h.post(f"/e/{key}", event)
+    assert busy.status == 429 and busy.headers.get("retry-after") == "1"
+    assert busy.body["ids"] == ["evt-o9"]  # what to post again with
+    assert h.runs("fulfil") == []
+    h.advance("2m")
+    assert _post(h, f"/e/{key}", event).status == 200
+    assert _outputs(h, "fulfil") == ['"o9"']
+
+
+def test_the_endpoint_logs_neither_key_nor_payload(make_harness: MakeHarness,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    h = make_harness(_shop())
+    key = h.create_key()
+    secret_data = f"card-{time.time_ns()}"
+    with caplog.at_level("DEBUG"):
+        _post(h, f"/e/{key}", {"name": "shop/order.placed", "data": {"order": secret_data},
+                               "id": "evt-log"})
+        _post(h, f"/e/{key[:-2]}zz", {"name": "audit/note", "data": {"x": secret_data}})
+    text = caplog.text
+    ident = key.split("_")[1]
+    assert key not in text and key[:-2] + "zz" not in text
+    assert f"sk_{ident}_" in text  # named by its public id
+    ingress_lines = [r.getMessage() for r in caplog.records if r.name == "stepkit.ingress"]
+    assert ingress_lines and not any(secret_data in line for line in ingress_lines)
