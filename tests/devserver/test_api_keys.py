@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.testclient import TestClient
 
-from runtime.ingress.keys import EventKeys, KeyRefusedError, digest
+from runtime.devserver import create_app
+from runtime.ingress.keys import KEY_CACHE_SECONDS, EventKeys, KeyRefusedError, digest
 from tests.devserver.test_api import Env
 
 
@@ -111,3 +113,17 @@ def test_the_guards_refuse_a_cross_origin_or_form_post(env: Env) -> None:
     assert [(k["id"], k["live"]) for k in _listed(env)] == [(made["id"], True)]
     same = env.client.post("/api/keys", json={}, headers={"Origin": "http://testserver"})
     assert same.status_code == 200, same.text
+
+
+def test_a_key_made_here_is_the_one_the_event_endpoint_takes(env: Env) -> None:
+    endpoint = TestClient(create_app(env.backend, allowed_hosts=["testserver"],
+                                     require_keys=True))
+    made = _create(env, prefixes=["user/"])
+    signup = {"name": "user/signup", "data": {"name": "ada"}}
+    assert endpoint.post(f"/e/{made['key']}", json=signup).status_code == 200
+    assert endpoint.post(f"/e/{made['key']}", json={"name": "job/flaky"}).status_code == 403
+    assert env.client.post(f"/api/keys/{made['id']}/revoke").status_code == 200
+    env.clock.advance(f"{KEY_CACHE_SECONDS}s")  # the endpoint's read of the key expires
+    refused = endpoint.post(f"/e/{made['key']}", json=signup)
+    assert refused.status_code == 401 and made["key"] not in refused.text
+    endpoint.close()
