@@ -9,9 +9,10 @@
 - ``stepkit check``: review ``functions/`` for durable-function mistakes.
 - ``stepkit deploy-check``: whether deploying ``functions/`` would strand runs in flight.
 - ``stepkit pause FUNCTION [--reason]`` / ``resume FUNCTION``: hold a function's work, let it go on.
+- ``stepkit keys create|list|rotate|revoke``: the event keys of the HTTPS event endpoint.
 
 One module per command group (``dev``, ``dashboard``, ``runs``, ``events``, ``functions``,
-``dlq``, ``review``, ``pausing``), each adding its commands to the group in
+``dlq``, ``review``, ``pausing``, ``keys``), each adding its commands to the group in
 :mod:`runtime.cli.base`; how answers are printed is :mod:`runtime.cli.output`. Commands that
 talk to an app do it through a
 :class:`~runtime.control.ControlPlane`.
@@ -32,6 +33,7 @@ from runtime.cli import (  # noqa: F401 - add commands
     dlq,
     events,
     functions,
+    keys,
     pausing,
     review,
     runs,

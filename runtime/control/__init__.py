@@ -1,8 +1,9 @@
 """The control plane: what a person or a test can ask of an app's runs, as one Protocol.
 
 :class:`ControlPlane` is the one declaration of the control surface (send, cancel, rerun,
-invoke, fire a cron, skip a sleep, redrive) and of the listings that go with it (runs, a run,
-events, functions, dead letters). It has three implementations:
+invoke, fire a cron, skip a sleep, redrive, pause, manage event keys) and of the listings that
+go with it (runs, a run, events, functions, dead letters, event keys). It has three
+implementations:
 
 - :class:`runtime.control.local.InProcessControl`: over an orchestrator in this process (the
   dev server's API handlers and the test harness call it);
@@ -58,6 +59,14 @@ class EventNotFoundError(NotFoundError):
 
 class DeadLetterNotFoundError(NotFoundError):
     """No dead-lettered message with this id."""
+
+
+class EventKeyNotFoundError(NotFoundError):
+    """No event key with this id (revoked keys are kept a while, then forgotten)."""
+
+
+class BadRequestError(ControlError):
+    """What the request gives cannot be used (a bad key id, label, prefix or grace)."""
 
 
 class NotAllowedError(ControlError):
@@ -259,5 +268,48 @@ class ControlPlane(Protocol):
 
         Raises:
             FunctionNotFoundError: No such function.
+        """
+        ...
+
+    # -- event keys (issue 26) ------------------------------------------------------------
+    # The answers to a creation and a rotation carry ``key``: the only time a key is shown.
+    # ``key_id`` is a key's id (12 hex digits) or the whole key, whose id is taken from it.
+
+    def event_keys(self) -> list[Json]:
+        """The app's event keys, newest first (revoked ones for 30 days), never the keys.
+
+        Each ``{id, label, prefixes, created, revoked, replaced_by, live}``.
+        """
+        ...
+
+    def create_key(self, *, label: str = "", prefixes: Sequence[str] = ()) -> Json:
+        """Make an event key allowed to send names starting with ``prefixes`` (none: any).
+
+        Returns:
+            The key as :meth:`event_keys` lists it, and ``key``: the key itself.
+
+        Raises:
+            BadRequestError: A label or prefix that cannot be kept.
+        """
+        ...
+
+    def rotate_key(self, key_id: str, grace: float = 0.0) -> Json:
+        """A new key with ``key_id``'s label and prefixes; the old one stops after ``grace`` s.
+
+        Returns:
+            The new key with ``key``, and ``replaces``: the old key as it now stands.
+
+        Raises:
+            EventKeyNotFoundError: No such key.
+            BadRequestError: ``key_id`` is no key id, or ``grace`` is negative.
+        """
+        ...
+
+    def revoke_key(self, key_id: str) -> Json:
+        """Revoke a key now (the endpoint refuses it within 30 s); the key as it now stands.
+
+        Raises:
+            EventKeyNotFoundError: No such key.
+            BadRequestError: ``key_id`` is no key id.
         """
         ...

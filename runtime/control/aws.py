@@ -11,7 +11,7 @@ import functools
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -383,6 +383,40 @@ class AwsControl:
 
         load_app().get(function_id)
         return resume_function(self.store, SystemClock(), function_id)
+
+    # -- event keys: the table's ``GATE#eventkey`` items, written only by these ------------------
+
+    @_one_line
+    def event_keys(self) -> list[Json]:
+        """The deployed app's event keys (one Query), newest first."""
+        from runtime.control.keys import list_keys
+        from runtime.orchestration.clock import SystemClock
+
+        return list_keys(self.store, SystemClock())
+
+    @_one_line
+    def create_key(self, *, label: str = "", prefixes: Sequence[str] = ()) -> Json:
+        """Make an event key for the deployed endpoint; only its digest goes to the table."""
+        from runtime.control.keys import create_key
+        from runtime.orchestration.clock import SystemClock
+
+        return create_key(self.store, SystemClock(), label=label, prefixes=prefixes)
+
+    @_one_line
+    def rotate_key(self, key_id: str, grace: float = 0.0) -> Json:
+        """A new key in ``key_id``'s place; the endpoint refuses the old one after ``grace``."""
+        from runtime.control.keys import rotate_key
+        from runtime.orchestration.clock import SystemClock
+
+        return rotate_key(self.store, SystemClock(), key_id, grace)
+
+    @_one_line
+    def revoke_key(self, key_id: str) -> Json:
+        """Revoke a key: the endpoint's containers refuse it within ``KEY_CACHE_SECONDS``."""
+        from runtime.control.keys import revoke_key
+        from runtime.orchestration.clock import SystemClock
+
+        return revoke_key(self.store, SystemClock(), key_id)
 
     def about(self) -> Json:
         """Where this plane points, for a person: app, stage, region, table, bus, endpoint.

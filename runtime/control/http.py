@@ -1,19 +1,21 @@
 """The control plane over HTTP: a client of a running dev server's API (``stepkit ...``).
 
 Each method is one request; the API's error statuses come back as the control plane's errors
-(404: :class:`~runtime.control.NotFoundError`, 409: :class:`~runtime.control.NotAllowedError`,
-other 4xx: :class:`~runtime.control.ControlError`), carrying the server's message.
+(400: :class:`~runtime.control.BadRequestError`, 404: :class:`~runtime.control.NotFoundError`,
+409: :class:`~runtime.control.NotAllowedError`, other 4xx:
+:class:`~runtime.control.ControlError`), carrying the server's message.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
 
 from runtime.control import (
+    BadRequestError,
     Cancelled,
     ControlError,
     Events,
@@ -27,7 +29,8 @@ from runtime.control import (
 if TYPE_CHECKING:
     from runtime.orchestration.protocols import RunQuery
 
-_ERRORS: dict[int, type[ControlError]] = {404: NotFoundError, 409: NotAllowedError}
+_ERRORS: dict[int, type[ControlError]] = {400: BadRequestError, 404: NotFoundError,
+                                          409: NotAllowedError}
 
 
 def _path(*parts: str) -> str:
@@ -171,3 +174,33 @@ class HttpControl:
         """``POST /api/functions/{id}/resume``."""
         data: Json = self._request("POST", "/api/functions" + _path(function_id, "resume"))
         return data
+
+    # -- event keys ---------------------------------------------------------------------------
+
+    def event_keys(self) -> list[Json]:
+        """``GET /api/keys``."""
+        return list(self._request("GET", "/api/keys")["keys"])
+
+    def create_key(self, *, label: str = "", prefixes: Sequence[str] = ()) -> Json:
+        """``POST /api/keys`` with ``{"label", "prefixes"}``."""
+        data: Json = self._request("POST", "/api/keys",
+                                   body={"label": label, "prefixes": list(prefixes)})
+        return data
+
+    def rotate_key(self, key_id: str, grace: float = 0.0) -> Json:
+        """``POST /api/keys/{id}/rotate`` with ``{"grace": "<seconds>s"}``."""
+        data: Json = self._request("POST", "/api/keys" + _path(_key_id(key_id), "rotate"),
+                                   body={"grace": f"{grace:f}s"})
+        return data
+
+    def revoke_key(self, key_id: str) -> Json:
+        """``POST /api/keys/{id}/revoke``."""
+        data: Json = self._request("POST", "/api/keys" + _path(_key_id(key_id), "revoke"))
+        return data
+
+
+def _key_id(given: str) -> str:
+    """The id of a key named by its id or whole: only the id goes into a URL (and its logs)."""
+    from runtime.control.keys import key_ident
+
+    return key_ident(given)

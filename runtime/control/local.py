@@ -6,7 +6,7 @@ the test harness offers it; its answers are the API's JSON (:mod:`runtime.contro
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from runtime.control import (
@@ -20,6 +20,7 @@ from runtime.control import (
     RunNotFoundError,
     Sent,
     StepNotFoundError,
+    keys,
     views,
 )
 from runtime.control.pausing import pause_function, resume_function, with_pauses
@@ -358,3 +359,21 @@ class InProcessControl:
         """Resume a registered function; its held messages come back within a minute."""
         self.app.get(function_id)
         return resume_function(self.store, self.clock, function_id)
+
+    # -- event keys ---------------------------------------------------------------------------
+
+    def event_keys(self) -> list[Json]:
+        """The event keys in this store, newest first."""
+        return keys.list_keys(self.store, self.clock)
+
+    def create_key(self, *, label: str = "", prefixes: Sequence[str] = ()) -> Json:
+        """Make an event key; the answer alone carries it (``key``)."""
+        return keys.create_key(self.store, self.clock, label=label, prefixes=prefixes)
+
+    def rotate_key(self, key_id: str, grace: float = 0.0) -> Json:
+        """A new key in ``key_id``'s place; the old one stops after ``grace`` seconds."""
+        return keys.rotate_key(self.store, self.clock, key_id, grace)
+
+    def revoke_key(self, key_id: str) -> Json:
+        """Revoke an event key now."""
+        return keys.revoke_key(self.store, self.clock, key_id)

@@ -29,6 +29,11 @@ Endpoints (all JSON; errors are ``{"error": "<message>"}`` with a 4xx status):
 - ``POST /api/functions/{function_id}/pause``, optionally with ``{"reason": "..."}``, and
   ``POST /api/functions/{function_id}/resume``: ``{"function_id", "paused"}`` (``paused``:
   ``{"reason", "since"}`` or ``null``; ``GET /api/functions`` carries it for each function).
+- ``GET /api/keys``: the event keys, newest first (``{"keys": [...]}``, never a key or its
+  digest); ``POST /api/keys`` with ``{"label", "prefixes"}`` (both optional) makes one,
+  ``POST /api/keys/{id}/rotate`` with ``{"grace": "1h"}`` (optional) replaces one, and
+  ``POST /api/keys/{id}/revoke`` revokes one: :mod:`runtime.control.keys`. The answers to a
+  creation and a rotation alone carry ``key`` (sent with ``Cache-Control: no-store``).
 - ``POST /api/runs/{run_id}/steps/{key}/skip``: end a sleeping step now (dev only).
 - ``GET /api/dlq``: dead-lettered messages, oldest first, and their ``count``.
 - ``GET /api/dlq/count``: only the ``count`` (on SQS approximate, no message read: what the
@@ -67,6 +72,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runtime.control import (
     CONTROL_ERRORS,
+    BadRequestError,
     ControlPlane,
     Events,
     Json,
@@ -77,7 +83,7 @@ from runtime.control.local import MAX_LIMIT, ControlledBackend, InProcessControl
 from runtime.devserver.bodies import BodyError, parse_json, read_body
 from runtime.devserver.bulk import bulk_routes
 from runtime.devserver.guard import HostRule, LocalOnly
-from runtime.durations import parse_instant
+from runtime.durations import parse_instant, user_duration
 from runtime.errors import FunctionNotFoundError, InvalidEventError, StepkitError
 from runtime.orchestration.protocols import RunQuery
 from runtime.records import RunStatus
@@ -103,7 +109,7 @@ def _status_of(exc: StepkitError) -> int:
         return 404
     if isinstance(exc, NotAllowedError):
         return 409
-    if isinstance(exc, InvalidEventError):
+    if isinstance(exc, InvalidEventError | BadRequestError):
         return 400
     return 500
 
@@ -186,6 +192,10 @@ def create_dashboard(
         Route("/api/dlq/redrive", api.redrive, methods=["POST"]),
         Route("/api/functions/{function_id}/pause", api.pause, methods=["POST"]),
         Route("/api/functions/{function_id}/resume", api.resume, methods=["POST"]),
+        Route("/api/keys", api.list_keys, methods=["GET"]),
+        Route("/api/keys", api.create_key, methods=["POST"]),
+        Route("/api/keys/{key_id}/rotate", api.rotate_key, methods=["POST"]),
+        Route("/api/keys/{key_id}/revoke", api.revoke_key, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
         *extra_routes,
     ]
@@ -336,6 +346,31 @@ async def _json_body(request: Request, *, optional: bool = False) -> Any:
     return parse_json(body)
 
 
+def _fields(body: Any, allowed: Mapping[str, tuple[type, str]], example: str) -> Json:
+    """A body's fields, each of its type, none unknown (an empty body gives none).
+
+    Args:
+        body: The parsed body.
+        allowed: Each field's type and how the error names it (``"a string"``).
+        example: A whole valid body, shown when the body is not an object.
+    """
+    if not isinstance(body, dict):
+        raise ApiError(400, f"expected a JSON object like {example}")
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise ApiError(400, f"unknown field(s) {', '.join(unknown)}; expected "
+                            f"{', '.join(allowed)}")
+    for name, (kind, called) in allowed.items():
+        if body.get(name) is not None and not isinstance(body[name], kind):
+            raise ApiError(400, f"{name}: expected {called}, got {type(body[name]).__name__}")
+    return body
+
+
+def _with_key(answer: Json) -> Response:
+    """An answer that carries a key: no cache may keep it."""
+    return JSONResponse(answer, headers={"Cache-Control": "no-store"})
+
+
 def _summary(event: dict[str, Any]) -> dict[str, Any]:
     """An event as a row of the events list: without its payload (``data``, ``user``)."""
     return {k: v for k, v in event.items() if k not in ("data", "user")}
@@ -453,5 +488,33 @@ class _Api:
     async def resume(self, request: Request) -> Response:
         return JSONResponse(await run_in_threadpool(self.control.resume,
                                                     _param(request, "function_id")))
+
+    async def list_keys(self, request: Request) -> Response:
+        return JSONResponse({"keys": await run_in_threadpool(self.control.event_keys)})
+
+    async def create_key(self, request: Request) -> Response:
+        body = _fields(await _json_body(request, optional=True),
+                       {"label": (str, "a string"), "prefixes": (list, "a list of strings")},
+                       '{"label": "billing", "prefixes": ["billing/"]}')
+        label, prefixes = body.get("label") or "", body.get("prefixes") or []
+        if not all(isinstance(p, str) for p in prefixes):
+            raise ApiError(400, "prefixes: expected a list of strings")
+        return _with_key(await run_in_threadpool(
+            lambda: self.control.create_key(label=label, prefixes=prefixes)))
+
+    async def rotate_key(self, request: Request) -> Response:
+        body = _fields(await _json_body(request, optional=True),
+                       {"grace": (str, 'a duration such as "1h"')}, '{"grace": "1h"}')
+        try:
+            grace = user_duration(body.get("grace") or "0s", where="grace").total_seconds()
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        return _with_key(await run_in_threadpool(
+            self.control.rotate_key, _param(request, "key_id"), grace))
+
+    async def revoke_key(self, request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(self.control.revoke_key,
+                                                    _param(request, "key_id")))
+
     async def count_dead_letters(self, request: Request) -> Response:
         return JSONResponse({"count": await run_in_threadpool(self.control.dead_letter_count)})
