@@ -143,3 +143,34 @@ def acknowledge_payload_objects(policy: IConstruct, bucket: str) -> None:
         "runs/ of the app's own bucket, and only for PutObject and GetObject (no delete; "
         "ListBucket is granted on the bucket alone, so a missing key answers 404).",
     )
+
+
+def acknowledge_event_api_function(function: IConstruct) -> None:
+    """The event endpoint's Lambda is invoked synchronously, by API Gateway.
+
+    Args:
+        function: The endpoint's Lambda (``infra/constructs/event_api.py``).
+    """
+    _acknowledge(
+        function, "Serverless-LambdaDLQ",
+        "API Gateway invokes the endpoint's Lambda synchronously and answers the caller with "
+        "its result; a Lambda dead-letter queue only receives failed asynchronous invocations. "
+        "A failed request is answered 5xx (alarmed), and the sender retries it.",
+    )
+
+
+def acknowledge_event_api_routes(api: IConstruct) -> None:
+    """The event endpoint's routes authenticate in the Lambda, not with an authorizer.
+
+    Args:
+        api: The endpoint's HTTP API.
+    """
+    _acknowledge(
+        api, "AwsSolutions-APIG4",
+        "The senders are event producers holding an event key and third-party webhook "
+        "providers signing with a shared secret: neither can sign with SigV4 (IAM) or fetch a "
+        "JWT. The Lambda refuses a request whose event key is unknown or whose signature does "
+        "not verify, with 401, before publishing anything; a Lambda authorizer would only "
+        "make the same check a second invocation. The stage throttle bounds what refused "
+        "requests cost.",
+    )

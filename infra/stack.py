@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,16 +24,23 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_scheduler as scheduler
 from constructs import Construct, Node
 
-from infra import hooks
+from infra import hooks, nag
 from infra.bundling import PROJECT_ROOT, lambda_code_factory
 from infra.constructs.alarm_topic import AlarmTopic
 from infra.constructs.delivery import DeliveryDlq
+from infra.constructs.event_api import (
+    DEFAULT_BURST,
+    DEFAULT_RATE,
+    MAX_BURST,
+    MAX_RATE,
+    EventApi,
+)
 from infra.constructs.event_bus import AppEventBus, CronSchedules, QueueRule
 from infra.constructs.event_router import ROUTER_MAX_CONCURRENCY, EventRouter
 from infra.constructs.function_group import FunctionGroup
 from infra.constructs.function_runtime import QueueWorker
 from infra.constructs.monitoring import Monitoring, NotifyTopic
-from infra.constructs.payloads import PayloadBucket
+from infra.constructs.payloads import OBJECTS, PayloadBucket
 from infra.constructs.run_alarms import RunAlarms
 from infra.constructs.run_reaper import RunReaper
 from infra.constructs.schedule_census import ScheduleCensus
@@ -42,8 +49,10 @@ from infra.constructs.timers import TimerSchedules
 from infra.constructs.tracing import enable_tracing
 from runtime.app import App, FunctionDef
 from runtime.backends.aws.resources import DEFAULT_RETENTION_DAYS, AppResources
+from runtime.backends.aws.table import GATE_PREFIX
 from runtime.deploy_limits import function_group, queue_arn_chunks
 from runtime.discovery import load_app
+from runtime.ingress.webhooks import secret_refs
 from runtime.manifest import METADATA_KEY, build_manifest
 from runtime.manifest import stack_name as default_stack_name
 from runtime.secrets import ENV_SECRETS
@@ -56,6 +65,11 @@ STAGE, RETENTION_DAYS, LOG_LEVEL = "stepkit:stage", "stepkit:retentionDays", "st
 BUNDLE, RETAIN_STATE = "stepkit:bundle", "stepkit:retainState"
 ALARM_EMAIL, TRACING = "stepkit:alarmEmail", "stepkit:tracing"
 ROUTER_CONCURRENCY = "stepkit:routerMaxConcurrency"
+EVENT_API, EVENT_API_RATE = "stepkit:eventApi", "stepkit:eventApiRate"
+EVENT_API_BURST = "stepkit:eventApiBurst"
+#: The gate scope event keys are stored under (``runtime.ingress.keys``): the endpoint may
+#: read the items of that one partition, ``GATE#eventkey``, and no other.
+EVENT_KEY_SCOPE = "eventkey"
 #: What SNS accepts as an email endpoint, near enough to catch typos at synth, not deploy.
 _EMAIL = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;.]+$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -93,17 +107,23 @@ def _email(value: Any) -> str | None:
     return address
 
 
-def _router_concurrency(value: Any) -> int:
+def _whole_number(value: Any, key: str, *, default: int, low: int, high: int) -> int:
     if value in (None, ""):
-        return ROUTER_MAX_CONCURRENCY
+        return default
     try:
         number = int(value)
-    except ValueError:
-        number = 0
-    if not 2 <= number <= 1000:  # the bounds of an SQS event source's MaximumConcurrency
-        raise ValueError(f"context {ROUTER_CONCURRENCY} must be a whole number from 2 to 1000, "
+    except (TypeError, ValueError):
+        number = low - 1
+    if not low <= number <= high:
+        raise ValueError(f"context {key} must be a whole number from {low} to {high}, "
                          f"got {value!r}")
     return number
+
+
+def _router_concurrency(value: Any) -> int:
+    # The bounds of an SQS event source's MaximumConcurrency.
+    return _whole_number(value, ROUTER_CONCURRENCY, default=ROUTER_MAX_CONCURRENCY, low=2,
+                         high=1000)
 
 
 @dataclass(frozen=True)
@@ -124,6 +144,11 @@ class StackSettings:
         router_max_concurrency: The most router invocations at once, 2-1000 (its event
             source mapping's ``MaximumConcurrency``), so a burst of events leaves the
             account's concurrency to the functions.
+        event_api: The HTTPS event endpoint (``infra/constructs/event_api.py``); off by
+            default.
+        event_api_rate: Its stage's steady rate, requests a second (1 to the account's
+            10,000).
+        event_api_burst: Its stage's burst (1 to the account's 5,000).
     """
 
     stage: str | None = None
@@ -134,6 +159,9 @@ class StackSettings:
     alarm_email: str | None = None
     tracing: bool = False
     router_max_concurrency: int = ROUTER_MAX_CONCURRENCY
+    event_api: bool = False
+    event_api_rate: int = DEFAULT_RATE
+    event_api_burst: int = DEFAULT_BURST
 
     @classmethod
     def from_context(cls, node: Node) -> StackSettings:
@@ -153,7 +181,7 @@ class StackSettings:
         if level not in LOG_LEVELS:
             raise ValueError(f"context {LOG_LEVEL} must be one of {', '.join(LOG_LEVELS)}")
         bundle, retain = node.try_get_context(BUNDLE), node.try_get_context(RETAIN_STATE)
-        tracing = node.try_get_context(TRACING)
+        tracing, event_api = node.try_get_context(TRACING), node.try_get_context(EVENT_API)
         return cls(
             stage=str(node.try_get_context(STAGE) or "") or None,
             retention_days=retention,
@@ -163,6 +191,12 @@ class StackSettings:
             alarm_email=_email(node.try_get_context(ALARM_EMAIL)),
             tracing=False if tracing in (None, "") else _flag(tracing, TRACING),
             router_max_concurrency=_router_concurrency(node.try_get_context(ROUTER_CONCURRENCY)),
+            event_api=False if event_api in (None, "") else _flag(event_api, EVENT_API),
+            event_api_rate=_whole_number(node.try_get_context(EVENT_API_RATE), EVENT_API_RATE,
+                                         default=DEFAULT_RATE, low=1, high=MAX_RATE),
+            event_api_burst=_whole_number(node.try_get_context(EVENT_API_BURST),
+                                          EVENT_API_BURST, default=DEFAULT_BURST, low=1,
+                                          high=MAX_BURST),
         )
 
     def stack_name(self, app_id: str) -> str:
@@ -211,6 +245,7 @@ class StepkitStack(cdk.Stack):
         group_monitoring: Each group's alarms and dashboard (its functions), by group.
         reaper: Deletes a run's steps and log when TTL deletes its run item.
         census: Counts the app's schedules hourly, alarmed before the account's quota.
+        event_api: The HTTPS event endpoint, when ``settings.event_api``; else ``None``.
         manifest: Each function's step ids and kinds; the root template's metadata
             ``Stepkit::StepManifest`` carries it (or its digests, past its budget), so
             ``stepkit check --aws`` compares the next deploy with it.
@@ -263,6 +298,7 @@ class StepkitStack(cdk.Stack):
         cdk.Aspects.of(self).add(NotifyTopic(self.alarms.topic))  # the groups' alarms too
         self.run_alarms = RunAlarms(self, "RunAlarms", service=app.id)
         self.census = self._census(app)
+        self.event_api = self._event_api(app) if settings.event_api else None
         self.monitoring = Monitoring(
             self, "Monitoring", dashboard_name=self.stack_name,
             workers={ROUTER_LABEL: self.router.worker}, service=app.id, function_ids=[],
@@ -345,7 +381,7 @@ class StepkitStack(cdk.Stack):
             description=f"stepkit {self.resources.app_id}: function {fn.id}",
         )
         self._wire(worker, fn)
-        self._grant_secrets(worker, fn)
+        self._grant_secrets(worker.function, worker.role, fn.aws.secrets)
         self.on_function(self, fn, worker)
         app_id, bus = self.resources.app_id, self.events.bus
         if (trigger := res.trigger_pattern(app_id)) is not None:
@@ -381,12 +417,41 @@ class StepkitStack(cdk.Stack):
         if self.settings.tracing:
             enable_tracing(worker.function, worker.role)
 
-    def _grant_secrets(self, worker: QueueWorker, fn: FunctionDef) -> None:
-        """Pass the function's secret references, and let its role read exactly those."""
-        refs = fn.aws.secrets
+    def _event_api(self, app: App) -> EventApi:
+        """The HTTPS event endpoint and exactly what it may touch: publish to the bus, read
+        the event keys' items, put large events' payload objects, read the webhook secrets."""
+        api = EventApi(
+            self, "EventApi", api_name=self.stack_name, code=self._code,
+            environment={**self._environment,
+                         **self.resources.ingress_env(self.payloads.bucket.bucket_name)},
+            log_retention=self.settings.log_retention(), rate=self.settings.event_api_rate,
+            burst=self.settings.event_api_burst,
+            description=f"stepkit {self.resources.app_id}: HTTPS event endpoint",
+        )
+        self.events.bus.grant_put_events_to(api.role)
+        api.role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["dynamodb:GetItem"], resources=[self.state.table.table_arn],
+            conditions={"ForAllValues:StringEquals": {
+                "dynamodb:LeadingKeys": [GATE_PREFIX + EVENT_KEY_SCOPE]}},
+        ))
+        # Events over EventBridge's 256 KB travel as payload objects: put only, no get.
+        api.role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["s3:PutObject"], resources=[self.payloads.bucket.arn_for_objects(OBJECTS)]))
+        bucket = self.payloads.bucket.node.default_child
+        assert isinstance(bucket, cdk.CfnElement)
+        nag.acknowledge_payload_objects(api.role, self.get_logical_id(bucket))
+        self._grant_secrets(api.function, api.role, secret_refs(list(app.webhooks.values())))
+        if self.settings.tracing:
+            enable_tracing(api.function, api.role)
+        return api
+
+    def _grant_secrets(self, function: lambda_.Function, role: iam.IRole,
+                       refs: Mapping[str, str]) -> None:
+        """Pass a Lambda its secret references (``STEPKIT_SECRETS``), and let its role read
+        exactly those."""
         if not refs:
             return
-        worker.function.add_environment(ENV_SECRETS, json.dumps(refs, sort_keys=True))
+        function.add_environment(ENV_SECRETS, json.dumps(refs, sort_keys=True))
         arns: dict[str, list[str]] = {"secretsmanager": [], "ssm": []}
         for ref in refs.values():
             store, _, ident = ref.partition(":")
@@ -400,10 +465,10 @@ class StepkitStack(cdk.Stack):
                 arns[store].append(self.format_arn(
                     service="ssm", resource="parameter", resource_name=ident.lstrip("/")))
         if arns["secretsmanager"]:
-            worker.role.add_to_policy(iam.PolicyStatement(
+            role.add_to_principal_policy(iam.PolicyStatement(
                 actions=["secretsmanager:GetSecretValue"], resources=arns["secretsmanager"]))
         if arns["ssm"]:
-            worker.role.add_to_policy(iam.PolicyStatement(
+            role.add_to_principal_policy(iam.PolicyStatement(
                 actions=["ssm:GetParameter"], resources=arns["ssm"]))
 
     def _add_outputs(self) -> None:
@@ -429,3 +494,7 @@ class StepkitStack(cdk.Stack):
             value=f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
             f"#dashboards/dashboard/{self.monitoring.dashboard.dashboard_name}",
         )
+        if self.event_api is not None:
+            cdk.CfnOutput(self, "EventApiUrl", value=self.event_api.stage.url,
+                          description="HTTPS event endpoint: POST /e/<event key>, POST /e "
+                          "(Authorization: Bearer <event key>), POST /webhooks/<source>")

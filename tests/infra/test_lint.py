@@ -158,6 +158,23 @@ def test_every_acknowledgment_has_a_reason(nagged: tuple[StepkitStack, Path]) ->
     assert set(found) == ACKNOWLEDGED | {payload_objects(nagged[0])}
 
 
+def test_the_event_api_passes_cfn_lint_and_cdk_nag(tmp_path: Path) -> None:
+    """With ``-c stepkit:eventApi=true``: one more acknowledged rule, authorization, which
+    the endpoint's Lambda does itself (event key or webhook signature)."""
+    stack, error = nag_synth(lambda app: StepkitStack(
+        app, "stepkit-demo", settings=StackSettings(bundle=False, event_api=True)), tmp_path)
+    assert isinstance(stack, StepkitStack) and stack.event_api is not None
+    assert _violations(tmp_path) == {}, error
+    found = _acknowledged(stack)
+    assert set(found) == ACKNOWLEDGED | {payload_objects(stack), "AwsSolutions-APIG4"}
+    assert all(len(reason.split()) >= 8 for reason in found.values())
+    root = tmp_path / "stepkit-demo.template.json"
+    done = subprocess.run([str(Path(sys.executable).parent / "cfn-lint"), "--format", "json",
+                           str(root)], capture_output=True, text=True, check=False)
+    assert done.returncode in (0, 4), done.stderr
+    assert {f["Rule"]["Id"] for f in json.loads(done.stdout or "[]")} <= ALLOWED_WARNINGS
+
+
 def test_cdk_nag_is_really_checking(tmp_path: Path) -> None:
     """Negative control: a plain queue without SSL enforcement or a DLQ must fail the synth."""
 
