@@ -52,6 +52,7 @@ from runtime.backends.aws.resources import DEFAULT_RETENTION_DAYS, AppResources
 from runtime.backends.aws.table import GATE_PREFIX
 from runtime.deploy_limits import function_group, queue_arn_chunks
 from runtime.discovery import load_app
+from runtime.ingress.keys import KEY_SCOPE
 from runtime.ingress.webhooks import secret_refs
 from runtime.manifest import METADATA_KEY, build_manifest
 from runtime.manifest import stack_name as default_stack_name
@@ -67,9 +68,6 @@ ALARM_EMAIL, TRACING = "stepkit:alarmEmail", "stepkit:tracing"
 ROUTER_CONCURRENCY = "stepkit:routerMaxConcurrency"
 EVENT_API, EVENT_API_RATE = "stepkit:eventApi", "stepkit:eventApiRate"
 EVENT_API_BURST = "stepkit:eventApiBurst"
-#: The gate scope event keys are stored under (``runtime.ingress.keys``): the endpoint may
-#: read the items of that one partition, ``GATE#eventkey``, and no other.
-EVENT_KEY_SCOPE = "eventkey"
 #: What SNS accepts as an email endpoint, near enough to catch typos at synth, not deploy.
 _EMAIL = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;.]+$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -432,7 +430,7 @@ class StepkitStack(cdk.Stack):
         api.role.add_to_principal_policy(iam.PolicyStatement(
             actions=["dynamodb:GetItem"], resources=[self.state.table.table_arn],
             conditions={"ForAllValues:StringEquals": {
-                "dynamodb:LeadingKeys": [GATE_PREFIX + EVENT_KEY_SCOPE]}},
+                "dynamodb:LeadingKeys": [GATE_PREFIX + KEY_SCOPE]}},  # the keys' partition only
         ))
         # Events over EventBridge's 256 KB travel as payload objects: put only, no get.
         api.role.add_to_principal_policy(iam.PolicyStatement(

@@ -37,9 +37,13 @@ HANDLER = "runtime.handlers.ingress.handler"
 #: The routes, all ``POST``: the key in the path, the key in the header, a webhook source.
 ROUTES = ("/e/{key}", "/e", "/webhooks/{source}")
 MEMORY_MB = 512
-#: Under the HTTP API's 30-second integration timeout, so a slow invocation ends as the
-#: handler's own error (logged) rather than as the API's 503 on a Lambda still running.
-TIMEOUT_S = 25
+#: Well under the HTTP API's 30-second integration timeout, and short because the stage
+#: throttle caps requests, not concurrency: invocations that hang until their timeout hold
+#: rate x timeout of the account's Lambda concurrency (100 rps x 10 s = 1,000, the default
+#: account limit). A request is one key read (cached) and at most 100 PutEvents calls, each
+#: bounded by the handler's client timeouts (``runtime.handlers.ingress``), well under a
+#: second when AWS answers.
+TIMEOUT_S = 10
 #: The default stage's steady rate (requests a second) and burst (the token bucket's size).
 #: At ~100 ms an event, 100 a second keep about 10 invocations busy.
 DEFAULT_RATE = 100

@@ -63,9 +63,15 @@ class IngressLambda:
     def from_env(cls, app: App) -> IngressLambda:
         """Build from the Lambda environment, with one client per service per container."""
         import boto3
+        from botocore.config import Config
 
-        clients = {"dynamodb": boto3.client("dynamodb"), "events": boto3.client("events"),
-                   "s3": boto3.client("s3")}
+        # Short timeouts: a call that hangs holds account concurrency the workers share (the
+        # stage throttle caps requests, not their duration); the client answers 5xx and posts
+        # again, and a repeated id starts nothing new.
+        config = Config(connect_timeout=2, read_timeout=5,
+                        retries={"max_attempts": 3, "mode": "standard"})
+        clients = {name: boto3.client(name, config=config)
+                   for name in ("dynamodb", "events", "s3")}
         return cls(app, os.environ, clients)
 
     def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:
