@@ -123,3 +123,23 @@ def test_curl_with_a_stripe_signature_starts_its_run_once(gateway: tuple[Harness
     assert status == 401 and "signature" in body["error"]
     h.settle()
     assert [r.output for r in h.runs("paid")] == ["charge.succeeded"]
+
+
+def test_the_readmes_curl_example_runs_as_written(gateway: tuple[Harness, str]) -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", readme, re.S)
+                 if "$EVENT_API_URL/e/$EVENT_KEY" in b)
+    command = re.search(r"^curl .*?(?<!\\)\n", block, re.S | re.M)
+    expected = re.search(r"^# (\{.*\})$", block, re.M)
+    assert command is not None and expected is not None
+    h, url = gateway
+    out = subprocess.run(["bash", "-c", command.group(0).rstrip() + " -sS"], capture_output=True,
+                         text=True, check=True, timeout=30,
+                         env={"PATH": "/usr/bin:/bin", "EVENT_API_URL": url,
+                              "EVENT_KEY": h.create_key("readme")}).stdout
+    assert json.loads(out) == json.loads(expected.group(1))
+    h.settle()
+    assert [r.output for r in h.runs("fulfil")] == ["o1"]

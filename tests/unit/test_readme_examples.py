@@ -34,7 +34,8 @@ def test_every_example_is_run_by_a_test() -> None:
     # The markers the tests below (and the flow-control and AWS ones) pick their examples by.
     markers = ["def send_welcome_email", "id=\"charge-card\"", "runtime.send(",
                "def test_welcome", "Harness.aws(app, emulators)",
-               "def test_pause_keeps_the_work_for_the_resume", "replay_matching("]
+               "def test_pause_keeps_the_work_for_the_resume", "replay_matching(",
+               'app.webhook("stripe"']
     assert sorted(sum(m in e for m in markers) for e in examples()) == [1] * len(examples())
 
 
@@ -82,3 +83,30 @@ def test_the_bulk_replay_example_replays_the_failed_runs(tmp_path: Path) -> None
     h.settle()
     assert report.counts == {"replayed": 3}
     assert sorted(r.status.value for r in h.runs("charge")) == ["Completed"] * 3 + ["Failed"] * 3
+
+
+def test_the_webhook_example_runs(tmp_path: Path, monkeypatch: Any) -> None:
+    import hashlib
+    import hmac
+    import json
+
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "whsec_readme")
+    monkeypatch.setenv("GITHUB_WEBHOOK_SECRET", "gh_readme")
+    scope = run_example(example('app.webhook("stripe"'))
+    h = Harness.local(scope["app"], path=tmp_path / "db.sqlite3")
+    body = json.dumps({"id": "evt_r1", "type": "invoice.paid",
+                       "data": {"object": {"id": "in_r1"}}}).encode()
+    at = int(h.clock.now())
+    mac = hmac.new(b"whsec_readme", f"{at}.".encode() + body, hashlib.sha256).hexdigest()
+    for _ in range(2):  # a retried delivery starts nothing new
+        answer = h.post("/webhooks/stripe", raw=body,
+                        headers={"Stripe-Signature": f"t={at},v1={mac}"})
+        assert (answer.status, answer.body["ids"]) == (200, ["stripe-evt_r1"])
+    assert [r.output for r in h.runs("invoice-paid")] == ["in_r1"]
+    push = json.dumps({"ref": "refs/heads/main"}).encode()
+    sig = hmac.new(b"gh_readme", push, hashlib.sha256).hexdigest()
+    answer = h.post("/webhooks/github", raw=push, headers={
+        "X-Hub-Signature-256": f"sha256={sig}", "X-GitHub-Event": "push",
+        "X-GitHub-Delivery": "d-1"})
+    assert (answer.status, answer.body["ids"]) == (200, ["github-d-1"])
+    h.close()
