@@ -215,6 +215,8 @@ class App:
         self.id = _check_id(app_id, "App")
         self._functions: dict[str, FunctionDef] = {}
         self._webhooks: dict[str, WebhookSource] = {}
+        #: ``data=`` models by event name, built on first use (``models_for``).
+        self._models: dict[str, list[tuple[FunctionDef, Any]]] | None = None
 
     def webhook(
         self,
@@ -355,7 +357,23 @@ class App:
 
         return register
 
+    def models_for(self, name: str) -> list[tuple[FunctionDef, Any]]:
+        """The ``data=`` models declared for events named ``name``, with their functions.
+
+        Indexed by name once, so checking an event costs the same in an app of 200
+        functions as in one of 2.
+        """
+        if self._models is None:
+            index: dict[str, list[tuple[FunctionDef, Any]]] = {}
+            for fn in self._functions.values():
+                for f in fn.events:
+                    if f.model is not None:
+                        index.setdefault(f.event, []).append((fn, f.model))
+            self._models = index
+        return self._models.get(name, [])
+
     def _add(self, fn: FunctionDef) -> None:
+        self._models = None
         if fn.id in self._functions:
             raise ConfigurationError(
                 f"function id '{fn.id}' is already registered in app '{self.id}'"

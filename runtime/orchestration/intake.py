@@ -7,10 +7,10 @@ waiters it matches (:mod:`runtime.orchestration.matching`). A cron fire is a STA
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from runtime.app import FunctionDef
+from runtime.app import App, FunctionDef
 from runtime.errors import InvalidEventError
 from runtime.events import SCHEDULED_TIMER, SYSTEM_PREFIX, Event, validate_events
 from runtime.messages import StartPayload
@@ -53,23 +53,20 @@ def cron_message(fn: FunctionDef, cron: str, at: float) -> Message:
                                                                                event_id))
 
 
-def check_typed(app: Iterable[FunctionDef], event: Event, index: int | None) -> None:
+def check_typed(app: App, event: Event, index: int | None) -> None:
     """Validate ``event.data`` against every ``data=`` model declared for its name.
 
     Raises:
         InvalidEventError: It does not match one, naming the event, model and function.
     """
     where = "event" if index is None else f"event[{index}]"
-    for fn in app:
-        for f in fn.events:
-            if f.model is None or f.event != event.name:
-                continue
-            try:
-                f.model.model_validate(event.data)
-            except ValueError as exc:
-                raise InvalidEventError(
-                    f"{where}.data: '{event.name}' does not match {f.model.__name__} "
-                    f"(declared by function '{fn.id}'): {exc}") from None
+    for fn, model in app.models_for(event.name):
+        try:
+            model.model_validate(event.data)
+        except ValueError as exc:
+            raise InvalidEventError(
+                f"{where}.data: '{event.name}' does not match {model.__name__} "
+                f"(declared by function '{fn.id}'): {exc}") from None
 
 
 class Intake:

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from runtime import App, Context, TriggerEvent
 from runtime.ingress.endpoint import MAX_REQUEST_BYTES, MAX_REQUEST_EVENTS, Answer
@@ -25,6 +26,11 @@ from tests.conftest import MakeHarness
 
 STRIPE_SECRET = "whsec_test_0123456789"
 GITHUB_SECRET = "gh-hook-secret"
+
+
+class Refund(BaseModel):
+    order: str
+    amount: int
 
 
 def _shop() -> App:
@@ -41,6 +47,10 @@ def _shop() -> App:
     @app.function(id="paid", trigger=TriggerEvent("stripe/webhook"))
     def paid(ctx: Context) -> Any:
         return ctx.step.run("apply", lambda: ctx.event.data["type"])
+
+    @app.function(id="refund", trigger=TriggerEvent("shop/refund", data=Refund))
+    def refund(ctx: Context) -> Any:
+        return ctx.event.data["amount"]
 
     @app.function(id="pushed", trigger=TriggerEvent("github/push"))
     def pushed(ctx: Context) -> Any:
@@ -150,6 +160,9 @@ def test_bad_requests_are_refused_with_the_rule_and_start_nothing(
     second_bad = _post(h, path, [{"name": "shop/order.placed", "data": {"order": "o1"}},
                                {"name": "shop/order.placed", "data": {"n": 2 ** 70}}])
     assert second_bad.status == 400 and "event[1].data.n" in second_bad.body["error"]
+    typed = _post(h, path, {"name": "shop/refund", "data": {"order": "o1", "amount": "ten"}})
+    assert typed.status == 400 and "Refund" in typed.body["error"]
+    assert "'refund'" in typed.body["error"]  # the function that declared it
     reserved = _post(h, path, {"name": "stepkit/function.failed", "data": {}})
     assert reserved.status == 400 and "reserved" in reserved.body["error"]
     empty = _post(h, path, [])
