@@ -44,7 +44,8 @@ def _loaded_after(handler: str) -> set[str]:
     return set(json.loads(out))
 
 
-@pytest.mark.parametrize("handler", ["runtime.handlers.worker", "runtime.handlers.router"])
+@pytest.mark.parametrize("handler", ["runtime.handlers.worker", "runtime.handlers.router",
+                                     "runtime.handlers.ingress"])
 def test_handler_and_its_app_leave_the_parsers_unloaded(handler: str) -> None:
     loaded = _loaded_after(handler)
     assert "functions.orders" in loaded  # the app was loaded: it has CEL and a cron trigger
