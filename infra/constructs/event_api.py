@@ -25,13 +25,12 @@ from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_apigatewayv2_integrations as integrations
 from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra import nag
-from infra.bundling import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME
+from infra.constructs.function_runtime import logged_lambda
 
 HANDLER = "runtime.handlers.ingress.handler"
 #: The routes, all ``POST``: the key in the path, the key in the header, a webhook source.
@@ -119,25 +118,10 @@ class EventApi(Construct):
         if not (1 <= rate <= MAX_RATE and 1 <= burst <= MAX_BURST):
             raise ValueError(f"event API throttle: rate 1-{MAX_RATE} and burst 1-{MAX_BURST}, "
                              f"got {rate} and {burst}")
-        self.log_group = logs.LogGroup(
-            self, "Logs", retention=log_retention, removal_policy=cdk.RemovalPolicy.DESTROY)
-        self.role = iam.Role(self, "Role", description=f"Lambda: {description}",
-                             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
-        self.log_group.grant_write(self.role)
-        self.function = lambda_.Function(
-            self,
-            "Function",
-            description=description,
-            runtime=LAMBDA_RUNTIME,
-            architecture=LAMBDA_ARCHITECTURE,
-            handler=HANDLER,
-            code=code,
-            memory_size=MEMORY_MB,
-            timeout=cdk.Duration.seconds(TIMEOUT_S),
-            environment=dict(environment),
-            role=self.role,
-            log_group=self.log_group,
-        )
+        self.log_group, self.role, self.function = logged_lambda(
+            self, description=description, handler=HANDLER, code=code, memory_mb=MEMORY_MB,
+            timeout=cdk.Duration.seconds(TIMEOUT_S), log_retention=log_retention,
+            environment=environment)
         nag.acknowledge_event_api_function(self.function)
         nag.acknowledge_untraced(self.function)
         self.api = apigwv2.HttpApi(self, "Api", api_name=api_name, create_default_stage=False,

@@ -10,6 +10,7 @@ source's settings are ``QueueDelivery``'s, which the emulator harness plays too.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
@@ -37,6 +38,44 @@ QUEUE_RETENTION = cdk.Duration.days(14)
 RECURSIVE_LOOP = lambda_.RecursiveLoop.ALLOW
 #: What Lambda needs to attach a function to a VPC (create and delete its network interfaces).
 VPC_ACCESS_POLICY = "service-role/AWSLambdaVPCAccessExecutionRole"
+
+
+def logged_lambda(scope: Construct, *, description: str, handler: str, code: lambda_.Code,
+                  memory_mb: int, timeout: cdk.Duration, log_retention: logs.RetentionDays,
+                  environment: Mapping[str, str],
+                  **props: Any) -> tuple[logs.LogGroup, iam.Role, lambda_.Function]:
+    """A stepkit Lambda: its own log group and a role that may write only there, so far.
+
+    Every Lambda of the stack is made here (the queue workers, the event endpoint): one
+    runtime and architecture, logs kept ``log_retention`` and deleted with the stack.
+    ``props`` are further ``lambda_.Function`` properties.
+    """
+    log_group = logs.LogGroup(
+        scope, "Logs", retention=log_retention, removal_policy=cdk.RemovalPolicy.DESTROY
+    )
+    role = iam.Role(
+        scope,
+        "Role",
+        description=f"Lambda: {description}",
+        assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+    )
+    log_group.grant_write(role)
+    function = lambda_.Function(
+        scope,
+        "Function",
+        description=description,
+        runtime=LAMBDA_RUNTIME,
+        architecture=LAMBDA_ARCHITECTURE,
+        handler=handler,
+        code=code,
+        memory_size=memory_mb,
+        timeout=timeout,
+        environment=dict(environment),
+        role=role,
+        log_group=log_group,
+        **props,
+    )
+    return log_group, role, function
 
 
 class QueueWorker(Construct):
@@ -91,30 +130,11 @@ class QueueWorker(Construct):
             dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=delivery.max_receives,
                                                   queue=self.dlq),
         )
-        self.log_group = logs.LogGroup(
-            self, "Logs", retention=log_retention, removal_policy=cdk.RemovalPolicy.DESTROY
-        )
-        self.role = iam.Role(
-            self,
-            "Role",
-            description=f"Lambda: {description}",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-        )
-        self.log_group.grant_write(self.role)
-        self.function = lambda_.Function(
-            self,
-            "Function",
-            description=description,
-            runtime=LAMBDA_RUNTIME,
-            architecture=LAMBDA_ARCHITECTURE,
-            handler=handler,
-            code=code,
-            memory_size=options.memory_mb,
-            timeout=timeout,
-            ephemeral_storage_size=cdk.Size.mebibytes(options.ephemeral_storage_mb),
+        self.log_group, self.role, self.function = logged_lambda(
+            self, description=description, handler=handler, code=code,
+            memory_mb=options.memory_mb, timeout=timeout, log_retention=log_retention,
             environment={**options.environment, **environment},
-            role=self.role,
-            log_group=self.log_group,
+            ephemeral_storage_size=cdk.Size.mebibytes(options.ephemeral_storage_mb),
             recursive_loop=RECURSIVE_LOOP,
             layers=[
                 lambda_.LayerVersion.from_layer_version_arn(self, f"Layer{i}", arn)
