@@ -86,7 +86,7 @@ PARTITION_RCU = 3000
 # eu-west-1; 2,400, 1,200, 600 or 400 in other Regions (us-east-2: 2,400).
 # EventBridge user guide, "Amazon EventBridge quotas" (docs.aws.amazon.com/eventbridge/latest/
 # userguide/eb-quota.html), PutEvents quotas by Region.
-PUT_EVENTS_TPS = {"us-east-1": 10_000, "us-east-2": 2_400, "smallest Regions": 400}
+PUT_EVENTS_TPS = {"us-east-1": 10_000, "us-east-2": 2_400, "the lowest Regions": 400}
 # The endpoint's stage throttle by default, requests a second (infra/constructs/event_api.py
 # DEFAULT_RATE, burst 200); the account's HTTP API quota per Region is 10,000 (burst 5,000).
 # API Gateway developer guide, "Throttling requests to your HTTP API".
@@ -416,10 +416,11 @@ def report(fig: dict[str, Any]) -> None:
           f"{ld['partition_rcu']:,} RCU/s for the keys' one partition key: "
           f"{ld['keys_before_partition_limit_at_account_rate']:,} keys in use at once before it "
           f"throttles; ${ld['key_reads_per_container_hour_usd']:.6f} a container-hour per key")
-    shares = ", ".join(f"{share:.1%} of {region}'s {PUT_EVENTS_TPS[region]:,}"
+    shares = ", ".join(f"{share:.1%} in {region} ({PUT_EVENTS_TPS[region]:,}/s)"
                        for region, share in ld["put_events_quota_share"].items())
     print(f"  PutEvents: the full stage rate of batch-10 requests is "
-          f"{ld['put_events_per_s_at_stage_rate_batch10']:,} calls/s = {shares} per second")
+          f"{ld['put_events_per_s_at_stage_rate_batch10']:,} calls/s, of the account's quota "
+          f"{shares}")
     print("\nprices: HTTP API $1.00/M requests (512 KB increments); Lambda arm64 $0.20/M + "
           "$0.0000133334/GB-s at 512 MB; EventBridge $1.00/M 64 KB chunks; DynamoDB on-demand "
           "$0.125/M RRU; S3 $0.005/1,000 PUT; sources in bench/ingress_cost.py")
