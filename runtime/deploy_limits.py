@@ -57,8 +57,9 @@ RESOURCES_PER_CRON_TRIGGER = 1
 #: A group's own resources: its dashboard and the policy letting its Lambdas set timers.
 RESOURCES_PER_GROUP = 2
 #: Roles of the root stack: router, run reaper, timer delivery, CDK's bucket emptier, the
-#: schedule census and the role Scheduler invokes it with.
-ROOT_ROLES = 6
+#: schedule census and the role Scheduler invokes it with, and the event endpoint's when it
+#: is deployed (``stepkit:eventApi``: counted always, since the check cannot see context).
+ROOT_ROLES = 7
 #: Bytes one queue ARN takes in a policy at worst (``arn:aws-us-gov:sqs:<14-character
 #: region>:<account>:`` plus the name, quotes and a comma).
 _ARN_BYTES = len('"arn:aws-us-gov:sqs:ap-southeast-2:123456789012:",')
