@@ -137,3 +137,43 @@ def test_dashboard_aws_names_a_missing_table_before_serving(
     assert result.exit_code == 1
     assert "table nope-state not found in this account and region" in result.output
     assert "stepkit dashboard at" not in result.output  # nothing was served
+
+
+def test_the_readmes_dashboard_command_prints_what_it_shows(deployed: Harness) -> None:
+    """`stepkit dashboard --aws` as the README shows it, run for real against the emulators."""
+    import re
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    block = re.search(r"```\n(\$ [^\n]*stepkit dashboard --aws\n.*?)```", readme, re.S)
+    assert block is not None, "the README's dashboard transcript"
+    transcript = block.group(1).splitlines()
+    # The README's lines with its example values as the placeholders they stand for.
+    shown = [re.escape(line) for line in transcript[1:]]
+    shown[0] = shown[0].replace("8289", r"(\d+)")
+    shown[1] = (shown[1].replace("'demo'", "'(?P<app>[^']+)'")
+                .replace(r",\ stage\ 'prod'", r"(?:,\ stage\ '[^']+')?")
+                .replace("eu\\-west\\-1", "(?P<region>[a-z0-9-]+)")
+                .replace("demo\\-prod\\-state",  # a custom endpoint (the emulators') is named
+                         r"(?P<table>[A-Za-z0-9._-]+)(?:\ at\ http://[^;]+)?"))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "runtime.cli", "dashboard", "--aws", "--port", "0"], cwd=root,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert server.stdout is not None
+        first, second = server.stdout.readline().rstrip(), server.stdout.readline().rstrip()
+        found = re.fullmatch(shown[0], first)
+        assert found, (first, shown[0])
+        about = re.fullmatch(shown[1], second)
+        assert about, (second, shown[1])
+        r = deployed.backend.resources  # type: ignore[attr-defined]
+        assert (about["app"], about["table"]) == (r.app_id, r.table)
+        api = httpx.get(f"http://127.0.0.1:{found.group(1)}/api/about", timeout=10).json()
+        assert api["target"] == "aws" and api["app_id"] == r.app_id
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
