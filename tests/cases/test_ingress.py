@@ -151,7 +151,7 @@ def test_a_key_limited_to_prefixes_sends_only_those_names(make_harness: MakeHarn
 
 
 def test_bad_requests_are_refused_with_the_rule_and_start_nothing(
-        make_harness: MakeHarness) -> None:
+        make_harness: MakeHarness, backend_name: str) -> None:
     h = make_harness(_shop())
     key = h.create_key()
     path = f"/e/{key}"
@@ -172,7 +172,8 @@ def test_bad_requests_are_refused_with_the_rule_and_start_nothing(
     big = {"name": "audit/note", "data": {"blob": "x" * MAX_REQUEST_BYTES}}
     too_big = _post(h, path, big)
     assert too_big.status == 413 and "MiB" in too_big.body["error"]
-    assert _post(h, path, method="GET").status == 405
+    # Only POST is routed: the core answers 405; on AWS, API Gateway has no such route (404).
+    assert _post(h, path, method="GET").status == (405 if backend_name == "local" else 404)
     assert _post(h, "/nowhere", {}).status == 404
     assert h.runs() == []
 
