@@ -20,13 +20,17 @@ if TYPE_CHECKING:
 
 
 @contextmanager
-def serve_in_background(backend: DevBackend, *, host: str = "127.0.0.1") -> Iterator[str]:
+def serve_in_background(backend: DevBackend, *, host: str = "127.0.0.1",
+                        require_keys: bool = False) -> Iterator[str]:
     """Serve the dev API for ``backend`` on a free port of ``host``; yield its base URL.
+
+    ``require_keys`` has ``POST /e/<key>`` check event keys, as ``stepkit dev --require-keys``.
 
     Raises:
         RuntimeError: The server did not start within 10 seconds.
     """
-    with _serving(lambda: create_app(backend, allowed_hosts=[host]), host) as url:
+    with _serving(lambda: create_app(backend, allowed_hosts=[host], require_keys=require_keys),
+                  host) as url:
         yield url
 
 

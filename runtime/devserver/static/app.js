@@ -9,6 +9,8 @@ const state = {
   invokeFn: null,                  // the function the invoke form is for
   starting: null,                  // a run this page started, until the API has it
   flash: null,                     // {runId, nodes}: a note shown once that run is on screen
+  keysDrawn: null,                 // the keys list as last drawn (JSON), to draw it on a change
+  keyGrace: {},                    // grace typed beside a key, by id, kept across redraws
 };
 const MAX_RUNS = 1000;  // the API's largest page
 
@@ -721,6 +723,154 @@ async function redrive(id) {
   refreshDeadLetters().catch(() => {});
 }
 
+// -- event keys (GET/POST /api/keys) -------------------------------------------------------------
+
+/** How a key is named on screen: its id, never its secret. */
+function keyName(id) {
+  return "sk_" + id + "_…";
+}
+
+/** A key's state: live, live until its revocation (a rotation's grace), or revoked. */
+function keyState(k) {
+  if (k.live && !k.revoked) return h("span", { class: "pill key-live" }, "live");
+  const when = h("span", { class: "key-when", title: k.revoked || "" }, "at " + fmtTime(k.revoked));
+  if (k.live) return [h("span", { class: "pill key-ending" }, "revokes"), " ", when];
+  return [h("span", { class: "pill key-revoked" }, "revoked"), " ", when];
+}
+
+/** List the keys. Drawn again only when they changed, so a grace being typed is not lost. */
+async function refreshKeys() {
+  const body = $("keys");
+  let data;
+  try {
+    data = await api("GET", "/api/keys");
+  } catch (err) {
+    state.keysDrawn = null;
+    body.replaceChildren(h("tr", {}, h("td", { colspan: 7, class: "empty" }, err.message)));
+    return;
+  }
+  const drawn = JSON.stringify(data.keys);
+  if (drawn === state.keysDrawn) return;
+  state.keysDrawn = drawn;
+  body.replaceChildren();
+  if (!data.keys.length) {
+    body.append(h("tr", {}, h("td", { colspan: 7, class: "empty" },
+      "no event keys yet — create one to send events to POST /e/<key>")));
+  }
+  for (const k of data.keys) {
+    body.append(h("tr", { "data-key-id": k.id, class: k.live ? null : "key-dead" },
+      h("td", { class: "mono" }, keyName(k.id)),
+      h("td", {}, k.label || "—"),
+      h("td", { class: "key-prefixes" },
+        k.prefixes.length ? h("code", {}, k.prefixes.join(", ")) : h("span", { class: "muted" }, "any name")),
+      timeCell(k.created),
+      h("td", { "data-key-state": k.id }, keyState(k)),
+      h("td", { class: "mono" }, k.replaced_by ? keyName(k.replaced_by) : "—"),
+      h("td", { class: "key-actions" }, k.live ? keyActions(k.id) : null)));
+  }
+}
+
+/** Rotate (after a grace typed beside it) and Revoke, for a live key. */
+function keyActions(id) {
+  return [
+    h("span", { class: "key-rotate" },
+      h("input", { class: "grace", "data-grace": id, value: state.keyGrace[id] || "0s", size: 4,
+        "aria-label": "grace before " + keyName(id) + " stops", title: "how long the old key still " +
+          "works after a rotation, such as 1h (0s: it stops now)",
+        oninput: (ev) => { state.keyGrace[id] = ev.target.value; } }),
+      h("button", { type: "button", class: "mini", "data-rotate": id,
+        title: "a new key with the same label and prefixes; this one stops after the grace",
+        onclick: () => rotateKey(id) }, "Rotate")),
+    h("button", { type: "button", class: "mini danger", "data-revoke": id,
+      title: "stop this key now", onclick: () => revokeKey(id) }, "Revoke"),
+  ];
+}
+
+/** Show a key just made, once: only in the box's text, which dismissing or leaving clears. */
+function showKey(what, key) {
+  $("key-once-what").textContent = what;
+  $("key-secret").textContent = key;
+  $("key-copied").textContent = "";
+  $("key-once").hidden = false;
+}
+
+function forgetKey() {
+  $("key-secret").textContent = "";
+  $("key-once-what").textContent = "";
+  $("key-copied").textContent = "";
+  $("key-once").hidden = true;
+}
+
+/** Copy the shown key: the clipboard API where the page may use it (a secure context such as
+ * localhost), else the selection, as over a LAN address served in plain HTTP. */
+async function copyKey() {
+  const el = $("key-secret");
+  const out = $("key-copied");
+  try {
+    if (!navigator.clipboard) throw new Error("no clipboard here");
+    await navigator.clipboard.writeText(el.textContent);
+  } catch (err) {
+    const range = document.createRange();
+    range.selectNodeContents(el);
+    getSelection().removeAllRanges();
+    getSelection().addRange(range);
+    if (!document.execCommand("copy")) {
+      message(out, "could not copy: it is selected, copy it by hand", false);
+      return;
+    }
+  }
+  message(out, "copied", true);
+}
+
+async function createKey(ev) {
+  ev.preventDefault();
+  const out = $("keys-result");
+  const label = $("key-label").value.trim();
+  const prefixes = $("key-prefixes").value.split(",").map((p) => p.trim()).filter(Boolean);
+  const button = $("key-create");
+  button.disabled = true;
+  try {
+    const res = await api("POST", "/api/keys", { label, prefixes });
+    showKey("New key " + keyName(res.id) + (label ? " (" + label + ")" : "") + ":", res.key);
+    message(out, "", true);
+    $("key-form").reset();
+  } catch (err) {
+    message(out, err.message, false);
+  } finally {
+    button.disabled = false;
+  }
+  await refreshKeys();
+}
+
+async function rotateKey(id) {
+  const out = $("keys-result");
+  const grace = (state.keyGrace[id] || "0s").trim() || "0s";
+  try {
+    const res = await api("POST", "/api/keys/" + encodeURIComponent(id) + "/rotate", { grace });
+    delete state.keyGrace[id];
+    const stops = res.replaces && res.replaces.live
+      ? "; " + keyName(id) + " works until " + fmtTime(res.replaces.revoked) : "; " + keyName(id) + " is revoked";
+    showKey("New key " + keyName(res.id) + " in the place of " + keyName(id) + stops + ":", res.key);
+    message(out, "", true);
+  } catch (err) {
+    message(out, err.message, false);
+  }
+  await refreshKeys();
+}
+
+async function revokeKey(id) {
+  const out = $("keys-result");
+  if (!window.confirm("Revoke " + keyName(id) + "? Events sent with it are refused from now on " +
+      "(within 30 s where the endpoint still holds it).")) return;
+  try {
+    await api("POST", "/api/keys/" + encodeURIComponent(id) + "/revoke");
+    message(out, "revoked " + keyName(id), true);
+  } catch (err) {
+    message(out, err.message, false);
+  }
+  await refreshKeys();
+}
+
 // -- where the dashboard points ---------------------------------------------------------------
 
 /** Why an action is not available here (``GET /api/about``'s ``disabled``), or null. */
@@ -753,6 +903,7 @@ async function refreshAll() {
   await refreshRun();
   await refreshDeadLetters().catch(() => {});
   await refreshEvents().catch(() => {});
+  await refreshKeys();
 }
 
 // -- bulk actions on the runs the filters show (POST /api/runs/bulk/...) ------------------------
@@ -813,6 +964,12 @@ function start() {
   $("close-event").addEventListener("click", () => { location.hash = ""; });
   $("search-form").addEventListener("submit", (ev) => { ev.preventDefault(); findById($("search").value); });
   window.addEventListener("hashchange", route);
+  $("key-form").addEventListener("submit", createKey);
+  $("key-copy").addEventListener("click", copyKey);
+  $("key-dismiss").addEventListener("click", forgetKey);
+  // Moving on clears a key shown once: a page kept in the back-forward cache would come back with it.
+  window.addEventListener("hashchange", forgetKey);
+  window.addEventListener("pagehide", forgetKey);
   loadAbout().then(() => {
     // Not while the tab is hidden: over a deployed app each refresh costs read units.
     setInterval(() => { if ($("auto-refresh").checked && !document.hidden) refreshAll(); },
@@ -820,6 +977,7 @@ function start() {
     loadFunctions().catch((err) => { $("functions").replaceChildren(h("li", { class: "muted" }, err.message)); });
     refreshEvents().catch(() => {}).then(refreshRuns).then(route);
     refreshDeadLetters().catch(() => {});
+    refreshKeys();
   });
 }
 
