@@ -70,8 +70,8 @@ class IngressLambda:
         # again, and a repeated id starts nothing new.
         config = Config(connect_timeout=2, read_timeout=5,
                         retries={"max_attempts": 3, "mode": "standard"})
-        clients = {name: boto3.client(name, config=config)
-                   for name in ("dynamodb", "events", "s3")}
+        # No S3 client yet: one is made for the first event over 256 KB (S3Payloads).
+        clients = {name: boto3.client(name, config=config) for name in ("dynamodb", "events")}
         return cls(app, os.environ, clients)
 
     def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:

@@ -251,9 +251,10 @@ class Ingress:
             raw = events_of(source, hook, verified)
         except WebhookBodyError as exc:
             raise _Refused(Answer.error(400, str(exc))) from None
-        except TransformError as exc:
+        except TransformError as exc:  # the app's bug: its text stays in the logs
             self.log.error("webhook %r: %s", name, exc)
-            raise _Refused(Answer.error(500, str(exc))) from None
+            raise _Refused(Answer.error(500, f"webhook {name!r}: its transform failed (see "
+                                             "the endpoint's logs)")) from None
         if len(raw) > MAX_REQUEST_EVENTS:
             raise _Refused(Answer.error(500, f"webhook {name!r}: its transform made "
                                              f"{len(raw)} events; at most {MAX_REQUEST_EVENTS}"))

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from runtime.errors import ConfigurationError, StepkitError
+from runtime.ingress.body import BodyError, parse_json
 
 #: A source's name: it is a path segment (``/webhooks/<name>``) and prefixes its events' ids.
 _SOURCE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
@@ -88,12 +89,27 @@ class WebhookRequest:
     query: Mapping[str, str] = field(default_factory=dict)
 
     def json(self) -> Any:
-        """The body parsed as JSON.
+        """The body parsed as JSON, once (the verifier and the transform share the parse).
+
+        By the rules of every body the endpoint reads (:func:`runtime.ingress.body.parse_json`).
 
         Raises:
-            ValueError: It is not JSON (UTF-8).
+            ValueError: It is not JSON (UTF-8), or breaks those rules, saying which.
         """
-        return json.loads(self.body.decode("utf-8"))
+        parsed = self.__dict__.get("_parsed", _UNPARSED)
+        if parsed is _UNPARSED:
+            try:
+                parsed = parse_json(self.body)
+            except BodyError as exc:
+                parsed = ValueError(exc.message)
+            # A frozen dataclass's fields cannot be set; its instance dict can hold a cache.
+            self.__dict__["_parsed"] = parsed
+        if isinstance(parsed, ValueError):
+            raise ValueError(str(parsed))
+        return parsed
+
+
+_UNPARSED: Any = object()
 
 
 @dataclass(frozen=True)
@@ -327,8 +343,9 @@ def _at(source: str, body: Any, placeholder: str) -> Any:
 def _body(request: WebhookRequest) -> Any:
     try:
         return request.json()
-    except ValueError:
-        raise WebhookBodyError(request.source, "the body is not JSON (UTF-8)") from None
+    except ValueError as exc:
+        reason = str(exc).removeprefix("invalid JSON body: ")
+        raise WebhookBodyError(request.source, f"the body is not JSON (UTF-8): {reason}") from None
 
 
 def _json_type(value: Any) -> str:

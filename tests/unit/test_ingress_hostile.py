@@ -85,3 +85,45 @@ def test_every_hostile_request_is_a_4xx_and_starts_nothing(
         assert key not in json.dumps(answer.body)
     backend.run_until_idle()
     assert backend.list_runs() == []
+
+
+def test_a_signed_body_too_deep_to_parse_is_a_400_not_a_crash(
+        setup: tuple[Ingress, str, LocalBackend]) -> None:
+    """Stripe's verifier reads the event id from the body: by the endpoint's strict rules."""
+    import hashlib
+    import hmac
+
+    ingress, _, backend = setup
+    at = int(backend.clock.now())
+    for body in (b"[" * 5_000 + b"]" * 5_000, b'{"id": "evt_1", "n": NaN}'):
+        mac = hmac.new(b"secret", f"{at}.".encode() + body, hashlib.sha256).hexdigest()
+        answer = ingress.handle(IngressRequest("POST", "/webhooks/stripe",
+                                               {"stripe-signature": f"t={at},v1={mac}"}, body))
+        assert answer.status == 400 and "not JSON" in answer.body["error"], answer
+
+
+def test_a_transform_that_fails_answers_500_without_its_text(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("S4", "secret")
+    broken = App("broken")
+
+    def transform(request: object, verified: object) -> object:
+        raise KeyError("customer card 4242")
+
+    broken.webhook("acme", verify=Hmac(secret="S4", timestamp_header=None, signed="{body}"),
+                   transform=transform, secrets={"S4": "ssm:/s4"})
+    clock = FakeClock(START)
+    backend = LocalBackend(broken, tmp_path / "b.sqlite3", clock=clock)
+    try:
+        import hashlib
+        import hmac
+
+        body = b'{"a": 1}'
+        mac = hmac.new(b"secret", body, hashlib.sha256).hexdigest()
+        answer = Ingress(broken, keys=None, publish=backend.orchestrator.send,
+                         clock=clock).handle(IngressRequest(
+                             "POST", "/webhooks/acme", {"x-signature": mac}, body))
+        assert answer.status == 500 and "transform failed" in answer.body["error"]
+        assert "4242" not in json.dumps(answer.body)
+    finally:
+        backend.close()
