@@ -119,6 +119,8 @@ class Ingress:
         from runtime.secrets import secret as read_secret
 
         self.app = app
+        #: The webhook sources' names, whose delivery ids (``<name>-...``) are theirs alone.
+        self._sources = tuple(app.webhooks)
         self.keys = keys
         self.publish = publish
         self.clock = clock
@@ -186,6 +188,7 @@ class Ingress:
             raise _Refused(Answer.error(413, f"{len(raw)} events in one request; at most "
                                              f"{MAX_REQUEST_EVENTS}"))
         events = self._valid(raw)
+        self._own_ids(events)
         if info is not None:
             try:
                 EventKeys.permit(info, [e.name for e in events])
@@ -193,6 +196,24 @@ class Ingress:
                 raise _Refused(Answer.error(403, str(exc))) from None
         via = "" if info is None else f" with key sk_{info.id}_…"
         return self._publish(events, f"POST /e{via}")
+
+    def _own_ids(self, events: Sequence[Event]) -> None:
+        """Refuse an event posted with an id a webhook source gives its deliveries.
+
+        Ids are remembered app-wide for 24 h, so an event sent first under
+        ``stripe-evt_...`` would make Stripe's real delivery of that event a duplicate
+        (dropped by the router: no wait or cancel_on would see it). A webhook's ids are
+        ``<source>-<delivery id>``; only the source itself may use them.
+        """
+        for i, e in enumerate(events):
+            source = next((name for name in self._sources if e.id.startswith(f"{name}-")),
+                          None)
+            if source is not None:
+                where = "event" if len(events) == 1 else f"event[{i}]"
+                raise _Refused(Answer.error(
+                    400, f"{where}.id: ids starting with '{source}-' are those of the webhook "
+                         f"source '{source}' (POST /webhooks/{source}); give this event "
+                         "another id"))
 
     def _valid(self, raw: Any) -> list[Event]:
         """Validated events (all or none), their ``data=`` models checked."""

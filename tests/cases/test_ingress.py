@@ -198,6 +198,21 @@ def test_a_stripe_webhook_runs_once_even_when_posted_twice(make_harness: MakeHar
     assert len(h.runs("paid")) == 1
 
 
+def test_an_event_cannot_take_a_webhook_deliverys_id(make_harness: MakeHarness) -> None:
+    """A key holder who posts ``stripe-evt_...`` first would make Stripe's delivery a
+    duplicate; the id is the source's alone, so the post is refused and the delivery lands."""
+    h = make_harness(_shop())
+    key = h.create_key()
+    squatter = _post(h, f"/e/{key}", {"name": "stripe/webhook", "id": "stripe-evt_7",
+                                      "data": {"type": "forged"}})
+    assert squatter.status == 400 and "event.id" in squatter.body["error"]
+    assert "webhook source 'stripe'" in squatter.body["error"]
+    body, headers = _stripe_signed({"id": "evt_7", "type": "invoice.paid"}, STRIPE_SECRET,
+                                   int(h.clock.now()))
+    assert _post(h, "/webhooks/stripe", raw=body, headers=headers).status == 200
+    assert _outputs(h, "paid") == ['"invoice.paid"']
+
+
 def test_a_webhook_that_does_not_verify_starts_nothing(make_harness: MakeHarness) -> None:
     h = make_harness(_shop())
     now = int(h.clock.now())
