@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,16 +9,9 @@ from starlette.testclient import TestClient
 
 from runtime.devserver import create_app
 from runtime.ingress.keys import KEY_CACHE_SECONDS, EventKeys, KeyRefusedError, digest
-from tests.devserver.test_api import Env
+from tests.devserver.test_api import Env, env
 
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    e = Env(tmp_path)
-    yield e
-    e.client.close()
-    e.backend.close()
-
+__all__ = ["env"]  # the dev API fixture, shared with test_api
 
 def _listed(env: Env) -> list[dict[str, Any]]:
     resp = env.client.get("/api/keys")

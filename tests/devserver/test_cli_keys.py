@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,25 +12,13 @@ from click.testing import Result
 
 from runtime.backends.local import LocalBackend
 from runtime.cli.keys import SHOWN_ONCE
-from runtime.devserver.background import serve_in_background
 from runtime.ingress.keys import EventKeys, KeyRefusedError, digest
 from runtime.orchestration.clock import FakeClock
-from tests.devserver.test_cli import START, app, stepkit
+from tests.devserver.test_cli import backend, stepkit, url
 
 KEY = re.compile(r"sk_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
 
-
-@pytest.fixture
-def backend(tmp_path: Path) -> Iterator[LocalBackend]:
-    with LocalBackend(app, tmp_path / "dev.sqlite3", clock=FakeClock(START)) as b:
-        yield b
-
-
-@pytest.fixture
-def url(backend: LocalBackend) -> Iterator[str]:
-    with serve_in_background(backend) as u:
-        yield u
-
+__all__ = ["backend", "url"]  # the dev server fixtures, shared with test_cli
 
 def _ok(result: Result) -> str:
     assert result.exit_code == 0, result.output
