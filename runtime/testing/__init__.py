@@ -26,7 +26,7 @@ from runtime.durations import parse_duration
 from runtime.events import Event
 from runtime.orchestration.clock import FakeClock
 from runtime.orchestration.protocols import RunQuery
-from runtime.records import Message, RunRecord, RunState, RunStatus, StepRecord
+from runtime.records import Gate, GateWrite, Message, RunRecord, RunState, RunStatus, StepRecord
 
 if TYPE_CHECKING:
     from runtime.control import ControlPlane
@@ -501,7 +501,8 @@ class Harness:
             from runtime.ingress.keys import EventKeys
 
             orchestrator = self.backend.orchestrator  # type: ignore[attr-defined]
-            self._local_ingress = Ingress(self.app, keys=EventKeys(self._store, self.clock),
+            self._local_ingress = Ingress(self.app,
+                                          keys=EventKeys(_CurrentGates(orchestrator), self.clock),
                                           publish=orchestrator.send, clock=self.clock)
         return self._local_ingress
 
@@ -530,6 +531,31 @@ class Harness:
         if self._pushback is not None:
             self._pushback.close()
         self.backend.close()
+
+
+class _CurrentGates:
+    """The local orchestrator's gates as they are at each call.
+
+    Chaos and pushback modes wrap its store in place: the endpoint's key reads must meet
+    what its other reads meet.
+    """
+
+    def __init__(self, orchestrator: Any) -> None:
+        self.orchestrator = orchestrator
+
+    def gate(self, scope: str, key: str) -> Gate:
+        """The store's ``gate``."""
+        found: Gate = self.orchestrator.store.gate(scope, key)
+        return found
+
+    def list_gates(self, scope: str, limit: int = 100) -> list[tuple[str, Gate]]:
+        """The store's ``list_gates``."""
+        found: list[tuple[str, Gate]] = self.orchestrator.store.list_gates(scope, limit)
+        return found
+
+    def put_gate(self, write: GateWrite) -> bool:
+        """The store's ``put_gate``."""
+        return bool(self.orchestrator.store.put_gate(write))
 
 
 def _seconds(value: str | float | timedelta, where: str) -> float:

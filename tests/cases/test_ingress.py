@@ -262,6 +262,19 @@ def test_pushback_from_the_bus_is_a_429_and_the_repost_lands_once(
     assert _outputs(h, "fulfil") == ['"o9"']
 
 
+def test_pushback_on_the_key_read_is_a_429_and_the_repost_lands(
+        make_harness: MakeHarness) -> None:
+    h = make_harness(_shop())
+    key = h.create_key()
+    h.pushback("store", span="1m")
+    event = {"name": "shop/order.placed", "data": {"order": "o8"}, "id": "evt-o8"}
+    busy = h.post(f"/e/{key}", event, settle=False)
+    assert busy.status == 429 and busy.headers.get("retry-after") == "1", busy
+    h.advance("2m")
+    assert _post(h, f"/e/{key}", event).status == 200
+    assert _outputs(h, "fulfil") == ['"o8"']
+
+
 def test_the_endpoint_logs_neither_key_nor_payload(make_harness: MakeHarness,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     h = make_harness(_shop())
