@@ -25,10 +25,10 @@ from dataclasses import replace
 
 from runtime.engine.decisions import Decision, Noop, RunBlocked
 from runtime.orchestration.ports import Ports
+from runtime.orchestration.rounds import round_claim
 from runtime.records import (
     Commit,
     ErrorInfo,
-    GateWrite,
     Message,
     MessageKind,
     RunPatch,
@@ -107,8 +107,15 @@ class Absent:
                 p.log.error("%s dropped: the function has not been deployed for %d days",
                             what, int(rounds * BLOCKED_RETRY / 86400))
                 return
+            # No run yet to commit the round to: the round claims a gate, as a held message
+            # does, so a duplicate delivery of a kept START does not fork a second copy.
+            claim = round_claim(p.store, "absent", msg, str(rounds), now)
+            if not claim.first(died=redelivered):
+                p.log.info("%s: a duplicate of round %d, dropped", what, rounds)
+                return
             p.log.warning("%s kept: the function is not deployed", what)
             p.send([keep])
+            claim.sent(died=redelivered)
             return
         p.retrying(f"keeping {what}", lambda: self._keep(msg, keep, rounds, what,
                                                                   redelivered))
@@ -128,11 +135,10 @@ class Absent:
             # Its outbox is sent again until one such send is marked done (marked after it:
             # a send that fails leaves it to the next copy), so copies that failed cannot
             # keep making copies.
-            again = GateWrite(f"absent:{msg.function_id}", f"{name}/again", {"sent": True},
-                              0, p.clock.now() + 2 * BLOCKED_RETRY)
-            if redelivered and p.store.gate(again.scope, again.key).state is None:
+            claim = round_claim(p.store, "absent", msg, name, p.clock.now())
+            if redelivered and not claim.resent():
                 p.send(done.outbox)
-                p.store.put_gate(again)
+                claim.sent(died=True)
             return False
         if msg.kind is MessageKind.CONTINUE:  # the commit moves the version on: so does it
             keep = replace(keep, version=state.run.version + 1)

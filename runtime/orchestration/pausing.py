@@ -15,23 +15,21 @@ CONTINUE, which is then held. Cron fires are skipped while paused, as Inngest do
 schedule's missed fires are not caught up on resume (a minutely cron paused for a day would
 otherwise start 1,440 runs at once).
 
-Held copies never multiply under duplicate delivery. Each round of a held message claims a
-gate named after the message, the pause and the round (one conditional write); a copy that
-finds its round claimed is a duplicate and ends there. Only a delivery whose earlier one died
-or failed (the queue delivered it again, or it is a deferred copy) sends the next round again
-after a lost claim: its claim may have landed just before the death, before the send.
+Held copies never multiply under duplicate delivery: each round of a held message claims a
+gate of its own (:mod:`runtime.orchestration.rounds`, ``paused:<message id>`` /
+``<pause epoch>/<round>``).
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, replace
-from typing import Any
 
 from runtime.events import SCHEDULED_TIMER
 from runtime.messages import StartPayload, is_deferred
 from runtime.orchestration.ports import Ports
 from runtime.orchestration.protocols import Clock, GateStore
+from runtime.orchestration.rounds import round_claim
 from runtime.records import Gate, GateWrite, Message, MessageKind
 
 #: The gate scope of pauses: one gate per function id.
@@ -43,9 +41,6 @@ PAUSED_RETRY = 60.0
 #: The kinds of message that run a function's code, held while it is paused.
 HELD_KINDS = frozenset({MessageKind.START, MessageKind.FLUSH, MessageKind.CONTINUE,
                         MessageKind.BRANCH})
-#: How long a round's claim is kept: longer than any duplicate of one delivery comes (a
-#: queue redelivers within maxReceiveCount visibility timeouts: 5 x 90 min at most).
-CLAIM_SECONDS = 2 * 86_400.0
 _ROUND = "paused"  # the payload key counting a held message's rounds
 _TRIES = 16
 
@@ -73,9 +68,6 @@ class Paused:
         reason = state.get("reason")
         return cls(float(state["since"]), str(reason) if reason else None, gate.version)
 
-    def to_json(self) -> dict[str, Any]:
-        """The API's shape: ``{reason, since}`` (``since`` in epoch seconds)."""
-        return {"reason": self.reason, "since": self.since}
 
 
 def paused(store: GateStore, function_id: str) -> Paused | None:
@@ -185,21 +177,12 @@ class Holder:
             self.ports.log.info("%s skipped: cron fires are skipped while paused", what)
             return True
         rounds = int((msg.payload or {}).get(_ROUND, 0))
-        claim = GateWrite(f"paused:{msg.function_id}",
-                          f"{msg.kind.value}/{msg.run_id}/{msg.id}/{pause.epoch}/{rounds}",
-                          {"at": now}, 0, now + CLAIM_SECONDS)
-        # A delivery whose earlier one died or failed may send its round again (the claim
-        # may have landed before the death, the send not), until one such send is marked
-        # done: marked after it, so a send that fails leaves it to the next copy (nothing
-        # lost), and copies that failed cannot keep making copies (they collapse).
-        store, again = self.ports.store, replace(claim, key=f"{claim.key}/again")
-        if not store.put_gate(claim) and (
-                not died or store.gate(again.scope, again.key).state is not None):
+        claim = round_claim(self.ports.store, "paused", msg, f"{pause.epoch}/{rounds}", now)
+        if not claim.first(died=died):
             self.ports.log.info("%s: a duplicate of round %d, dropped", what, rounds)
             return True
         self.ports.send([held(msg, rounds + 1, now + PAUSED_RETRY, redelivered=redelivered)])
-        if died:
-            store.put_gate(again)
+        claim.sent(died=died)
         if rounds == 0:
             self.ports.log.warning("%s held: sent again every %.0fs until it is resumed",
                                    what, PAUSED_RETRY)
