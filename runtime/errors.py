@@ -89,6 +89,12 @@ class FunctionNotFoundError(StepkitError, LookupError):
     is_retriable = False
 
 
+class FunctionRetiredError(StepkitError):
+    """A by-hand start of a function marked ``retired=True`` (draining: it starts no run)."""
+
+    is_retriable = False
+
+
 class GateMovedError(StepkitError):
     """A flow-control gate changed between reading it and writing it; read it again."""
 

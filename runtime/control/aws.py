@@ -33,7 +33,7 @@ from runtime.control import (
     UnreachableError,
 )
 from runtime.control.views import run_detail, run_summary
-from runtime.errors import StepkitError
+from runtime.errors import FunctionRetiredError, StepkitError
 from runtime.messages import CancelPayload
 from runtime.orchestration.waiting import why_waiting
 from runtime.records import Message, MessageKind, RunState
@@ -261,8 +261,13 @@ class AwsControl:
     @_one_line
     def invoke(self, function_id: str, data: Mapping[str, Any] | None = None) -> str:
         """Queue a run of ``function_id`` started by hand; its id."""
-        from runtime.orchestration.manual import invoke_message
+        from runtime.discovery import load_app
+        from runtime.orchestration.manual import invoke_message, startable
 
+        try:  # FunctionNotFoundError names the registered functions
+            startable(load_app().get(function_id))
+        except FunctionRetiredError as exc:
+            raise NotAllowedError(str(exc)) from None
         msg = invoke_message(function_id, data, time.time())
         self._enqueue(msg)
         return msg.run_id

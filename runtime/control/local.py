@@ -24,7 +24,7 @@ from runtime.control import (
     views,
 )
 from runtime.control.pausing import pause_function, resume_function, with_pauses
-from runtime.errors import FunctionNotFoundError, InvalidEventError
+from runtime.errors import FunctionNotFoundError, FunctionRetiredError, InvalidEventError
 from runtime.events import validate_events
 from runtime.orchestration.intake import EVENT_DEDUP_SECONDS
 from runtime.orchestration.protocols import RunQuery
@@ -200,9 +200,7 @@ class InProcessControl:
         """Queue a run of ``function_id`` started by hand; its id."""
         try:
             return self.orchestrator.invoke(function_id, data)
-        except (FunctionNotFoundError, InvalidEventError):
-            raise
-        except ValueError as exc:  # it is retired
+        except FunctionRetiredError as exc:
             raise NotAllowedError(str(exc)) from None
 
     def fire_cron(self, function_id: str) -> str:

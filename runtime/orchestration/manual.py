@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from runtime.app import FunctionDef
+from runtime.errors import FunctionRetiredError
 from runtime.events import FUNCTION_INVOKED, validate_events
 from runtime.messages import CancelPayload, StartPayload, skip_message
 from runtime.orchestration.finishing import Finisher
@@ -38,6 +40,18 @@ def rerun_message(state: RunState, from_step: str | None, now: float,
     start = StartPayload(state.run.events, direct=True, rerun=True,
                          rerun_of=RerunOf(state.run.run_id, from_step))
     return start.message(state.run.function_id, run_id or new_run_id(now))
+
+
+def startable(fn: FunctionDef) -> FunctionDef:
+    """``fn``, which may be started by hand: every control plane asks this before an invoke.
+
+    Raises:
+        FunctionRetiredError: It is retired (draining before removal).
+    """
+    if fn.retired:
+        raise FunctionRetiredError(f"function '{fn.id}' is retired (draining before removal): "
+                                   "it starts no new runs")
+    return fn
 
 
 def invoke_message(function_id: str, data: Mapping[str, Any] | None, now: float) -> Message:
@@ -149,14 +163,11 @@ class ManualControl:
 
         Raises:
             FunctionNotFoundError: No such function.
-            ValueError: It is retired.
+            FunctionRetiredError: It is retired.
             InvalidEventError: ``data`` is not a JSON object within the event limits.
         """
         p = self.ports
-        fn = p.app.get(function_id)
-        if fn.retired:
-            raise ValueError(f"function '{fn.id}' is retired (draining before removal): it "
-                             "starts no new runs")
+        fn = startable(p.app.get(function_id))
         msg = invoke_message(fn.id, data, p.clock.now())
         p.queue.send([msg])
         return msg.run_id

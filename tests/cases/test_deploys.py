@@ -9,7 +9,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from runtime import App, Context, TriggerCron, TriggerEvent
+from runtime.control import NotAllowedError
 from tests.conftest import START
 
 
@@ -234,6 +237,9 @@ def test_a_retired_function_starts_nothing_new_and_finishes_its_runs(
     h.send("order/created", {"order_id": "o1"})
     h = h.redeploy(_nap("v1", effects, retired=True))
     h.send("order/created", {"order_id": "o2"})  # starts nothing: draining
+    if type(h.backend).__name__ == "LocalBackend":  # on AWS: tests/aws/test_retired_invoke_aws
+        with pytest.raises(NotAllowedError, match="is retired"):
+            h.control.invoke("nap")  # nor by hand
     h.advance("2h")
     (run,) = h.runs("nap")
     assert run.status == "Completed" and run.state.run.events[0]["data"] == {"order_id": "o1"}
