@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ulid import ULID
@@ -271,7 +271,7 @@ def cancel_matching(
 
     """
     op = operation or Operation.begin()
-    runs = _targets(control, where, op, limit, lambda r: r["status"] not in _FINISHED)
+    runs = _targets(control, where, op, limit, _IN_FLIGHT)
     report = Report("cancel", op.id, dry_run, len(runs), [r["run_id"] for r in runs[:SAMPLE]])
     if not dry_run:
         _each(runs, lambda run_id: _cancel_one(control, run_id),
@@ -306,8 +306,7 @@ def replay_matching(
         raise ValueError(f"only Failed or Cancelled runs can be replayed, not "
                          f"{where.status.value} ones")
     op = operation or Operation.begin()
-    replayable = {s.value for s in REPLAYABLE}
-    runs = _targets(control, where, op, limit, lambda r: r["status"] in replayable)
+    runs = _targets(control, where, op, limit, tuple(REPLAYABLE))
     report = Report("replay", op.id, dry_run, len(runs), [r["run_id"] for r in runs[:SAMPLE]])
     if not dry_run:
         def replay(run_id: str) -> str:
@@ -317,20 +316,32 @@ def replay_matching(
     return report
 
 
-_FINISHED = {s.value for s in RunStatus if s.finished}
+#: The statuses a cancel acts on.
+_IN_FLIGHT = tuple(s for s in RunStatus if not s.finished)
 
 
 def _targets(control: ControlPlane, where: RunFilter, op: Operation, limit: int | None,
-             wanted: Callable[[Json], bool]) -> list[Json]:
-    """The matching runs an operation handles, newest first (ids and statuses are kept)."""
+             statuses: tuple[RunStatus, ...]) -> list[Json]:
+    """The matching runs in ``statuses`` an operation handles, newest first.
+
+    Only ids and statuses are kept. Listed one status at a time through the status index
+    (``where.status`` if it is one of them), so a cancel reads the runs in flight, not every
+    run the table keeps: the cost follows what is acted on, not the history (and ``--if``
+    reads only those runs).
+    """
     until = op.began_at if where.until is None else min(where.until, op.began_at)
+    wanted = [where.status] if where.status is not None else list(statuses)
     found: list[Json] = []
-    for row in matching(control, where, until):
-        if wanted(row):
-            found.append({"run_id": row["run_id"], "status": row["status"]})
-            if limit is not None and len(found) >= limit:
+    for status in wanted:
+        if status not in statuses:
+            continue
+        for n, row in enumerate(matching(control, replace(where, status=status), until)):
+            if limit is not None and n >= limit:
                 break
-    return found
+            found.append({"run_id": row["run_id"], "status": row["status"],
+                          "created_at": row["created_at"]})
+    found.sort(key=lambda row: row["created_at"], reverse=True)
+    return [{"run_id": r["run_id"], "status": r["status"]} for r in found[:limit]]
 
 
 def _each(runs: list[Json], act: Callable[[str], str], report: Report, pacer: Pacer,

@@ -103,6 +103,44 @@ def test_cancel_matching_runs_dry_run_first_then_for_real(make_harness: Any) -> 
     assert shipped == []
 
 
+class _CountingControl:
+    """A control plane that notes the statuses listed and the runs read one by one."""
+
+    def __init__(self, control: ControlPlane) -> None:
+        self.control = control
+        self.listed: list[Any] = []
+        self.read: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.control, name)
+
+    def list_runs(self, query: Any) -> Any:
+        self.listed.append(query.status)
+        return self.control.list_runs(query)
+
+    def run(self, run_id: str) -> Any:
+        self.read.append(run_id)
+        return self.control.run(run_id)
+
+
+def test_a_cancel_reads_the_runs_in_flight_not_the_history(make_harness: Any) -> None:
+    """Without --status a cancel lists through the status index the statuses it acts on,
+    and --if reads only those runs: its cost follows the runs in flight, not all kept."""
+    shipped: list[str] = []
+    h = make_harness(_shop(shipped))
+    for i in range(4):
+        h.send("order/created", {"order_id": f"done{i}", "plan": "pro"})
+    h.advance("2h")  # these finish: the history
+    h.send("order/created", {"order_id": "live", "plan": "pro"})
+    counting = _CountingControl(_control(h))
+    report = cancel_matching(counting, RunFilter(function_id="fulfil",  # type: ignore[arg-type]
+                                                 condition="event.data.plan == 'pro'"),
+                             operation=_begin(h), pacer=_unpaced())
+    assert report.matched == 1
+    assert set(counting.listed) <= {RunStatus.RUNNING, RunStatus.BLOCKED}
+    assert len(counting.read) == 1  # the one run in flight, not the four finished
+
+
 class _RacingControl:
     """A control plane whose runs move on by themselves between the listing and a cancel."""
 
