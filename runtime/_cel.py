@@ -9,6 +9,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import celpy
@@ -138,10 +139,13 @@ def _activation(program: Program, variables: Mapping[str, Any]) -> dict[str, Any
     return {name: bind(v, used[name], budget) for name, v in variables.items() if name in used}
 
 
+@lru_cache(maxsize=1024)
 def mistake(source: str) -> Problem | None:
     """The first mistake in ``source`` that no event can make right; ``None`` if none is seen.
 
-    A syntax error is not reported here: :func:`compile_program` raises it.
+    A syntax error is not reported here: :func:`compile_program` raises it. Cached: a wait's
+    expression text is checked again on every replay while it is pending (where parsers
+    load: the dev server and tests; a Lambda leaves the check to ``cdk synth``).
     """
     try:
         return problem(_ENV.compile(source))

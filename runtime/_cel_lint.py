@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from celpy.evaluation import base_functions
 
-from runtime._cel_reads import MACROS, unwrap
+from runtime._cel_reads import MACROS, call_args, unwrap
 
 __all__ = ["Problem", "problem"]
 
@@ -85,15 +85,10 @@ def _problems(tree: Any) -> Iterator[Problem]:
             yield found
 
 
-def _args(node: Any) -> list[Any]:
-    lists = [c for c in node.children if getattr(c, "data", None) == "exprlist"]
-    return [unwrap(e) for e in lists[0].children] if lists else []
-
-
 def _call_problem(node: Any) -> Problem | None:
     method = node.data == "member_dot_arg"
     token = node.children[1] if method else node.children[0]
-    name, args = str(token), _args(node)
+    name, args = str(token), call_args(node)
     if method and name in _MACRO_ARGS:
         if len(args) not in _MACRO_ARGS[name]:
             return _at(token, f".{name}() takes {_counts(_MACRO_ARGS[name])}, got {len(args)}")

@@ -25,7 +25,7 @@ from celpy.adapter import json_to_cel
 
 from runtime.expressions import _plain
 
-__all__ = ["Budget", "Reads", "ValueTooLarge", "bind", "macro_shape", "reads"]
+__all__ = ["Budget", "Reads", "ValueTooLarge", "bind", "call_args", "macro_shape", "reads"]
 
 #: Methods that run an expression once per element of their receiver.
 MACROS = frozenset({"all", "exists", "exists_one", "filter", "map", "reduce", "min"})
@@ -97,7 +97,7 @@ def _mark(found: dict[str, Reads], at: tuple[str, tuple[str, ...]]) -> Reads:
     return node
 
 
-def _args(node: Any) -> list[Any]:
+def call_args(node: Any) -> list[Any]:
     """The argument expressions of a call node (its ``exprlist`` child, if any)."""
     lists = [c for c in node.children if getattr(c, "data", None) == "exprlist"]
     return [unwrap(e) for e in lists[0].children] if lists else []
@@ -113,9 +113,9 @@ def _visit(node: Any, found: dict[str, Reads]) -> None:
     if at is not None:
         _mark(found, at).whole = True
     elif kind == "ident_arg":
-        _visit_call(str(node.children[0]), None, _args(node), found)
+        _visit_call(str(node.children[0]), None, call_args(node), found)
     elif kind == "member_dot_arg":
-        _visit_call(str(node.children[1]), unwrap(node.children[0]), _args(node), found)
+        _visit_call(str(node.children[1]), unwrap(node.children[0]), call_args(node), found)
     elif kind == "member_index":
         _visit_used(unwrap(node.children[0]), found, iterated=False)
         _visit(node.children[1], found)
