@@ -31,6 +31,11 @@ from runtime.steps.base import DUE_SLACK
 Handler = Callable[[FunctionDef, RunState, Message, float, bool], bool]
 
 
+#: Kinds that only record what happened to a run (no code of its function runs): applied
+#: even while a deploy has removed its function.
+_RECORDS_ONLY = frozenset({MessageKind.CANCEL, MessageKind.TIMEOUT})
+
+
 class Dispatcher:
     """Performs queue messages: delivery rules first, then the handler of the message's kind."""
 
@@ -84,6 +89,9 @@ class Dispatcher:
             # replay tells which, from the mark a delivery leaves before it runs user code.
             msg = as_returned(msg)
         redelivered = receive_count > 1 or resent(msg) or is_deferred(msg)
+        if fn is None and msg.kind in _RECORDS_ONLY:  # needs no code of the function's
+            self._finish_absent(msg, now)
+            return
         if fn is None:  # a deploy removed it: keep the message until it is back
             self.absent.on_message(msg, now, redelivered=redelivered)
             return
@@ -121,6 +129,21 @@ class Dispatcher:
             self.replayer.slots.forget(fn, state, msg)
             return
         self.table[msg.kind](fn, state, msg, now, redelivered)
+
+    def _finish_absent(self, msg: Message, now: float) -> None:
+        """A TIMEOUT or CANCEL of a run whose function a deploy removed: applied, not kept.
+
+        Neither runs the function's code, so a run that is Blocked on its absent function
+        is still cancelled, or timed out at its deadline. Each commits once (its commit is
+        named after the message), so a duplicate changes nothing.
+        """
+        state = self.ports.store.load(msg.run_id)
+        if state is None or state.run.status.finished:
+            return
+        if msg.kind is MessageKind.TIMEOUT:
+            self.finisher.on_timeout(None, state, msg, now)
+        else:
+            self.finisher.cancel(state.run.run_id, CancelPayload.of(msg).reason, msg.id)
 
     def _start(self, fn: FunctionDef, msg: Message, now: float, redelivered: bool, last: bool,
                receive_count: int) -> None:

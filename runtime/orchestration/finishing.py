@@ -77,15 +77,20 @@ class Finisher:
         p.store.remove_waiters(remove[MAX_WAITERS_PER_COMMIT:])
         return True
 
-    def on_timeout(self, fn: FunctionDef, state: RunState, msg: Message, now: float) -> bool:
-        """TIMEOUT: cancel the run once its finish deadline passed (hop until then)."""
+    def on_timeout(self, fn: FunctionDef | None, state: RunState, msg: Message,
+                   now: float) -> bool:
+        """TIMEOUT: cancel the run once its finish deadline passed (hop until then).
+
+        ``fn`` is ``None`` when a deploy removed the function: the deadline still holds.
+        """
         deadline = state.run.deadline
         if deadline is None:
             return False
         if now + DUE_SLACK < deadline:
             self.ports.hop(msg, deadline)
             return True
-        return self.cancel(state.run.run_id, f"not finished within {fn.finish_timeout}", msg.id)
+        limit = fn.finish_timeout if fn is not None else "its finish timeout"
+        return self.cancel(state.run.run_id, f"not finished within {limit}", msg.id)
 
     def give_up(self, fn: FunctionDef, msg: Message, receive_count: int,
                 cause: Exception | None = None) -> None:

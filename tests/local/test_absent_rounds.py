@@ -37,3 +37,26 @@ def test_a_kept_start_under_duplicate_deliveries_stays_one_copy(tmp_path: Path) 
     (run,) = h.runs("nap")
     assert run.status == "Completed" and run.output == "o1"
     h.close()
+
+
+def test_a_deadline_passing_while_the_function_is_removed_still_ends_the_run(
+        tmp_path: Path) -> None:
+    """A TIMEOUT runs no code of the function: it is applied, not kept (the run is cancelled
+    at its deadline instead of staying Blocked until the function is back)."""
+    from runtime import Timeouts
+
+    app = App("shop")
+
+    @app.function(id="slow", trigger=TriggerEvent("order/created"),
+                  timeouts=Timeouts(finish="1h"))
+    def slow(ctx: Context) -> None:
+        ctx.step.sleep("nap", "1d")
+
+    h = Harness.local(app, path=tmp_path / "db.sqlite3", start=START)
+    h.send("order/created", {"order_id": "o1"})
+    h = h.redeploy(App("shop"))
+    h.advance("2h")
+    (run,) = h.runs()
+    assert run.status == "Cancelled", (run.status, run.error)
+    assert "not finished within its finish timeout" in (run.error or "")
+    h.close()
