@@ -8,9 +8,11 @@ counts every API call with botocore hooks and the read units DynamoDB reports fo
 is read twice: the first read loads the run, a refresh only catches up with the commits since
 (the control plane keeps a run cache, as a worker does).
 
-A refresh of the page is: functions, the runs page, the run shown, the dead-letter count and
-the events page. The hourly figures are for a page left open and visible, refreshing every
-10 s (360 refreshes; a hidden tab does not refresh), priced at us-east-1 on-demand rates.
+A refresh of the page is: functions, the runs page, the run shown, the dead-letter count, the
+events page (its summaries, read from the event index alone: the newest page is of 40 KB
+events, which a whole read would pay for) and the event keys. The hourly figures are for a
+page left open and visible, refreshing every 10 s (360 refreshes; a hidden tab does not
+refresh), priced at us-east-1 on-demand rates.
 
 Prints figures; it is not a test. Needs the emulators (`scripts/install-test-deps.sh`).
 Run: .venv/bin/python bench/dashboard_cost.py
@@ -36,7 +38,8 @@ from stepkit_emulators.emulators import aws_emulators
 
 REFRESH_SECONDS = AWS_REFRESH_SECONDS
 PAGE = AWS_PAGE_SIZE  # the dashboard's runs page, and its events page, over AWS
-RUNS, EVENTS = 150, 100
+RUNS = 150
+BIG_EVENT_BYTES = 40_000
 
 app = App("dashcost")
 
@@ -66,6 +69,10 @@ def seed(h: Harness) -> str:
     h.send([{"name": "user/drip", "data": {}} for _ in range(3)])  # one runs, two in line
     h.settle()
     h.send({"name": "shop/receipt", "data": {"total": 12}})  # an open batch window
+    # The newest page of events: large ones (kept inline up to 64 KiB), which the events
+    # list must not read whole.
+    h.send([{"name": "user/note", "data": {"text": "x" * BIG_EVENT_BYTES}}
+            for _ in range(PAGE)])
     return next(r.id for r in h.runs("drip") if r.state.steps)
 
 
@@ -103,7 +110,10 @@ def main() -> None:
             ("run detail, first", lambda: control.run(running), False),
             ("run detail, refresh", lambda: control.run(running), True),
             ("dead letters, count", control.dead_letter_count, True),
-            (f"events, {PAGE}", lambda: control.events(limit=PAGE), True),
+            (f"events, {PAGE} (listed: summaries)",
+             lambda: control.events(limit=PAGE, summary=True), True),
+            (f"events, {PAGE}, whole (the CLI)", lambda: control.events(limit=PAGE), False),
+            ("event keys", control.event_keys, True),
             ("event detail", lambda: control.event(event_id), False),
             ("dead letters, list (on demand)", control.dead_letters, False),
         ]

@@ -222,8 +222,12 @@ class ControlPlane(Protocol):
         """The app's id and its functions, with their triggers, options and open windows."""
         ...
 
-    def events(self, *, limit: int = 50) -> list[Json]:
-        """Recently received events, newest first."""
+    def events(self, *, limit: int = 50, summary: bool = False) -> list[Json]:
+        """Recently received events, newest first.
+
+        With ``summary``, perhaps without their payloads (``data``, ``user``), where leaving
+        them out reads less.
+        """
         ...
 
     def event(self, event_id: str) -> Json:

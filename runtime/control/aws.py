@@ -212,9 +212,13 @@ class AwsControl:
             return {**listing, "pauses_unread": why}
 
     @_one_line
-    def events(self, *, limit: int = 50) -> list[Json]:
-        """Recently received events, newest first (the table's event log)."""
-        return self.store.list_events(limit)
+    def events(self, *, limit: int = 50, summary: bool = False) -> list[Json]:
+        """Recently received events, newest first (the table's event log).
+
+        A ``summary`` is read from the event index alone: its cost does not grow with the
+        events' size.
+        """
+        return self.store.list_events(limit, summary=summary)
 
     @_one_line
     def event(self, event_id: str) -> Json:

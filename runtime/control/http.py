@@ -147,9 +147,12 @@ class HttpControl:
         data: Json = self._request("GET", "/api/functions")
         return data
 
-    def events(self, *, limit: int = 50) -> list[Json]:
-        """Recently received events, newest first."""
-        return list(self._request("GET", "/api/events", params={"limit": limit})["events"])
+    def events(self, *, limit: int = 50, summary: bool = False) -> list[Json]:
+        """Recently received events, newest first (without payloads with ``summary``)."""
+        params: dict[str, Any] = {"limit": limit}
+        if summary:
+            params["summary"] = "true"
+        return list(self._request("GET", "/api/events", params=params)["events"])
 
     def event(self, event_id: str) -> Json:
         """One recent event with the runs it started and the waits it resolved."""

@@ -249,8 +249,11 @@ class InProcessControl:
                for fn in sorted(self.app, key=lambda f: f.id)]
         return with_pauses({"app_id": self.app.id, "functions": fns}, self.store)
 
-    def events(self, *, limit: int = 50) -> list[Json]:
-        """Recently received events, newest first, each with the runs it started."""
+    def events(self, *, limit: int = 50, summary: bool = False) -> list[Json]:
+        """Recently received events, newest first, each with the runs it started.
+
+        Whole, ``summary`` or not: the local database reads no less for it.
+        """
         found = self.store.list_events(limit)
         started = self._started()
         return [{**e, "runs": started.get(str(e.get("id")), [])} for e in found]

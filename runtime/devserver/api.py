@@ -397,7 +397,8 @@ class _Api:
     async def list_events(self, request: Request) -> Response:
         limit = _limit(request)
         summary = _flag(request, "summary")
-        found = await run_in_threadpool(lambda: self.control.events(limit=limit))
+        found = await run_in_threadpool(lambda: self.control.events(limit=limit,
+                                                                     summary=summary))
         return JSONResponse({"events": [_summary(e) for e in found] if summary else found})
 
     async def get_event(self, request: Request) -> Response:

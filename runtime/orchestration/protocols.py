@@ -268,8 +268,13 @@ class EventLog(Protocol):
         """One timeline event by name, ``ts`` and id (``None`` once expired or never logged)."""
         ...
 
-    def list_events(self, limit: int = 50) -> list[dict[str, Any]]:
-        """Recently received events, newest first."""
+    def list_events(self, limit: int = 50, *,
+                    summary: bool = False) -> list[dict[str, Any]]:
+        """Recently received events, newest first.
+
+        With ``summary`` a store may give only each event's ``id``, ``name`` and ``ts``
+        (a listing for people, which shows no payload), if that reads less.
+        """
         ...
 
 

@@ -87,6 +87,27 @@ def test_list_events_newest_first_today_then_yesterday(store: DynamoStore,
     assert store.list_events(0) == []
 
 
+def test_an_event_summary_listing_reads_the_index_alone(store: DynamoStore, ddb: Any) -> None:
+    """The dashboard's events list costs index entries, not events (each up to 64 KiB)."""
+    big = "x" * 60_000
+    for i in range(5):
+        store.remember_event({"id": f"big#{i}", "name": "order/placed", "ts": 1_000 + i,
+                              "data": {"blob": big}}, now=START + i, ttl=DAY)
+    # An entry written before the sort key carried the summary: its item is read.
+    old = t.event_item({"id": "old", "name": "legacy/x", "ts": 7, "data": {}}, START - 1, DAY)
+    old["gsi3sk"] = t.s(f"{t.iso(START - 1)}#old")
+    ddb.put_item(TableName=TABLE, Item=old)
+    calls = record_calls(ddb)
+    listed = store.list_events(6, summary=True)
+    assert listed == [{"id": f"big#{i}", "name": "order/placed", "ts": 1_000 + i}
+                      for i in range(4, -1, -1)] + [
+        {"id": "old", "name": "legacy/x", "ts": 7, "data": {}}]
+    gets = [body for op, body in calls if op == "BatchGetItem"]
+    assert [k["pk"]["S"] for g in gets for k in g["RequestItems"][TABLE]["Keys"]] == [
+        "EVENT#old"]  # only the entry of the old layout
+    assert store.list_events(1)[0]["data"] == {"blob": big}  # whole, when asked
+
+
 def test_event_listing_merges_every_shard_and_reads_only_the_page_shown(
     store: DynamoStore, ddb: Any
 ) -> None:

@@ -71,12 +71,15 @@ class DynamoEventLog(DynamoTable):
             ).get("Item")
         return t.event_from(self._inline_attrs(row)) if row else None
 
-    def list_events(self, limit: int = 50) -> list[dict[str, Any]]:
+    def list_events(self, limit: int = 50, *,
+                    summary: bool = False) -> list[dict[str, Any]]:
         """Recently received events, newest first: today's bucket, then yesterday's.
 
         Each day's shards are merged newest first from the index (keys only, a page of
-        ``limit`` at a time), yesterday's read only if today's fall short; the page shown is
-        then read with one ``BatchGetItem`` (eventually consistent: a listing for people).
+        ``limit`` at a time), yesterday's read only if today's fall short. The page shown is
+        then read with one ``BatchGetItem`` (eventually consistent: a listing for people),
+        unless only a ``summary`` is asked for: that is in the index's sort key
+        (:func:`table.event_summary`), and only entries written before it was are read.
         """
         if limit <= 0:
             return []
@@ -85,11 +88,14 @@ class DynamoEventLog(DynamoTable):
             heapq.merge(*(self._day_shard(pk, limit)
                           for pk in t.shard_pks(t.DAY_PREFIX + t.iso(day)[:10])), reverse=True)
             for day in (now, now - t.DAY))
-        ids = [event_id for _, event_id in islice(newest, limit)]
-        keys = [t.key(t.EVENT_PREFIX + i, t.EVENT_SK) for i in ids]
+        page = list(islice(newest, limit))
+        short = {i: t.event_summary(sk) for sk, i in page} if summary else {}
+        keys = [t.key(t.EVENT_PREFIX + i, t.EVENT_SK) for _, i in page if short.get(i) is None]
         rows = {r["pk"]["S"].removeprefix(t.EVENT_PREFIX): r
-                for r in self._batch_get(keys, consistent=False)}
-        return [t.event_from(rows[i]) for i in ids if i in rows]
+                for r in self._batch_get(keys, consistent=False)} if keys else {}
+        found = [short.get(i) or (t.event_from(rows[i]) if i in rows else None)
+                 for _, i in page]
+        return [e for e in found if e is not None]
 
     def _day_shard(self, pk: str, page: int) -> Iterator[tuple[str, str]]:
         """``(sort key, event id)`` of one shard of a day, newest first."""

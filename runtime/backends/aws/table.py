@@ -484,12 +484,19 @@ def waiter_from(row: Item) -> Waiter:
 
 
 def event_item(event: dict[str, Any], now: float, ttl: float) -> Item:
-    """Encode an event-log entry, in the day bucket of ``now`` (:data:`GSI_EVENTS_BY_DAY`)."""
+    """Encode an event-log entry, in the day bucket of ``now`` (:data:`GSI_EVENTS_BY_DAY`).
+
+    The index's sort key carries what a listing row shows (:func:`event_summary`): the
+    receive time first (the order), then the event's ``ts``, name and id. ``gsi3`` is
+    ``KEYS_ONLY``, so the dashboard's events list is read from the index alone, at the
+    index entries' size, never at the events' (up to 64 KiB each inline).
+    """
     received = iso(now)
     item: Item = {
         **key(EVENT_PREFIX + event["id"], EVENT_SK), "name": s(event["name"]),
         "event": js(event), "gsi3pk": s(day_pk(received[:10], event["id"])),
-        "gsi3sk": s(f"{received}#{event['id']}"), TTL_ATTRIBUTE: n(int(now + ttl) + 1),
+        "gsi3sk": s(f"{received}#{int(event.get('ts') or 0)}#{event['name']}#{event['id']}"),
+        TTL_ATTRIBUTE: n(int(now + ttl) + 1),
     }
     _time(item, "received", now)
     return item
@@ -528,6 +535,19 @@ def timeline_item(event: dict[str, Any], now: float, ttl: float) -> Item:
         **timeline_key(event["name"], int(event["ts"]), event["id"]),
         "event": js(event), TTL_ATTRIBUTE: n(int(now + ttl) + 1),
     }
+
+
+def event_summary(sort_key: str) -> dict[str, Any] | None:
+    """An event's listing row (``id``, ``name``, ``ts``) from its ``gsi3sk``.
+
+    ``None`` for an entry written before the sort key carried them (``<received>#<id>``):
+    its item must be read. A name has no ``#``; the id, which may, comes last.
+    """
+    parts = sort_key.split("#", 3)
+    if len(parts) != 4 or not parts[1].isdigit():
+        return None
+    _, ts, name, event_id = parts
+    return {"id": event_id, "name": name, "ts": int(ts)}
 
 
 def event_from(row: Item) -> dict[str, Any]:

@@ -63,8 +63,9 @@ class SqliteEventLog(Tables):
         ).fetchone()
         return cast(dict[str, Any], json.loads(row[0])) if row else None
 
-    def list_events(self, limit: int = 50) -> list[dict[str, Any]]:
-        """Recently received events, newest first."""
+    def list_events(self, limit: int = 50, *,
+                    summary: bool = False) -> list[dict[str, Any]]:
+        """Recently received events, newest first (whole: a summary reads no less here)."""
         rows = self.db.connection().execute(
             "SELECT json FROM events ORDER BY received_at DESC, rowid DESC LIMIT ?", (limit,)
         ).fetchall()
