@@ -270,6 +270,7 @@ def test_pushback_on_the_key_read_is_a_429_and_the_repost_lands(
     event = {"name": "shop/order.placed", "data": {"order": "o8"}, "id": "evt-o8"}
     busy = h.post(f"/e/{key}", event, settle=False)
     assert busy.status == 429 and busy.headers.get("retry-after") == "1", busy
+    assert "ids" not in busy.body  # refused at the key's read, before any event was taken
     h.advance("2m")
     assert _post(h, f"/e/{key}", event).status == 200
     assert _outputs(h, "fulfil") == ['"o8"']
