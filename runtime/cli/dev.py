@@ -191,7 +191,11 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """Bind the server socket up front, so a busy port is a clear error before anything starts."""
+    """Bind the server socket up front, so a busy port is a clear error before anything starts.
+
+    It listens at once too: the URL is printed before the server runs, and a client that
+    follows it at once waits in the backlog instead of being refused.
+    """
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -208,4 +212,5 @@ def listen(host: str, port: int) -> socket.socket:
             f"cannot listen on {host}:{port}: {exc.strerror or exc}; is another "
             "`stepkit dev` running? Pick another port with --port"
         ) from None
+    sock.listen(socket.SOMAXCONN)
     return sock

@@ -402,6 +402,18 @@ def test_dev_reports_a_busy_port(project: Path, monkeypatch: pytest.MonkeyPatch)
     assert not (project / ".stepkit").exists()
 
 
+def test_the_printed_address_takes_connections_before_the_server_runs() -> None:
+    """The URL is printed between `listen` and `serve`: a client that follows it at once waits.
+
+    A socket that was only bound refused it (the dashboard test's CI failure).
+    """
+    from runtime.cli.dev import listen
+
+    with listen("127.0.0.1", 0) as sock, socket.create_connection(
+            ("127.0.0.1", sock.getsockname()[1]), timeout=5):
+        pass
+
+
 def _project(tmp_path: Path, source: str) -> Path:
     pkg = tmp_path / "functions"
     pkg.mkdir()
