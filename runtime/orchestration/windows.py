@@ -162,6 +162,7 @@ class Windows:
             ran = store.window_member(scope, event["id"])
             if ran is not None:
                 return self._joined_before(fn, scope, key, ran)
+        checked = redelivered  # whether the membership was read (see _member_of)
         for _ in range(_TRIES):
             window = store.window(scope, key)
             now = self.io.clock.now()
@@ -172,6 +173,10 @@ class Windows:
                 if run_id is not None and not window.started:
                     self._start(fn, scope, key, window)  # a crash cut the last start short
                     continue
+                if not checked:
+                    checked = True
+                    if store.window_member(scope, event["id"]) is not None:
+                        return None  # a copy of a member: it opens no empty window
                 opened = opened_window(new_run_id(now), now, batch, window.version)
                 if store.open_window(scope, key, opened):
                     self._arm(fn, scope, key, opened)
@@ -180,6 +185,9 @@ class Windows:
                 self._settle(fn, scope, key, window)
                 continue
             if bytes_full(window, size):
+                ran = self._member_of(scope, event, window)
+                if ran is not None:  # a copy must not close the window: finish as a copy
+                    return self._joined_before(fn, scope, key, ran) if redelivered else None
                 self._close(fn, scope, key, run_id)
                 continue
             seat = store.take_seat(scope, key, run_id, size, MAX_BATCH_BYTES)
@@ -200,6 +208,23 @@ class Windows:
                 self._arm(fn, scope, key, window)  # a crash may have lost the timer
             return None
         raise GateContentionError(f"{scope} {key!r}: the window kept changing")
+
+    def _member_of(self, scope: str, event: dict[str, Any], window: Window) -> str | None:
+        """The run whose window ``event`` joined, for an event too large for ``window``.
+
+        SQS delivers a message twice at times, both copies at once: a copy of a large event
+        does not fit beside the original and would close its window early (the batch
+        starting before its timeout, smaller than it should be). The original's join may be
+        a few milliseconds behind its seat, so a copy that is not a member yet looks again
+        after a pause, as settling does. Two reads at most, only where a window closes for
+        its bytes: once per window, not per event.
+        """
+        store = self.io.store
+        ran = store.window_member(scope, event["id"])
+        if ran is not None or window.count == 0:  # no seat taken: no join in flight
+            return ran
+        time.sleep(SETTLE_PAUSE)
+        return store.window_member(scope, event["id"])
 
     def _joined_before(self, fn: FunctionDef, scope: str, key: str, run_id: str) -> str | None:
         """A redelivered event is a member of ``run_id``'s window: finish what is left.
