@@ -138,7 +138,13 @@ def test_held_copies_do_not_multiply_under_duplicate_delivery(
     for _ in range(8):  # eight rounds: a copy per round each would make 2**8 by now
         h.clock.advance(PAUSED_RETRY)
         handled.append(h.settle())
-    assert max(handled[2:]) <= 6, handled
+    if h.chaos is None:  # each round: the held copy and its duplicate, one re-sending
+        assert max(handled) <= 2, handled
+    else:
+        # Chaos adds deliveries (a failed one is deferred and comes back in the round; a
+        # dying copy may re-send before another marks the round): single rounds reach 12,
+        # then fall back. Copies that multiplied would pass 48 by the fifth round.
+        assert sum(handled[2:]) <= 8 * len(handled[2:]), handled
     assert ran == []
 
     h.resume("notify")
