@@ -18,6 +18,7 @@ from runtime.durations import format_instant
 from runtime.testing import Harness
 from stepkit_emulators.aws import AwsBackend
 from stepkit_emulators.emulators import AwsEmulators
+from tests.aws_emulators.fixtures import deploy_for_cli
 
 pytestmark = pytest.mark.aws
 
@@ -167,13 +168,8 @@ def test_functions_aws_lists_the_projects_functions(
 def _deployed_crons(aws: AwsEmulators,
                     monkeypatch: pytest.MonkeyPatch) -> tuple[Harness, AppResources]:
     """``crons`` on the emulators, with the env the CLI's --aws reads (its functions/ too)."""
-    h = Harness.aws(crons, aws)
-    assert isinstance(h.backend, AwsBackend)
-    r = h.backend.resources
-    for name, value in ((ENV_APP, r.app_id), (ENV_BUS, r.bus), (ENV_TABLE, r.table),
-                        ("STEPKIT_FUNCTIONS", __name__)):
-        monkeypatch.setenv(name, value)
-    return h, r
+    h, backend = deploy_for_cli(crons, aws, monkeypatch, functions=__name__)
+    return h, backend.resources
 
 
 def test_fire_aws_sends_what_the_schedule_sends_and_the_run_completes(

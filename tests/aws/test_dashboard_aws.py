@@ -14,13 +14,14 @@ import pytest
 from click.testing import CliRunner
 
 from runtime import App, Context, TriggerEvent
-from runtime.backends.aws.resources import ENV_APP, ENV_BUS, ENV_TABLE
+from runtime.backends.aws.resources import ENV_TABLE
 from runtime.cli import cli
 from runtime.cli.dashboard import aws_dashboard
 from runtime.devserver.background import serve_dashboard_in_background
 from runtime.testing import Harness
 from stepkit_emulators.aws import AwsBackend
 from stepkit_emulators.emulators import AwsEmulators
+from tests.aws_emulators.fixtures import deploy_for_cli
 from tests.devserver.test_dashboard_actions import Browser, browser
 
 __all__ = ["browser"]  # the chromedriver session fixture, shared with the dev dashboard's tests
@@ -40,12 +41,7 @@ def drip(ctx: Context) -> str:
 @pytest.fixture
 def deployed(aws: AwsEmulators, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
     """``shop`` on the emulators, with the env ``--aws`` reads; the real clock (TTLs)."""
-    h = Harness.aws(shop, aws)
-    assert isinstance(h.backend, AwsBackend)
-    r = h.backend.resources
-    for name, value in ((ENV_APP, r.app_id), (ENV_BUS, r.bus), (ENV_TABLE, r.table),
-                        ("STEPKIT_FUNCTIONS", __name__)):
-        monkeypatch.setenv(name, value)
+    h, _ = deploy_for_cli(shop, aws, monkeypatch, functions=__name__)
     yield h
 
 

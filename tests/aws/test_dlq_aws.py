@@ -12,12 +12,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 from runtime import App, Context, TriggerEvent
-from runtime.backends.aws.resources import ENV_APP, ENV_BUS, ENV_TABLE
 from runtime.backends.aws.store import DynamoStore, StoreError
 from runtime.cli import cli
 from runtime.testing import Harness
 from stepkit_emulators.aws import AwsBackend
 from stepkit_emulators.emulators import AwsEmulators
+from tests.aws_emulators.fixtures import deploy_for_cli
 
 pytestmark = pytest.mark.aws
 
@@ -36,12 +36,7 @@ def stepkit(*args: str) -> Result:
 
 @pytest.fixture
 def h(aws: AwsEmulators, monkeypatch: pytest.MonkeyPatch) -> Harness:
-    h = Harness.aws(app, aws)
-    r = backend(h).resources
-    monkeypatch.setenv(ENV_APP, r.app_id)
-    monkeypatch.setenv(ENV_BUS, r.bus)
-    monkeypatch.setenv(ENV_TABLE, r.table)
-    monkeypatch.setenv("STEPKIT_FUNCTIONS", __name__)
+    h, _ = deploy_for_cli(app, aws, monkeypatch, functions=__name__)
     return h
 
 

@@ -14,16 +14,14 @@ import pytest
 from click.testing import CliRunner
 
 from runtime import App, Context, TriggerEvent
-from runtime.backends.aws.resources import ENV_APP, ENV_BUS, ENV_TABLE
 from runtime.cli import cli
 from runtime.client import Deployment
 from runtime.control import EventKeyNotFoundError
 from runtime.control.aws import AwsControl
 from runtime.ingress.keys import EventKeys, KeyRefusedError, digest
 from runtime.orchestration.clock import SystemClock
-from runtime.testing import Harness
-from stepkit_emulators.aws import AwsBackend
 from stepkit_emulators.emulators import AwsEmulators
+from tests.aws_emulators.fixtures import deploy_for_cli
 
 pytestmark = pytest.mark.aws
 
@@ -60,12 +58,9 @@ def _table_text(aws: AwsEmulators, table: str) -> list[str]:
 def test_keys_on_aws_are_kept_as_digests_and_revoked_for_the_endpoint(
     aws: AwsEmulators, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    h = Harness.aws(app, aws)
-    assert isinstance(h.backend, AwsBackend)
-    r = h.backend.resources
-    for name, value in ((ENV_APP, r.app_id), (ENV_BUS, r.bus), (ENV_TABLE, r.table)):
-        monkeypatch.setenv(name, value)
-    control = AwsControl(Deployment(r.app_id, r.bus, r.table), clients=h.backend.clients)
+    h, backend = deploy_for_cli(app, aws, monkeypatch)
+    r = backend.resources
+    control = AwsControl(Deployment(r.app_id, r.bus, r.table), clients=backend.clients)
     endpoint = EventKeys(control.store, SystemClock(), ttl=0)  # a fresh read each check
     runner = CliRunner()
 

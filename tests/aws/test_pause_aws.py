@@ -8,12 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 from runtime import App, Context, TriggerEvent
-from runtime.backends.aws.resources import ENV_APP, ENV_BUS, ENV_TABLE
 from runtime.cli import cli
 from runtime.orchestration.pausing import PAUSE_CACHE_SECONDS, PAUSED_RETRY
-from runtime.testing import Harness
-from stepkit_emulators.aws import AwsBackend
 from stepkit_emulators.emulators import AwsEmulators
+from tests.aws_emulators.fixtures import deploy_for_cli
 
 pytestmark = pytest.mark.aws
 
@@ -31,12 +29,7 @@ def test_pause_aws_holds_the_deployed_function_and_resume_lets_it_go_on(
     aws: AwsEmulators, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shipped.clear()
-    h = Harness.aws(shop, aws)
-    assert isinstance(h.backend, AwsBackend)
-    r = h.backend.resources
-    for name, value in ((ENV_APP, r.app_id), (ENV_BUS, r.bus), (ENV_TABLE, r.table),
-                        ("STEPKIT_FUNCTIONS", __name__)):
-        monkeypatch.setenv(name, value)
+    h, _ = deploy_for_cli(shop, aws, monkeypatch, functions=__name__)
     runner = CliRunner()
 
     paused = runner.invoke(cli, ["pause", "ship", "--reason", "carrier outage", "--aws",

@@ -9,10 +9,9 @@ import pytest
 
 import stepkit_emulators.emulators
 from runtime import App, Context, TriggerEvent
-from runtime.backends.aws.resources import ENV_APP, ENV_BUS, ENV_TABLE
 from runtime.testing import Harness
-from stepkit_emulators.aws import AwsBackend
 from stepkit_emulators.emulators import AwsEmulators
+from tests.aws_emulators.fixtures import deploy_for_cli
 from tests.unit.test_readme_examples import example, run_example
 
 pytestmark = pytest.mark.aws
@@ -29,12 +28,8 @@ def _app() -> App:
 
 
 def test_sending_to_a_deployed_app(aws: AwsEmulators, monkeypatch: pytest.MonkeyPatch) -> None:
-    h = Harness.aws(_app(), aws)  # the real clock: the deployed bus stamps events with it
-    assert isinstance(h.backend, AwsBackend)
-    r = h.backend.resources
-    monkeypatch.setenv(ENV_APP, r.app_id)
-    monkeypatch.setenv(ENV_BUS, r.bus)
-    monkeypatch.setenv(ENV_TABLE, r.table)
+    # The real clock: the deployed bus stamps events with it.
+    h, _ = deploy_for_cli(_app(), aws, monkeypatch)
     run_example(example("runtime.send("))
     h.settle()
     assert h.only_run("welcome").output == "ada"

@@ -7,11 +7,9 @@ import pytest
 from click.testing import CliRunner
 
 from runtime import App, Context, TriggerEvent
-from runtime.backends.aws.resources import ENV_APP, ENV_BUS, ENV_TABLE
 from runtime.cli import cli
-from runtime.testing import Harness
-from stepkit_emulators.aws import AwsBackend
 from stepkit_emulators.emulators import AwsEmulators
+from tests.aws_emulators.fixtures import deploy_for_cli
 
 pytestmark = pytest.mark.aws
 
@@ -31,12 +29,7 @@ def new(ctx: Context) -> str:
 
 def test_invoking_a_retired_function_is_refused_and_queues_nothing(
         aws: AwsEmulators, monkeypatch: pytest.MonkeyPatch) -> None:
-    h = Harness.aws(drained, aws)
-    assert isinstance(h.backend, AwsBackend)
-    r = h.backend.resources
-    for name, value in ((ENV_APP, r.app_id), (ENV_BUS, r.bus), (ENV_TABLE, r.table),
-                        ("STEPKIT_FUNCTIONS", __name__)):
-        monkeypatch.setenv(name, value)
+    h, _ = deploy_for_cli(drained, aws, monkeypatch, functions=__name__)
     runner = CliRunner()
     refused = runner.invoke(cli, ["invoke", "old", "--aws"])
     assert refused.exit_code == 1 and "is retired" in refused.output, refused.output

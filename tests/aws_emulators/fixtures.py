@@ -13,6 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from runtime import App
+from runtime.backends.aws.resources import ENV_APP, ENV_BUS, ENV_TABLE
+from runtime.testing import Harness
+from stepkit_emulators.aws import AwsBackend
 from stepkit_emulators.emulators import AwsEmulators, aws_emulators
 
 
@@ -33,3 +37,20 @@ def aws(aws_session: AwsEmulators, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     for key, value in aws_session.env().items():
         monkeypatch.setenv(key, value)
     yield aws_session
+
+
+def deploy_for_cli(app: App, aws: AwsEmulators, monkeypatch: pytest.MonkeyPatch, *,
+                   functions: str | None = None) -> tuple[Harness, AwsBackend]:
+    """``app`` deployed on the emulators, with the env the CLI's ``--aws`` reads.
+
+    ``functions`` names the module defining ``app`` (``STEPKIT_FUNCTIONS``), for the
+    commands that load this project's functions/.
+    """
+    h = Harness.aws(app, aws)
+    assert isinstance(h.backend, AwsBackend)
+    r = h.backend.resources
+    for name, value in ((ENV_APP, r.app_id), (ENV_BUS, r.bus), (ENV_TABLE, r.table)):
+        monkeypatch.setenv(name, value)
+    if functions is not None:
+        monkeypatch.setenv("STEPKIT_FUNCTIONS", functions)
+    return h, h.backend
