@@ -53,8 +53,8 @@ def url(backend: LocalBackend) -> Iterator[str]:
         yield u
 
 
-def stepkit(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), prog_name="stepkit")
+def stepkit(*args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), prog_name="stepkit", input=input)
 
 
 def free_port() -> int:

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from click.testing import CliRunner, Result
 
 from runtime import App, Context, TriggerEvent
 from runtime.backends.local import LocalBackend
-from runtime.cli import cli
-from runtime.devserver.background import serve_in_background as serve
 from runtime.orchestration.clock import FakeClock
+from tests.devserver.test_cli import stepkit, url
+
+__all__ = ["url"]  # the dev server fixture of test_cli, over this module's backend
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 broken = {"api": True}
@@ -44,16 +44,6 @@ def backend(tmp_path: Path) -> Iterator[LocalBackend]:
     broken["api"] = True
     with LocalBackend(app, tmp_path / "dev.sqlite3", clock=FakeClock(START)) as b:
         yield b
-
-
-@pytest.fixture
-def url(backend: LocalBackend) -> Iterator[str]:
-    with serve(backend) as u:
-        yield u
-
-
-def stepkit(*args: str, input: str | None = None) -> Result:
-    return CliRunner().invoke(cli, list(args), prog_name="stepkit", input=input)
 
 
 def _send(backend: LocalBackend, name: str, *data: dict[str, int]) -> None:
