@@ -95,10 +95,20 @@ class Answer:
         return cls(status, {"error": message, "status": status, **extra}, headers)
 
 
+#: What the log says of a refusal: never the answer's text, which may quote what was sent (a
+#: value a ``data=`` model refused, a path holding a key).
+_WHY = {400: "malformed or invalid events", 401: "unauthorized", 403: "forbidden name",
+        404: "no such route", 405: "not a POST", 413: "too large", 429: "pushed back",
+        500: "failed"}
+
+
 class _Refused(Exception):
-    def __init__(self, answer: Answer) -> None:
+    """A refusal: ``answer`` for the sender; ``note``, if any, for the log (nothing sent)."""
+
+    def __init__(self, answer: Answer, note: str | None = None) -> None:
         super().__init__(answer.body.get("error"))
         self.answer = answer
+        self.note = note
 
 
 class Ingress:
@@ -149,8 +159,8 @@ class Ingress:
             return self._webhook(request, parts[1])
         except _Refused as refused:
             answer = refused.answer
-            self.log.info("ingress %s %s: %d %s", request.method, _route(parts), answer.status,
-                          answer.body.get("error"))
+            self.log.info("ingress %s %s: %d %s", request.method[:10], _route(parts),
+                          answer.status, refused.note or _WHY.get(answer.status, "refused"))
             return answer
 
     # -- POST /e/<key> ---------------------------------------------------------------------
@@ -168,8 +178,8 @@ class Ingress:
                                              "with Authorization: Bearer <event key>"))
         try:
             return self.keys.check(presented)
-        except KeyRefusedError as exc:
-            raise _Refused(Answer.error(401, str(exc))) from None
+        except KeyRefusedError as exc:  # names the key by its public id only
+            raise _Refused(Answer.error(401, str(exc)), note=str(exc)) from None
         except Exception as exc:  # the key could not be read: not the client's fault
             if is_pushback(exc):
                 busy = Answer.error(429, f"AWS is busy ({short(exc)}); post again")
@@ -192,8 +202,8 @@ class Ingress:
         if info is not None:
             try:
                 EventKeys.permit(info, [e.name for e in events])
-            except KeyNotAllowedError as exc:
-                raise _Refused(Answer.error(403, str(exc))) from None
+            except KeyNotAllowedError as exc:  # the key's public id and event names
+                raise _Refused(Answer.error(403, str(exc)), note=str(exc)) from None
         via = "" if info is None else f" with key sk_{info.id}_…"
         return self._publish(events, f"POST /e{via}")
 

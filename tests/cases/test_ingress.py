@@ -285,6 +285,11 @@ def test_the_endpoint_logs_neither_key_nor_payload(make_harness: MakeHarness,
         _post(h, f"/e/{key}", {"name": "shop/order.placed", "data": {"order": secret_data},
                                "id": "evt-log"})
         _post(h, f"/e/{key[:-2]}zz", {"name": "audit/note", "data": {"x": secret_data}})
+        # Refusals whose answers quote what was sent: a value its data= model refuses, and
+        # a path holding the key.
+        refused = _post(h, f"/e/{key}", {"name": "shop/refund", "data": {"amount": secret_data}})
+        assert refused.status == 400 and secret_data in refused.body["error"]
+        assert _post(h, f"/e/{key}/more", {"name": "audit/note"}).status == 404
     text = caplog.text
     ident = key.split("_")[1]
     assert key not in text and key[:-2] + "zz" not in text
