@@ -289,7 +289,19 @@ class Ingress:
         if len(raw) > MAX_REQUEST_EVENTS:
             raise _Refused(Answer.error(500, f"webhook {name!r}: its transform made "
                                              f"{len(raw)} events; at most {MAX_REQUEST_EVENTS}"))
-        events = self._valid(raw) if raw else []
+        try:
+            events = self._valid(raw) if raw else []
+        except _Refused as refused:
+            if source.transform is None:
+                raise  # the body itself, as the event's data, is not valid: 400
+            # The app's transform (or a data= model) and the delivery disagree: answered
+            # 500, as a transform that raised, so the provider retries until the app is
+            # fixed instead of dropping the delivery on a 400.
+            self.log.error("webhook %r: its transform made events that are not valid: %s",
+                           name, refused.answer.body.get("error"))
+            raise _Refused(Answer.error(500, f"webhook {name!r}: its transform made events "
+                                             "that are not valid (see the endpoint's logs)"),
+                           note="transform made invalid events") from None
         return self._publish(events, f"POST /webhooks/{name}")
 
 

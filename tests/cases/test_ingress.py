@@ -247,6 +247,22 @@ def test_a_github_delivery_becomes_its_named_event_once(make_harness: MakeHarnes
     assert len(h.runs("pushed")) == 1
 
 
+def test_a_delivery_its_transform_makes_invalid_is_a_500_the_provider_retries(
+        make_harness: MakeHarness) -> None:
+    """The app's mapping, not the provider, is at fault: a 400 would drop the delivery."""
+    h = make_harness(_shop())
+    body = json.dumps({"ref": "refs/heads/main"}).encode()
+    mac = hmac.new(GITHUB_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    headers = {"X-Hub-Signature-256": f"sha256={mac}", "X-GitHub-Delivery": "d-1",
+               "X-GitHub-Event": "push event"}  # a name with a space: not an event name
+    answer = _post(h, "/webhooks/github", raw=body, headers=headers)
+    assert answer.status == 500 and "not valid" in answer.body["error"]
+    assert h.runs("pushed") == []
+    headers["X-GitHub-Event"] = "push"  # the same delivery, once the mapping is right
+    assert _post(h, "/webhooks/github", raw=body, headers=headers).status == 200
+    assert _outputs(h, "pushed") == ['"refs/heads/main"']
+
+
 def test_pushback_from_the_bus_is_a_429_and_the_repost_lands_once(
         make_harness: MakeHarness) -> None:
     h = make_harness(_shop())
