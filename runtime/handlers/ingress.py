@@ -16,21 +16,32 @@ import base64
 import binascii
 import json
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any
 
 from runtime.app import App
 from runtime.backends.aws.bus import EventBridgeBus
 from runtime.backends.aws.payloads import S3Payloads
 from runtime.backends.aws.resources import ENV_BUS, ENV_PAYLOAD_BUCKET, ENV_TABLE
-from runtime.backends.aws.store import DynamoStore
-from runtime.errors import ConfigurationError
+from runtime.backends.aws.gate_store import DynamoGateStore
+from runtime.errors import ConfigurationError, PushbackError
 from runtime.ingress.endpoint import Answer, Ingress, IngressRequest
 from runtime.ingress.keys import EventKeys
 from runtime.orchestration.clock import SystemClock
 from runtime.orchestration.protocols import Clock
 
 LambdaHandler = Any
+
+#: Entries in one ``PutEvents`` call (EventBridge's limit).
+PUT_EVENTS_ENTRIES = 10
+#: ``PutEvents`` calls one request makes at once: 100 slices of 1,000 events in ~1 s, well
+#: under the account's PutEvents quota (thousands of requests/s; see ARCHITECTURE.md).
+PUBLISH_THREADS = 8
+#: Seconds before the Lambda's end by which a request is answered (429 with its ids if the
+#: publish is not done): time to build and return the answer.
+ANSWER_MARGIN_S = 1.5
 
 
 class IngressLambda:
@@ -42,22 +53,25 @@ class IngressLambda:
         clients: boto3 clients: ``dynamodb``, ``events``, and ``s3`` when events may be
             over 256 KB.
         clock: Time source (a fake one in tests).
+        config: The botocore ``Config`` of the S3 client made for the first large event.
     """
 
     def __init__(self, app: App, env: Mapping[str, str], clients: Mapping[str, Any],
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, *, config: Any = None) -> None:
         missing = [k for k in (ENV_TABLE, ENV_BUS) if not env.get(k)]
         if missing:
             raise ConfigurationError(f"missing environment variable(s) {', '.join(missing)}: "
                                      "the CDK app sets them on the event endpoint's Lambda")
         self.clock = clock or SystemClock()
         bucket = env.get(ENV_PAYLOAD_BUCKET)
-        payloads = S3Payloads(bucket, clients.get("s3")) if bucket else None
-        store = DynamoStore(env[ENV_TABLE], client=clients["dynamodb"], clock=self.clock)
+        payloads = S3Payloads(bucket, clients.get("s3"), config=config) if bucket else None
+        # The keys' reads only: the gate store, not the whole DynamoStore (a lighter import).
+        store = DynamoGateStore(env[ENV_TABLE], client=clients["dynamodb"], clock=self.clock)
         self.bus = EventBridgeBus(app.id, env[ENV_BUS], clients["events"], payloads=payloads)
-        self.ingress = Ingress(app, keys=EventKeys(store, self.clock),
-                               publish=lambda events: self.bus.publish(events),
+        self.ingress = Ingress(app, keys=EventKeys(store, self.clock), publish=self.publish,
                                clock=self.clock)
+        self._pool: ThreadPoolExecutor | None = None  # made for the first multi-slice post
+        self._answer_by: float | None = None  # this request's deadline (monotonic seconds)
 
     @classmethod
     def from_env(cls, app: App) -> IngressLambda:
@@ -72,15 +86,54 @@ class IngressLambda:
                         retries={"max_attempts": 3, "mode": "standard"})
         # No S3 client yet: one is made for the first event over 256 KB (S3Payloads).
         clients = {name: boto3.client(name, config=config) for name in ("dynamodb", "events")}
-        return cls(app, os.environ, clients)
+        return cls(app, os.environ, clients, config=config)
 
-    def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        """Answer one API Gateway (HTTP API, payload 2.0) request."""
+    def handle(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
+        """Answer one API Gateway (HTTP API, payload 2.0) request.
+
+        ``context`` is the Lambda's: its remaining time bounds the publish (see
+        :meth:`publish`); without one (tests) the publish waits as long as it takes.
+        """
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        self._answer_by = (time.monotonic() + remaining() / 1000 - ANSWER_MARGIN_S
+                           if remaining is not None else None)
         try:
             request = request_of(event)
         except ValueError as exc:
             return response_of(Answer.error(400, str(exc)))
         return response_of(self.ingress.handle(request))
+
+    def publish(self, events: Sequence[dict[str, Any]]) -> None:
+        """Put ``events`` on the bus, in slices of one ``PutEvents`` each, side by side.
+
+        A request of 1,000 events is 100 ``PutEvents`` calls: one after another, at 50-100
+        ms each and more with the SDK's retries, they would outlast the Lambda's 10 s and
+        the client would get API Gateway's 5xx without the ids. Eight at a time they take
+        about a second; and a publish still running :data:`ANSWER_MARGIN_S` before the
+        Lambda's end raises a :class:`PushbackError`, answered 429 with every id (a repost
+        with them starts nothing twice).
+
+        Raises:
+            PushbackError: Out of time.
+        """
+        slices = [events[i:i + PUT_EVENTS_ENTRIES]
+                  for i in range(0, len(events), PUT_EVENTS_ENTRIES)]
+        if len(slices) == 1:
+            self.bus.publish(slices[0])
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(PUBLISH_THREADS, thread_name_prefix="publish")
+        futures = [self._pool.submit(self.bus.publish, part) for part in slices]
+        timeout = (None if self._answer_by is None
+                   else max(0.0, self._answer_by - time.monotonic()))
+        done, pending = wait(futures, timeout=timeout, return_when=FIRST_EXCEPTION)
+        for future in pending:
+            future.cancel()  # not started: nothing of it is on the bus
+        for future in done:
+            future.result()  # the first failure, as it was raised
+        if pending:
+            raise PushbackError(f"{len(events)} events were still being published when the "
+                                "endpoint had to answer")
 
 
 def request_of(event: Mapping[str, Any]) -> IngressRequest:
@@ -130,7 +183,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         copy_config_to_registered_loggers(source_logger=logger, include={"stepkit"})
 
         def entry(event: dict[str, Any], context: Any) -> dict[str, Any]:
-            return endpoint.handle(event)
+            return endpoint.handle(event, context)
 
         _entry = logger.inject_lambda_context(entry, clear_state=True, log_event=False)
     result: dict[str, Any] = _entry(event, context)

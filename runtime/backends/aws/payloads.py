@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -59,20 +60,24 @@ class S3Payloads:
         bucket: The bucket (the Lambda's ``STEPKIT_PAYLOAD_BUCKET``).
         client: A boto3 ``s3`` client; by default one is made on first use (a cold start
             that never meets a large output pays nothing for it).
+        config: The botocore ``Config`` of the client made on first use (its timeouts).
     """
 
-    def __init__(self, bucket: str, client: Any = None) -> None:
+    def __init__(self, bucket: str, client: Any = None, *, config: Any = None) -> None:
         self.bucket = bucket
         self._client = client
+        self._config = config
+        self._lock = threading.Lock()  # boto3's default session makes clients unsafely
 
     @property
     def client(self) -> Any:
         """The S3 client, made on first use."""
-        if self._client is None:
-            import boto3
+        with self._lock:
+            if self._client is None:
+                import boto3
 
-            self._client = boto3.client("s3")
-        return self._client
+                self._client = boto3.client("s3", config=self._config)
+            return self._client
 
     def offload(self, run_id: str, value: Any) -> Any:
         """``value`` itself if it is small, else a reference to the object now holding it.
