@@ -39,6 +39,7 @@ from runtime.control import (
 from runtime.durations import parse_instant
 from runtime.expressions import Expression
 from runtime.orchestration.protocols import RunQuery
+from runtime.orchestration.pushback import is_pushback
 from runtime.records import RunStatus
 
 #: How many runs one listing call asks for (the dev API answers up to 1000).
@@ -350,7 +351,7 @@ def _each(runs: list[Json], act: Callable[[str], str], report: Report, pacer: Pa
     for done, run in enumerate(runs, start=1):
         pacer.wait()
         try:
-            outcome = act(run["run_id"])
+            outcome = _patiently(act, run["run_id"], pacer.sleep)
         except NotFoundError:  # over HTTP, a 404 does not say what was not found
             outcome = "gone"
         except CONTROL_ERRORS as exc:  # one run refused (its function removed...): go on
@@ -360,6 +361,25 @@ def _each(runs: list[Json], act: Callable[[str], str], report: Report, pacer: Pa
         report.count(outcome)
         if progress is not None:
             progress(Progress(done, len(runs), run["run_id"], outcome))
+
+
+#: How long one run's action is tried again while AWS pushes back (throttling past the
+#: SDK's retries), before it counts as failed: a throttled table delays a bulk operation.
+PUSHBACK_PATIENCE_S = 300.0
+
+
+def _patiently(act: Callable[[str], str], run_id: str,
+               sleep: Callable[[float], None]) -> str:
+    """``act(run_id)``, again after a growing pause (0.5 s to 20 s) while it is pushed back."""
+    waited, pause = 0.0, 0.5
+    while True:
+        try:
+            return act(run_id)
+        except CONTROL_ERRORS as exc:
+            if not is_pushback(exc) or waited >= PUSHBACK_PATIENCE_S:
+                raise
+        sleep(pause)
+        waited, pause = waited + pause, min(pause * 2, 20.0)
 
 
 def _cancel_one(control: ControlPlane, run_id: str) -> str:

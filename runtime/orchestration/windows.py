@@ -185,7 +185,7 @@ class Windows:
                 self._settle(fn, scope, key, window)
                 continue
             if bytes_full(window, size):
-                ran = self._member_of(scope, event, window)
+                ran, checked = self._member_of(scope, event, window), True
                 if ran is not None:  # a copy must not close the window: finish as a copy
                     return self._joined_before(fn, scope, key, ran) if redelivered else None
                 self._close(fn, scope, key, run_id)

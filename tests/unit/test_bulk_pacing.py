@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.control.bulk import Operation, Pacer, filter_from_json
+from runtime.control import ControlError, UnreachableError
+from runtime.control.bulk import (
+    PUSHBACK_PATIENCE_S,
+    Operation,
+    Pacer,
+    _patiently,
+    filter_from_json,
+)
+from runtime.errors import PushbackError
 from runtime.records import RunStatus
 
 
@@ -45,3 +53,36 @@ def test_the_api_filter_is_read_strictly() -> None:
     for bad in ({"status": "Nope"}, {"since": 5}, {"until": "yesterday"}):
         with pytest.raises(ValueError):
             filter_from_json(bad)
+
+
+def test_a_run_pushed_back_is_tried_again_after_growing_pauses_not_counted_failed() -> None:
+    slept: list[float] = []
+    tries: list[str] = []
+
+    def throttled_twice(run_id: str) -> str:
+        tries.append(run_id)
+        if len(tries) <= 2:
+            try:
+                raise PushbackError("ThrottlingException: Rate exceeded")
+            except PushbackError as exc:
+                raise UnreachableError("the table did not answer") from exc
+        return "cancelled"
+
+    assert _patiently(throttled_twice, "run-1", slept.append) == "cancelled"
+    assert tries == ["run-1"] * 3 and slept == [0.5, 1.0]
+
+    def refused(run_id: str) -> str:  # not a pushback: its failure is the outcome
+        raise ControlError("function removed")
+
+    slept.clear()
+    with pytest.raises(ControlError, match="removed"):
+        _patiently(refused, "run-2", slept.append)
+    assert slept == []
+
+    def always_throttled(run_id: str) -> str:
+        raise UnreachableError("busy") from PushbackError("throttled")
+
+    slept.clear()
+    with pytest.raises(UnreachableError):
+        _patiently(always_throttled, "run-3", slept.append)
+    assert sum(slept) >= PUSHBACK_PATIENCE_S and max(slept) == 20.0
