@@ -663,3 +663,17 @@ def test_a_copy_of_a_seated_event_does_not_close_its_window_early(make_harness: 
     h.send("row/added", {"n": 2})
     h.advance("31s")
     assert [sorted(r.output) for r in h.runs("write-rows")] == [[1, 2]]
+
+
+def test_a_copy_of_an_event_whose_window_started_opens_no_empty_window(
+        make_harness: Any) -> None:
+    """Every message delivered twice: a copy that comes after its window started is a copy.
+
+    It used to open a new window (a header write and a timer) that later started nothing.
+    """
+    h = make_harness(_batch_app(max_size=2, timeout="1m"), duplicate_deliveries=True)
+    h.send([{"name": "row/added", "data": {"n": n}} for n in (1, 2)])
+    [run] = h.runs("write-rows")
+    assert sorted(run.output) == [1, 2]
+    window = h.backend.store.window("batch:write-rows", "")  # type: ignore[attr-defined]
+    assert (window.run_id, window.started) == (run.id, True)  # no window after it
