@@ -121,10 +121,7 @@ def test_a_stripe_signed_delivery_reaches_the_webhook_function_once(
     headers = {"Stripe-Signature": f"t={at},v1={mac}"}
     answers = []
     for _ in range(2):  # Stripe retries a delivery it thinks failed
-        answer = h.post("/webhooks/stripe", raw=body, headers=headers)
-        while answer.status in (429, 500):  # chaos mode's bus faults: post again, as Stripe
-            answer = h.post("/webhooks/stripe", raw=body, headers=headers)
-        answers.append(answer)
+        answers.append(h.post("/webhooks/stripe", raw=body, headers=headers))
     assert [(a.status, a.body["ids"]) for a in answers] == [(200, ["stripe-evt_9"])] * 2
     assert [r.output for r in h.runs("handle-webhook")] == [{"applied": "evt_9"}]
     assert h.once(e["provider_id"] for e in fakes.SENT if e["action"] == "webhook") == ["evt_9"]

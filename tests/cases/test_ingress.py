@@ -18,7 +18,7 @@ import pytest
 from pydantic import BaseModel
 
 from runtime import App, Context, TriggerEvent
-from runtime.ingress.endpoint import MAX_REQUEST_BYTES, MAX_REQUEST_EVENTS, Answer
+from runtime.ingress.endpoint import MAX_REQUEST_BYTES, MAX_REQUEST_EVENTS, Answer, Ingress
 from runtime.ingress.keys import KEY_CACHE_SECONDS
 from runtime.testing import Harness
 from runtime.webhooks import GitHub, Stripe
@@ -72,16 +72,12 @@ def _webhook_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _post(h: Harness, path: str, body: Any = None, **options: Any) -> Answer:
-    """Post as a client does: again, the same request, while it is told to try again.
+    """One post, as a client makes it (chaos faults workers, not the test's own requests).
 
-    Chaos mode injects bus failures; a client that gets a 5xx or 429 posts again, with the
-    same ids, and a repeated id starts nothing new.
+    The endpoint's own failures are injected where a case needs them (the bus's pushback,
+    a publish that landed and then failed).
     """
-    for _ in range(20):
-        answer = h.post(path, body, **options)
-        if answer.status not in (429, 500, 503):
-            return answer
-    return answer
+    return h.post(path, body, **options)
 
 
 def _outputs(h: Harness, function_id: str) -> list[Any]:
@@ -261,6 +257,44 @@ def test_a_delivery_its_transform_makes_invalid_is_a_500_the_provider_retries(
     headers["X-GitHub-Event"] = "push"  # the same delivery, once the mapping is right
     assert _post(h, "/webhooks/github", raw=body, headers=headers).status == 200
     assert _outputs(h, "pushed") == ['"refs/heads/main"']
+
+
+def test_a_publish_that_landed_and_then_failed_is_a_500_whose_ids_repost_once(
+        make_harness: MakeHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The events reached the bus, but the call failed after (a reset connection): the
+    client is told 500 with the ids it did not choose, and posting them again starts
+    nothing twice."""
+    h = make_harness(_shop())
+    key = h.create_key()
+    original, failed = Ingress._publish, []
+
+    def landed_then_failed(self: Ingress, events: Any, what: str) -> Answer:
+        if failed:
+            return original(self, events, what)
+        real = self.publish
+
+        def publish(out: list[dict[str, Any]]) -> None:
+            real(out)
+            failed.append(len(out))
+            raise ConnectionResetError("connection reset after the events were sent")
+
+        self.publish = publish
+        try:
+            return original(self, events, what)
+        finally:
+            self.publish = real
+
+    monkeypatch.setattr(Ingress, "_publish", landed_then_failed)
+    events = [{"name": "shop/order.placed", "data": {"order": f"o{i}"}} for i in range(3)]
+    first = h.post(f"/e/{key}", events)
+    assert first.status == 500 and failed == [3], first
+    ids = first.body["ids"]
+    assert len(set(ids)) == 3
+    again = h.post(f"/e/{key}", [dict(e, id=i) for e, i in zip(events, ids, strict=True)])
+    assert (again.status, again.body["ids"]) == (200, ids)
+    h.advance("1m")
+    assert _outputs(h, "fulfil") == ['"o0"', '"o1"', '"o2"']
+    assert len(h.runs("fulfil")) == 3
 
 
 def test_pushback_from_the_bus_is_a_429_and_the_repost_lands_once(
