@@ -23,9 +23,9 @@ from typing import Any
 
 from runtime.app import App
 from runtime.backends.aws.bus import EventBridgeBus
+from runtime.backends.aws.gate_store import DynamoGateStore
 from runtime.backends.aws.payloads import S3Payloads
 from runtime.backends.aws.resources import ENV_BUS, ENV_PAYLOAD_BUCKET, ENV_TABLE
-from runtime.backends.aws.gate_store import DynamoGateStore
 from runtime.errors import ConfigurationError, PushbackError
 from runtime.ingress.endpoint import Answer, Ingress, IngressRequest
 from runtime.ingress.keys import EventKeys
