@@ -62,6 +62,15 @@ def dedup_cutoff(now: float, ttl: float) -> float:
     return now - ttl
 
 
+def same_name(remembered: str, name: str | None) -> bool:
+    """Whether an event-log entry under ``remembered`` counts for an event named ``name``.
+
+    An id is one event's with its name (``None``: any name): a sender allowed other names
+    only cannot make an event a duplicate by taking its id first.
+    """
+    return name is None or remembered == name
+
+
 def seen_within(received_at: float, *, now: float, ttl: float) -> bool:
     """Whether an event id received at ``received_at`` is still within its dedup window."""
     return received_at > dedup_cutoff(now, ttl)

@@ -25,7 +25,7 @@ from runtime.control import (
 )
 from runtime.control.pausing import pause_function, resume_function, with_pauses
 from runtime.errors import FunctionNotFoundError, FunctionRetiredError, InvalidEventError
-from runtime.events import validate_events
+from runtime.events import Event, validate_events
 from runtime.orchestration.intake import EVENT_DEDUP_SECONDS
 from runtime.orchestration.protocols import RunQuery
 from runtime.orchestration.waiting import why_waiting
@@ -164,13 +164,13 @@ class InProcessControl:
         now = self.clock.now()
         valid = validate_events(events, now_ms=int(now * 1000))
         ids = [e.id for e in valid]
-        seen = self._seen(ids, now)  # asked before sending: once routed, every id is "seen"
+        seen = self._seen(valid, now)  # asked before sending: once routed, every id is "seen"
         try:
             self.orchestrator.send(valid)
         except InvalidEventError:  # a typed event's data: refused before any was routed
             raise
         except Exception as exc:
-            raise PartlySentError(ids, self._seen(ids, self.clock.now()), exc) from exc
+            raise PartlySentError(ids, self._seen(valid, self.clock.now()), exc) from exc
         return Sent(ids, seen)
 
     def cancel(self, run_id: str) -> Cancelled:
@@ -307,9 +307,10 @@ class InProcessControl:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _seen(self, ids: list[str], now: float) -> list[str]:
-        """The ids among ``ids`` routed within the dedup window."""
-        return [i for i in ids if self.store.event_seen(i, now=now, ttl=EVENT_DEDUP_SECONDS)]
+    def _seen(self, events: Sequence[Event], now: float) -> list[str]:
+        """The ids of ``events`` routed (as events of their names) within the dedup window."""
+        return [e.id for e in events if self.store.event_seen(
+            e.id, now=now, ttl=EVENT_DEDUP_SECONDS, name=e.name)]
 
     def _state(self, run_id: str) -> RunState:
         state = self.store.load(run_id)

@@ -210,10 +210,10 @@ class Ingress:
     def _own_ids(self, events: Sequence[Event]) -> None:
         """Refuse an event posted with an id a webhook source gives its deliveries.
 
-        Ids are remembered app-wide for 24 h, so an event sent first under
-        ``stripe-evt_...`` would make Stripe's real delivery of that event a duplicate
-        (dropped by the router: no wait or cancel_on would see it). A webhook's ids are
-        ``<source>-<delivery id>``; only the source itself may use them.
+        Ids are remembered app-wide for 24 h with their names, so an event sent first as
+        ``stripe/webhook`` with ``stripe-evt_...`` would make Stripe's real delivery of that
+        event a duplicate (dropped by the router: no wait or cancel_on would see it). A
+        webhook's ids are ``<source>-<delivery id>``; only the source itself may use them.
         """
         for i, e in enumerate(events):
             source = next((name for name in self._sources if e.id.startswith(f"{name}-")),

@@ -111,7 +111,8 @@ class Intake:
         """
         p = self.ports
         now = p.clock.now()
-        if p.store.event_seen(event["id"], now=now, ttl=EVENT_DEDUP_SECONDS):
+        if p.store.event_seen(event["id"], now=now, ttl=EVENT_DEDUP_SECONDS,
+                              name=event["name"]):
             p.log.info("duplicate event %s ignored", event["id"])
             return
         # Logged before the waiters are read: a wait committed after that read finds the

@@ -248,8 +248,14 @@ class EventLog(Protocol):
         """
         ...
 
-    def event_seen(self, event_id: str, *, now: float, ttl: float) -> bool:
-        """Whether ``event_id`` was remembered (fully routed) within ``ttl`` seconds."""
+    def event_seen(self, event_id: str, *, now: float, ttl: float,
+                   name: str | None = None) -> bool:
+        """Whether ``event_id`` was remembered (fully routed) within ``ttl`` seconds.
+
+        With ``name``, only as an event of that name: an id is one event's with its name, so
+        a sender whose key may send only other names cannot make this event a duplicate
+        (its waiters and ``cancel_on`` would never see it).
+        """
         ...
 
     def log_event(self, event: dict[str, Any], *, now: float, ttl: float) -> None:

@@ -297,6 +297,32 @@ def test_a_publish_that_landed_and_then_failed_is_a_500_whose_ids_repost_once(
     assert len(h.runs("fulfil")) == 3
 
 
+def test_a_key_for_other_names_cannot_make_an_event_a_duplicate_by_taking_its_id(
+        make_harness: MakeHarness) -> None:
+    """Ids are remembered for 24 h: one first sent under another name must not make the
+    real event a duplicate, or its waiters (and cancel_on) would never see it."""
+    app = App("shop")
+
+    @app.function(id="await-payment", trigger=TriggerEvent("shop/order.placed"))
+    def await_payment(ctx: Context) -> Any:
+        paid = ctx.step.wait_for_event("paid", event="shop/payment.confirmed",
+                                       match="data.order", timeout="1d")
+        return paid.data["amount"] if paid else None
+
+    h = make_harness(app)
+    h.send("shop/order.placed", {"order": "o1"})
+    audit = h.create_key(prefixes=["audit/"])  # may send audit/ names only
+    taken = _post(h, f"/e/{audit}", {"name": "audit/note", "id": "pay-o1", "data": {}})
+    assert taken.status == 200
+    h.send([{"name": "shop/payment.confirmed", "id": "pay-o1",
+             "data": {"order": "o1", "amount": 5}}])
+    assert h.only_run("await-payment").output == 5
+    # The same event again, under its own name, is still a duplicate.
+    h.send([{"name": "shop/payment.confirmed", "id": "pay-o1",
+             "data": {"order": "o1", "amount": 6}}])
+    assert h.only_run("await-payment").output == 5
+
+
 def test_pushback_from_the_bus_is_a_429_and_the_repost_lands_once(
         make_harness: MakeHarness) -> None:
     h = make_harness(_shop())

@@ -9,7 +9,7 @@ from typing import Any
 
 from runtime.backends.aws import table as t
 from runtime.backends.aws.dynamo import DynamoTable, aws_call
-from runtime.backends.rules import dedup_cutoff, expired, seen_within
+from runtime.backends.rules import dedup_cutoff, expired, same_name, seen_within
 
 
 class DynamoEventLog(DynamoTable):
@@ -23,14 +23,19 @@ class DynamoEventLog(DynamoTable):
                               values={":cutoff": t.n(dedup_cutoff(now, ttl))})["Put"]
         return self.put_if("PutItem (event log)", put)
 
-    def event_seen(self, event_id: str, *, now: float, ttl: float) -> bool:
-        """Whether ``event_id`` was remembered (fully routed) within ``ttl`` seconds."""
+    def event_seen(self, event_id: str, *, now: float, ttl: float,
+                   name: str | None = None) -> bool:
+        """Whether ``event_id`` was remembered (fully routed) within ``ttl`` seconds.
+
+        With ``name``, only as an event of that name (the entry's ``name``).
+        """
         with aws_call("GetItem (event log)"):
             row = self.client.get_item(
                 TableName=self.table, Key=t.key(t.EVENT_PREFIX + event_id, t.EVENT_SK),
                 ConsistentRead=True,
             ).get("Item")
-        return row is not None and seen_within(float(row["received_ts"]["N"]), now=now, ttl=ttl)
+        return (row is not None and same_name(row["name"]["S"], name)
+                and seen_within(float(row["received_ts"]["N"]), now=now, ttl=ttl))
 
     def received_event(self, event_id: str) -> dict[str, Any] | None:
         """The event received with id ``event_id``, or ``None``: what :meth:`list_events` lists.

@@ -6,7 +6,7 @@ import json
 from typing import Any, cast
 
 from runtime.backends.local.database import Tables, dumps
-from runtime.backends.rules import seen_within
+from runtime.backends.rules import same_name, seen_within
 
 
 class SqliteEventLog(Tables):
@@ -27,12 +27,17 @@ class SqliteEventLog(Tables):
             )
             return True
 
-    def event_seen(self, event_id: str, *, now: float, ttl: float) -> bool:
-        """Whether ``event_id`` was routed (remembered) within ``ttl`` seconds."""
+    def event_seen(self, event_id: str, *, now: float, ttl: float,
+                   name: str | None = None) -> bool:
+        """Whether ``event_id`` was routed (remembered) within ``ttl`` seconds.
+
+        With ``name``, only as an event of that name.
+        """
         row = self.db.connection().execute(
-            "SELECT received_at FROM events WHERE id = ?", (event_id,)
+            "SELECT received_at, name FROM events WHERE id = ?", (event_id,)
         ).fetchone()
-        return row is not None and seen_within(row[0], now=now, ttl=ttl)
+        return row is not None and same_name(row[1], name) and seen_within(row[0], now=now,
+                                                                           ttl=ttl)
 
     def log_event(self, event: dict[str, Any], *, now: float, ttl: float) -> None:
         """Add ``event`` to the timeline of its name for ``ttl`` seconds (idempotent)."""
