@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from runtime.ingress.body import MAX_BODY_DEPTH, BodyError, check_value, parse_json
+from runtime.ingress.body import BodyError, parse_json
 
-__all__ = ["MAX_BODY_BYTES", "MAX_BODY_DEPTH", "BodyError", "check_value", "parse_json",
-           "read_body"]
+__all__ = ["MAX_BODY_BYTES", "BodyError", "parse_json", "read_body"]
 
 #: The largest request body read: four events at the 4 MiB event limit, or many small ones.
 MAX_BODY_BYTES = 16 * 1024 * 1024

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +33,9 @@ def slow(ctx: Context) -> str:
 
 @app.function(id="charge", trigger=TriggerEvent("invoice/due"), retries=0)
 def charge(ctx: Context) -> str:
+    if ctx.event.data.get("plan"):  # a plan's invoice waits out its grace period first
+        ctx.step.sleep("grace", "1h")
+
     def pay() -> str:
         if broken["api"]:
             raise RuntimeError("payment API down")
@@ -136,3 +141,32 @@ def test_the_api_answers_the_report_and_refuses_bad_bodies(
         assert answer.json()["error"]
     cancel = httpx.post(f"{url}/api/runs/bulk/cancel", json={"dry_run": True}).json()
     assert cancel["matched"] == 0  # all finished
+
+
+def test_the_readmes_bulk_commands_run_as_written(backend: LocalBackend, url: str) -> None:
+    """README's two lines, their optional [...] parts given.
+
+    The CLI counts ``--since 1h`` back from the wall clock, so the runs are made now.
+    """
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    lines = [line for line in readme.splitlines()
+             if line.startswith(("stepkit cancel-all ", "stepkit replay-all "))]
+    assert len(lines) == 2
+    cancel, replay = (shlex.split(line.replace("[", "").replace("]", ""))[1:] for line in lines)
+    backend.clock.advance(time.time() - 60 - START.timestamp())  # type: ignore[attr-defined]
+    _send(backend, "invoice/due", {"plan": "pro"}, {"plan": "free"})  # in their grace
+    _send(backend, "invoice/due", {"n": 0}, {"n": 1})  # failed: the payment API is down
+
+    done = stepkit(*cancel, "--yes", "--json", "--url", url)
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["counts"] == {"cancelled": 1}  # the pro plan's run
+    backend.run_until_idle()
+    broken["api"] = False
+    again = stepkit(*replay, "--yes", "--json", "--url", url)
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["counts"] == {"replayed": 2}
+    backend.run_until_idle()
+    runs = backend.list_runs()
+    by_plan = sorted((str(r.events[0]["data"].get("plan")), r.status.value) for r in runs)
+    assert by_plan == [("None", "Completed"), ("None", "Completed"), ("None", "Failed"),
+                       ("None", "Failed"), ("free", "Running"), ("pro", "Cancelled")]
