@@ -26,6 +26,7 @@ from runtime.testing import Harness
 from runtime.webhooks import Stripe
 from stepkit_emulators.aws import AwsBackend
 from stepkit_emulators.emulators import AwsEmulators
+from tests.aws_emulators.fixtures import deploy_for_cli
 
 pytestmark = pytest.mark.aws
 
@@ -74,10 +75,9 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def gateway(aws: AwsEmulators, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Harness, str]]:
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "whsec_curl")
-    h = Harness.aws(shop, aws)
-    assert isinstance(h.backend, AwsBackend)
+    h, backend = deploy_for_cli(shop, aws, monkeypatch)  # `stepkit keys ... --aws` too
     server = _Gateway(("127.0.0.1", 0), _Handler)
-    server.backend = h.backend
+    server.backend = backend
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -126,8 +126,14 @@ def test_curl_with_a_stripe_signature_starts_its_run_once(gateway: tuple[Harness
 
 
 def test_the_readmes_curl_example_runs_as_written(gateway: tuple[Harness, str]) -> None:
+    """Its `stepkit keys create ... --aws` line makes the key its curl line posts with."""
     import re
+    import shlex
     from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from runtime.cli import cli
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     block = next(b for b in re.findall(r"```bash\n(.*?)```", readme, re.S)
@@ -136,10 +142,16 @@ def test_the_readmes_curl_example_runs_as_written(gateway: tuple[Harness, str]) 
     expected = re.search(r"^# (\{.*\})$", block, re.M)
     assert command is not None and expected is not None
     h, url = gateway
+    create = re.search(r"^\.venv/bin/stepkit (keys create .*?)\s+#", block, re.M)
+    assert create is not None
+    made = CliRunner().invoke(cli, shlex.split(create.group(1)))
+    assert made.exit_code == 0, made.output
+    key = re.search(r"sk_[0-9a-f]{12}_[A-Za-z0-9_-]{43}", made.output)
+    assert key is not None, made.output
     out = subprocess.run(["bash", "-c", command.group(0).rstrip() + " -sS"], capture_output=True,
                          text=True, check=True, timeout=30,
                          env={"PATH": "/usr/bin:/bin", "EVENT_API_URL": url,
-                              "EVENT_KEY": h.create_key("readme")}).stdout
+                              "EVENT_KEY": key.group(0)}).stdout
     assert json.loads(out) == json.loads(expected.group(1))
     h.settle()
     assert [r.output for r in h.runs("fulfil")] == ["o1"]
