@@ -94,9 +94,12 @@ class Operation:
 
     Attributes:
         id: A ULID.
+        resumed: Made by :meth:`resume`: its replays may exist already, so each is looked
+            up first (``already_replayed``); a new operation's cannot, and skips the read.
     """
 
     id: str
+    resumed: bool = False
 
     @classmethod
     def begin(cls, now: float | None = None) -> Operation:
@@ -111,7 +114,7 @@ class Operation:
             ValueError: ``operation_id`` is not a ULID.
         """
         try:
-            return cls(str(ULID.from_str(operation_id)))
+            return cls(str(ULID.from_str(operation_id)), resumed=True)
         except ValueError:
             raise ValueError(f"operation id: expected a ULID (26 characters) as printed "
                              f"when the operation began, got {operation_id!r}") from None
@@ -392,7 +395,7 @@ def _cancel_one(control: ControlPlane, run_id: str) -> str:
 def _replay_one(control: ControlPlane, op: Operation, run_id: str, from_step: str | None,
                 report: Report) -> str:
     new_id = op.replay_id(run_id)
-    if _exists(control, new_id):
+    if op.resumed and _exists(control, new_id):
         return "already_replayed"
     try:
         control.rerun(run_id, from_step, new_id=new_id)

@@ -236,9 +236,13 @@ def test_an_interrupted_replay_resumed_replays_each_run_once(make_harness: Any) 
     broken["api"] = False
     op, where = _begin(h), RunFilter(function_id="charge", status=RunStatus.FAILED)
 
-    first = replay_matching(_control(h), where, operation=op, pacer=_unpaced(), limit=2)
+    counting = _CountingControl(_control(h))
+    first = replay_matching(counting, where, operation=op,  # type: ignore[arg-type]
+                            pacer=_unpaced(), limit=2)
+    assert counting.read == []  # a new operation's replays cannot exist: none is looked up
     # Interrupted before the queued replays ran: the originals are still Failed.
-    rest = replay_matching(_control(h), where, operation=op, pacer=_unpaced())
+    rest = replay_matching(_control(h), where, operation=Operation.resume(op.id),
+                           pacer=_unpaced())
     h.settle()
     assert first.counts == {"replayed": 2}
     # The two replays still queued are sent again under the same ids: they start nothing.
@@ -248,7 +252,8 @@ def test_an_interrupted_replay_resumed_replays_each_run_once(make_harness: Any) 
     assert len({r.state.run.rerun_of for r in replays}) == 5
     assert all(r.status == "Completed" for r in replays)
     # Resumed once more, now that they ran: each is found and none is sent again.
-    last = replay_matching(_control(h), where, operation=op, pacer=_unpaced())
+    last = replay_matching(_control(h), where, operation=Operation.resume(op.id),
+                           pacer=_unpaced())
     assert last.counts == {"already_replayed": 5}
 
 
