@@ -46,7 +46,7 @@ from runtime.engine import Limits
 from runtime.events import Event
 from runtime.handlers.ingress import IngressLambda
 from runtime.handlers.service import LambdaApp
-from runtime.ingress.endpoint import Answer, IngressRequest
+from runtime.ingress.endpoint import Answer, IngressRequest, route_of
 from runtime.orchestration.clock import FakeClock
 from runtime.orchestration.protocols import RunQuery
 from runtime.records import Message, RunRecord, RunState
@@ -773,7 +773,7 @@ class AwsBackend:
         if self._ingress is None:
             env = self.resources.ingress_env(self.payload_bucket)
             self._ingress = IngressLambda(self.app, env, self.clients, self.clock)
-        route = _http_api_route(request.method, request.path)
+        route = route_of(request.method, request.path)
         if route is None:  # API Gateway answers a route it does not have itself
             return Answer(404, {"message": "Not Found"})
         response = self._ingress.handle(http_api_event(
@@ -856,21 +856,6 @@ class AwsBackend:
 
     def close(self) -> None:
         """Nothing to release: the emulators belong to the session."""
-
-
-def _http_api_route(method: str, path: str) -> str | None:
-    """The HTTP API route a request matches (``infra/constructs/event_api.py``), or ``None``.
-
-    ``{key}`` and ``{source}`` match one path segment; every route is ``POST``.
-    """
-    parts = path.split("?", 1)[0].split("/")[1:]
-    if method.upper() != "POST" or not parts:
-        return None
-    if parts == ["e"]:
-        return "POST /e"
-    if len(parts) == 2 and parts[1] and parts[0] in ("e", "webhooks"):
-        return "POST /e/{key}" if parts[0] == "e" else "POST /webhooks/{source}"
-    return None
 
 
 def _as_redelivery(body: str) -> str:

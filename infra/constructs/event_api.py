@@ -31,10 +31,9 @@ from constructs import Construct
 
 from infra import nag
 from infra.constructs.function_runtime import logged_lambda
+from runtime.ingress.endpoint import ROUTES
 
 HANDLER = "runtime.handlers.ingress.handler"
-#: The routes, all ``POST``: the key in the path, the key in the header, a webhook source.
-ROUTES = ("/e/{key}", "/e", "/webhooks/{source}")
 MEMORY_MB = 512
 #: Well under the HTTP API's 30-second integration timeout, and short because the stage
 #: throttle caps requests, not concurrency: invocations that hang until their timeout hold

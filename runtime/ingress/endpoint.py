@@ -57,6 +57,23 @@ MAX_REQUEST_BYTES = 2 * 1024 * 1024
 MAX_REQUEST_EVENTS = 1000
 #: What a 429 asks the client to wait, seconds.
 RETRY_AFTER_SECONDS = 1
+#: The endpoint's routes, all ``POST`` (the HTTP API declares these; ``{x}`` is one path
+#: segment): the key in the path, the key in the header, a webhook source.
+ROUTES = ("/e/{key}", "/e", "/webhooks/{source}")
+
+
+def route_of(method: str, path: str) -> str | None:
+    """The route key (``POST /e/{key}``) a request matches, as API Gateway matches it."""
+    parts = path.split("?", 1)[0].split("/")[1:]
+    if method.upper() != "POST":
+        return None
+    for route in ROUTES:
+        pattern = route.split("/")[1:]
+        if len(pattern) == len(parts) and all(
+                p == s or (p.startswith("{") and s) for p, s in zip(pattern, parts,
+                                                                   strict=True)):
+            return f"POST {route}"
+    return None
 
 Publish = Callable[[list[dict[str, Any]]], object]  # what it returns is not used
 

@@ -18,7 +18,7 @@ from runtime.handlers.ingress import (
     request_of,
     response_of,
 )
-from runtime.ingress.endpoint import Answer
+from runtime.ingress.endpoint import Answer, route_of
 from stepkit_emulators.lambda_events import http_api_event
 
 
@@ -111,3 +111,12 @@ def test_a_publish_that_would_outlast_the_lambda_answers_429_with_every_id_in_ti
     assert response["statusCode"] == 429 and response["headers"]["retry-after"] == "1"
     assert json.loads(response["body"])["ids"] == [f"e{i}" for i in range(1000)]
     assert took < 0.5 + 0.3  # answered by its deadline, not when the publish ended
+
+
+def test_a_request_matches_the_routes_as_the_http_api_matches_them() -> None:
+    assert route_of("POST", "/e/sk_1") == "POST /e/{key}"
+    assert route_of("post", "/e?x=1") == "POST /e"
+    assert route_of("POST", "/webhooks/stripe") == "POST /webhooks/{source}"
+    for method, path in (("GET", "/e/k"), ("POST", "/e/"), ("POST", "/e/a/b"),
+                         ("POST", "/webhooks"), ("POST", "/"), ("POST", "/other/x")):
+        assert route_of(method, path) is None, (method, path)
