@@ -427,7 +427,11 @@ def test_a_window_whose_closer_failed_before_its_first_step_starts_without_its_t
     h.send("row/added", {"n": 1, "blob": blob})
     monkeypatch.setattr(type(store), "commit", throttled_once)
     h.send("row/added", {"n": 2, "blob": blob})
-    assert refused and not h.runs("write-rows", "Completed")
+    assert refused
+    if h.chaos is None:
+        assert not h.runs("write-rows", "Completed")
+    # Under chaos a copy of the second event's START may close the window beside the closer
+    # and begin its unbegun run at once (`_begin_unbegun`): sooner, which is no failure.
     # The second event's delivery is back in 1-2 s; chaos may defer it a few times more (its
     # faults, a loaded machine): half the window's minute is still long before its timer.
     h.advance("30s")
